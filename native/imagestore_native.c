@@ -1,0 +1,818 @@
+/* imagestore native core: streaming SHA-256 (OpenSSL EVP) fused with gzip
+ * (ISA-L igzip when built with ISN_HAVE_ISAL, else zlib). See the header for
+ * the contract. */
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <zlib.h>
+#ifdef ISN_HAVE_ISAL
+#include <isa-l/igzip_lib.h>
+#endif
+
+#include "imagestore_native.h"
+
+/* Library calls take 32-bit lengths; larger buffers go through in slices. */
+#define ISN_MAX_SLICE ((size_t)1 << 30)
+/* Digest-only decoding inflates into this scratch buffer and drops it. */
+#define ISN_SCRATCH_SIZE ((size_t)256 * 1024)
+/* The smallest output buffer update accepts: room for held-back header bytes. */
+#define ISN_MIN_OUT 16
+#define ISN_MSG_SIZE 256
+
+static const unsigned char GZIP_MAGIC[2] = {0x1f, 0x8b};
+static const unsigned char ZSTD_MAGIC[4] = {0x28, 0xb5, 0x2f, 0xfd};
+
+const char *isn_gzip_backend(void)
+{
+#ifdef ISN_HAVE_ISAL
+    return "isa-l";
+#else
+    return "zlib";
+#endif
+}
+
+const char *isn_strerror(int status)
+{
+    switch (status) {
+    case ISN_OK: return "ok";
+    case ISN_ERR_NOMEM: return "out of memory";
+    case ISN_ERR_CORRUPT: return "corrupt compressed data";
+    case ISN_ERR_TRUNCATED: return "compressed data is truncated";
+    case ISN_ERR_TRAILING: return "unexpected data after the compressed stream";
+    case ISN_ERR_LIMIT: return "uncompressed size exceeds the limit";
+    case ISN_ERR_UNSUPPORTED: return "unsupported compression";
+    case ISN_ERR_STATE: return "operation not allowed in the handle's state";
+    case ISN_ERR_ARGUMENT: return "invalid argument";
+    case ISN_ERR_INTERNAL: return "internal error in a native library";
+    default: return "unknown status";
+    }
+}
+
+/* ---- SHA-256 ------------------------------------------------------------ */
+
+struct isn_sha256 {
+    EVP_MD_CTX *ctx;
+    uint64_t size;
+    int finished;
+};
+
+static EVP_MD_CTX *sha256_ctx_new(void)
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+static int sha256_ctx_update(EVP_MD_CTX *ctx, const unsigned char *data, size_t len)
+{
+    if (len == 0)
+        return ISN_OK;
+    return EVP_DigestUpdate(ctx, data, len) == 1 ? ISN_OK : ISN_ERR_INTERNAL;
+}
+
+static int sha256_ctx_final(EVP_MD_CTX *ctx, unsigned char digest[32])
+{
+    unsigned int n = 0;
+    if (EVP_DigestFinal_ex(ctx, digest, &n) != 1 || n != 32)
+        return ISN_ERR_INTERNAL;
+    return ISN_OK;
+}
+
+int isn_sha256_new(isn_sha256 **out)
+{
+    isn_sha256 *h;
+    if (out == NULL)
+        return ISN_ERR_ARGUMENT;
+    *out = NULL;
+    h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return ISN_ERR_NOMEM;
+    h->ctx = sha256_ctx_new();
+    if (h->ctx == NULL) {
+        free(h);
+        return ISN_ERR_NOMEM;
+    }
+    *out = h;
+    return ISN_OK;
+}
+
+int isn_sha256_update(isn_sha256 *h, const unsigned char *data, size_t len)
+{
+    int rc;
+    if (h == NULL || (data == NULL && len > 0))
+        return ISN_ERR_ARGUMENT;
+    if (h->finished)
+        return ISN_ERR_STATE;
+    rc = sha256_ctx_update(h->ctx, data, len);
+    if (rc == ISN_OK)
+        h->size += len;
+    return rc;
+}
+
+int isn_sha256_finish(isn_sha256 *h, unsigned char digest[32], uint64_t *size)
+{
+    if (h == NULL || digest == NULL || size == NULL)
+        return ISN_ERR_ARGUMENT;
+    if (h->finished)
+        return ISN_ERR_STATE;
+    h->finished = 1;
+    *size = h->size;
+    return sha256_ctx_final(h->ctx, digest);
+}
+
+void isn_sha256_free(isn_sha256 *h)
+{
+    if (h == NULL)
+        return;
+    EVP_MD_CTX_free(h->ctx);
+    free(h);
+}
+
+/* ---- inflate engine: one gzip member at a time --------------------------- */
+
+struct inflater {
+#ifdef ISN_HAVE_ISAL
+    struct inflate_state state;
+#else
+    z_stream z;
+    int z_ready;
+#endif
+};
+
+struct step {
+    size_t consumed;
+    size_t produced;
+    int member_end;
+};
+
+static int inflater_init(struct inflater *f)
+{
+#ifdef ISN_HAVE_ISAL
+    isal_inflate_init(&f->state);
+    f->state.crc_flag = ISAL_GZIP;
+    return ISN_OK;
+#else
+    memset(&f->z, 0, sizeof(f->z));
+    if (inflateInit2(&f->z, 16 + MAX_WBITS) != Z_OK)
+        return ISN_ERR_NOMEM;
+    f->z_ready = 1;
+    return ISN_OK;
+#endif
+}
+
+static int inflater_reset(struct inflater *f)
+{
+#ifdef ISN_HAVE_ISAL
+    isal_inflate_reset(&f->state);
+    f->state.crc_flag = ISAL_GZIP;
+    return ISN_OK;
+#else
+    return inflateReset(&f->z) == Z_OK ? ISN_OK : ISN_ERR_INTERNAL;
+#endif
+}
+
+static void inflater_end(struct inflater *f)
+{
+#ifdef ISN_HAVE_ISAL
+    (void)f;
+#else
+    if (f->z_ready)
+        inflateEnd(&f->z);
+    f->z_ready = 0;
+#endif
+}
+
+/* Inflate from in into out; on error fills msg with the library's reason. */
+static int inflater_step(struct inflater *f, const unsigned char *in, size_t in_len,
+                         unsigned char *out, size_t out_cap, struct step *st,
+                         char *msg, size_t msg_size)
+{
+    if (in_len > ISN_MAX_SLICE)
+        in_len = ISN_MAX_SLICE;
+    if (out_cap > ISN_MAX_SLICE)
+        out_cap = ISN_MAX_SLICE;
+#ifdef ISN_HAVE_ISAL
+    {
+        struct inflate_state *s = &f->state;
+        int ret;
+        /* ISA-L never writes through next_in; the cast only drops const. */
+        s->next_in = (uint8_t *)(uintptr_t)in;
+        s->avail_in = (uint32_t)in_len;
+        s->next_out = out;
+        s->avail_out = (uint32_t)out_cap;
+        ret = isal_inflate(s);
+        st->consumed = in_len - s->avail_in;
+        st->produced = out_cap - s->avail_out;
+        st->member_end = s->block_state == ISAL_BLOCK_FINISH;
+        if (ret >= 0)
+            return ISN_OK;
+        switch (ret) {
+        case ISAL_INVALID_WRAPPER:
+            snprintf(msg, msg_size, "invalid gzip header");
+            break;
+        case ISAL_UNSUPPORTED_METHOD:
+            snprintf(msg, msg_size, "gzip header names an unsupported method");
+            break;
+        case ISAL_INCORRECT_CHECKSUM:
+            snprintf(msg, msg_size, "gzip trailer CRC-32 or length does not match");
+            break;
+        default:
+            snprintf(msg, msg_size, "invalid deflate data (igzip error %d)", ret);
+            break;
+        }
+        return ISN_ERR_CORRUPT;
+    }
+#else
+    {
+        z_stream *z = &f->z;
+        int ret;
+        z->next_in = (Bytef *)(uintptr_t)in;
+        z->avail_in = (uInt)in_len;
+        z->next_out = out;
+        z->avail_out = (uInt)out_cap;
+        ret = inflate(z, Z_NO_FLUSH);
+        st->consumed = in_len - z->avail_in;
+        st->produced = out_cap - z->avail_out;
+        st->member_end = ret == Z_STREAM_END;
+        switch (ret) {
+        case Z_OK:
+        case Z_STREAM_END:
+        case Z_BUF_ERROR: /* no progress possible: needs more input */
+            return ISN_OK;
+        case Z_MEM_ERROR:
+            return ISN_ERR_NOMEM;
+        default:
+            snprintf(msg, msg_size, "%s", z->msg != NULL ? z->msg : "invalid deflate data");
+            return ISN_ERR_CORRUPT;
+        }
+    }
+#endif
+}
+
+/* ---- decoder ------------------------------------------------------------- */
+
+struct isn_decoder {
+    EVP_MD_CTX *in_hash;
+    EVP_MD_CTX *out_hash;
+    uint64_t in_size;
+    uint64_t out_size;
+    uint64_t max_out;
+    int format;
+    int status;   /* sticky: the first error, or ISN_OK */
+    int finished;
+    /* Bytes held back while the format, or the start of the next gzip
+     * member, is not yet known; they are part of the stream, already hashed. */
+    unsigned char head[4];
+    size_t head_len;
+    int between_members; /* gzip: a member ended; next bytes start another */
+    int in_member;       /* gzip: inside a member (its end not yet seen) */
+    uint64_t members;
+    unsigned char *scratch;
+    struct inflater engine;
+    int engine_ready;
+    char msg[ISN_MSG_SIZE];
+};
+
+static int decoder_fail(isn_decoder *d, int status, const char *what)
+{
+    d->status = status;
+    snprintf(d->msg, sizeof(d->msg), "%s", what);
+    return status;
+}
+
+int isn_decoder_new(isn_decoder **out, uint64_t max_out)
+{
+    isn_decoder *d;
+    if (out == NULL)
+        return ISN_ERR_ARGUMENT;
+    *out = NULL;
+    d = calloc(1, sizeof(*d));
+    if (d == NULL)
+        return ISN_ERR_NOMEM;
+    d->in_hash = sha256_ctx_new();
+    d->out_hash = sha256_ctx_new();
+    d->scratch = malloc(ISN_SCRATCH_SIZE);
+    if (d->in_hash == NULL || d->out_hash == NULL || d->scratch == NULL) {
+        isn_decoder_free(d);
+        return ISN_ERR_NOMEM;
+    }
+    d->max_out = max_out;
+    *out = d;
+    return ISN_OK;
+}
+
+void isn_decoder_free(isn_decoder *d)
+{
+    if (d == NULL)
+        return;
+    if (d->engine_ready)
+        inflater_end(&d->engine);
+    EVP_MD_CTX_free(d->in_hash);
+    EVP_MD_CTX_free(d->out_hash);
+    free(d->scratch);
+    free(d);
+}
+
+const char *isn_decoder_message(const isn_decoder *d)
+{
+    return d == NULL ? "no decoder" : d->msg;
+}
+
+void isn_decoder_sizes(const isn_decoder *d, uint64_t *in_size, uint64_t *out_size)
+{
+    if (d == NULL)
+        return;
+    if (in_size != NULL)
+        *in_size = d->in_size;
+    if (out_size != NULL)
+        *out_size = d->out_size;
+}
+
+/* Account for n produced bytes: hash them and enforce the size limit. */
+static int decoder_emit(isn_decoder *d, const unsigned char *data, size_t n)
+{
+    if (n == 0)
+        return ISN_OK;
+    if (d->max_out != 0 && n > d->max_out - d->out_size) {
+        char what[ISN_MSG_SIZE];
+        snprintf(what, sizeof(what),
+                 "uncompressed data exceeds the limit of %llu bytes",
+                 (unsigned long long)d->max_out);
+        return decoder_fail(d, ISN_ERR_LIMIT, what);
+    }
+    d->out_size += n;
+    if (sha256_ctx_update(d->out_hash, data, n) != ISN_OK)
+        return decoder_fail(d, ISN_ERR_INTERNAL, "SHA-256 update failed");
+    return ISN_OK;
+}
+
+/* Run the inflater on in[0..len) into out; hashes what it produces. */
+static int decoder_inflate(isn_decoder *d, const unsigned char *in, size_t len,
+                           unsigned char *out, size_t out_cap, struct step *st)
+{
+    char why[ISN_MSG_SIZE - 64];
+    int rc = inflater_step(&d->engine, in, len, out, out_cap, st, why, sizeof(why));
+    if (rc == ISN_ERR_CORRUPT) {
+        char what[ISN_MSG_SIZE];
+        snprintf(what, sizeof(what), "corrupt gzip data in member %llu: %s",
+                 (unsigned long long)d->members, why);
+        return decoder_fail(d, rc, what);
+    }
+    if (rc != ISN_OK)
+        return decoder_fail(d, rc, isn_strerror(rc));
+    rc = decoder_emit(d, out, st->produced);
+    if (rc != ISN_OK)
+        return rc;
+    if (st->member_end) {
+        d->in_member = 0;
+        d->between_members = 1;
+    }
+    return ISN_OK;
+}
+
+/* Begin a gzip member whose first bytes are held in head. */
+static int decoder_start_member(isn_decoder *d)
+{
+    struct step st;
+    int rc;
+    if (!d->engine_ready) {
+        rc = inflater_init(&d->engine);
+        if (rc != ISN_OK)
+            return decoder_fail(d, rc, isn_strerror(rc));
+        d->engine_ready = 1;
+    } else {
+        rc = inflater_reset(&d->engine);
+        if (rc != ISN_OK)
+            return decoder_fail(d, rc, isn_strerror(rc));
+    }
+    d->members++;
+    d->in_member = 1;
+    d->between_members = 0;
+    /* The held bytes are header bytes: they produce no output. */
+    rc = decoder_inflate(d, d->head, d->head_len, d->scratch, ISN_SCRATCH_SIZE, &st);
+    if (rc == ISN_OK && st.consumed != d->head_len)
+        return decoder_fail(d, ISN_ERR_INTERNAL, "inflater did not take the header bytes");
+    d->head_len = 0;
+    return rc;
+}
+
+/* With the held bytes decide what the stream (or the next member) is.
+ * at_end: no more input will come. Returns ISN_OK when still undecided. */
+static int decoder_decide(isn_decoder *d, int at_end)
+{
+    char what[ISN_MSG_SIZE];
+    if (d->format == ISN_FORMAT_UNKNOWN) {
+        if (d->head_len >= 2 && memcmp(d->head, GZIP_MAGIC, 2) == 0) {
+            d->format = ISN_FORMAT_GZIP;
+            return decoder_start_member(d);
+        }
+        if (d->head_len < sizeof(d->head) && !at_end)
+            return ISN_OK; /* could still be zstd's 4-byte magic */
+        if (d->head_len == 4 && memcmp(d->head, ZSTD_MAGIC, 4) == 0)
+            return decoder_fail(d, ISN_ERR_UNSUPPORTED,
+                                "zstd-compressed data cannot be decoded by this build");
+        /* Not compressed: the bytes pass through unchanged; the held ones
+         * are emitted first by decoder_feed or finish. */
+        d->format = ISN_FORMAT_PLAIN;
+        return ISN_OK;
+    }
+    /* Between gzip members: only another member may follow. */
+    if (d->head_len >= 1 && d->head[0] != GZIP_MAGIC[0]) {
+        snprintf(what, sizeof(what),
+                 "unexpected data after gzip member %llu at offset %llu (byte 0x%02x)",
+                 (unsigned long long)d->members,
+                 (unsigned long long)(d->in_size - d->head_len), d->head[0]);
+        return decoder_fail(d, ISN_ERR_TRAILING, what);
+    }
+    if (d->head_len >= 2) {
+        if (d->head[1] != GZIP_MAGIC[1]) {
+            snprintf(what, sizeof(what),
+                     "unexpected data after gzip member %llu at offset %llu",
+                     (unsigned long long)d->members,
+                     (unsigned long long)(d->in_size - d->head_len));
+            return decoder_fail(d, ISN_ERR_TRAILING, what);
+        }
+        return decoder_start_member(d);
+    }
+    if (at_end && d->head_len > 0) {
+        snprintf(what, sizeof(what), "a stray byte after gzip member %llu",
+                 (unsigned long long)d->members);
+        return decoder_fail(d, ISN_ERR_TRAILING, what);
+    }
+    return ISN_OK;
+}
+
+/* One pass over in: returns after consuming all input, or when out is full. */
+static int decoder_feed(isn_decoder *d, const unsigned char *in, size_t in_len,
+                        size_t *in_used, unsigned char *out, size_t out_cap,
+                        size_t *out_len, int digest_only)
+{
+    size_t used = 0, written = 0;
+    int rc = ISN_OK;
+
+    while (rc == ISN_OK) {
+        unsigned char *dst = digest_only ? d->scratch : out + written;
+        size_t room = digest_only ? ISN_SCRATCH_SIZE : out_cap - written;
+        size_t left = in_len - used;
+
+        if (!digest_only && room == 0)
+            break;
+        if (d->format == ISN_FORMAT_PLAIN && d->head_len > 0) {
+            /* out_cap >= ISN_MIN_OUT, so the held bytes fit on the first pass. */
+            if (!digest_only)
+                memcpy(dst, d->head, d->head_len);
+            written += digest_only ? 0 : d->head_len;
+            rc = decoder_emit(d, d->head, d->head_len);
+            d->head_len = 0;
+        } else if (d->format == ISN_FORMAT_PLAIN) {
+            size_t n = digest_only || left < room ? left : room;
+            if (n == 0)
+                break;
+            if (!digest_only)
+                memcpy(dst, in + used, n);
+            rc = decoder_emit(d, in + used, n);
+            used += n;
+            d->in_size += n;
+            written += digest_only ? 0 : n;
+            if (used == in_len)
+                break;
+        } else if (d->format == ISN_FORMAT_UNKNOWN || d->between_members) {
+            if (left == 0)
+                break;
+            d->head[d->head_len++] = in[used++];
+            d->in_size++;
+            rc = decoder_decide(d, 0);
+        } else {
+            struct step st;
+            rc = decoder_inflate(d, in + used, left, dst, room, &st);
+            if (rc != ISN_OK)
+                break;
+            used += st.consumed;
+            d->in_size += st.consumed;
+            written += digest_only ? 0 : st.produced;
+            /* Done when the input is used and the output buffer was not
+             * filled (so nothing is left pending inside the inflater). */
+            if (used == in_len && st.produced < room && !st.member_end)
+                break;
+            if (st.consumed == 0 && st.produced == 0 && !st.member_end)
+                rc = decoder_fail(d, ISN_ERR_INTERNAL, "inflater made no progress");
+        }
+    }
+    *in_used = used;
+    *out_len = written;
+    return rc;
+}
+
+int isn_decoder_update(isn_decoder *d, const unsigned char *in, size_t in_len,
+                       size_t *in_used, unsigned char *out, size_t out_cap,
+                       size_t *out_len)
+{
+    int rc;
+    size_t used = 0, written = 0;
+    if (d == NULL || in_used == NULL || out_len == NULL || (in == NULL && in_len > 0))
+        return ISN_ERR_ARGUMENT;
+    *in_used = 0;
+    *out_len = 0;
+    if (d->status != ISN_OK)
+        return d->status;
+    if (d->finished) {
+        snprintf(d->msg, sizeof(d->msg), "update after finish");
+        return ISN_ERR_STATE;
+    }
+    if (out != NULL && out_cap < ISN_MIN_OUT) {
+        snprintf(d->msg, sizeof(d->msg), "output buffer smaller than %d bytes", ISN_MIN_OUT);
+        return ISN_ERR_ARGUMENT;
+    }
+    rc = decoder_feed(d, in, in_len, &used, out, out_cap, &written, out == NULL);
+    /* Hash exactly the input consumed, once, whatever happened after. */
+    if (sha256_ctx_update(d->in_hash, in, used) != ISN_OK && rc == ISN_OK)
+        rc = decoder_fail(d, ISN_ERR_INTERNAL, "SHA-256 update failed");
+    *in_used = used;
+    *out_len = written;
+    return rc;
+}
+
+int isn_decoder_finish(isn_decoder *d, unsigned char *out, size_t out_cap,
+                       size_t *out_len, struct isn_result *result)
+{
+    int rc;
+    size_t used = 0;
+    if (d == NULL || result == NULL || out_len == NULL)
+        return ISN_ERR_ARGUMENT;
+    *out_len = 0;
+    if (out != NULL && out_cap < ISN_MIN_OUT)
+        return ISN_ERR_ARGUMENT;
+    if (d->status != ISN_OK)
+        return d->status;
+    if (d->finished) {
+        snprintf(d->msg, sizeof(d->msg), "finish called twice");
+        return ISN_ERR_STATE;
+    }
+    d->finished = 1;
+    rc = decoder_decide(d, 1);
+    if (rc == ISN_OK && d->format == ISN_FORMAT_PLAIN) /* flush held bytes */
+        rc = decoder_feed(d, NULL, 0, &used, out, out_cap, out_len, out == NULL);
+    if (rc != ISN_OK)
+        return rc;
+    if (d->in_member) {
+        char what[ISN_MSG_SIZE];
+        snprintf(what, sizeof(what),
+                 "gzip data ends inside member %llu after %llu bytes",
+                 (unsigned long long)d->members, (unsigned long long)d->in_size);
+        return decoder_fail(d, ISN_ERR_TRUNCATED, what);
+    }
+    memset(result, 0, sizeof(*result));
+    if (sha256_ctx_final(d->in_hash, result->in_sha256) != ISN_OK ||
+        sha256_ctx_final(d->out_hash, result->out_sha256) != ISN_OK)
+        return decoder_fail(d, ISN_ERR_INTERNAL, "SHA-256 final failed");
+    result->in_size = d->in_size;
+    result->out_size = d->out_size;
+    result->format = d->format;
+    return ISN_OK;
+}
+
+/* ---- encoder ------------------------------------------------------------- */
+
+struct isn_encoder {
+    EVP_MD_CTX *in_hash;
+    EVP_MD_CTX *out_hash;
+    uint64_t in_size;
+    uint64_t out_size;
+    int status;
+    int finishing;
+    int finished;
+#ifdef ISN_HAVE_ISAL
+    struct isal_zstream stream;
+    unsigned char *level_buf;
+#else
+    z_stream z;
+    int z_ready;
+#endif
+    char msg[ISN_MSG_SIZE];
+};
+
+static int encoder_fail(isn_encoder *e, int status, const char *what)
+{
+    e->status = status;
+    snprintf(e->msg, sizeof(e->msg), "%s", what);
+    return status;
+}
+
+int isn_encoder_new(isn_encoder **out, int level)
+{
+    isn_encoder *e;
+    if (out == NULL)
+        return ISN_ERR_ARGUMENT;
+    *out = NULL;
+#ifdef ISN_HAVE_ISAL
+    if (level < ISAL_DEF_MIN_LEVEL || level > ISAL_DEF_MAX_LEVEL)
+        return ISN_ERR_ARGUMENT;
+#else
+    if (level < 0 || level > 9)
+        return ISN_ERR_ARGUMENT;
+#endif
+    e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return ISN_ERR_NOMEM;
+    e->in_hash = sha256_ctx_new();
+    e->out_hash = sha256_ctx_new();
+    if (e->in_hash == NULL || e->out_hash == NULL) {
+        isn_encoder_free(e);
+        return ISN_ERR_NOMEM;
+    }
+#ifdef ISN_HAVE_ISAL
+    {
+        static const uint32_t level_buf_sizes[4] = {
+            ISAL_DEF_LVL0_DEFAULT, ISAL_DEF_LVL1_DEFAULT,
+            ISAL_DEF_LVL2_DEFAULT, ISAL_DEF_LVL3_DEFAULT};
+        uint32_t size = level_buf_sizes[level];
+        isal_deflate_init(&e->stream);
+        e->stream.gzip_flag = IGZIP_GZIP;
+        e->stream.level = (uint32_t)level;
+        e->stream.flush = NO_FLUSH;
+        if (size > 0) {
+            e->level_buf = malloc(size);
+            if (e->level_buf == NULL) {
+                isn_encoder_free(e);
+                return ISN_ERR_NOMEM;
+            }
+            e->stream.level_buf = e->level_buf;
+            e->stream.level_buf_size = size;
+        }
+    }
+#else
+    if (deflateInit2(&e->z, level, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+        isn_encoder_free(e);
+        return ISN_ERR_NOMEM;
+    }
+    e->z_ready = 1;
+#endif
+    *out = e;
+    return ISN_OK;
+}
+
+void isn_encoder_free(isn_encoder *e)
+{
+    if (e == NULL)
+        return;
+#ifdef ISN_HAVE_ISAL
+    free(e->level_buf);
+#else
+    if (e->z_ready)
+        deflateEnd(&e->z);
+#endif
+    EVP_MD_CTX_free(e->in_hash);
+    EVP_MD_CTX_free(e->out_hash);
+    free(e);
+}
+
+const char *isn_encoder_message(const isn_encoder *e)
+{
+    return e == NULL ? "no encoder" : e->msg;
+}
+
+/* One deflate call; end: flush and close the stream. */
+static int encoder_step(isn_encoder *e, const unsigned char *in, size_t in_len,
+                        unsigned char *out, size_t out_cap, int end, struct step *st)
+{
+    if (in_len > ISN_MAX_SLICE)
+        in_len = ISN_MAX_SLICE;
+    if (out_cap > ISN_MAX_SLICE)
+        out_cap = ISN_MAX_SLICE;
+#ifdef ISN_HAVE_ISAL
+    {
+        int ret;
+        e->stream.next_in = (uint8_t *)(uintptr_t)in;
+        e->stream.avail_in = (uint32_t)in_len;
+        e->stream.next_out = out;
+        e->stream.avail_out = (uint32_t)out_cap;
+        e->stream.end_of_stream = end ? 1 : 0;
+        ret = isal_deflate(&e->stream);
+        st->consumed = in_len - e->stream.avail_in;
+        st->produced = out_cap - e->stream.avail_out;
+        st->member_end = e->stream.internal_state.state == ZSTATE_END;
+        if (ret != COMP_OK) {
+            char what[64];
+            snprintf(what, sizeof(what), "igzip deflate failed (error %d)", ret);
+            return encoder_fail(e, ISN_ERR_INTERNAL, what);
+        }
+    }
+#else
+    {
+        int ret;
+        e->z.next_in = (Bytef *)(uintptr_t)in;
+        e->z.avail_in = (uInt)in_len;
+        e->z.next_out = out;
+        e->z.avail_out = (uInt)out_cap;
+        ret = deflate(&e->z, end ? Z_FINISH : Z_NO_FLUSH);
+        st->consumed = in_len - e->z.avail_in;
+        st->produced = out_cap - e->z.avail_out;
+        st->member_end = ret == Z_STREAM_END;
+        if (ret != Z_OK && ret != Z_STREAM_END && ret != Z_BUF_ERROR)
+            return encoder_fail(e, ISN_ERR_INTERNAL, "zlib deflate failed");
+    }
+#endif
+    if (sha256_ctx_update(e->in_hash, in, st->consumed) != ISN_OK ||
+        sha256_ctx_update(e->out_hash, out, st->produced) != ISN_OK)
+        return encoder_fail(e, ISN_ERR_INTERNAL, "SHA-256 update failed");
+    e->in_size += st->consumed;
+    e->out_size += st->produced;
+    return ISN_OK;
+}
+
+static int encoder_check(isn_encoder *e, unsigned char *out, size_t out_cap,
+                         size_t *out_len)
+{
+    if (e == NULL || out == NULL || out_len == NULL)
+        return ISN_ERR_ARGUMENT;
+    *out_len = 0;
+    if (e->status != ISN_OK)
+        return e->status;
+    if (e->finished) {
+        snprintf(e->msg, sizeof(e->msg), "encoder already finished");
+        return ISN_ERR_STATE;
+    }
+    if (out_cap < ISN_MIN_OUT) {
+        snprintf(e->msg, sizeof(e->msg), "output buffer smaller than %d bytes", ISN_MIN_OUT);
+        return ISN_ERR_ARGUMENT;
+    }
+    return ISN_OK;
+}
+
+int isn_encoder_update(isn_encoder *e, const unsigned char *in, size_t in_len,
+                       size_t *in_used, unsigned char *out, size_t out_cap,
+                       size_t *out_len)
+{
+    size_t used = 0, written = 0;
+    int rc;
+    if (in_used == NULL || (in == NULL && in_len > 0))
+        return ISN_ERR_ARGUMENT;
+    *in_used = 0;
+    rc = encoder_check(e, out, out_cap, out_len);
+    if (rc != ISN_OK)
+        return rc;
+    if (e->finishing) {
+        snprintf(e->msg, sizeof(e->msg), "update after finish");
+        return ISN_ERR_STATE;
+    }
+    while (used < in_len && written < out_cap) {
+        struct step st;
+        rc = encoder_step(e, in + used, in_len - used, out + written, out_cap - written, 0, &st);
+        if (rc != ISN_OK)
+            break;
+        used += st.consumed;
+        written += st.produced;
+        if (st.consumed == 0 && st.produced == 0)
+            break;
+    }
+    *in_used = used;
+    *out_len = written;
+    return rc;
+}
+
+int isn_encoder_finish(isn_encoder *e, unsigned char *out, size_t out_cap,
+                       size_t *out_len, int *done, struct isn_result *result)
+{
+    size_t written = 0;
+    int rc;
+    if (done == NULL || result == NULL)
+        return ISN_ERR_ARGUMENT;
+    *done = 0;
+    rc = encoder_check(e, out, out_cap, out_len);
+    if (rc != ISN_OK)
+        return rc;
+    e->finishing = 1;
+    while (written < out_cap) {
+        struct step st;
+        rc = encoder_step(e, NULL, 0, out + written, out_cap - written, 1, &st);
+        if (rc != ISN_OK)
+            return rc;
+        written += st.produced;
+        if (st.member_end) {
+            e->finished = 1;
+            break;
+        }
+        if (st.produced == 0)
+            break;
+    }
+    *out_len = written;
+    if (!e->finished)
+        return ISN_OK;
+    memset(result, 0, sizeof(*result));
+    if (sha256_ctx_final(e->in_hash, result->in_sha256) != ISN_OK ||
+        sha256_ctx_final(e->out_hash, result->out_sha256) != ISN_OK)
+        return encoder_fail(e, ISN_ERR_INTERNAL, "SHA-256 final failed");
+    result->in_size = e->in_size;
+    result->out_size = e->out_size;
+    result->format = ISN_FORMAT_GZIP;
+    *done = 1;
+    return ISN_OK;
+}

@@ -1,0 +1,90 @@
+/* imagestore native core: streaming SHA-256 + gzip in one pass.
+ *
+ * This header is also the cffi cdef, so it holds plain declarations only:
+ * no preprocessor lines, no macros. Include <stddef.h> and <stdint.h> first.
+ *
+ * Every function returns ISN_OK or a negative ISN_ERR_* code; the handle's
+ * message function then says what went wrong, in one line. Nothing here
+ * aborts, prints or keeps global state. Handles are not thread-safe: use one
+ * handle per thread (the Python layer refuses concurrent use).
+ */
+
+enum isn_status {
+    ISN_OK = 0,
+    ISN_ERR_NOMEM = -1,       /* an allocation failed */
+    ISN_ERR_CORRUPT = -2,     /* input is not valid gzip / deflate data */
+    ISN_ERR_TRUNCATED = -3,   /* input ended inside a gzip member */
+    ISN_ERR_TRAILING = -4,    /* bytes after the last gzip member are not gzip */
+    ISN_ERR_LIMIT = -5,       /* output grew past the handle's limit */
+    ISN_ERR_UNSUPPORTED = -6, /* a compression this build does not decode */
+    ISN_ERR_STATE = -7,       /* call not allowed now (e.g. update after finish) */
+    ISN_ERR_ARGUMENT = -8,    /* a bad argument (e.g. level out of range) */
+    ISN_ERR_INTERNAL = -9     /* a library call failed unexpectedly */
+};
+
+enum isn_format {
+    ISN_FORMAT_UNKNOWN = 0, /* not enough input seen yet */
+    ISN_FORMAT_PLAIN = 1,   /* uncompressed bytes (e.g. a plain tar) */
+    ISN_FORMAT_GZIP = 2
+};
+
+/* Digests and sizes of both sides of a stream, filled by *_finish. "in" is
+ * what the caller fed; "out" is what the handle produced. */
+struct isn_result {
+    unsigned char in_sha256[32];
+    uint64_t in_size;
+    unsigned char out_sha256[32];
+    uint64_t out_size;
+    int format;
+};
+
+typedef struct isn_sha256 isn_sha256;
+typedef struct isn_decoder isn_decoder;
+typedef struct isn_encoder isn_encoder;
+
+/* "isa-l" or "zlib": the gzip library this build uses. */
+const char *isn_gzip_backend(void);
+/* A fixed description of a status code. */
+const char *isn_strerror(int status);
+
+/* Plain streaming SHA-256 (OpenSSL EVP). */
+int isn_sha256_new(isn_sha256 **out);
+int isn_sha256_update(isn_sha256 *h, const unsigned char *data, size_t len);
+int isn_sha256_finish(isn_sha256 *h, unsigned char digest[32], uint64_t *size);
+void isn_sha256_free(isn_sha256 *h);
+
+/* Decoder: fed gzip (single or multi-member) or plain bytes, detected from
+ * the first bytes. It hashes what it is fed and what it inflates.
+ * max_out: error ISN_ERR_LIMIT once more than this many bytes inflate
+ * (0 = no limit); this is what stops a gzip bomb. */
+int isn_decoder_new(isn_decoder **out, uint64_t max_out);
+/* Feed input. With out == NULL (digest-only) all input is consumed and the
+ * inflated bytes are hashed and dropped. Otherwise up to out_cap bytes are
+ * written to out; *in_used says how much input was consumed, *out_len how
+ * much was written. Call again with the rest until the input is used and
+ * *out_len < out_cap. */
+int isn_decoder_update(isn_decoder *d, const unsigned char *in, size_t in_len,
+                       size_t *in_used, unsigned char *out, size_t out_cap,
+                       size_t *out_len);
+/* End of input: fails if the stream is truncated; fills *result. A short
+ * plain stream's held-back bytes (< 16) are written to out (NULL when
+ * digest-only), *out_len says how many. */
+int isn_decoder_finish(isn_decoder *d, unsigned char *out, size_t out_cap,
+                       size_t *out_len, struct isn_result *result);
+/* Bytes fed and produced so far. */
+void isn_decoder_sizes(const isn_decoder *d, uint64_t *in_size, uint64_t *out_size);
+const char *isn_decoder_message(const isn_decoder *d);
+void isn_decoder_free(isn_decoder *d);
+
+/* Encoder: fed uncompressed bytes, emits one gzip member (mtime 0). */
+int isn_encoder_new(isn_encoder **out, int level);
+/* Consume input while there is room in out; call again with the rest. */
+int isn_encoder_update(isn_encoder *e, const unsigned char *in, size_t in_len,
+                       size_t *in_used, unsigned char *out, size_t out_cap,
+                       size_t *out_len);
+/* Flush the end of the stream into out; call until *done is 1, then
+ * *result holds both digests. */
+int isn_encoder_finish(isn_encoder *e, unsigned char *out, size_t out_cap,
+                       size_t *out_len, int *done, struct isn_result *result);
+const char *isn_encoder_message(const isn_encoder *e);
+void isn_encoder_free(isn_encoder *e);

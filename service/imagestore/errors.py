@@ -1,0 +1,113 @@
+"""Domain exceptions: the one error taxonomy, at the bottom of every layer.
+
+Each class belongs to one category that the API layer maps to one gRPC status
+code (DESIGN §7). ``reason`` is the machine-readable ErrorInfo reason and
+``metadata`` carries its details. Domain code raises these and nothing else
+crosses a layer boundary; the messages are safe to show to callers (they never
+hold credentials).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class ImageStoreError(Exception):
+    """Base of all domain errors."""
+
+    reason = "IMAGESTORE_ERROR"
+
+    def __init__(self, message: str, *, metadata: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata: dict[str, str] = dict(metadata or {})
+
+
+# ---- categories (one per status code) --------------------------------------
+
+
+class InvalidArgument(ImageStoreError):
+    """The caller sent something malformed (reference, digest, filter, archive...)."""
+
+    reason = "INVALID_ARGUMENT"
+
+
+class NotFound(ImageStoreError):
+    """An image, name, blob or remote manifest does not exist."""
+
+    reason = "NOT_FOUND"
+
+
+class FailedPrecondition(ImageStoreError):
+    """The request is valid but the current state refuses it."""
+
+    reason = "FAILED_PRECONDITION"
+
+
+class Aborted(ImageStoreError):
+    """A concurrent operation conflicts (e.g. another prune is running)."""
+
+    reason = "ABORTED"
+
+
+class PermissionDenied(ImageStoreError):
+    """A registry refused the credentials."""
+
+    reason = "PERMISSION_DENIED"
+
+
+class Unauthenticated(ImageStoreError):
+    """The caller has no valid credentials for this service."""
+
+    reason = "UNAUTHENTICATED"
+
+
+class ResourceExhausted(ImageStoreError):
+    """A size limit, a rate limit or the disk ran out."""
+
+    reason = "RESOURCE_EXHAUSTED"
+
+
+class DataLoss(ImageStoreError):
+    """Content does not match its digest or is not what it claims to be."""
+
+    reason = "DATA_LOSS"
+
+
+class Unavailable(ImageStoreError):
+    """A dependency is unreachable, or the server is shutting down."""
+
+    reason = "UNAVAILABLE"
+
+
+# ---- compressed content (raised by imagestore.hashing) ---------------------
+
+
+class CorruptCompressedData(DataLoss):
+    """Compressed bytes that do not decode: bad header, bad deflate data, bad CRC."""
+
+    reason = "CORRUPT_COMPRESSED_DATA"
+
+
+class TruncatedCompressedData(CorruptCompressedData):
+    """The compressed stream ended inside a gzip member."""
+
+    reason = "TRUNCATED_COMPRESSED_DATA"
+
+
+class TrailingData(CorruptCompressedData):
+    """Bytes after the last gzip member that are not another member."""
+
+    reason = "TRAILING_DATA"
+
+
+class UnsupportedCompression(CorruptCompressedData):
+    """A compression this build cannot decode (e.g. zstd)."""
+
+    reason = "UNSUPPORTED_COMPRESSION"
+
+
+class SizeLimitExceeded(ResourceExhausted):
+    """Content grew past a configured limit (e.g. a gzip bomb)."""
+
+    reason = "SIZE_LIMIT_EXCEEDED"
