@@ -3,7 +3,7 @@
 setuptools runs it through ``cffi_modules`` in setup.py; ``make native`` and the
 sanitizer and benchmark targets run it directly to build variants:
 
-    python native/build_native.py [--outdir DIR]
+    python native/build_native.py --output build/zlib/_native.so
 
 Environment:
     IMAGESTORE_GZIP_BACKEND   auto (default: ISA-L when its headers are found), isa-l, zlib
@@ -87,20 +87,15 @@ ffibuilder = make_ffibuilder(absolute_paths=False)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--outdir",
-        default=str(NATIVE_DIR.parent / "service"),
-        help="where the imagestore/_native*.so lands (default: the source tree)",
-    )
+    parser.add_argument("--output", required=True, help="path of the built module (.so)")
     args = parser.parse_args()
-    outdir = Path(args.outdir)
-    tmpdir = outdir / ".native-build"
+    output = Path(args.output).resolve()
+    tmpdir = output.parent / ".native-build"
     built = make_ffibuilder(absolute_paths=True).compile(tmpdir=str(tmpdir), verbose=False)
-    target = outdir / "imagestore" / Path(built).name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(built, target)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(built, output)
     shutil.rmtree(tmpdir, ignore_errors=True)
-    print(f"built {target} ({choose_backend()})", file=sys.stderr)
+    print(f"built {output} ({choose_backend()})", file=sys.stderr)
 
 
 if __name__ == "__main__":

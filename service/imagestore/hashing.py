@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from imagestore import errors
 from imagestore._native import ffi, lib
@@ -86,7 +86,7 @@ class _Handle:
                 ffi.release(self._handle)
                 self._handle = None
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -201,9 +201,7 @@ class Decoder(_Handle):
         """
         with self._using() as handle:
             result = ffi.new("struct isn_result *")
-            status = lib.isn_decoder_finish(
-                handle, self._out, self._out_cap, self._out_len, result
-            )
+            status = lib.isn_decoder_finish(handle, self._out, self._out_cap, self._out_len, result)
             _raise_for(status, self._message(handle))
             tail = ffi.buffer(self._out, self._out_len[0])[:] if self._out_cap else b""
             return tail, LayerDigests(

@@ -1,0 +1,110 @@
+# imagestore — `make help` lists the targets. `make run` and `make test` set up
+# everything they need first (venv, pinned dependencies, Debian packages when
+# root, the native extension).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules --no-print-directory
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+BUILD := build
+CONSTRAINTS := requirements/constraints.txt
+
+DEPS_STAMP := $(VENV)/.deps.stamp
+NATIVE_STAMP := $(BUILD)/native.stamp
+NATIVE_SOURCES := native/imagestore_native.c native/imagestore_native.h native/build_native.py \
+	setup.py pyproject.toml
+ZLIB_NATIVE := $(BUILD)/zlib/_native.so
+ASAN_NATIVE := $(BUILD)/asan/_native.so
+
+# Debian packages: what the native build needs, what the tests use.
+BUILD_DEBS := zlib1g-dev libssl-dev
+TEST_DEBS := $(BUILD_DEBS) libisal-dev gzip
+
+# Root installs libisal-dev before the first build, so the tests expect ISA-L.
+EXPECT_BACKEND := $(shell [ "$$(id -u)" = 0 ] && echo isa-l)
+PYTEST := $(PY) -m pytest -p no:cacheprovider
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: run
+run: native ## Start the service on the embedded default (SQLite + a local directory)
+	@echo "imagestore: the gRPC server is not built yet (see the open issues); the native core is ready:"
+	@$(PY) -c 'from imagestore import hashing; print("  gzip backend:", hashing.backend())'
+
+.PHONY: test
+test: native test-debs $(ZLIB_NATIVE) ## Set up what is missing, then run every test
+	IMAGESTORE_EXPECT_BACKEND=$(EXPECT_BACKEND) $(PYTEST)
+	@echo "== native tests again, against the zlib build of the extension"
+	IMAGESTORE_TEST_NATIVE=$(ZLIB_NATIVE) IMAGESTORE_EXPECT_BACKEND=zlib \
+		$(PYTEST) tests/native -m "not slow" -q
+	$(MAKE) sanitize
+
+.PHONY: sanitize
+sanitize: native $(ASAN_NATIVE) ## Run the native tests under ASan + UBSan
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:check_initialization_order=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	IMAGESTORE_TEST_NATIVE=$(ASAN_NATIVE) HYPOTHESIS_PROFILE=ci \
+		$(PYTEST) tests/native -q
+
+.PHONY: bench
+bench: native $(ZLIB_NATIVE) ## Benchmarks: native vs stdlib, both gzip backends
+	$(PY) -m tests.bench.bench_native
+	IMAGESTORE_TEST_NATIVE=$(ZLIB_NATIVE) $(PY) -m tests.bench.bench_native
+
+.PHONY: lint
+lint: $(DEPS_STAMP) ## ruff check, ruff format --check, mypy --strict
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+.PHONY: fmt
+fmt: $(DEPS_STAMP) ## Format and auto-fix what ruff can
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+.PHONY: native
+native: $(NATIVE_STAMP) ## Build the native extension in place (ISA-L when available)
+
+.PHONY: venv
+venv: $(DEPS_STAMP) ## Create .venv with the pinned dependencies
+
+.PHONY: test-debs
+test-debs:
+	@scripts/ensure-debs $(TEST_DEBS)
+
+.PHONY: clean
+clean: ## Remove build output (keeps .venv)
+	rm -rf $(BUILD) service/imagestore/*.so service/*.egg-info .native-build
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+.PHONY: distclean
+distclean: clean ## Remove build output and .venv
+	rm -rf $(VENV)
+
+$(DEPS_STAMP): requirements/dev.in $(CONSTRAINTS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -c $(CONSTRAINTS) pip
+	$(PIP) install -c $(CONSTRAINTS) -r requirements/dev.in
+	touch $@
+
+# The editable install builds imagestore._native in place through cffi's
+# setuptools hook, exactly as `pip install .` does.
+$(NATIVE_STAMP): $(DEPS_STAMP) $(NATIVE_SOURCES)
+	@scripts/ensure-debs $(BUILD_DEBS)
+	@scripts/ensure-debs --optional libisal-dev
+	$(PIP) install --no-deps --no-build-isolation -e .
+	@mkdir -p $(BUILD) && touch $@
+
+$(ZLIB_NATIVE): $(DEPS_STAMP) $(NATIVE_SOURCES)
+	IMAGESTORE_GZIP_BACKEND=zlib $(PY) native/build_native.py --output $@
+
+$(ASAN_NATIVE): $(DEPS_STAMP) $(NATIVE_SOURCES)
+	IMAGESTORE_NATIVE_SANITIZE=1 $(PY) native/build_native.py --output $@
