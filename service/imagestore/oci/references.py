@@ -108,7 +108,7 @@ def parse_reference(text: str, *, default_tag: bool = True) -> Reference:
     ``default_tag`` is False. Raises InvalidArgument with Docker's wording.
     """
     if not text:
-        raise _invalid(text, "invalid reference format: repository name must have at least one component")
+        raise _invalid(text, "invalid reference format: the reference is empty")
     if _IDENTIFIER.fullmatch(text):
         raise _invalid(
             text, f"invalid repository name ({text}), cannot specify 64-byte hexadecimal strings"
