@@ -111,3 +111,28 @@ class SizeLimitExceeded(ResourceExhausted):
     """Content grew past a configured limit (e.g. a gzip bomb)."""
 
     reason = "SIZE_LIMIT_EXCEEDED"
+
+
+# ---- image content ---------------------------------------------------------
+
+
+class MalformedContent(InvalidArgument):
+    """A manifest, index, config or archive that does not parse or validate.
+
+    Content from a client is INVALID_ARGUMENT; the registry layer re-raises
+    these as DataLoss, since there the content is not what the registry claims.
+    """
+
+    reason = "MALFORMED_CONTENT"
+
+
+class UnsupportedContent(FailedPrecondition):
+    """Well-formed content this store refuses: schema 1, foreign layers, artifacts."""
+
+    reason = "UNSUPPORTED_CONTENT"
+
+
+class DigestMismatch(DataLoss):
+    """Bytes that do not hash to the digest (or size) they were given as."""
+
+    reason = "DIGEST_MISMATCH"

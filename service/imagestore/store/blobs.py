@@ -1,0 +1,357 @@
+"""Content-addressed blob files: ``<root>/blobs/sha256/<hex>``, written through ingests.
+
+An ingest is a temp file in ``<root>/ingest/``, hashed while it is written
+(native extension), fsynced, verified against the expected digest and size,
+made read-only, renamed into place, and the directory fsynced. A blob is
+either whole and verified, or absent: nothing that fails verification ever
+becomes a path. Ingests of one digest are serialised: the second waits for the
+first, then finds the blob (or takes over if the first gave up).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Self
+
+from imagestore import errors, hashing
+from imagestore.oci.digests import digest_hex, parse_digest
+
+READ_CHUNK = 1 << 20
+
+
+class Encoding(Enum):
+    """How an ingest treats the bytes it is given."""
+
+    #: store as given; SHA-256 only (manifests, configs, opaque blobs)
+    RAW = "raw"
+    #: store as given, a layer: also inflate (digest-only) for its diff_id
+    LAYER = "layer"
+    #: an uncompressed layer: gzip it on the way in, store the gzip
+    COMPRESS = "compress"
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    """A committed blob. Layer fields are set for LAYER and COMPRESS ingests."""
+
+    digest: str
+    size: int
+    diff_id: str | None = None
+    uncompressed_size: int | None = None
+    compression: str | None = None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _disk_error(exc: OSError, doing: str) -> errors.ImageStoreError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return errors.ResourceExhausted(f"disk full while {doing}", metadata={"errno": "ENOSPC"})
+    return errors.Unavailable(f"I/O error while {doing}: {exc.strerror}")
+
+
+class BlobStore:
+    """The blob files of one store root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blob_dir = root / "blobs" / "sha256"
+        self.ingest_dir = root / "ingest"
+        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        self.ingest_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._digest_locks: dict[str, tuple[threading.Lock, int]] = {}
+        self._active_ingests: set[str] = set()
+
+    # ---- reading -------------------------------------------------------------
+
+    def path(self, digest: str) -> Path:
+        """Where a blob lives; the digest is validated first."""
+        return self.blob_dir / digest_hex(digest)
+
+    def exists(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def size(self, digest: str) -> int | None:
+        try:
+            return self.path(digest).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def read_bytes(self, digest: str) -> bytes:
+        """A small blob (manifest, config) whole; raises NotFound."""
+        try:
+            return self.path(digest).read_bytes()
+        except FileNotFoundError:
+            raise errors.NotFound(f"blob {digest} not found", metadata={"digest": digest}) from None
+
+    def read(self, digest: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """Stream ``length`` bytes (default: to the end) from ``offset``, in ≤ 1 MiB chunks."""
+        if offset < 0 or (length is not None and length < 0):
+            raise errors.InvalidArgument("offset and limit must not be negative")
+        try:
+            handle = self.path(digest).open("rb")
+        except FileNotFoundError:
+            raise errors.NotFound(f"blob {digest} not found", metadata={"digest": digest}) from None
+        with handle:
+            total = os.fstat(handle.fileno()).st_size
+            if offset > total:
+                raise errors.InvalidArgument(
+                    f"offset {offset} is past the end of {digest} ({total} bytes)"
+                )
+            handle.seek(offset)
+            left = total - offset if length is None else min(length, total - offset)
+            while left > 0:
+                chunk = handle.read(min(READ_CHUNK, left))
+                if not chunk:
+                    raise errors.DataLoss(f"blob {digest} shrank while being read")
+                left -= len(chunk)
+                yield chunk
+
+    def digests(self) -> Iterator[str]:
+        """Every blob file present (names that are not digests are skipped)."""
+        for entry in os.scandir(self.blob_dir):
+            name = "sha256:" + entry.name
+            if entry.is_file() and len(entry.name) == 64:
+                try:
+                    yield parse_digest(name)
+                except errors.InvalidArgument:
+                    continue
+
+    def verify(self, digest: str) -> bool:
+        """Re-hash a blob file; True when it matches its name."""
+        with hashing.Sha256() as hasher:
+            for chunk in self.read(digest):
+                hasher.update(chunk)
+            return hasher.finish()[0] == digest
+
+    # ---- writing -------------------------------------------------------------
+
+    def delete(self, digest: str) -> None:
+        """Unlink a blob file (missing is fine: deletion is idempotent)."""
+        self.path(digest).unlink(missing_ok=True)
+
+    def stale_ingests(self) -> dict[Path, int]:
+        """Ingest files no live ingest of this process owns (crash leftovers), with sizes."""
+        found = {}
+        with self._lock:
+            for entry in os.scandir(self.ingest_dir):
+                if entry.name not in self._active_ingests:
+                    try:
+                        found[Path(entry.path)] = entry.stat().st_size
+                    except FileNotFoundError:
+                        continue
+        return found
+
+    def remove_stale_ingests(self) -> dict[Path, int]:
+        """Delete the stale ingest files; returns what was removed."""
+        with self._lock:
+            stale = self.stale_ingests()
+            for path in stale:
+                path.unlink(missing_ok=True)
+        return stale
+
+    @contextmanager
+    def _digest_lock(self, digest: str | None) -> Iterator[None]:
+        if digest is None:
+            yield
+            return
+        with self._lock:
+            lock, users = self._digest_locks.get(digest, (threading.Lock(), 0))
+            self._digest_locks[digest] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._lock:
+                lock, users = self._digest_locks[digest]
+                if users == 1:
+                    del self._digest_locks[digest]
+                else:
+                    self._digest_locks[digest] = (lock, users - 1)
+
+    @contextmanager
+    def ingest(
+        self,
+        expected_digest: str | None = None,
+        expected_size: int | None = None,
+        *,
+        encoding: Encoding = Encoding.RAW,
+        max_uncompressed_size: int = 0,
+    ) -> Iterator[Ingest]:
+        """Open an ingest; it is discarded unless committed inside the block.
+
+        With an expected digest, concurrent ingests of it are serialised and
+        ``ingest.exists`` says the blob is already there (nothing to write).
+        """
+        if expected_digest is not None:
+            parse_digest(expected_digest)
+        with self._digest_lock(expected_digest):
+            ingest = Ingest(self, expected_digest, expected_size, encoding, max_uncompressed_size)
+            try:
+                yield ingest
+            finally:
+                ingest.discard()
+
+    def _register(self, name: str, active: bool) -> None:
+        with self._lock:
+            if active:
+                self._active_ingests.add(name)
+            else:
+                self._active_ingests.discard(name)
+
+
+class Ingest:
+    """One blob being written. Use through :meth:`BlobStore.ingest`."""
+
+    def __init__(
+        self,
+        store: BlobStore,
+        expected_digest: str | None,
+        expected_size: int | None,
+        encoding: Encoding,
+        max_uncompressed_size: int,
+    ) -> None:
+        self._store = store
+        self.expected_digest = expected_digest
+        self.expected_size = expected_size
+        self.encoding = encoding
+        self.exists = expected_digest is not None and store.exists(expected_digest)
+        self.written = 0
+        self.committed: BlobInfo | None = None
+        self._name = secrets.token_hex(16)
+        self._path = store.ingest_dir / self._name
+        self._fd: int | None = None
+        self._hasher: hashing.Sha256 | hashing.Decoder | hashing.Encoder
+        if encoding is Encoding.RAW:
+            self._hasher = hashing.Sha256()
+        elif encoding is Encoding.LAYER:
+            self._hasher = hashing.Decoder(max_uncompressed_size)
+        else:
+            self._hasher = hashing.Encoder()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self._store._register(self._name, True)
+            try:
+                self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except OSError as exc:
+                self._store._register(self._name, False)
+                raise _disk_error(exc, "creating an ingest") from None
+        return self._fd
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Hash and write more bytes (blocking I/O: call from a worker thread)."""
+        if self.committed is not None:
+            raise ValueError("ingest already committed")
+        fd = self._open()
+        out: bytes | memoryview
+        if isinstance(self._hasher, hashing.Encoder):
+            out = self._hasher.update(data)
+        else:
+            self._hasher.update(data)
+            out = memoryview(data)
+        self._write_all(fd, out)
+        self.written += len(data)
+        if (
+            self.expected_size is not None
+            and self.encoding is not Encoding.COMPRESS
+            and self.written > self.expected_size
+        ):
+            raise errors.DigestMismatch(
+                f"content is larger than the expected {self.expected_size} bytes",
+                metadata={"digest": self.expected_digest or "", "size": str(self.expected_size)},
+            )
+
+    @staticmethod
+    def _write_all(fd: int, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as exc:
+            raise _disk_error(exc, "writing a blob") from None
+
+    def _finish_hash(self, fd: int) -> BlobInfo:
+        hasher = self._hasher
+        if isinstance(hasher, hashing.Sha256):
+            digest, size = hasher.finish()
+            return BlobInfo(digest, size)
+        if isinstance(hasher, hashing.Encoder):
+            tail, layer = hasher.finish()
+            self._write_all(fd, tail)
+        else:
+            _, layer = hasher.finish()
+        return BlobInfo(
+            layer.digest, layer.size, layer.diff_id, layer.uncompressed_size, layer.compression
+        )
+
+    def commit(self, protect: Callable[[str], None] | None = None) -> BlobInfo:
+        """Verify, fsync and rename into place; returns what was stored.
+
+        ``protect`` is called with the digest just before the rename (the
+        store leases it there, so the collector cannot take the new file).
+
+        Raises DigestMismatch (nothing stored) when the bytes are not what
+        was expected. Committing a blob that already exists succeeds.
+        """
+        if self.committed is not None:
+            return self.committed
+        fd = self._open()
+        info = self._finish_hash(fd)
+        checks_size = self.expected_size is not None and self.encoding is not Encoding.COMPRESS
+        if checks_size and info.size != self.expected_size:
+            raise errors.DigestMismatch(
+                f"size mismatch: got {info.size} bytes, expected {self.expected_size}",
+                metadata={"digest": self.expected_digest or "", "size": str(info.size)},
+            )
+        if self.expected_digest is not None and info.digest != self.expected_digest:
+            raise errors.DigestMismatch(
+                f"digest mismatch: content hashes to {info.digest},"
+                f" expected {self.expected_digest}",
+                metadata={"expected": self.expected_digest, "actual": info.digest},
+            )
+        target = self._store.path(info.digest)
+        try:
+            os.fsync(fd)
+            os.fchmod(fd, 0o444)
+            os.close(fd)
+            self._fd = None
+            if protect is not None:
+                protect(info.digest)
+            os.replace(self._path, target)  # atomic; an existing equal blob is replaced
+            _fsync_dir(self._store.blob_dir)
+        except OSError as exc:
+            raise _disk_error(exc, "committing a blob") from None
+        self._store._register(self._name, False)
+        self.committed = info
+        return info
+
+    def discard(self) -> None:
+        """Drop an uncommitted ingest (idempotent)."""
+        self._hasher.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self.committed is None:
+            self._path.unlink(missing_ok=True)
+            self._store._register(self._name, False)

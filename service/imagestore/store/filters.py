@@ -1,0 +1,194 @@
+"""Filters of ListImages and Prune, parsed from Docker's ``key=value`` strings.
+
+Keys and error texts follow ``docker image ls --filter`` and ``docker image
+prune --filter`` (daemon/internal/filters, daemon/internal/timestamp).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from imagestore import errors
+
+LIST_KEYS = ("dangling", "label", "before", "since", "reference", "until")
+PRUNE_KEYS = ("dangling", "label", "label!", "until")
+
+
+@dataclass(frozen=True, slots=True)
+class LabelFilter:
+    """``key`` (present) or ``key=value`` (exact, case-sensitive)."""
+
+    key: str
+    value: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> LabelFilter:
+        key, sep, value = text.partition("=")
+        if not key:
+            raise _invalid("label", text)
+        return cls(key, value if sep else None)
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.key not in labels:
+            return False
+        return self.value is None or labels[self.key] == self.value
+
+
+@dataclass(frozen=True, slots=True)
+class ListFilters:
+    dangling: bool | None = None
+    labels: tuple[LabelFilter, ...] = ()  # ANDed
+    before: tuple[str, ...] = ()  # image references; the oldest wins
+    since: tuple[str, ...] = ()  # image references; the newest wins
+    references: tuple[str, ...] = ()  # path.Match globs; ORed
+    until: datetime | None = None  # created before
+
+
+@dataclass(frozen=True, slots=True)
+class PruneFilters:
+    dangling: bool | None = None  # None: the caller's default (dangling unless all)
+    until: datetime | None = None  # stored here before this time
+    labels: tuple[LabelFilter, ...] = ()  # ANDed
+    not_labels: tuple[LabelFilter, ...] = ()  # an image with any of these is kept
+
+
+def _invalid(key: str, value: str) -> errors.InvalidArgument:
+    return errors.InvalidArgument(
+        f"invalid filter '{key}={value}'", metadata={"filter": key, "value": value[:200]}
+    )
+
+
+def split_filters(items: Iterable[str], accepted: tuple[str, ...]) -> dict[str, list[str]]:
+    """``["label=a", "dangling=true"]`` → ``{"label": ["a"], "dangling": ["true"]}``."""
+    result: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise errors.InvalidArgument(
+                f"bad format of filter (expected name=value): {item!r}", metadata={"filter": item}
+            )
+        if key not in accepted:
+            raise errors.InvalidArgument(f"invalid filter '{key}'", metadata={"filter": key})
+        result.setdefault(key, []).append(value)
+    return result
+
+
+def parse_bool(key: str, values: list[str]) -> bool:
+    parsed = set()
+    for value in values:
+        if value.lower() in ("true", "1"):
+            parsed.add(True)
+        elif value.lower() in ("false", "0"):
+            parsed.add(False)
+        else:
+            raise _invalid(key, value)
+    if len(parsed) != 1:
+        raise errors.InvalidArgument(
+            f"invalid filter '{key}=[{' '.join(values)}]'", metadata={"filter": key}
+        )
+    return parsed.pop()
+
+
+def parse_list_filters(items: Iterable[str], now: datetime | None = None) -> ListFilters:
+    groups = split_filters(items, LIST_KEYS)
+    until = groups.get("until", [])
+    if len(until) > 1:
+        raise errors.InvalidArgument("more than one until filter specified")
+    return ListFilters(
+        dangling=parse_bool("dangling", groups["dangling"]) if "dangling" in groups else None,
+        labels=tuple(LabelFilter.parse(v) for v in groups.get("label", [])),
+        before=tuple(groups.get("before", [])),
+        since=tuple(groups.get("since", [])),
+        references=tuple(groups.get("reference", [])),
+        until=parse_timestamp(until[0], now) if until else None,
+    )
+
+
+def parse_prune_filters(items: Iterable[str], now: datetime | None = None) -> PruneFilters:
+    groups = split_filters(items, PRUNE_KEYS)
+    until = groups.get("until", [])
+    if len(until) > 1:
+        raise errors.InvalidArgument("more than one until filter specified")
+    return PruneFilters(
+        dangling=parse_bool("dangling", groups["dangling"]) if "dangling" in groups else None,
+        until=parse_timestamp(until[0], now) if until else None,
+        labels=tuple(LabelFilter.parse(v) for v in groups.get("label", [])),
+        not_labels=tuple(LabelFilter.parse(v) for v in groups.get("label!", [])),
+    )
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_LOCAL_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S.%f",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%dT%H",
+    "%Y-%m-%d",
+)
+_UNIX = re.compile(r"(\d+)(?:\.(\d{1,9}))?")
+
+
+def parse_go_duration(text: str) -> timedelta | None:
+    """Go's ``time.ParseDuration`` (``10m``, ``1h30m``, ``1.5h``); None if not one."""
+    sign = -1 if text.startswith("-") else 1
+    body = text.lstrip("+-")
+    if not body:
+        return None
+    position, seconds = 0, 0.0
+    for match in _DURATION_PART.finditer(body):
+        if match.start() != position:
+            return None
+        seconds += float(match[1]) * _UNITS[match[2]]
+        position = match.end()
+    if position != len(body) or position == 0:
+        return None
+    return timedelta(seconds=sign * seconds)
+
+
+def parse_timestamp(value: str, now: datetime | None = None) -> datetime:
+    """Docker's ``until`` syntax: a Go duration before now, RFC 3339 (local
+    time when no zone is given), or Unix ``seconds[.nanoseconds]``."""
+    now = now or datetime.now(tz=UTC)
+    text = value.strip()
+    if not text:
+        raise errors.InvalidArgument("invalid value for 'until' filter: empty")
+    if text != "0" and (duration := parse_go_duration(text)) is not None:
+        return now - duration
+    iso = text.replace("Z", "+00:00").replace("z", "+00:00")
+    if "T" in iso or re.fullmatch(r"\d{4}-\d{2}-\d{2}", iso):
+        head, dot, rest = iso.partition(".")
+        if dot:  # Python reads at most 6 fractional digits
+            digits = len(rest) - len(rest.lstrip("0123456789"))
+            iso = f"{head}.{rest[:digits][:6].ljust(6, '0')}{rest[digits:]}"
+        try:
+            parsed = datetime.fromisoformat(iso)
+        except ValueError:
+            parsed = None
+            for pattern in _LOCAL_FORMATS:
+                try:
+                    parsed = datetime.strptime(iso, pattern)
+                    break
+                except ValueError:
+                    continue
+        if parsed is not None:
+            return parsed if parsed.tzinfo else parsed.astimezone()  # server's local zone
+    if match := _UNIX.fullmatch(text):
+        nanos = int((match[2] or "0").ljust(9, "0"))
+        return datetime.fromtimestamp(int(match[1]), tz=UTC) + timedelta(microseconds=nanos // 1000)
+    raise errors.InvalidArgument(
+        f"invalid value for 'until' filter: {value!r} is not a duration, RFC 3339 time"
+        " or Unix timestamp",
+        metadata={"filter": "until", "value": value[:100]},
+    )

@@ -1,0 +1,119 @@
+"""ListImages: one row per image, Docker's filters, newest first, keyset pages."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+
+from imagestore import errors
+from imagestore.oci.references import parse_reference, path_match
+from imagestore.store.catalog import ImageRow, NameRow
+from imagestore.store.filters import ListFilters
+from imagestore.store.models import ImageSummary
+from imagestore.store.store import Store
+
+DEFAULT_PAGE_SIZE = 1000
+MAX_PAGE_SIZE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    images: tuple[ImageSummary, ...]
+    next_page_token: str  # "" on the last page
+
+
+def _sort_key(image: ImageRow) -> tuple[int, str]:
+    return (image.created or 0, image.id)
+
+
+def encode_token(key: tuple[int, str]) -> str:
+    raw = json.dumps({"c": key[0], "i": key[1]}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_token(token: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw)
+        return int(data["c"]), str(data["i"])
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        raise errors.InvalidArgument(
+            "invalid page_token: pass back the next_page_token of a previous page",
+            metadata={"page_token": token[:100]},
+        ) from None
+
+
+def name_forms(name: NameRow) -> tuple[str, ...]:
+    """The strings a reference filter may match (familiar and canonical)."""
+    reference = parse_reference(name.name, default_tag=False)
+    return (reference.familiar(), reference.familiar_name, str(reference), reference.name)
+
+
+def matches_reference(names: list[NameRow], patterns: tuple[str, ...]) -> bool:
+    return any(
+        path_match(pattern, form) for pattern in patterns for n in names for form in name_forms(n)
+    )
+
+
+def list_images(
+    store: Store,
+    filters: ListFilters | None = None,
+    *,
+    show_all: bool = False,
+    page_size: int = 0,
+    page_token: str = "",
+) -> Page:
+    """Images newest first. Dangling ones are hidden unless ``show_all`` or
+    ``dangling=true``. ``page_size`` 0 means 1,000; it is capped at 10,000."""
+    filters = filters or ListFilters()
+    if page_size < 0:
+        raise errors.InvalidArgument("page_size must not be negative")
+    size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    after = decode_token(page_token) if page_token else None
+    for pattern in filters.references:
+        path_match(pattern, "")  # reject a malformed pattern even on an empty store
+    before = [store.image_summary(store.resolve_image(r)).created for r in filters.before]
+    since = [store.image_summary(store.resolve_image(r)).created for r in filters.since]
+    oldest_before = min((t for t in before if t is not None), default=None)
+    newest_since = max((t for t in since if t is not None), default=None)
+
+    rows: list[ImageSummary] = []
+    last_key: tuple[int, str] | None = None
+    more = False
+    with store.catalog.reading() as db:
+        images = store.catalog.images(db)
+        names = store.catalog.names_by_image(db)
+        for image in images:
+            key = _sort_key(image)
+            if after is not None and key >= after:
+                continue
+            image_names = names.get(image.id, [])
+            dangling = not image_names
+            if filters.dangling is not None:
+                if dangling != filters.dangling:
+                    continue
+            elif dangling and not show_all:
+                continue
+            if not all(label.matches(image.labels) for label in filters.labels):
+                continue
+            if filters.references and not matches_reference(image_names, filters.references):
+                continue
+            summary = store.summary(db, image, image_names)
+            if (before or since or filters.until) and summary.created is None:
+                continue
+            if summary.created is not None:
+                if oldest_before is not None and not summary.created < oldest_before:
+                    continue
+                if newest_since is not None and not summary.created > newest_since:
+                    continue
+                if filters.until is not None and not summary.created < filters.until:
+                    continue
+            if len(rows) == size:
+                more = True
+                break
+            rows.append(summary)
+            last_key = key
+    token = encode_token(last_key) if more and last_key is not None else ""
+    return Page(tuple(rows), token)
