@@ -6,12 +6,14 @@ import io
 import json
 import tarfile
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.manifests import Descriptor
 from imagestore.oci.references import Reference, parse_reference
 from imagestore.store.blobs import Encoding
+from imagestore.store.leases import Lease
 from imagestore.store.models import CommitResult
 from imagestore.store.store import Store
 
@@ -48,9 +50,13 @@ def build_image(
     oci: bool = True,
     history: list[dict[str, object]] | None = None,
     commit: bool = True,
+    lease: Lease | None = None,
 ) -> Built:
-    """Compress the layer tars into the store, write config and manifest, commit."""
-    with store.lease() as lease:
+    """Compress the layer tars into the store, write config and manifest, commit.
+
+    Without ``lease`` it takes its own, so uncommitted blobs go when it returns.
+    """
+    with nullcontext(lease) if lease is not None else store.lease() as lease:
         descriptors = []
         diff_ids = []
         layer_type = mt.OCI_LAYER_GZIP if oci else mt.DOCKER_LAYER_GZIP

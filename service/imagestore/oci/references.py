@@ -62,6 +62,9 @@ class Reference:
             return self.name
         if self.path.startswith(OFFICIAL_REPO_PREFIX) and self.path.count("/") == 1:
             return self.path[len(OFFICIAL_REPO_PREFIX) :]
+        first = self.path.split("/", 1)[0]
+        if "/" in self.path and (first == "localhost" or "." in first):
+            return self.name  # "docker.io/a.b/c": dropping docker.io would make a.b a host
         return self.path
 
     def _suffix(self) -> str:

@@ -1,0 +1,484 @@
+"""Tag, remove, list, inspect, history, prune and disk usage, with Docker's semantics
+(see docker-image-semantics: §1 ls, §2 inspect, §3 history, §4 tag/rm, §5 prune/df)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from imagestore import errors
+from imagestore.oci import mediatypes as mt
+from imagestore.oci.manifests import Descriptor
+from imagestore.oci.references import parse_reference
+from imagestore.store.catalog import NameRow, TargetRow
+from imagestore.store.check import check
+from imagestore.store.filters import parse_list_filters, parse_prune_filters
+from imagestore.store.listing import list_images
+from imagestore.store.models import RemoveEvent
+from imagestore.store.prune import disk_usage, prune
+from imagestore.store.store import Store
+
+from tests.store.builders import Built, build_image, layer_tar
+
+BASE = layer_tar({"etc/os-release": b"ID=test\n", "bin/sh": b"\x7fELF" + bytes(2000)})
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store.open(tmp_path / "root") as opened:
+        yield opened
+
+
+def app(store: Store, content: bytes, *names: str, **options: object) -> Built:
+    return build_image(store, [BASE, layer_tar({"app": content})], names=names, **options)  # type: ignore[arg-type]
+
+
+def listed(store: Store, *filters: str, show_all: bool = False) -> list[str]:
+    page = list_images(store, parse_list_filters(filters), show_all=show_all)
+    return [image.id for image in page.images]
+
+
+def files(store: Store) -> set[str]:
+    return set(store.blobs.digests())
+
+
+# ---- tag -------------------------------------------------------------------
+
+
+def test_tag_moves_the_name_and_the_old_image_becomes_dangling(store: Store) -> None:
+    old = app(store, b"v1", "web:latest")
+    new = app(store, b"v2", "web:next")
+    result = store.tag("web:next", "web:latest")
+    assert result.displaced == (old.image_id,)
+    assert store.inspect("web:latest").summary.id == new.image_id
+    assert listed(store, "dangling=true") == [old.image_id]
+    assert old.image_id not in listed(store)  # dangling images are hidden by default
+    assert old.image_id in listed(store, show_all=True)
+
+
+def test_tag_by_id_prefix_and_records_last_tag_time(store: Store) -> None:
+    image = app(store, b"x")
+    assert store.inspect(image.image_id).last_tag_time is None
+    store.tag(image.image_id[7:19], "localhost:5000/team/x:1")
+    details = store.inspect("localhost:5000/team/x:1")
+    assert details.summary.repo_tags == ("localhost:5000/team/x:1",)
+    assert details.last_tag_time is not None
+
+
+def test_tag_rejects_what_docker_rejects(store: Store) -> None:
+    app(store, b"x", "x:1")
+    for target in ("x@sha256:" + "a" * 64, "X:1", "sha256"):
+        with pytest.raises(errors.InvalidArgument):
+            store.tag("x:1", target)
+    with pytest.raises(errors.NotFound, match="No such image: nothere:latest"):
+        store.tag("nothere", "x:2")
+
+
+# ---- resolve ---------------------------------------------------------------
+
+
+def test_short_ids_resolve_and_ambiguous_prefixes_name_the_candidates(store: Store) -> None:
+    images = [app(store, str(i).encode()) for i in range(40)]
+    image = images[0]
+    assert store.resolve_image(image.image_id[7:11]) in {i.image_id for i in images}
+    assert store.resolve_image(image.image_id) == image.image_id
+    assert store.resolve_image(image.image_id[7:]) == image.image_id
+    prefixes: dict[str, list[str]] = {}
+    for built in images:
+        prefixes.setdefault(built.image_id[7], []).append(built.image_id)
+    shared = next(p for p, ids in prefixes.items() if len(ids) > 1)
+    with pytest.raises(errors.InvalidArgument, match="ambiguous image ID prefix") as failure:
+        store.resolve_image("sha256:" + shared)
+    assert failure.value.metadata["candidates"]
+    with pytest.raises(errors.NotFound):
+        store.resolve_image("abc")  # shorter than 4 hex: a name, and unknown
+
+
+# ---- remove ----------------------------------------------------------------
+
+
+def test_removing_one_of_several_names_only_untags(store: Store) -> None:
+    image = app(store, b"x", "a:1", "b:1")
+    assert store.remove(["a:1"]) == [RemoveEvent("untagged", "a:1")]
+    assert store.inspect("b:1").summary.id == image.image_id
+
+
+def test_removing_the_last_name_deletes_the_image_and_frees_its_own_blobs(store: Store) -> None:
+    keep = app(store, b"keep", "keep:1")
+    gone = app(store, b"gone", "gone:1")
+    before = files(store)
+    events = store.remove(["gone:1"])
+    assert events[0] == RemoveEvent("untagged", "gone:1")
+    assert events[1] == RemoveEvent("deleted", gone.image_id)
+    freed = {e.value for e in events[2:]}
+    assert freed == {gone.manifest.digest, gone.layers[1].digest}
+    assert gone.layers[0].digest == keep.layers[0].digest  # the shared base layer
+    assert files(store) == before - freed - {gone.image_id}
+    assert store.inspect("keep:1").summary.id == keep.image_id
+    assert check(store).ok
+
+
+def test_remove_by_id_with_two_repositories_needs_force(store: Store) -> None:
+    image = app(store, b"x", "one:1", "two:1")
+    with pytest.raises(errors.FailedPrecondition) as failure:
+        store.remove([image.image_id])
+    assert str(failure.value) == (
+        f"conflict: unable to delete {image.image_id[7:19]} (must be forced)"
+        " - image is referenced in multiple repositories"
+    )
+    events = store.remove([image.image_id], force=True)
+    assert events[:3] == [
+        RemoveEvent("untagged", "one:1"),
+        RemoveEvent("untagged", "two:1"),
+        RemoveEvent("deleted", image.image_id),
+    ]
+    assert listed(store, show_all=True) == []
+
+
+def test_remove_by_id_with_two_tags_of_one_repository_needs_force(store: Store) -> None:
+    image = app(store, b"x", "one:1", "one:2")
+    with pytest.raises(errors.FailedPrecondition, match="must be forced"):
+        store.remove([image.image_id[7:19]])
+
+
+def test_remove_by_id_with_a_single_tag_deletes(store: Store) -> None:
+    image = app(store, b"x", "one:1")
+    events = store.remove([image.image_id[7:19]])
+    assert events[:2] == [RemoveEvent("untagged", "one:1"), RemoveEvent("deleted", image.image_id)]
+
+
+def test_removing_the_last_tag_of_a_repository_drops_its_digest_references(store: Store) -> None:
+    image = app(store, b"x", "web:1")
+    digest_name = f"web@{image.manifest.digest}"
+    with store.lease() as lease:
+        store.commit_target(lease, image.manifest, [parse_reference(digest_name)])
+    assert store.inspect("web:1").summary.repo_digests == (digest_name,)
+    events = store.remove(["web:1"])
+    assert events[:3] == [
+        RemoveEvent("untagged", "web:1"),
+        RemoveEvent("untagged", digest_name),
+        RemoveEvent("deleted", image.image_id),
+    ]
+
+
+def test_remove_by_digest_reference(store: Store) -> None:
+    image = app(store, b"x")
+    with store.lease() as lease:
+        store.commit_target(
+            lease, image.manifest, [parse_reference(f"web@{image.manifest.digest}")]
+        )
+    events = store.remove([f"web@{image.manifest.digest}"])
+    assert events[:2] == [
+        RemoveEvent("untagged", f"web@{image.manifest.digest}"),
+        RemoveEvent("deleted", image.image_id),
+    ]
+
+
+def test_an_image_pulled_by_digest_is_not_dangling(store: Store) -> None:
+    image = app(store, b"x")
+    with store.lease() as lease:
+        store.commit_target(
+            lease, image.manifest, [parse_reference(f"web@{image.manifest.digest}")]
+        )
+    assert listed(store, "dangling=true") == []
+    assert listed(store) == [image.image_id]
+    assert prune(store).deleted_images == ()
+
+
+def test_remove_unknown_is_not_found(store: Store) -> None:
+    with pytest.raises(errors.NotFound, match="No such image: ghost:latest"):
+        store.remove(["ghost"])
+
+
+# ---- list ------------------------------------------------------------------
+
+
+def test_list_is_newest_first_with_all_names(store: Store) -> None:
+    old = app(store, b"1", "a:1", created="2020-01-01T00:00:00Z")
+    new = app(store, b"2", "b:1", "b:2", created="2023-01-01T00:00:00Z")
+    mid = app(store, b"3", "c:1", created="2021-06-01T00:00:00.5Z")
+    page = list_images(store)
+    assert [i.id for i in page.images] == [new.image_id, mid.image_id, old.image_id]
+    assert page.images[0].repo_tags == ("b:1", "b:2")
+    assert page.images[0].created == datetime(2023, 1, 1, tzinfo=UTC)
+    assert page.next_page_token == ""
+
+
+def test_list_filters_by_label_and_ands_them(store: Store) -> None:
+    both = app(store, b"1", "a:1", labels={"team": "x", "tier": "web"})
+    one = app(store, b"2", "b:1", labels={"team": "x"})
+    other = app(store, b"3", "c:1", labels={"team": "y"})
+    app(store, b"4", "d:1")
+    assert set(listed(store, "label=team")) == {both.image_id, one.image_id, other.image_id}
+    assert listed(store, "label=team=x", "label=tier") == [both.image_id]
+    assert listed(store, "label=team=X") == []
+
+
+def test_list_before_and_since_compare_created(store: Store) -> None:
+    a = app(store, b"1", "a:1", created="2020-01-01T00:00:00Z")
+    b = app(store, b"2", "b:1", created="2021-01-01T00:00:00Z")
+    c = app(store, b"3", "c:1", created="2022-01-01T00:00:00Z")
+    assert listed(store, "before=c:1") == [b.image_id, a.image_id]
+    assert listed(store, "since=a:1") == [c.image_id, b.image_id]
+    assert listed(store, "since=a:1", "before=c:1") == [b.image_id]
+    with pytest.raises(errors.NotFound):
+        listed(store, "before=ghost:1")
+
+
+def test_list_reference_globs_match_familiar_and_canonical_and_or(store: Store) -> None:
+    glibc = app(store, b"1", "busybox:glibc")
+    uclibc = app(store, b"2", "busybox:uclibc")
+    other = app(store, b"3", "localhost:5000/team/app:1")
+    assert set(listed(store, "reference=busy*:*libc")) == {glibc.image_id, uclibc.image_id}
+    assert listed(store, "reference=docker.io/library/busybox:glibc") == [glibc.image_id]
+    assert set(listed(store, "reference=busybox")) == {uclibc.image_id, glibc.image_id}
+    assert set(listed(store, "reference=busybox:glibc", "reference=*/*/app:*")) == {
+        glibc.image_id,
+        other.image_id,
+    }
+    assert listed(store, "reference=*") != []  # familiar "busybox" has no slash
+    with pytest.raises(errors.InvalidArgument, match="syntax error in pattern"):
+        listed(store, "reference=[")
+
+
+def test_list_rejects_unknown_filters_like_docker(store: Store) -> None:
+    with pytest.raises(errors.InvalidArgument, match="invalid filter 'color'"):
+        parse_list_filters(["color=red"])
+    with pytest.raises(errors.InvalidArgument, match=r"invalid filter 'dangling=maybe'"):
+        parse_list_filters(["dangling=maybe"])
+    with pytest.raises(errors.InvalidArgument, match=r"invalid filter 'dangling=\[true false\]'"):
+        parse_list_filters(["dangling=true", "dangling=false"])
+
+
+def test_list_pages_by_keyset(store: Store) -> None:
+    built = [
+        app(store, str(i).encode(), f"p:{i}", created=f"2020-01-{i + 1:02d}T00:00:00Z")
+        for i in range(5)
+    ]
+    expected = [b.image_id for b in reversed(built)]
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = list_images(store, page_size=2, page_token=token)
+        seen += [i.id for i in page.images]
+        if not page.next_page_token:
+            break
+        token = page.next_page_token
+    assert seen == expected
+    exact = list_images(store, page_size=5)
+    assert len(exact.images) == 5
+    assert exact.next_page_token == ""  # no empty last page
+    with pytest.raises(errors.InvalidArgument, match="invalid page_token"):
+        list_images(store, page_token="garbage!")
+    with pytest.raises(errors.InvalidArgument):
+        list_images(store, page_size=-1)
+
+
+# ---- inspect and history -----------------------------------------------------
+
+
+def test_inspect_reports_what_docker_shows(store: Store) -> None:
+    image = app(store, b"x", "web:1", labels={"a": "b"})
+    details = store.inspect("web:1", platform="linux/amd64")
+    assert details.summary.id == image.image_id
+    assert details.summary.platform.architecture == "amd64"
+    assert details.config["Cmd"] == ["/bin/sh"]
+    assert details.config["Labels"] == {"a": "b"}
+    assert details.manifest_digest == image.manifest.digest
+    assert details.manifest_media_type == mt.OCI_MANIFEST
+    assert [layer.digest for layer in details.layers] == [layer.digest for layer in image.layers]
+    assert len(details.diff_ids) == 2
+    assert details.summary.size == len(BASE) + len(layer_tar({"app": b"x"}))
+    assert details.summary.content_size == sum(
+        store.blobs.size(d) or 0
+        for d in [image.manifest.digest, image.image_id, *(x.digest for x in image.layers)]
+    )
+    assert json.loads(details.raw_config)["config"]["Labels"] == {"a": "b"}
+    with pytest.raises(errors.NotFound, match="no variant for platform linux/arm64"):
+        store.inspect("web:1", platform="linux/arm64")
+
+
+def test_history_is_newest_first_and_empty_layers_have_no_size(store: Store) -> None:
+    history = [
+        {"created": "2024-01-01T00:00:00Z", "created_by": "ADD base"},
+        {"created": "2024-01-02T00:00:00Z", "created_by": "ENV A=1", "empty_layer": True},
+        {"created": "2024-01-03T00:00:00Z", "created_by": "COPY app", "comment": "c"},
+    ]
+    image = app(store, b"x", "h:1", history=history)
+    rows = store.history("h:1")
+    assert [r.created_by for r in rows] == ["COPY app", "ENV A=1", "ADD base"]
+    assert (rows[1].size, rows[1].empty_layer, rows[1].layer_digest) == (0, True, None)
+    assert rows[0].layer_digest == image.layers[1].digest
+    assert rows[0].size == len(layer_tar({"app": b"x"}))
+    assert rows[0].comment == "c"
+
+
+# ---- prune and disk usage ------------------------------------------------------
+
+
+def test_prune_removes_dangling_only_by_default(store: Store) -> None:
+    dangling = app(store, b"old", "web:1")
+    kept = app(store, b"new", "web:1")
+    result = prune(store)
+    assert result.deleted_images == (dangling.image_id,)
+    assert listed(store, show_all=True) == [kept.image_id]
+    assert result.untagged == ()
+    assert dangling.layers[1].digest in result.deleted_blobs
+    assert kept.layers[0].digest not in result.deleted_blobs  # shared base stays
+    assert check(store).ok
+
+
+def test_prune_dry_run_reports_exactly_what_prune_does(store: Store) -> None:
+    app(store, b"old", "web:1")
+    app(store, b"new", "web:1")
+    before = files(store)
+    sizes = {d: store.blobs.size(d) for d in before}
+    planned = prune(store, dry_run=True)
+    assert files(store) == before  # nothing deleted
+    assert listed(store, "dangling=true") != []
+    done = prune(store)
+    assert done.deleted_images == planned.deleted_images
+    assert done.deleted_blobs == planned.deleted_blobs
+    assert done.reclaimed == planned.reclaimed == sum(sizes[d] or 0 for d in done.deleted_blobs)
+    assert files(store) == before - set(done.deleted_blobs)
+
+
+def test_prune_all_removes_every_matching_image(store: Store) -> None:
+    app(store, b"1", "a:1", labels={"keep": "yes"})
+    gone = app(store, b"2", "b:1", labels={"env": "ci"})
+    result = prune(store, parse_prune_filters(["label!=keep"]), all_images=True)
+    assert result.deleted_images == (gone.image_id,)
+    assert result.untagged == ("b:1",)
+    result = prune(store, parse_prune_filters(["label=keep=no"]), all_images=True)
+    assert result.deleted_images == ()
+
+
+def test_prune_until_uses_the_time_stored_locally(store: Store) -> None:
+    app(store, b"old", "web:1", created="2001-01-01T00:00:00Z")  # built long ago…
+    app(store, b"new", "web:1")
+    later = datetime.now(tz=UTC) + timedelta(hours=1)
+    # …but stored just now: an until in the past keeps it.
+    assert prune(store, parse_prune_filters(["until=24h"])).deleted_images == ()
+    until = later.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert len(prune(store, parse_prune_filters([f"until={until}"])).deleted_images) == 1
+
+
+def test_a_second_prune_while_one_runs_is_aborted(store: Store) -> None:
+    assert store.prune_lock.acquire()
+    try:
+        with pytest.raises(errors.Aborted, match="a prune operation is already running"):
+            prune(store)
+    finally:
+        store.prune_lock.release()
+
+
+def test_prune_removes_unreferenced_blobs_and_stale_ingests(store: Store) -> None:
+    with store.lease() as lease:
+        stray = store.put_blob(lease, b"orphan", "application/octet-stream")
+    # The lease ended and the blob was its own: it is already gone.
+    assert stray.digest not in files(store)
+    (store.blobs.ingest_dir / "leftover").write_bytes(b"x" * 100)
+    result = prune(store)
+    assert result.stale_ingests == 1
+    assert result.reclaimed >= 100
+    assert list(store.blobs.ingest_dir.iterdir()) == []
+
+
+def test_disk_usage_splits_shared_and_unique_and_reclaimable_is_the_prune_dry_run(
+    store: Store,
+) -> None:
+    a = app(store, b"a", "a:1")
+    app(store, b"b", "b:1")
+    app(store, b"c", "a:1")  # a is now dangling
+    usage = disk_usage(store)
+    by_id = {u.id: u for u in usage.images}
+    base_size = store.blobs.size(a.layers[0].digest) or 0
+    assert by_id[a.image_id].shared_size == base_size
+    assert by_id[a.image_id].unique_size == by_id[a.image_id].content_size - base_size
+    assert usage.total_size == sum(store.blobs.size(d) or 0 for d in files(store))
+    assert usage.reclaimable == prune(store, dry_run=True).reclaimed > 0
+    assert usage.reclaimable == by_id[a.image_id].unique_size
+
+
+# ---- content checks ------------------------------------------------------------
+
+
+def test_a_layer_that_does_not_match_the_config_diff_id_is_refused(store: Store) -> None:
+    with store.lease() as lease:
+        good = app(store, b"x", commit=False, lease=lease)
+        config = json.loads(store.blobs.read_bytes(good.image_id))
+        config["rootfs"]["diff_ids"][1] = "sha256:" + "0" * 64
+        bad_config = store.put_blob(lease, json.dumps(config).encode(), mt.OCI_CONFIG)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {
+                "mediaType": mt.OCI_CONFIG,
+                "digest": bad_config.digest,
+                "size": bad_config.size,
+            },
+            "layers": [layer.to_json() for layer in good.layers],
+        }
+        blob = store.put_blob(lease, json.dumps(manifest).encode(), mt.OCI_MANIFEST)
+        with pytest.raises(errors.DigestMismatch, match="unpacks to"):
+            store.commit_target(
+                lease,
+                Descriptor(mt.OCI_MANIFEST, blob.digest, blob.size),
+                [parse_reference("bad:1")],
+            )
+    assert listed(store, show_all=True) == []
+    assert files(store) == set()  # the failed operation's blobs went with its lease
+
+
+def test_check_reports_a_corrupted_blob_and_a_missing_one(store: Store) -> None:
+    image = app(store, b"x", "web:1")
+    assert check(store).ok
+    layer = store.blobs.path(image.layers[1].digest)
+    layer.chmod(0o644)
+    layer.write_bytes(b"tampered")
+    store.blobs.path(image.layers[0].digest).unlink()
+    report = check(store)
+    kinds = {(p.kind, p.subject) for p in report.problems}
+    assert ("corrupt-blob", image.layers[1].digest) in kinds
+    assert ("missing-blob", image.layers[0].digest) in kinds
+
+
+def test_a_second_store_on_the_same_root_is_refused(store: Store) -> None:
+    with pytest.raises(errors.FailedPrecondition, match="in use by another imagestore process"):
+        Store.open(store.root)
+
+
+def test_concurrent_ingests_of_one_digest_write_it_once(store: Store) -> None:
+    payload = b"shared layer bytes" * 1000
+    digest = "sha256:" + hashlib.sha256(payload).hexdigest()
+    written: list[bool] = []
+
+    def ingest() -> None:
+        with store.lease() as lease, store.ingest(lease, digest, len(payload)) as ingest:
+            if ingest.exists:
+                written.append(False)
+                return
+            ingest.write(payload)
+            store.commit(ingest, lease, "application/octet-stream")
+            written.append(True)
+            with store.catalog.transaction() as db:  # reference it so it survives the lease
+                store.catalog.add_index(db, TargetRow(digest, mt.OCI_INDEX, "index", None, 0), [])
+                store.catalog.set_name(
+                    db,
+                    NameRow(
+                        "docker.io/library/k:1", "docker.io/library/k", "1", None, digest, 0, 0
+                    ),
+                )
+
+    threads = [threading.Thread(target=ingest) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(written) == [False] * 7 + [True]
+    assert store.blobs.verify(digest)
