@@ -234,8 +234,11 @@ class Catalog:
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
-        """A consistent read (one snapshot for the block)."""
+        """A consistent read (one snapshot for the block; inside a transaction, that one)."""
         with self._lock:
+            if self._db.in_transaction:
+                yield self._db
+                return
             self._db.execute("BEGIN")
             try:
                 yield self._db
@@ -543,6 +546,38 @@ class Catalog:
         ]
 
     # ---- reachability (for garbage collection) ----------------------------------
+
+    def referenced_among(self, db: sqlite3.Connection, digests: Iterable[str]) -> set[str]:
+        """Which of ``digests`` the catalog needs (see :meth:`referenced_blobs`)."""
+        wanted = sorted(set(digests))
+        live: set[str] = set()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            live.update(
+                row[0]
+                for row in db.execute(
+                    f"SELECT blob_digest FROM manifest_blobs WHERE blob_digest IN ({marks})"
+                    f" UNION SELECT digest FROM targets WHERE digest IN ({marks})"
+                    "   AND (kind = 'manifest' OR digest IN (SELECT target FROM names))",
+                    chunk + chunk,
+                )
+            )
+        return live
+
+    def blob_sizes(self, db: sqlite3.Connection, digests: Iterable[str]) -> dict[str, int]:
+        wanted = sorted(set(digests))
+        sizes: dict[str, int] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            sizes.update(
+                (row[0], row[1])
+                for row in db.execute(
+                    f"SELECT digest, size FROM blobs WHERE digest IN ({marks})", chunk
+                )
+            )
+        return sizes
 
     def referenced_blobs(self, db: sqlite3.Connection) -> set[str]:
         """Blobs the catalog needs: every manifest's own blob, config and layers,

@@ -45,11 +45,16 @@ class Collector:
         """What is unreachable now. Hold ``lock`` and ``leases.lock`` while using it."""
         unnamed = self.catalog.unnamed_indexes(db)
         indexes = tuple(i for i in unnamed if only is None or i in only)
-        live = self.catalog.referenced_blobs(db) | self.leases.protected()
-        rows = {row.digest: row.size for row in self.catalog.blobs(db)}
-        dead = (set(rows) | set(self.blobs.digests())) - live
-        if only is not None:
-            dead &= only
+        protected = self.leases.protected()
+        if only is None:
+            live = self.catalog.referenced_blobs(db) | protected
+            rows = {row.digest: row.size for row in self.catalog.blobs(db)}
+            dead = (set(rows) | set(self.blobs.digests())) - live
+        else:  # a few candidates (an operation's own blobs): look only at them
+            # An index being swept no longer keeps its blob alive.
+            live = (self.catalog.referenced_among(db, only) - set(indexes)) | protected
+            rows = self.catalog.blob_sizes(db, only)
+            dead = {d for d in only - live if d in rows or self.blobs.exists(d)}
         sizes = {}
         for digest in sorted(dead):
             size = self.blobs.size(digest)

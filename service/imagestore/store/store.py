@@ -532,9 +532,11 @@ class Store:
     def tag(self, source: str, target: str) -> TagResult:
         """``docker tag``: the target name always moves to the source's image."""
         reference = parse_tag_target(target)
-        resolved = self.resolve(source)
         when = now_ns()
+        # Resolve under the GC lock: every change holds it, so what we found
+        # is still there when the transaction runs.
         with self.collector.lock, self.catalog.transaction() as db:
+            resolved = self.resolve(source)
             if resolved.target is not None:
                 destination = resolved.target
             else:
@@ -561,10 +563,10 @@ class Store:
         return events
 
     def _remove_one(self, item: str, force: bool) -> list[RemoveEvent]:
-        resolved = self.resolve(item)
         events: list[RemoveEvent] = []
         doomed: list[str] = []
         with self.collector.lock:
+            resolved = self.resolve(item)
             with self.catalog.transaction() as db:
                 if resolved.name is not None:
                     events += self._untag(db, resolved.name)
