@@ -78,7 +78,7 @@ class CommitResult:
     target_digest: str
     image_ids: tuple[str, ...]
     new_images: tuple[str, ...]  # images that were not in the store before
-    moved_names: tuple[str, ...]  # names that now point somewhere new
+    moved_names: tuple[str, ...]  # names that pointed at another target before
 
 
 @dataclass(frozen=True, slots=True)

@@ -266,7 +266,7 @@ class Store:
             moved = []
             for reference in names:
                 previous = self.catalog.set_name(db, _name_row(reference, target.digest, when))
-                if previous != target.digest:
+                if previous is not None and previous != target.digest:
                     moved.append(reference.familiar())
             tags = [n for n in names if n.digest is None]
             if tags:

@@ -1,0 +1,430 @@
+"""Load: read a ``docker save`` archive (legacy or Docker 25+ OCI style) or an
+OCI image-layout tar, as a stream, into the store.
+
+Each tar member is handled as it arrives (``manifest.json`` usually comes last):
+a gzip layer is stored as it is (digest and diff_id in one pass), a plain tar
+layer is gzip-compressed by the native encoder on the way in (or, when the
+store already holds a gzip blob of that diff_id, reused), and small JSON
+documents are kept in memory until the archive's manifests say what they are.
+A member named ``blobs/sha256/<hex>`` must hash to that name. Nothing is held
+whole in memory or written twice. Paths that escape the archive, device
+files, links that point out of the archive and oversized documents are refused.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+import shutil
+import tarfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import IO
+
+from imagestore import errors
+from imagestore.archive.stream import ChunkReader
+from imagestore.oci import mediatypes as mt
+from imagestore.oci.digests import is_digest
+from imagestore.oci.manifests import MAX_DOCUMENT_SIZE, Descriptor, Index, Manifest, parse_document
+from imagestore.oci.references import Reference, parse_reference
+from imagestore.store.blobs import BlobInfo, Encoding, Ingest
+from imagestore.store.leases import Lease
+from imagestore.store.store import Store
+
+READ_SIZE = 1 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+OCI_REF_NAME = "org.opencontainers.image.ref.name"
+CONTAINERD_NAME = "io.containerd.image.name"
+LAYER_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadProgress:
+    """A member handled: stored, reused (already in the store), kept or ignored."""
+
+    path: str
+    action: str
+    bytes_read: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedImage:
+    image_id: str
+    names: tuple[str, ...]  # familiar names now pointing at it
+    moved: tuple[str, ...]  # of those, names that used to point elsewhere
+
+
+@dataclass
+class _Members:
+    documents: dict[str, bytes] = field(default_factory=dict)  # small JSON, by path
+    blobs: dict[str, BlobInfo] = field(default_factory=dict)  # stored layers, by path
+    links: dict[str, str] = field(default_factory=dict)  # link path -> target path
+
+    def resolve(self, path: str) -> str:
+        """Follow links (a few hops at most: a loop is refused)."""
+        path = posixpath.normpath(path)
+        for _ in range(8):
+            if path not in self.links:
+                return path
+            path = self.links[path]
+        raise _invalid(f"links loop at {path!r}", path)
+
+
+def _invalid(message: str, member: str = "") -> errors.MalformedContent:
+    return errors.MalformedContent(f"invalid archive: {message}", metadata={"member": member[:200]})
+
+
+def _inside(name: str) -> str:
+    """A path normalised inside the archive; refuses one that could escape it."""
+    path = posixpath.normpath(name)
+    if name.startswith("/") or path == ".." or path.startswith("../") or "\x00" in name:
+        raise _invalid(f"path {name!r} escapes the archive", name)
+    return path
+
+
+def _member_path(member: tarfile.TarInfo) -> str | None:
+    """The member's normalised path (None for a directory or a link)."""
+    if member.isdir() or member.issym() or member.islnk():
+        return None
+    if not member.isreg():
+        raise _invalid(f"{member.name!r} is not a regular file", member.name)
+    return _inside(member.name)
+
+
+def _link_target(member: tarfile.TarInfo) -> str:
+    """Where a link inside the archive points (skopeo links ``<id>/layer.tar``
+    to ``<digest>.tar``); a link out of the archive is refused."""
+    if member.linkname.startswith("/"):
+        raise _invalid(f"link {member.name!r} points outside the archive", member.name)
+    base = posixpath.dirname(member.name) if member.issym() else ""
+    try:
+        return _inside(posixpath.join(base, member.linkname))
+    except errors.MalformedContent:
+        raise _invalid(f"link {member.name!r} points outside the archive", member.name) from None
+
+
+def _digest_from_path(path: str) -> str | None:
+    """``blobs/sha256/<hex>`` → ``sha256:<hex>``: a promise the content must keep."""
+    parts = path.split("/")
+    if len(parts) == 3 and parts[:2] == ["blobs", "sha256"]:
+        digest = "sha256:" + parts[2]
+        if not is_digest(digest):
+            raise _invalid(f"blob path {path!r} is not a sha256 digest", path)
+        return digest
+    return None
+
+
+def _blob_path(digest: str) -> str:
+    return "blobs/sha256/" + digest.removeprefix("sha256:")
+
+
+class Loader:
+    """One Load: members in, images out. Blocking: run it in a worker thread."""
+
+    def __init__(
+        self, store: Store, lease: Lease, progress: Callable[[LoadProgress], None] | None = None
+    ) -> None:
+        self.store = store
+        self.lease = lease
+        self.progress = progress or (lambda event: None)
+        self.members = _Members()
+        self.bytes_read = 0
+
+    # ---- members -------------------------------------------------------------
+
+    def read_archive(self, stream: IO[bytes]) -> None:
+        try:
+            with tarfile.open(fileobj=stream, mode="r|*") as tar:
+                for member in tar:
+                    if member.issym() or member.islnk():
+                        self.members.links[_inside(member.name)] = _link_target(member)
+                        continue
+                    path = _member_path(member)
+                    if path is None:
+                        continue
+                    source = tar.extractfile(member)
+                    if source is None:
+                        raise _invalid(f"cannot read {member.name!r}", member.name)
+                    self._take(path, member.size, source)
+        except tarfile.TarError as exc:
+            raise _invalid(f"not a readable tar ({exc})") from None
+        except EOFError:
+            raise _invalid("the archive ends in the middle of a member") from None
+
+    def _take(self, path: str, size: int, source: IO[bytes]) -> None:
+        head = source.read(min(READ_SIZE, size))
+        expected = _digest_from_path(path)
+        if head.lstrip()[:1] in (b"{", b"[") and size <= MAX_DOCUMENT_SIZE:
+            self.members.documents[path] = head + source.read()
+            return self._count(path, "kept", size)
+        if expected is None and not path.endswith(LAYER_SUFFIXES):
+            if path in ("manifest.json", "index.json"):
+                raise errors.SizeLimitExceeded(
+                    f"{path} is {size} bytes; the limit is {MAX_DOCUMENT_SIZE}",
+                    metadata={"member": path},
+                )
+            _drain(source)  # VERSION files, legacy per-layer json, …
+            return self._count(path, "ignored", size)
+        if head.startswith(ZSTD_MAGIC):  # stored and verified by its digest only
+            info = self._ingest(path, head, source, Encoding.RAW, mt.OCI_LAYER_ZSTD, expected)
+            info = replace(info, compression="zstd")
+        elif head.startswith(GZIP_MAGIC):
+            info = self._ingest(path, head, source, Encoding.LAYER, mt.OCI_LAYER_GZIP, expected)
+        elif expected is not None and (reused := self._reuse(expected)) is not None:
+            _drain(source)
+            self.members.blobs[path] = reused
+            return self._count(path, "reused", size)
+        else:
+            info = self._ingest(path, head, source, Encoding.COMPRESS, mt.OCI_LAYER_GZIP, None)
+            if expected is not None and info.diff_id != expected:
+                raise errors.DigestMismatch(
+                    f"archive member {path} hashes to {info.diff_id}",
+                    metadata={"expected": expected, "actual": str(info.diff_id)},
+                )
+        self.members.blobs[path] = info
+        return self._count(path, "stored", size)
+
+    def _ingest(
+        self,
+        path: str,
+        head: bytes,
+        source: IO[bytes],
+        encoding: Encoding,
+        media_type: str,
+        expected: str | None,
+    ) -> BlobInfo:
+        with self.store.ingest(self.lease, expected, encoding=encoding) as ingest:
+            known = self._known(expected) if ingest.exists and expected is not None else None
+            if known is not None:
+                _drain(source)
+                return known
+            _copy(head, source, ingest)
+            return self.store.commit(ingest, self.lease, media_type)
+
+    def _known(self, digest: str) -> BlobInfo | None:
+        with self.store.catalog.reading() as db:
+            row = self.store.catalog.blob(db, digest)
+        if row is None:
+            return None
+        compression = "zstd" if row.media_type in mt.ZSTD_LAYERS else "gzip"
+        return BlobInfo(row.digest, row.size, row.diff_id, row.uncompressed_size, compression)
+
+    def _reuse(self, diff_id: str) -> BlobInfo | None:
+        """A gzip blob already stored for this uncompressed content."""
+        with self.store.catalog.reading() as db:
+            row = self.store.catalog.blob_by_diff_id(db, diff_id)
+        if row is None or row.media_type in mt.ZSTD_LAYERS:
+            return None
+        self.lease.add(row.digest)  # then check it is (still) there
+        if not self.store.blobs.exists(row.digest):
+            return None
+        return BlobInfo(row.digest, row.size, row.diff_id, row.uncompressed_size, "gzip")
+
+    def _count(self, path: str, action: str, size: int) -> None:
+        self.bytes_read += size
+        self.progress(LoadProgress(path, action, self.bytes_read))
+
+    # ---- images ----------------------------------------------------------------
+
+    def commit_images(self) -> list[LoadedImage]:
+        documents = self.members.documents
+        if "manifest.json" in documents:
+            return self._docker_archive(documents["manifest.json"])
+        if "index.json" in documents:
+            return self._oci_layout(documents["index.json"])
+        raise _invalid("neither manifest.json (docker save) nor index.json (OCI layout) found")
+
+    def _document(self, path: str) -> bytes:
+        path = self.members.resolve(path)
+        if path not in self.members.documents:
+            raise _invalid(f"{path!r} is referenced but not in the archive", path)
+        return self.members.documents[path]
+
+    def _layer(self, path: str) -> BlobInfo:
+        path = self.members.resolve(path)
+        if path not in self.members.blobs:
+            raise _invalid(f"layer {path!r} is referenced but not in the archive", path)
+        return self.members.blobs[path]
+
+    def _docker_archive(self, raw: bytes) -> list[LoadedImage]:
+        try:
+            entries = json.loads(raw)
+        except ValueError:
+            raise _invalid("manifest.json is not JSON", "manifest.json") from None
+        if not isinstance(entries, list) or not entries:
+            raise _invalid("manifest.json lists no images", "manifest.json")
+        loaded = []
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("Layers"), list):
+                raise _invalid("a manifest.json entry has no Config and Layers", "manifest.json")
+            config_path = posixpath.normpath(str(entry.get("Config", "")))
+            config = self.store.put_blob(
+                self.lease,
+                self._document(config_path),
+                mt.DOCKER_CONFIG,
+                _digest_from_path(config_path),
+            )
+            layers = [self._layer(str(path)) for path in entry["Layers"]]
+            oci = any(layer.compression == "zstd" for layer in layers)  # zstd: OCI only
+            layer_type = mt.OCI_LAYER_GZIP if oci else mt.DOCKER_LAYER_GZIP
+            manifest = {
+                "schemaVersion": 2,
+                "mediaType": mt.OCI_MANIFEST if oci else mt.DOCKER_MANIFEST,
+                "config": {
+                    "mediaType": mt.OCI_CONFIG if oci else mt.DOCKER_CONFIG,
+                    "digest": config.digest,
+                    "size": config.size,
+                },
+                "layers": [
+                    {
+                        "mediaType": mt.OCI_LAYER_ZSTD
+                        if layer.compression == "zstd"
+                        else layer_type,
+                        "digest": layer.digest,
+                        "size": layer.size,
+                    }
+                    for layer in layers
+                ],
+            }
+            names = [parse_reference(str(tag)) for tag in entry.get("RepoTags") or []]
+            body = json.dumps(manifest, indent=3).encode()
+            loaded += self._commit(body, str(manifest["mediaType"]), names)
+        return loaded
+
+    def _oci_layout(self, raw: bytes) -> list[LoadedImage]:
+        index = parse_document(raw, mt.OCI_INDEX)
+        if not isinstance(index, Index):
+            raise _invalid("index.json is not an image index", "index.json")
+        loaded = []
+        for descriptor in index.manifests:
+            names = [parse_reference(name) for name in _names_of(descriptor)]
+            data = self._document(_blob_path(descriptor.digest))
+            document = parse_document(data, descriptor.media_type)
+            if isinstance(document, Index):
+                loaded += self._commit_index(descriptor, data, document, names)
+            else:
+                loaded += self._commit(self._as_stored(data, document), document.media_type, names)
+        return loaded
+
+    def _commit_index(
+        self, descriptor: Descriptor, data: bytes, index: Index, names: list[Reference]
+    ) -> list[LoadedImage]:
+        """A multi-platform index keeps its digest: its children must be stored as they are."""
+        for child in index.manifests:
+            path = _blob_path(child.digest)
+            if path not in self.members.documents:
+                continue  # a platform the archive does not carry
+            body = self.members.documents[path]
+            manifest = parse_document(body, child.media_type)
+            if not isinstance(manifest, Manifest):
+                continue
+            if self._as_stored(body, manifest) != body:
+                raise errors.UnsupportedContent(
+                    "an index whose manifests use uncompressed layers cannot be loaded without"
+                    " changing its digest",
+                    metadata={"digest": descriptor.digest},
+                )
+            self._put_config(manifest)
+            self.store.put_blob(self.lease, body, child.media_type, child.digest)
+        return self._commit_target(data, descriptor.media_type, names, descriptor.digest)
+
+    def _as_stored(self, data: bytes, manifest: Manifest) -> bytes:
+        """The manifest as stored: layers that were plain tars now point at
+        their gzip blobs (the config, hence the image ID, does not change)."""
+        document = json.loads(data)
+        changed = False
+        for position, layer in enumerate(manifest.layers):
+            info = self._layer(_blob_path(layer.digest))
+            if info.digest != layer.digest:
+                changed = True
+                gzip_type = (
+                    mt.DOCKER_LAYER_GZIP
+                    if manifest.media_type == mt.DOCKER_MANIFEST
+                    else mt.OCI_LAYER_GZIP
+                )
+                document["layers"][position].update(
+                    {"mediaType": gzip_type, "digest": info.digest, "size": info.size}
+                )
+        return json.dumps(document, indent=3).encode() if changed else data
+
+    def _put_config(self, manifest: Manifest) -> None:
+        config = manifest.config
+        self.store.put_blob(
+            self.lease, self._document(_blob_path(config.digest)), config.media_type, config.digest
+        )
+
+    def _commit(self, body: bytes, media_type: str, names: list[Reference]) -> list[LoadedImage]:
+        manifest = parse_document(body, media_type)
+        if (
+            isinstance(manifest, Manifest)
+            and _blob_path(manifest.config.digest) in self.members.documents
+        ):
+            self._put_config(manifest)
+        return self._commit_target(body, media_type, names, None)
+
+    def _commit_target(
+        self, body: bytes, media_type: str, names: list[Reference], digest: str | None
+    ) -> list[LoadedImage]:
+        info = self.store.put_blob(self.lease, body, media_type, digest)
+        result = self.store.commit_target(
+            self.lease, Descriptor(media_type, info.digest, info.size), names
+        )
+        familiar = tuple(n.familiar() for n in names)
+        return [
+            LoadedImage(image_id, familiar, result.moved_names) for image_id in result.image_ids
+        ]
+
+
+def _copy(head: bytes, source: IO[bytes], ingest: Ingest) -> None:
+    chunk = head
+    while chunk:
+        ingest.write(chunk)
+        chunk = source.read(READ_SIZE)
+
+
+def _drain(source: IO[bytes]) -> None:
+    while source.read(READ_SIZE):
+        pass
+
+
+def _names_of(descriptor: Descriptor) -> list[str]:
+    """The name an OCI layout entry carries: containerd's full name, else a
+    ``ref.name`` that is a whole reference (a bare tag names no repository)."""
+    annotations = descriptor.annotations
+    if CONTAINERD_NAME in annotations:
+        return [annotations[CONTAINERD_NAME]]
+    ref = annotations.get(OCI_REF_NAME, "")
+    if "/" in ref or ":" in ref:
+        try:
+            parse_reference(ref)
+        except errors.InvalidArgument:
+            return []
+        return [ref]
+    return []
+
+
+def load(
+    store: Store,
+    chunks: Iterable[bytes],
+    *,
+    declared_size: int | None = None,
+    progress: Callable[[LoadProgress], None] | None = None,
+) -> list[LoadedImage]:
+    """Load one archive from a stream of chunks; returns the images and their names.
+
+    A load bigger than the free disk is refused up front when its size is
+    declared. A failed load leaves nothing new behind (its lease ends).
+    """
+    if declared_size is not None:
+        free = shutil.disk_usage(store.root).free
+        if declared_size > free:
+            raise errors.ResourceExhausted(
+                f"the archive is {declared_size} bytes but only {free} are free",
+                metadata={"declared": str(declared_size), "free": str(free)},
+            )
+    with store.lease() as lease:
+        loader = Loader(store, lease, progress)
+        loader.read_archive(io.BufferedReader(ChunkReader(iter(chunks)), READ_SIZE))
+        return loader.commit_images()

@@ -1,0 +1,36 @@
+"""External tools the tests use for real (skopeo, umoci, …).
+
+In CI a missing tool fails the test run; on a developer's machine it skips with
+the command that installs it (``make test`` installs them when run as root).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+
+def require(tool: str, package: str | None = None) -> str:
+    path = shutil.which(tool)
+    if path is not None:
+        return path
+    message = f"{tool} is not installed (Debian package {package or tool}; `make test` installs it)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def run(*args: str | Path, cwd: Path | None = None) -> str:
+    """Run a tool; fail the test with its stderr when it fails."""
+    result = subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, cwd=cwd, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"{' '.join(map(str, args))} failed ({result.returncode}):\n{result.stderr[-3000:]}"
+        )
+    return result.stdout
