@@ -103,3 +103,41 @@ def build_image(
             else CommitResult(target.digest, (), (), ())
         )
     return Built(result, config_info.digest, target, tuple(descriptors))
+
+
+def build_index(
+    store: Store,
+    children: Sequence[tuple[Built, str]],
+    *,
+    names: Sequence[str] = (),
+    absent: Sequence[tuple[str, str]] = (),
+) -> CommitResult:
+    """An OCI index over built (uncommitted is fine) manifests with their platforms;
+    ``absent`` adds (digest, platform) entries whose manifests are not stored."""
+    entries = []
+    for built, platform in children:
+        entries.append({**built.manifest.to_json(), "platform": _platform_json(platform)})
+    for digest, platform in absent:
+        entries.append(
+            {
+                "mediaType": mt.OCI_MANIFEST,
+                "digest": digest,
+                "size": 1234,
+                "platform": _platform_json(platform),
+            }
+        )
+    body = json.dumps(
+        {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}
+    ).encode()
+    with store.lease() as lease:
+        info = store.put_blob(lease, body, mt.OCI_INDEX)
+        target = Descriptor(mt.OCI_INDEX, info.digest, info.size)
+        return store.commit_target(lease, target, [parse_reference(n) for n in names])
+
+
+def _platform_json(text: str) -> dict[str, str]:
+    parts = text.split("/")
+    out = {"os": parts[0], "architecture": parts[1]}
+    if len(parts) == 3:
+        out["variant"] = parts[2]
+    return out

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -482,3 +483,41 @@ def test_concurrent_ingests_of_one_digest_write_it_once(store: Store) -> None:
         thread.join()
     assert sorted(written) == [False] * 7 + [True]
     assert store.blobs.verify(digest)
+
+
+def test_a_waiting_ingest_takes_over_when_the_first_is_cancelled(store: Store) -> None:
+    payload = b"layer" * 100_000
+    digest = "sha256:" + hashlib.sha256(payload).hexdigest()
+    first_started, second_waiting = threading.Event(), threading.Event()
+    outcome: list[str] = []
+
+    def first() -> None:
+        with (
+            contextlib.suppress(KeyboardInterrupt),
+            store.lease() as lease,
+            store.ingest(lease, digest, len(payload)) as ingest,
+        ):
+            ingest.write(payload[:1000])
+            first_started.set()
+            second_waiting.wait(5)
+            raise KeyboardInterrupt  # cancelled mid-write
+        outcome.append("first cancelled")
+
+    def second() -> None:
+        first_started.wait(5)
+        with store.lease() as lease:
+            second_waiting.set()
+            with store.ingest(lease, digest, len(payload)) as ingest:  # waits for the first
+                assert not ingest.exists
+                ingest.write(payload)
+                store.commit(ingest, lease, "application/octet-stream")
+                outcome.append("second committed")
+                assert store.blobs.verify(digest)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcome == ["first cancelled", "second committed"]
+    assert list(store.blobs.ingest_dir.iterdir()) == []
