@@ -55,9 +55,10 @@ sanitize: native $(ASAN_NATIVE) ## Run the native tests under ASan + UBSan
 		$(PYTEST) tests/native -q
 
 .PHONY: bench
-bench: native $(ZLIB_NATIVE) ## Benchmarks: native vs stdlib, both gzip backends
+bench: native test-debs $(ZLIB_NATIVE) ## Benchmarks beside their peers (stdlib, skopeo, floors)
 	$(PY) -m tests.bench.bench_native
 	IMAGESTORE_TEST_NATIVE=$(ZLIB_NATIVE) $(PY) -m tests.bench.bench_native
+	$(PY) -m tests.bench.bench_store
 
 .PHONY: lint
 lint: $(DEPS_STAMP) ## ruff check, ruff format --check, mypy --strict

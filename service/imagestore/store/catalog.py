@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from imagestore import errors
 
@@ -47,7 +48,7 @@ MIGRATIONS: tuple[str, ...] = (
         labels            TEXT NOT NULL,      -- JSON object
         last_tag_time     INTEGER
     );
-    CREATE INDEX images_by_created ON images(created, id);
+    CREATE INDEX images_newest_first ON images(COALESCE(created, 0) DESC, id DESC);
 
     CREATE TABLE targets (
         digest            TEXT PRIMARY KEY,   -- a manifest or an index blob
@@ -105,8 +106,9 @@ class BlobRow:
     stored_at: int
 
 
-@dataclass(frozen=True, slots=True)
-class ImageRow:
+class ImageRow(NamedTuple):
+    """One image record (a NamedTuple: listing builds 10,000s of them)."""
+
     id: str
     created: int | None
     stored_at: int
@@ -161,19 +163,19 @@ _IMAGE_COLUMNS = (
 )
 
 
-def _image(row: sqlite3.Row | tuple[object, ...]) -> ImageRow:
-    values = tuple(row)
+def _image(row: tuple[Any, ...]) -> ImageRow:
+    labels = row[8]
     return ImageRow(
-        id=str(values[0]),
-        created=None if values[1] is None else int(str(values[1])),
-        stored_at=int(str(values[2])),
-        size=int(str(values[3])),
-        content_size=int(str(values[4])),
-        os=str(values[5]),
-        architecture=str(values[6]),
-        variant=str(values[7]),
-        labels=json.loads(str(values[8])),
-        last_tag_time=None if values[9] is None else int(str(values[9])),
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        {} if labels == "{}" else json.loads(labels),
+        row[9],
     )
 
 
@@ -382,12 +384,22 @@ class Catalog:
         return None if row is None else _image(row)
 
     def images(self, db: sqlite3.Connection) -> list[ImageRow]:
-        return [
-            _image(row)
-            for row in db.execute(
-                f"SELECT {_IMAGE_COLUMNS} FROM images ORDER BY COALESCE(created, 0) DESC, id DESC"
+        return list(self.iter_images(db))
+
+    def iter_images(
+        self, db: sqlite3.Connection, after: tuple[int, str] | None = None
+    ) -> Iterator[ImageRow]:
+        """Images newest first (then by ID), lazily; ``after`` is a keyset position."""
+        order = "ORDER BY COALESCE(created, 0) DESC, id DESC"
+        if after is None:
+            cursor = db.execute(f"SELECT {_IMAGE_COLUMNS} FROM images {order}")
+        else:
+            cursor = db.execute(
+                f"SELECT {_IMAGE_COLUMNS} FROM images WHERE (COALESCE(created, 0), id) < (?, ?)"
+                f" {order}",
+                after,
             )
-        ]
+        return map(_image, cursor)
 
     def images_by_prefix(self, db: sqlite3.Connection, hex_prefix: str) -> list[str]:
         """Image IDs starting with ``sha256:<hex_prefix>`` (at most 10)."""
@@ -510,6 +522,23 @@ class Catalog:
             " JOIN targets t ON t.digest = c.child_digest AND t.kind = 'manifest'"
         ):
             result.setdefault(row[0], []).append(NameRow(*row[1:]))
+        return result
+
+    def name_strings_by_image(self, db: sqlite3.Connection) -> dict[str, list[str]]:
+        """Every image's canonical names (as :meth:`names_by_image`, only the strings)."""
+        result: dict[str, list[str]] = {}
+        for image_id, name in db.execute(
+            "SELECT t.image_id, n.name FROM names n JOIN targets t ON t.digest = n.target"
+            " WHERE t.kind = 'manifest'"
+            " UNION ALL"  # a name has one target: no duplicates to remove
+            " SELECT t.image_id, n.name FROM names n"
+            " JOIN index_children c ON c.index_digest = n.target"
+            " JOIN targets t ON t.digest = c.child_digest AND t.kind = 'manifest'"
+        ):
+            if image_id in result:
+                result[image_id].append(name)
+            else:
+                result[image_id] = [name]
         return result
 
     def names_of_image(self, db: sqlite3.Connection, image_id: str) -> list[NameRow]:

@@ -6,13 +6,13 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
+from datetime import datetime
 
 from imagestore import errors
 from imagestore.oci.references import parse_reference, path_match
-from imagestore.store.catalog import ImageRow, NameRow
 from imagestore.store.filters import ListFilters
 from imagestore.store.models import ImageSummary
-from imagestore.store.store import Store
+from imagestore.store.store import Store, from_ns
 
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 10_000
@@ -22,10 +22,6 @@ MAX_PAGE_SIZE = 10_000
 class Page:
     images: tuple[ImageSummary, ...]
     next_page_token: str  # "" on the last page
-
-
-def _sort_key(image: ImageRow) -> tuple[int, str]:
-    return (image.created or 0, image.id)
 
 
 def encode_token(key: tuple[int, str]) -> str:
@@ -45,16 +41,32 @@ def decode_token(token: str) -> tuple[int, str]:
         ) from None
 
 
-def name_forms(name: NameRow) -> tuple[str, ...]:
+def name_forms(name: str) -> tuple[str, ...]:
     """The strings a reference filter may match (familiar and canonical)."""
-    reference = parse_reference(name.name, default_tag=False)
+    reference = parse_reference(name, default_tag=False)
     return (reference.familiar(), reference.familiar_name, str(reference), reference.name)
 
 
-def matches_reference(names: list[NameRow], patterns: tuple[str, ...]) -> bool:
+def matches_reference(names: list[str], patterns: tuple[str, ...]) -> bool:
     return any(
         path_match(pattern, form) for pattern in patterns for n in names for form in name_forms(n)
     )
+
+
+def _in_window(
+    created: datetime | None,
+    before: datetime | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> bool:
+    """before/since/until compare the build time; an image without one never matches."""
+    if created is None:
+        return False
+    if before is not None and not created < before:
+        return False
+    if since is not None and not created > since:
+        return False
+    return until is None or created < until
 
 
 def list_images(
@@ -83,12 +95,8 @@ def list_images(
     last_key: tuple[int, str] | None = None
     more = False
     with store.catalog.reading() as db:
-        images = store.catalog.images(db)
-        names = store.catalog.names_by_image(db)
-        for image in images:
-            key = _sort_key(image)
-            if after is not None and key >= after:
-                continue
+        names = store.catalog.name_strings_by_image(db)
+        for image in store.catalog.iter_images(db, after):
             image_names = names.get(image.id, [])
             dangling = not image_names
             if filters.dangling is not None:
@@ -96,24 +104,18 @@ def list_images(
                     continue
             elif dangling and not show_all:
                 continue
-            if not all(label.matches(image.labels) for label in filters.labels):
+            if filters.labels and not all(label.matches(image.labels) for label in filters.labels):
                 continue
             if filters.references and not matches_reference(image_names, filters.references):
                 continue
-            summary = store.summary(db, image, image_names)
-            if (before or since or filters.until) and summary.created is None:
+            if (before or since or filters.until) and not _in_window(
+                from_ns(image.created), oldest_before, newest_since, filters.until
+            ):
                 continue
-            if summary.created is not None:
-                if oldest_before is not None and not summary.created < oldest_before:
-                    continue
-                if newest_since is not None and not summary.created > newest_since:
-                    continue
-                if filters.until is not None and not summary.created < filters.until:
-                    continue
             if len(rows) == size:
                 more = True
                 break
-            rows.append(summary)
-            last_key = key
+            rows.append(store.summary(image, image_names))
+            last_key = (image.created or 0, image.id)
     token = encode_token(last_key) if more and last_key is not None else ""
     return Page(tuple(rows), token)

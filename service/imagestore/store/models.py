@@ -4,26 +4,38 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Any, Literal, NamedTuple
 
 from imagestore.oci.manifests import Descriptor
 from imagestore.oci.platforms import Platform
 
 
-@dataclass(frozen=True, slots=True)
-class ImageSummary:
-    """One row of ListImages: an image (config digest) and all its names."""
+class ImageSummary(NamedTuple):
+    """One row of ListImages: an image (config digest) and all its names.
+
+    A NamedTuple with times in nanoseconds (datetimes on demand): a listing
+    builds 10,000s of them."""
 
     id: str
     repo_tags: tuple[str, ...]  # familiar "repo:tag"
     repo_digests: tuple[str, ...]  # familiar "repo@sha256:…"
-    created: datetime | None
+    created_ns: int | None  # the config's "created", ns since the epoch
     size: int  # uncompressed layers
     content_size: int  # bytes its blobs take on disk
     labels: Mapping[str, str]
     platform: Platform
-    stored_at: datetime
+    stored_at_ns: int  # when it was first stored here
+
+    @property
+    def created(self) -> datetime | None:
+        if self.created_ns is None:
+            return None
+        return datetime.fromtimestamp(self.created_ns / 1e9, UTC)
+
+    @property
+    def stored_at(self) -> datetime:
+        return datetime.fromtimestamp(self.stored_at_ns / 1e9, UTC)
 
 
 @dataclass(frozen=True, slots=True)

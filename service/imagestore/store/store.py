@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -89,6 +89,11 @@ def _name_row(reference: Reference, target: str, when: int) -> cat.NameRow:
 def familiar(name: cat.NameRow) -> str:
     """A stored (canonical) name in Docker's familiar form."""
     return _familiar(name.name)
+
+
+@lru_cache(maxsize=256)
+def _platform(os: str, architecture: str, variant: str) -> Platform:
+    return Platform(os, architecture, variant)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -250,11 +255,13 @@ class Store:
 
         when = now_ns()
         with self.collector.lock, self.catalog.transaction() as db:
-            before = {i.id for i in self.catalog.images(db)}
             image_ids: list[str] = []
+            new_images: list[str] = []
             for descriptor, manifest, config in manifests:
                 image_id = manifest.config.digest
                 image_ids.append(image_id)
+                if self.catalog.image(db, image_id) is None:
+                    new_images.append(image_id)
                 self._record_manifest(db, descriptor, manifest, config, when)
             if isinstance(document, Index):
                 self._record_blob_row(db, target, when)
@@ -276,7 +283,7 @@ class Store:
         return CommitResult(
             target.digest,
             tuple(dict.fromkeys(image_ids)),
-            tuple(i for i in dict.fromkeys(image_ids) if i not in before),
+            tuple(dict.fromkeys(new_images)),
             tuple(moved),
         )
 
@@ -435,21 +442,23 @@ class Store:
 
     # ---- reading images ------------------------------------------------------
 
-    def summary(
-        self, db: sqlite3.Connection, image: cat.ImageRow, names: Sequence[cat.NameRow]
-    ) -> ImageSummary:
-        tags = sorted({familiar(n) for n in names if n.digest is None})
-        digests = sorted({familiar(n) for n in names if n.digest is not None})
+    @staticmethod
+    def summary(image: cat.ImageRow, names: Iterable[str]) -> ImageSummary:
+        """A list row from an image and its canonical names."""
+        tags: list[str] = []
+        digests: list[str] = []
+        for name in names:
+            (digests if "@" in name else tags).append(_familiar(name))
         return ImageSummary(
-            id=image.id,
-            repo_tags=tuple(tags),
-            repo_digests=tuple(digests),
-            created=from_ns(image.created),
-            size=image.size,
-            content_size=image.content_size,
-            labels=image.labels,
-            platform=Platform(image.os, image.architecture, image.variant),
-            stored_at=from_ns(image.stored_at) or datetime.fromtimestamp(0, tz=UTC),
+            image.id,
+            tuple(sorted(set(tags))) if len(tags) > 1 else tuple(tags),
+            tuple(sorted(set(digests))) if len(digests) > 1 else tuple(digests),
+            image.created,
+            image.size,
+            image.content_size,
+            image.labels,
+            _platform(image.os, image.architecture, image.variant),
+            image.stored_at,
         )
 
     def image_summary(self, image_id: str) -> ImageSummary:
@@ -457,7 +466,7 @@ class Store:
             image = self.catalog.image(db, image_id)
             if image is None:
                 raise errors.NotFound(f"No such image: {image_id}")
-            return self.summary(db, image, self.catalog.names_of_image(db, image_id))
+            return self.summary(image, [n.name for n in self.catalog.names_of_image(db, image_id)])
 
     def inspect(self, text: str, platform: str | None = None) -> ImageDetails:
         """``docker image inspect``: by name, ID or unique ID prefix."""
@@ -467,7 +476,9 @@ class Store:
             manifests = self.catalog.manifests_of_image(db, image_id)
             if image is None or not manifests:
                 raise errors.NotFound(f"No such image: {text}")
-            summary = self.summary(db, image, self.catalog.names_of_image(db, image_id))
+            summary = self.summary(
+                image, [n.name for n in self.catalog.names_of_image(db, image_id)]
+            )
             manifest_row = manifests[0]
         raw_manifest = self.blobs.read_bytes(manifest_row.digest)
         manifest = parse_document(raw_manifest, manifest_row.media_type)
