@@ -15,6 +15,10 @@ BUILD := build
 CONSTRAINTS := requirements/constraints.txt
 
 DEPS_STAMP := $(VENV)/.deps.stamp
+NODE_STAMP := node_modules/.installed.stamp
+BUF := node_modules/.bin/buf
+PROTOS := $(wildcard protos/imagestore/v1/*.proto)
+GENERATED := service/imagestore/v1
 NATIVE_STAMP := $(BUILD)/native.stamp
 NATIVE_SOURCES := native/imagestore_native.c native/imagestore_native.h native/build_native.py \
 	setup.py pyproject.toml
@@ -35,11 +39,10 @@ help: ## List the targets
 
 .PHONY: run
 run: native ## Start the service on the embedded default (SQLite + a local directory)
-	@echo "imagestore: the gRPC server is not built yet (see the open issues); the native core is ready:"
-	@$(PY) -c 'from imagestore import hashing; print("  gzip backend:", hashing.backend())'
+	$(VENV)/bin/imagestore serve
 
 .PHONY: test
-test: native test-debs $(ZLIB_NATIVE) ## Set up what is missing, then run every test
+test: native test-debs protos-check $(ZLIB_NATIVE) ## Set up what is missing, then run every test
 	IMAGESTORE_EXPECT_BACKEND=$(EXPECT_BACKEND) $(PYTEST)
 	@echo "== native tests again, against the zlib build of the extension"
 	IMAGESTORE_TEST_NATIVE=$(ZLIB_NATIVE) IMAGESTORE_EXPECT_BACKEND=zlib \
@@ -61,10 +64,27 @@ bench: native test-debs $(ZLIB_NATIVE) ## Benchmarks beside their peers (stdlib,
 	$(PY) -m tests.bench.bench_store
 
 .PHONY: lint
-lint: $(DEPS_STAMP) ## ruff check, ruff format --check, mypy --strict
+lint: $(DEPS_STAMP) $(NODE_STAMP) ## ruff, ruff format --check, mypy --strict, buf lint + format
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+
+.PHONY: protos
+protos: $(DEPS_STAMP) ## Regenerate the Python code of protos/ into service/imagestore/v1
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=service --pyi_out=service \
+		--grpc_python_out=service $(PROTOS)
+
+.PHONY: protos-check
+protos-check: $(DEPS_STAMP) ## Fail when the committed generated code is stale
+	@rm -rf $(BUILD)/protos-check && mkdir -p $(BUILD)/protos-check
+	@$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(BUILD)/protos-check \
+		--pyi_out=$(BUILD)/protos-check --grpc_python_out=$(BUILD)/protos-check $(PROTOS)
+	@for f in $(BUILD)/protos-check/imagestore/v1/*; do \
+		cmp -s $$f $(GENERATED)/$$(basename $$f) || { echo "stale: $(GENERATED)/$$(basename $$f) (run make protos)"; exit 1; }; \
+	done
+	@echo "generated code is up to date"
 
 .PHONY: fmt
 fmt: $(DEPS_STAMP) ## Format and auto-fix what ruff can
@@ -89,6 +109,10 @@ clean: ## Remove build output (keeps .venv)
 .PHONY: distclean
 distclean: clean ## Remove build output and .venv
 	rm -rf $(VENV)
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --silent --no-audit --no-fund
+	touch $@
 
 $(DEPS_STAMP): requirements/dev.in $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

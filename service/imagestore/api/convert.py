@@ -1,0 +1,170 @@
+"""Domain results → protobuf messages: the one place that knows both."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from imagestore.archive.load import LoadedImage, LoadProgress
+from imagestore.oci.manifests import Descriptor
+from imagestore.oci.platforms import Platform
+from imagestore.store import models
+from imagestore.v1 import imagestore_pb2 as pb
+
+
+def timestamp(value: datetime | int | None) -> Timestamp | None:
+    """A Timestamp from a datetime or nanoseconds; None stays unset."""
+    if value is None:
+        return None
+    stamp = Timestamp()
+    if isinstance(value, int):
+        stamp.FromNanoseconds(value)
+    else:
+        stamp.FromDatetime(value)
+    return stamp
+
+
+def platform(value: Platform) -> pb.Platform:
+    return pb.Platform(os=value.os, architecture=value.architecture, variant=value.variant)
+
+
+def descriptor(value: Descriptor) -> pb.Descriptor:
+    return pb.Descriptor(media_type=value.media_type, digest=value.digest, size=value.size)
+
+
+def image_summary(value: models.ImageSummary) -> pb.ImageSummary:
+    return pb.ImageSummary(
+        id=value.id,
+        repo_tags=value.repo_tags,
+        repo_digests=value.repo_digests,
+        created=timestamp(value.created_ns),
+        size=value.size,
+        content_size=value.content_size,
+        labels=value.labels,
+        platform=platform(value.platform),
+        stored_at=timestamp(value.stored_at_ns),
+    )
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Iterable):
+        return [str(item) for item in value]
+    return []
+
+
+def _keys(value: Any) -> list[str]:
+    return sorted(str(key) for key in value) if isinstance(value, Mapping) else []
+
+
+def container_config(config: Mapping[str, Any]) -> pb.ContainerConfig:
+    labels = config.get("Labels")
+    return pb.ContainerConfig(
+        env=_strings(config.get("Env")),
+        cmd=_strings(config.get("Cmd")),
+        entrypoint=_strings(config.get("Entrypoint")),
+        working_dir=str(config.get("WorkingDir") or ""),
+        user=str(config.get("User") or ""),
+        labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else {},
+        exposed_ports=_keys(config.get("ExposedPorts")),
+        volumes=_keys(config.get("Volumes")),
+        stop_signal=str(config.get("StopSignal") or ""),
+        shell=_strings(config.get("Shell")),
+        on_build=_strings(config.get("OnBuild")),
+    )
+
+
+def inspect_response(value: models.ImageDetails, *, include_raw: bool) -> pb.InspectResponse:
+    return pb.InspectResponse(
+        image=image_summary(value.summary),
+        author=value.author,
+        comment=value.comment,
+        config=container_config(value.config),
+        diff_ids=value.diff_ids,
+        manifest=pb.Descriptor(
+            media_type=value.manifest_media_type,
+            digest=value.manifest_digest,
+            size=len(value.raw_manifest),
+        ),
+        config_descriptor=descriptor(value.config_descriptor),
+        layers=[descriptor(layer) for layer in value.layers],
+        last_tag_time=timestamp(value.last_tag_time),
+        raw_manifest=value.raw_manifest if include_raw else b"",
+        raw_config=value.raw_config if include_raw else b"",
+    )
+
+
+def history_entry(value: models.HistoryRow) -> pb.HistoryEntry:
+    return pb.HistoryEntry(
+        created=timestamp(value.created),
+        created_by=value.created_by,
+        size=value.size,
+        comment=value.comment,
+        empty_layer=value.empty_layer,
+        layer_digest=value.layer_digest or "",
+    )
+
+
+def remove_event(value: models.RemoveEvent) -> pb.RemoveEvent:
+    if value.kind == "untagged":
+        return pb.RemoveEvent(untagged=value.value)
+    return pb.RemoveEvent(deleted=value.value)
+
+
+def prune_response(value: models.PruneResult) -> pb.PruneResponse:
+    return pb.PruneResponse(
+        deleted_image_ids=value.deleted_images,
+        untagged=value.untagged,
+        deleted_blobs=value.deleted_blobs,
+        reclaimed_bytes=value.reclaimed,
+        stale_ingests=value.stale_ingests,
+    )
+
+
+def disk_usage_response(value: models.DiskUsage) -> pb.DiskUsageResponse:
+    return pb.DiskUsageResponse(
+        images=[
+            pb.ImageUsage(
+                id=image.id,
+                repo_tags=image.repo_tags,
+                content_size=image.content_size,
+                shared_size=image.shared_size,
+                unique_size=image.unique_size,
+                created=timestamp(image.created),
+            )
+            for image in value.images
+        ],
+        total_size=value.total_size,
+        reclaimable=value.reclaimable,
+        image_count=value.image_count,
+        blob_count=value.blob_count,
+    )
+
+
+def check_response(value: models.CheckReport) -> pb.CheckResponse:
+    return pb.CheckResponse(
+        ok=value.ok,
+        problems=[
+            pb.CheckProblem(kind=p.kind, subject=p.subject, detail=p.detail) for p in value.problems
+        ],
+        blobs_checked=value.blobs_checked,
+        images_checked=value.images_checked,
+    )
+
+
+def load_progress(value: LoadProgress) -> pb.LoadResponse:
+    return pb.LoadResponse(
+        progress=pb.Progress(id=value.path, status=value.action, current=value.bytes_read)
+    )
+
+
+def load_result(images: list[LoadedImage]) -> pb.LoadResponse:
+    return pb.LoadResponse(
+        images=[
+            pb.LoadedImage(id=image.image_id, names=image.names, moved=image.moved)
+            for image in images
+        ]
+    )

@@ -1,0 +1,226 @@
+"""ImageStoreService: thin async handlers over the store.
+
+Each handler parses nothing itself beyond moving fields, runs the blocking
+store call on a worker thread, and converts the result. Errors are domain
+exceptions, mapped to statuses by the ErrorMapping interceptor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar, cast
+
+import grpc
+from imagestore import errors, hashing
+from imagestore.api import convert
+from imagestore.archive.load import LoadProgress, load
+from imagestore.archive.save import save
+from imagestore.oci.digests import parse_digest
+from imagestore.store.check import check
+from imagestore.store.filters import parse_list_filters, parse_prune_filters
+from imagestore.store.listing import list_images
+from imagestore.store.prune import disk_usage, prune
+from imagestore.store.store import Store
+from imagestore.v1 import imagestore_pb2 as pb
+from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
+
+T = TypeVar("T")
+Context = grpc.aio.ServicerContext[Any, Any]
+# Chunks of a Load waiting for the loader thread: bounds memory to ~8 MiB.
+LOAD_QUEUE_CHUNKS = 8
+
+
+class _CancelledError(Exception):
+    """The client went away in the middle of a stream."""
+
+
+async def _run(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return await asyncio.to_thread(function, *args, **kwargs)
+
+
+async def _stream_from_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
+    """Iterate a blocking generator on a worker thread, one item per hop;
+    closing early (cancellation) closes the generator, releasing its leases."""
+    iterator = await _run(make)
+    sentinel = object()
+    try:
+        while True:
+            item = await _run(next, iterator, sentinel)
+            if item is sentinel:
+                return
+            yield cast(T, item)
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            await _run(close)
+
+
+class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def ListImages(
+        self, request: pb.ListImagesRequest, context: Context
+    ) -> pb.ListImagesResponse:
+        filters = parse_list_filters(request.filters)
+        page = await _run(
+            list_images,
+            self.store,
+            filters,
+            show_all=request.all,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return pb.ListImagesResponse(
+            images=[convert.image_summary(image) for image in page.images],
+            next_page_token=page.next_page_token,
+        )
+
+    async def Inspect(self, request: pb.InspectRequest, context: Context) -> pb.InspectResponse:
+        details = await _run(self.store.inspect, request.image, request.platform or None)
+        return convert.inspect_response(details, include_raw=request.include_raw)
+
+    async def History(self, request: pb.HistoryRequest, context: Context) -> pb.HistoryResponse:
+        rows = await _run(self.store.history, request.image, request.platform or None)
+        return pb.HistoryResponse(entries=[convert.history_entry(row) for row in rows])
+
+    async def Tag(self, request: pb.TagRequest, context: Context) -> pb.TagResponse:
+        result = await _run(self.store.tag, request.source, request.target)
+        return pb.TagResponse(
+            target=result.target,
+            image_ids=result.image_ids,
+            displaced_image_ids=result.displaced,
+        )
+
+    async def Remove(self, request: pb.RemoveRequest, context: Context) -> pb.RemoveResponse:
+        if not request.images:
+            raise errors.InvalidArgument("name at least one image to remove")
+        events = await _run(self.store.remove, list(request.images), force=request.force)
+        return pb.RemoveResponse(events=[convert.remove_event(e) for e in events])
+
+    async def Prune(self, request: pb.PruneRequest, context: Context) -> pb.PruneResponse:
+        filters = parse_prune_filters(request.filters)
+        result = await _run(
+            prune, self.store, filters, all_images=request.all, dry_run=request.dry_run
+        )
+        return convert.prune_response(result)
+
+    async def DiskUsage(
+        self, request: pb.DiskUsageRequest, context: Context
+    ) -> pb.DiskUsageResponse:
+        return convert.disk_usage_response(await _run(disk_usage, self.store))
+
+    async def Check(self, request: pb.CheckRequest, context: Context) -> pb.CheckResponse:
+        return convert.check_response(await _run(check, self.store))
+
+    async def Pull(
+        self, request: pb.PullRequest, context: Context
+    ) -> AsyncIterator[pb.PullResponse]:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "pulling from registries is not built yet"
+        )
+        yield pb.PullResponse()  # pragma: no cover - abort raises
+
+    async def Push(
+        self, request: pb.PushRequest, context: Context
+    ) -> AsyncIterator[pb.PushResponse]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "pushing to registries is not built yet")
+        yield pb.PushResponse()  # pragma: no cover - abort raises
+
+    async def Save(
+        self, request: pb.SaveRequest, context: Context
+    ) -> AsyncIterator[pb.SaveResponse]:
+        images = list(request.images)
+        async for chunk in _stream_from_thread(lambda: save(self.store, images)):
+            yield pb.SaveResponse(chunk=chunk)
+
+    async def ReadBlob(
+        self, request: pb.ReadBlobRequest, context: Context
+    ) -> AsyncIterator[pb.ReadBlobResponse]:
+        digest = parse_digest(request.digest)
+        if request.offset < 0 or request.limit < 0:
+            raise errors.InvalidArgument("offset and limit must not be negative")
+        offset, limit = request.offset, request.limit or None
+        async for chunk in _stream_from_thread(lambda: self._read_blob(digest, offset, limit)):
+            yield pb.ReadBlobResponse(chunk=chunk)
+
+    def _read_blob(self, digest: str, offset: int, limit: int | None) -> Iterator[bytes]:
+        """The blob's bytes under a lease; a whole read is also re-verified."""
+        with self.store.lease() as lease:
+            lease.add(digest)
+            whole = offset == 0 and limit is None
+            with hashing.Sha256() as hasher:
+                for chunk in self.store.blobs.read(digest, offset, limit):
+                    if whole:
+                        hasher.update(chunk)
+                    yield chunk
+                if whole and hasher.finish()[0] != digest:
+                    raise errors.DataLoss(f"stored blob {digest} is corrupt; run check")
+
+    async def Load(
+        self, request_iterator: AsyncIterator[pb.LoadRequest], context: Context
+    ) -> AsyncIterator[pb.LoadResponse]:
+        """Chunks flow to a loader thread through a bounded queue; its progress
+        flows back. If the client goes away, the loader fails and its lease
+        removes whatever it had stored."""
+        loop = asyncio.get_running_loop()
+        chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(LOAD_QUEUE_CHUNKS)
+        events: asyncio.Queue[pb.LoadResponse | None] = asyncio.Queue()
+        first = await anext(aiter(request_iterator), None)
+        declared = first.declared_size if first is not None and first.declared_size > 0 else None
+
+        def incoming() -> Iterator[bytes]:
+            if first is not None and first.chunk:
+                yield first.chunk
+            while True:
+                item = chunks.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+
+        def progress(event: LoadProgress) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, convert.load_progress(event))
+
+        def work() -> pb.LoadResponse:
+            try:
+                return convert.load_result(
+                    load(self.store, incoming(), declared_size=declared, progress=progress)
+                )
+            finally:
+                loop.call_soon_threadsafe(events.put_nowait, None)
+
+        async def feed() -> None:
+            try:
+                if first is not None:
+                    async for message in request_iterator:
+                        await asyncio.to_thread(chunks.put, message.chunk)
+                await asyncio.to_thread(chunks.put, None)
+            except BaseException:
+                await asyncio.to_thread(chunks.put, _CancelledError("the client stopped sending"))
+                raise
+
+        worker = asyncio.ensure_future(asyncio.to_thread(work))
+        feeder = asyncio.ensure_future(feed())
+        try:
+            while (event := await events.get()) is not None:
+                yield event
+            yield await worker
+        finally:
+            if not feeder.done():
+                feeder.cancel()
+            if not worker.done():
+                _unblock(chunks)
+                await asyncio.wait({worker})
+
+
+def _unblock(chunks: queue.Queue[bytes | BaseException | None]) -> None:
+    """Tell a loader thread waiting for chunks that none will come."""
+    thread = threading.Thread(
+        target=chunks.put, args=(_CancelledError("load cancelled"),), daemon=True
+    )
+    thread.start()

@@ -1,0 +1,426 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Platform(_message.Message):
+    __slots__ = ("os", "architecture", "variant")
+    OS_FIELD_NUMBER: _ClassVar[int]
+    ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    os: str
+    architecture: str
+    variant: str
+    def __init__(self, os: _Optional[str] = ..., architecture: _Optional[str] = ..., variant: _Optional[str] = ...) -> None: ...
+
+class Descriptor(_message.Message):
+    __slots__ = ("media_type", "digest", "size")
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    media_type: str
+    digest: str
+    size: int
+    def __init__(self, media_type: _Optional[str] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class ImageSummary(_message.Message):
+    __slots__ = ("id", "repo_tags", "repo_digests", "created", "size", "content_size", "labels", "platform", "stored_at")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REPO_TAGS_FIELD_NUMBER: _ClassVar[int]
+    REPO_DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    STORED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    repo_tags: _containers.RepeatedScalarFieldContainer[str]
+    repo_digests: _containers.RepeatedScalarFieldContainer[str]
+    created: _timestamp_pb2.Timestamp
+    size: int
+    content_size: int
+    labels: _containers.ScalarMap[str, str]
+    platform: Platform
+    stored_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., repo_tags: _Optional[_Iterable[str]] = ..., repo_digests: _Optional[_Iterable[str]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., size: _Optional[int] = ..., content_size: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., platform: _Optional[_Union[Platform, _Mapping]] = ..., stored_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListImagesRequest(_message.Message):
+    __slots__ = ("all", "filters", "page_size", "page_token")
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    all: bool
+    filters: _containers.RepeatedScalarFieldContainer[str]
+    page_size: int
+    page_token: str
+    def __init__(self, all: _Optional[bool] = ..., filters: _Optional[_Iterable[str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListImagesResponse(_message.Message):
+    __slots__ = ("images", "next_page_token")
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    images: _containers.RepeatedCompositeFieldContainer[ImageSummary]
+    next_page_token: str
+    def __init__(self, images: _Optional[_Iterable[_Union[ImageSummary, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class InspectRequest(_message.Message):
+    __slots__ = ("image", "platform", "include_raw")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_RAW_FIELD_NUMBER: _ClassVar[int]
+    image: str
+    platform: str
+    include_raw: bool
+    def __init__(self, image: _Optional[str] = ..., platform: _Optional[str] = ..., include_raw: _Optional[bool] = ...) -> None: ...
+
+class ContainerConfig(_message.Message):
+    __slots__ = ("env", "cmd", "entrypoint", "working_dir", "user", "labels", "exposed_ports", "volumes", "stop_signal", "shell", "on_build")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    CMD_FIELD_NUMBER: _ClassVar[int]
+    ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
+    WORKING_DIR_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    EXPOSED_PORTS_FIELD_NUMBER: _ClassVar[int]
+    VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    STOP_SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    SHELL_FIELD_NUMBER: _ClassVar[int]
+    ON_BUILD_FIELD_NUMBER: _ClassVar[int]
+    env: _containers.RepeatedScalarFieldContainer[str]
+    cmd: _containers.RepeatedScalarFieldContainer[str]
+    entrypoint: _containers.RepeatedScalarFieldContainer[str]
+    working_dir: str
+    user: str
+    labels: _containers.ScalarMap[str, str]
+    exposed_ports: _containers.RepeatedScalarFieldContainer[str]
+    volumes: _containers.RepeatedScalarFieldContainer[str]
+    stop_signal: str
+    shell: _containers.RepeatedScalarFieldContainer[str]
+    on_build: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, env: _Optional[_Iterable[str]] = ..., cmd: _Optional[_Iterable[str]] = ..., entrypoint: _Optional[_Iterable[str]] = ..., working_dir: _Optional[str] = ..., user: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., exposed_ports: _Optional[_Iterable[str]] = ..., volumes: _Optional[_Iterable[str]] = ..., stop_signal: _Optional[str] = ..., shell: _Optional[_Iterable[str]] = ..., on_build: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class InspectResponse(_message.Message):
+    __slots__ = ("image", "author", "comment", "config", "diff_ids", "manifest", "config_descriptor", "layers", "last_tag_time", "raw_manifest", "raw_config")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    DIFF_IDS_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_DESCRIPTOR_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    LAST_TAG_TIME_FIELD_NUMBER: _ClassVar[int]
+    RAW_MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    RAW_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    image: ImageSummary
+    author: str
+    comment: str
+    config: ContainerConfig
+    diff_ids: _containers.RepeatedScalarFieldContainer[str]
+    manifest: Descriptor
+    config_descriptor: Descriptor
+    layers: _containers.RepeatedCompositeFieldContainer[Descriptor]
+    last_tag_time: _timestamp_pb2.Timestamp
+    raw_manifest: bytes
+    raw_config: bytes
+    def __init__(self, image: _Optional[_Union[ImageSummary, _Mapping]] = ..., author: _Optional[str] = ..., comment: _Optional[str] = ..., config: _Optional[_Union[ContainerConfig, _Mapping]] = ..., diff_ids: _Optional[_Iterable[str]] = ..., manifest: _Optional[_Union[Descriptor, _Mapping]] = ..., config_descriptor: _Optional[_Union[Descriptor, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Descriptor, _Mapping]]] = ..., last_tag_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., raw_manifest: _Optional[bytes] = ..., raw_config: _Optional[bytes] = ...) -> None: ...
+
+class HistoryRequest(_message.Message):
+    __slots__ = ("image", "platform")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    image: str
+    platform: str
+    def __init__(self, image: _Optional[str] = ..., platform: _Optional[str] = ...) -> None: ...
+
+class HistoryEntry(_message.Message):
+    __slots__ = ("created", "created_by", "size", "comment", "empty_layer", "layer_digest")
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    EMPTY_LAYER_FIELD_NUMBER: _ClassVar[int]
+    LAYER_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    created: _timestamp_pb2.Timestamp
+    created_by: str
+    size: int
+    comment: str
+    empty_layer: bool
+    layer_digest: str
+    def __init__(self, created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., size: _Optional[int] = ..., comment: _Optional[str] = ..., empty_layer: _Optional[bool] = ..., layer_digest: _Optional[str] = ...) -> None: ...
+
+class HistoryResponse(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[HistoryEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ...) -> None: ...
+
+class TagRequest(_message.Message):
+    __slots__ = ("source", "target")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    target: str
+    def __init__(self, source: _Optional[str] = ..., target: _Optional[str] = ...) -> None: ...
+
+class TagResponse(_message.Message):
+    __slots__ = ("target", "image_ids", "displaced_image_ids")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    DISPLACED_IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    image_ids: _containers.RepeatedScalarFieldContainer[str]
+    displaced_image_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, target: _Optional[str] = ..., image_ids: _Optional[_Iterable[str]] = ..., displaced_image_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RemoveRequest(_message.Message):
+    __slots__ = ("images", "force", "no_prune")
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    NO_PRUNE_FIELD_NUMBER: _ClassVar[int]
+    images: _containers.RepeatedScalarFieldContainer[str]
+    force: bool
+    no_prune: bool
+    def __init__(self, images: _Optional[_Iterable[str]] = ..., force: _Optional[bool] = ..., no_prune: _Optional[bool] = ...) -> None: ...
+
+class RemoveEvent(_message.Message):
+    __slots__ = ("untagged", "deleted")
+    UNTAGGED_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    untagged: str
+    deleted: str
+    def __init__(self, untagged: _Optional[str] = ..., deleted: _Optional[str] = ...) -> None: ...
+
+class RemoveResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[RemoveEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[RemoveEvent, _Mapping]]] = ...) -> None: ...
+
+class PruneRequest(_message.Message):
+    __slots__ = ("all", "filters", "dry_run")
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    all: bool
+    filters: _containers.RepeatedScalarFieldContainer[str]
+    dry_run: bool
+    def __init__(self, all: _Optional[bool] = ..., filters: _Optional[_Iterable[str]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class PruneResponse(_message.Message):
+    __slots__ = ("deleted_image_ids", "untagged", "deleted_blobs", "reclaimed_bytes", "stale_ingests")
+    DELETED_IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    UNTAGGED_FIELD_NUMBER: _ClassVar[int]
+    DELETED_BLOBS_FIELD_NUMBER: _ClassVar[int]
+    RECLAIMED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STALE_INGESTS_FIELD_NUMBER: _ClassVar[int]
+    deleted_image_ids: _containers.RepeatedScalarFieldContainer[str]
+    untagged: _containers.RepeatedScalarFieldContainer[str]
+    deleted_blobs: _containers.RepeatedScalarFieldContainer[str]
+    reclaimed_bytes: int
+    stale_ingests: int
+    def __init__(self, deleted_image_ids: _Optional[_Iterable[str]] = ..., untagged: _Optional[_Iterable[str]] = ..., deleted_blobs: _Optional[_Iterable[str]] = ..., reclaimed_bytes: _Optional[int] = ..., stale_ingests: _Optional[int] = ...) -> None: ...
+
+class RegistryAuth(_message.Message):
+    __slots__ = ("username", "password", "identity_token", "registry_token")
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    username: str
+    password: str
+    identity_token: str
+    registry_token: str
+    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., identity_token: _Optional[str] = ..., registry_token: _Optional[str] = ...) -> None: ...
+
+class PullRequest(_message.Message):
+    __slots__ = ("image", "platforms", "auth")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PLATFORMS_FIELD_NUMBER: _ClassVar[int]
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    image: str
+    platforms: _containers.RepeatedScalarFieldContainer[str]
+    auth: RegistryAuth
+    def __init__(self, image: _Optional[str] = ..., platforms: _Optional[_Iterable[str]] = ..., auth: _Optional[_Union[RegistryAuth, _Mapping]] = ...) -> None: ...
+
+class Progress(_message.Message):
+    __slots__ = ("id", "status", "current", "total")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    status: str
+    current: int
+    total: int
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[str] = ..., current: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
+
+class PullResponse(_message.Message):
+    __slots__ = ("progress", "digest", "image_ids", "status")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    progress: Progress
+    digest: str
+    image_ids: _containers.RepeatedScalarFieldContainer[str]
+    status: str
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., digest: _Optional[str] = ..., image_ids: _Optional[_Iterable[str]] = ..., status: _Optional[str] = ...) -> None: ...
+
+class PushRequest(_message.Message):
+    __slots__ = ("image", "auth", "platform")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    image: str
+    auth: RegistryAuth
+    platform: str
+    def __init__(self, image: _Optional[str] = ..., auth: _Optional[_Union[RegistryAuth, _Mapping]] = ..., platform: _Optional[str] = ...) -> None: ...
+
+class PushResponse(_message.Message):
+    __slots__ = ("progress", "tag", "digest", "size")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    progress: Progress
+    tag: str
+    digest: str
+    size: int
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., tag: _Optional[str] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class LoadRequest(_message.Message):
+    __slots__ = ("chunk", "declared_size")
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    DECLARED_SIZE_FIELD_NUMBER: _ClassVar[int]
+    chunk: bytes
+    declared_size: int
+    def __init__(self, chunk: _Optional[bytes] = ..., declared_size: _Optional[int] = ...) -> None: ...
+
+class LoadedImage(_message.Message):
+    __slots__ = ("id", "names", "moved")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    MOVED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    names: _containers.RepeatedScalarFieldContainer[str]
+    moved: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ..., moved: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class LoadResponse(_message.Message):
+    __slots__ = ("progress", "images")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    progress: Progress
+    images: _containers.RepeatedCompositeFieldContainer[LoadedImage]
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., images: _Optional[_Iterable[_Union[LoadedImage, _Mapping]]] = ...) -> None: ...
+
+class SaveRequest(_message.Message):
+    __slots__ = ("images",)
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    images: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, images: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SaveResponse(_message.Message):
+    __slots__ = ("chunk",)
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    chunk: bytes
+    def __init__(self, chunk: _Optional[bytes] = ...) -> None: ...
+
+class DiskUsageRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ImageUsage(_message.Message):
+    __slots__ = ("id", "repo_tags", "content_size", "shared_size", "unique_size", "created")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REPO_TAGS_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHARED_SIZE_FIELD_NUMBER: _ClassVar[int]
+    UNIQUE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    repo_tags: _containers.RepeatedScalarFieldContainer[str]
+    content_size: int
+    shared_size: int
+    unique_size: int
+    created: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., repo_tags: _Optional[_Iterable[str]] = ..., content_size: _Optional[int] = ..., shared_size: _Optional[int] = ..., unique_size: _Optional[int] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class DiskUsageResponse(_message.Message):
+    __slots__ = ("images", "total_size", "reclaimable", "image_count", "blob_count")
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    RECLAIMABLE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    BLOB_COUNT_FIELD_NUMBER: _ClassVar[int]
+    images: _containers.RepeatedCompositeFieldContainer[ImageUsage]
+    total_size: int
+    reclaimable: int
+    image_count: int
+    blob_count: int
+    def __init__(self, images: _Optional[_Iterable[_Union[ImageUsage, _Mapping]]] = ..., total_size: _Optional[int] = ..., reclaimable: _Optional[int] = ..., image_count: _Optional[int] = ..., blob_count: _Optional[int] = ...) -> None: ...
+
+class ReadBlobRequest(_message.Message):
+    __slots__ = ("digest", "offset", "limit")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    offset: int
+    limit: int
+    def __init__(self, digest: _Optional[str] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ReadBlobResponse(_message.Message):
+    __slots__ = ("chunk",)
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    chunk: bytes
+    def __init__(self, chunk: _Optional[bytes] = ...) -> None: ...
+
+class CheckRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CheckProblem(_message.Message):
+    __slots__ = ("kind", "subject", "detail")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    subject: str
+    detail: str
+    def __init__(self, kind: _Optional[str] = ..., subject: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class CheckResponse(_message.Message):
+    __slots__ = ("ok", "problems", "blobs_checked", "images_checked")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    BLOBS_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    problems: _containers.RepeatedCompositeFieldContainer[CheckProblem]
+    blobs_checked: int
+    images_checked: int
+    def __init__(self, ok: _Optional[bool] = ..., problems: _Optional[_Iterable[_Union[CheckProblem, _Mapping]]] = ..., blobs_checked: _Optional[int] = ..., images_checked: _Optional[int] = ...) -> None: ...
