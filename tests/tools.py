@@ -9,12 +9,17 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 
 def require(tool: str, package: str | None = None) -> str:
+    """The tool's path: from the venv (PyPI-shipped tools) or PATH."""
+    beside_python = Path(sys.executable).parent / tool
+    if beside_python.is_file():
+        return str(beside_python)
     path = shutil.which(tool)
     if path is not None:
         return path

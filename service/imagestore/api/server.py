@@ -118,6 +118,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
     """Run until SIGTERM/SIGINT; then stop taking calls, let streams finish
     within the grace period, and close the store."""
     check_exposure(config)
+    stop = _stop_on_signals()  # before announcing readiness: a quick SIGTERM is handled too
     credentials = _credentials(config)
     tokens = _tokens(config.auth_token_file)
     store = Store.open(config.root, max_layer_size=config.max_layer_size)
@@ -153,7 +154,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         print(f"listening on {address}", flush=True)
         if ready is not None:
             ready.set()
-        await _wait_for_signal()
+        await stop.wait()
         log.info("shutting down: letting calls finish for up to %.0f s", config.grace_period)
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -188,12 +189,13 @@ def _add_port(
         raise errors.Unavailable(f"cannot listen on {address}: {exc}") from None
 
 
-async def _wait_for_signal() -> None:
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (instead of dying at once)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, stop.set)
-    await stop.wait()
+    return stop
 
 
 def run(config: ServerConfig) -> int:
