@@ -62,6 +62,7 @@ bench: native test-debs $(ZLIB_NATIVE) ## Benchmarks beside their peers (stdlib,
 	$(PY) -m tests.bench.bench_native
 	IMAGESTORE_TEST_NATIVE=$(ZLIB_NATIVE) $(PY) -m tests.bench.bench_native
 	$(PY) -m tests.bench.bench_store
+	$(PY) -m tests.bench.bench_api
 
 .PHONY: lint
 lint: $(DEPS_STAMP) $(NODE_STAMP) ## ruff, ruff format --check, mypy --strict, buf lint + format

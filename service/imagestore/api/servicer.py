@@ -8,9 +8,10 @@ exceptions, mapped to statuses by the ErrorMapping interceptor.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -41,21 +42,45 @@ async def _run(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await asyncio.to_thread(function, *args, **kwargs)
 
 
-async def _stream_from_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
-    """Iterate a blocking generator on a worker thread, one item per hop;
-    closing early (cancellation) closes the generator, releasing its leases."""
-    iterator = await _run(make)
-    sentinel = object()
+async def _stream_from_thread(
+    make: Callable[[], Generator[T, None, None]], ahead: int = 4
+) -> AsyncIterator[T]:
+    """Run a blocking generator on a worker thread, up to ``ahead`` items in
+    front of the consumer (reading and hashing overlap with sending). When the
+    consumer stops early (cancellation), the generator is closed on its thread,
+    which releases its leases."""
+    loop = asyncio.get_running_loop()
+    items: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    slots = threading.Semaphore(ahead)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            with contextlib.closing(make()) as iterator:
+                for item in iterator:
+                    while not slots.acquire(timeout=0.1):
+                        if stop.is_set():
+                            return
+                    if stop.is_set():
+                        return
+                    loop.call_soon_threadsafe(items.put_nowait, ("item", item))
+            loop.call_soon_threadsafe(items.put_nowait, ("done", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            loop.call_soon_threadsafe(items.put_nowait, ("error", exc))
+
+    producer = loop.run_in_executor(None, produce)
     try:
         while True:
-            item = await _run(next, iterator, sentinel)
-            if item is sentinel:
+            kind, value = await items.get()
+            slots.release()
+            if kind == "done":
                 return
-            yield cast(T, item)
+            if kind == "error":
+                raise value
+            yield cast(T, value)
     finally:
-        close = getattr(iterator, "close", None)
-        if close is not None:
-            await _run(close)
+        stop.set()
+        await asyncio.wait({producer})
 
 
 class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
@@ -147,7 +172,9 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         async for chunk in _stream_from_thread(lambda: self._read_blob(digest, offset, limit)):
             yield pb.ReadBlobResponse(chunk=chunk)
 
-    def _read_blob(self, digest: str, offset: int, limit: int | None) -> Iterator[bytes]:
+    def _read_blob(
+        self, digest: str, offset: int, limit: int | None
+    ) -> Generator[bytes, None, None]:
         """The blob's bytes under a lease; a whole read is also re-verified."""
         with self.store.lease() as lease:
             lease.add(digest)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,24 +76,6 @@ def _header(name: str, size: int) -> bytes:
 
 def _padding(size: int) -> bytes:
     return b"\x00" * (-size % BLOCK)
-
-
-class _Chunker:
-    """Collects tar pieces and hands them out in chunks of at most CHUNK bytes."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def add(self, data: bytes) -> Iterator[bytes]:
-        self._buffer += data
-        while len(self._buffer) >= CHUNK:
-            yield bytes(self._buffer[:CHUNK])
-            del self._buffer[:CHUNK]
-
-    def flush(self) -> Iterator[bytes]:
-        if self._buffer:
-            yield bytes(self._buffer)
-            self._buffer.clear()
 
 
 def _select(store: Store, lease: Lease, items: Sequence[str]) -> list[_Image]:
@@ -184,22 +166,24 @@ def _blob_member(store: Store, digest: str) -> Iterator[bytes]:
     yield _padding(size)
 
 
-def save(store: Store, items: Sequence[str]) -> Iterator[bytes]:
+def save(store: Store, items: Sequence[str]) -> Generator[bytes, None, None]:
     """Stream the archive for ``items`` (names or IDs) in chunks of ≤ 1 MiB."""
     with store.lease() as lease:
         images = _select(store, lease, items)
         blobs: list[str] = []
         for image in images:
             blobs += [image.image_id, *(layer.digest for layer in image.manifest.layers)]
-        out = _Chunker()
+        # Pieces go out as they are (a header, ≤ 1 MiB of a blob, padding):
+        # no copying to fill chunks.
         for digest in dict.fromkeys(blobs):
-            for piece in _blob_member(store, digest):
-                yield from out.add(piece)
-        manifests = {image.oci_digest: image.oci_manifest for image in images}
-        for digest, body in manifests.items():
-            name = "blobs/sha256/" + digest.removeprefix("sha256:")
-            yield from out.add(_header(name, len(body)) + body + _padding(len(body)))
-        for name, body in _documents(images).items():
-            yield from out.add(_header(name, len(body)) + body + _padding(len(body)))
-        yield from out.add(b"\x00" * (2 * BLOCK))
-        yield from out.flush()
+            yield from (piece for piece in _blob_member(store, digest) if piece)
+        documents = {
+            "blobs/sha256/" + image.oci_digest.removeprefix("sha256:"): image.oci_manifest
+            for image in images
+        }
+        documents |= _documents(images)
+        for name, body in documents.items():
+            member = _header(name, len(body)) + body + _padding(len(body))
+            for start in range(0, len(member), CHUNK):
+                yield member[start : start + CHUNK]
+        yield b"\x00" * (2 * BLOCK)
