@@ -4,7 +4,6 @@ layout), plus hostile archives."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -20,6 +19,7 @@ from imagestore.oci import mediatypes as mt
 from imagestore.store.check import check
 from imagestore.store.store import Store
 
+from tests.archives import sha, tar_of
 from tests.store.builders import build_image, layer_tar
 from tests.tools import require, run
 
@@ -28,20 +28,6 @@ from tests.tools import require, run
 def store(tmp_path: Path) -> Iterator[Store]:
     with Store.open(tmp_path / "root") as opened:
         yield opened
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def tar_of(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def tar_dir(directory: Path) -> bytes:

@@ -17,6 +17,7 @@ from imagestore import errors
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.digests import parse_digest
 from imagestore.oci.platforms import Platform, platform_from_json
+from imagestore.oci.times import parse_rfc3339
 
 MAX_DOCUMENT_SIZE = 4 << 20
 
@@ -215,16 +216,8 @@ def parse_time(value: Any) -> datetime | None:
     """RFC 3339 with up to nanoseconds (Go's format); None when absent or unreadable."""
     if not isinstance(value, str) or not value:
         return None
-    text = value.strip().replace("z", "Z")
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    date_part, dot, rest = text.partition(".")
-    if dot:  # Python takes at most 6 fractional digits
-        digits = len(rest) - len(rest.lstrip("0123456789"))
-        text = f"{date_part}.{rest[:digits][:6].ljust(6, '0')}{rest[digits:]}"
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
+    parsed = parse_rfc3339(value)
+    if parsed is None:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 

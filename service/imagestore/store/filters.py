@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from imagestore import errors
+from imagestore.oci.times import parse_rfc3339
 
 LIST_KEYS = ("dangling", "label", "before", "since", "reference", "until")
 PRUNE_KEYS = ("dangling", "label", "label!", "until")
@@ -166,22 +167,14 @@ def parse_timestamp(value: str, now: datetime | None = None) -> datetime:
         raise errors.InvalidArgument("invalid value for 'until' filter: empty")
     if text != "0" and (duration := parse_go_duration(text)) is not None:
         return now - duration
-    iso = text.replace("Z", "+00:00").replace("z", "+00:00")
-    if "T" in iso or re.fullmatch(r"\d{4}-\d{2}-\d{2}", iso):
-        head, dot, rest = iso.partition(".")
-        if dot:  # Python reads at most 6 fractional digits
-            digits = len(rest) - len(rest.lstrip("0123456789"))
-            iso = f"{head}.{rest[:digits][:6].ljust(6, '0')}{rest[digits:]}"
-        try:
-            parsed = datetime.fromisoformat(iso)
-        except ValueError:
-            parsed = None
-            for pattern in _LOCAL_FORMATS:
-                try:
-                    parsed = datetime.strptime(iso, pattern)
-                    break
-                except ValueError:
-                    continue
+    if "T" in text or re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        parsed = parse_rfc3339(text)
+        for pattern in _LOCAL_FORMATS if parsed is None else ():
+            try:
+                parsed = datetime.strptime(text, pattern)
+                break
+            except ValueError:
+                continue
         if parsed is not None:
             return parsed if parsed.tzinfo else parsed.astimezone()  # server's local zone
     if match := _UNIX.fullmatch(text):
