@@ -42,6 +42,32 @@ async def _run(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await asyncio.to_thread(function, *args, **kwargs)
 
 
+def _in_thread(function: Callable[[], T]) -> asyncio.Future[T]:
+    """Run a long job (a whole stream) on its own thread, not the shared pool:
+    slow clients must not starve the unary calls of worker threads."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.cancelled():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(cast(T, result))
+
+    def run() -> None:
+        try:
+            result = function()
+        except BaseException as exc:  # handed to the awaiting coroutine
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name="imagestore-stream", daemon=True).start()
+    return future
+
+
 async def _stream_from_thread(
     make: Callable[[], Generator[T, None, None]], ahead: int = 4
 ) -> AsyncIterator[T]:
@@ -68,7 +94,7 @@ async def _stream_from_thread(
         except BaseException as exc:  # handed to the consumer, raised there
             loop.call_soon_threadsafe(items.put_nowait, ("error", exc))
 
-    producer = loop.run_in_executor(None, produce)
+    producer = _in_thread(produce)
     try:
         while True:
             kind, value = await items.get()
@@ -190,11 +216,12 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
     async def Load(
         self, request_iterator: AsyncIterator[pb.LoadRequest], context: Context
     ) -> AsyncIterator[pb.LoadResponse]:
-        """Chunks flow to a loader thread through a bounded queue; its progress
-        flows back. If the client goes away, the loader fails and its lease
-        removes whatever it had stored."""
+        """Chunks flow to a loader thread, at most LOAD_QUEUE_CHUNKS ahead; its
+        progress flows back. If the client goes away, the loader fails and its
+        lease removes whatever it had stored."""
         loop = asyncio.get_running_loop()
-        chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(LOAD_QUEUE_CHUNKS)
+        chunks: queue.SimpleQueue[bytes | BaseException | None] = queue.SimpleQueue()
+        slots = asyncio.Semaphore(LOAD_QUEUE_CHUNKS)
         events: asyncio.Queue[pb.LoadResponse | None] = asyncio.Queue()
         first = await anext(aiter(request_iterator), None)
         declared = first.declared_size if first is not None and first.declared_size > 0 else None
@@ -204,6 +231,7 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
                 yield first.chunk
             while True:
                 item = chunks.get()
+                loop.call_soon_threadsafe(slots.release)
                 if item is None:
                     return
                 if isinstance(item, BaseException):
@@ -225,13 +253,14 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
             try:
                 if first is not None:
                     async for message in request_iterator:
-                        await asyncio.to_thread(chunks.put, message.chunk)
-                await asyncio.to_thread(chunks.put, None)
+                        await slots.acquire()
+                        chunks.put(message.chunk)
+                chunks.put(None)
             except BaseException:
-                await asyncio.to_thread(chunks.put, _CancelledError("the client stopped sending"))
+                chunks.put(_CancelledError("the client stopped sending"))
                 raise
 
-        worker = asyncio.ensure_future(asyncio.to_thread(work))
+        worker = _in_thread(work)
         feeder = asyncio.ensure_future(feed())
         try:
             while (event := await events.get()) is not None:
@@ -241,13 +270,5 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
             if not feeder.done():
                 feeder.cancel()
             if not worker.done():
-                _unblock(chunks)
+                chunks.put(_CancelledError("load cancelled"))
                 await asyncio.wait({worker})
-
-
-def _unblock(chunks: queue.Queue[bytes | BaseException | None]) -> None:
-    """Tell a loader thread waiting for chunks that none will come."""
-    thread = threading.Thread(
-        target=chunks.put, args=(_CancelledError("load cancelled"),), daemon=True
-    )
-    thread.start()
