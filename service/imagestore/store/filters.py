@@ -93,31 +93,40 @@ def parse_bool(key: str, values: list[str]) -> bool:
     return parsed.pop()
 
 
+def _until(groups: dict[str, list[str]], now: datetime | None) -> datetime | None:
+    values = groups.get("until", [])
+    if len(values) > 1:
+        raise errors.InvalidArgument("more than one until filter specified")
+    return parse_timestamp(values[0], now) if values else None
+
+
+def _dangling(groups: dict[str, list[str]]) -> bool | None:
+    return parse_bool("dangling", groups["dangling"]) if "dangling" in groups else None
+
+
+def _labels(groups: dict[str, list[str]], key: str) -> tuple[LabelFilter, ...]:
+    return tuple(LabelFilter.parse(value) for value in groups.get(key, []))
+
+
 def parse_list_filters(items: Iterable[str], now: datetime | None = None) -> ListFilters:
     groups = split_filters(items, LIST_KEYS)
-    until = groups.get("until", [])
-    if len(until) > 1:
-        raise errors.InvalidArgument("more than one until filter specified")
     return ListFilters(
-        dangling=parse_bool("dangling", groups["dangling"]) if "dangling" in groups else None,
-        labels=tuple(LabelFilter.parse(v) for v in groups.get("label", [])),
+        dangling=_dangling(groups),
+        labels=_labels(groups, "label"),
         before=tuple(groups.get("before", [])),
         since=tuple(groups.get("since", [])),
         references=tuple(groups.get("reference", [])),
-        until=parse_timestamp(until[0], now) if until else None,
+        until=_until(groups, now),
     )
 
 
 def parse_prune_filters(items: Iterable[str], now: datetime | None = None) -> PruneFilters:
     groups = split_filters(items, PRUNE_KEYS)
-    until = groups.get("until", [])
-    if len(until) > 1:
-        raise errors.InvalidArgument("more than one until filter specified")
     return PruneFilters(
-        dangling=parse_bool("dangling", groups["dangling"]) if "dangling" in groups else None,
-        until=parse_timestamp(until[0], now) if until else None,
-        labels=tuple(LabelFilter.parse(v) for v in groups.get("label", [])),
-        not_labels=tuple(LabelFilter.parse(v) for v in groups.get("label!", [])),
+        dangling=_dangling(groups),
+        until=_until(groups, now),
+        labels=_labels(groups, "label"),
+        not_labels=_labels(groups, "label!"),
     )
 
 
