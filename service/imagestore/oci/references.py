@@ -33,7 +33,6 @@ _REFERENCE = re.compile(
     rf"(?P<domain>{_DOMAIN})/(?P<path>{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
     rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?"
 )
-_TAG_ONLY = re.compile(_TAG)
 _IDENTIFIER = re.compile(r"[a-f0-9]{64}")
 
 
@@ -143,10 +142,6 @@ def parse_tag_target(text: str) -> Reference:
     if reference.familiar_name == "sha256":
         raise _invalid(text, "refusing to create an ambiguous tag using digest algorithm as name")
     return reference
-
-
-def is_valid_tag(tag: str) -> bool:
-    return _TAG_ONLY.fullmatch(tag) is not None
 
 
 def path_match(pattern: str, name: str) -> bool:

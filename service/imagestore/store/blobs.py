@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Self
 
 from imagestore import errors, hashing
 from imagestore.oci.digests import digest_hex, parse_digest
@@ -242,12 +241,6 @@ class Ingest:
             self._hasher = hashing.Decoder(max_uncompressed_size)
         else:
             self._hasher = hashing.Encoder()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.discard()
 
     def _open(self) -> int:
         if self._fd is None:

@@ -35,7 +35,7 @@ from imagestore.oci.references import Reference, parse_reference, parse_tag_targ
 from imagestore.store import catalog as cat
 from imagestore.store.blobs import BlobInfo, BlobStore, Encoding, Ingest
 from imagestore.store.catalog import Catalog
-from imagestore.store.gc import Collector, Sweep
+from imagestore.store.gc import Collector
 from imagestore.store.leases import Lease, Leases
 from imagestore.store.lock import RootLock
 from imagestore.store.models import (
@@ -212,13 +212,6 @@ class Store:
                 self.catalog.record_blob(
                     db, cat.BlobRow(digest, size, media_type, None, None, now_ns())
                 )
-
-    def has_blob(self, lease: Lease, digest: str) -> cat.BlobRow | None:
-        """A stored blob's record, after leasing it (so it cannot vanish)."""
-        lease.add(digest)
-        with self.catalog.reading() as db:
-            row = self.catalog.blob(db, digest)
-        return row if row is not None and self.blobs.exists(digest) else None
 
     # ---- making images visible -----------------------------------------------
 
@@ -633,7 +626,3 @@ class Store:
             blobs.add(manifest.digest)
             blobs.update(b.blob_digest for b in self.catalog.manifest_blobs(db, manifest.digest))
         return blobs
-
-    def collect_garbage(self, *, dry_run: bool = False) -> Sweep:
-        """Sweep every unreachable blob now."""
-        return self.collector.collect(dry_run=dry_run)
