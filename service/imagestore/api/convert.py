@@ -10,6 +10,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from imagestore.archive.load import LoadedImage, LoadProgress
 from imagestore.oci.manifests import Descriptor
 from imagestore.oci.platforms import Platform
+from imagestore.registry.credentials import Credentials
+from imagestore.registry.progress import ProgressEvent
+from imagestore.registry.pull import PullResult
+from imagestore.registry.push import PushResult
 from imagestore.store import models
 from imagestore.v1 import imagestore_pb2 as pb
 
@@ -167,4 +171,25 @@ def load_result(images: list[LoadedImage]) -> pb.LoadResponse:
             pb.LoadedImage(id=image.image_id, names=image.names, moved=image.moved)
             for image in images
         ]
+    )
+
+
+def progress(value: ProgressEvent) -> pb.Progress:
+    return pb.Progress(id=value.id, status=value.status, current=value.current, total=value.total)
+
+
+def pull_result(value: PullResult) -> pb.PullResponse:
+    return pb.PullResponse(digest=value.digest, image_ids=value.image_ids, status=value.status)
+
+
+def push_result(value: PushResult) -> pb.PushResponse:
+    return pb.PushResponse(tag=value.tag, digest=value.digest, size=value.size)
+
+
+def credentials(value: pb.RegistryAuth) -> Credentials:
+    return Credentials(
+        username=value.username,
+        password=value.password,
+        identity_token=value.identity_token,
+        registry_token=value.registry_token,
     )

@@ -20,6 +20,8 @@ from imagestore.api import reflection
 from imagestore.api.interceptors import AccessLog, ErrorMapping, TokenAuth
 from imagestore.api.metrics import Metrics
 from imagestore.api.servicer import ImageStoreServicer
+from imagestore.registry.client import RegistryClient
+from imagestore.registry.options import RegistryOptions
 from imagestore.store.store import DEFAULT_MAX_LAYER_SIZE, Store
 from imagestore.v1 import imagestore_pb2, imagestore_pb2_grpc
 
@@ -48,6 +50,7 @@ class ServerConfig:
     metrics_listen: str | None = None
     grace_period: float = 10.0
     max_layer_size: int = DEFAULT_MAX_LAYER_SIZE
+    registry: RegistryOptions = field(default_factory=RegistryOptions)
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -123,6 +126,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
     credentials = _credentials(config)
     tokens = _tokens(config.auth_token_file)
     store = Store.open(config.root, max_layer_size=config.max_layer_size)
+    registry = RegistryClient(config.registry)
     try:
         metrics = Metrics(lambda: _store_bytes(store)) if config.metrics_listen else None
         interceptors: list[grpc.aio.ServerInterceptor] = [AccessLog(metrics)]
@@ -137,7 +141,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
             ],
         )
         imagestore_pb2_grpc.add_ImageStoreServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            ImageStoreServicer(store), server
+            ImageStoreServicer(store, registry, secure_transport=credentials is not None), server
         )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -161,6 +165,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
             await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.stop(config.grace_period)
     finally:
+        await registry.close()
         store.close()
 
 

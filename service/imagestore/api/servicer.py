@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -20,6 +20,11 @@ from imagestore.api import convert
 from imagestore.archive.load import LoadProgress, load
 from imagestore.archive.save import save
 from imagestore.oci.digests import parse_digest
+from imagestore.registry.client import RegistryClient, is_loopback
+from imagestore.registry.credentials import Credentials
+from imagestore.registry.progress import Emit, ProgressEvent
+from imagestore.registry.pull import Puller, PullResult
+from imagestore.registry.push import Pusher, PushResult
 from imagestore.store.check import check
 from imagestore.store.filters import parse_list_filters, parse_prune_filters
 from imagestore.store.listing import list_images
@@ -109,9 +114,47 @@ async def _stream_from_thread(
         await asyncio.wait({producer})
 
 
+async def _with_progress(
+    job: Callable[[Emit], Awaitable[T]],
+) -> AsyncIterator[ProgressEvent | T]:
+    """Run a pull or push as a task: its events as they come, then its result.
+    If the caller goes away, the task is cancelled and awaited (its lease ends)."""
+    events: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
+
+    async def run() -> T:
+        try:
+            return await job(events.put_nowait)
+        finally:
+            events.put_nowait(None)
+
+    task = asyncio.ensure_future(run())
+    try:
+        while (event := await events.get()) is not None:
+            yield event
+        yield await task
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+
+
+def _local_peer(peer: str) -> bool:
+    """A gRPC peer string ("ipv4:127.0.0.1:5000", "unix:…") on this machine."""
+    if peer.startswith("unix:"):
+        return True
+    kind, _, address = peer.partition(":")
+    host = address.rsplit(":", 1)[0].strip("[]")
+    return kind in ("ipv4", "ipv6") and is_loopback(host)
+
+
 class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self, store: Store, registry: RegistryClient, *, secure_transport: bool = False
+    ) -> None:
         self.store = store
+        self.puller = Puller(store, registry)
+        self.pusher = Pusher(store, registry)
+        self.secure_transport = secure_transport
 
     async def ListImages(
         self, request: pb.ListImagesRequest, context: Context
@@ -167,19 +210,46 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
     async def Check(self, request: pb.CheckRequest, context: Context) -> pb.CheckResponse:
         return convert.check_response(await _run(check, self.store))
 
+    def _credentials(self, auth: pb.RegistryAuth, context: Context) -> Credentials | None:
+        """Registry credentials from the request; refused where they could be sniffed."""
+        credentials = convert.credentials(auth)
+        if not credentials:
+            return None
+        if not self.secure_transport and not _local_peer(context.peer()):
+            raise errors.FailedPrecondition(
+                "registry credentials are only accepted over TLS or from this machine",
+                metadata={"reason": "credentials over plain text"},
+            )
+        return credentials
+
     async def Pull(
         self, request: pb.PullRequest, context: Context
     ) -> AsyncIterator[pb.PullResponse]:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "pulling from registries is not built yet"
-        )
-        yield pb.PullResponse()  # pragma: no cover - abort raises
+        credentials = self._credentials(request.auth, context)
+        platforms = list(request.platforms)
+
+        async def job(emit: Emit) -> PullResult:
+            return await self.puller.pull(request.image, platforms, credentials, emit)
+
+        async for event in _with_progress(job):
+            if isinstance(event, ProgressEvent):
+                yield pb.PullResponse(progress=convert.progress(event))
+            else:
+                yield convert.pull_result(event)
 
     async def Push(
         self, request: pb.PushRequest, context: Context
     ) -> AsyncIterator[pb.PushResponse]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "pushing to registries is not built yet")
-        yield pb.PushResponse()  # pragma: no cover - abort raises
+        credentials = self._credentials(request.auth, context)
+
+        async def job(emit: Emit) -> PushResult:
+            return await self.pusher.push(request.image, credentials, request.platform, emit)
+
+        async for event in _with_progress(job):
+            if isinstance(event, ProgressEvent):
+                yield pb.PushResponse(progress=convert.progress(event))
+            else:
+                yield convert.push_result(event)
 
     async def Save(
         self, request: pb.SaveRequest, context: Context

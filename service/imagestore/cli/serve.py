@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from imagestore.api.server import ServerConfig, default_root, run
+from imagestore.registry.options import DOCKER_CERTS_DIR, RegistryOptions
 from imagestore.store.store import DEFAULT_MAX_LAYER_SIZE
 
 
@@ -70,12 +71,87 @@ def add_parser(commands: Any) -> None:
         default=int(_env("max-layer-size", DEFAULT_MAX_LAYER_SIZE)),
         help="largest uncompressed layer accepted, in bytes (default 64 GiB)",
     )
+    _add_registry_options(parser)
     parser.add_argument(
         "--log-level",
         default=_env("log-level", "info"),
         choices=["debug", "info", "warning", "error"],
     )
     parser.set_defaults(run=_run)
+
+
+def _list(name: str) -> list[str]:
+    """A repeatable flag's default from IMAGESTORE_<NAME>, comma-separated."""
+    return [item.strip() for item in str(_env(name, "")).split(",") if item.strip()]
+
+
+def _add_registry_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("registries (pull and push)")
+    group.add_argument(
+        "--registry-config",
+        default=_env("registry-config"),
+        help="server-side registry credentials, Docker config.json format (off by default)",
+    )
+    group.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=_list("insecure-registry"),
+        metavar="HOST[:PORT]|CIDR",
+        help="allow plain HTTP or unverified TLS to this registry (repeatable;"
+        " loopback registries may always use HTTP)",
+    )
+    group.add_argument(
+        "--registry-ca",
+        action="append",
+        default=_list("registry-ca"),
+        metavar="PEM",
+        help="extra CA bundle trusted for registries (repeatable)",
+    )
+    group.add_argument(
+        "--registry-certs-dir",
+        default=_env("registry-certs-dir", str(DOCKER_CERTS_DIR)),
+        help="Docker-style <dir>/<host:port>/{ca.crt,client.cert,client.key}"
+        f" (default {DOCKER_CERTS_DIR})",
+    )
+    group.add_argument(
+        "--registry-mirror",
+        action="append",
+        default=_list("registry-mirror"),
+        metavar="URL",
+        help="mirror tried first for docker.io pulls (repeatable)",
+    )
+    defaults = RegistryOptions()
+    numbers: list[tuple[str, type, Any, str]] = [
+        ("max-concurrent-downloads", int, defaults.max_concurrent_downloads, "layers"),
+        ("max-concurrent-uploads", int, defaults.max_concurrent_uploads, "blobs"),
+        ("registry-attempts", int, defaults.attempts, "tries per request, the first included"),
+        ("registry-backoff", float, defaults.backoff, "seconds before the first retry; doubles"),
+        ("registry-connect-timeout", float, defaults.connect_timeout, "seconds"),
+        ("registry-idle-timeout", float, defaults.idle_timeout, "seconds of silence allowed"),
+    ]
+    for name, kind, default, meaning in numbers:
+        group.add_argument(
+            f"--{name}",
+            type=kind,
+            default=kind(_env(name, default)),
+            help=f"{meaning} (default {default})",
+        )
+
+
+def _registry_options(args: argparse.Namespace) -> RegistryOptions:
+    return RegistryOptions(
+        insecure_registries=tuple(args.insecure_registry),
+        ca_files=tuple(Path(p) for p in args.registry_ca),
+        certs_dir=_path(args.registry_certs_dir),
+        mirrors=tuple(args.registry_mirror),
+        config_file=_path(args.registry_config),
+        max_concurrent_downloads=args.max_concurrent_downloads,
+        max_concurrent_uploads=args.max_concurrent_uploads,
+        attempts=args.registry_attempts,
+        backoff=args.registry_backoff,
+        connect_timeout=args.registry_connect_timeout,
+        idle_timeout=args.registry_idle_timeout,
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -90,5 +166,6 @@ def _run(args: argparse.Namespace) -> int:
         metrics_listen=args.metrics_listen or None,
         grace_period=args.grace_period,
         max_layer_size=args.max_layer_size,
+        registry=_registry_options(args),
     )
     return run(config)

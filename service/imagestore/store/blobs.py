@@ -190,6 +190,7 @@ class BlobStore:
         *,
         encoding: Encoding = Encoding.RAW,
         max_uncompressed_size: int = 0,
+        expected_diff_id: str | None = None,
     ) -> Iterator[Ingest]:
         """Open an ingest; it is discarded unless committed inside the block.
 
@@ -200,6 +201,7 @@ class BlobStore:
             parse_digest(expected_digest)
         with self._digest_lock(expected_digest):
             ingest = Ingest(self, expected_digest, expected_size, encoding, max_uncompressed_size)
+            ingest.expected_diff_id = expected_diff_id
             try:
                 yield ingest
             finally:
@@ -227,6 +229,8 @@ class Ingest:
         self._store = store
         self.expected_digest = expected_digest
         self.expected_size = expected_size
+        #: a layer's diff_id, checked before commit (a pull knows it from the config)
+        self.expected_diff_id: str | None = None
         self.encoding = encoding
         self.exists = expected_digest is not None and store.exists(expected_digest)
         self.written = 0
@@ -322,6 +326,12 @@ class Ingest:
                 f"digest mismatch: content hashes to {info.digest},"
                 f" expected {self.expected_digest}",
                 metadata={"expected": self.expected_digest, "actual": info.digest},
+            )
+        if self.expected_diff_id is not None and info.diff_id != self.expected_diff_id:
+            raise errors.DigestMismatch(
+                f"layer {info.digest} unpacks to {info.diff_id},"
+                f" but the image config says {self.expected_diff_id}",
+                metadata={"digest": info.digest, "diff_id": self.expected_diff_id},
             )
         target = self._store.path(info.digest)
         try:

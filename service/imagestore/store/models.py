@@ -91,6 +91,7 @@ class CommitResult:
     image_ids: tuple[str, ...]
     new_images: tuple[str, ...]  # images that were not in the store before
     moved_names: tuple[str, ...]  # names that pointed at another target before
+    new_names: tuple[str, ...] = ()  # names that did not point here before (new or moved)
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,9 +146,13 @@ class Store:
         try:
             yield lease
         finally:
-            lease.release()
-            if lease.added:
-                self.collector.collect(lease.added)
+            self.end_lease(lease)
+
+    def end_lease(self, lease: Lease) -> None:
+        """Release a lease and sweep what it added that nothing references."""
+        lease.release()
+        if lease.added:
+            self.collector.collect(lease.added)
 
     @contextmanager
     def ingest(
@@ -158,6 +162,7 @@ class Store:
         expected_size: int | None = None,
         *,
         encoding: Encoding = Encoding.RAW,
+        expected_diff_id: str | None = None,
     ) -> Iterator[Ingest]:
         """An ingest protected by ``lease``; finish it with :meth:`commit`."""
         if expected_digest is not None:
@@ -167,6 +172,7 @@ class Store:
             expected_size,
             encoding=encoding,
             max_uncompressed_size=self.max_layer_size if encoding is Encoding.LAYER else 0,
+            expected_diff_id=expected_diff_id,
         ) as ingest:
             yield ingest
 
@@ -205,6 +211,17 @@ class Store:
                 return BlobInfo(expected_digest, len(data))
             ingest.write(data)
             return self.commit(ingest, lease, media_type)
+
+    def layer_present(self, digest: str) -> bool:
+        """A layer blob is stored and its diff_id is known (a pull can skip it)."""
+        with self.catalog.reading() as db:
+            row = self.catalog.blob(db, digest)
+        return row is not None and row.diff_id is not None and self.blobs.exists(digest)
+
+    def repositories_holding(self, digest: str) -> list[str]:
+        """Canonical repository names of images that include a blob (mount sources)."""
+        with self.catalog.reading() as db:
+            return self.catalog.repositories_holding(db, digest)
 
     def _record_existing(self, digest: str, size: int, media_type: str) -> None:
         with self.catalog.transaction() as db:
@@ -263,11 +280,13 @@ class Store:
                     cat.TargetRow(target.digest, document.media_type, "index", None, when),
                     children,
                 )
-            moved = []
+            moved, new_names = [], []
             for reference in names:
                 previous = self.catalog.set_name(db, _name_row(reference, target.digest, when))
-                if previous is not None and previous != target.digest:
-                    moved.append(reference.familiar())
+                if previous != target.digest:
+                    new_names.append(reference.familiar())
+                    if previous is not None:
+                        moved.append(reference.familiar())
             tags = [n for n in names if n.digest is None]
             if tags:
                 self.catalog.set_last_tag_time(db, image_ids, when)
@@ -278,6 +297,7 @@ class Store:
             tuple(dict.fromkeys(image_ids)),
             tuple(dict.fromkeys(new_images)),
             tuple(moved),
+            tuple(new_names),
         )
 
     def _record_blob_row(self, db: sqlite3.Connection, descriptor: Descriptor, when: int) -> None:

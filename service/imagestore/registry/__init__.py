@@ -1,0 +1,1 @@
+"""OCI Distribution client: endpoints, auth, and the pull and push flows."""

@@ -1,0 +1,120 @@
+"""Registry authentication: ``WWW-Authenticate`` challenges, Basic, and Bearer tokens.
+
+A Bearer token is fetched from the challenge's realm for one scope
+(``repository:<path>:pull[,push]``), with Basic credentials when there are
+any, and cached by realm, service, scope and credential until shortly before
+it expires (60 s when the server does not say).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from imagestore import errors
+from imagestore.registry.credentials import Credentials
+
+#: a token answer larger than this is refused (containers/image uses 1 MiB)
+MAX_TOKEN_RESPONSE = 1 << 20
+DEFAULT_TOKEN_LIFETIME = 60.0
+_EXPIRY_MARGIN = 5.0
+_PARAM = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*,?')
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """One ``WWW-Authenticate`` challenge: scheme (lowercase) and parameters."""
+
+    scheme: str
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+def parse_challenges(header: str) -> list[Challenge]:
+    """``Bearer realm="…",service="…"`` (RFC 7235; several challenges may follow)."""
+    challenges: list[Challenge] = []
+    rest = header.strip()
+    while rest:
+        scheme_match = re.match(r"([A-Za-z][A-Za-z0-9_-]*)\s*", rest)
+        if scheme_match is None:
+            break
+        scheme, rest = scheme_match.group(1).lower(), rest[scheme_match.end() :]
+        params: dict[str, str] = {}
+        while (param := _PARAM.match(rest)) and param.group(0).strip():
+            # a bare word followed by space, not "=", is the next scheme
+            params[param.group(1).lower()] = (
+                re.sub(r"\\(.)", r"\1", param.group(2))
+                if param.group(2) is not None
+                else param.group(3)
+            )
+            rest = rest[param.end() :]
+        challenges.append(Challenge(scheme, params))
+        rest = rest.lstrip(", ")
+    return challenges
+
+
+def basic_header(credentials: Credentials) -> str:
+    pair = f"{credentials.username}:{credentials.password}".encode()
+    return "Basic " + base64.b64encode(pair).decode()
+
+
+@dataclass(slots=True)
+class _Token:
+    value: str
+    expires_at: float
+
+
+#: fetches a token: (url, params, Authorization header or None) → (status, JSON body)
+FetchToken = Callable[[str, Mapping[str, str], str | None], Awaitable[tuple[int, object]]]
+
+
+class TokenCache:
+    """Bearer tokens, keyed by realm, service, scope and credential."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[tuple[str, str, str, str], _Token] = {}
+
+    async def token(
+        self,
+        challenge: Challenge,
+        scope: str,
+        credentials: Credentials,
+        fetch: FetchToken,
+    ) -> str:
+        if credentials.registry_token:
+            return credentials.registry_token
+        realm = challenge.params.get("realm", "")
+        if not realm:
+            raise errors.DataLoss("the registry's Bearer challenge names no realm")
+        service = challenge.params.get("service", "")
+        key = (realm, service, scope, credentials.cache_key)
+        cached = self._tokens.get(key)
+        if cached is not None and cached.expires_at > time.monotonic():
+            return cached.value
+        params = {"scope": scope} if scope else {}
+        if service:
+            params["service"] = service
+        authorization = basic_header(credentials) if credentials.username else None
+        status, body = await fetch(realm, params, authorization)
+        if status in (401, 403):
+            raise errors.PermissionDenied(
+                "the registry's token service refused the credentials"
+                if credentials
+                else "the registry's token service requires credentials",
+                metadata={"status": str(status)},
+            )
+        if status != 200 or not isinstance(body, dict):
+            raise errors.Unavailable(f"the registry's token service answered {status}")
+        value = body.get("token") or body.get("access_token")
+        if not isinstance(value, str) or not value:
+            raise errors.DataLoss("the registry's token service returned no token")
+        lifetime = body.get("expires_in")
+        seconds = (
+            float(lifetime)
+            if isinstance(lifetime, int | float) and lifetime > 0
+            else DEFAULT_TOKEN_LIFETIME
+        )
+        self._tokens[key] = _Token(value, time.monotonic() + max(seconds - _EXPIRY_MARGIN, 1.0))
+        return value

@@ -1,0 +1,550 @@
+"""HTTP to registries: endpoints, TLS, authentication, redirects, retries, errors.
+
+One aiohttp session serves every registry (its pool keeps one keep-alive set
+per host); TLS settings are chosen per host. Every request goes through
+:meth:`RegistryClient.request`, which adds credentials only for the
+registry's own origin, follows redirects by hand (refusing downgrades, loops
+and jumps to local addresses) and answers a 401 challenge once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+from yarl import URL
+
+from imagestore import errors
+from imagestore.oci import mediatypes as mt
+from imagestore.oci.references import DEFAULT_DOMAIN, Reference
+from imagestore.registry.auth import (
+    MAX_TOKEN_RESPONSE,
+    Challenge,
+    TokenCache,
+    basic_header,
+    parse_challenges,
+)
+from imagestore.registry.credentials import ANONYMOUS, Credentials, DockerConfig
+from imagestore.registry.options import RegistryOptions
+
+log = logging.getLogger("imagestore.registry")
+T = TypeVar("T")
+
+DOCKER_HUB_HOST = "registry-1.docker.io"
+MANIFEST_ACCEPT = ", ".join(mt.MANIFEST_ACCEPT)
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_ERROR_BODY = 64 << 10
+MAX_RETRY_AFTER = 60.0
+
+#: called with the delay before the next try (for "Retrying in N seconds")
+OnRetry = Callable[[float], None]
+
+
+class Retryable(Exception):  # noqa: N818 - a signal, not an error the caller sees
+    """A failure worth another try; ``final`` is raised when tries run out."""
+
+    def __init__(self, final: errors.ImageStoreError, retry_after: float | None = None) -> None:
+        super().__init__(final.message)
+        self.final = final
+        self.retry_after = retry_after
+
+
+def host_of(hostport: str) -> str:
+    """``host`` of ``host:port`` / ``[v6]:port``."""
+    if hostport.startswith("["):
+        return hostport[1 : hostport.index("]")]
+    return hostport.rsplit(":", 1)[0] if hostport.count(":") == 1 else hostport
+
+
+def _is_local_ip(text: str) -> bool:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_link_local
+
+
+def is_local(host: str) -> bool:
+    """Loopback or link-local: never a place a remote registry may send us."""
+    return host == "localhost" or host.endswith(".localhost") or _is_local_ip(host)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def registry_error(status: int, body: bytes, what: str) -> errors.ImageStoreError:
+    """The domain error for a registry's non-success answer."""
+    detail = _error_detail(body) or f"HTTP {status}"
+    message = f"{what}: {detail}"
+    metadata = {"status": str(status)}
+    if status in (401, 403):
+        return errors.PermissionDenied(message, metadata=metadata)
+    if status == 404:
+        return errors.NotFound(message, metadata=metadata)
+    if status in (413, 429):
+        return errors.ResourceExhausted(message, metadata=metadata)
+    if status >= 500:
+        return errors.Unavailable(message, metadata=metadata)
+    return errors.FailedPrecondition(message, metadata=metadata)
+
+
+def _error_detail(body: bytes) -> str:
+    """``code: message`` from an OCI error body, or the body's first line."""
+    try:
+        document = json.loads(body)
+        first = document["errors"][0]
+        code, message = str(first.get("code", "")), str(first.get("message", ""))
+        return f"{code.lower().replace('_', ' ')}: {message}".strip(": ")[:500]
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        text = body.decode("utf-8", errors="replace").strip().splitlines()
+        return text[0][:200] if text else ""
+
+
+async def read_limited(response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+    """The whole body, refusing more than ``limit`` bytes (checked while reading)."""
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        raise errors.SizeLimitExceeded(
+            f"{what} is {declared} bytes; the limit is {limit}",
+            metadata={"size": str(declared), "limit": str(limit)},
+        )
+    parts: list[bytes] = []
+    total = 0
+    async for chunk in response.content.iter_chunked(1 << 16):
+        total += len(chunk)
+        if total > limit:
+            raise errors.SizeLimitExceeded(
+                f"{what} is larger than the limit of {limit} bytes",
+                metadata={"limit": str(limit)},
+            )
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def fail_for(response: aiohttp.ClientResponse, what: str) -> errors.ImageStoreError:
+    """Read a failed answer's error body; 5xx and 429 come back as Retryable."""
+    try:
+        body = await read_limited(response, MAX_ERROR_BODY, "error body")
+    except (errors.SizeLimitExceeded, aiohttp.ClientError, TimeoutError):
+        body = b""
+    error = registry_error(response.status, body, what)
+    if response.status == 429 or response.status >= 500:
+        raise Retryable(error, _retry_after(response.headers.get("Retry-After")))
+    return error
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return min(max(float(value), 0.0), MAX_RETRY_AFTER) if value else None
+    except ValueError:
+        return None
+
+
+def connection_failure(exc: BaseException, what: str) -> Retryable:
+    if isinstance(exc, TimeoutError):
+        return Retryable(errors.Unavailable(f"{what}: the registry stopped answering"))
+    return Retryable(errors.Unavailable(f"{what}: {exc or type(exc).__name__}"))
+
+
+@dataclass
+class _Host:
+    """What we learned about one registry host: its base URL and auth challenge."""
+
+    base_url: URL
+    challenge: Challenge | None = None
+
+
+@dataclass
+class Repository:
+    """One repository at one endpoint, with the credentials and scope to use."""
+
+    client: RegistryClient
+    domain: str  # the reference's domain ("docker.io")
+    base_url: URL  # the endpoint actually contacted
+    path: str  # "library/redis"
+    credentials: Credentials
+    actions: str  # "pull" or "pull,push"
+    extra_scopes: list[str] = field(default_factory=list)
+
+    @property
+    def origin(self) -> str:
+        return str(self.base_url.origin())
+
+    def url(self, suffix: str) -> URL:
+        return URL(f"{self.origin}/v2/{self.path}/{suffix}", encoded=False)
+
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        return (f"repository:{self.path}:{self.actions}", *self.extra_scopes)
+
+
+class RegistryClient:
+    """Registry access for the whole server; :meth:`close` at shutdown."""
+
+    def __init__(self, options: RegistryOptions) -> None:
+        self.options = options
+        self.server_credentials = (
+            DockerConfig(options.config_file) if options.config_file is not None else None
+        )
+        self.tokens = TokenCache()
+        self._hosts: dict[str, _Host] = {}
+        self._host_locks: dict[str, asyncio.Lock] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._ssl: dict[tuple[str, bool], ssl.SSLContext] = {}
+        self.downloads = asyncio.Semaphore(options.max_concurrent_downloads)
+        self.uploads = asyncio.Semaphore(options.max_concurrent_uploads)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=64, limit_per_host=16),
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    connect=self.options.connect_timeout,
+                    sock_read=self.options.idle_timeout,
+                ),
+                trust_env=True,  # HTTPS_PROXY / NO_PROXY
+                auto_decompress=False,  # a layer's bytes are hashed exactly as sent
+            )
+        return self._session
+
+    # ---- policy ----------------------------------------------------------------
+
+    def is_insecure(self, hostport: str) -> bool:
+        """Listed with --insecure-registry (by host[:port] or by network)."""
+        host = host_of(hostport)
+        for entry in self.options.insecure_registries:
+            if entry in (hostport, host):
+                return True
+            try:
+                network = ipaddress.ip_network(entry, strict=False)
+                if ipaddress.ip_address(host) in network:
+                    return True
+            except ValueError:
+                continue
+        return False
+
+    def plain_http_allowed(self, hostport: str) -> bool:
+        return is_loopback(host_of(hostport)) or self.is_insecure(hostport)
+
+    def ssl_context(self, hostport: str) -> ssl.SSLContext:
+        """System CAs plus --registry-ca and ``certs.d/<host>/``; unverified for
+        --insecure-registry hosts (Docker's meaning of the flag)."""
+        insecure = self.is_insecure(hostport)
+        key = (hostport, insecure)
+        if key not in self._ssl:
+            context = ssl.create_default_context()
+            for ca in self.options.ca_files:
+                context.load_verify_locations(cafile=str(ca))
+            folder = self._certs_folder(hostport)
+            if folder is not None:
+                for ca in sorted(folder.glob("*.crt")):
+                    context.load_verify_locations(cafile=str(ca))
+                for cert in sorted(folder.glob("*.cert")):
+                    key_file = cert.with_suffix(".key")
+                    if not key_file.is_file():
+                        raise errors.FailedPrecondition(f"{cert} has no matching {key_file.name}")
+                    context.load_cert_chain(str(cert), str(key_file))
+            if insecure:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            self._ssl[key] = context
+        return self._ssl[key]
+
+    def _certs_folder(self, hostport: str) -> Path | None:
+        if self.options.certs_dir is None:
+            return None
+        folder = self.options.certs_dir / hostport
+        return folder if folder.is_dir() else None
+
+    # ---- endpoints -------------------------------------------------------------
+
+    def endpoints(self, domain: str, *, for_push: bool) -> list[str]:
+        """Where to go for a reference's domain: mirrors first (docker.io pulls only)."""
+        if domain == DEFAULT_DOMAIN:
+            mirrors = [] if for_push else [m.rstrip("/") for m in self.options.mirrors]
+            return [*mirrors, f"https://{DOCKER_HUB_HOST}"]
+        return [domain]
+
+    async def repository(
+        self,
+        reference: Reference,
+        endpoint: str,
+        credentials: Credentials | None,
+        *,
+        push: bool = False,
+    ) -> Repository:
+        """A repository handle at ``endpoint``, after the ``/v2/`` ping (scheme
+        and auth discovery). Request credentials win; server-side ones apply only
+        to the registries the config file names, never to mirrors."""
+        host = await self._host(endpoint)
+        chosen = credentials or ANONYMOUS
+        is_mirror = reference.domain == DEFAULT_DOMAIN and not endpoint.endswith(DOCKER_HUB_HOST)
+        if not chosen and self.server_credentials is not None and not is_mirror:
+            chosen = await self.server_credentials.lookup(reference.domain)
+        return Repository(
+            self,
+            reference.domain,
+            host.base_url,
+            reference.path,
+            chosen,
+            "pull,push" if push else "pull",
+        )
+
+    async def _host(self, endpoint: str) -> _Host:
+        lock = self._host_locks.setdefault(endpoint, asyncio.Lock())
+        async with lock:
+            if endpoint not in self._hosts:
+                self._hosts[endpoint] = await self.with_retries(lambda: self._ping(endpoint), None)
+            return self._hosts[endpoint]
+
+    async def _ping(self, endpoint: str) -> _Host:
+        """``GET /v2/``: HTTPS first; plain HTTP only where allowed."""
+        if "://" in endpoint:
+            candidates = [URL(endpoint)]
+        else:
+            candidates = [URL(f"https://{endpoint}")]
+            if self.plain_http_allowed(endpoint):
+                candidates.append(URL(f"http://{endpoint}"))
+        last: BaseException | None = None
+        for base in candidates:
+            try:
+                async with self.session().get(
+                    base / "v2/",
+                    ssl=self._ssl_for(base),
+                    allow_redirects=False,
+                ) as response:
+                    await response.read()
+                    if response.status == 401:
+                        return _Host(base, _pick_challenge(response))
+                    if response.status in (200, 204) or response.status in REDIRECTS:
+                        return _Host(base)
+                    if response.status >= 500 or response.status == 429:
+                        raise Retryable(registry_error(response.status, b"", f"ping {endpoint}"))
+                    raise errors.Unavailable(
+                        f"{endpoint} does not speak the registry API (GET /v2/ gave"
+                        f" {response.status})"
+                    )
+            except aiohttp.ClientConnectorCertificateError as exc:
+                raise errors.Unavailable(
+                    f"TLS certificate of {endpoint} is not trusted: {exc.certificate_error}"
+                    " (use --registry-ca, certs.d or --insecure-registry)"
+                ) from None
+            except (aiohttp.ClientError, TimeoutError, ssl.SSLError) as exc:
+                last = exc
+        assert last is not None
+        raise connection_failure(last, f"cannot reach registry {endpoint}")
+
+    def _ssl_for(self, url: URL) -> ssl.SSLContext | bool:
+        if url.scheme != "https":
+            return False
+        return self.ssl_context(url.raw_authority)
+
+    # ---- requests --------------------------------------------------------------
+
+    async def with_retries(
+        self, attempt: Callable[[], Awaitable[T]], on_retry: OnRetry | None
+    ) -> T:
+        """Run ``attempt``; a Retryable failure is tried again after a growing,
+        jittered delay (or the registry's Retry-After), up to ``attempts`` tries."""
+        tries = max(1, self.options.attempts)
+        for number in range(tries):
+            try:
+                return await attempt()
+            except Retryable as exc:
+                if number == tries - 1:
+                    raise exc.final from None
+                delay = exc.retry_after
+                if delay is None:
+                    delay = self.options.backoff * (2**number) * random.uniform(0.9, 1.1)
+                log.info("retrying in %.3f s: %s", delay, exc.final.message)
+                if on_retry is not None:
+                    on_retry(delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def request(
+        self,
+        repo: Repository,
+        method: str,
+        url: URL,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: Callable[[], Any] | None = None,
+        what: str,
+    ) -> aiohttp.ClientResponse:
+        """One request with auth and redirects; the caller reads and releases the
+        answer. Connection failures come back as Retryable."""
+        hops = 0
+        reauthorized = False
+        while True:
+            sent = dict(headers or {})
+            if url.origin() == repo.base_url.origin():
+                authorization = await self._authorization(repo)
+                if authorization:
+                    sent["Authorization"] = authorization
+            try:
+                response = await self.session().request(
+                    method,
+                    url,
+                    headers=sent,
+                    data=body() if body is not None else None,
+                    allow_redirects=False,
+                    ssl=self._ssl_for(url),
+                )
+            except aiohttp.ClientConnectorCertificateError as exc:
+                raise errors.Unavailable(
+                    f"{what}: TLS certificate not trusted: {exc.certificate_error}"
+                ) from None
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise connection_failure(exc, what) from None
+            if response.status in REDIRECTS and "Location" in response.headers:
+                location = response.headers["Location"]
+                response.release()
+                hops += 1
+                if hops > self.options.max_redirects:
+                    raise errors.Unavailable(
+                        f"{what}: more than {self.options.max_redirects} redirects",
+                        metadata={"reason": "redirect loop"},
+                    )
+                url = await self._redirect_target(repo, url, location, what)
+                continue
+            if (
+                response.status == 401
+                and not reauthorized
+                and url.origin() == repo.base_url.origin()
+            ):
+                challenge = _pick_challenge(response)
+                response.release()
+                if challenge is None:
+                    raise errors.PermissionDenied(f"{what}: unauthorized, and no challenge given")
+                self._learn(repo, challenge)
+                reauthorized = True
+                continue
+            return response
+
+    def _learn(self, repo: Repository, challenge: Challenge) -> None:
+        host = next((h for h in self._hosts.values() if h.base_url == repo.base_url), None)
+        if host is not None:
+            host.challenge = challenge
+        scope = challenge.params.get("scope", "")
+        for extra in scope.split():
+            if extra not in repo.scopes:
+                repo.extra_scopes.append(extra)
+
+    async def _authorization(self, repo: Repository) -> str | None:
+        host = next((h for h in self._hosts.values() if h.base_url == repo.base_url), None)
+        challenge = host.challenge if host is not None else None
+        credentials = repo.credentials
+        if challenge is None:
+            return None
+        if challenge.scheme == "basic":
+            return basic_header(credentials) if credentials.username else None
+        if challenge.scheme == "bearer":
+            token = await self.tokens.token(
+                challenge, " ".join(repo.scopes), credentials, self._fetch_token
+            )
+            return f"Bearer {token}"
+        return None
+
+    async def _fetch_token(
+        self, realm: str, params: Mapping[str, str], authorization: str | None
+    ) -> tuple[int, object]:
+        url = URL(realm)
+        if url.scheme != "https" and not (
+            url.scheme == "http" and self.plain_http_allowed(url.raw_authority)
+        ):
+            raise errors.DataLoss(f"refusing a token realm that is not https: {realm[:200]}")
+        query: list[tuple[str, str]] = (
+            [("service", params["service"])] if "service" in params else []
+        )
+        query += [("scope", s) for s in params.get("scope", "").split()]
+        headers = {"Authorization": authorization} if authorization else {}
+
+        async def attempt() -> tuple[int, object]:
+            try:
+                async with self.session().get(
+                    url.update_query(query), headers=headers, ssl=self._ssl_for(url)
+                ) as response:
+                    if response.status >= 500 or response.status == 429:
+                        raise await fail_for(response, "token request")
+                    body = await read_limited(response, MAX_TOKEN_RESPONSE, "token answer")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise connection_failure(exc, "token request") from None
+            try:
+                return response.status, json.loads(body) if body else None
+            except ValueError:
+                return response.status, None
+
+        return await self.with_retries(attempt, None)
+
+    async def _redirect_target(
+        self, repo: Repository, current: URL, location: str, what: str
+    ) -> URL:
+        target = current.join(URL(location))
+        if target.scheme not in ("http", "https") or not target.host:
+            raise errors.DataLoss(f"{what}: redirect to an unusable location")
+        downgrade = current.scheme == "https" and target.scheme == "http"
+        if downgrade and not self.plain_http_allowed(target.raw_authority):
+            raise errors.DataLoss(f"{what}: refusing a redirect from https to http")
+        registry_is_local = is_local(host_of(repo.base_url.raw_authority))
+        if not registry_is_local and await self._resolves_local(target.host):
+            raise errors.DataLoss(
+                f"{what}: refusing a redirect to a local address ({target.host})",
+                metadata={"host": target.host},
+            )
+        return target
+
+    @staticmethod
+    async def _resolves_local(host: str) -> bool:
+        if is_local(host):
+            return True
+        if _is_ip(host):
+            return False
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+        except OSError:
+            return False  # the request itself will fail and say so
+        return any(is_local(str(info[4][0])) for info in infos)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _pick_challenge(response: aiohttp.ClientResponse) -> Challenge | None:
+    """Bearer if offered, else Basic."""
+    challenges = [
+        c
+        for header in response.headers.getall("WWW-Authenticate", [])
+        for c in parse_challenges(header)
+    ]
+    for scheme in ("bearer", "basic"):
+        for challenge in challenges:
+            if challenge.scheme == scheme:
+                return challenge
+    return None

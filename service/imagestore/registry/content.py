@@ -1,0 +1,246 @@
+"""What a repository holds, over HTTP: manifests and blobs, read and written.
+
+Every answer is checked against what was asked: a manifest by digest must hash
+to it, ``Docker-Content-Digest`` must match the body, sizes are bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import aiohttp
+from yarl import URL
+
+from imagestore import errors
+from imagestore.hashing import sha256_digest
+from imagestore.oci.manifests import MAX_DOCUMENT_SIZE
+from imagestore.registry.client import (
+    MANIFEST_ACCEPT,
+    OnRetry,
+    Repository,
+    Retryable,
+    connection_failure,
+    fail_for,
+    read_limited,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteDocument:
+    """A manifest or index as fetched: its exact bytes, type and digest."""
+
+    data: bytes
+    media_type: str
+    digest: str
+
+
+def _media_type(response: aiohttp.ClientResponse) -> str:
+    return response.headers.get("Content-Type", "").split(";", 1)[0].strip()
+
+
+async def get_manifest(
+    repo: Repository, reference: str, on_retry: OnRetry | None = None
+) -> RemoteDocument:
+    """GET a manifest or index by tag or digest (all four media types accepted)."""
+    what = f"manifest {repo.path}:{reference}" if ":" not in reference else f"manifest {reference}"
+
+    async def attempt() -> RemoteDocument:
+        response = await repo.client.request(
+            repo,
+            "GET",
+            repo.url(f"manifests/{reference}"),
+            headers={"Accept": MANIFEST_ACCEPT},
+            what=what,
+        )
+        async with response:
+            if response.status != 200:
+                error = await fail_for(response, what)
+                if isinstance(error, errors.NotFound):
+                    raise errors.NotFound(
+                        f"manifest for {repo.domain}/{repo.path}:{reference} not found:"
+                        " manifest unknown",
+                        metadata={"reference": reference},
+                    )
+                raise error
+            try:
+                data = await read_limited(response, MAX_DOCUMENT_SIZE, "manifest")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise connection_failure(exc, what) from None
+            media_type = _media_type(response)
+            declared = response.headers.get("Docker-Content-Digest")
+        digest = sha256_digest(data)
+        if reference.startswith("sha256:") and digest != reference:
+            raise errors.DigestMismatch(
+                f"manifest {reference} from the registry hashes to {digest}",
+                metadata={"expected": reference, "actual": digest},
+            )
+        if declared and declared != digest:
+            raise errors.DigestMismatch(
+                f"the registry says manifest {what} is {declared[:100]}, but it hashes to {digest}",
+                metadata={"declared": declared[:100], "actual": digest},
+            )
+        return RemoteDocument(data, media_type, digest)
+
+    return await repo.client.with_retries(attempt, on_retry)
+
+
+async def get_small_blob(
+    repo: Repository, digest: str, size: int, on_retry: OnRetry | None = None
+) -> bytes:
+    """A config (≤ 4 MiB), verified against its digest and size."""
+    if size > MAX_DOCUMENT_SIZE:
+        raise errors.SizeLimitExceeded(
+            f"config {digest} is {size} bytes; the limit is {MAX_DOCUMENT_SIZE}",
+            metadata={"digest": digest, "size": str(size)},
+        )
+    what = f"blob {digest}"
+
+    async def attempt() -> bytes:
+        response = await open_blob(repo, digest)
+        async with response:
+            try:
+                return await read_limited(response, size, what)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise connection_failure(exc, what) from None
+
+    data = await repo.client.with_retries(attempt, on_retry)
+    actual = sha256_digest(data)
+    if actual != digest or len(data) != size:
+        raise errors.DigestMismatch(
+            f"blob {digest} from the registry hashes to {actual} ({len(data)} bytes)",
+            metadata={"expected": digest, "actual": actual},
+        )
+    return data
+
+
+async def open_blob(repo: Repository, digest: str, offset: int = 0) -> aiohttp.ClientResponse:
+    """Start a blob download at ``offset``; the caller reads and releases it.
+
+    Returns 200 or 206 answers only; a 200 to a ranged request means the
+    registry ignored the range (the caller skips ``offset`` bytes)."""
+    what = f"blob {digest}"
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    response = await repo.client.request(
+        repo, "GET", repo.url(f"blobs/{digest}"), headers=headers, what=what
+    )
+    if response.status == 206 and offset:
+        content_range = response.headers.get("Content-Range", "")
+        if not content_range.startswith(f"bytes {offset}-"):
+            response.release()
+            raise Retryable(errors.DataLoss(f"{what}: the registry answered the wrong range"))
+        return response
+    if response.status == 200:
+        return response
+    async with response:
+        raise await fail_for(response, what)
+
+
+async def blob_exists(repo: Repository, digest: str) -> bool:
+    what = f"blob {digest}"
+
+    async def attempt() -> bool:
+        response = await repo.client.request(repo, "HEAD", repo.url(f"blobs/{digest}"), what=what)
+        async with response:
+            if response.status == 200:
+                return True
+            if response.status == 404:
+                return False
+            raise await fail_for(response, what)
+
+    return await repo.client.with_retries(attempt, None)
+
+
+async def mount_blob(repo: Repository, digest: str, source_path: str) -> URL | None:
+    """Cross-repository mount. None when mounted; else the upload session the
+    registry opened instead (202), to upload into."""
+    repo.extra_scopes[:] = [s for s in repo.extra_scopes if not s.startswith("repository:")]
+    repo.extra_scopes.append(f"repository:{source_path}:pull")
+    url = repo.url("blobs/uploads/").with_query({"mount": digest, "from": source_path})
+    response = await repo.client.request(
+        repo, "POST", url, headers={"Content-Length": "0"}, what=f"mount of {digest}"
+    )
+    async with response:
+        if response.status == 201:
+            return None
+        if response.status == 202 and "Location" in response.headers:
+            return response.url.join(URL(response.headers["Location"]))
+        raise await fail_for(response, f"mount of {digest}")
+
+
+async def start_upload(repo: Repository) -> URL:
+    what = f"upload to {repo.path}"
+    response = await repo.client.request(
+        repo, "POST", repo.url("blobs/uploads/"), headers={"Content-Length": "0"}, what=what
+    )
+    async with response:
+        if response.status == 202 and "Location" in response.headers:
+            return response.url.join(URL(response.headers["Location"]))
+        raise await fail_for(response, what)
+
+
+async def upload_blob(
+    repo: Repository,
+    location: URL,
+    digest: str,
+    size: int,
+    body: Callable[[], AsyncIterator[bytes]],
+    verify: Callable[[], None],
+) -> None:
+    """Stream the blob in one PATCH, then close the session with ``PUT ?digest=``
+    (what skopeo does; registry 2.8 has no single-POST upload). ``verify`` runs
+    between the two and raises if what was sent did not hash to ``digest``."""
+    what = f"upload of {digest}"
+    response = await repo.client.request(
+        repo,
+        "PATCH",
+        location,
+        headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+        body=body,
+        what=what,
+    )
+    async with response:
+        if response.status not in (202, 204):
+            raise await fail_for(response, what)
+        location = response.url.join(URL(response.headers.get("Location", str(location))))
+    verify()
+    response = await repo.client.request(
+        repo,
+        "PUT",
+        location.update_query({"digest": digest}),
+        headers={"Content-Length": "0"},
+        what=what,
+    )
+    async with response:
+        if response.status not in (201, 204):
+            error = await fail_for(response, what)
+            if response.status == 400:
+                raise errors.DataLoss(error.message, metadata=error.metadata)
+            raise error
+
+
+async def put_manifest(repo: Repository, reference: str, data: bytes, media_type: str) -> str:
+    """PUT a manifest or index by tag or digest; returns the digest the registry computed."""
+    what = f"manifest {repo.path}:{reference}"
+    digest = sha256_digest(data)
+
+    async def attempt() -> str:
+        response = await repo.client.request(
+            repo,
+            "PUT",
+            repo.url(f"manifests/{reference}"),
+            headers={"Content-Type": media_type},
+            body=lambda: data,
+            what=what,
+        )
+        async with response:
+            if response.status not in (200, 201):
+                raise await fail_for(response, what)
+            declared = response.headers.get("Docker-Content-Digest")
+        if declared and declared != digest:
+            raise errors.DataLoss(
+                f"the registry stored {what} as {declared[:100]}, not {digest}",
+            )
+        return digest
+
+    return await repo.client.with_retries(attempt, None)

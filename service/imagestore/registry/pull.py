@@ -1,0 +1,322 @@
+"""Pull: a reference at a registry → verified blobs and names in the store.
+
+The manifest (or index, then the chosen platforms' manifests) and configs are
+fetched whole (≤ 4 MiB) and verified; each missing layer streams from HTTP
+through the native decoder into an ingest, which checks the compressed digest,
+the size and the config's diff_id before anything is committed. Everything
+the pull touches is leased; the names move in one catalog transaction at the
+end. A failed or cancelled pull leaves nothing new behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+
+from imagestore import errors
+from imagestore.oci import mediatypes as mt
+from imagestore.oci.manifests import Descriptor, Index, Manifest, parse_config, parse_document
+from imagestore.oci.platforms import best_match, host_platform, parse_platform
+from imagestore.oci.references import Reference, parse_reference
+from imagestore.registry.blocking import entered_in_thread, in_thread
+from imagestore.registry.client import RegistryClient, Repository, connection_failure
+from imagestore.registry.content import RemoteDocument, get_manifest, get_small_blob, open_blob
+from imagestore.registry.credentials import Credentials
+from imagestore.registry.progress import ByteProgress, Emit, ProgressEvent, layer_id
+from imagestore.store.blobs import Encoding
+from imagestore.store.leases import Lease
+from imagestore.store.store import Store
+
+#: bytes handed to the decoder at once: fewer thread hops, still bounded memory
+WRITE_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class PullResult:
+    digest: str  # the manifest or index pulled
+    image_ids: tuple[str, ...]
+    status: str  # Docker's last line
+
+
+@dataclass(frozen=True, slots=True)
+class _Layer:
+    descriptor: Descriptor
+    diff_id: str
+
+
+def _remote(call_parse: bytes, media_type: str) -> Manifest | Index:
+    """Parse registry content: malformed means the registry lied (DATA_LOSS)."""
+    try:
+        return parse_document(call_parse, media_type or None)
+    except errors.MalformedContent as exc:
+        raise errors.DataLoss(exc.message, metadata=exc.metadata) from None
+
+
+class Puller:
+    """Pulls for one store; concurrent pulls share in-flight layer downloads."""
+
+    def __init__(self, store: Store, client: RegistryClient) -> None:
+        self.store = store
+        self.client = client
+        self._in_flight: dict[str, asyncio.Future[None]] = {}
+
+    async def pull(
+        self,
+        image: str,
+        platforms: Sequence[str],
+        credentials: Credentials | None,
+        emit: Emit,
+    ) -> PullResult:
+        reference = parse_reference(image)
+        wanted = _platforms(platforms)
+        emit(
+            ProgressEvent(reference.digest or reference.tag or "", f"Pulling from {reference.path}")
+        )
+        repo, document = await self._resolve(reference, credentials, emit)
+        parsed = _remote(document.data, document.media_type)
+        lease = self.store.leases.new()
+        try:
+            return await self._pull_into(lease, reference, repo, document, parsed, wanted, emit)
+        finally:
+            await in_thread(self.store.end_lease, lease)
+
+    async def _resolve(
+        self, reference: Reference, credentials: Credentials | None, emit: Emit
+    ) -> tuple[Repository, RemoteDocument]:
+        """The manifest at the first endpoint that has it (mirrors, then the registry)."""
+        endpoints = self.client.endpoints(reference.domain, for_push=False)
+        tag_or_digest = reference.digest or reference.tag or "latest"
+        for position, endpoint in enumerate(endpoints):
+            try:
+                repo = await self.client.repository(reference, endpoint, credentials)
+                return repo, await get_manifest(repo, tag_or_digest, _retrying(emit, ""))
+            except (errors.NotFound, errors.Unavailable, errors.PermissionDenied):
+                if position == len(endpoints) - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _pull_into(
+        self,
+        lease: Lease,
+        reference: Reference,
+        repo: Repository,
+        document: RemoteDocument,
+        parsed: Manifest | Index,
+        wanted: list[str] | None,
+        emit: Emit,
+    ) -> PullResult:
+        store = self.store
+        target = Descriptor(parsed.media_type, document.digest, len(document.data))
+        if isinstance(parsed, Index):
+            await in_thread(
+                store.put_blob, lease, document.data, parsed.media_type, document.digest
+            )
+            manifests = []
+            for child in _select(parsed, wanted):
+                child_document = await get_manifest(repo, child.digest, _retrying(emit, ""))
+                child_parsed = _remote(child_document.data, child.media_type)
+                if not isinstance(child_parsed, Manifest):
+                    raise errors.UnsupportedContent(
+                        f"{child.digest} is a nested index; not supported"
+                    )
+                manifests.append((child_document, child_parsed))
+        else:
+            manifests = [(document, parsed)]
+
+        layers: dict[str, _Layer] = {}
+        for manifest_document, manifest in manifests:
+            await in_thread(
+                store.put_blob,
+                lease,
+                manifest_document.data,
+                manifest.media_type,
+                manifest_document.digest,
+            )
+            for layer in await self._config(lease, repo, manifest, emit):
+                known = layers.setdefault(layer.descriptor.digest, layer)
+                if known.diff_id != layer.diff_id:
+                    raise errors.DigestMismatch(
+                        f"layer {layer.descriptor.digest} is given two different diff_ids",
+                        metadata={"digest": layer.descriptor.digest},
+                    )
+
+        for digest in layers:
+            emit(ProgressEvent(layer_id(digest), "Pulling fs layer"))
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(self._layer(lease, repo, layer, emit))
+                for layer in layers.values()
+            ]
+        downloaded = any(task.result() for task in tasks)
+
+        names = [reference]
+        if reference.digest is None:
+            names.append(reference.repository().with_digest(document.digest))
+        result = await in_thread(store.commit_target, lease, target, names)
+        emit(ProgressEvent("", f"Digest: {document.digest}"))
+        shown = reference.familiar()
+        changed = downloaded or bool(result.new_names) or bool(result.new_images)
+        status = (
+            f"Downloaded newer image for {shown}" if changed else f"Image is up to date for {shown}"
+        )
+        return PullResult(document.digest, result.image_ids, status)
+
+    async def _config(
+        self, lease: Lease, repo: Repository, manifest: Manifest, emit: Emit
+    ) -> list[_Layer]:
+        """Fetch, verify and store a config; its diff_ids pair with the layers."""
+        descriptor = manifest.config
+        lease.add(descriptor.digest)
+        data = await get_small_blob(repo, descriptor.digest, descriptor.size, _retrying(emit, ""))
+        await in_thread(self.store.put_blob, lease, data, descriptor.media_type, descriptor.digest)
+        try:
+            config = parse_config(data)
+        except errors.MalformedContent as exc:
+            raise errors.DataLoss(exc.message, metadata=exc.metadata) from None
+        if len(config.diff_ids) != len(manifest.layers):
+            raise errors.DataLoss(
+                f"image config {descriptor.digest} lists {len(config.diff_ids)} diff_ids for"
+                f" {len(manifest.layers)} layers",
+                metadata={"digest": descriptor.digest},
+            )
+        for layer in manifest.layers:
+            if layer.media_type in mt.ZSTD_LAYERS:
+                raise errors.UnsupportedContent(
+                    f"layer {layer.digest} is zstd-compressed; only gzip and plain tar are"
+                    " supported",
+                    metadata={"digest": layer.digest},
+                )
+        return [
+            _Layer(layer, diff_id)
+            for layer, diff_id in zip(manifest.layers, config.diff_ids, strict=True)
+        ]
+
+    async def _layer(self, lease: Lease, repo: Repository, layer: _Layer, emit: Emit) -> bool:
+        """Make one layer present; True when this pull downloaded it."""
+        digest = layer.descriptor.digest
+        short = layer_id(digest)
+        lease.add(digest)  # before looking: GC either sees the lease or is done
+        while (other := self._in_flight.get(digest)) is not None:
+            emit(ProgressEvent(short, "Waiting"))
+            await asyncio.wait({other})  # another pull is downloading it
+        if await in_thread(self.store.layer_present, digest):
+            emit(ProgressEvent(short, "Already exists"))
+            return False
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._in_flight[digest] = done
+        try:
+            if self.client.downloads.locked():
+                emit(ProgressEvent(short, "Waiting"))
+            async with self.client.downloads:
+                downloaded = await self._download(lease, repo, layer, emit)
+        finally:
+            del self._in_flight[digest]
+            done.set_result(None)
+        emit(ProgressEvent(short, "Pull complete"))
+        return downloaded
+
+    async def _download(self, lease: Lease, repo: Repository, layer: _Layer, emit: Emit) -> bool:
+        """Stream a layer into a verified ingest, resuming with Range after a break."""
+        descriptor = layer.descriptor
+        short = layer_id(descriptor.digest)
+        ingest_context = self.store.ingest(
+            lease,
+            descriptor.digest,
+            descriptor.size,
+            encoding=Encoding.LAYER,
+            expected_diff_id=layer.diff_id,
+        )
+        async with entered_in_thread(ingest_context) as ingest:
+            if ingest.exists:  # stored meanwhile (a Load, say)
+                emit(ProgressEvent(short, "Already exists"))
+                return False
+            progress = ByteProgress(emit, descriptor.digest, "Downloading", descriptor.size)
+            what = f"blob {descriptor.digest}"
+
+            async def attempt() -> None:
+                response = await open_blob(repo, descriptor.digest, ingest.written)
+                async with response:
+                    skip = ingest.written if response.status == 200 else 0
+                    try:
+                        async for chunk in _chunks(response.content):
+                            if skip:
+                                dropped = min(skip, len(chunk))
+                                chunk, skip = chunk[dropped:], skip - dropped
+                                if not chunk:
+                                    continue
+                            await in_thread(ingest.write, chunk)
+                            progress.advance(len(chunk))
+                    except (
+                        aiohttp.ClientPayloadError,
+                        aiohttp.ClientConnectionError,
+                        TimeoutError,
+                    ) as exc:
+                        raise connection_failure(exc, what) from None
+                if ingest.written < descriptor.size:
+                    raise errors.DigestMismatch(
+                        f"{what} ended after {ingest.written} of {descriptor.size} bytes",
+                        metadata={"digest": descriptor.digest, "size": str(ingest.written)},
+                    )
+
+            await self.client.with_retries(attempt, _retrying(emit, short))
+            emit(ProgressEvent(short, "Verifying Checksum"))
+            await in_thread(self.store.commit, ingest, lease, descriptor.media_type)
+            emit(ProgressEvent(short, "Download complete"))
+            return True
+
+
+async def _chunks(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The body in pieces of about WRITE_CHUNK bytes (network reads are smaller)."""
+    parts: list[bytes] = []
+    held = 0
+    async for piece in content.iter_any():
+        parts.append(piece)
+        held += len(piece)
+        if held >= WRITE_CHUNK:
+            yield parts[0] if len(parts) == 1 else b"".join(parts)
+            parts, held = [], 0
+    if parts:
+        yield b"".join(parts)
+
+
+def _retrying(emit: Emit, short: str) -> Callable[[float], None]:
+    def report(delay: float) -> None:
+        seconds = max(1, round(delay))
+        emit(ProgressEvent(short, f"Retrying in {seconds} second{'s' if seconds != 1 else ''}"))
+
+    return report
+
+
+def _platforms(requested: Sequence[str]) -> list[str] | None:
+    """Normalised platform strings; None means every platform ("all")."""
+    if any(p.strip().lower() == "all" for p in requested):
+        return None
+    if not requested:
+        return [str(host_platform())]
+    return [str(parse_platform(p)) for p in requested]
+
+
+def _select(index: Index, wanted: list[str] | None) -> list[Descriptor]:
+    """The index entries to pull: each wanted platform's best match, or all images."""
+    images = [d for d in index.manifests if d.media_type in mt.MANIFESTS]
+    if wanted is None:
+        if not images:
+            raise errors.NotFound("the index lists no image manifests")
+        return images
+    chosen: list[Descriptor] = []
+    for text in wanted:
+        platform = parse_platform(text)
+        match = best_match(platform, [(d.platform, d) for d in images])
+        if match is None:
+            offered = ", ".join(str(d.platform) for d in images if d.platform) or "none"
+            raise errors.NotFound(
+                f"no matching manifest for {platform} in the manifest list entries"
+                f" (offered: {offered})",
+                metadata={"platform": str(platform), "offered": offered},
+            )
+        if match not in chosen:
+            chosen.append(match)
+    return chosen
