@@ -1,0 +1,98 @@
+"""A real registry for the tests: Debian's CNCF Distribution (`docker-registry`)
+on a free loopback port, anonymous or with htpasswd (bcrypt) Basic auth."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.tools import require, run
+
+USER, PASSWORD = "ci", "ci-secret"
+READY_TIMEOUT = 15.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Distribution:
+    """One running registry process; :meth:`stop` ends exactly that process."""
+
+    process: subprocess.Popen[bytes]
+    host: str  # 127.0.0.1:<port>
+    root: Path
+    auth: bool
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def log(self) -> str:
+        return (self.root / "registry.log").read_text(errors="replace")[-4000:]
+
+
+def start_distribution(root: Path, *, auth: bool = False) -> Distribution:
+    binary = require("docker-registry")
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    auth_section = ""
+    if auth:
+        htpasswd = require("htpasswd", "apache2-utils")
+        (root / "htpasswd").write_text(run(htpasswd, "-Bbn", USER, PASSWORD))
+        auth_section = (
+            f"auth:\n  htpasswd:\n    realm: ci-registry\n    path: {root / 'htpasswd'}\n"
+        )
+    (root / "config.yml").write_text(
+        "version: 0.1\n"
+        "log:\n  level: warn\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
+        "  delete:\n    enabled: true\n"
+        "  maintenance:\n    uploadpurging:\n      enabled: false\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n  secret: tests-only-{port}\n" + auth_section
+    )
+    with (root / "registry.log").open("wb") as log:
+        process = subprocess.Popen(
+            [binary, "serve", str(root / "config.yml")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    registry = Distribution(process, f"127.0.0.1:{port}", root, auth)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"docker-registry exited: {registry.log()}")
+        try:
+            urllib.request.urlopen(f"http://{registry.host}/v2/", timeout=1).close()
+            return registry
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401 and auth:
+                return registry
+        except OSError:
+            pass
+        time.sleep(0.03)
+    registry.stop()
+    pytest.fail(f"docker-registry did not start: {registry.log()}")
+
+
+def skopeo(*args: str | Path) -> str:
+    """skopeo as the recipe runs it (host-platform surprises ruled out)."""
+    return run(require("skopeo"), "--override-os", "linux", *args)

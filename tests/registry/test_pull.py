@@ -1,0 +1,141 @@
+"""Pull from the real registry images that skopeo and umoci made."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from imagestore.v1 import imagestore_pb2 as pb
+
+from tests.api.test_service import error_info
+from tests.registry.conftest import Published, Stub, good_auth, pull
+from tests.registry.distribution import Distribution, skopeo
+
+
+def _check_clean(stub: Stub) -> None:
+    report = stub.Check(pb.CheckRequest())
+    assert report.ok, report
+
+
+@pytest.mark.parametrize("name", ["umoci/hello:oci", "umoci/hello:v2s2", "py/da:v2s2"])
+def test_a_pulled_image_has_the_config_digest_and_diff_ids_skopeo_reports(
+    stub: Stub, published: Published, name: str
+) -> None:
+    manifest_digest, config_digest, diff_ids = published.images[name]
+    first = pull(stub, published.ref(name))
+    assert list(first.last.image_ids) == [config_digest]
+    assert first.last.digest == manifest_digest
+    assert first.last.status == f"Downloaded newer image for {published.ref(name)}"
+    for status in (
+        "Pulling fs layer",
+        "Downloading",
+        "Verifying Checksum",
+        "Download complete",
+        "Pull complete",
+    ):
+        assert status in first.statuses(), first.statuses()
+    assert f"Digest: {manifest_digest}" in first.statuses()
+
+    details = stub.Inspect(pb.InspectRequest(image=published.ref(name)))
+    assert details.image.id == config_digest
+    assert list(details.diff_ids) == diff_ids
+    assert details.manifest.digest == manifest_digest
+    repository = published.ref(name).split(":")[0] if name.count(":") == 1 else ""
+    assert f"{published.host}/{name.split(':')[0]}@{manifest_digest}" in details.image.repo_digests, (
+        repository
+    )
+
+    again = pull(stub, published.ref(name))
+    assert again.last.status == f"Image is up to date for {published.ref(name)}"
+    assert "Downloading" not in again.statuses()
+    layers = {e.id for e in again.events if e.status == "Already exists"}
+    assert len(layers) == len(diff_ids)
+    _check_clean(stub)
+
+
+def test_an_oci_and_a_converted_docker_manifest_are_one_image(
+    stub: Stub, published: Published
+) -> None:
+    oci = pull(stub, published.ref("umoci/hello:oci"))
+    docker = pull(stub, published.ref("umoci/hello:v2s2"))
+    assert oci.last.image_ids == docker.last.image_ids
+    assert oci.last.digest != docker.last.digest
+    assert "Downloading" not in docker.statuses()  # same layer blobs: already there
+
+
+def test_the_requested_platform_of_an_index_is_pulled_and_the_name_keeps_the_index(
+    stub: Stub, published: Published
+) -> None:
+    index_digest = published.images["umoci/multi:1"][0]
+    _, arm_config, arm_diff_ids = published.images["umoci/multi:1@arm64"]
+    _, amd_config, _ = published.images["umoci/multi:1@amd64"]
+    name = published.ref("umoci/multi:1")
+
+    arm = pull(stub, name, "linux/arm64")
+    assert list(arm.last.image_ids) == [arm_config]
+    assert arm.last.digest == index_digest
+    details = stub.Inspect(pb.InspectRequest(image=name, platform="linux/arm64/v8"))
+    assert (details.image.id, details.image.platform.architecture) == (arm_config, "arm64")
+    assert list(details.diff_ids) == arm_diff_ids
+    with pytest.raises(grpc.RpcError) as absent:
+        stub.Inspect(pb.InspectRequest(image=name, platform="linux/amd64"))
+    assert absent.value.code() == grpc.StatusCode.NOT_FOUND
+    _check_clean(stub)  # absent, unselected children are fine
+
+    both = pull(stub, name, "all")
+    assert set(both.last.image_ids) == {arm_config, amd_config}
+    assert stub.Inspect(pb.InspectRequest(image=name, platform="linux/amd64")).image.id == amd_config
+    _check_clean(stub)
+
+
+def test_the_servers_own_platform_is_the_default(stub: Stub, published: Published) -> None:
+    _, amd_config, _ = published.images["umoci/multi:1@amd64"]
+    pulled = pull(stub, published.ref("umoci/multi:1"))
+    assert list(pulled.last.image_ids) == [amd_config]  # these machines are amd64
+
+
+def test_a_platform_the_index_lacks_is_not_found_and_names_those_offered(
+    stub: Stub, published: Published
+) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        pull(stub, published.ref("umoci/multi:1"), "linux/s390x")
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "no matching manifest for linux/s390x" in str(caught.value.details())
+    assert "linux/arm64" in str(caught.value.details())
+    assert not list(stub.ListImages(pb.ListImagesRequest(all=True)).images)
+
+
+def test_an_unknown_tag_is_not_found(stub: Stub, published: Published) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        pull(stub, published.ref("umoci/hello:nope"))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "manifest unknown" in str(caught.value.details())
+    assert error_info(caught.value).reason == "NOT_FOUND"
+
+
+def test_pull_by_digest_records_the_digest_name(stub: Stub, published: Published) -> None:
+    manifest_digest, config_digest, _ = published.images["umoci/hello:oci"]
+    reference = f"{published.host}/umoci/hello@{manifest_digest}"
+    pulled = pull(stub, reference)
+    assert list(pulled.last.image_ids) == [config_digest]
+    assert stub.Inspect(pb.InspectRequest(image=reference)).image.id == config_digest
+
+
+def test_basic_auth_good_and_bad_credentials(
+    stub: Stub, published: Published, auth_registry: Distribution
+) -> None:
+    target = f"{auth_registry.host}/private/hello:1"
+    skopeo(
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "ci:ci-secret",
+        f"oci:{published.layout}:v1-amd64",
+        f"docker://{target}",
+    )
+    for auth in (None, pb.RegistryAuth(username="ci", password="wrong")):
+        with pytest.raises(grpc.RpcError) as caught:
+            pull(stub, target, auth=auth)
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "wrong" not in str(caught.value.details())
+    pulled = pull(stub, target, auth=good_auth())
+    assert list(pulled.last.image_ids) == [published.images["umoci/hello:oci"][1]]
