@@ -40,9 +40,9 @@ def test_a_pulled_image_has_the_config_digest_and_diff_ids_skopeo_reports(
     assert list(details.diff_ids) == diff_ids
     assert details.manifest.digest == manifest_digest
     repository = published.ref(name).split(":")[0] if name.count(":") == 1 else ""
-    assert f"{published.host}/{name.split(':')[0]}@{manifest_digest}" in details.image.repo_digests, (
-        repository
-    )
+    assert (
+        f"{published.host}/{name.split(':')[0]}@{manifest_digest}" in details.image.repo_digests
+    ), repository
 
     again = pull(stub, published.ref(name))
     assert again.last.status == f"Image is up to date for {published.ref(name)}"
@@ -83,7 +83,9 @@ def test_the_requested_platform_of_an_index_is_pulled_and_the_name_keeps_the_ind
 
     both = pull(stub, name, "all")
     assert set(both.last.image_ids) == {arm_config, amd_config}
-    assert stub.Inspect(pb.InspectRequest(image=name, platform="linux/amd64")).image.id == amd_config
+    assert (
+        stub.Inspect(pb.InspectRequest(image=name, platform="linux/amd64")).image.id == amd_config
+    )
     _check_clean(stub)
 
 

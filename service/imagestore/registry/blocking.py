@@ -8,7 +8,7 @@ before the cancellation goes on, so leases end after the work they protect.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any, TypeVar
@@ -44,3 +44,22 @@ async def entered_in_thread(manager: AbstractContextManager[T]) -> AsyncIterator
         yield value
     finally:
         await in_thread(manager.__exit__, None, None, None)
+
+
+async def run_all(jobs: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run jobs concurrently. The first failure cancels the rest and is raised
+    as itself (not wrapped in an ExceptionGroup), so it maps to one status."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(job) for job in jobs]
+    except BaseExceptionGroup as failures:
+        raise _first_leaf(failures) from None
+    return [task.result() for task in tasks]
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            return _first_leaf(error)
+        return error
+    return group

@@ -145,12 +145,8 @@ class Puller:
 
         for digest in layers:
             emit(ProgressEvent(layer_id(digest), "Pulling fs layer"))
-        async with asyncio.TaskGroup() as group:
-            tasks = [
-                group.create_task(self._layer(lease, repo, layer, emit))
-                for layer in layers.values()
-            ]
-        downloaded = any(task.result() for task in tasks)
+        fetched = await run_all(self._layer(lease, repo, layer, emit) for layer in layers.values())
+        downloaded = any(fetched)
 
         names = [reference]
         if reference.digest is None:

@@ -7,7 +7,6 @@ way out); the manifests are PUT last, children before their index.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -18,7 +17,7 @@ from imagestore.oci import mediatypes as mt
 from imagestore.oci.manifests import Descriptor, Index, Manifest, parse_document
 from imagestore.oci.platforms import best_match, parse_platform
 from imagestore.oci.references import Reference, parse_reference
-from imagestore.registry.blocking import in_thread
+from imagestore.registry.blocking import in_thread, run_all
 from imagestore.registry.client import RegistryClient, Repository
 from imagestore.registry.content import (
     blob_exists,
@@ -171,9 +170,10 @@ class Pusher:
         for descriptor, shown in blobs.values():
             if shown:
                 emit(ProgressEvent(layer_id(descriptor.digest), "Preparing"))
-        async with asyncio.TaskGroup() as group:
-            for descriptor, shown in blobs.values():
-                group.create_task(self._blob(repo, reference, descriptor, shown, emit))
+        await run_all(
+            self._blob(repo, reference, descriptor, shown, emit)
+            for descriptor, shown in blobs.values()
+        )
 
     async def _blob(
         self,
