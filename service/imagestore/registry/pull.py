@@ -21,7 +21,7 @@ from imagestore.oci import mediatypes as mt
 from imagestore.oci.manifests import Descriptor, Index, Manifest, parse_config, parse_document
 from imagestore.oci.platforms import best_match, host_platform, parse_platform
 from imagestore.oci.references import Reference, parse_reference
-from imagestore.registry.blocking import entered_in_thread, in_thread
+from imagestore.registry.blocking import entered_in_thread, in_thread, run_all
 from imagestore.registry.client import RegistryClient, Repository, connection_failure
 from imagestore.registry.content import RemoteDocument, get_manifest, get_small_blob, open_blob
 from imagestore.registry.credentials import Credentials
