@@ -204,7 +204,14 @@ def published(registry: Distribution, tmp_path_factory: pytest.TempPathFactory) 
 def server(tmp_path: Path) -> Iterator[Server]:
     running = start_server(tmp_path / "root", "--listen", "127.0.0.1:0", *FAST_RETRIES)
     yield running
-    assert running.stop() == 0, "".join(running.stderr_lines)[-3000:]
+    stop_cleanly(running)
+
+
+def stop_cleanly(running: Server) -> None:
+    """Stop the server; it must exit 0 and never have logged a traceback."""
+    log = "".join(running.stderr_lines)
+    assert running.stop() == 0, log[-3000:]
+    assert "Traceback" not in "".join(running.stderr_lines), log[-5000:]
 
 
 @pytest.fixture

@@ -195,12 +195,17 @@ class Puller:
         digest = layer.descriptor.digest
         short = layer_id(digest)
         lease.add(digest)  # before looking: GC either sees the lease or is done
-        while (other := self._in_flight.get(digest)) is not None:
-            emit(ProgressEvent(short, "Waiting"))
-            await asyncio.wait({other})  # another pull is downloading it
-        if await in_thread(self.store.layer_present, digest):
-            emit(ProgressEvent(short, "Already exists"))
-            return False
+        while True:
+            other = self._in_flight.get(digest)
+            if other is not None:  # another pull is downloading it: wait, then look
+                emit(ProgressEvent(short, "Waiting"))
+                await asyncio.wait({other})
+                continue
+            if await in_thread(self.store.layer_present, digest):
+                emit(ProgressEvent(short, "Already exists"))
+                return False
+            if digest not in self._in_flight:  # nobody started it while we looked
+                break
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._in_flight[digest] = done
         try:
@@ -209,7 +214,8 @@ class Puller:
             async with self.client.downloads:
                 downloaded = await self._download(lease, repo, layer, emit)
         finally:
-            del self._in_flight[digest]
+            if self._in_flight.get(digest) is done:
+                del self._in_flight[digest]
             done.set_result(None)
         emit(ProgressEvent(short, "Pull complete"))
         return downloaded

@@ -1,0 +1,211 @@
+"""A registry that lies, written for the tests: aiohttp on a loopback port.
+
+It serves images put into it with :meth:`HostileRegistry.add_image`, and
+misbehaves per blob or per repository as a test tells it (``faults``).
+Every request is recorded, so tests can count downloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from tests.archives import sha
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+@dataclass
+class Image:
+    manifest: bytes
+    config: bytes
+    layers: list[bytes]  # as served (gzip)
+
+    @property
+    def digest(self) -> str:
+        return sha(self.manifest)
+
+    @property
+    def config_digest(self) -> str:
+        return sha(self.config)
+
+    @property
+    def layer_digests(self) -> list[str]:
+        return [sha(layer) for layer in self.layers]
+
+
+def make_image(
+    tars: list[bytes], *, diff_ids: list[str] | None = None, layer_digests: list[str] | None = None
+) -> Image:
+    """An OCI image of gzip layers; ``diff_ids``/``layer_digests`` may lie."""
+    layers = [gzip.compress(tar, mtime=0) for tar in tars]
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids or [sha(t) for t in tars]},
+        }
+    ).encode()
+    digests = layer_digests or [sha(layer) for layer in layers]
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": sha(config), "size": len(config)},
+            "layers": [
+                {"mediaType": OCI_LAYER, "digest": d, "size": len(layer)}
+                for d, layer in zip(digests, layers, strict=True)
+            ],
+        }
+    ).encode()
+    return Image(manifest, config, layers)
+
+
+@dataclass
+class HostileRegistry:
+    """Faults per blob digest (or per repository for manifests):
+
+    - ``wrong-bytes``: other bytes of the same length
+    - ``truncate``: half the blob, correctly framed
+    - ``drop-once``: half the blob, then the connection dies (once); honours Range
+    - ``fail:N``: N answers of 500 first, then the blob
+    - ``redirect-loop``: a 302 to itself, forever
+    - ``stall``: some bytes, then silence
+    - ``slow``: the blob in small pieces with pauses (to overlap pulls)
+    """
+
+    host: str = ""
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    manifests: dict[tuple[str, str], tuple[bytes, str]] = field(default_factory=dict)
+    faults: dict[str, str] = field(default_factory=dict)
+    requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _failures: Counter[str] = field(default_factory=Counter)
+    _closing: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add_image(self, repository: str, tag: str, image: Image) -> None:
+        self.manifests[(repository, tag)] = (image.manifest, OCI_MANIFEST)
+        self.manifests[(repository, image.digest)] = (image.manifest, OCI_MANIFEST)
+        self.blobs[image.config_digest] = image.config
+        for digest, layer in zip(image.layer_digests, image.layers, strict=True):
+            self.blobs.setdefault(digest, layer)
+
+    def add_manifest(self, repository: str, tag: str, body: bytes, media_type: str) -> None:
+        self.manifests[(repository, tag)] = (body, media_type)
+
+    def downloads(self, digest: str) -> int:
+        return self.requests[("GET", digest)]
+
+    # ---- handlers ----------------------------------------------------------------
+
+    async def _ping(self, request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    async def _manifest(self, request: web.Request) -> web.StreamResponse:
+        key = (request.match_info["name"], request.match_info["reference"])
+        self.requests[(request.method, key[1])] += 1
+        if key not in self.manifests:
+            return _error(404, "MANIFEST_UNKNOWN", "manifest unknown")
+        body, media_type = self.manifests[key]
+        headers = {"Content-Type": media_type, "Docker-Content-Digest": sha(body)}
+        return web.Response(body=body, headers=headers)
+
+    async def _blob(self, request: web.Request) -> web.StreamResponse:
+        digest = request.match_info["digest"]
+        self.requests[(request.method, digest)] += 1
+        fault = self.faults.get(digest, "")
+        if digest not in self.blobs:
+            return _error(404, "BLOB_UNKNOWN", "blob unknown to registry")
+        data = self.blobs[digest]
+        if fault.startswith("fail:"):
+            self._failures[digest] += 1
+            if self._failures[digest] <= int(fault.removeprefix("fail:")):
+                return _error(500, "UNKNOWN", "try again later")
+        if fault == "redirect-loop":
+            raise web.HTTPFound(location=str(request.rel_url))
+        if fault == "wrong-bytes":
+            data = bytes(b ^ 0xFF for b in data)
+        if fault == "truncate":
+            data = data[: len(data) // 2]
+        start = _range_start(request.headers.get("Range", ""))
+        response = web.StreamResponse(status=206 if start else 200)
+        response.content_length = len(data) - start
+        if start:
+            response.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        await response.prepare(request)
+        body = data[start:]
+        if fault == "drop-once" and self._failures[digest] == 0:
+            self._failures[digest] += 1
+            await response.write(body[: len(body) // 2])
+            assert request.transport is not None
+            request.transport.abort()  # the connection dies mid-body
+            return response
+        if fault == "stall":
+            await response.write(body[:10])
+            await self._closing.wait()  # silence until the test ends
+            return response
+        if fault == "slow":
+            for offset in range(0, len(body), 64 << 10):
+                await response.write(body[offset : offset + (64 << 10)])
+                await asyncio.sleep(0.01)
+        else:
+            await response.write(body)
+        await response.write_eof()
+        return response
+
+    # ---- running -----------------------------------------------------------------
+
+    @contextmanager
+    def running(self) -> Iterator[HostileRegistry]:
+        app = web.Application()
+        app.router.add_get("/v2/", self._ping)
+        app.router.add_route("*", r"/v2/{name:.+}/manifests/{reference}", self._manifest)
+        app.router.add_route("*", r"/v2/{name:.+}/blobs/{digest}", self._blob)
+        loop = asyncio.new_event_loop()
+        runner = web.AppRunner(app, access_log=None)
+        started = threading.Event()
+        site_holder: list[web.TCPSite] = []
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            loop.run_until_complete(site.start())
+            site_holder.append(site)
+            started.set()
+            loop.run_forever()
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        started.wait(10)
+        server = site_holder[0]._server
+        assert server is not None
+        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self.host = f"127.0.0.1:{port}"
+        try:
+            yield self
+        finally:
+            loop.call_soon_threadsafe(self._closing.set)
+            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.close()
+
+
+def _range_start(header: str) -> int:
+    if header.startswith("bytes=") and header.endswith("-"):
+        return int(header.removeprefix("bytes=").removesuffix("-"))
+    return 0
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"errors": [{"code": code, "message": message}]}, status=status)

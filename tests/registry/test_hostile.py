@@ -1,0 +1,236 @@
+"""A registry that lies: every fault gets its status code, and the store keeps nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from imagestore.v1 import imagestore_pb2 as pb
+
+from tests.api.conftest import Server, start_server, wait_until
+from tests.api.test_service import error_info
+from tests.archives import sha, tar_of
+from tests.registry.conftest import FAST_RETRIES, Stub, pull, stop_cleanly
+from tests.registry.hostile import HostileRegistry, Image, make_image
+
+MAX_LAYER = 1 << 20
+
+
+@pytest.fixture
+def hostile() -> Iterator[HostileRegistry]:
+    with HostileRegistry().running() as registry:
+        yield registry
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    running = start_server(
+        tmp_path / "root",
+        "--listen",
+        "127.0.0.1:0",
+        *FAST_RETRIES,
+        "--registry-idle-timeout",
+        "0.5",
+        "--max-layer-size",
+        str(MAX_LAYER),
+    )
+    yield running
+    stop_cleanly(running)
+
+
+def _image() -> Image:
+    return make_image([tar_of({"etc/a": b"a" * 5000}), tar_of({"bin/b": bytes(range(256)) * 40})])
+
+
+def _assert_nothing_kept(stub: Stub, server: Server) -> None:
+    assert not list(stub.ListImages(pb.ListImagesRequest(all=True)).images)
+    assert stub.Check(pb.CheckRequest()).ok
+    assert stub.Prune(pb.PruneRequest(all=True)).reclaimed_bytes == 0
+    assert not list((server.root / "blobs" / "sha256").iterdir())
+    assert not list((server.root / "ingest").iterdir())
+
+
+def _fails(stub: Stub, image: str, code: grpc.StatusCode, timeout: float = 30) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        pull(stub, image, timeout=timeout)
+    assert caught.value.code() == code, caught.value.details()
+    if code != grpc.StatusCode.DEADLINE_EXCEEDED:
+        assert error_info(caught.value).domain == "imagestore"
+    return caught.value
+
+
+def _second_layer(image: Image) -> str:
+    return image.layer_digests[1]
+
+
+BLOB_FAULTS: list[tuple[str, grpc.StatusCode, str]] = [
+    ("wrong-bytes", grpc.StatusCode.DATA_LOSS, "digest mismatch"),
+    ("truncate", grpc.StatusCode.DATA_LOSS, "ended after"),
+    ("fail:99", grpc.StatusCode.UNAVAILABLE, "try again later"),
+    ("redirect-loop", grpc.StatusCode.UNAVAILABLE, "redirects"),
+    ("stall", grpc.StatusCode.UNAVAILABLE, "stopped answering"),
+]
+
+
+@pytest.mark.parametrize(("fault", "code", "text"), BLOB_FAULTS)
+def test_a_bad_blob_is_refused_and_nothing_is_kept(
+    stub: Stub,
+    server: Server,
+    hostile: HostileRegistry,
+    fault: str,
+    code: grpc.StatusCode,
+    text: str,
+) -> None:
+    image = _image()
+    hostile.add_image("bad/blob", "1", image)
+    hostile.faults[_second_layer(image)] = fault
+    error = _fails(stub, f"{hostile.host}/bad/blob:1", code)
+    assert text in str(error.details())
+    _assert_nothing_kept(stub, server)
+
+
+def test_a_layer_that_unpacks_to_another_diff_id_is_refused(
+    stub: Stub, server: Server, hostile: HostileRegistry
+) -> None:
+    tars = [tar_of({"a": b"a"}), tar_of({"b": b"b"})]
+    hostile.add_image("bad/diffid", "1", make_image(tars, diff_ids=[sha(tars[0]), sha(b"other")]))
+    error = _fails(stub, f"{hostile.host}/bad/diffid:1", grpc.StatusCode.DATA_LOSS)
+    assert "but the image config says" in str(error.details())
+    _assert_nothing_kept(stub, server)
+
+
+def test_a_gzip_bomb_beyond_the_layer_cap_is_refused(
+    stub: Stub, server: Server, hostile: HostileRegistry
+) -> None:
+    bomb = tar_of({"zeros": bytes(8 * MAX_LAYER)})
+    image = make_image([bomb])
+    assert len(image.layers[0]) < MAX_LAYER // 16  # small on the wire, large unpacked
+    hostile.add_image("bad/bomb", "1", image)
+    error = _fails(stub, f"{hostile.host}/bad/bomb:1", grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert error_info(error).reason == "SIZE_LIMIT_EXCEEDED"
+    _assert_nothing_kept(stub, server)
+
+
+def _manifest_with(**changes: object) -> bytes:
+    document = json.loads(_image().manifest)
+    document.update(changes)
+    return json.dumps(document).encode()
+
+
+MANIFEST_FAULTS: list[tuple[str, Callable[[], tuple[bytes, str]], grpc.StatusCode]] = [
+    (
+        "huge",
+        lambda: (
+            _manifest_with(annotations={"pad": "x" * (5 << 20)}),
+            "application/vnd.oci.image.manifest.v1+json",
+        ),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ),
+    (
+        "schema1",
+        lambda: (
+            json.dumps(
+                {"schemaVersion": 1, "name": "bad/schema1", "tag": "1", "fsLayers": []}
+            ).encode(),
+            "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+    ),
+    (
+        "path-digest",
+        lambda: (
+            _manifest_with(
+                layers=[
+                    {
+                        "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": "sha256:../../../../etc/passwd",
+                        "size": 10,
+                    }
+                ]
+            ),
+            "application/vnd.oci.image.manifest.v1+json",
+        ),
+        grpc.StatusCode.DATA_LOSS,
+    ),
+    (
+        "not-json",
+        lambda: (b"<html>oops</html>", "application/vnd.oci.image.manifest.v1+json"),
+        grpc.StatusCode.DATA_LOSS,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "make", "code"), MANIFEST_FAULTS, ids=[c[0] for c in MANIFEST_FAULTS]
+)
+def test_a_bad_manifest_is_refused_and_nothing_is_kept(
+    stub: Stub,
+    server: Server,
+    hostile: HostileRegistry,
+    case: str,
+    make: Callable[[], tuple[bytes, str]],
+    code: grpc.StatusCode,
+) -> None:
+    body, media_type = make()
+    image = _image()
+    hostile.add_image(f"bad/{case}", "ok", image)  # its blobs are there to be fetched
+    hostile.add_manifest(f"bad/{case}", "1", body, media_type)
+    _fails(stub, f"{hostile.host}/bad/{case}:1", code)
+    _assert_nothing_kept(stub, server)
+
+
+def test_server_errors_are_retried_until_the_blob_comes(
+    stub: Stub, server: Server, hostile: HostileRegistry
+) -> None:
+    image = _image()
+    hostile.add_image("flaky/app", "1", image)
+    hostile.faults[_second_layer(image)] = "fail:2"
+    pulled = pull(stub, f"{hostile.host}/flaky/app:1")
+    assert list(pulled.last.image_ids) == [image.config_digest]
+    assert any(s.startswith("Retrying in") for s in pulled.statuses())
+    assert hostile.downloads(_second_layer(image)) == 3
+    assert stub.Check(pb.CheckRequest()).ok
+
+
+def test_a_download_cut_off_midway_resumes_with_range(
+    stub: Stub, server: Server, hostile: HostileRegistry
+) -> None:
+    image = make_image([tar_of({"big": bytes(range(256)) * 2048})])
+    hostile.add_image("cut/app", "1", image)
+    hostile.faults[image.layer_digests[0]] = "drop-once"
+    pulled = pull(stub, f"{hostile.host}/cut/app:1")
+    assert list(pulled.last.image_ids) == [image.config_digest]
+    assert hostile.downloads(image.layer_digests[0]) == 2
+    assert stub.Check(pb.CheckRequest()).ok
+
+
+def test_a_stalled_registry_meets_the_callers_deadline(
+    stub: Stub, server: Server, hostile: HostileRegistry
+) -> None:
+    image = _image()
+    hostile.add_image("stall/app", "1", image)
+    hostile.faults[_second_layer(image)] = "stall"
+    _fails(stub, f"{hostile.host}/stall/app:1", grpc.StatusCode.DEADLINE_EXCEEDED, timeout=0.3)
+    # the cancelled pull cleans up after itself
+    _wait_for_empty(server)
+    _assert_nothing_kept(stub, server)
+
+
+def _wait_for_empty(server: Server) -> None:
+    wait_until(lambda: not list((server.root / "ingest").iterdir()))
+
+
+def test_a_layer_larger_than_its_descriptor_says_is_refused(
+    stub: Stub, server: Server, hostile: HostileRegistry
+) -> None:
+    image = _image()
+    document = json.loads(image.manifest)
+    document["layers"][1]["size"] -= 100
+    body = json.dumps(document).encode()
+    hostile.add_image("bad/size", "ok", image)
+    hostile.add_manifest("bad/size", "1", body, "application/vnd.oci.image.manifest.v1+json")
+    _fails(stub, f"{hostile.host}/bad/size:1", grpc.StatusCode.DATA_LOSS)
+    _assert_nothing_kept(stub, server)
