@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import grpc
 import pytest
@@ -72,7 +73,7 @@ class Published:
         return f"{self.host}/{name}"
 
 
-def remote_manifest(reference: str, *extra: str) -> tuple[bytes, dict[str, object]]:
+def remote_manifest(reference: str, *extra: str) -> tuple[bytes, dict[str, Any]]:
     raw = skopeo("inspect", "--tls-verify=false", *extra, "--raw", f"docker://{reference}")
     return raw.encode(), json.loads(raw)
 
@@ -85,7 +86,7 @@ def describe(reference: str, *extra: str) -> tuple[str, str, list[str]]:
             "inspect", "--tls-verify=false", *extra, "--config", "--raw", f"docker://{reference}"
         )
     )
-    config_digest = manifest["config"]["digest"]  # type: ignore[index]
+    config_digest = manifest["config"]["digest"]
     return sha(raw), str(config_digest), list(config["rootfs"]["diff_ids"])
 
 
@@ -192,7 +193,7 @@ def published(registry: Distribution, tmp_path_factory: pytest.TempPathFactory) 
         found.images[name] = describe(found.ref(name))
     raw, index = remote_manifest(found.ref("umoci/multi:1"))
     found.images["umoci/multi:1"] = (sha(raw), "", [])
-    for child in index["manifests"]:  # type: ignore[attr-defined]
+    for child in index["manifests"]:
         arch = child["platform"]["architecture"]
         found.images[f"umoci/multi:1@{arch}"] = describe(
             found.ref(f"umoci/multi@{child['digest']}")
@@ -221,12 +222,15 @@ def stub(server: Server) -> Iterator[Stub]:
         yield pb_grpc.ImageStoreServiceStub(channel)  # type: ignore[no-untyped-call]
 
 
+R = TypeVar("R", pb.PullResponse, pb.PushResponse)
+
+
 @dataclass
-class Transfer:
+class Transfer(Generic[R]):
     """A finished Pull or Push stream: its progress lines and last message."""
 
     events: list[pb.Progress]
-    last: pb.PullResponse | pb.PushResponse
+    last: R
 
     def statuses(self, layer: str | None = None) -> list[str]:
         return [e.status for e in self.events if layer is None or e.id == layer]
@@ -238,7 +242,7 @@ def pull(
     *platforms: str,
     auth: pb.RegistryAuth | None = None,
     timeout: float = 60,
-) -> Transfer:
+) -> Transfer[pb.PullResponse]:
     request = pb.PullRequest(image=image, platforms=platforms, auth=auth)
     messages = list(stub.Pull(request, timeout=timeout))
     return Transfer([m.progress for m in messages if m.HasField("progress")], messages[-1])
@@ -246,7 +250,7 @@ def pull(
 
 def push(
     stub: Stub, image: str, *, platform: str = "", auth: pb.RegistryAuth | None = None
-) -> Transfer:
+) -> Transfer[pb.PushResponse]:
     messages = list(
         stub.Push(pb.PushRequest(image=image, platform=platform, auth=auth), timeout=60)
     )

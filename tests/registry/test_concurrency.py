@@ -19,7 +19,9 @@ def hostile() -> Iterator[HostileRegistry]:
         yield registry
 
 
-def _in_background(stub: Stub, image: str, results: list[Transfer]) -> threading.Thread:
+def _in_background(
+    stub: Stub, image: str, results: list[Transfer[pb.PullResponse]]
+) -> threading.Thread:
     thread = threading.Thread(target=lambda: results.append(pull(stub, image)))
     thread.start()
     return thread
@@ -34,7 +36,7 @@ def test_two_pulls_sharing_a_layer_download_it_once(stub: Stub, hostile: Hostile
     shared_digest = first.layer_digests[0]
     hostile.faults[shared_digest] = "slow"
 
-    results: list[Transfer] = []
+    results: list[Transfer[pb.PullResponse]] = []
     threads = [
         _in_background(stub, f"{hostile.host}/app/one:1", results),
         _in_background(stub, f"{hostile.host}/app/two:1", results),
@@ -56,7 +58,7 @@ def test_a_prune_during_a_pull_deletes_nothing_the_pull_needs(
     image = make_image([tar_of({"small": b"s" * 100}), tar_of({"slow": bytes(range(256)) * 8192})])
     hostile.add_image("app/pruned", "1", image)
     hostile.faults[image.layer_digests[1]] = "slow"
-    results: list[Transfer] = []
+    results: list[Transfer[pb.PullResponse]] = []
     thread = _in_background(stub, f"{hostile.host}/app/pruned:1", results)
     prunes = 0
     while thread.is_alive():

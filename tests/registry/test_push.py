@@ -39,10 +39,10 @@ def test_a_pushed_image_keeps_its_digest_and_skopeo_reads_it(
 
     raw, manifest = remote_manifest(target)
     assert sha(raw) == manifest_digest
-    assert manifest["config"]["digest"] == config_digest  # type: ignore[index]
+    assert manifest["config"]["digest"] == config_digest
     inspected = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{target}"))
     assert inspected["Digest"] == manifest_digest
-    assert inspected["Layers"] == [layer["digest"] for layer in manifest["layers"]]  # type: ignore[index]
+    assert inspected["Layers"] == [layer["digest"] for layer in manifest["layers"]]
 
     out = tmp_path / "out"
     skopeo("copy", "--src-tls-verify=false", f"docker://{target}", f"oci:{out}:copy")
@@ -116,7 +116,7 @@ def test_an_index_is_pushed_whole_or_one_platform_at_a_time(
     assert whole.last.digest == index_digest
     raw, index = remote_manifest(target)
     assert sha(raw) == index_digest
-    assert len(index["manifests"]) == 2  # type: ignore[arg-type]
+    assert len(index["manifests"]) == 2
 
 
 def test_push_with_basic_auth(stub: Stub, auth_registry: Distribution) -> None:

@@ -1,0 +1,181 @@
+"""Challenges, Docker config files and credential helpers; server-side
+credentials and mirrors against the real registry."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+import pytest
+from imagestore import errors
+from imagestore.registry.auth import Challenge, parse_challenges
+from imagestore.registry.credentials import ANONYMOUS, Credentials, DockerConfig
+from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
+
+from tests.api.conftest import Server, start_server
+from tests.registry.conftest import FAST_RETRIES, Published, Stub, pull, stop_cleanly
+from tests.registry.distribution import PASSWORD, USER, Distribution, skopeo
+
+
+def test_a_bearer_challenge_is_parsed_with_quoted_commas_and_escapes() -> None:
+    header = (
+        'Bearer realm="https://auth.example/token",service="registry.example",'
+        'scope="repository:a/b:pull,push", Basic realm="q\\"uoted"'
+    )
+    assert parse_challenges(header) == [
+        Challenge(
+            "bearer",
+            {
+                "realm": "https://auth.example/token",
+                "service": "registry.example",
+                "scope": "repository:a/b:pull,push",
+            },
+        ),
+        Challenge("basic", {"realm": 'q"uoted'}),
+    ]
+
+
+def test_credentials_never_show_their_secret() -> None:
+    credentials = Credentials(username="me", password="hunter2")
+    assert "hunter2" not in repr(credentials)
+    assert "hunter2" not in credentials.cache_key
+    assert credentials.cache_key != Credentials(username="me", password="other").cache_key
+
+
+def _config(tmp_path: Path, document: dict[str, object]) -> DockerConfig:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(document))
+    return DockerConfig(path)
+
+
+def test_auths_entries_apply_only_to_the_registries_they_name(tmp_path: Path) -> None:
+    auth = base64.b64encode(b"user:pass").decode()
+    config = _config(
+        tmp_path,
+        {
+            "auths": {
+                "registry.example:5000": {"auth": auth},
+                "https://index.docker.io/v1/": {"auth": auth},
+            }
+        },
+    )
+    assert asyncio.run(config.lookup("registry.example:5000")) == Credentials("user", "pass")
+    assert asyncio.run(config.lookup("docker.io")) == Credentials("user", "pass")
+    assert asyncio.run(config.lookup("elsewhere.example")) == ANONYMOUS
+
+
+@pytest.fixture
+def helper_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `docker-credential-test` program that answers for one server."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    program = folder / "docker-credential-test"
+    program.write_text(
+        "#!/bin/sh\n"
+        "read server\n"
+        'if [ "$server" = "helped.example" ]; then\n'
+        '  echo \'{"ServerURL":"helped.example","Username":"bot","Secret":"s3cret"}\'\n'
+        "else\n"
+        "  echo 'credentials not found in native keychain'; exit 1\n"
+        "fi\n"
+    )
+    program.chmod(program.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    return program
+
+
+def test_a_credential_helper_is_asked_for_its_registry(
+    tmp_path: Path, helper_on_path: Path
+) -> None:
+    config = _config(tmp_path, {"credHelpers": {"helped.example": "test"}})
+    assert asyncio.run(config.lookup("helped.example")) == Credentials("bot", "s3cret")
+    assert asyncio.run(config.lookup("other.example")) == ANONYMOUS
+
+
+def test_the_creds_store_answers_for_registries_listed_in_auths(
+    tmp_path: Path, helper_on_path: Path
+) -> None:
+    config = _config(
+        tmp_path, {"credsStore": "test", "auths": {"helped.example": {}, "none.example": {}}}
+    )
+    assert asyncio.run(config.lookup("helped.example")) == Credentials("bot", "s3cret")
+    assert asyncio.run(config.lookup("none.example")) == ANONYMOUS  # "credentials not found"
+
+
+def test_a_missing_helper_is_a_clear_error(tmp_path: Path) -> None:
+    config = _config(tmp_path, {"credHelpers": {"x.example": "absent-helper"}})
+    with pytest.raises(errors.FailedPrecondition, match="docker-credential-absent-helper"):
+        asyncio.run(config.lookup("x.example"))
+
+
+def test_server_side_credentials_are_used_for_the_registry_they_name(
+    tmp_path: Path, published: Published, auth_registry: Distribution
+) -> None:
+    target = f"{auth_registry.host}/server-side/hello:1"
+    skopeo(
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        f"{USER}:{PASSWORD}",
+        f"oci:{published.layout}:v1-amd64",
+        f"docker://{target}",
+    )
+    config = tmp_path / "registries.json"
+    secret = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    config.write_text(json.dumps({"auths": {auth_registry.host: {"auth": secret}}}))
+    server = start_server(
+        tmp_path / "root",
+        "--listen",
+        "127.0.0.1:0",
+        *FAST_RETRIES,
+        "--registry-config",
+        str(config),
+    )
+    try:
+        with _stub(server) as stub:
+            pulled = pull(stub, target)
+            assert list(pulled.last.image_ids) == [published.images["umoci/hello:oci"][1]]
+            assert PASSWORD not in "".join(server.stderr_lines)
+    finally:
+        stop_cleanly(server)
+
+
+def test_docker_hub_names_go_to_the_mirror(
+    tmp_path: Path, published: Published, registry: Distribution
+) -> None:
+    skopeo(
+        "copy",
+        "--dest-tls-verify=false",
+        f"oci:{published.layout}:v1-amd64",
+        f"docker://{registry.host}/library/mirrored:1",
+    )
+    server = start_server(
+        tmp_path / "root",
+        "--listen",
+        "127.0.0.1:0",
+        *FAST_RETRIES,
+        "--registry-mirror",
+        f"http://{registry.host}",
+    )
+    try:
+        with _stub(server) as stub:
+            pulled = pull(stub, "mirrored:1")
+            assert list(pulled.last.image_ids) == [published.images["umoci/hello:oci"][1]]
+            assert pulled.last.status == "Downloaded newer image for mirrored:1"
+            assert "Pulling from library/mirrored" in pulled.statuses()
+    finally:
+        stop_cleanly(server)
+
+
+@contextmanager
+def _stub(server: Server) -> Iterator[Stub]:
+    with grpc.insecure_channel(server.address) as channel:
+        grpc.channel_ready_future(channel).result(timeout=10)
+        yield pb_grpc.ImageStoreServiceStub(channel)  # type: ignore[no-untyped-call]
