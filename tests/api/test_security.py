@@ -22,37 +22,13 @@ from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 from tests.api.conftest import PROJECT, Server, start_server
 from tests.api.test_service import error_info, load
 from tests.archives import ImageSpec
+from tests.pki import make_pki
 from tests.store.builders import layer_tar
-from tests.tools import require, run
-
-
-def _certificate(openssl: str, d: Path, name: str, extension: str) -> None:
-    """A key and a certificate for ``name``, signed by the test CA."""
-    key, csr, ext = d / f"{name}.key", d / f"{name}.csr", d / f"{name}.ext"
-    run(openssl, "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
-        "-keyout", key, "-out", csr)  # fmt: skip
-    ext.write_text(extension + "\n")
-    run(openssl, "x509", "-req", "-in", csr, "-CA", d / "ca.crt", "-CAkey", d / "ca.key",
-        "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", d / f"{name}.crt")  # fmt: skip
-
-
-def _authority(openssl: str, d: Path, name: str) -> None:
-    key, crt = d / f"{name}.key", d / f"{name}.crt"
-    run(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        "-subj", f"/CN={name}", "-keyout", key, "-out", crt)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CA, a server certificate for 127.0.0.1, a client certificate, and a CA
-    nobody trusts."""
-    openssl = require("openssl")
-    d = tmp_path_factory.mktemp("pki")
-    _authority(openssl, d, "ca")
-    _certificate(openssl, d, "server", "subjectAltName=IP:127.0.0.1,DNS:localhost")
-    _certificate(openssl, d, "client", "extendedKeyUsage=clientAuth")
-    _authority(openssl, d, "other")
-    return d
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def list_images(

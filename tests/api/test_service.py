@@ -253,12 +253,6 @@ def test_corrupt_content_is_data_loss(stub: Stub, server: Server) -> None:
     assert [(p.kind, p.subject) for p in report.problems] == [("corrupt-blob", layer)]
 
 
-def test_pull_and_push_say_they_are_not_built_yet(stub: Stub) -> None:
-    with pytest.raises(grpc.RpcError) as failure:
-        list(stub.Pull(pb.PullRequest(image="redis")))
-    assert failure.value.code() == grpc.StatusCode.UNIMPLEMENTED
-
-
 def test_a_cancelled_load_leaves_nothing_after_prune(stub: Stub) -> None:
     archive = docker_archive(
         app(1, "big:1", created="2024-01-01T00:00:00Z"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -48,7 +49,10 @@ class Distribution:
         return (self.root / "registry.log").read_text(errors="replace")[-4000:]
 
 
-def start_distribution(root: Path, *, auth: bool = False) -> Distribution:
+def start_distribution(
+    root: Path, *, auth: bool = False, tls: tuple[Path, Path] | None = None
+) -> Distribution:
+    """Start a registry; ``tls`` is (certificate, key) to serve HTTPS."""
     binary = require("docker-registry")
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -65,7 +69,9 @@ def start_distribution(root: Path, *, auth: bool = False) -> Distribution:
         f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
         "  delete:\n    enabled: true\n"
         "  maintenance:\n    uploadpurging:\n      enabled: false\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n  secret: tests-only-{port}\n" + auth_section
+        f"http:\n  addr: 127.0.0.1:{port}\n  secret: tests-only-{port}\n"
+        + (f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls else "")
+        + auth_section
     )
     with (root / "registry.log").open("wb") as log:
         process = subprocess.Popen(
@@ -77,11 +83,15 @@ def start_distribution(root: Path, *, auth: bool = False) -> Distribution:
         )
     registry = Distribution(process, f"127.0.0.1:{port}", root, auth)
     deadline = time.monotonic() + READY_TIMEOUT
+    scheme = "https" if tls else "http"
+    unverified = ssl._create_unverified_context()  # readiness only, not trust
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"docker-registry exited: {registry.log()}")
         try:
-            urllib.request.urlopen(f"http://{registry.host}/v2/", timeout=1).close()
+            urllib.request.urlopen(
+                f"{scheme}://{registry.host}/v2/", timeout=1, context=unverified
+            ).close()
             return registry
         except urllib.error.HTTPError as exc:
             if exc.code == 401 and auth:

@@ -158,7 +158,12 @@ def _retry_after(value: str | None) -> float | None:
 def connection_failure(exc: BaseException, what: str) -> Retryable:
     if isinstance(exc, TimeoutError):
         return Retryable(errors.Unavailable(f"{what}: the registry stopped answering"))
-    return Retryable(errors.Unavailable(f"{what}: {exc or type(exc).__name__}"))
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or str(exc.os_error)
+        detail = f"cannot connect to {exc.host}:{exc.port}: {reason}"
+    else:
+        detail = str(exc) or type(exc).__name__
+    return Retryable(errors.Unavailable(f"{what}: {detail}"))
 
 
 @dataclass
@@ -427,7 +432,7 @@ class RegistryClient:
                         f"{what}: more than {self.options.max_redirects} redirects",
                         metadata={"reason": "redirect loop"},
                     )
-                url = await self._redirect_target(repo, url, location, what)
+                url = await self.check_redirect(repo, url, location, what)
                 continue
             if (
                 response.status == 401
@@ -498,9 +503,7 @@ class RegistryClient:
 
         return await self.with_retries(attempt, None)
 
-    async def _redirect_target(
-        self, repo: Repository, current: URL, location: str, what: str
-    ) -> URL:
+    async def check_redirect(self, repo: Repository, current: URL, location: str, what: str) -> URL:
         target = current.join(URL(location))
         if target.scheme not in ("http", "https") or not target.host:
             raise errors.DataLoss(f"{what}: redirect to an unusable location")
