@@ -63,6 +63,7 @@ bench: native test-debs $(ZLIB_NATIVE) ## Benchmarks beside their peers (stdlib,
 	IMAGESTORE_TEST_NATIVE=$(ZLIB_NATIVE) $(PY) -m tests.bench.bench_native
 	$(PY) -m tests.bench.bench_store
 	$(PY) -m tests.bench.bench_api
+	$(PY) -m tests.bench.bench_registry
 
 .PHONY: lint
 lint: $(DEPS_STAMP) $(NODE_STAMP) ## ruff, ruff format --check, mypy --strict, buf lint + format

@@ -145,8 +145,8 @@ class Bench:
         for _ in self.stub.Pull(pb.PullRequest(image=reference), timeout=600):
             pass
 
-    def forget(self, reference: str) -> None:
-        self.stub.Remove(pb.RemoveRequest(images=[reference], force=True))
+    def forget(self) -> None:
+        """Empty the store: every image and blob goes."""
         self.stub.Prune(pb.PruneRequest(all=True))
 
     def push(self, reference: str, target: str) -> None:
@@ -168,7 +168,7 @@ def bench_pull(bench: Bench, reference: str, runs: int, size_mib: float, *, arch
     out = bench.data / "skopeo-out"
     tarball = bench.data / "skopeo-out.tar"
     for _ in range(runs):
-        bench.forget(reference)
+        bench.forget()
         ours.append(seconds(bench.pull, reference))
         shutil.rmtree(out, ignore_errors=True)
         theirs.append(
@@ -218,9 +218,9 @@ def bench_push(bench: Bench, reference: str, layout: Path, runs: int, size_mib: 
 
 def bench_rss(bench: Bench, reference: str) -> None:
     process = psutil.Process(bench.server.process.pid)
-    bench.forget(reference)
+    bench.forget()
     bench.pull(reference)  # warm-up
-    bench.forget(reference)
+    bench.forget()
     before = process.memory_info().rss
     peak = before
     done = threading.Event()

@@ -8,11 +8,12 @@ Every request is recorded, so tests can count downloads.
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from aiohttp import web
 
 from tests.archives import sha
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -89,6 +91,10 @@ class HostileRegistry:
     manifests: dict[tuple[str, str], tuple[bytes, str]] = field(default_factory=dict)
     faults: dict[str, str] = field(default_factory=dict)
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: Bearer token auth like Docker Hub's: None (off), "" (anonymous tokens),
+    #: or "user:password" that the token service demands
+    token_auth: str | None = None
+    tokens_issued: int = 0
     _failures: Counter[str] = field(default_factory=Counter)
     _closing: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -106,6 +112,28 @@ class HostileRegistry:
         return self.requests[("GET", digest)]
 
     # ---- handlers ----------------------------------------------------------------
+
+    @web.middleware
+    async def _bearer(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """With token_auth on, /v2/<name>/… needs a token scoped to <name>."""
+        name = request.match_info.get("name")
+        if self.token_auth is None or name is None:
+            return await handler(request)
+        scope = f"repository:{name}:pull"
+        granted = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if scope not in granted.split(" "):
+            challenge = f'Bearer realm="http://{self.host}/token",service="hostile",scope="{scope}"'
+            return _error(401, "UNAUTHORIZED", "authentication required", challenge)
+        return await handler(request)
+
+    async def _token(self, request: web.Request) -> web.Response:
+        if self.token_auth:
+            expected = "Basic " + base64.b64encode(self.token_auth.encode()).decode()
+            if request.headers.get("Authorization") != expected:
+                return _error(401, "UNAUTHORIZED", "bad credentials")
+        self.tokens_issued += 1
+        scopes = request.query.getall("scope", [])
+        return web.json_response({"access_token": " ".join(scopes), "expires_in": 300})
 
     async def _ping(self, request: web.Request) -> web.Response:
         return web.json_response({})
@@ -166,7 +194,8 @@ class HostileRegistry:
 
     @contextmanager
     def running(self) -> Iterator[HostileRegistry]:
-        app = web.Application()
+        app = web.Application(middlewares=[self._bearer])
+        app.router.add_get("/token", self._token)
         app.router.add_get("/v2/", self._ping)
         app.router.add_route("*", r"/v2/{name:.+}/manifests/{reference}", self._manifest)
         app.router.add_route("*", r"/v2/{name:.+}/blobs/{digest}", self._blob)
@@ -207,5 +236,7 @@ def _range_start(header: str) -> int:
     return 0
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"errors": [{"code": code, "message": message}]}, status=status)
+def _error(status: int, code: str, message: str, challenge: str = "") -> web.Response:
+    headers = {"WWW-Authenticate": challenge} if challenge else None
+    body = {"errors": [{"code": code, "message": message}]}
+    return web.json_response(body, status=status, headers=headers)

@@ -17,11 +17,14 @@ import pytest
 from imagestore import errors
 from imagestore.registry.auth import Challenge, parse_challenges
 from imagestore.registry.credentials import ANONYMOUS, Credentials, DockerConfig
+from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 
 from tests.api.conftest import Server, start_server
+from tests.archives import tar_of
 from tests.registry.conftest import FAST_RETRIES, Published, Stub, pull, stop_cleanly
 from tests.registry.distribution import PASSWORD, USER, Distribution, skopeo
+from tests.registry.hostile import HostileRegistry, make_image
 
 
 def test_a_bearer_challenge_is_parsed_with_quoted_commas_and_escapes() -> None:
@@ -179,3 +182,32 @@ def _stub(server: Server) -> Iterator[Stub]:
     with grpc.insecure_channel(server.address) as channel:
         grpc.channel_ready_future(channel).result(timeout=10)
         yield pb_grpc.ImageStoreServiceStub(channel)  # type: ignore[no-untyped-call]
+
+
+@pytest.fixture
+def token_registry() -> Iterator[HostileRegistry]:
+    with HostileRegistry().running() as registry:
+        registry.add_image("tokens/app", "1", make_image([tar_of({"a": b"token"})]))
+        yield registry
+
+
+def test_anonymous_bearer_tokens_are_fetched_once_and_cached(
+    stub: Stub, token_registry: HostileRegistry
+) -> None:
+    token_registry.token_auth = ""
+    pull(stub, f"{token_registry.host}/tokens/app:1")
+    pull(stub, f"{token_registry.host}/tokens/app:1")
+    assert token_registry.tokens_issued == 1
+
+
+def test_a_token_service_that_wants_credentials_gets_them(
+    stub: Stub, token_registry: HostileRegistry
+) -> None:
+    token_registry.token_auth = "robot:token-secret"
+    with pytest.raises(grpc.RpcError) as caught:
+        pull(stub, f"{token_registry.host}/tokens/app:1")
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    auth = pb.RegistryAuth(username="robot", password="token-secret")
+    pulled = pull(stub, f"{token_registry.host}/tokens/app:1", auth=auth)
+    assert len(pulled.last.image_ids) == 1
+    assert token_registry.tokens_issued == 1

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 from imagestore import errors
-from imagestore.registry.client import RegistryClient, Repository
+from imagestore.registry.client import Host, RegistryClient, Repository
 from imagestore.registry.credentials import ANONYMOUS
 from imagestore.registry.options import RegistryOptions
 from yarl import URL
@@ -16,7 +16,7 @@ BLOB = URL("https://registry.example/v2/app/blobs/sha256:" + "a" * 64)
 
 def _redirect(location: str, *, registry: str = "https://registry.example") -> URL:
     client = RegistryClient(RegistryOptions())
-    repo = Repository(client, "registry.example", URL(registry), "app", ANONYMOUS, "pull")
+    repo = Repository(client, "registry.example", Host(URL(registry)), "app", ANONYMOUS, "pull")
     return asyncio.run(client.check_redirect(repo, BLOB, location, "blob"))
 
 

@@ -116,5 +116,8 @@ class TokenCache:
             if isinstance(lifetime, int | float) and lifetime > 0
             else DEFAULT_TOKEN_LIFETIME
         )
-        self._tokens[key] = _Token(value, time.monotonic() + max(seconds - _EXPIRY_MARGIN, 1.0))
+        now = time.monotonic()
+        for stale in [k for k, t in self._tokens.items() if t.expires_at <= now]:
+            del self._tokens[stale]
+        self._tokens[key] = _Token(value, now + max(seconds - _EXPIRY_MARGIN, 1.0))
         return value

@@ -167,7 +167,7 @@ def connection_failure(exc: BaseException, what: str) -> Retryable:
 
 
 @dataclass
-class _Host:
+class Host:
     """What we learned about one registry host: its base URL and auth challenge."""
 
     base_url: URL
@@ -180,11 +180,15 @@ class Repository:
 
     client: RegistryClient
     domain: str  # the reference's domain ("docker.io")
-    base_url: URL  # the endpoint actually contacted
+    host: Host  # the endpoint actually contacted
     path: str  # "library/redis"
     credentials: Credentials
     actions: str  # "pull" or "pull,push"
     extra_scopes: list[str] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> URL:
+        return self.host.base_url
 
     @property
     def origin(self) -> str:
@@ -207,7 +211,7 @@ class RegistryClient:
             DockerConfig(options.config_file) if options.config_file is not None else None
         )
         self.tokens = TokenCache()
-        self._hosts: dict[str, _Host] = {}
+        self._hosts: dict[str, Host] = {}
         self._host_locks: dict[str, asyncio.Lock] = {}
         self._session: aiohttp.ClientSession | None = None
         self._ssl: dict[tuple[str, bool], ssl.SSLContext] = {}
@@ -310,20 +314,20 @@ class RegistryClient:
         return Repository(
             self,
             reference.domain,
-            host.base_url,
+            host,
             reference.path,
             chosen,
             "pull,push" if push else "pull",
         )
 
-    async def _host(self, endpoint: str) -> _Host:
+    async def _host(self, endpoint: str) -> Host:
         lock = self._host_locks.setdefault(endpoint, asyncio.Lock())
         async with lock:
             if endpoint not in self._hosts:
                 self._hosts[endpoint] = await self.with_retries(lambda: self._ping(endpoint), None)
             return self._hosts[endpoint]
 
-    async def _ping(self, endpoint: str) -> _Host:
+    async def _ping(self, endpoint: str) -> Host:
         """``GET /v2/``: HTTPS first; plain HTTP only where allowed."""
         if "://" in endpoint:
             candidates = [URL(endpoint)]
@@ -341,9 +345,9 @@ class RegistryClient:
                 ) as response:
                     await response.read()
                     if response.status == 401:
-                        return _Host(base, _pick_challenge(response))
+                        return Host(base, _pick_challenge(response))
                     if response.status in (200, 204) or response.status in REDIRECTS:
-                        return _Host(base)
+                        return Host(base)
                     if response.status >= 500 or response.status == 429:
                         raise Retryable(registry_error(response.status, b"", f"ping {endpoint}"))
                     raise errors.Unavailable(
@@ -449,17 +453,14 @@ class RegistryClient:
             return response
 
     def _learn(self, repo: Repository, challenge: Challenge) -> None:
-        host = next((h for h in self._hosts.values() if h.base_url == repo.base_url), None)
-        if host is not None:
-            host.challenge = challenge
+        repo.host.challenge = challenge
         scope = challenge.params.get("scope", "")
         for extra in scope.split():
             if extra not in repo.scopes:
                 repo.extra_scopes.append(extra)
 
     async def _authorization(self, repo: Repository) -> str | None:
-        host = next((h for h in self._hosts.values() if h.base_url == repo.base_url), None)
-        challenge = host.challenge if host is not None else None
+        challenge = repo.host.challenge
         credentials = repo.credentials
         if challenge is None:
             return None
