@@ -228,6 +228,7 @@ class Pusher:
 
         async def body() -> AsyncIterator[bytes]:
             chunks = self.store.blobs.read(digest)
+            sent = 0
             with hashing.Sha256() as hasher:
 
                 def read_and_hash() -> bytes | None:
@@ -237,10 +238,12 @@ class Pusher:
                     return chunk
 
                 while (chunk := await in_thread(read_and_hash)) is not None:
+                    sent += len(chunk)
+                    if sent >= descriptor.size and not checked:  # settle before the last
+                        checked.append(hasher.finish()[0])  # chunk: the answer may come first
                     if progress is not None:
                         progress.advance(len(chunk))
                     yield chunk
-                checked.append(hasher.finish()[0])
 
         await upload_blob(
             repo, location, digest, descriptor.size, body, verify=lambda: _verified(checked, digest)
