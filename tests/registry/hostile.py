@@ -84,6 +84,7 @@ class HostileRegistry:
     - ``redirect-loop``: a 302 to itself, forever
     - ``stall``: some bytes, then silence
     - ``slow``: the blob in small pieces with pauses (to overlap pulls)
+    - ``redirect:<url>``: a 307 to another server (a CDN)
     """
 
     host: str = ""
@@ -91,6 +92,8 @@ class HostileRegistry:
     manifests: dict[tuple[str, str], tuple[bytes, str]] = field(default_factory=dict)
     faults: dict[str, str] = field(default_factory=dict)
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: the Authorization header of every blob request ("" when absent)
+    authorizations: list[str] = field(default_factory=list)
     #: Bearer token auth like Docker Hub's: None (off), "" (anonymous tokens),
     #: or "user:password" that the token service demands
     token_auth: str | None = None
@@ -150,6 +153,7 @@ class HostileRegistry:
     async def _blob(self, request: web.Request) -> web.StreamResponse:
         digest = request.match_info["digest"]
         self.requests[(request.method, digest)] += 1
+        self.authorizations.append(request.headers.get("Authorization", ""))
         fault = self.faults.get(digest, "")
         if digest not in self.blobs:
             return _error(404, "BLOB_UNKNOWN", "blob unknown to registry")
@@ -160,6 +164,8 @@ class HostileRegistry:
                 return _error(500, "UNKNOWN", "try again later")
         if fault == "redirect-loop":
             raise web.HTTPFound(location=str(request.rel_url))
+        if fault.startswith("redirect:"):
+            raise web.HTTPTemporaryRedirect(location=fault.removeprefix("redirect:"))
         if fault == "wrong-bytes":
             data = bytes(b ^ 0xFF for b in data)
         if fault == "truncate":

@@ -211,3 +211,19 @@ def test_a_token_service_that_wants_credentials_gets_them(
     pulled = pull(stub, f"{token_registry.host}/tokens/app:1", auth=auth)
     assert len(pulled.last.image_ids) == 1
     assert token_registry.tokens_issued == 1
+
+
+def test_authorization_does_not_follow_a_redirect_to_another_host(
+    stub: Stub, token_registry: HostileRegistry
+) -> None:
+    token_registry.token_auth = ""
+    image = make_image([tar_of({"cdn": b"served elsewhere"})])
+    token_registry.add_image("tokens/cdn", "1", image)
+    with HostileRegistry().running() as cdn:
+        layer = image.layer_digests[0]
+        cdn.blobs[layer] = image.layers[0]
+        token_registry.faults[layer] = f"redirect:http://{cdn.host}/v2/cdn/blobs/{layer}"
+        pulled = pull(stub, f"{token_registry.host}/tokens/cdn:1")
+        assert list(pulled.last.image_ids) == [image.config_digest]
+        assert cdn.authorizations == [""]
+    assert any(a.startswith("Bearer ") for a in token_registry.authorizations)

@@ -9,6 +9,7 @@ import grpc
 import pytest
 from imagestore.v1 import imagestore_pb2 as pb
 
+from tests.api.conftest import Server
 from tests.api.test_service import error_info, load
 from tests.archives import ImageSpec, sha, tar_of
 from tests.registry.conftest import Published, Stub, good_auth, pull, push, remote_manifest
@@ -139,3 +140,22 @@ def test_pushing_a_name_that_is_not_stored_is_not_found(
         push(stub, f"{fresh_registry.host}/nothing/here:1")
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert "An image does not exist locally with the tag" in str(caught.value.details())
+
+
+def test_a_corrupted_stored_layer_is_not_pushed(
+    stub: Stub, server: Server, fresh_registry: Distribution
+) -> None:
+    target = f"{fresh_registry.host}/corrupt/app:1"
+    layer = tar_of({"data": b"will be damaged" * 1000})
+    load(stub, ImageSpec([target], [layer]))
+    details = stub.Inspect(pb.InspectRequest(image=target))
+    blob = server.root / "blobs" / "sha256" / details.layers[0].digest.removeprefix("sha256:")
+    damaged = bytearray(blob.read_bytes())
+    damaged[-20] ^= 0xFF
+    blob.chmod(0o644)
+    blob.write_bytes(bytes(damaged))
+    with pytest.raises(grpc.RpcError) as caught:
+        push(stub, target)
+    assert caught.value.code() == grpc.StatusCode.DATA_LOSS
+    assert "run check" in str(caught.value.details())
+    assert not stub.Check(pb.CheckRequest()).ok
