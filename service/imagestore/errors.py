@@ -16,6 +16,8 @@ class ImageStoreError(Exception):
     """Base of all domain errors."""
 
     reason = "IMAGESTORE_ERROR"
+    #: the gRPC status code name of the category (the API maps it; the client reads it)
+    status = "INTERNAL"
 
     def __init__(self, message: str, *, metadata: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
@@ -30,54 +32,83 @@ class InvalidArgument(ImageStoreError):
     """The caller sent something malformed (reference, digest, filter, archive...)."""
 
     reason = "INVALID_ARGUMENT"
+    status = "INVALID_ARGUMENT"
 
 
 class NotFound(ImageStoreError):
     """An image, name, blob or remote manifest does not exist."""
 
     reason = "NOT_FOUND"
+    status = "NOT_FOUND"
 
 
 class FailedPrecondition(ImageStoreError):
     """The request is valid but the current state refuses it."""
 
     reason = "FAILED_PRECONDITION"
+    status = "FAILED_PRECONDITION"
 
 
 class Aborted(ImageStoreError):
     """A concurrent operation conflicts (e.g. another prune is running)."""
 
     reason = "ABORTED"
+    status = "ABORTED"
 
 
 class PermissionDenied(ImageStoreError):
     """A registry refused the credentials."""
 
     reason = "PERMISSION_DENIED"
+    status = "PERMISSION_DENIED"
 
 
 class Unauthenticated(ImageStoreError):
     """The caller has no valid credentials for this service."""
 
     reason = "UNAUTHENTICATED"
+    status = "UNAUTHENTICATED"
 
 
 class ResourceExhausted(ImageStoreError):
     """A size limit, a rate limit or the disk ran out."""
 
     reason = "RESOURCE_EXHAUSTED"
+    status = "RESOURCE_EXHAUSTED"
 
 
 class DataLoss(ImageStoreError):
     """Content does not match its digest or is not what it claims to be."""
 
     reason = "DATA_LOSS"
+    status = "DATA_LOSS"
 
 
 class Unavailable(ImageStoreError):
     """A dependency is unreachable, or the server is shutting down."""
 
     reason = "UNAVAILABLE"
+    status = "UNAVAILABLE"
+
+
+class DeadlineExceeded(ImageStoreError):
+    """The caller's deadline passed (raised on the client side)."""
+
+    reason = "DEADLINE_EXCEEDED"
+    status = "DEADLINE_EXCEEDED"
+
+
+class Cancelled(ImageStoreError):
+    """The call was cancelled (raised on the client side)."""
+
+    reason = "CANCELLED"
+    status = "CANCELLED"
+
+
+class Internal(ImageStoreError):
+    """A bug on the other side; its details were logged there, not sent."""
+
+    reason = "INTERNAL"
 
 
 # ---- compressed content (raised by imagestore.hashing) ---------------------

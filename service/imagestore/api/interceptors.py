@@ -24,24 +24,10 @@ log = logging.getLogger("imagestore.rpc")
 DOMAIN = "imagestore"
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
-CODES: dict[type[errors.ImageStoreError], grpc.StatusCode] = {
-    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.NotFound: grpc.StatusCode.NOT_FOUND,
-    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.Aborted: grpc.StatusCode.ABORTED,
-    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.DataLoss: grpc.StatusCode.DATA_LOSS,
-    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
-}
-
 
 def status_code(exc: errors.ImageStoreError) -> grpc.StatusCode:
-    for cls in type(exc).__mro__:
-        if cls in CODES:
-            return CODES[cls]
-    return grpc.StatusCode.INTERNAL
+    """The category's code (each error class names it in ``status``)."""
+    return grpc.StatusCode[exc.status]
 
 
 def rich_status(

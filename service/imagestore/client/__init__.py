@@ -1,0 +1,46 @@
+"""The Python client of imagestore: ``with ImageStoreClient() as c: c.list_images()``."""
+
+from imagestore.client.connection import DEFAULT_TARGET, ImageStoreClient
+from imagestore.client.models import (
+    CheckReport,
+    ContainerConfig,
+    Descriptor,
+    DiskUsage,
+    HistoryEntry,
+    Image,
+    ImageDetails,
+    ImageUsage,
+    LoadedImage,
+    LoadResult,
+    Platform,
+    Progress,
+    PruneResult,
+    PullResult,
+    PushResult,
+    RegistryAuth,
+    RemoveEvent,
+    TagResult,
+)
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "CheckReport",
+    "ContainerConfig",
+    "Descriptor",
+    "DiskUsage",
+    "HistoryEntry",
+    "Image",
+    "ImageDetails",
+    "ImageStoreClient",
+    "ImageUsage",
+    "LoadResult",
+    "LoadedImage",
+    "Platform",
+    "Progress",
+    "PruneResult",
+    "PullResult",
+    "PushResult",
+    "RegistryAuth",
+    "RemoveEvent",
+    "TagResult",
+]
