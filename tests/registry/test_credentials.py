@@ -3,7 +3,6 @@ credentials and mirrors against the real registry."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
@@ -15,8 +14,8 @@ from pathlib import Path
 import grpc
 import pytest
 from imagestore import errors
+from imagestore.dockerconfig import ANONYMOUS, Credentials, DockerConfig
 from imagestore.registry.auth import Challenge, parse_challenges
-from imagestore.registry.credentials import ANONYMOUS, Credentials, DockerConfig
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 
@@ -69,9 +68,9 @@ def test_auths_entries_apply_only_to_the_registries_they_name(tmp_path: Path) ->
             }
         },
     )
-    assert asyncio.run(config.lookup("registry.example:5000")) == Credentials("user", "pass")
-    assert asyncio.run(config.lookup("docker.io")) == Credentials("user", "pass")
-    assert asyncio.run(config.lookup("elsewhere.example")) == ANONYMOUS
+    assert config.lookup("registry.example:5000") == Credentials("user", "pass")
+    assert config.lookup("docker.io") == Credentials("user", "pass")
+    assert config.lookup("elsewhere.example") == ANONYMOUS
 
 
 @pytest.fixture
@@ -98,8 +97,8 @@ def test_a_credential_helper_is_asked_for_its_registry(
     tmp_path: Path, helper_on_path: Path
 ) -> None:
     config = _config(tmp_path, {"credHelpers": {"helped.example": "test"}})
-    assert asyncio.run(config.lookup("helped.example")) == Credentials("bot", "s3cret")
-    assert asyncio.run(config.lookup("other.example")) == ANONYMOUS
+    assert config.lookup("helped.example") == Credentials("bot", "s3cret")
+    assert config.lookup("other.example") == ANONYMOUS
 
 
 def test_the_creds_store_answers_for_registries_listed_in_auths(
@@ -108,14 +107,14 @@ def test_the_creds_store_answers_for_registries_listed_in_auths(
     config = _config(
         tmp_path, {"credsStore": "test", "auths": {"helped.example": {}, "none.example": {}}}
     )
-    assert asyncio.run(config.lookup("helped.example")) == Credentials("bot", "s3cret")
-    assert asyncio.run(config.lookup("none.example")) == ANONYMOUS  # "credentials not found"
+    assert config.lookup("helped.example") == Credentials("bot", "s3cret")
+    assert config.lookup("none.example") == ANONYMOUS  # "credentials not found"
 
 
 def test_a_missing_helper_is_a_clear_error(tmp_path: Path) -> None:
     config = _config(tmp_path, {"credHelpers": {"x.example": "absent-helper"}})
     with pytest.raises(errors.FailedPrecondition, match="docker-credential-absent-helper"):
-        asyncio.run(config.lookup("x.example"))
+        config.lookup("x.example")
 
 
 def test_server_side_credentials_are_used_for_the_registry_they_name(

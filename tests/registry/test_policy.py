@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 from imagestore import errors
+from imagestore.dockerconfig import ANONYMOUS
 from imagestore.registry.client import Host, RegistryClient, Repository
-from imagestore.registry.credentials import ANONYMOUS
 from imagestore.registry.options import RegistryOptions
 from yarl import URL
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from imagestore.archive.load import LoadedImage, LoadProgress
+from imagestore.dockerconfig import Credentials
 from imagestore.oci.manifests import Descriptor
 from imagestore.oci.platforms import Platform
-from imagestore.registry.credentials import Credentials
 from imagestore.registry.progress import ProgressEvent
 from imagestore.registry.pull import PullResult
 from imagestore.registry.push import PushResult

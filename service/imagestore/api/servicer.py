@@ -19,9 +19,10 @@ from imagestore import errors, hashing
 from imagestore.api import convert
 from imagestore.archive.load import LoadProgress, load
 from imagestore.archive.save import save
+from imagestore.dockerconfig import Credentials
 from imagestore.oci.digests import parse_digest
+from imagestore.oci.references import normalize_domain
 from imagestore.registry.client import RegistryClient, is_loopback
-from imagestore.registry.credentials import Credentials
 from imagestore.registry.progress import Emit, ProgressEvent
 from imagestore.registry.pull import Puller, PullResult
 from imagestore.registry.push import Pusher, PushResult
@@ -152,6 +153,7 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         self, store: Store, registry: RegistryClient, *, secure_transport: bool = False
     ) -> None:
         self.store = store
+        self.registry = registry
         self.puller = Puller(store, registry)
         self.pusher = Pusher(store, registry)
         self.secure_transport = secure_transport
@@ -250,6 +252,14 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
                 yield pb.PushResponse(progress=convert.progress(event))
             else:
                 yield convert.push_result(event)
+
+    async def Login(self, request: pb.LoginRequest, context: Context) -> pb.LoginResponse:
+        credentials = self._credentials(request.auth, context)
+        if credentials is None:
+            raise errors.InvalidArgument("give a username and a password (or a token) to check")
+        domain = normalize_domain(request.registry or "docker.io")
+        await self.registry.login(domain, credentials)
+        return pb.LoginResponse(status="Login Succeeded")
 
     async def Save(
         self, request: pb.SaveRequest, context: Context

@@ -1,26 +1,112 @@
-"""The `imagestore` command. `serve` runs the server; the docker-like client
-commands (images, inspect, tag, rm, …) arrive with the client."""
+"""The `imagestore` command: `serve` runs the server; the other commands talk
+to one the way the docker CLI talks to its daemon (images, pull, push, …)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from imagestore import __version__
-from imagestore.cli import serve
+from imagestore import __version__, errors
+from imagestore.cli import images, login, serve, transfer
+from imagestore.client import DEFAULT_TARGET, ImageStoreClient
+
+#: how a status reads in the one-line error message
+_MEANING = {
+    "INVALID_ARGUMENT": "invalid argument",
+    "NOT_FOUND": "not found",
+    "FAILED_PRECONDITION": "failed precondition",
+    "ABORTED": "aborted",
+    "PERMISSION_DENIED": "permission denied",
+    "UNAUTHENTICATED": "unauthenticated",
+    "RESOURCE_EXHAUSTED": "resource exhausted",
+    "DATA_LOSS": "data loss",
+    "UNAVAILABLE": "unavailable",
+    "DEADLINE_EXCEEDED": "deadline exceeded",
+    "CANCELLED": "cancelled",
+}
+EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imagestore", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"imagestore {__version__}")
+    env = os.environ.get
+    parser.add_argument(
+        "-H",
+        "--host",
+        default=env("IMAGESTORE_HOST", DEFAULT_TARGET),
+        help=f"server: host:port or unix:///path (IMAGESTORE_HOST; default {DEFAULT_TARGET})",
+    )
+    parser.add_argument("--tls", action="store_true", help="use TLS (system CAs)")
+    parser.add_argument("--tls-ca", default=env("IMAGESTORE_TLS_CA"), help="trust this CA (PEM)")
+    parser.add_argument("--tls-cert", default=env("IMAGESTORE_TLS_CERT"), help="client cert")
+    parser.add_argument("--tls-key", default=env("IMAGESTORE_TLS_KEY"), help="client key")
+    parser.add_argument(
+        "--token-file",
+        default=env("IMAGESTORE_TOKEN_FILE"),
+        help="file holding the server's bearer token (IMAGESTORE_TOKEN_FILE)",
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="docker config folder for registry logins (default $DOCKER_CONFIG or ~/.docker)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve.add_parser(commands)
+    images.add_parsers(commands)
+    transfer.add_parsers(commands)
+    login.add_parsers(commands)
+    return parser
+
+
+def _connect(args: argparse.Namespace) -> ImageStoreClient:
+    token = None
+    if args.token_file:
+        token = Path(args.token_file).read_text().strip().splitlines()[0]
+    target = args.host.removeprefix("tcp://")
+    return ImageStoreClient(
+        target,
+        tls=args.tls,
+        ca_file=args.tls_ca,
+        cert_file=args.tls_cert,
+        key_file=args.tls_key,
+        token=token,
+    )
+
+
+def describe(error: errors.ImageStoreError, host: str) -> str:
+    """One line: what kind of failure, and the server's message."""
+    meaning = _MEANING.get(error.status, error.status.lower().replace("_", " "))
+    if error.status == "UNAVAILABLE" and "failed to connect" in error.message:
+        return f"{meaning}: cannot reach the imagestore server at {host} (is it running?)"
+    return f"{meaning}: {error.message}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="imagestore", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"imagestore {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve.add_parser(commands)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    return int(args.run(args))
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        logging.basicConfig(
+            level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+            format="%(asctime)s %(levelname)s %(name)s %(message)s",
+            stream=sys.stderr,
+        )
+        return int(args.run(args))
+    try:
+        with _connect(args) as client:
+            return int(args.run(client, args) or 0)
+    except errors.ImageStoreError as error:
+        print(f"imagestore: {describe(error, args.host)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("imagestore: cancelled", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `imagestore images | head`
+        sys.stderr.close()
+        return EXIT_ERROR
+    except OSError as error:
+        print(f"imagestore: {error.strerror or error}: {error.filename or ''}", file=sys.stderr)
+        return EXIT_ERROR

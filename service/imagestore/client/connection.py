@@ -174,6 +174,12 @@ class ImageStoreClient:
             else:
                 yield models.PushResult(message.tag, message.digest, message.size)
 
+    def login(self, registry: str, auth: models.RegistryAuth) -> str:
+        """Have the server check credentials against a registry ("" = Docker Hub);
+        returns "Login Succeeded" or raises PermissionDenied. Stores nothing."""
+        request = pb.LoginRequest(registry=registry, auth=convert.auth(auth))
+        return str(self._unary(self._stub.Login, request).status)
+
     # ---- archives and blobs ----------------------------------------------------
 
     def load(self, source: str | Path | IO[bytes]) -> Iterator[models.Progress | models.LoadResult]:
@@ -203,6 +209,9 @@ class ImageStoreClient:
         fd, partial = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
         written = 0
         try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)  # as a plain open() would create it
             with os.fdopen(fd, "wb") as out:
                 for chunk in self.save(images):
                     out.write(chunk)

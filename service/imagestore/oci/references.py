@@ -87,6 +87,22 @@ class Reference:
         return Reference(self.domain, self.path)
 
 
+_DOMAIN_ONLY = re.compile(_DOMAIN)
+_HUB_ALIASES = ("index.docker.io", "registry-1.docker.io", "https://index.docker.io/v1/")
+
+
+def normalize_domain(text: str) -> str:
+    """A registry as ``docker login`` takes it: ``docker.io`` for Docker Hub's
+    names, else the host[:port] as given (``https://`` dropped)."""
+    text = text.strip()
+    if text in _HUB_ALIASES:
+        return DEFAULT_DOMAIN
+    host = text.removeprefix("https://").removeprefix("http://").rstrip("/")
+    if not _DOMAIN_ONLY.fullmatch(host):
+        raise _invalid(text, f"invalid registry {text[:100]!r}: expected host[:port]")
+    return DEFAULT_DOMAIN if host in _HUB_ALIASES else host
+
+
 def _split_domain(text: str) -> tuple[str, str]:
     """Docker's splitDockerDomain: is the first component a registry host?"""
     first, slash, rest = text.partition("/")

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from imagestore import errors
-from imagestore.registry.credentials import Credentials
+from imagestore.dockerconfig import Credentials
 
 #: a token answer larger than this is refused (containers/image uses 1 MiB)
 MAX_TOKEN_RESPONSE = 1 << 20
@@ -82,7 +82,11 @@ class TokenCache:
         scope: str,
         credentials: Credentials,
         fetch: FetchToken,
+        *,
+        fresh: bool = False,
     ) -> str:
+        """A token for ``scope``; ``fresh`` asks the token service even when one
+        is cached (a login check must reach it)."""
         if credentials.registry_token:
             return credentials.registry_token
         realm = challenge.params.get("realm", "")
@@ -91,7 +95,7 @@ class TokenCache:
         service = challenge.params.get("service", "")
         key = (realm, service, scope, credentials.cache_key)
         cached = self._tokens.get(key)
-        if cached is not None and cached.expires_at > time.monotonic():
+        if cached is not None and cached.expires_at > time.monotonic() and not fresh:
             return cached.value
         params = {"scope": scope} if scope else {}
         if service:

@@ -24,6 +24,7 @@ import aiohttp
 from yarl import URL
 
 from imagestore import errors
+from imagestore.dockerconfig import ANONYMOUS, Credentials, DockerConfig
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.references import DEFAULT_DOMAIN, Reference
 from imagestore.registry.auth import (
@@ -33,7 +34,6 @@ from imagestore.registry.auth import (
     basic_header,
     parse_challenges,
 )
-from imagestore.registry.credentials import ANONYMOUS, Credentials, DockerConfig
 from imagestore.registry.options import RegistryOptions
 
 log = logging.getLogger("imagestore.registry")
@@ -310,7 +310,7 @@ class RegistryClient:
         chosen = credentials or ANONYMOUS
         is_mirror = reference.domain == DEFAULT_DOMAIN and not endpoint.endswith(DOCKER_HUB_HOST)
         if not chosen and self.server_credentials is not None and not is_mirror:
-            chosen = await self.server_credentials.lookup(reference.domain)
+            chosen = await asyncio.to_thread(self.server_credentials.lookup, reference.domain)
         return Repository(
             self,
             reference.domain,
@@ -319,6 +319,36 @@ class RegistryClient:
             chosen,
             "pull,push" if push else "pull",
         )
+
+    async def login(self, domain: str, credentials: Credentials) -> None:
+        """Check credentials the way the registry will judge them: Basic on
+        ``/v2/``, or a token for them from the Bearer realm (``docker login``)."""
+        endpoint = self.endpoints(domain, for_push=True)[0]
+        host = await self._host(endpoint)
+        challenge = host.challenge
+        if challenge is None:
+            return  # an open registry takes anyone
+        if challenge.scheme == "bearer":
+            await self.tokens.token(challenge, "", credentials, self._fetch_token, fresh=True)
+            return
+        what = f"login to {domain}"
+        headers = {"Authorization": basic_header(credentials)} if credentials.username else {}
+
+        async def attempt() -> None:
+            try:
+                async with self.session().get(
+                    host.base_url / "v2/", headers=headers, ssl=self._ssl_for(host.base_url)
+                ) as response:
+                    if response.status in (401, 403):
+                        raise errors.PermissionDenied(
+                            f"{what}: unauthorized: incorrect username or password"
+                        )
+                    if response.status != 200:
+                        raise await fail_for(response, what)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise connection_failure(exc, what) from None
+
+        await self.with_retries(attempt, None)
 
     async def _host(self, endpoint: str) -> Host:
         lock = self._host_locks.setdefault(endpoint, asyncio.Lock())

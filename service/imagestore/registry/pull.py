@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from imagestore import errors
+from imagestore.dockerconfig import Credentials
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.manifests import Descriptor, Index, Manifest, parse_config, parse_document
 from imagestore.oci.platforms import best_match, host_platform, parse_platform
@@ -24,7 +25,6 @@ from imagestore.oci.references import Reference, parse_reference
 from imagestore.registry.blocking import entered_in_thread, in_thread, run_all
 from imagestore.registry.client import RegistryClient, Repository, connection_failure
 from imagestore.registry.content import RemoteDocument, get_manifest, get_small_blob, open_blob
-from imagestore.registry.credentials import Credentials
 from imagestore.registry.progress import ByteProgress, Emit, ProgressEvent, layer_id
 from imagestore.store.blobs import Encoding, Ingest
 from imagestore.store.leases import Lease

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from yarl import URL
 
 from imagestore import errors, hashing
+from imagestore.dockerconfig import Credentials
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.manifests import Descriptor, Index, Manifest, parse_document
 from imagestore.oci.platforms import best_match, parse_platform
@@ -26,7 +27,6 @@ from imagestore.registry.content import (
     start_upload,
     upload_blob,
 )
-from imagestore.registry.credentials import Credentials
 from imagestore.registry.progress import ByteProgress, Emit, ProgressEvent, layer_id
 from imagestore.registry.pull import _retrying
 from imagestore.store.leases import Lease

@@ -311,6 +311,20 @@ class PushResponse(_message.Message):
     size: int
     def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., tag: _Optional[str] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
 
+class LoginRequest(_message.Message):
+    __slots__ = ("registry", "auth")
+    REGISTRY_FIELD_NUMBER: _ClassVar[int]
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    registry: str
+    auth: RegistryAuth
+    def __init__(self, registry: _Optional[str] = ..., auth: _Optional[_Union[RegistryAuth, _Mapping]] = ...) -> None: ...
+
+class LoginResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    def __init__(self, status: _Optional[str] = ...) -> None: ...
+
 class LoadRequest(_message.Message):
     __slots__ = ("chunk", "declared_size")
     CHUNK_FIELD_NUMBER: _ClassVar[int]

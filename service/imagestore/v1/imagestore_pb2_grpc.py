@@ -87,6 +87,11 @@ class ImageStoreServiceStub:
                 request_serializer=imagestore_dot_v1_dot_imagestore__pb2.PushRequest.SerializeToString,
                 response_deserializer=imagestore_dot_v1_dot_imagestore__pb2.PushResponse.FromString,
                 _registered_method=True)
+        self.Login = channel.unary_unary(
+                '/imagestore.v1.ImageStoreService/Login',
+                request_serializer=imagestore_dot_v1_dot_imagestore__pb2.LoginRequest.SerializeToString,
+                response_deserializer=imagestore_dot_v1_dot_imagestore__pb2.LoginResponse.FromString,
+                _registered_method=True)
         self.Load = channel.stream_stream(
                 '/imagestore.v1.ImageStoreService/Load',
                 request_serializer=imagestore_dot_v1_dot_imagestore__pb2.LoadRequest.SerializeToString,
@@ -186,6 +191,13 @@ class ImageStoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Login(self, request, context):
+        """Checks credentials against a registry, as `docker login` does; stores nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Load(self, request_iterator, context):
         """Loads a `docker save` archive or an OCI image-layout tar, sent in chunks.
         """
@@ -263,6 +275,11 @@ def add_ImageStoreServiceServicer_to_server(servicer, server):
                     servicer.Push,
                     request_deserializer=imagestore_dot_v1_dot_imagestore__pb2.PushRequest.FromString,
                     response_serializer=imagestore_dot_v1_dot_imagestore__pb2.PushResponse.SerializeToString,
+            ),
+            'Login': grpc.unary_unary_rpc_method_handler(
+                    servicer.Login,
+                    request_deserializer=imagestore_dot_v1_dot_imagestore__pb2.LoginRequest.FromString,
+                    response_serializer=imagestore_dot_v1_dot_imagestore__pb2.LoginResponse.SerializeToString,
             ),
             'Load': grpc.stream_stream_rpc_method_handler(
                     servicer.Load,
@@ -519,6 +536,33 @@ class ImageStoreService:
             '/imagestore.v1.ImageStoreService/Push',
             imagestore_dot_v1_dot_imagestore__pb2.PushRequest.SerializeToString,
             imagestore_dot_v1_dot_imagestore__pb2.PushResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Login(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagestore.v1.ImageStoreService/Login',
+            imagestore_dot_v1_dot_imagestore__pb2.LoginRequest.SerializeToString,
+            imagestore_dot_v1_dot_imagestore__pb2.LoginResponse.FromString,
             options,
             channel_credentials,
             insecure,
