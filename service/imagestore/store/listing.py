@@ -47,10 +47,13 @@ def name_forms(name: str) -> tuple[str, ...]:
     return (reference.familiar(), reference.familiar_name, str(reference), reference.name)
 
 
-def matches_reference(names: list[str], patterns: tuple[str, ...]) -> bool:
-    return any(
-        path_match(pattern, form) for pattern in patterns for n in names for form in name_forms(n)
-    )
+def matching_names(names: list[str], patterns: tuple[str, ...]) -> list[str]:
+    """The names a reference filter keeps (docker lists only those for the image)."""
+    return [
+        name
+        for name in names
+        if any(path_match(pattern, form) for pattern in patterns for form in name_forms(name))
+    ]
 
 
 def _in_window(
@@ -106,8 +109,10 @@ def list_images(
                 continue
             if filters.labels and not all(label.matches(image.labels) for label in filters.labels):
                 continue
-            if filters.references and not matches_reference(image_names, filters.references):
-                continue
+            if filters.references:
+                image_names = matching_names(image_names, filters.references)
+                if not image_names:
+                    continue
             if (before or since or filters.until) and not _in_window(
                 from_ns(image.created), oldest_before, newest_since, filters.until
             ):
