@@ -66,7 +66,8 @@ def test_images_prints_docker_columns_newest_first(loaded: Cli) -> None:
 
 def test_quiet_digests_and_no_trunc(loaded: Cli) -> None:
     ids = loaded.ok("images", "-q").split()
-    assert len(ids) == 5 and all(len(i) == 12 for i in ids)
+    assert len(ids) == 5
+    assert all(len(i) == 12 for i in ids)
     full = loaded.ok("images", "-q", "--no-trunc").split()
     assert all(f.startswith("sha256:") and len(f) == 71 for f in full)
     header = loaded.ok("images", "--digests").splitlines()[0]
@@ -114,7 +115,8 @@ def test_format_templates_from_dockers_documentation(loaded: Cli) -> None:
         "Containers", "CreatedAt", "CreatedSince", "Digest", "ID", "Repository",
         "SharedSize", "Size", "Tag", "UniqueSize", "VirtualSize",
     }  # fmt: skip
-    assert rows[0]["Containers"] == "N/A" and rows[0]["Digest"] == "<none>"
+    assert rows[0]["Containers"] == "N/A"
+    assert rows[0]["Digest"] == "<none>"
     assert rows[0]["CreatedAt"] == "2024-01-03 00:00:00 +0000 UTC"
 
 
@@ -134,8 +136,10 @@ def test_inspect_prints_a_json_array_and_templates(loaded: Cli) -> None:
     first = documents[0]
     assert first["Id"].startswith("sha256:")
     assert first["Config"]["Labels"] == {"com.example.version": "1.0"}
-    assert first["RootFS"]["Type"] == "layers" and len(first["RootFS"]["Layers"]) == 1
-    assert first["Os"] == "linux" and first["Architecture"] == "amd64"
+    assert first["RootFS"]["Type"] == "layers"
+    assert len(first["RootFS"]["Layers"]) == 1
+    assert first["Os"] == "linux"
+    assert first["Architecture"] == "amd64"
     cases = {
         "{{.Id}}": first["Id"],
         "{{json .RepoTags}}": '["image1:latest"]',
@@ -185,7 +189,8 @@ def test_tag_then_rm_untags_and_deletes_like_docker(loaded: Cli) -> None:
     assert out.splitlines()[0] == "Untagged: image1:latest"
     assert re.fullmatch(r"Deleted: sha256:[0-9a-f]{64}", out.splitlines()[1])
     missing = loaded("rm", "nope")
-    assert missing.returncode == 1 and "No such image: nope:latest" in missing.stderr
+    assert missing.returncode == 1
+    assert "No such image: nope:latest" in missing.stderr
     assert loaded("rm", "-f", "nope").returncode == 0
 
 
@@ -199,7 +204,8 @@ def test_prune_asks_first_and_does_nothing_on_no(loaded: Cli) -> None:
     assert "image prune has been cancelled" in declined.stderr
     assert len(set(loaded.ok("images", "-a", "-q").split())) == 5
     dry = loaded.ok("prune", "--dry-run")
-    assert "Would delete Images:" in dry and "Total reclaimable space:" in dry
+    assert "Would delete Images:" in dry
+    assert "Total reclaimable space:" in dry
     out = loaded("prune", input="y\n")
     assert out.returncode == 0
     assert re.search(
@@ -223,7 +229,8 @@ def test_df_and_check(loaded: Cli) -> None:
     assert summary[1].split()[:3] == ["Images", "5", "0"]
     verbose = loaded.ok("df", "-v")
     assert verbose.startswith("Images space usage:\n\nREPOSITORY")
-    assert "SHARED SIZE" in verbose and "UNIQUE SIZE" in verbose
+    assert "SHARED SIZE" in verbose
+    assert "UNIQUE SIZE" in verbose
     assert loaded.ok("check").startswith("ok: ")
 
 
@@ -232,7 +239,8 @@ def test_save_and_load_round_trip_through_files_and_pipes(loaded: Cli, tmp_path:
     assert loaded.ok("save", "-o", str(target), "image1", "image2") == ""
     assert target.stat().st_size > 0
     piped = loaded.binary("save", "image1")
-    assert piped.returncode == 0 and piped.stdout[257:262] == b"ustar"
+    assert piped.returncode == 0
+    assert piped.stdout[257:262] == b"ustar"
     loaded.ok("rm", "image1", "image2")
     out = loaded.ok("load", "-i", str(target))
     assert sorted(out.splitlines()) == [
@@ -241,7 +249,8 @@ def test_save_and_load_round_trip_through_files_and_pipes(loaded: Cli, tmp_path:
     ]
     loaded.ok("rm", "image1")
     again = loaded.binary("load", input=piped.stdout)
-    assert again.returncode == 0 and again.stdout == b"Loaded image: image1:latest\n"
+    assert again.returncode == 0
+    assert again.stdout == b"Loaded image: image1:latest\n"
 
 
 def test_errors_are_one_line_with_the_status_meaning(cli: Cli) -> None:
@@ -249,9 +258,9 @@ def test_errors_are_one_line_with_the_status_meaning(cli: Cli) -> None:
     assert result.returncode == 1
     down = cli("-H", "127.0.0.1:1", "images")
     assert down.returncode == 1
-    assert (
-        down.stderr
-        == "imagestore: unavailable: cannot reach the imagestore server at 127.0.0.1:1 (is it running?)\n"
+    assert down.stderr == (
+        "imagestore: unavailable: cannot reach the imagestore server at 127.0.0.1:1"
+        " (is it running?)\n"
     )
     usage = cli("images", "--no-such-flag")
     assert usage.returncode == 2
