@@ -1,0 +1,146 @@
+"""pull, push, login and logout as a user runs them, against the real registry;
+and Ctrl-C in the middle of a pull."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.api.conftest import Server, wait_until
+from tests.archives import tar_of
+from tests.cli.conftest import Cli
+from tests.registry.conftest import Published
+from tests.registry.distribution import PASSWORD, USER, Distribution, skopeo
+from tests.registry.hostile import HostileRegistry, make_image
+
+
+def test_pull_prints_dockers_lines_when_not_a_terminal(cli: Cli, published: Published) -> None:
+    image = published.ref("umoci/hello:oci")
+    manifest_digest, config_digest, _ = published.images["umoci/hello:oci"]
+    out = cli.ok("pull", image).splitlines()
+    assert out[0] == "oci: Pulling from umoci/hello"
+    layer = out[1].split(":")[0]
+    assert out[1:6] == [
+        f"{layer}: Pulling fs layer",
+        f"{layer}: Downloading",
+        f"{layer}: Verifying Checksum",
+        f"{layer}: Download complete",
+        f"{layer}: Pull complete",
+    ]
+    assert out[-3:] == [
+        f"Digest: {manifest_digest}",
+        f"Status: Downloaded newer image for {image}",
+        image,
+    ]
+    again = cli.ok("pull", image).splitlines()
+    assert f"{layer}: Already exists" in again
+    assert again[-2] == f"Status: Image is up to date for {image}"
+    assert cli.ok("pull", "-q", image) == image + "\n"
+    assert cli.ok("inspect", "--format", "{{.Id}}", image).strip() == config_digest
+
+
+def test_pull_without_a_tag_says_it_uses_latest(cli: Cli, published: Published) -> None:
+    result = cli("pull", published.ref("umoci/hello"))
+    assert result.stdout.startswith("Using default tag: latest\n")
+    assert result.returncode == 1
+    assert result.stderr.startswith("imagestore: not found: manifest for")
+
+
+def test_pull_a_platform_then_push_to_a_fresh_registry(
+    cli: Cli, published: Published, fresh_registry: Distribution
+) -> None:
+    name = published.ref("umoci/multi:1")
+    cli.ok("pull", "--platform", "linux/arm64", name)
+    assert (
+        cli.ok("inspect", "--platform", "linux/arm64", "--format", "{{.Architecture}}", name)
+        == "arm64\n"
+    )
+    target = f"{fresh_registry.host}/cli/app:1"
+    cli.ok("tag", name, target)
+    refused = cli("push", target)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("imagestore: failed precondition: cannot push the whole index")
+    out = cli.ok("push", "--platform", "linux/arm64", target).splitlines()
+    assert out[0] == f"The push refers to repository [{fresh_registry.host}/cli/app]"
+    assert any(line.endswith(": Pushed") for line in out)
+    digest = published.images["umoci/multi:1@arm64"][0]
+    assert out[-1] == f"1: digest: {digest} size: {out[-1].rsplit(' ', 1)[1]}"
+    inspected = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{target}"))
+    assert inspected["Digest"] == digest
+
+
+def test_login_keeps_credentials_that_pull_and_push_then_use(
+    cli: Cli, published: Published, auth_registry: Distribution
+) -> None:
+    private = f"{auth_registry.host}/private/cli:1"
+    skopeo(
+        "copy", "--dest-tls-verify=false", "--dest-creds", f"{USER}:{PASSWORD}",
+        f"oci:{published.layout}:v1-amd64", f"docker://{private}",
+    )  # fmt: skip
+    denied = cli("pull", private)
+    assert denied.returncode == 1
+    assert denied.stderr.startswith("imagestore: permission denied: ")
+
+    wrong = cli("login", "-u", USER, "--password-stdin", auth_registry.host, input="nope\n")
+    assert wrong.returncode == 1
+    assert "permission denied" in wrong.stderr
+    assert not (cli.home / ".docker" / "config.json").exists()
+
+    out = cli.ok("login", "-u", USER, "--password-stdin", auth_registry.host, input=PASSWORD + "\n")
+    assert out == "Login Succeeded\n"
+    config = cli.home / ".docker" / "config.json"
+    assert config.stat().st_mode & 0o077 == 0
+    assert auth_registry.host in json.loads(config.read_text())["auths"]
+
+    assert cli.ok("pull", "-q", private) == private + "\n"
+    cli.ok("tag", private, f"{auth_registry.host}/private/cli:2")
+    cli.ok("push", f"{auth_registry.host}/private/cli:2")
+
+    assert (
+        cli.ok("logout", auth_registry.host)
+        == f"Removing login credentials for {auth_registry.host}\n"
+    )
+    assert cli.ok("logout", auth_registry.host) == f"Not logged in to {auth_registry.host}\n"
+    cli.ok("rm", private)
+    assert cli("pull", private).returncode == 1
+
+
+def test_login_without_a_terminal_needs_password_stdin(
+    cli: Cli, auth_registry: Distribution
+) -> None:
+    result = cli("login", "-u", USER, auth_registry.host, input="")
+    assert result.returncode == 1
+    assert "non TTY device" in result.stderr
+
+
+@pytest.fixture
+def slow_registry() -> Iterator[HostileRegistry]:
+    with HostileRegistry().running() as registry:
+        yield registry
+
+
+def test_ctrl_c_during_a_pull_cancels_it_and_leaves_the_store_clean(
+    cli: Cli, server: Server, slow_registry: HostileRegistry
+) -> None:
+    image = make_image([tar_of({"big": random.Random(6).randbytes(16 << 20)})])  # ~2.6 s served
+    slow_registry.add_image("slow/app", "1", image)
+    slow_registry.faults[image.layer_digests[0]] = "slow"
+    process = cli.popen("pull", f"{slow_registry.host}/slow/app:1")
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.endswith(": Downloading\n"):
+            break
+    time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert stderr.endswith("imagestore: cancelled\n")
+    wait_until(lambda: not list((server.root / "ingest").iterdir()))
+    assert cli.ok("images", "-a", "-q") == ""
+    assert cli.ok("check").startswith("ok: ")
+    assert not list((server.root / "blobs" / "sha256").iterdir())
