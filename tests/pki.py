@@ -27,6 +27,7 @@ def make_pki(d: Path) -> Path:
     """ca.crt, server.{crt,key} for 127.0.0.1, client.{crt,key}, and other.crt
     (a CA nobody trusts), all in ``d``."""
     openssl = require("openssl")
+    d.mkdir(parents=True, exist_ok=True)
     _authority(openssl, d, "ca")
     _certificate(openssl, d, "server", "subjectAltName=IP:127.0.0.1,DNS:localhost")
     _certificate(openssl, d, "client", "extendedKeyUsage=clientAuth")
