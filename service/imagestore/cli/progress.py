@@ -31,6 +31,7 @@ class ProgressView:
         self._last: dict[str, str] = {}
         self._tasks: dict[str, TaskID] = {}
         self._bars: Progress | None = None
+        self._after: list[str] = []  # lines that follow the bars (docker's order)
         if self._terminal:
             self._bars = Progress(
                 TextColumn("{task.fields[layer]}"),
@@ -59,10 +60,15 @@ class ProgressView:
     ) -> None:
         if self._bars is not None:
             self._bars.stop()
+            for text in self._after:
+                self._out.write(text + "\n")
+            self._out.flush()
 
     def line(self, text: str) -> None:
-        """A line above the bars (or plainly)."""
-        if self._bars is not None:
+        """A line: above the bars before any layer showed, after them once one has."""
+        if self._bars is not None and self._tasks:
+            self._after.append(text)
+        elif self._bars is not None:
             self._bars.console.print(text, markup=False)
         else:
             self._out.write(text + "\n")
