@@ -97,6 +97,8 @@ class HostileRegistry:
     #: Bearer token auth like Docker Hub's: None (off), "" (anonymous tokens),
     #: or "user:password" that the token service demands
     token_auth: str | None = None
+    #: an OAuth2 refresh token the token service also takes (POST grant_type=refresh_token)
+    refresh_token: str | None = None
     tokens_issued: int = 0
     _failures: Counter[str] = field(default_factory=Counter)
     _closing: asyncio.Event = field(default_factory=asyncio.Event)
@@ -130,6 +132,14 @@ class HostileRegistry:
         return await handler(request)
 
     async def _token(self, request: web.Request) -> web.Response:
+        if request.method == "POST":
+            form = await request.post()
+            good = form.get("grant_type") == "refresh_token" and self.refresh_token is not None
+            if not good or form.get("refresh_token") != self.refresh_token:
+                return _error(401, "UNAUTHORIZED", "bad refresh token")
+            self.tokens_issued += 1
+            scopes = str(form.get("scope", "")).split()
+            return web.json_response({"access_token": " ".join(scopes), "expires_in": 300})
         if self.token_auth:
             expected = "Basic " + base64.b64encode(self.token_auth.encode()).decode()
             if request.headers.get("Authorization") != expected:
@@ -202,6 +212,7 @@ class HostileRegistry:
     def running(self) -> Iterator[HostileRegistry]:
         app = web.Application(middlewares=[self._bearer])
         app.router.add_get("/token", self._token)
+        app.router.add_post("/token", self._token)
         app.router.add_get("/v2/", self._ping)
         app.router.add_route("*", r"/v2/{name:.+}/manifests/{reference}", self._manifest)
         app.router.add_route("*", r"/v2/{name:.+}/blobs/{digest}", self._blob)

@@ -212,6 +212,19 @@ def test_a_token_service_that_wants_credentials_gets_them(
     assert token_registry.tokens_issued == 1
 
 
+def test_an_identity_token_is_exchanged_with_oauth2(
+    stub: Stub, token_registry: HostileRegistry
+) -> None:
+    token_registry.token_auth = "robot:token-secret"  # GET with Basic would need these
+    token_registry.refresh_token = "refresh-123"
+    with pytest.raises(grpc.RpcError) as caught:
+        pull(stub, f"{token_registry.host}/tokens/app:1", auth=pb.RegistryAuth(identity_token="x"))
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    auth = pb.RegistryAuth(username="robot", identity_token="refresh-123")
+    pulled = pull(stub, f"{token_registry.host}/tokens/app:1", auth=auth)
+    assert len(pulled.last.image_ids) == 1
+
+
 def test_authorization_does_not_follow_a_redirect_to_another_host(
     stub: Stub, token_registry: HostileRegistry
 ) -> None:

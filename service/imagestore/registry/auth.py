@@ -11,8 +11,9 @@ from __future__ import annotations
 import base64
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from imagestore import errors
 from imagestore.dockerconfig import Credentials
@@ -66,8 +67,17 @@ class _Token:
     expires_at: float
 
 
-#: fetches a token: (url, params, Authorization header or None) → (status, JSON body)
-FetchToken = Callable[[str, Mapping[str, str], str | None], Awaitable[tuple[int, object]]]
+class FetchToken(Protocol):
+    """GET ``realm?params`` with an Authorization header (or none), or POST a
+    form (OAuth2); answers (status, JSON body)."""
+
+    def __call__(
+        self,
+        realm: str,
+        params: Mapping[str, str],
+        authorization: str | None,
+        form: Mapping[str, str] | None = None,
+    ) -> Awaitable[tuple[int, object]]: ...
 
 
 class TokenCache:
@@ -100,8 +110,17 @@ class TokenCache:
         params = {"scope": scope} if scope else {}
         if service:
             params["service"] = service
-        authorization = basic_header(credentials) if credentials.username else None
-        status, body = await fetch(realm, params, authorization)
+        if credentials.identity_token:  # an OAuth2 refresh token from `docker login`
+            form = {
+                "grant_type": "refresh_token",
+                "refresh_token": credentials.identity_token,
+                "client_id": "imagestore",
+                **params,
+            }
+            status, body = await fetch(realm, params, None, form)
+        else:
+            authorization = basic_header(credentials) if credentials.username else None
+            status, body = await fetch(realm, params, authorization)
         if status in (401, 403):
             raise errors.PermissionDenied(
                 "the registry's token service refused the credentials"

@@ -504,8 +504,13 @@ class RegistryClient:
         return None
 
     async def _fetch_token(
-        self, realm: str, params: Mapping[str, str], authorization: str | None
+        self,
+        realm: str,
+        params: Mapping[str, str],
+        authorization: str | None,
+        form: Mapping[str, str] | None = None,
     ) -> tuple[int, object]:
+        """GET the realm (Basic or anonymous), or POST ``form`` (OAuth2)."""
         url = URL(realm)
         if url.scheme != "https" and not (
             url.scheme == "http" and self.plain_http_allowed(url.raw_authority)
@@ -518,10 +523,15 @@ class RegistryClient:
         headers = {"Authorization": authorization} if authorization else {}
 
         async def attempt() -> tuple[int, object]:
-            try:
-                async with self.session().get(
+            request = (
+                self.session().post(url, data=dict(form), ssl=self._ssl_for(url))
+                if form is not None
+                else self.session().get(
                     url.update_query(query), headers=headers, ssl=self._ssl_for(url)
-                ) as response:
+                )
+            )
+            try:
+                async with request as response:
                     if response.status >= 500 or response.status == 429:
                         raise await fail_for(response, "token request")
                     body = await read_limited(response, MAX_TOKEN_RESPONSE, "token answer")
