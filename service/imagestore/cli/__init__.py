@@ -1,5 +1,7 @@
-"""The `imagestore` command: `serve` runs the server; the other commands talk
-to one the way the docker CLI talks to its daemon (images, pull, push, …)."""
+"""imagestore: the server (serve) and docker's image commands against it.
+
+The commands other than `serve` talk to a server the way the docker CLI talks to
+its daemon: same columns, sizes, ages, --filter and --format, and exit codes."""
 
 from __future__ import annotations
 
