@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TypeVar
 
 from imagestore import errors
 from imagestore.cli.login import credentials_for
@@ -15,8 +16,6 @@ from imagestore.client import (
     ImageStoreClient,
     LoadResult,
     Progress,
-    PullResult,
-    PushResult,
 )
 from imagestore.oci.references import parse_reference
 
@@ -50,43 +49,48 @@ def add_parsers(commands: Any) -> None:
     save.set_defaults(run=save_images)
 
 
-def pull_image(client: ImageStoreClient, args: argparse.Namespace) -> int:
-    reference = parse_reference(args.image)
-    if not args.quiet and reference.tag is not None and ":" not in args.image.split("/")[-1]:
+T = TypeVar("T")
+
+
+def _default_tag_note(image: str, quiet: bool) -> None:
+    """docker's "Using default tag: latest" for a name without tag or digest."""
+    reference = parse_reference(image, default_tag=False)
+    if not quiet and reference.tag is None and reference.digest is None:
         print("Using default tag: latest")
-    auth = credentials_for(args, args.image)
-    result: PullResult | None = None
-    with ProgressView(sys.stdout, terminal=None if not args.quiet else False) as view:
-        for event in client.pull(args.image, platforms=args.platform, auth=auth):
+
+
+def _follow(events: Iterator[Progress | T], quiet: bool, what: str) -> T:
+    """Show a stream's progress (unless quiet); return its last item, the result."""
+    result: T | None = None
+    with ProgressView(sys.stdout, terminal=False if quiet else None) as view:
+        for event in events:
             if isinstance(event, Progress):
-                if not args.quiet:
+                if not quiet:
                     view.show(event)
             else:
                 result = event
     if result is None:
-        raise errors.Unavailable("the pull ended without a result")
+        raise errors.Unavailable(f"the {what} ended without a result")
+    return result
+
+
+def pull_image(client: ImageStoreClient, args: argparse.Namespace) -> int:
+    _default_tag_note(args.image, args.quiet)
+    auth = credentials_for(args, args.image)
+    events = client.pull(args.image, platforms=args.platform, auth=auth)
+    result = _follow(events, args.quiet, "pull")
     if not args.quiet:
         print(f"Status: {result.status}")
-    print(str(reference))
+    print(parse_reference(args.image))
     return 0
 
 
 def push_image(client: ImageStoreClient, args: argparse.Namespace) -> int:
-    if not args.quiet and ":" not in args.image.split("/")[-1] and "@" not in args.image:
-        print("Using default tag: latest")
+    _default_tag_note(args.image, args.quiet)
     auth = credentials_for(args, args.image)
-    result: PushResult | None = None
-    with ProgressView(sys.stdout, terminal=None if not args.quiet else False) as view:
-        for event in client.push(args.image, platform=args.platform, auth=auth):
-            if isinstance(event, Progress):
-                if not args.quiet:
-                    view.show(event)
-            else:
-                result = event
-    if result is None:
-        raise errors.Unavailable("the push ended without a result")
+    _follow(client.push(args.image, platform=args.platform, auth=auth), args.quiet, "push")
     if args.quiet:
-        print(f"{parse_reference(args.image)}")
+        print(parse_reference(args.image))
     return 0
 
 
@@ -97,16 +101,17 @@ def load_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
             "requested load from stdin, but stdin is empty (use -i FILE or redirect)"
         )
     total = os.path.getsize(args.input) if args.input else 0
-    result: LoadResult | None = None
-    with ProgressView(sys.stdout, terminal=None if not args.quiet else False) as view:
+
+    def one_bar() -> Iterator[Progress | LoadResult]:
+        """Members stream by; a person watches one bar of archive bytes."""
         for event in client.load(source):
             if isinstance(event, Progress):
-                if not args.quiet and view.terminal:
-                    view.show(Progress("archive", "Loading", event.current, total))
+                yield Progress("archive", "Loading", event.current, total)
             else:
-                result = event
-    if result is None:
-        raise errors.Unavailable("the load ended without a result")
+                yield event
+
+    quiet = args.quiet or not sys.stdout.isatty()  # docker prints no load progress to pipes
+    result = _follow(one_bar(), quiet, "load")
     for image in result.images:
         for name in image.names:
             print(f"Loaded image: {name}")
