@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 
-from tests.api.conftest import PROJECT, Server, start_server
+from tests.api.conftest import PROJECT, Server, start_server, wait_until
 from tests.api.test_service import error_info, load
 from tests.archives import ImageSpec
 from tests.pki import make_pki
@@ -162,12 +162,17 @@ def test_metrics_count_rpcs_by_method_and_code(tmp_path: Path) -> None:
             stub = pb_grpc.ImageStoreServiceStub(channel)  # type: ignore[no-untyped-call]
             with pytest.raises(grpc.RpcError):
                 stub.Inspect(pb.InspectRequest(image="ghost"))
-        text = (
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-        )
         method = "/imagestore.v1.ImageStoreService"
+        inspected = f'imagestore_rpcs_total{{code="NOT_FOUND",method="{method}/Inspect"}} 1.0'
+
+        def scrape() -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
+                return str(page.read().decode())
+
+        # the count lands when the call's end is logged, just after the client has its answer
+        wait_until(lambda: inspected in scrape())
+        text = scrape()
         assert f'imagestore_rpcs_total{{code="OK",method="{method}/ListImages"}} 1.0' in text
-        assert f'imagestore_rpcs_total{{code="NOT_FOUND",method="{method}/Inspect"}} 1.0' in text
         assert "imagestore_store_bytes 0.0" in text
         assert "imagestore_rpc_duration_seconds_bucket" in text
     finally:
