@@ -47,3 +47,13 @@ class ByteProgress:
         if now - self._last >= UPDATE_INTERVAL or self.current >= self._total:
             self._last = now
             self._emit(ProgressEvent(self._id, self._status, self.current, self._total))
+
+
+def retry_reporter(emit: Emit, layer: str) -> Callable[[float], None]:
+    """Docker's "Retrying in N seconds" line for a layer (or the image, when "")."""
+
+    def report(delay: float) -> None:
+        seconds = max(1, round(delay))
+        emit(ProgressEvent(layer, f"Retrying in {seconds} second{'s' if seconds != 1 else ''}"))
+
+    return report

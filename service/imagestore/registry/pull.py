@@ -11,7 +11,7 @@ end. A failed or cancelled pull leaves nothing new behind.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -25,7 +25,13 @@ from imagestore.oci.references import Reference, parse_reference
 from imagestore.registry.blocking import entered_in_thread, in_thread, run_all
 from imagestore.registry.client import RegistryClient, Repository, connection_failure
 from imagestore.registry.content import RemoteDocument, get_manifest, get_small_blob, open_blob
-from imagestore.registry.progress import ByteProgress, Emit, ProgressEvent, layer_id
+from imagestore.registry.progress import (
+    ByteProgress,
+    Emit,
+    ProgressEvent,
+    layer_id,
+    retry_reporter,
+)
 from imagestore.store.blobs import Encoding, Ingest
 from imagestore.store.leases import Lease
 from imagestore.store.store import Store
@@ -92,7 +98,7 @@ class Puller:
         for position, endpoint in enumerate(endpoints):
             try:
                 repo = await self.client.repository(reference, endpoint, credentials)
-                return repo, await get_manifest(repo, tag_or_digest, _retrying(emit, ""))
+                return repo, await get_manifest(repo, tag_or_digest, retry_reporter(emit, ""))
             except (errors.NotFound, errors.Unavailable, errors.PermissionDenied):
                 if position == len(endpoints) - 1:
                     raise
@@ -116,7 +122,7 @@ class Puller:
             )
             manifests = []
             for child in _select(parsed, wanted):
-                child_document = await get_manifest(repo, child.digest, _retrying(emit, ""))
+                child_document = await get_manifest(repo, child.digest, retry_reporter(emit, ""))
                 child_parsed = _remote(child_document.data, child.media_type)
                 if not isinstance(child_parsed, Manifest):
                     raise errors.UnsupportedContent(
@@ -166,7 +172,9 @@ class Puller:
         """Fetch, verify and store a config; its diff_ids pair with the layers."""
         descriptor = manifest.config
         lease.add(descriptor.digest)
-        data = await get_small_blob(repo, descriptor.digest, descriptor.size, _retrying(emit, ""))
+        data = await get_small_blob(
+            repo, descriptor.digest, descriptor.size, retry_reporter(emit, "")
+        )
         await in_thread(self.store.put_blob, lease, data, descriptor.media_type, descriptor.digest)
         try:
             config = parse_config(data)
@@ -260,7 +268,7 @@ class Puller:
                         metadata={"digest": descriptor.digest, "size": str(ingest.written)},
                     )
 
-            await self.client.with_retries(attempt, _retrying(emit, short))
+            await self.client.with_retries(attempt, retry_reporter(emit, short))
             emit(ProgressEvent(short, "Verifying Checksum"))
             await in_thread(self.store.commit, ingest, lease, descriptor.media_type)
             emit(ProgressEvent(short, "Download complete"))
@@ -297,14 +305,6 @@ def _drop(pieces: list[bytes], count: int) -> tuple[list[bytes], int]:
 def _write_all(ingest: Ingest, pieces: list[bytes]) -> None:
     for piece in pieces:
         ingest.write(piece)
-
-
-def _retrying(emit: Emit, short: str) -> Callable[[float], None]:
-    def report(delay: float) -> None:
-        seconds = max(1, round(delay))
-        emit(ProgressEvent(short, f"Retrying in {seconds} second{'s' if seconds != 1 else ''}"))
-
-    return report
 
 
 def _platforms(requested: Sequence[str]) -> list[str] | None:

@@ -27,8 +27,13 @@ from imagestore.registry.content import (
     start_upload,
     upload_blob,
 )
-from imagestore.registry.progress import ByteProgress, Emit, ProgressEvent, layer_id
-from imagestore.registry.pull import _retrying
+from imagestore.registry.progress import (
+    ByteProgress,
+    Emit,
+    ProgressEvent,
+    layer_id,
+    retry_reporter,
+)
 from imagestore.store.leases import Lease
 from imagestore.store.store import Store
 
@@ -207,7 +212,9 @@ class Pusher:
                 location = None  # a failed session is not reused
                 await self._upload(repo, session, descriptor, emit if shown else None)
 
-            await self.client.with_retries(attempt, _retrying(emit, layer_id(descriptor.digest)))
+            await self.client.with_retries(
+                attempt, retry_reporter(emit, layer_id(descriptor.digest))
+            )
             say("Pushed")
 
     def _mount_sources(self, reference: Reference, digest: str) -> list[str]:
