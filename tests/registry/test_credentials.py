@@ -239,3 +239,33 @@ def test_authorization_does_not_follow_a_redirect_to_another_host(
         assert list(pulled.last.image_ids) == [image.config_digest]
         assert cdn.authorizations == [""]
     assert any(a.startswith("Bearer ") for a in token_registry.authorizations)
+
+
+def test_https_proxy_and_no_proxy_are_honoured(tmp_path: Path) -> None:
+    """A registry name that resolves nowhere is reachable only through the proxy
+    (here the hostile registry, which also serves proxied requests)."""
+    image = make_image([tar_of({"p": b"through the proxy"})])
+    with HostileRegistry().running() as proxy:
+        proxy.add_image("proxied/app", "1", image)
+        name = "registry.invalid:5000/proxied/app:1"
+        for no_proxy, works in (("", True), ("registry.invalid", False)):
+            env = {"HTTP_PROXY": f"http://{proxy.host}", "HTTPS_PROXY": f"http://{proxy.host}"}
+            env["NO_PROXY"] = no_proxy
+            server = start_server(
+                tmp_path / f"root-{works}",
+                "--listen", "127.0.0.1:0", *FAST_RETRIES,
+                "--insecure-registry", "registry.invalid:5000",
+                env=env,
+            )  # fmt: skip
+            try:
+                with _stub(server) as stub:
+                    if works:
+                        pulled = pull(stub, name)
+                        assert list(pulled.last.image_ids) == [image.config_digest]
+                    else:
+                        with pytest.raises(grpc.RpcError) as caught:
+                            pull(stub, name)
+                        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            finally:
+                stop_cleanly(server)
+        assert proxy.downloads(image.layer_digests[0]) == 1
