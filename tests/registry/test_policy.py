@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 from imagestore import errors
-from imagestore.dockerconfig import ANONYMOUS
+from imagestore.api.servicer import check_credentials_transport
+from imagestore.dockerconfig import ANONYMOUS, Credentials
 from imagestore.registry.client import Host, RegistryClient, Repository
 from imagestore.registry.options import RegistryOptions
 from yarl import URL
@@ -61,3 +62,26 @@ def test_plain_http_is_allowed_for_loopback_and_listed_insecure_registries_only(
     assert not client.plain_http_allowed("10.2.0.1")
     assert not client.plain_http_allowed("registry.example")
     assert client.endpoints("docker.io", for_push=False) == ["https://registry-1.docker.io"]
+
+
+@pytest.mark.parametrize(
+    ("peer", "secure", "allowed"),
+    [
+        ("ipv4:127.0.0.1:40000", False, True),
+        ("ipv6:[::1]:40000", False, True),
+        ("unix:/run/imagestore.sock", False, True),
+        ("ipv4:10.1.2.3:40000", False, False),
+        ("ipv6:[2001:db8::1]:40000", False, False),
+        ("ipv4:10.1.2.3:40000", True, True),
+    ],
+)
+def test_credentials_travel_only_over_tls_or_from_this_machine(
+    peer: str, secure: bool, allowed: bool
+) -> None:
+    credentials = Credentials(username="u", password="p")
+    if allowed:
+        check_credentials_transport(credentials, secure, peer)
+    else:
+        with pytest.raises(errors.FailedPrecondition, match="only accepted over TLS"):
+            check_credentials_transport(credentials, secure, peer)
+    check_credentials_transport(ANONYMOUS, False, "ipv4:10.1.2.3:40000")  # nothing to protect

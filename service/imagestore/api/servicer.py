@@ -139,13 +139,22 @@ async def _with_progress(
             await asyncio.wait({task})
 
 
-def _local_peer(peer: str) -> bool:
-    """A gRPC peer string ("ipv4:127.0.0.1:5000", "unix:…") on this machine."""
+def local_peer(peer: str) -> bool:
+    """A gRPC peer string ("ipv4:127.0.0.1:5000", "ipv6:[::1]:5000", "unix:…") on this machine."""
     if peer.startswith("unix:"):
         return True
     kind, _, address = peer.partition(":")
     host = address.rsplit(":", 1)[0].strip("[]")
     return kind in ("ipv4", "ipv6") and is_loopback(host)
+
+
+def check_credentials_transport(credentials: Credentials, secure: bool, peer: str) -> None:
+    """Registry credentials travel only over TLS or from this machine (DESIGN §8)."""
+    if credentials and not secure and not local_peer(peer):
+        raise errors.FailedPrecondition(
+            "registry credentials are only accepted over TLS or from this machine",
+            metadata={"reason": "credentials over plain text"},
+        )
 
 
 class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
@@ -215,14 +224,8 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
     def _credentials(self, auth: pb.RegistryAuth, context: Context) -> Credentials | None:
         """Registry credentials from the request; refused where they could be sniffed."""
         credentials = convert.credentials(auth)
-        if not credentials:
-            return None
-        if not self.secure_transport and not _local_peer(context.peer()):
-            raise errors.FailedPrecondition(
-                "registry credentials are only accepted over TLS or from this machine",
-                metadata={"reason": "credentials over plain text"},
-            )
-        return credentials
+        check_credentials_transport(credentials, self.secure_transport, context.peer())
+        return credentials or None
 
     async def Pull(
         self, request: pb.PullRequest, context: Context
