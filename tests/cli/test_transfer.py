@@ -42,6 +42,11 @@ def test_pull_prints_dockers_lines_when_not_a_terminal(cli: Cli, published: Publ
     assert again[-2] == f"Status: Image is up to date for {image}"
     assert cli.ok("pull", "-q", image) == image + "\n"
     assert cli.ok("inspect", "--format", "{{.Id}}", image).strip() == config_digest
+    shown = cli.ok("images", "--format", "{{.Repository}}@{{.Digest}}").split()
+    assert shown == [f"{published.host}/umoci/hello@{manifest_digest}"]
+    table = cli.ok("images", "--digests", "--format", "table {{.Tag}}").splitlines()
+    assert table[0].split() == ["TAG", "DIGEST"]
+    assert table[1].split() == ["oci", manifest_digest]
 
 
 def test_pull_without_a_tag_says_it_uses_latest(cli: Cli, published: Published) -> None:

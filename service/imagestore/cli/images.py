@@ -77,13 +77,15 @@ def list_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
     if args.repository:
         filters.append(f"reference={args.repository}")
     found = client.list_images(all=args.all, filters=filters)
-    truncate = not args.no_trunc
-    rows = [
-        r
-        for image in found
-        for r in views.image_rows(image, digests=args.digests, truncate=truncate)
-    ]
     fmt = "{{.ID}}" if args.quiet else args.format
+    digests = args.digests or ".Digest" in fmt  # docker shows them when the format asks
+    if args.digests and fmt.startswith("table ") and ".Digest" not in fmt:
+        fmt += "\t{{.Digest}}"  # docker appends the column
+    rows = [
+        row
+        for image in found
+        for row in views.image_rows(image, digests=digests, truncate=not args.no_trunc)
+    ]
     default = views.IMAGE_TABLE_DIGESTS if args.digests else views.IMAGE_TABLE
     write_rows(sys.stdout, rows, fmt, default_table=default, headers=views.IMAGE_HEADERS)
     return 0
