@@ -439,7 +439,8 @@ class RegistryClient:
         while True:
             sent = dict(headers or {})
             if url.origin() == repo.base_url.origin():
-                authorization = await self._authorization(repo)
+                # after a 401 the cached token is suspect: ask for a fresh one
+                authorization = await self._authorization(repo, fresh=reauthorized)
                 if authorization:
                     sent["Authorization"] = authorization
             try:
@@ -489,7 +490,7 @@ class RegistryClient:
             if extra not in repo.scopes:
                 repo.extra_scopes.append(extra)
 
-    async def _authorization(self, repo: Repository) -> str | None:
+    async def _authorization(self, repo: Repository, *, fresh: bool = False) -> str | None:
         challenge = repo.host.challenge
         credentials = repo.credentials
         if challenge is None:
@@ -498,7 +499,7 @@ class RegistryClient:
             return basic_header(credentials) if credentials.username else None
         if challenge.scheme == "bearer":
             token = await self.tokens.token(
-                challenge, " ".join(repo.scopes), credentials, self._fetch_token
+                challenge, " ".join(repo.scopes), credentials, self._fetch_token, fresh=fresh
             )
             return f"Bearer {token}"
         return None
