@@ -100,6 +100,8 @@ class HostileRegistry:
     #: an OAuth2 refresh token the token service also takes (POST grant_type=refresh_token)
     refresh_token: str | None = None
     tokens_issued: int = 0
+    #: tokens (by issue number) the registry no longer takes
+    revoked: set[int] = field(default_factory=set)
     _failures: Counter[str] = field(default_factory=Counter)
     _closing: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -125,8 +127,9 @@ class HostileRegistry:
         if self.token_auth is None or name is None:
             return await handler(request)
         scope = f"repository:{name}:pull"
-        granted = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        if scope not in granted.split(" "):
+        words = request.headers.get("Authorization", "").removeprefix("Bearer ").split()
+        serial, granted = (words[0], words[1:]) if words else ("", [])
+        if scope not in granted or serial in {f"t{n}" for n in self.revoked}:
             challenge = f'Bearer realm="http://{self.host}/token",service="hostile",scope="{scope}"'
             return _error(401, "UNAUTHORIZED", "authentication required", challenge)
         return await handler(request)
@@ -137,16 +140,19 @@ class HostileRegistry:
             good = form.get("grant_type") == "refresh_token" and self.refresh_token is not None
             if not good or form.get("refresh_token") != self.refresh_token:
                 return _error(401, "UNAUTHORIZED", "bad refresh token")
-            self.tokens_issued += 1
             scopes = str(form.get("scope", "")).split()
-            return web.json_response({"access_token": " ".join(scopes), "expires_in": 300})
+            return self._issue(scopes)
         if self.token_auth:
             expected = "Basic " + base64.b64encode(self.token_auth.encode()).decode()
             if request.headers.get("Authorization") != expected:
                 return _error(401, "UNAUTHORIZED", "bad credentials")
+        return self._issue(request.query.getall("scope", []))
+
+    def _issue(self, scopes: list[str]) -> web.Response:
+        """A token is its serial number and the scopes it grants."""
         self.tokens_issued += 1
-        scopes = request.query.getall("scope", [])
-        return web.json_response({"access_token": " ".join(scopes), "expires_in": 300})
+        token = " ".join([f"t{self.tokens_issued}", *scopes])
+        return web.json_response({"access_token": token, "expires_in": 300})
 
     async def _ping(self, request: web.Request) -> web.Response:
         return web.json_response({})

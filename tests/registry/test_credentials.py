@@ -199,6 +199,17 @@ def test_anonymous_bearer_tokens_are_fetched_once_and_cached(
     assert token_registry.tokens_issued == 1
 
 
+def test_a_token_the_registry_stops_taking_is_replaced(
+    stub: Stub, token_registry: HostileRegistry
+) -> None:
+    token_registry.token_auth = ""
+    pull(stub, f"{token_registry.host}/tokens/app:1")
+    token_registry.revoked.add(1)  # the cached token is now refused with a 401
+    again = pull(stub, f"{token_registry.host}/tokens/app:1")
+    assert again.last.status.startswith("Image is up to date")
+    assert token_registry.tokens_issued == 2
+
+
 def test_a_token_service_that_wants_credentials_gets_them(
     stub: Stub, token_registry: HostileRegistry
 ) -> None:
