@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ipaddress
 import logging
 import os
 import signal
@@ -16,6 +15,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from imagestore import errors
+from imagestore.addresses import is_loopback
 from imagestore.api import reflection
 from imagestore.api.interceptors import AccessLog, ErrorMapping, TokenAuth
 from imagestore.api.metrics import Metrics
@@ -59,15 +59,6 @@ def split_host_port(address: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         raise errors.InvalidArgument(f"listen address {address!r} needs host:port")
     return host.strip("[]"), int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_exposure(config: ServerConfig) -> None:

@@ -16,13 +16,14 @@ from typing import Any, TypeVar, cast
 
 import grpc
 from imagestore import errors, hashing
+from imagestore.addresses import is_loopback
 from imagestore.api import convert
 from imagestore.archive.load import LoadProgress, load
 from imagestore.archive.save import save
 from imagestore.dockerconfig import Credentials
 from imagestore.oci.digests import parse_digest
 from imagestore.oci.references import normalize_domain
-from imagestore.registry.client import RegistryClient, is_loopback
+from imagestore.registry.client import RegistryClient
 from imagestore.registry.progress import Emit, ProgressEvent
 from imagestore.registry.pull import Puller, PullResult
 from imagestore.registry.push import Pusher, PushResult

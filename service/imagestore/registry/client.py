@@ -24,6 +24,7 @@ import aiohttp
 from yarl import URL
 
 from imagestore import errors
+from imagestore.addresses import host_of, is_ip, is_local, is_loopback
 from imagestore.dockerconfig import ANONYMOUS, Credentials, DockerConfig
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.references import DEFAULT_DOMAIN, Reference
@@ -56,35 +57,6 @@ class Retryable(Exception):  # noqa: N818 - a signal, not an error the caller se
         super().__init__(final.message)
         self.final = final
         self.retry_after = retry_after
-
-
-def host_of(hostport: str) -> str:
-    """``host`` of ``host:port`` / ``[v6]:port``."""
-    if hostport.startswith("["):
-        return hostport[1 : hostport.index("]")]
-    return hostport.rsplit(":", 1)[0] if hostport.count(":") == 1 else hostport
-
-
-def _is_local_ip(text: str) -> bool:
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return address.is_loopback or address.is_link_local
-
-
-def is_local(host: str) -> bool:
-    """Loopback or link-local: never a place a remote registry may send us."""
-    return host == "localhost" or host.endswith(".localhost") or _is_local_ip(host)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def registry_error(status: int, body: bytes, what: str) -> errors.ImageStoreError:
@@ -564,21 +536,13 @@ class RegistryClient:
     async def _resolves_local(host: str) -> bool:
         if is_local(host):
             return True
-        if _is_ip(host):
+        if is_ip(host):
             return False
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, None)
         except OSError:
             return False  # the request itself will fail and say so
         return any(is_local(str(info[4][0])) for info in infos)
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _pick_challenge(response: aiohttp.ClientResponse) -> Challenge | None:
