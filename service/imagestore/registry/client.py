@@ -304,21 +304,16 @@ class RegistryClient:
             await self.tokens.token(challenge, "", credentials, self._fetch_token, fresh=True)
             return
         what = f"login to {domain}"
-        headers = {"Authorization": basic_header(credentials)} if credentials.username else {}
+        repo = Repository(self, domain, host, "", credentials, "pull")  # Basic: /v2/ itself
 
         async def attempt() -> None:
-            try:
-                async with self.session().get(
-                    host.base_url / "v2/", headers=headers, ssl=self._ssl_for(host.base_url)
-                ) as response:
-                    if response.status in (401, 403):
-                        raise errors.PermissionDenied(
-                            f"{what}: unauthorized: incorrect username or password"
-                        )
-                    if response.status != 200:
-                        raise await fail_for(response, what)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise connection_failure(exc, what) from None
+            async with await self.request(repo, "GET", host.base_url / "v2/", what=what) as answer:
+                if answer.status in (401, 403):
+                    raise errors.PermissionDenied(
+                        f"{what}: unauthorized: incorrect username or password"
+                    )
+                if answer.status != 200:
+                    raise await fail_for(answer, what)
 
         await self.with_retries(attempt, None)
 

@@ -200,8 +200,14 @@ class BlobStore:
         if expected_digest is not None:
             parse_digest(expected_digest)
         with self._digest_lock(expected_digest):
-            ingest = Ingest(self, expected_digest, expected_size, encoding, max_uncompressed_size)
-            ingest.expected_diff_id = expected_diff_id
+            ingest = Ingest(
+                self,
+                expected_digest,
+                expected_size,
+                encoding,
+                max_uncompressed_size,
+                expected_diff_id,
+            )
             try:
                 yield ingest
             finally:
@@ -225,12 +231,13 @@ class Ingest:
         expected_size: int | None,
         encoding: Encoding,
         max_uncompressed_size: int,
+        expected_diff_id: str | None = None,
     ) -> None:
         self._store = store
         self.expected_digest = expected_digest
         self.expected_size = expected_size
         #: a layer's diff_id, checked before commit (a pull knows it from the config)
-        self.expected_diff_id: str | None = None
+        self.expected_diff_id = expected_diff_id
         self.encoding = encoding
         self.exists = expected_digest is not None and store.exists(expected_digest)
         self.written = 0
