@@ -11,7 +11,8 @@ end. A failed or cancelled pull leaves nothing new behind.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import aiohttp
@@ -20,7 +21,7 @@ from imagestore import errors
 from imagestore.dockerconfig import Credentials
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.manifests import Descriptor, Index, Manifest, parse_config, parse_document
-from imagestore.oci.platforms import best_match, host_platform, parse_platform
+from imagestore.oci.platforms import Platform, best_match, host_platform, parse_platform
 from imagestore.oci.references import Reference, parse_reference
 from imagestore.registry.blocking import entered_in_thread, in_thread, run_all
 from imagestore.registry.client import RegistryClient, Repository, connection_failure
@@ -53,12 +54,18 @@ class _Layer:
     diff_id: str
 
 
-def _remote(call_parse: bytes, media_type: str) -> Manifest | Index:
-    """Parse registry content: malformed means the registry lied (DATA_LOSS)."""
+@contextmanager
+def _from_registry() -> Iterator[None]:
+    """Registry content that does not parse means the registry lied: DATA_LOSS."""
     try:
-        return parse_document(call_parse, media_type or None)
+        yield
     except errors.MalformedContent as exc:
         raise errors.DataLoss(exc.message, metadata=exc.metadata) from None
+
+
+def _remote(data: bytes, media_type: str) -> Manifest | Index:
+    with _from_registry():
+        return parse_document(data, media_type or None)
 
 
 class Puller:
@@ -111,7 +118,7 @@ class Puller:
         repo: Repository,
         document: RemoteDocument,
         parsed: Manifest | Index,
-        wanted: list[str] | None,
+        wanted: list[Platform] | None,
         emit: Emit,
     ) -> PullResult:
         store = self.store
@@ -176,10 +183,8 @@ class Puller:
             repo, descriptor.digest, descriptor.size, retry_reporter(emit, "")
         )
         await in_thread(self.store.put_blob, lease, data, descriptor.media_type, descriptor.digest)
-        try:
+        with _from_registry():
             config = parse_config(data)
-        except errors.MalformedContent as exc:
-            raise errors.DataLoss(exc.message, metadata=exc.metadata) from None
         if len(config.diff_ids) != len(manifest.layers):
             raise errors.DataLoss(
                 f"image config {descriptor.digest} lists {len(config.diff_ids)} diff_ids for"
@@ -307,16 +312,16 @@ def _write_all(ingest: Ingest, pieces: list[bytes]) -> None:
         ingest.write(piece)
 
 
-def _platforms(requested: Sequence[str]) -> list[str] | None:
-    """Normalised platform strings; None means every platform ("all")."""
+def _platforms(requested: Sequence[str]) -> list[Platform] | None:
+    """The platforms asked for (default: this server's); None means all of them."""
     if any(p.strip().lower() == "all" for p in requested):
         return None
     if not requested:
-        return [str(host_platform())]
-    return [str(parse_platform(p)) for p in requested]
+        return [host_platform()]
+    return [parse_platform(p) for p in requested]
 
 
-def _select(index: Index, wanted: list[str] | None) -> list[Descriptor]:
+def _select(index: Index, wanted: list[Platform] | None) -> list[Descriptor]:
     """The index entries to pull: each wanted platform's best match, or all images."""
     images = [d for d in index.manifests if d.media_type in mt.MANIFESTS]
     if wanted is None:
@@ -324,8 +329,7 @@ def _select(index: Index, wanted: list[str] | None) -> list[Descriptor]:
             raise errors.NotFound("the index lists no image manifests")
         return images
     chosen: list[Descriptor] = []
-    for text in wanted:
-        platform = parse_platform(text)
+    for platform in wanted:
         match = best_match(platform, [(d.platform, d) for d in images])
         if match is None:
             offered = ", ".join(str(d.platform) for d in images if d.platform) or "none"

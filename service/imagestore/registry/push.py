@@ -199,12 +199,13 @@ class Pusher:
                 say("Layer already exists")
                 return
             location: URL | None = None
-            for source in await in_thread(self._mount_sources, reference, descriptor.digest):
+            source = await in_thread(self._mount_source, reference, descriptor.digest)
+            if source is not None:
                 location = await mount_blob(repo, descriptor.digest, source)
                 if location is None:
                     say(f"Mounted from {source}")
                     return
-                break  # the registry opened a plain upload instead: use it
+                # else the registry opened a plain upload session instead: use it
 
             async def attempt() -> None:
                 nonlocal location
@@ -217,14 +218,17 @@ class Pusher:
             )
             say("Pushed")
 
-    def _mount_sources(self, reference: Reference, digest: str) -> list[str]:
-        """Other repositories of the same registry whose images hold the blob."""
+    def _mount_source(self, reference: Reference, digest: str) -> str | None:
+        """Another repository of the same registry whose images hold the blob."""
         prefix = reference.domain + "/"
-        return [
-            name.removeprefix(prefix)
-            for name in self.store.repositories_holding(digest)
-            if name.startswith(prefix) and name != reference.name
-        ]
+        return next(
+            (
+                name.removeprefix(prefix)
+                for name in self.store.repositories_holding(digest)
+                if name.startswith(prefix) and name != reference.name
+            ),
+            None,
+        )
 
     async def _upload(
         self, repo: Repository, location: URL, descriptor: Descriptor, emit: Emit | None
