@@ -5,20 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.api.conftest import PROJECT, Server, start_server
+from tests.api.conftest import PROJECT, Server
 from tests.registry.conftest import (  # noqa: F401 - fixtures shared with registry tests
-    FAST_RETRIES,
     auth_registry,
     fresh_registry,
     published,
     registry,
-    stop_cleanly,
+    server,
 )
 
 
@@ -81,14 +79,7 @@ class Cli:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    running = start_server(tmp_path / "root", "--listen", "127.0.0.1:0", *FAST_RETRIES)
-    yield running
-    stop_cleanly(running)
-
-
-@pytest.fixture
-def cli(server: Server, tmp_path: Path) -> Cli:
+def cli(server: Server, tmp_path: Path) -> Cli:  # noqa: F811 - the fixture imported above
     home = tmp_path / "home"
     home.mkdir()
     return Cli(server, home)

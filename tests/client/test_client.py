@@ -22,17 +22,10 @@ from imagestore.client import (
 from tests.api.conftest import Server, start_server
 from tests.archives import ImageSpec, docker_archive, sha, tar_of
 from tests.pki import make_pki
-from tests.registry.conftest import FAST_RETRIES, Published, stop_cleanly
+from tests.registry.conftest import Published, stop_cleanly
 from tests.registry.distribution import PASSWORD, USER, Distribution
 
 APP = ImageSpec(["app:1"], [tar_of({"a": b"a" * 3000}), tar_of({"b": b"b"})], labels={"k": "v"})
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    running = start_server(tmp_path / "root", "--listen", "127.0.0.1:0", *FAST_RETRIES)
-    yield running
-    stop_cleanly(running)
 
 
 @pytest.fixture
