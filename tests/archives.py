@@ -70,3 +70,61 @@ def docker_archive(*images: ImageSpec) -> bytes:
         )
     members["manifest.json"] = json.dumps(manifest).encode()
     return tar_of(members)
+
+
+# ---- hand-made headers, for archives no honest writer makes ------------------------
+
+
+def tar_header(name: bytes, size: int, kind: bytes = b"0", linkname: bytes = b"") -> bytes:
+    """One ustar header block with a valid checksum; ``size`` may be a lie."""
+    block = bytearray(512)
+    block[0 : len(name[:100])] = name[:100]
+    block[100:108] = b"0000644\x00"
+    block[108:116] = block[116:124] = b"0000000\x00"
+    block[124:136] = b"%011o\x00" % size
+    block[136:148] = b"00000000000\x00"
+    block[156:157] = kind
+    block[157 : 157 + len(linkname[:100])] = linkname[:100]
+    block[257:265] = b"ustar\x0000"
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\x00 " % sum(block)
+    return bytes(block)
+
+
+def tar_member(name: bytes, data: bytes, kind: bytes = b"0") -> bytes:
+    """A header and its data, padded to whole blocks."""
+    return tar_header(name, len(data), kind) + data + b"\x00" * (-len(data) % 512)
+
+
+def tar_end() -> bytes:
+    return b"\x00" * 1024
+
+
+def pax_record(key: str, value: bytes) -> bytes:
+    body = b" " + key.encode() + b"=" + value + b"\n"
+    length = len(body) + 1
+    while len(str(length)) + len(body) != length:
+        length += 1
+    return str(length).encode() + body
+
+
+def pax_digits_archive(digits: int = 200_000) -> bytes:
+    """CVE-2024-6232's shape: a PAX header that is one long run of digits
+    (quadratic in the interpreter's tarfile; ~230 bytes once gzipped)."""
+    return tar_member(b"././@PaxHeader", b"1" * digits, b"x") + tar_end()
+
+
+def long_name_archive(claimed: int = 200 << 20) -> bytes:
+    """A GNU long-name header claiming ``claimed`` bytes of name, then a little of it."""
+    return tar_header(b"././@LongLink", claimed, b"L") + b"a" * 4096
+
+
+def json_members_archive(count: int = 100, size: int = 4 << 20) -> bytes:
+    """``count`` members of ``size`` bytes that look like JSON documents."""
+    body = b"{" + b" " * (size - 2) + b"}"
+    return b"".join(tar_member(b"doc%d.json" % i, body) for i in range(count)) + tar_end()
+
+
+def empty_members_archive(count: int = 300_000) -> bytes:
+    """``count`` empty regular files (one header block each)."""
+    return b"".join(tar_header(b"e%d" % i, 0) for i in range(count)) + tar_end()

@@ -9,6 +9,9 @@ documents are kept in memory until the archive's manifests say what they are.
 A member named ``blobs/sha256/<hex>`` must hash to that name. Nothing is held
 whole in memory or written twice. Paths that escape the archive, device
 files, links that point out of the archive and oversized documents are refused.
+Headers are parsed by the bounded reader of ``archive/tar.py``, never by the
+interpreter's ``tarfile``; what a Load may keep or expand to is in
+:class:`LoadLimits`.
 """
 
 from __future__ import annotations
@@ -17,13 +20,13 @@ import io
 import json
 import posixpath
 import shutil
-import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import IO
 
 from imagestore import errors
+from imagestore.archive.decompress import Peekable, decompressed
 from imagestore.archive.stream import ChunkReader
+from imagestore.archive.tar import MemberKind, TarLimits, TarMember, TarReader
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.digests import is_digest
 from imagestore.oci.manifests import MAX_DOCUMENT_SIZE, Descriptor, Index, Manifest, parse_document
@@ -38,6 +41,17 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 OCI_REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
 LAYER_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadLimits:
+    """What one Load may cost the server (docs/design.md §10; `imagestore serve` flags)."""
+
+    tar: TarLimits = field(default_factory=TarLimits)
+    #: JSON documents, paths and links held in memory until the archive's manifests are read
+    max_kept_bytes: int = 64 << 20
+    #: what a compressed (gzip, bzip2, xz) archive may expand to
+    max_expanded_bytes: int = 64 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,25 +98,16 @@ def _inside(name: str) -> str:
     return path
 
 
-def _member_path(member: tarfile.TarInfo) -> str | None:
-    """The member's normalised path (None for a directory or a link)."""
-    if member.isdir() or member.issym() or member.islnk():
-        return None
-    if not member.isreg():
-        raise _invalid(f"{member.name!r} is not a regular file", member.name)
-    return _inside(member.name)
-
-
-def _link_target(member: tarfile.TarInfo) -> str:
+def _link_target(member: TarMember) -> str:
     """Where a link inside the archive points (skopeo links ``<id>/layer.tar``
     to ``<digest>.tar``); a link out of the archive is refused."""
     if member.linkname.startswith("/"):
-        raise _invalid(f"link {member.name!r} points outside the archive", member.name)
-    base = posixpath.dirname(member.name) if member.issym() else ""
+        raise _invalid(f"link {member.path!r} points outside the archive", member.path)
+    base = posixpath.dirname(member.path) if member.kind == MemberKind.SYMLINK else ""
     try:
         return _inside(posixpath.join(base, member.linkname))
     except errors.MalformedContent:
-        raise _invalid(f"link {member.name!r} points outside the archive", member.name) from None
+        raise _invalid(f"link {member.path!r} points outside the archive", member.path) from None
 
 
 def _digest_from_path(path: str) -> str | None:
@@ -124,40 +129,51 @@ class Loader:
     """One Load: members in, images out. Blocking: run it in a worker thread."""
 
     def __init__(
-        self, store: Store, lease: Lease, progress: Callable[[LoadProgress], None] | None = None
+        self,
+        store: Store,
+        lease: Lease,
+        progress: Callable[[LoadProgress], None] | None = None,
+        limits: LoadLimits | None = None,
     ) -> None:
         self.store = store
         self.lease = lease
         self.progress = progress or (lambda event: None)
+        self.limits = limits or LoadLimits()
         self.members = _Members()
         self.bytes_read = 0
+        self.kept_bytes = 0
 
     # ---- members -------------------------------------------------------------
 
-    def read_archive(self, stream: IO[bytes]) -> None:
-        try:
-            with tarfile.open(fileobj=stream, mode="r|*") as tar:
-                for member in tar:
-                    if member.issym() or member.islnk():
-                        self.members.links[_inside(member.name)] = _link_target(member)
-                        continue
-                    path = _member_path(member)
-                    if path is None:
-                        continue
-                    source = tar.extractfile(member)
-                    if source is None:
-                        raise _invalid(f"cannot read {member.name!r}", member.name)
-                    self._take(path, member.size, source)
-        except tarfile.TarError as exc:
-            raise _invalid(f"not a readable tar ({exc})") from None
-        except EOFError:
-            raise _invalid("the archive ends in the middle of a member") from None
+    def read_archive(self, stream: Peekable) -> None:
+        """Take every member as it arrives, through the bounded reader."""
+        limits = self.limits
+        reader = TarReader(decompressed(stream, limits.max_expanded_bytes), limits.tar)
+        for member in reader:
+            if member.kind in (MemberKind.SYMLINK, MemberKind.HARDLINK):
+                path = _inside(member.path)
+                self._keep(len(path) + len(member.linkname), path)
+                self.members.links[path] = _link_target(member)
+            elif member.kind == MemberKind.FILE:
+                self._take(_inside(member.path), member.size, reader)
+            elif member.kind == MemberKind.DEVICE:
+                raise _invalid(f"{member.path!r} is not a regular file", member.path)
 
-    def _take(self, path: str, size: int, source: IO[bytes]) -> None:
+    def _keep(self, size: int, path: str) -> None:
+        """Count bytes held in memory until the end of the Load against its budget."""
+        self.kept_bytes += size
+        if self.kept_bytes > self.limits.max_kept_bytes:
+            raise errors.SizeLimitExceeded(
+                f"the archive's JSON documents and names exceed {self.limits.max_kept_bytes} bytes",
+                metadata={"member": path[:200], "limit": str(self.limits.max_kept_bytes)},
+            )
+
+    def _take(self, path: str, size: int, source: TarReader) -> None:
         head = source.read(min(READ_SIZE, size))
         expected = _digest_from_path(path)
         if head.lstrip()[:1] in (b"{", b"[") and size <= MAX_DOCUMENT_SIZE:
-            self.members.documents[path] = head + source.read()
+            self._keep(size + len(path), path)
+            self.members.documents[path] = head + _read_rest(source)
             return self._count(path, "kept", size)
         if expected is None and not path.endswith(LAYER_SUFFIXES):
             if path in ("manifest.json", "index.json"):
@@ -167,6 +183,7 @@ class Loader:
                 )
             _drain(source)  # VERSION files, legacy per-layer json, …
             return self._count(path, "ignored", size)
+        self._keep(len(path), path)
         if head.startswith(ZSTD_MAGIC):  # stored and verified by its digest only
             info = self._ingest(path, head, source, Encoding.RAW, mt.OCI_LAYER_ZSTD, expected)
             info = replace(info, compression="zstd")
@@ -190,7 +207,7 @@ class Loader:
         self,
         path: str,
         head: bytes,
-        source: IO[bytes],
+        source: TarReader,
         encoding: Encoding,
         media_type: str,
         expected: str | None,
@@ -377,14 +394,21 @@ class Loader:
         ]
 
 
-def _copy(head: bytes, source: IO[bytes], ingest: Ingest) -> None:
+def _copy(head: bytes, source: TarReader, ingest: Ingest) -> None:
     chunk = head
     while chunk:
         ingest.write(chunk)
         chunk = source.read(READ_SIZE)
 
 
-def _drain(source: IO[bytes]) -> None:
+def _read_rest(source: TarReader) -> bytes:
+    pieces = []
+    while chunk := source.read(READ_SIZE):
+        pieces.append(chunk)
+    return b"".join(pieces)
+
+
+def _drain(source: TarReader) -> None:
     while source.read(READ_SIZE):
         pass
 
@@ -411,6 +435,7 @@ def load(
     *,
     declared_size: int | None = None,
     progress: Callable[[LoadProgress], None] | None = None,
+    limits: LoadLimits | None = None,
 ) -> list[LoadedImage]:
     """Load one archive from a stream of chunks; returns the images and their names.
 
@@ -425,6 +450,6 @@ def load(
                 metadata={"declared": str(declared_size), "free": str(free)},
             )
     with store.lease() as lease:
-        loader = Loader(store, lease, progress)
+        loader = Loader(store, lease, progress, limits)
         loader.read_archive(io.BufferedReader(ChunkReader(iter(chunks)), READ_SIZE))
         return loader.commit_images()
