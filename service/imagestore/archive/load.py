@@ -30,7 +30,7 @@ from imagestore.archive.tar import MemberKind, TarLimits, TarMember, TarReader
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.digests import is_digest
 from imagestore.oci.manifests import MAX_DOCUMENT_SIZE, Descriptor, Index, Manifest, parse_document
-from imagestore.oci.references import Reference, parse_reference
+from imagestore.oci.references import Reference, parse_reference, parse_tag_target
 from imagestore.store.blobs import BlobInfo, Encoding, Ingest
 from imagestore.store.leases import Lease
 from imagestore.store.store import Store
@@ -272,10 +272,13 @@ class Loader:
             raise _invalid("manifest.json is not JSON", "manifest.json") from None
         if not isinstance(entries, list) or not entries:
             raise _invalid("manifest.json lists no images", "manifest.json")
-        loaded = []
         for entry in entries:
             if not isinstance(entry, dict) or not isinstance(entry.get("Layers"), list):
                 raise _invalid("a manifest.json entry has no Config and Layers", "manifest.json")
+        # every name is checked before anything is committed: a forged one loads nothing
+        all_names = [_tags(entry.get("RepoTags") or []) for entry in entries]
+        loaded = []
+        for entry, names in zip(entries, all_names, strict=True):
             config_path = posixpath.normpath(str(entry.get("Config", "")))
             config = self.store.put_blob(
                 self.lease,
@@ -305,7 +308,6 @@ class Loader:
                     for layer in layers
                 ],
             }
-            names = [parse_reference(str(tag)) for tag in entry.get("RepoTags") or []]
             body = json.dumps(manifest, indent=3).encode()
             loaded += self._commit(body, str(manifest["mediaType"]), names)
         return loaded
@@ -314,9 +316,9 @@ class Loader:
         index = parse_document(raw, mt.OCI_INDEX)
         if not isinstance(index, Index):
             raise _invalid("index.json is not an image index", "index.json")
+        all_names = [_layout_names(descriptor) for descriptor in index.manifests]
         loaded = []
-        for descriptor in index.manifests:
-            names = [parse_reference(name) for name in _names_of(descriptor)]
+        for descriptor, names in zip(index.manifests, all_names, strict=True):
             data = self._document(_blob_path(descriptor.digest))
             document = parse_document(data, descriptor.media_type)
             if isinstance(document, Index):
@@ -413,19 +415,36 @@ def _drain(source: TarReader) -> None:
         pass
 
 
-def _names_of(descriptor: Descriptor) -> list[str]:
+def _tags(texts: object) -> list[Reference]:
+    """``RepoTags`` of a docker archive: each must be what Tag would accept."""
+    if not isinstance(texts, list):
+        raise _invalid("RepoTags is not a list", "manifest.json")
+    return [_archive_name(str(text), None) for text in texts]
+
+
+def _archive_name(text: str, digest: str | None) -> Reference:
+    """A name from an archive, under Tag's rules; a digest name is accepted only
+    for the very content it names (``digest``), so it cannot re-point a pinned name."""
+    reference = parse_reference(text)
+    if reference.digest is None or digest is None:
+        return parse_tag_target(text)
+    if reference.familiar_name == "sha256" or reference.digest != digest:
+        raise errors.InvalidArgument(
+            f"the archive names {digest} {text!r}, which names other content",
+            metadata={"name": text[:200], "digest": digest},
+        )
+    return reference
+
+
+def _layout_names(descriptor: Descriptor) -> list[Reference]:
     """The name an OCI layout entry carries: containerd's full name, else a
     ``ref.name`` that is a whole reference (a bare tag names no repository)."""
     annotations = descriptor.annotations
     if CONTAINERD_NAME in annotations:
-        return [annotations[CONTAINERD_NAME]]
+        return [_archive_name(annotations[CONTAINERD_NAME], descriptor.digest)]
     ref = annotations.get(OCI_REF_NAME, "")
     if "/" in ref or ":" in ref:
-        try:
-            parse_reference(ref)
-        except errors.InvalidArgument:
-            return []
-        return [ref]
+        return [_archive_name(ref, descriptor.digest)]
     return []
 
 

@@ -242,6 +242,12 @@ class Store:
         ``names`` at it, in one transaction. Layers are checked against the
         config's diff_ids first; nothing becomes visible unless all of it is whole.
         """
+        for reference in names:  # a digest name always equals its target's digest
+            if reference.digest is not None and reference.digest != target.digest:
+                raise errors.InvalidArgument(
+                    f"{reference.familiar()} cannot name {target.digest}: its digest differs",
+                    metadata={"name": reference.familiar()[:200], "digest": target.digest},
+                )
         lease.add(target.digest)
         document = parse_document(self.blobs.read_bytes(target.digest), target.media_type)
         manifests: list[tuple[Descriptor, Manifest, ImageConfig]] = []
