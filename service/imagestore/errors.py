@@ -18,11 +18,24 @@ class ImageStoreError(Exception):
     reason = "IMAGESTORE_ERROR"
     #: the gRPC status code name of the category (the API maps it; the client reads it)
     status = "INTERNAL"
+    #: seconds after which the same call may succeed (sent as a google.rpc.RetryInfo
+    #: beside the ErrorInfo); None says nothing. A class may set a default.
+    retry_after: float | None = None
 
-    def __init__(self, message: str, *, metadata: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.metadata: dict[str, str] = dict(metadata or {})
+        if retry_after is not None:
+            if retry_after < 0:
+                raise ValueError("retry_after must not be negative")
+            self.retry_after = retry_after
 
 
 # ---- categories (one per status code) --------------------------------------

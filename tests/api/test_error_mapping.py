@@ -30,6 +30,13 @@ ROWS = [
     (errors.TruncatedCompressedData("cut"), Code.DATA_LOSS, "TRUNCATED_COMPRESSED_DATA"),
     (errors.Unavailable("registry unreachable"), Code.UNAVAILABLE, "UNAVAILABLE"),
     (RuntimeError("secret detail of a bug"), Code.INTERNAL, "INTERNAL"),
+    # An error that says when to retry also carries a google.rpc.RetryInfo.
+    (errors.Aborted("a check is already running", retry_after=5), Code.ABORTED, "ABORTED"),
+    (
+        errors.SizeLimitExceeded("too many streams", retry_after=0.25),
+        Code.RESOURCE_EXHAUSTED,
+        "SIZE_LIMIT_EXCEEDED",
+    ),
 ]
 
 
@@ -106,3 +113,38 @@ def test_each_domain_error_maps_to_its_code_with_error_info(
         assert error.details() == "internal error"  # the bug's details stay in the log
     else:
         assert error.details() == str(exception)
+
+
+@pytest.mark.parametrize(("index", "row"), list(enumerate(ROWS)), ids=[r[2] for r in ROWS])
+@pytest.mark.parametrize("method", ["Unary", "Stream"])
+def test_a_retry_delay_travels_as_retry_info_after_the_error_info(
+    address: str, index: int, row: tuple[Exception, grpc.StatusCode, str], method: str
+) -> None:
+    exception = row[0]
+    wanted = getattr(exception, "retry_after", None)
+    with grpc.insecure_channel(address) as channel:
+        unary: Any = channel.unary_unary("/test.Errors/Unary")
+        stream: Any = channel.unary_stream("/test.Errors/Stream")
+        request = str(index).encode()
+        with pytest.raises(grpc.RpcError) as failure:
+            unary(request, timeout=10) if method == "Unary" else list(stream(request, timeout=10))
+    status, info = _details(failure.value)  # the ErrorInfo stays the first detail
+    assert info.reason == row[2]
+    retries = []
+    for detail in status.details[1:]:
+        retry = error_details_pb2.RetryInfo()
+        assert detail.Unpack(retry), detail.type_url
+        retries.append(retry.retry_delay.ToNanoseconds() / 1e9)
+    assert retries == ([] if wanted is None else [wanted])
+
+
+def test_a_class_may_give_a_default_retry_delay_and_an_instance_overrides_it() -> None:
+    class Busy(errors.ResourceExhausted):
+        reason = "BUSY"
+        retry_after = 2.0
+
+    assert Busy("busy").retry_after == 2.0
+    assert Busy("busy", retry_after=0.5).retry_after == 0.5
+    assert errors.ResourceExhausted("disk full").retry_after is None
+    with pytest.raises(ValueError, match="negative"):
+        errors.Aborted("no", retry_after=-1)

@@ -31,12 +31,23 @@ def status_code(exc: errors.ImageStoreError) -> grpc.StatusCode:
 
 
 def rich_status(
-    code: grpc.StatusCode, message: str, reason: str, metadata: dict[str, str]
+    code: grpc.StatusCode,
+    message: str,
+    reason: str,
+    metadata: dict[str, str],
+    retry_after: float | None = None,
 ) -> bytes:
-    """A serialized google.rpc.Status carrying an ErrorInfo."""
+    """A serialized google.rpc.Status carrying an ErrorInfo, then a RetryInfo
+    when ``retry_after`` (seconds) says when the call may succeed."""
     info = any_pb2.Any()
     info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))
-    status = status_pb2.Status(code=code.value[0], message=message, details=[info])
+    details = [info]
+    if retry_after is not None:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromNanoseconds(round(retry_after * 1e9))
+        details.append(any_pb2.Any())
+        details[-1].Pack(retry)
+    status = status_pb2.Status(code=code.value[0], message=message, details=details)
     return bytes(status.SerializeToString())
 
 
@@ -46,8 +57,9 @@ async def abort(
     message: str,
     reason: str,
     metadata: dict[str, str] | None = None,
+    retry_after: float | None = None,
 ) -> None:
-    details = rich_status(code, message, reason, metadata or {})
+    details = rich_status(code, message, reason, metadata or {}, retry_after)
     await context.abort(code, message, trailing_metadata=(("grpc-status-details-bin", details),))
 
 
@@ -95,7 +107,14 @@ class ErrorMapping(grpc.aio.ServerInterceptor):
 
         async def handle(exc: Exception, context: grpc.aio.ServicerContext[Any, Any]) -> None:
             if isinstance(exc, errors.ImageStoreError):
-                await abort(context, status_code(exc), exc.message, exc.reason, exc.metadata)
+                await abort(
+                    context,
+                    status_code(exc),
+                    exc.message,
+                    exc.reason,
+                    exc.metadata,
+                    exc.retry_after,
+                )
             log.exception("internal error in %s", method)
             await abort(context, grpc.StatusCode.INTERNAL, "internal error", "INTERNAL")
 

@@ -2,78 +2,399 @@
 
 It reports what it finds and fixes nothing; unreferenced blobs are garbage, not
 damage, and are only counted (prune removes them).
+
+Check never reads blob contents with a lock held, so every other call carries
+on while it runs (Inspect, Tag, Remove, Prune, Load...). It goes in three steps:
+
+1. *Snapshot*, under the GC lock and one catalog read: the blob files present,
+   the blob rows, what the catalog references, the names, the images and
+   their manifests' layer rows. Short: a directory listing and a few queries.
+2. *Verify*, with no lock held, on a thread of its own at nice +10: hash every
+   blob file (1 MiB reads; the native SHA-256 and the reads release the GIL)
+   and parse every image config.
+3. *Confirm*, under the locks again, briefly: each finding must still hold.
+   A blob a concurrent prune or remove deleted meanwhile is not a problem; a
+   blob found corrupt is reported only if it is still the very file that was
+   hashed (same device, inode, size, mtime and ctime) or, when it was replaced
+   meanwhile, if the replacement is corrupt too.
+
+Files are hashed in digest order. One Check runs at a time per store: a second
+caller gets :class:`~imagestore.errors.Aborted` with a retry delay of
+:data:`CHECK_RETRY_DELAY` seconds (sent as a ``google.rpc.RetryInfo``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import stat
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from imagestore import errors
+from imagestore import errors, hashing
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.manifests import parse_config
+from imagestore.store.blobs import READ_CHUNK
+from imagestore.store.catalog import BlobRow, Catalog, ManifestBlob
 from imagestore.store.models import CheckReport, Problem
 from imagestore.store.store import Store
 
+#: seconds a caller refused because a Check is running is told to wait before retrying
+CHECK_RETRY_DELAY = 5.0
+#: the nice value of the thread that hashes (Check is background work)
+CHECK_NICENESS = 10
+
+_HEX = frozenset("0123456789abcdef")
+_running: weakref.WeakKeyDictionary[Store, threading.Lock] = weakref.WeakKeyDictionary()
+_running_guard = threading.Lock()
+
+#: what identifies one file's contents: device, inode, size, mtime, ctime
+Identity = tuple[int, int, int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Hashed:
+    """What one blob file held when it was read."""
+
+    digest: str | None  #: what the bytes hash to (None: the file could not be read)
+    size: int  #: bytes read
+    identity: Identity | None  #: the file, as seen once read to the end
+    error: str = ""  #: why it could not be read
+
+
+@dataclass(frozen=True, slots=True)
+class Layer:
+    """A manifest's layer as the catalog records it (snapshot)."""
+
+    digest: str
+    media_type: str
+    recorded: bool  #: the blob has a row
+    diff_id: str | None  #: the row's diff_id
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A problem found outside the locks, to confirm under them."""
+
+    problem: Problem
+    expected: str | None = None  #: the config's diff_id, for a diff-id-mismatch
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """What one Check verifies, read under the locks in one go."""
+
+    files: list[str] = field(default_factory=list)
+    sizes: dict[str, int] = field(default_factory=dict)  #: recorded blob sizes
+    referenced: set[str] = field(default_factory=set)
+    dangling_names: list[tuple[str, str]] = field(default_factory=list)  #: (name, target)
+    images: int = 0
+    without_manifest: list[str] = field(default_factory=list)
+    #: image ID -> [(manifest digest, its layers)]
+    manifests: dict[str, list[tuple[str, list[Layer]]]] = field(default_factory=dict)
+
 
 def check(store: Store) -> CheckReport:
-    problems: list[Problem] = []
-    catalog, blobs = store.catalog, store.blobs
+    """Verify the store without blocking it; one Check at a time.
+
+    Raises Aborted (with ``retry_after``) when another Check is running.
+    """
+    running = _lock_of(store)
+    if not running.acquire(blocking=False):
+        raise errors.Aborted(
+            "a check is already running; retry when it has finished",
+            retry_after=CHECK_RETRY_DELAY,
+        )
+    try:
+        return _check(store)
+    finally:
+        running.release()
+
+
+def _lock_of(store: Store) -> threading.Lock:
+    with _running_guard:
+        return _running.setdefault(store, threading.Lock())
+
+
+def _check(store: Store) -> CheckReport:
+    snapshot = _snapshot(store)
+    blob_dir = store.blobs.blob_dir
+    hashed: dict[str, Hashed] = {}
+    images: dict[str, list[Finding]] = {}
+
+    def verify() -> None:
+        for digest in snapshot.files:
+            hashed[digest] = hash_file(blob_dir / _file_name(digest))
+        for image_id, manifests in snapshot.manifests.items():
+            images[image_id] = _image_findings(store, image_id, manifests)
+
+    _in_background(verify)
+    content, others, replaced = _confirm(store, snapshot, hashed, images)
+    for digest in replaced:  # replaced while Check ran: verify the new file once
+        again = hash_file(blob_dir / _file_name(digest))
+        if again.identity is not None and again.digest != digest:
+            content.append(_corrupt(digest, again))
+    content.sort(key=lambda problem: problem.subject)
+    problems = content + others
+    for path in store.blobs.stale_ingests():
+        problems.append(Problem("stale-ingest", path.name, "an ingest nobody owns"))
+    return CheckReport(
+        tuple(problems), blobs_checked=len(snapshot.files), images_checked=snapshot.images
+    )
+
+
+def _in_background(work: Callable[[], None]) -> None:
+    """Run ``work`` on a thread of its own at a lower CPU priority, and wait.
+
+    Hashing a store keeps a core busy for a while; at ``CHECK_NICENESS`` the
+    calls that answer users (on the event loop and the worker threads) come
+    first. Linux's nice is per thread; where it is not, Check runs as is.
+    """
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CHECK_NICENESS)
+        try:
+            work()
+        except BaseException as exc:  # raised again on the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="imagestore-check", daemon=True)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
+# ---- 1. snapshot (under the locks) ------------------------------------------
+
+
+def _snapshot(store: Store) -> Snapshot:
+    catalog = store.catalog
+    found = Snapshot()
     with store.collector.lock, catalog.reading() as db:
+        found.files = sorted(blob_files(store.blobs.blob_dir))
         rows = {row.digest: row for row in catalog.blobs(db)}
-        files = set(blobs.digests())
-        for digest in sorted(files):
-            if not blobs.verify(digest):
-                problems.append(
-                    Problem("corrupt-blob", digest, "content does not hash to its name")
-                )
-            elif digest in rows and rows[digest].size != blobs.size(digest):
-                problems.append(
-                    Problem("size-mismatch", digest, f"catalog says {rows[digest].size} bytes")
-                )
-        needed = catalog.referenced_blobs(db)
-        for digest in sorted(needed - files):
-            problems.append(Problem("missing-blob", digest, "referenced but not on disk"))
-        for digest in sorted(set(rows) - files - needed):
-            problems.append(Problem("missing-blob", digest, "recorded but not on disk"))
+        found.sizes = {digest: row.size for digest, row in rows.items()}
+        found.referenced = catalog.referenced_blobs(db)
         for name in catalog.names(db):
             if catalog.target(db, name.target) is None:
-                problems.append(
-                    Problem("dangling-name", name.name, f"target {name.target} unknown")
-                )
+                found.dangling_names.append((name.name, name.target))
         images = catalog.images(db)
+        found.images = len(images)
         for image in images:
             manifests = catalog.manifests_of_image(db, image.id)
             if not manifests:
-                problems.append(Problem("image-without-manifest", image.id, "no manifest"))
+                found.without_manifest.append(image.id)
                 continue
-            problems += _check_layers(store, db, image.id, [m.digest for m in manifests], files)
-    for path in blobs.stale_ingests():
-        problems.append(Problem("stale-ingest", path.name, "an ingest nobody owns"))
-    return CheckReport(tuple(problems), blobs_checked=len(files), images_checked=len(images))
+            found.manifests[image.id] = [
+                (manifest.digest, _layers(catalog.manifest_blobs(db, manifest.digest), rows))
+                for manifest in manifests
+            ]
+    return found
 
 
-def _check_layers(
-    store: Store, db: sqlite3.Connection, image_id: str, manifests: list[str], files: set[str]
-) -> list[Problem]:
-    """Each manifest's layers must unpack to the config's diff_ids."""
-    problems = []
-    if image_id not in files:
-        return [Problem("missing-blob", image_id, "image config not on disk")]
+def _layers(blobs: list[ManifestBlob], rows: dict[str, BlobRow]) -> list[Layer]:
+    """A manifest's layers (position 0 is its config) with their rows' diff_ids."""
+    layers = []
+    for blob in blobs:
+        if blob.position == 0:
+            continue
+        row = rows.get(blob.blob_digest)
+        diff_id = None if row is None else row.diff_id
+        layers.append(Layer(blob.blob_digest, blob.media_type, row is not None, diff_id))
+    return layers
+
+
+def blob_files(blob_dir: Path) -> Iterator[str]:
+    """Digests of the entries of the blob directory.
+
+    Every entry named like a digest that is not a directory counts, and is
+    read as a blob: a blob is whatever its path yields.
+    """
+    for entry in os.scandir(blob_dir):
+        if len(entry.name) == 64 and _HEX.issuperset(entry.name):
+            try:
+                if not entry.is_dir():
+                    yield "sha256:" + entry.name
+            except OSError:
+                continue
+
+
+def _file_name(digest: str) -> str:
+    return digest.removeprefix("sha256:")
+
+
+# ---- 2. verify (no lock held) -----------------------------------------------
+
+
+def hash_file(path: Path) -> Hashed:
+    """Hash one blob file in 1 MiB reads; a file that vanished has no identity."""
+    try:
+        handle = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by the with below
+    except FileNotFoundError:
+        return Hashed(None, 0, None)
+    except OSError as exc:
+        return Hashed(None, 0, _identity_at(path), exc.strerror or str(exc))
+    buffer = bytearray(READ_CHUNK)
+    view = memoryview(buffer)
+    size = 0
+    with handle, hashing.Sha256() as hasher:
+        try:
+            while count := handle.readinto(buffer):
+                hasher.update(view[:count])
+                size += count
+            identity = _identity(os.fstat(handle.fileno()))
+        except OSError as exc:
+            return Hashed(None, size, _identity_at(path), exc.strerror or str(exc))
+        return Hashed(hasher.finish()[0], size, identity)
+
+
+def _identity(status: os.stat_result) -> Identity:
+    return (
+        status.st_dev,
+        status.st_ino,
+        status.st_size,
+        status.st_mtime_ns,
+        status.st_ctime_ns,
+    )
+
+
+def _identity_at(path: Path) -> Identity | None:
+    """The identity of what is at ``path`` now (None: nothing, or a directory)."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return None if stat.S_ISDIR(status.st_mode) else _identity(status)
+
+
+def _image_findings(
+    store: Store, image_id: str, manifests: list[tuple[str, list[Layer]]]
+) -> list[Finding]:
+    """An image's config must parse, and each manifest's layers must unpack to
+    its diff_ids (as the snapshot recorded them; confirmed later)."""
     try:
         config = parse_config(store.blobs.read_bytes(image_id))
+    except errors.NotFound:
+        return [Finding(Problem("missing-blob", image_id, "image config not on disk"))]
     except errors.ImageStoreError as exc:
-        return [Problem("bad-config", image_id, exc.message)]
-    for manifest in manifests:
-        layers = [b for b in store.catalog.manifest_blobs(db, manifest) if b.position > 0]
+        return [Finding(Problem("bad-config", image_id, exc.message))]
+    except OSError as exc:
+        detail = f"cannot be read: {exc.strerror or exc}"
+        return [Finding(Problem("bad-config", image_id, detail))]
+    findings = []
+    for manifest, layers in manifests:
         if len(layers) != len(config.diff_ids):
-            problems.append(Problem("layer-count", manifest, "layers differ from diff_ids"))
+            problem = Problem("layer-count", manifest, "layers differ from diff_ids")
+            findings.append(Finding(problem))
             continue
         for layer, diff_id in zip(layers, config.diff_ids, strict=True):
-            row = store.catalog.blob(db, layer.blob_digest)
-            if layer.media_type in mt.ZSTD_LAYERS or row is None:
+            if layer.media_type in mt.ZSTD_LAYERS or not layer.recorded:
                 continue
-            if row.diff_id != diff_id:
-                problems.append(
-                    Problem("diff-id-mismatch", layer.blob_digest, f"unpacks to {row.diff_id}")
-                )
-    return problems
+            if layer.diff_id != diff_id:
+                problem = Problem("diff-id-mismatch", layer.digest, f"unpacks to {layer.diff_id}")
+                findings.append(Finding(problem, diff_id))
+    return findings
+
+
+def _corrupt(digest: str, seen: Hashed) -> Problem:
+    if seen.error:
+        return Problem("corrupt-blob", digest, f"cannot be read: {seen.error}")
+    return Problem("corrupt-blob", digest, "content does not hash to its name")
+
+
+# ---- 3. confirm (under the locks, briefly) ----------------------------------
+
+
+def _confirm(
+    store: Store,
+    snapshot: Snapshot,
+    hashed: dict[str, Hashed],
+    images: dict[str, list[Finding]],
+) -> tuple[list[Problem], list[Problem], list[str]]:
+    """The findings that still hold: about content (corrupt, size), about
+    the rest, and the blobs found corrupt that were replaced meanwhile."""
+    catalog, blob_dir = store.catalog, store.blobs.blob_dir
+    content: list[Problem] = []
+    others: list[Problem] = []
+    replaced: list[str] = []
+
+    def present(digest: str) -> Identity | None:
+        return _identity_at(blob_dir / _file_name(digest))
+
+    with store.collector.lock, catalog.reading() as db:
+        for digest, seen in hashed.items():
+            if seen.identity is None or seen.digest == digest:
+                continue
+            now = present(digest)
+            if now is None:
+                continue  # deleted meanwhile (prune, remove): not a problem
+            if now == seen.identity or seen.error:
+                content.append(_corrupt(digest, seen))
+            else:
+                replaced.append(digest)
+        sized = {
+            digest: seen.size
+            for digest, seen in hashed.items()
+            if seen.digest == digest and snapshot.sizes.get(digest, seen.size) != seen.size
+        }
+        for digest, size in catalog.blob_sizes(db, sized).items():
+            if size != sized[digest] and present(digest) == hashed[digest].identity:
+                content.append(Problem("size-mismatch", digest, f"catalog says {size} bytes"))
+
+        files = set(snapshot.files)
+        vanished = {d for d, seen in hashed.items() if seen.identity is None and not seen.error}
+        candidates = ((snapshot.referenced | set(snapshot.sizes)) - files) | vanished
+        absent = {digest for digest in candidates if present(digest) is None}
+        referenced = catalog.referenced_among(db, absent)
+        recorded = catalog.blob_sizes(db, absent - referenced)
+        for digest in sorted(referenced):
+            others.append(Problem("missing-blob", digest, "referenced but not on disk"))
+        for digest in sorted(recorded):
+            others.append(Problem("missing-blob", digest, "recorded but not on disk"))
+
+        for name, target in snapshot.dangling_names:
+            row = catalog.name(db, name)
+            if row is not None and row.target == target and catalog.target(db, target) is None:
+                others.append(Problem("dangling-name", name, f"target {target} unknown"))
+        for image_id in snapshot.without_manifest:
+            if catalog.image(db, image_id) and not catalog.manifests_of_image(db, image_id):
+                others.append(Problem("image-without-manifest", image_id, "no manifest"))
+        for image_id, findings in images.items():
+            if findings and catalog.image(db, image_id) is not None:
+                others += _still_true(catalog, db, image_id, findings, present)
+    return content, others, replaced
+
+
+def _still_true(
+    catalog: Catalog,
+    db: sqlite3.Connection,
+    image_id: str,
+    findings: list[Finding],
+    present: Callable[[str], Identity | None],
+) -> list[Problem]:
+    """An image's findings that hold now (the image still exists)."""
+    manifests = {manifest.digest for manifest in catalog.manifests_of_image(db, image_id)}
+    confirmed = []
+    for finding in findings:
+        problem = finding.problem
+        if problem.kind == "missing-blob":
+            holds = present(image_id) is None
+        elif problem.kind == "layer-count":
+            holds = problem.subject in manifests
+        elif problem.kind == "diff-id-mismatch":  # a row's diff_id may have been filled in
+            row = catalog.blob(db, problem.subject)
+            holds = row is not None and row.diff_id != finding.expected
+            if holds and row is not None:
+                problem = Problem(problem.kind, problem.subject, f"unpacks to {row.diff_id}")
+        else:  # bad-config: the config is content-addressed, still what was parsed
+            holds = True
+        if holds:
+            confirmed.append(problem)
+    return confirmed
