@@ -1,8 +1,11 @@
 """A registry that lies, written for the tests: aiohttp on a loopback port.
 
-It serves images put into it with :meth:`HostileRegistry.add_image`, and
-misbehaves per blob or per repository as a test tells it (``faults``).
-Every request is recorded, so tests can count downloads.
+It serves images put into it with :meth:`HostileRegistry.add_image` (and
+indexes with :meth:`HostileRegistry.add_manifest`), and misbehaves per blob or
+per repository as a test tells it (``faults``, ``ping_body``). Every request is
+recorded, so tests can count downloads, and :meth:`HostileRegistry.wait_until`
+lets a test synchronise on what the registry has seen; ``hold`` faults block
+until the test calls :meth:`HostileRegistry.release`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import gzip
 import json
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -25,6 +28,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+#: what the streamed bodies (a huge ping) are written in: never held whole
+STREAM_CHUNK = 64 << 10
 
 
 @dataclass
@@ -47,13 +53,19 @@ class Image:
 
 
 def make_image(
-    tars: list[bytes], *, diff_ids: list[str] | None = None, layer_digests: list[str] | None = None
+    tars: list[bytes],
+    *,
+    diff_ids: list[str] | None = None,
+    layer_digests: list[str] | None = None,
+    architecture: str = "amd64",
+    annotations: dict[str, str] | None = None,
 ) -> Image:
-    """An OCI image of gzip layers; ``diff_ids``/``layer_digests`` may lie."""
+    """An OCI image of gzip layers; ``diff_ids``/``layer_digests`` may lie;
+    ``annotations`` go in the manifest (to make a large one)."""
     layers = [gzip.compress(tar, mtime=0) for tar in tars]
     config = json.dumps(
         {
-            "architecture": "amd64",
+            "architecture": architecture,
             "os": "linux",
             "rootfs": {"type": "layers", "diff_ids": diff_ids or [sha(t) for t in tars]},
         }
@@ -68,9 +80,30 @@ def make_image(
                 {"mediaType": OCI_LAYER, "digest": d, "size": len(layer)}
                 for d, layer in zip(digests, layers, strict=True)
             ],
+            **({"annotations": annotations} if annotations else {}),
         }
     ).encode()
     return Image(manifest, config, layers)
+
+
+def make_index(entries: Sequence[tuple[Image, str]]) -> bytes:
+    """An OCI index listing each image's manifest for a ``linux/<arch>`` platform
+    (an image may be listed many times)."""
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": image.digest,
+                    "size": len(image.manifest),
+                    "platform": {"os": "linux", "architecture": architecture},
+                }
+                for image, architecture in entries
+            ],
+        }
+    ).encode()
 
 
 @dataclass
@@ -85,6 +118,13 @@ class HostileRegistry:
     - ``stall``: some bytes, then silence
     - ``slow``: the blob in small pieces with pauses (to overlap pulls)
     - ``redirect:<url>``: a 307 to another server (a CDN)
+    - ``drip:<ms>``: one byte every <ms> milliseconds (busy, never silent)
+    - ``hold``: 10 bytes, then nothing until the test calls :meth:`release`
+    - ``retry-after:<s>``: 503 with ``Retry-After: <s>``, every time
+    - ``huge-error:<n>``: 500 with an <n>-byte body (chunked, streamed), every time
+
+    ``ping_body``: ``GET /v2/`` answers 200 with that many bytes (zeros, streamed
+    in STREAM_CHUNK pieces; ``ping_chunked`` leaves out the Content-Length).
     """
 
     host: str = ""
@@ -102,8 +142,18 @@ class HostileRegistry:
     tokens_issued: int = 0
     #: tokens (by issue number) the registry no longer takes
     revoked: set[int] = field(default_factory=set)
+    ping_body: int = 0
+    ping_chunked: bool = False
+    #: bytes of streamed bodies (ping, huge-error) actually sent: the client may
+    #: close the connection early
+    ping_sent: int = 0
+    #: blob requests now blocked by a ``hold`` fault
+    holding: int = 0
     _failures: Counter[str] = field(default_factory=Counter)
     _closing: asyncio.Event = field(default_factory=asyncio.Event)
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
+    _changed: threading.Condition = field(default_factory=threading.Condition)
+    _loop: asyncio.AbstractEventLoop | None = None
 
     def add_image(self, repository: str, tag: str, image: Image) -> None:
         self.manifests[(repository, tag)] = (image.manifest, OCI_MANIFEST)
@@ -117,6 +167,21 @@ class HostileRegistry:
 
     def downloads(self, digest: str) -> int:
         return self.requests[("GET", digest)]
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+        """Block the test until ``predicate()`` holds (checked at each request)."""
+        with self._changed:
+            assert self._changed.wait_for(predicate, timeout), "the registry never got there"
+
+    def release(self) -> None:
+        """Let every ``hold`` request (now and later) send the rest of its blob."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._released.set)
+
+    def _seen(self, method: str, key: str) -> None:
+        with self._changed:
+            self.requests[(method, key)] += 1
+            self._changed.notify_all()
 
     # ---- handlers ----------------------------------------------------------------
 
@@ -154,12 +219,38 @@ class HostileRegistry:
         token = " ".join([f"t{self.tokens_issued}", *scopes])
         return web.json_response({"access_token": token, "expires_in": 300})
 
-    async def _ping(self, request: web.Request) -> web.Response:
-        return web.json_response({})
+    async def _ping(self, request: web.Request) -> web.StreamResponse:
+        self._seen(request.method, "/v2/")
+        if not self.ping_body:
+            return web.json_response({})
+        length = None if self.ping_chunked else self.ping_body
+        return await self._stream_zeros(request, self.ping_body, 200, length)
+
+    async def _stream_zeros(
+        self, request: web.Request, size: int, status: int, length: int | None = None
+    ) -> web.StreamResponse:
+        """``size`` zero bytes, written a piece at a time (never held whole); the
+        count sent is added to ``ping_sent``."""
+        response = web.StreamResponse(status=status)
+        if length is not None:
+            response.content_length = length
+        await response.prepare(request)
+        zeros = bytes(STREAM_CHUNK)
+        sent = 0
+        try:
+            while sent < size:
+                piece = zeros[: size - sent]
+                await response.write(piece)
+                sent += len(piece)
+                self.ping_sent += len(piece)
+            await response.write_eof()
+        except (ConnectionError, RuntimeError):
+            pass  # the client closed the connection: it has read enough
+        return response
 
     async def _manifest(self, request: web.Request) -> web.StreamResponse:
         key = (request.match_info["name"], request.match_info["reference"])
-        self.requests[(request.method, key[1])] += 1
+        self._seen(request.method, key[1])
         if key not in self.manifests:
             return _error(404, "MANIFEST_UNKNOWN", "manifest unknown")
         body, media_type = self.manifests[key]
@@ -168,12 +259,18 @@ class HostileRegistry:
 
     async def _blob(self, request: web.Request) -> web.StreamResponse:
         digest = request.match_info["digest"]
-        self.requests[(request.method, digest)] += 1
         self.authorizations.append(request.headers.get("Authorization", ""))
+        self._seen(request.method, digest)
         fault = self.faults.get(digest, "")
         if digest not in self.blobs:
             return _error(404, "BLOB_UNKNOWN", "blob unknown to registry")
         data = self.blobs[digest]
+        if fault.startswith("retry-after:"):
+            headers = {"Retry-After": fault.removeprefix("retry-after:")}
+            later = {"errors": [{"code": "UNAVAILABLE", "message": "come back later"}]}
+            return web.json_response(later, status=503, headers=headers)
+        if fault.startswith("huge-error:"):
+            return await self._stream_zeros(request, int(fault.removeprefix("huge-error:")), 500)
         if fault.startswith("fail:"):
             self._failures[digest] += 1
             if self._failures[digest] <= int(fault.removeprefix("fail:")):
@@ -203,7 +300,21 @@ class HostileRegistry:
             await response.write(body[:10])
             await self._closing.wait()  # silence until the test ends
             return response
-        if fault == "slow":
+        if fault == "hold":
+            await response.write(body[:10])
+            with self._changed:
+                self.holding += 1
+                self._changed.notify_all()
+            await self._released.wait()
+            with self._changed:
+                self.holding -= 1
+            await response.write(body[10:])
+        elif fault.startswith("drip:"):
+            pause = int(fault.removeprefix("drip:")) / 1000
+            for offset in range(len(body)):
+                await response.write(body[offset : offset + 1])
+                await asyncio.sleep(pause)
+        elif fault == "slow":
             for offset in range(0, len(body), 64 << 10):
                 await response.write(body[offset : offset + (64 << 10)])
                 await asyncio.sleep(0.01)
@@ -236,6 +347,7 @@ class HostileRegistry:
             started.set()
             loop.run_forever()
 
+        self._loop = loop
         thread = threading.Thread(target=serve, daemon=True)
         thread.start()
         started.wait(10)
@@ -247,6 +359,7 @@ class HostileRegistry:
             yield self
         finally:
             loop.call_soon_threadsafe(self._closing.set)
+            loop.call_soon_threadsafe(self._released.set)
             asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(10)

@@ -3,7 +3,8 @@
 A Bearer token is fetched from the challenge's realm for one scope
 (``repository:<path>:pull[,push]``), with Basic credentials when there are
 any, and cached by realm, service, scope and credential until shortly before
-it expires (60 s when the server does not say).
+it expires (60 s when the server does not say). The cache is an LRU of
+TOKEN_CACHE_SIZE tokens, and keeps none longer than MAX_CACHED_TOKEN bytes.
 """
 
 from __future__ import annotations
@@ -17,10 +18,16 @@ from typing import Protocol
 
 from imagestore import errors
 from imagestore.dockerconfig import Credentials
+from imagestore.registry.lru import LRU
 
 #: a token answer larger than this is refused (containers/image uses 1 MiB)
 MAX_TOKEN_RESPONSE = 1 << 20
 DEFAULT_TOKEN_LIFETIME = 60.0
+#: tokens kept: one per registry, repository, action set and credential in recent use
+TOKEN_CACHE_SIZE = 512
+#: a longer token is used once and not kept (real ones are JWTs of 1-4 KiB), so the
+#: cache holds at most TOKEN_CACHE_SIZE x 16 KiB = 8 MiB
+MAX_CACHED_TOKEN = 16 << 10
 _EXPIRY_MARGIN = 5.0
 _PARAM = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*,?')
 
@@ -83,8 +90,11 @@ class FetchToken(Protocol):
 class TokenCache:
     """Bearer tokens, keyed by realm, service, scope and credential."""
 
-    def __init__(self) -> None:
-        self._tokens: dict[tuple[str, str, str, str], _Token] = {}
+    def __init__(self, size: int = TOKEN_CACHE_SIZE) -> None:
+        self._tokens: LRU[tuple[str, str, str, str], _Token] = LRU(size)
+
+    def __len__(self) -> int:
+        return len(self._tokens)
 
     async def token(
         self,
@@ -140,7 +150,7 @@ class TokenCache:
             else DEFAULT_TOKEN_LIFETIME
         )
         now = time.monotonic()
-        for stale in [k for k, t in self._tokens.items() if t.expires_at <= now]:
-            del self._tokens[stale]
-        self._tokens[key] = _Token(value, now + max(seconds - _EXPIRY_MARGIN, 1.0))
+        self._tokens.discard_if(lambda token: token.expires_at <= now)
+        if len(value) <= MAX_CACHED_TOKEN:
+            self._tokens.put(key, _Token(value, now + max(seconds - _EXPIRY_MARGIN, 1.0)))
         return value

@@ -46,15 +46,29 @@ async def entered_in_thread(manager: AbstractContextManager[T]) -> AsyncIterator
         await in_thread(manager.__exit__, None, None, None)
 
 
-async def run_all(jobs: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
-    """Run jobs concurrently. The first failure cancels the rest and is raised
-    as itself (not wrapped in an ExceptionGroup), so it maps to one status."""
+async def run_all(jobs: Iterable[Coroutine[Any, Any, T]], limit: int) -> list[T]:
+    """Run jobs concurrently, at most ``limit`` at once: that many workers each take
+    the next job when done, so a pull of thousands of layers holds ``limit`` tasks,
+    not thousands (pass a generator: jobs are then made only as they are taken).
+    The first failure cancels the rest and is raised as itself (not wrapped in an
+    ExceptionGroup), so it maps to one status. Results come in the jobs' order."""
+    queue = enumerate(jobs)
+    results: dict[int, T] = {}
+
+    async def worker() -> None:
+        # the loops share one iterator: each job is taken by exactly one worker
+        for number, job in queue:
+            results[number] = await job
+
     try:
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(job) for job in jobs]
+            for _ in range(max(1, limit)):
+                group.create_task(worker())
     except BaseExceptionGroup as failures:
+        for _, unstarted in queue:
+            unstarted.close()  # made but never run (a list was passed): no warning
         raise _first_leaf(failures) from None
-    return [task.result() for task in tasks]
+    return [results[number] for number in range(len(results))]
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -5,6 +5,11 @@ per host); TLS settings are chosen per host. Every request goes through
 :meth:`RegistryClient.request`, which adds credentials only for the
 registry's own origin, follows redirects by hand (refusing downgrades, loops
 and jumps to local addresses) and answers a 401 challenge once.
+
+Registries are named by callers, so nothing here grows with the names it is
+given: bodies are read up to a cap (and under a speed floor), the state kept
+per host (ping results, TLS contexts, tokens) lives in bounded LRU caches, and
+hosts without their own certs.d folder share one TLS context.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,7 +41,11 @@ from imagestore.registry.auth import (
     basic_header,
     parse_challenges,
 )
+from imagestore.registry.lru import LRU
 from imagestore.registry.options import RegistryOptions
+from imagestore.registry.retry import Retryable, connection_failure, retry_after
+from imagestore.registry.slots import HostSlots
+from imagestore.registry.timing import SpeedFloor, deadline
 
 log = logging.getLogger("imagestore.registry")
 T = TypeVar("T")
@@ -43,20 +53,21 @@ T = TypeVar("T")
 DOCKER_HUB_HOST = "registry-1.docker.io"
 MANIFEST_ACCEPT = ", ".join(mt.MANIFEST_ACCEPT)
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: an error body is read up to this (its first message is all we show)
 MAX_ERROR_BODY = 64 << 10
-MAX_RETRY_AFTER = 60.0
+#: the ping's body ("{}") is read up to this, so the connection can be reused; a
+#: longer one is not read at all: the connection is closed instead
+MAX_PING_BODY = 64 << 10
+#: bodies we only glance at (errors, the ping) must arrive within this
+GLANCE_TIMEOUT = 10.0
+#: per-host TLS contexts kept (~840 KiB each); only hosts with their own certs.d
+#: folder get one, so the operator's folders bound them, this bounds the memory
+TLS_CACHE_SIZE = 32
+#: registries whose ping result (scheme and auth challenge) is remembered
+HOST_CACHE_SIZE = 256
 
 #: called with the delay before the next try (for "Retrying in N seconds")
 OnRetry = Callable[[float], None]
-
-
-class Retryable(Exception):  # noqa: N818 - a signal, not an error the caller sees
-    """A failure worth another try; ``final`` is raised when tries run out."""
-
-    def __init__(self, final: errors.ImageStoreError, retry_after: float | None = None) -> None:
-        super().__init__(final.message)
-        self.final = final
-        self.retry_after = retry_after
 
 
 def registry_error(status: int, body: bytes, what: str) -> errors.ImageStoreError:
@@ -87,8 +98,11 @@ def _error_detail(body: bytes) -> str:
         return text[0][:200] if text else ""
 
 
-async def read_limited(response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
-    """The whole body, refusing more than ``limit`` bytes (checked while reading)."""
+async def read_limited(
+    response: aiohttp.ClientResponse, limit: int, what: str, floor: SpeedFloor | None = None
+) -> bytes:
+    """The whole body, refusing more than ``limit`` bytes (checked while reading);
+    with a ``floor``, a body arriving slower than it fails the try (Retryable)."""
     declared = response.content_length
     if declared is not None and declared > limit:
         raise errors.SizeLimitExceeded(
@@ -97,45 +111,43 @@ async def read_limited(response: aiohttp.ClientResponse, limit: int, what: str) 
         )
     parts: list[bytes] = []
     total = 0
-    async for chunk in response.content.iter_chunked(1 << 16):
-        total += len(chunk)
-        if total > limit:
-            raise errors.SizeLimitExceeded(
-                f"{what} is larger than the limit of {limit} bytes",
-                metadata={"limit": str(limit)},
-            )
-        parts.append(chunk)
+    async with (floor or _NO_FLOOR).meter(what) as meter:
+        async for chunk in response.content.iter_chunked(1 << 16):
+            total += len(chunk)
+            if total > limit:
+                raise errors.SizeLimitExceeded(
+                    f"{what} is larger than the limit of {limit} bytes",
+                    metadata={"limit": str(limit)},
+                )
+            parts.append(chunk)
+            meter.count(len(chunk))
     return b"".join(parts)
+
+
+_NO_FLOOR = SpeedFloor(0, 0)
+
+
+async def glance(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """A short body read whole (so the connection can be reused), or None when it
+    is longer than ``limit``, slower than GLANCE_TIMEOUT or broken: then nothing
+    more is read, and releasing the answer closes its connection."""
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        return None
+    try:
+        async with asyncio.timeout(GLANCE_TIMEOUT):
+            return await read_limited(response, limit, "body")
+    except (errors.SizeLimitExceeded, aiohttp.ClientError, TimeoutError):
+        return None
 
 
 async def fail_for(response: aiohttp.ClientResponse, what: str) -> errors.ImageStoreError:
     """Read a failed answer's error body; 5xx and 429 come back as Retryable."""
-    try:
-        body = await read_limited(response, MAX_ERROR_BODY, "error body")
-    except (errors.SizeLimitExceeded, aiohttp.ClientError, TimeoutError):
-        body = b""
+    body = await glance(response, MAX_ERROR_BODY) or b""
     error = registry_error(response.status, body, what)
     if response.status == 429 or response.status >= 500:
-        raise Retryable(error, _retry_after(response.headers.get("Retry-After")))
+        raise Retryable(error, retry_after(response.headers.get("Retry-After")))
     return error
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return min(max(float(value), 0.0), MAX_RETRY_AFTER) if value else None
-    except ValueError:
-        return None
-
-
-def connection_failure(exc: BaseException, what: str) -> Retryable:
-    if isinstance(exc, TimeoutError):
-        return Retryable(errors.Unavailable(f"{what}: the registry stopped answering"))
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror or str(exc.os_error)
-        detail = f"cannot connect to {exc.host}:{exc.port}: {reason}"
-    else:
-        detail = str(exc) or type(exc).__name__
-    return Retryable(errors.Unavailable(f"{what}: {detail}"))
 
 
 @dataclass
@@ -183,12 +195,17 @@ class RegistryClient:
             DockerConfig(options.config_file) if options.config_file is not None else None
         )
         self.tokens = TokenCache()
-        self._hosts: dict[str, Host] = {}
-        self._host_locks: dict[str, asyncio.Lock] = {}
+        self._hosts: LRU[str, Host] = LRU(HOST_CACHE_SIZE)
+        #: one ping at a time per endpoint (the others wait for its answer)
+        self._pings = HostSlots(1)
         self._session: aiohttp.ClientSession | None = None
-        self._ssl: dict[tuple[str, bool], ssl.SSLContext] = {}
-        self.downloads = asyncio.Semaphore(options.max_concurrent_downloads)
-        self.uploads = asyncio.Semaphore(options.max_concurrent_uploads)
+        #: (verified) for hosts with no certs.d folder: the common case shares these
+        self._shared_ssl: dict[bool, ssl.SSLContext] = {}
+        self._ssl: LRU[tuple[str, bool], ssl.SSLContext] = LRU(TLS_CACHE_SIZE)
+        #: per registry (its origin): a slow registry fills only its own slots
+        self.downloads = HostSlots(options.max_concurrent_downloads)
+        self.uploads = HostSlots(options.max_concurrent_uploads)
+        self.speed_floor = SpeedFloor(options.min_speed, options.speed_window)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -206,6 +223,8 @@ class RegistryClient:
                 ),
                 trust_env=True,  # HTTPS_PROXY / NO_PROXY
                 auto_decompress=False,  # a layer's bytes are hashed exactly as sent
+                # registries need no cookies, and a jar would keep whatever they set
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
@@ -230,27 +249,40 @@ class RegistryClient:
 
     def ssl_context(self, hostport: str) -> ssl.SSLContext:
         """System CAs plus --registry-ca and ``certs.d/<host>/``; unverified for
-        --insecure-registry hosts (Docker's meaning of the flag)."""
+        --insecure-registry hosts (Docker's meaning of the flag).
+
+        A context costs ~840 KiB: hosts without a certs.d folder share one (two
+        with the unverified kind), the others are kept in a small LRU."""
         insecure = self.is_insecure(hostport)
+        folder = self._certs_folder(hostport)
+        if folder is None:
+            shared = self._shared_ssl.get(insecure)
+            if shared is None:
+                shared = self._shared_ssl[insecure] = self._new_ssl_context(None, insecure)
+            return shared
         key = (hostport, insecure)
-        if key not in self._ssl:
-            context = ssl.create_default_context()
-            for ca in self.options.ca_files:
+        context = self._ssl.get(key)
+        if context is None:
+            context = self._new_ssl_context(folder, insecure)
+            self._ssl.put(key, context)
+        return context
+
+    def _new_ssl_context(self, folder: Path | None, insecure: bool) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        for ca in self.options.ca_files:
+            context.load_verify_locations(cafile=str(ca))
+        if folder is not None:
+            for ca in sorted(folder.glob("*.crt")):
                 context.load_verify_locations(cafile=str(ca))
-            folder = self._certs_folder(hostport)
-            if folder is not None:
-                for ca in sorted(folder.glob("*.crt")):
-                    context.load_verify_locations(cafile=str(ca))
-                for cert in sorted(folder.glob("*.cert")):
-                    key_file = cert.with_suffix(".key")
-                    if not key_file.is_file():
-                        raise errors.FailedPrecondition(f"{cert} has no matching {key_file.name}")
-                    context.load_cert_chain(str(cert), str(key_file))
-            if insecure:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            self._ssl[key] = context
-        return self._ssl[key]
+            for cert in sorted(folder.glob("*.cert")):
+                key_file = cert.with_suffix(".key")
+                if not key_file.is_file():
+                    raise errors.FailedPrecondition(f"{cert} has no matching {key_file.name}")
+                context.load_cert_chain(str(cert), str(key_file))
+        if insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
 
     def _certs_folder(self, hostport: str) -> Path | None:
         if self.options.certs_dir is None:
@@ -318,11 +350,12 @@ class RegistryClient:
         await self.with_retries(attempt, None)
 
     async def _host(self, endpoint: str) -> Host:
-        lock = self._host_locks.setdefault(endpoint, asyncio.Lock())
-        async with lock:
-            if endpoint not in self._hosts:
-                self._hosts[endpoint] = await self.with_retries(lambda: self._ping(endpoint), None)
-            return self._hosts[endpoint]
+        async with self._pings.hold(endpoint):
+            host = self._hosts.get(endpoint)
+            if host is None:
+                host = await self.with_retries(lambda: self._ping(endpoint), None)
+                self._hosts.put(endpoint, host)
+            return host
 
     async def _ping(self, endpoint: str) -> Host:
         """``GET /v2/``: HTTPS first; plain HTTP only where allowed."""
@@ -340,7 +373,8 @@ class RegistryClient:
                     ssl=self._ssl_for(base),
                     allow_redirects=False,
                 ) as response:
-                    await response.read()
+                    # the body ("{}") says nothing; read a short one to reuse the connection
+                    await glance(response, MAX_PING_BODY)
                     if response.status == 401:
                         return Host(base, _pick_challenge(response))
                     if response.status in (200, 204) or response.status in REDIRECTS:
@@ -368,11 +402,16 @@ class RegistryClient:
 
     # ---- requests --------------------------------------------------------------
 
+    def deadline(self, what: str) -> AbstractAsyncContextManager[None]:
+        """The total time one blob or manifest download may take (--registry-blob-timeout)."""
+        return deadline(self.options.blob_timeout, what)
+
     async def with_retries(
         self, attempt: Callable[[], Awaitable[T]], on_retry: OnRetry | None
     ) -> T:
         """Run ``attempt``; a Retryable failure is tried again after a growing,
-        jittered delay (or the registry's Retry-After), up to ``attempts`` tries."""
+        jittered delay (or the registry's Retry-After), up to ``attempts`` tries.
+        An attempt takes its transfer slot inside, so none is held while waiting."""
         tries = max(1, self.options.attempts)
         for number in range(tries):
             try:
@@ -502,7 +541,9 @@ class RegistryClient:
                 async with request as response:
                     if response.status >= 500 or response.status == 429:
                         raise await fail_for(response, "token request")
-                    body = await read_limited(response, MAX_TOKEN_RESPONSE, "token answer")
+                    body = await read_limited(
+                        response, MAX_TOKEN_RESPONSE, "token answer", self.speed_floor
+                    )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise connection_failure(exc, "token request") from None
             try:

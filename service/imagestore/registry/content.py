@@ -1,7 +1,9 @@
 """What a repository holds, over HTTP: manifests and blobs, read and written.
 
 Every answer is checked against what was asked: a manifest by digest must hash
-to it, ``Docker-Content-Digest`` must match the body, sizes are bounded.
+to it, ``Docker-Content-Digest`` must match the body, sizes are bounded. Bodies
+read whole are read under the client's speed floor, and each fetch, all tries
+included, under its blob deadline.
 """
 
 from __future__ import annotations
@@ -19,11 +21,10 @@ from imagestore.registry.client import (
     MANIFEST_ACCEPT,
     OnRetry,
     Repository,
-    Retryable,
-    connection_failure,
     fail_for,
     read_limited,
 )
+from imagestore.registry.retry import Retryable, connection_failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +41,25 @@ def _media_type(response: aiohttp.ClientResponse) -> str:
 
 
 async def get_manifest(
-    repo: Repository, reference: str, on_retry: OnRetry | None = None
+    repo: Repository,
+    reference: str,
+    on_retry: OnRetry | None = None,
+    *,
+    size: int | None = None,
+    limit: int = MAX_DOCUMENT_SIZE,
 ) -> RemoteDocument:
-    """GET a manifest or index by tag or digest (all four media types accepted)."""
+    """GET a manifest or index by tag or digest (all four media types accepted).
+
+    ``size`` is the size a descriptor gave it: a body of any other length is
+    refused as DATA_LOSS. More than ``limit`` bytes (at most 4 MiB) are refused
+    as SIZE_LIMIT_EXCEEDED."""
     what = f"manifest {repo.path}:{reference}" if ":" not in reference else f"manifest {reference}"
+    limit = min(limit, MAX_DOCUMENT_SIZE)
+    if size is not None and size > limit:
+        raise errors.SizeLimitExceeded(
+            f"{what} is {size} bytes; the limit is {limit}",
+            metadata={"size": str(size), "limit": str(limit)},
+        )
 
     async def attempt() -> RemoteDocument:
         response = await repo.client.request(
@@ -64,11 +80,19 @@ async def get_manifest(
                     )
                 raise error
             try:
-                data = await read_limited(response, MAX_DOCUMENT_SIZE, "manifest")
+                data = await read_limited(
+                    response, limit if size is None else size, "manifest", repo.client.speed_floor
+                )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise connection_failure(exc, what) from None
+            except errors.SizeLimitExceeded:
+                if size is None:
+                    raise
+                raise _not_its_size(what, size) from None
             media_type = _media_type(response)
             declared = response.headers.get("Docker-Content-Digest")
+        if size is not None and len(data) != size:
+            raise _not_its_size(what, size)
         digest = sha256_digest(data)
         if reference.startswith("sha256:") and digest != reference:
             raise errors.DigestMismatch(
@@ -82,7 +106,15 @@ async def get_manifest(
             )
         return RemoteDocument(data, media_type, digest)
 
-    return await repo.client.with_retries(attempt, on_retry)
+    async with repo.client.deadline(what):
+        return await repo.client.with_retries(attempt, on_retry)
+
+
+def _not_its_size(what: str, size: int) -> errors.DigestMismatch:
+    return errors.DigestMismatch(
+        f"{what} from the registry is not the {size} bytes its descriptor gives",
+        metadata={"size": str(size)},
+    )
 
 
 async def get_small_blob(
@@ -100,11 +132,12 @@ async def get_small_blob(
         response = await open_blob(repo, digest)
         async with response:
             try:
-                return await read_limited(response, size, what)
+                return await read_limited(response, size, what, repo.client.speed_floor)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise connection_failure(exc, what) from None
 
-    data = await repo.client.with_retries(attempt, on_retry)
+    async with repo.client.deadline(what):
+        data = await repo.client.with_retries(attempt, on_retry)
     actual = sha256_digest(data)
     if actual != digest or len(data) != size:
         raise errors.DigestMismatch(

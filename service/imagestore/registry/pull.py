@@ -6,6 +6,12 @@ through the native decoder into an ingest, which checks the compressed digest,
 the size and the config's diff_id before anything is committed. Everything
 the pull touches is leased; the names move in one catalog transaction at the
 end. A failed or cancelled pull leaves nothing new behind.
+
+What one pull may cost is bounded (RegistryOptions): entries per index (checked
+before any child is fetched), bytes of manifests and configs, distinct layers.
+Children are fetched one at a time and each digest once, so a pull holds one
+child's bytes at a time; layers download through a few workers, each taking a
+slot of the registry's own (none is held while waiting to retry).
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ from imagestore.oci.manifests import Descriptor, Index, Manifest, parse_config, 
 from imagestore.oci.platforms import Platform, best_match, host_platform, parse_platform
 from imagestore.oci.references import Reference, parse_reference
 from imagestore.registry.blocking import entered_in_thread, in_thread, run_all
-from imagestore.registry.client import RegistryClient, Repository, connection_failure
+from imagestore.registry.client import RegistryClient, Repository
 from imagestore.registry.content import RemoteDocument, get_manifest, get_small_blob, open_blob
+from imagestore.registry.options import RegistryOptions
 from imagestore.registry.progress import (
     ByteProgress,
     Emit,
@@ -33,6 +40,7 @@ from imagestore.registry.progress import (
     layer_id,
     retry_reporter,
 )
+from imagestore.registry.retry import connection_failure
 from imagestore.store.blobs import Encoding, Ingest
 from imagestore.store.leases import Lease
 from imagestore.store.store import Store
@@ -68,13 +76,51 @@ def _remote(data: bytes, media_type: str) -> Manifest | Index:
         return parse_document(data, media_type or None)
 
 
+class _Budget:
+    """What one pull may still fetch and keep (the RegistryOptions limits)."""
+
+    def __init__(self, options: RegistryOptions) -> None:
+        self.options = options
+        self.bytes_left = options.max_manifest_bytes_per_pull
+
+    def spend(self, size: int, what: str) -> None:
+        """Count ``size`` bytes of manifests or configs, before fetching them."""
+        if size > self.bytes_left:
+            limit = self.options.max_manifest_bytes_per_pull
+            raise errors.SizeLimitExceeded(
+                f"{what} would take this pull past {limit} bytes of manifests and configs"
+                " (--max-manifest-bytes-per-pull)",
+                metadata={"limit": str(limit)},
+            )
+        self.bytes_left -= size
+
+    def check_index(self, index: Index) -> None:
+        limit = self.options.max_index_children
+        if len(index.manifests) > limit:
+            raise errors.SizeLimitExceeded(
+                f"the index lists {len(index.manifests)} manifests; the limit is {limit}"
+                " (--max-index-children)",
+                metadata={"children": str(len(index.manifests)), "limit": str(limit)},
+            )
+
+    def check_layers(self, count: int) -> None:
+        limit = self.options.max_layers_per_pull
+        if count > limit:
+            raise errors.SizeLimitExceeded(
+                f"the image has more than {limit} distinct layers (--max-layers-per-pull)",
+                metadata={"limit": str(limit)},
+            )
+
+
 class Puller:
     """Pulls for one store; concurrent pulls share in-flight layer downloads."""
 
     def __init__(self, store: Store, client: RegistryClient) -> None:
         self.store = store
         self.client = client
-        self._in_flight: dict[str, asyncio.Future[None]] = {}
+        #: by (registry origin, digest): a pull waits only for a download from its own
+        #: registry, so a slow registry serving a popular layer holds up no other
+        self._in_flight: dict[tuple[str, str], asyncio.Future[None]] = {}
 
     async def pull(
         self,
@@ -88,24 +134,32 @@ class Puller:
         emit(
             ProgressEvent(reference.digest or reference.tag or "", f"Pulling from {reference.path}")
         )
-        repo, document = await self._resolve(reference, credentials, emit)
+        budget = _Budget(self.client.options)
+        repo, document = await self._resolve(reference, credentials, emit, budget.bytes_left)
+        budget.spend(len(document.data), f"manifest {document.digest}")
         parsed = _remote(document.data, document.media_type)
         lease = self.store.leases.new()
         try:
-            return await self._pull_into(lease, reference, repo, document, parsed, wanted, emit)
+            return await self._pull_into(
+                lease, reference, repo, document, parsed, wanted, budget, emit
+            )
         finally:
             await in_thread(self.store.end_lease, lease)
 
     async def _resolve(
-        self, reference: Reference, credentials: Credentials | None, emit: Emit
+        self, reference: Reference, credentials: Credentials | None, emit: Emit, limit: int
     ) -> tuple[Repository, RemoteDocument]:
-        """The manifest at the first endpoint that has it (mirrors, then the registry)."""
+        """The manifest at the first endpoint that has it (mirrors, then the registry),
+        refused beyond ``limit`` bytes."""
         endpoints = self.client.endpoints(reference.domain, for_push=False)
         tag_or_digest = reference.digest or reference.tag or "latest"
         for position, endpoint in enumerate(endpoints):
             try:
                 repo = await self.client.repository(reference, endpoint, credentials)
-                return repo, await get_manifest(repo, tag_or_digest, retry_reporter(emit, ""))
+                document = await get_manifest(
+                    repo, tag_or_digest, retry_reporter(emit, ""), limit=limit
+                )
+                return repo, document
             except (errors.NotFound, errors.Unavailable, errors.PermissionDenied):
                 if position == len(endpoints) - 1:
                     raise
@@ -119,46 +173,39 @@ class Puller:
         document: RemoteDocument,
         parsed: Manifest | Index,
         wanted: list[Platform] | None,
+        budget: _Budget,
         emit: Emit,
     ) -> PullResult:
         store = self.store
         target = Descriptor(parsed.media_type, document.digest, len(document.data))
+        layers: dict[str, _Layer] = {}
         if isinstance(parsed, Index):
+            budget.check_index(parsed)
+            children = _select(parsed, wanted)
+            budget.spend(sum(c.size for c in children), f"the {len(children)} manifests chosen")
             await in_thread(
                 store.put_blob, lease, document.data, parsed.media_type, document.digest
             )
-            manifests = []
-            for child in _select(parsed, wanted):
-                child_document = await get_manifest(repo, child.digest, retry_reporter(emit, ""))
+            for child in children:  # one at a time: a pull holds one child's bytes
+                child_document = await get_manifest(
+                    repo, child.digest, retry_reporter(emit, ""), size=child.size
+                )
                 child_parsed = _remote(child_document.data, child.media_type)
                 if not isinstance(child_parsed, Manifest):
                     raise errors.UnsupportedContent(
                         f"{child.digest} is a nested index; not supported"
                     )
-                manifests.append((child_document, child_parsed))
+                await self._manifest(
+                    lease, repo, child_document, child_parsed, layers, budget, emit
+                )
+                del child_document, child_parsed
         else:
-            manifests = [(document, parsed)]
-
-        layers: dict[str, _Layer] = {}
-        for manifest_document, manifest in manifests:
-            await in_thread(
-                store.put_blob,
-                lease,
-                manifest_document.data,
-                manifest.media_type,
-                manifest_document.digest,
-            )
-            for layer in await self._config(lease, repo, manifest, emit):
-                known = layers.setdefault(layer.descriptor.digest, layer)
-                if known.diff_id != layer.diff_id:
-                    raise errors.DigestMismatch(
-                        f"layer {layer.descriptor.digest} is given two different diff_ids",
-                        metadata={"digest": layer.descriptor.digest},
-                    )
+            await self._manifest(lease, repo, document, parsed, layers, budget, emit)
 
         for digest in layers:
             emit(ProgressEvent(layer_id(digest), "Pulling fs layer"))
-        fetched = await run_all(self._layer(lease, repo, layer, emit) for layer in layers.values())
+        jobs = (self._layer(lease, repo, layer, emit) for layer in layers.values())
+        fetched = await run_all(jobs, self.client.options.max_concurrent_downloads)
         downloaded = any(fetched)
 
         names = [reference]
@@ -173,11 +220,35 @@ class Puller:
         )
         return PullResult(document.digest, result.image_ids, status)
 
+    async def _manifest(
+        self,
+        lease: Lease,
+        repo: Repository,
+        document: RemoteDocument,
+        manifest: Manifest,
+        layers: dict[str, _Layer],
+        budget: _Budget,
+        emit: Emit,
+    ) -> None:
+        """Store a manifest and its config; add its layers to ``layers``."""
+        await in_thread(
+            self.store.put_blob, lease, document.data, manifest.media_type, document.digest
+        )
+        for layer in await self._config(lease, repo, manifest, budget, emit):
+            known = layers.setdefault(layer.descriptor.digest, layer)
+            if known.diff_id != layer.diff_id:
+                raise errors.DigestMismatch(
+                    f"layer {layer.descriptor.digest} is given two different diff_ids",
+                    metadata={"digest": layer.descriptor.digest},
+                )
+        budget.check_layers(len(layers))
+
     async def _config(
-        self, lease: Lease, repo: Repository, manifest: Manifest, emit: Emit
+        self, lease: Lease, repo: Repository, manifest: Manifest, budget: _Budget, emit: Emit
     ) -> list[_Layer]:
         """Fetch, verify and store a config; its diff_ids pair with the layers."""
         descriptor = manifest.config
+        budget.spend(descriptor.size, f"config {descriptor.digest}")
         lease.add(descriptor.digest)
         data = await get_small_blob(
             repo, descriptor.digest, descriptor.size, retry_reporter(emit, "")
@@ -207,9 +278,10 @@ class Puller:
         """Make one layer present; True when this pull downloaded it."""
         digest = layer.descriptor.digest
         short = layer_id(digest)
+        key = (repo.origin, digest)
         lease.add(digest)  # before looking: GC either sees the lease or is done
         while True:
-            other = self._in_flight.get(digest)
+            other = self._in_flight.get(key)
             if other is not None:  # another pull is downloading it: wait, then look
                 emit(ProgressEvent(short, "Waiting"))
                 await asyncio.wait({other})
@@ -217,18 +289,15 @@ class Puller:
             if await in_thread(self.store.layer_present, digest):
                 emit(ProgressEvent(short, "Already exists"))
                 return False
-            if digest not in self._in_flight:  # nobody started it while we looked
+            if key not in self._in_flight:  # nobody started it while we looked
                 break
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._in_flight[digest] = done
+        self._in_flight[key] = done
         try:
-            if self.client.downloads.locked():
-                emit(ProgressEvent(short, "Waiting"))
-            async with self.client.downloads:
-                downloaded = await self._download(lease, repo, layer, emit)
+            downloaded = await self._download(lease, repo, layer, emit)
         finally:
-            if self._in_flight.get(digest) is done:
-                del self._in_flight[digest]
+            if self._in_flight.get(key) is done:
+                del self._in_flight[key]
             done.set_result(None)
         emit(ProgressEvent(short, "Pull complete"))
         return downloaded
@@ -250,30 +319,38 @@ class Puller:
                 return False
             progress = ByteProgress(emit, descriptor.digest, "Downloading", descriptor.size)
             what = f"blob {descriptor.digest}"
+            slots = self.client.downloads
 
             async def attempt() -> None:
-                response = await open_blob(repo, descriptor.digest, ingest.written)
-                async with response:
-                    skip = ingest.written if response.status == 200 else 0
-                    try:
-                        async for pieces in _batches(response.content):
-                            if skip:
-                                pieces, skip = _drop(pieces, skip)
-                            await in_thread(_write_all, ingest, pieces)
-                            progress.advance(sum(map(len, pieces)))
-                    except (
-                        aiohttp.ClientPayloadError,
-                        aiohttp.ClientConnectionError,
-                        TimeoutError,
-                    ) as exc:
-                        raise connection_failure(exc, what) from None
+                # a slot per try: released while waiting to retry (a Retry-After of a
+                # minute must not keep the registry's other layers waiting)
+                if slots.busy(repo.origin):
+                    emit(ProgressEvent(short, "Waiting"))
+                async with slots.hold(repo.origin):
+                    response = await open_blob(repo, descriptor.digest, ingest.written)
+                    async with response, self.client.speed_floor.meter(what) as meter:
+                        skip = ingest.written if response.status == 200 else 0
+                        try:
+                            async for pieces in _batches(response.content):
+                                meter.count(sum(map(len, pieces)))
+                                if skip:
+                                    pieces, skip = _drop(pieces, skip)
+                                await in_thread(_write_all, ingest, pieces)
+                                progress.advance(sum(map(len, pieces)))
+                        except (
+                            aiohttp.ClientPayloadError,
+                            aiohttp.ClientConnectionError,
+                            TimeoutError,
+                        ) as exc:
+                            raise connection_failure(exc, what) from None
                 if ingest.written < descriptor.size:
                     raise errors.DigestMismatch(
                         f"{what} ended after {ingest.written} of {descriptor.size} bytes",
                         metadata={"digest": descriptor.digest, "size": str(ingest.written)},
                     )
 
-            await self.client.with_retries(attempt, retry_reporter(emit, short))
+            async with self.client.deadline(what):
+                await self.client.with_retries(attempt, retry_reporter(emit, short))
             emit(ProgressEvent(short, "Verifying Checksum"))
             await in_thread(self.store.commit, ingest, lease, descriptor.media_type)
             emit(ProgressEvent(short, "Download complete"))
@@ -322,12 +399,16 @@ def _platforms(requested: Sequence[str]) -> list[Platform] | None:
 
 
 def _select(index: Index, wanted: list[Platform] | None) -> list[Descriptor]:
-    """The index entries to pull: each wanted platform's best match, or all images."""
+    """The index entries to pull: each wanted platform's best match, or all images;
+    each digest once (an index may list one manifest many times)."""
     images = [d for d in index.manifests if d.media_type in mt.MANIFESTS]
     if wanted is None:
         if not images:
             raise errors.NotFound("the index lists no image manifests")
-        return images
+        first: dict[str, Descriptor] = {}
+        for descriptor in images:
+            first.setdefault(descriptor.digest, descriptor)
+        return list(first.values())
     chosen: list[Descriptor] = []
     for platform in wanted:
         match = best_match(platform, [(d.platform, d) for d in images])
@@ -338,6 +419,6 @@ def _select(index: Index, wanted: list[Platform] | None) -> list[Descriptor]:
                 f" (offered: {offered})",
                 metadata={"platform": str(platform), "offered": offered},
             )
-        if match not in chosen:
+        if all(match.digest != c.digest for c in chosen):
             chosen.append(match)
     return chosen

@@ -176,8 +176,11 @@ class Pusher:
             if shown:
                 emit(ProgressEvent(layer_id(descriptor.digest), "Preparing"))
         await run_all(
-            self._blob(repo, reference, descriptor, shown, emit)
-            for descriptor, shown in blobs.values()
+            (
+                self._blob(repo, reference, descriptor, shown, emit)
+                for descriptor, shown in blobs.values()
+            ),
+            self.client.options.max_concurrent_uploads,
         )
 
     async def _blob(
@@ -192,31 +195,32 @@ class Pusher:
             if shown:
                 emit(ProgressEvent(layer_id(descriptor.digest), status))
 
-        if self.client.uploads.locked():
-            say("Waiting")
-        async with self.client.uploads:
-            if await blob_exists(repo, descriptor.digest):
-                say("Layer already exists")
+        # a push runs at most max_concurrent_uploads of these at once (run_all), and
+        # the registry's upload slots bound the transfers across pushes
+        if await blob_exists(repo, descriptor.digest):
+            say("Layer already exists")
+            return
+        location: URL | None = None
+        source = await in_thread(self._mount_source, reference, descriptor.digest)
+        if source is not None:
+            location = await mount_blob(repo, descriptor.digest, source)
+            if location is None:
+                say(f"Mounted from {source}")
                 return
-            location: URL | None = None
-            source = await in_thread(self._mount_source, reference, descriptor.digest)
-            if source is not None:
-                location = await mount_blob(repo, descriptor.digest, source)
-                if location is None:
-                    say(f"Mounted from {source}")
-                    return
-                # else the registry opened a plain upload session instead: use it
+            # else the registry opened a plain upload session instead: use it
+        slots = self.client.uploads
 
-            async def attempt() -> None:
-                nonlocal location
+        async def attempt() -> None:
+            nonlocal location
+            if slots.busy(repo.origin):
+                say("Waiting")
+            async with slots.hold(repo.origin):  # a slot per try: none held while waiting
                 session = location or await start_upload(repo)
                 location = None  # a failed session is not reused
                 await self._upload(repo, session, descriptor, emit if shown else None)
 
-            await self.client.with_retries(
-                attempt, retry_reporter(emit, layer_id(descriptor.digest))
-            )
-            say("Pushed")
+        await self.client.with_retries(attempt, retry_reporter(emit, layer_id(descriptor.digest)))
+        say("Pushed")
 
     def _mount_source(self, reference: Reference, digest: str) -> str | None:
         """Another repository of the same registry whose images hold the blob."""
