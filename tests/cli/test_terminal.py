@@ -13,11 +13,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from imagestore.registry.pull import WRITE_CHUNK
 
 from tests.api.conftest import PROJECT
 from tests.archives import tar_of
 from tests.cli.conftest import Cli
-from tests.registry.hostile import HostileRegistry, make_image
+from tests.cli.registry import SmallRegistry
+from tests.registry.hostile import make_image
 from tests.tools import require
 
 
@@ -43,6 +45,15 @@ class Terminal:
             text=True,
             check=True,
         ).stdout
+
+    def title(self) -> str:
+        """The pane's title: what an OSC 0 or 2 sequence printed in it sets."""
+        return subprocess.run(
+            [self.tmux, "display-message", "-p", "-t", self.name, "#{pane_title}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
 
     def wait_for(self, done: Callable[[str], bool], timeout: float = 60) -> str:
         deadline = time.monotonic() + timeout
@@ -73,23 +84,27 @@ def _keep(name: str, text: str) -> None:
 
 def test_a_pull_shows_live_bars_and_images_a_clean_table(cli: Cli, terminal: Terminal) -> None:
     rng = random.Random(3)
-    image = make_image([tar_of({f"layer{i}": rng.randbytes(6 << 20)}) for i in range(3)])
-    with HostileRegistry().running() as registry:
+    layers = [tar_of({f"layer{i}": rng.randbytes(3 * WRITE_CHUNK)}) for i in range(3)]
+    image = make_image(layers)
+    with SmallRegistry().running() as registry:
         registry.add_image("demo/app", "1", image)
-        for digest in image.layer_digests:
-            registry.faults[digest] = "slow"
+        for digest in image.layer_digests:  # each layer waits, half sent, for the screen
+            registry.hold(digest, first=2 * WRITE_CHUNK)
         reference = f"{registry.host}/demo/app:1"
         command = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "imagestore"))
         folder = shlex.quote(str(PROJECT))
         script = f"cd {folder} && {command} pull {reference} && {command} images; sleep 60"
         terminal.start(script, {k: v for k, v in cli.env().items() if k in _PASSED})
 
-        live = terminal.wait_for(lambda s: "Downloading" in s and "━" in s and "MB" in s)
+        layer_ids = [d.removeprefix("sha256:")[:12] for d in image.layer_digests]
+        live = terminal.wait_for(
+            lambda s: s.count("Downloading") == 3 and "━" in s and "MB" in s
+        )  # the layers are held: the bars stay live until the release below
         _keep("pull-live.txt", live)
         assert "Pulling from demo/app" in live
-        layer_ids = [d.removeprefix("sha256:")[:12] for d in image.layer_digests]
         assert sum(f"{i}:" in live for i in layer_ids) == 3
 
+        registry.release()
         done = terminal.wait_for(lambda s: "REPOSITORY" in s)
         _keep("pull-done-and-images.txt", done)
         assert f"Status: Downloaded newer image for {reference}" in done

@@ -6,17 +6,19 @@ from __future__ import annotations
 import json
 import random
 import signal
-import time
+import threading
 from collections.abc import Iterator
 
 import pytest
+from imagestore.registry.pull import WRITE_CHUNK
 
 from tests.api.conftest import Server, wait_until
 from tests.archives import tar_of
 from tests.cli.conftest import Cli
+from tests.cli.registry import SmallRegistry
 from tests.registry.conftest import Published
 from tests.registry.distribution import PASSWORD, USER, Distribution, skopeo
-from tests.registry.hostile import HostileRegistry, make_image
+from tests.registry.hostile import make_image
 
 
 def test_pull_prints_dockers_lines_when_not_a_terminal(cli: Cli, published: Published) -> None:
@@ -124,28 +126,37 @@ def test_login_without_a_terminal_needs_password_stdin(
 
 
 @pytest.fixture
-def slow_registry() -> Iterator[HostileRegistry]:
-    with HostileRegistry().running() as registry:
+def small_registry() -> Iterator[SmallRegistry]:
+    with SmallRegistry().running() as registry:
         yield registry
 
 
 def test_ctrl_c_during_a_pull_cancels_it_and_leaves_the_store_clean(
-    cli: Cli, server: Server, slow_registry: HostileRegistry
+    cli: Cli, server: Server, small_registry: SmallRegistry
 ) -> None:
-    image = make_image([tar_of({"big": random.Random(6).randbytes(16 << 20)})])  # ~2.6 s served
-    slow_registry.add_image("slow/app", "1", image)
-    slow_registry.faults[image.layer_digests[0]] = "slow"
-    process = cli.popen("pull", f"{slow_registry.host}/slow/app:1")
+    # the registry sends two of the server's write batches (so the CLI says
+    # Downloading), then holds the rest: the pull cannot end before Ctrl-C does
+    image = make_image([tar_of({"big": random.Random(6).randbytes(4 * WRITE_CHUNK)})])
+    small_registry.add_image("slow/app", "1", image)
+    held = small_registry.hold(image.layer_digests[0], first=2 * WRITE_CHUNK)
+    process = cli.popen("pull", f"{small_registry.host}/slow/app:1")
     assert process.stdout is not None
+    shown = []
+    watchdog = threading.Timer(120, process.kill)  # a CLI that never says it ends the wait
+    watchdog.start()
     for line in process.stdout:
+        shown.append(line)
         if line.endswith(": Downloading\n"):
             break
-    time.sleep(0.2)
+    watchdog.cancel()
+    assert "".join(shown).endswith(": Downloading\n"), "".join(shown)
+    assert held.wait(60)  # the first part is out and the rest held: the pull is mid-layer
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 130
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
     assert stderr.endswith("imagestore: cancelled\n")
-    wait_until(lambda: not list((server.root / "ingest").iterdir()))
+    wait_until(lambda: not list((server.root / "ingest").iterdir()), timeout=60)
+    small_registry.release()  # too late: the server has dropped the pull
     assert cli.ok("images", "-a", "-q") == ""
     assert cli.ok("check").startswith("ok: ")
     assert not list((server.root / "blobs" / "sha256").iterdir())

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from imagestore import __version__, errors
 from imagestore.cli import images, login, serve, transfer
+from imagestore.cli.output import say
 from imagestore.client import DEFAULT_TARGET, ImageStoreClient
 
 #: how a status reads in the one-line error message
@@ -101,14 +102,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _connect(args) as client:
             return int(args.run(client, args) or 0)
     except errors.ImageStoreError as error:
-        print(f"imagestore: {describe(error, args.host)}", file=sys.stderr)
+        say(f"imagestore: {describe(error, args.host)}", out=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("imagestore: cancelled", file=sys.stderr)
+        say("imagestore: cancelled", out=sys.stderr)
         return EXIT_INTERRUPTED
+    except UnicodeEncodeError as error:  # an argument's bytes were not UTF-8
+        say(f"imagestore: invalid argument: not UTF-8: {error.object}", out=sys.stderr)
+        return EXIT_ERROR
     except BrokenPipeError:  # `imagestore images | head`
         sys.stderr.close()
         return EXIT_ERROR
     except OSError as error:
-        print(f"imagestore: {error.strerror or error}: {error.filename or ''}", file=sys.stderr)
+        say(f"imagestore: {error.strerror or error}: {error.filename or ''}", out=sys.stderr)
         return EXIT_ERROR

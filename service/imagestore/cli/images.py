@@ -8,7 +8,8 @@ from typing import Any
 
 from imagestore import errors
 from imagestore.cli import humanize, views
-from imagestore.cli.output import tabwrite, write_objects, write_rows
+from imagestore.cli.output import say, tabwrite, write_objects, write_rows
+from imagestore.cli.sanitize import printable
 from imagestore.client import ImageStoreClient
 
 PRUNE_WARNING = "WARNING! This will remove all dangling images."
@@ -102,7 +103,7 @@ def inspect_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
     if objects or not args.format:
         write_objects(sys.stdout, objects, args.format)
     for message in missing:
-        print(f"Error: {message}", file=sys.stderr)
+        say(f"Error: {message}", out=sys.stderr)
     return 1 if missing else 0
 
 
@@ -129,15 +130,15 @@ def remove_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
         try:
             events = client.remove([image], force=args.force, no_prune=args.no_prune)
         except errors.NotFound as error:
-            print(f"Error: {error.message}", file=sys.stderr)
+            say(f"Error: {error.message}", out=sys.stderr)
             status = status if args.force else 1
             continue
         except errors.FailedPrecondition as error:
-            print(f"Error response from imagestore: {error.message}", file=sys.stderr)
+            say(f"Error response from imagestore: {error.message}", out=sys.stderr)
             status = 1
             continue
         for event in events:
-            print(f"{event.kind.capitalize()}: {event.value}")
+            say(f"{event.kind.capitalize()}: {event.value}")
     return status
 
 
@@ -151,18 +152,18 @@ def _confirm(message: str) -> bool:
 def prune_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
     warning = PRUNE_ALL_WARNING if args.all else PRUNE_WARNING
     if not args.force and not args.dry_run and not _confirm(warning):
-        print("image prune has been cancelled", file=sys.stderr)
+        say("image prune has been cancelled", out=sys.stderr)
         return 1
     result = client.prune(all=args.all, filters=args.filter, dry_run=args.dry_run)
     if result.untagged or result.deleted_image_ids:
-        print("Would delete Images:" if args.dry_run else "Deleted Images:")
+        say("Would delete Images:" if args.dry_run else "Deleted Images:")
         for name in result.untagged:
-            print(f"untagged: {name}")
+            say(f"untagged: {name}")
         for image_id in result.deleted_image_ids:
-            print(f"deleted: {image_id}")
-        print()
+            say(f"deleted: {image_id}")
+        say()
     what = "Total reclaimable space" if args.dry_run else "Total reclaimed space"
-    print(f"{what}: {humanize.size(result.reclaimed_bytes, 4)}")
+    say(f"{what}: {humanize.size(result.reclaimed_bytes, 4)}")
     return 0
 
 
@@ -170,7 +171,9 @@ def disk_usage(client: ImageStoreClient, args: argparse.Namespace) -> int:
     usage = client.disk_usage()
     if args.verbose:
         header = "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE\tSHARED SIZE\tUNIQUE SIZE\tCONTAINERS"
-        lines = ["\t".join((*views.usage_row(image), "0")) for image in usage.images]
+        # a name's own tab must not start a column: each cell escaped before the join
+        rows = [(*views.usage_row(image), "0") for image in usage.images]
+        lines = ["\t".join(printable(cell) for cell in row) for row in rows]
         sys.stdout.write("Images space usage:\n\n" + tabwrite([header, *lines]))
         return 0
     percent = usage.reclaimable * 100 // usage.total_size if usage.total_size else 0
@@ -186,7 +189,7 @@ def disk_usage(client: ImageStoreClient, args: argparse.Namespace) -> int:
 def check_store(client: ImageStoreClient, args: argparse.Namespace) -> int:
     report = client.check()
     for problem in report.problems:
-        print(f"{problem.kind}: {problem.subject}: {problem.detail}")
+        say(f"{problem.kind}: {problem.subject}: {problem.detail}")
     verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
-    print(f"{verdict}: {report.blobs_checked} blobs and {report.images_checked} images checked")
+    say(f"{verdict}: {report.blobs_checked} blobs and {report.images_checked} images checked")
     return 0 if report.ok else 1

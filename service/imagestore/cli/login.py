@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from imagestore import errors
+from imagestore.cli.output import say
 from imagestore.client import ImageStoreClient, RegistryAuth
 from imagestore.dockerconfig import Credentials, DockerConfig, config_key, default_path
 from imagestore.oci.references import normalize_domain, parse_reference
@@ -51,8 +52,8 @@ def log_in(client: ImageStoreClient, args: argparse.Namespace) -> int:
     if args.password and args.password_stdin:
         raise errors.InvalidArgument("--password and --password-stdin are mutually exclusive")
     if args.password:
-        print("WARNING! Using --password via the CLI is insecure. Use --password-stdin.",
-              file=sys.stderr)  # fmt: skip
+        say("WARNING! Using --password via the CLI is insecure. Use --password-stdin.",
+            out=sys.stderr)  # fmt: skip
     if args.password_stdin:
         if not username:
             raise errors.InvalidArgument("Must provide --username with --password-stdin")
@@ -68,7 +69,7 @@ def log_in(client: ImageStoreClient, args: argparse.Namespace) -> int:
     auth = RegistryAuth(username=username, password=password)
     status = client.login(domain, auth)
     config_file(args).remember(domain, Credentials(username=username, password=password))
-    print(status)
+    say(status)
     return 0
 
 
@@ -76,9 +77,9 @@ def log_out(client: ImageStoreClient, args: argparse.Namespace) -> int:
     domain = normalize_domain(args.server or "docker.io")
     shown = config_key(domain)
     if config_file(args).forget(domain):
-        print(f"Removing login credentials for {shown}")
+        say(f"Removing login credentials for {shown}")
     else:
-        print(f"Not logged in to {shown}")
+        say(f"Not logged in to {shown}")
     return 0
 
 

@@ -1,21 +1,43 @@
-"""docker's ``--format`` machinery: ``table`` (aligned, with a header),
-``table TEMPLATE``, ``json`` (one object per line) or a raw TEMPLATE."""
+"""What the CLI prints: docker's ``--format`` machinery (``table``, aligned with a
+header; ``table TEMPLATE``; ``json``, one object per line; or a raw TEMPLATE) and
+its message lines.
+
+Everything here goes out through :mod:`imagestore.cli.sanitize`, because the
+values come from archives and registries: table cells and message lines have
+every control character escaped; a raw template's output keeps only the newlines
+and tabs (the user's format) and escapes the rest, on a terminal or not (docker
+prints templates raw; a pipe often ends on a terminal too, and the exact value of
+a field stays one ``{{json .Field}}`` or ``--format json`` away); JSON is exact
+and valid, with unsafe characters as ``\\uHHHH`` escapes.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
+from imagestore.cli.sanitize import printable, printable_lines, safe_json
 from imagestore.cli.template import Struct, Template
 
 #: Go's tabwriter as docker sets it up: minwidth 10, padding 3
 MIN_WIDTH, PADDING = 10, 3
 
 
+def say(text: str = "", *, out: TextIO | None = None) -> None:
+    """Print one line the CLI composed, which may quote untrusted text (a name, a
+    server's message): every control character in it is escaped."""
+    print(printable(text), file=out or sys.stdout)
+
+
 def tabwrite(lines: Iterable[str]) -> str:
-    """Align tab-separated cells into columns; the last cell of a line is free."""
-    rows = [line.split("\t") for line in lines]
+    """Align tab-separated cells into columns; the last cell of a line is free.
+    A newline ends a row (as in Go's tabwriter); anything else unsafe in a cell is
+    escaped before the widths are measured."""
+    rows = [
+        [printable(cell) for cell in row.split("\t")] for line in lines for row in line.split("\n")
+    ]
     widths: list[int] = []
     for row in rows:
         for column, cell in enumerate(row[:-1]):
@@ -32,8 +54,9 @@ def tabwrite(lines: Iterable[str]) -> str:
 
 
 def go_json(value: Any) -> str:
-    """Go's ``json.Marshal``: compact, with <, > and & escaped."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """Go's ``json.Marshal``: compact, with <, > and & escaped (and, unlike Go,
+    every character a terminal would obey: see :func:`safe_json`)."""
+    text = safe_json(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
@@ -58,10 +81,11 @@ def write_rows(
     table = fmt == "table" or fmt.startswith("table ")
     source = (default_table if fmt == "table" else fmt).removeprefix("table").strip()
     template = Template(_unescape(source))
-    rendered = [template.render(row) for row in rows]
     if not table:
-        out.write("".join(text + "\n" for text in rendered))
+        out.write("".join(printable_lines(template.render(row)) + "\n" for row in rows))
         return
+    # a cell's own tab or newline must not start a column or a row: escaped first
+    rendered = [template.render(_printable_values(row)) for row in rows]
     header = template.render(
         Struct({key: headers.get(key, key.upper()) for key in _keys(rows, headers)})
     )
@@ -72,15 +96,28 @@ def _keys(rows: Sequence[Struct], headers: Mapping[str, str]) -> list[str]:
     return list(rows[0]) if rows else list(headers)
 
 
+def _printable_values(value: Any) -> Any:
+    """``value`` with :func:`printable` applied to every string in it."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, Struct):
+        return Struct({key: _printable_values(item) for key, item in value.items()})
+    if isinstance(value, Mapping):
+        return {printable(str(key)): _printable_values(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable_values(item) for item in value]
+    return value
+
+
 def write_objects(out: TextIO, objects: Sequence[Struct], fmt: str) -> None:
     """``inspect``: a JSON array (docker's indentation), or the template per object."""
     if not fmt:
-        out.write(json.dumps(list(objects), indent=4, ensure_ascii=False) + "\n")
+        out.write(safe_json(json.dumps(list(objects), indent=4, ensure_ascii=False)) + "\n")
         return
     if fmt == "json":
         for item in objects:
-            out.write(json.dumps(item, ensure_ascii=False) + "\n")
+            out.write(safe_json(json.dumps(item, ensure_ascii=False)) + "\n")
         return
     template = Template(_unescape(fmt))
     for item in objects:
-        out.write(template.render(item) + "\n")
+        out.write(printable_lines(template.render(item)) + "\n")

@@ -1,5 +1,9 @@
 """Per-layer progress of pull, push and load: live bars on a terminal (rich),
-one plain line per status change otherwise (logs, pipes, CI)."""
+one plain line per status change otherwise (logs, pipes, CI).
+
+Layer ids and statuses come from the server (a registry's words may be in them):
+they are escaped like every other line (:mod:`imagestore.cli.sanitize`), and rich
+is told to read them as plain text, neither markup (``[bold]``) nor emoji codes."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from imagestore.cli.sanitize import printable
 from imagestore.client import Progress as Event
 
 #: statuses after which a layer's line stays as it is
@@ -34,12 +39,12 @@ class ProgressView:
         self._after: list[str] = []  # lines that follow the bars (docker's order)
         if self._terminal:
             self._bars = Progress(
-                TextColumn("{task.fields[layer]}"),
-                TextColumn("{task.description:<18}"),
+                TextColumn("{task.fields[layer]}", markup=False),
+                TextColumn("{task.description:<18}", markup=False),
                 BarColumn(bar_width=40),
                 DownloadColumn(binary_units=False),
                 TransferSpeedColumn(),
-                console=Console(file=out, highlight=False),
+                console=Console(file=out, highlight=False, markup=False, emoji=False),
                 transient=False,
             )
 
@@ -66,6 +71,7 @@ class ProgressView:
 
     def line(self, text: str) -> None:
         """A line: above the bars before any layer showed, after them once one has."""
+        text = printable(text)
         if self._bars is not None and self._tasks:
             self._after.append(text)
         elif self._bars is not None:
@@ -83,21 +89,18 @@ class ProgressView:
                 self._last[event.id] = event.status
                 self.line(f"{event.id}: {event.status}")
             return
+        status = printable(event.status)
         task = self._tasks.get(event.id)
         if task is None:
-            task = self._bars.add_task(event.status, layer=f"{event.id}:", total=None)
+            task = self._bars.add_task(status, layer=printable(f"{event.id}:"), total=None)
             self._tasks[event.id] = task
         if event.total:
-            self._bars.update(
-                task, description=event.status, completed=event.current, total=event.total
-            )
+            self._bars.update(task, description=status, completed=event.current, total=event.total)
         elif event.status.startswith(FINAL):
             total = self._bars.tasks[self._index(task)].total
-            self._bars.update(
-                task, description=event.status, completed=total or 1, total=total or 1
-            )
+            self._bars.update(task, description=status, completed=total or 1, total=total or 1)
         else:
-            self._bars.update(task, description=event.status)
+            self._bars.update(task, description=status)
 
     def _index(self, task: TaskID) -> int:
         assert self._bars is not None

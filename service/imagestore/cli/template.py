@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from imagestore import errors
+from imagestore.cli.sanitize import safe_json
 
 
 class Struct(dict[str, Any]):
@@ -69,7 +70,8 @@ def _truthy(value: Any) -> bool:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(_plain(value), separators=(",", ":"), ensure_ascii=False)
+    # exact, and nothing in it a terminal obeys (the output is sanitised after)
+    return safe_json(json.dumps(_plain(value), separators=(",", ":"), ensure_ascii=False))
 
 
 def _plain(value: Any) -> Any:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from imagestore import errors
 from imagestore.cli.login import credentials_for
+from imagestore.cli.output import say
 from imagestore.cli.progress import ProgressView
 from imagestore.client import (
     ImageStoreClient,
@@ -56,7 +57,7 @@ def _default_tag_note(image: str, quiet: bool) -> None:
     """docker's "Using default tag: latest" for a name without tag or digest."""
     reference = parse_reference(image, default_tag=False)
     if not quiet and reference.tag is None and reference.digest is None:
-        print("Using default tag: latest")
+        say("Using default tag: latest")
 
 
 def _follow(events: Iterator[Progress | T], quiet: bool, what: str) -> T:
@@ -80,8 +81,8 @@ def pull_image(client: ImageStoreClient, args: argparse.Namespace) -> int:
     events = client.pull(args.image, platforms=args.platform, auth=auth)
     result = _follow(events, args.quiet, "pull")
     if not args.quiet:
-        print(f"Status: {result.status}")
-    print(parse_reference(args.image))
+        say(f"Status: {result.status}")
+    say(str(parse_reference(args.image)))
     return 0
 
 
@@ -90,7 +91,7 @@ def push_image(client: ImageStoreClient, args: argparse.Namespace) -> int:
     auth = credentials_for(args, args.image)
     _follow(client.push(args.image, platform=args.platform, auth=auth), args.quiet, "push")
     if args.quiet:
-        print(parse_reference(args.image))
+        say(str(parse_reference(args.image)))
     return 0
 
 
@@ -114,9 +115,9 @@ def load_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
     result = _follow(one_bar(), quiet, "load")
     for image in result.images:
         for name in image.names:
-            print(f"Loaded image: {name}")
+            say(f"Loaded image: {name}")
         if not image.names:
-            print(f"Loaded image ID: {image.id}")
+            say(f"Loaded image ID: {image.id}")
     return 0
 
 
