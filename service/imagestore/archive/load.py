@@ -247,10 +247,13 @@ class Loader:
 
     def commit_images(self) -> list[LoadedImage]:
         documents = self.members.documents
+        if "index.json" in documents and (
+            "manifest.json" not in documents or _names_an_index(documents["index.json"])
+        ):
+            # an index can only be restored from the layout: manifest.json names images
+            return self._oci_layout(documents["index.json"])
         if "manifest.json" in documents:
             return self._docker_archive(documents["manifest.json"])
-        if "index.json" in documents:
-            return self._oci_layout(documents["index.json"])
         raise _invalid("neither manifest.json (docker save) nor index.json (OCI layout) found")
 
     def _document(self, path: str) -> bytes:
@@ -391,8 +394,12 @@ class Loader:
             self.lease, Descriptor(media_type, info.digest, info.size), names
         )
         familiar = tuple(n.familiar() for n in names)
+        # an index's names are reported once, with its first image, as docker prints them
         return [
-            LoadedImage(image_id, familiar, result.moved_names) for image_id in result.image_ids
+            LoadedImage(image_id, familiar, result.moved_names)
+            if position == 0
+            else LoadedImage(image_id, (), ())
+            for position, image_id in enumerate(result.image_ids)
         ]
 
 
@@ -413,6 +420,15 @@ def _read_rest(source: TarReader) -> bytes:
 def _drain(source: TarReader) -> None:
     while source.read(READ_SIZE):
         pass
+
+
+def _names_an_index(raw: bytes) -> bool:
+    """Whether an OCI layout's index.json lists a (multi-platform) index."""
+    try:
+        entries = json.loads(raw).get("manifests", [])
+    except (ValueError, AttributeError):
+        return False
+    return any(isinstance(e, dict) and e.get("mediaType") in mt.INDEXES for e in entries)
 
 
 def _tags(texts: object) -> list[Reference]:

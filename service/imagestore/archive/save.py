@@ -17,9 +17,16 @@ from typing import Any
 
 from imagestore import errors, hashing
 from imagestore.oci import mediatypes as mt
-from imagestore.oci.manifests import Manifest, parse_document
+from imagestore.oci.manifests import Descriptor, Index, Manifest
+from imagestore.oci.platforms import best_match, host_platform
 from imagestore.oci.references import parse_reference
 from imagestore.store.leases import Lease
+from imagestore.store.selection import (
+    StoredDocument,
+    lease_manifest,
+    read_document,
+    select_documents,
+)
 from imagestore.store.store import Store
 
 CHUNK = 1 << 20
@@ -78,38 +85,108 @@ def _padding(size: int) -> bytes:
     return b"\x00" * (-size % BLOCK)
 
 
-def _select(store: Store, lease: Lease, items: Sequence[str]) -> list[_Image]:
-    """Resolve names and IDs to images; a name saves only itself, an ID all its tags."""
+@dataclass
+class _IndexSave:
+    """A name that points at an index: the index and every child, as stored."""
+
+    index: StoredDocument
+    children: list[StoredDocument]
+    tag: str  # canonical name
+
+    def images(self) -> list[tuple[str, Manifest]]:
+        """(image ID, manifest) of each child, the host's platform first."""
+        manifests = [c for c in self.children if isinstance(c.parsed, Manifest)]
+        first = best_match(host_platform(), [(c.descriptor.platform, c) for c in manifests])
+        ordered = sorted(manifests, key=lambda child: child is not first)
+        return [
+            (child.parsed.config.digest, child.parsed)
+            for child in ordered
+            if isinstance(child.parsed, Manifest)
+        ]
+
+
+@dataclass
+class _Selection:
+    images: dict[str, _Image] = field(default_factory=dict)
+    indexes: list[_IndexSave] = field(default_factory=list)
+
+
+def _image(store: Store, lease: Lease, image_id: str, item: str) -> _Image:
+    with store.catalog.reading() as db:
+        manifests = store.catalog.manifests_of_image(db, image_id)
+    if not manifests:
+        raise errors.NotFound(f"No such image: {item}")
+    document = read_document(store, Descriptor(manifests[0].media_type, manifests[0].digest, 0))
+    assert isinstance(document.parsed, Manifest)
+    lease_manifest(document.parsed, lease)
+    return _Image(image_id, document.parsed, _oci_manifest(document.data, document.parsed))
+
+
+def _select(store: Store, lease: Lease, items: Sequence[str], platform: str) -> _Selection:
+    """Resolve names and IDs. A name saves what it points at (an index whole,
+    or with ``platform`` the one manifest under the name, as Push does); an ID
+    saves its image with all its tags."""
     if not items:
         raise errors.InvalidArgument("name at least one image to save")
-    images: dict[str, _Image] = {}
+    chosen = _Selection()
     for item in items:
         resolved = store.resolve(item)
+        if resolved.name is not None and resolved.target is not None:
+            lease.add(resolved.target)
+            with store.catalog.reading() as db:
+                row = store.catalog.target(db, resolved.target)
+            if row is None:
+                raise errors.NotFound(f"No such image: {item}")
+            target = Descriptor(row.media_type, row.digest, 0)
+            documents = select_documents(store, target, platform, lease, "save")
+            top = documents[-1]
+            if isinstance(top.parsed, Index):
+                if resolved.name.digest is None:
+                    tag = resolved.name.name
+                    chosen.indexes.append(_IndexSave(top, documents[:-1], tag))
+                continue
+            assert isinstance(top.parsed, Manifest)
+            image_id = top.parsed.config.digest
+            if image_id not in chosen.images:
+                oci = _oci_manifest(top.data, top.parsed)
+                chosen.images[image_id] = _Image(image_id, top.parsed, oci)
+            if resolved.name.digest is None:
+                chosen.images[image_id].tags.append(resolved.name.name)
+            continue
         for image_id in resolved.image_ids:
-            if image_id not in images:
+            if image_id not in chosen.images:
+                chosen.images[image_id] = _image(store, lease, image_id, item)
                 with store.catalog.reading() as db:
-                    manifests = store.catalog.manifests_of_image(db, image_id)
                     names = store.catalog.names_of_image(db, image_id)
-                if not manifests:
-                    raise errors.NotFound(f"No such image: {item}")
-                lease.add(manifests[0].digest)
-                body = store.blobs.read_bytes(manifests[0].digest)
-                manifest = parse_document(body, manifests[0].media_type)
-                assert isinstance(manifest, Manifest)
-                lease.add(manifest.config.digest, *(layer.digest for layer in manifest.layers))
-                images[image_id] = _Image(image_id, manifest, _oci_manifest(body, manifest))
-                if resolved.name is None:
-                    images[image_id].tags += [n.name for n in names if n.digest is None]
-            if resolved.name is not None and resolved.name.digest is None:
-                images[image_id].tags.append(resolved.name.name)
-    return list(images.values())
+                chosen.images[image_id].tags += [n.name for n in names if n.digest is None]
+    return chosen
 
 
-def _documents(images: list[_Image]) -> dict[str, bytes]:
-    """``oci-layout``, ``index.json`` and ``manifest.json`` for the chosen images."""
+def _docker_entry(image_id: str, manifest: Manifest, tags: list[str]) -> dict[str, Any]:
+    return {
+        "Config": "blobs/sha256/" + image_id.removeprefix("sha256:"),
+        "RepoTags": [_familiar_tag(t) for t in tags],
+        "Layers": [
+            "blobs/sha256/" + layer.digest.removeprefix("sha256:") for layer in manifest.layers
+        ],
+    }
+
+
+def _annotations(tag: str) -> dict[str, str]:
+    reference = parse_reference(tag, default_tag=False)
+    return {CONTAINERD_NAME: tag, OCI_REF_NAME: reference.tag or ""}
+
+
+def _documents(chosen: _Selection) -> dict[str, bytes]:
+    """``oci-layout``, ``index.json`` and ``manifest.json`` for the chosen content.
+
+    An index is named in ``index.json`` (what Load reads first); in
+    ``manifest.json``, which names images only, its host-platform image carries
+    the tag, so a docker-archive reader still gets one image under the name.
+    """
     index_entries = []
     docker_entries = []
-    for image in images:
+    for image in chosen.images.values():
         tags = list(dict.fromkeys(image.tags))
         descriptor: dict[str, Any] = {
             "mediaType": mt.OCI_MANIFEST,
@@ -120,23 +197,27 @@ def _documents(images: list[_Image]) -> dict[str, bytes]:
         for tag in names:
             entry = dict(descriptor)
             if tag is not None:
-                reference = parse_reference(tag, default_tag=False)
-                entry["annotations"] = {CONTAINERD_NAME: tag, OCI_REF_NAME: reference.tag or ""}
+                entry["annotations"] = _annotations(tag)
             index_entries.append(entry)
-        docker_entries.append(
+        docker_entries.append(_docker_entry(image.image_id, image.manifest, tags))
+    for saved in chosen.indexes:
+        top = saved.index.descriptor
+        index_entries.append(
             {
-                "Config": "blobs/sha256/" + image.image_id.removeprefix("sha256:"),
-                "RepoTags": [_familiar_tag(t) for t in tags],
-                "Layers": [
-                    "blobs/sha256/" + layer.digest.removeprefix("sha256:")
-                    for layer in image.manifest.layers
-                ],
+                "mediaType": top.media_type,
+                "digest": top.digest,
+                "size": top.size,
+                "annotations": _annotations(saved.tag),
             }
         )
-    index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": index_entries}
+        for position, (image_id, manifest) in enumerate(saved.images()):
+            docker_entries.append(
+                _docker_entry(image_id, manifest, [saved.tag] if position == 0 else [])
+            )
+    layout_index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": index_entries}
     return {
         "oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode(),
-        "index.json": json.dumps(index).encode(),
+        "index.json": json.dumps(layout_index).encode(),
         "manifest.json": json.dumps(docker_entries).encode(),
     }
 
@@ -166,24 +247,31 @@ def _blob_member(store: Store, digest: str) -> Iterator[bytes]:
     yield _padding(size)
 
 
-def save(store: Store, items: Sequence[str]) -> Generator[bytes, None, None]:
+def save(store: Store, items: Sequence[str], platform: str = "") -> Generator[bytes, None, None]:
     """Stream the archive for ``items`` (names or IDs) in chunks of ≤ 1 MiB."""
     with store.lease() as lease:
-        images = _select(store, lease, items)
+        chosen = _select(store, lease, items, platform)
         blobs: list[str] = []
-        for image in images:
+        documents: dict[str, bytes] = {}
+        for image in chosen.images.values():
             blobs += [image.image_id, *(layer.digest for layer in image.manifest.layers)]
+            documents[_blob_path(image.oci_digest)] = image.oci_manifest
+        for saved in chosen.indexes:
+            for image_id, manifest in saved.images():
+                blobs += [image_id, *(layer.digest for layer in manifest.layers)]
+            for document in [*saved.children, saved.index]:
+                documents[_blob_path(document.descriptor.digest)] = document.data
         # Pieces go out as they are (a header, ≤ 1 MiB of a blob, padding):
         # no copying to fill chunks.
         for digest in dict.fromkeys(blobs):
             yield from (piece for piece in _blob_member(store, digest) if piece)
-        documents = {
-            "blobs/sha256/" + image.oci_digest.removeprefix("sha256:"): image.oci_manifest
-            for image in images
-        }
-        documents |= _documents(images)
+        documents |= _documents(chosen)
         for name, body in documents.items():
             member = _header(name, len(body)) + body + _padding(len(body))
             for start in range(0, len(member), CHUNK):
                 yield member[start : start + CHUNK]
         yield b"\x00" * (2 * BLOCK)
+
+
+def _blob_path(digest: str) -> str:
+    return "blobs/sha256/" + digest.removeprefix("sha256:")
