@@ -32,6 +32,10 @@ TEST_DEBS := $(BUILD_DEBS) libisal-dev gzip skopeo umoci openssl docker-registry
 # Root installs libisal-dev before the first build, so the tests expect ISA-L.
 EXPECT_BACKEND := $(shell [ "$$(id -u)" = 0 ] && echo isa-l)
 PYTEST := $(PY) -m pytest -p no:cacheprovider
+# Fuzzing (tests/fuzz): seconds per harness in `make fuzz`, and in the bounded
+# run that `make test` includes (tests/fuzz/test_fuzz.py).
+FUZZ_SECONDS ?= 600
+CI_FUZZ_SECONDS ?= 20
 
 .PHONY: help
 help: ## List the targets
@@ -43,7 +47,7 @@ run: native ## Start the service on the embedded default (SQLite + a local direc
 
 .PHONY: test
 test: native test-debs protos-check $(ZLIB_NATIVE) ## Set up what is missing, then run every test
-	IMAGESTORE_EXPECT_BACKEND=$(EXPECT_BACKEND) $(PYTEST)
+	IMAGESTORE_EXPECT_BACKEND=$(EXPECT_BACKEND) IMAGESTORE_FUZZ_SECONDS=$(CI_FUZZ_SECONDS) $(PYTEST)
 	@echo "== native tests again, against the zlib build of the extension"
 	IMAGESTORE_TEST_NATIVE=$(ZLIB_NATIVE) IMAGESTORE_EXPECT_BACKEND=zlib \
 		$(PYTEST) tests/native -m "not slow" -q
@@ -57,6 +61,10 @@ sanitize: native $(ASAN_NATIVE) ## Run the native tests under ASan + UBSan
 	IMAGESTORE_TEST_NATIVE=$(ASAN_NATIVE) HYPOTHESIS_PROFILE=ci \
 		$(PYTEST) tests/native -q
 
+.PHONY: fuzz
+fuzz: native ## Fuzz each harness (FUZZ=names picks) FUZZ_SECONDS s (600); finds in build/fuzz
+	$(PY) -m tests.fuzz.run --seconds $(FUZZ_SECONDS) $(FUZZ)
+
 .PHONY: bench
 bench: native test-debs $(ZLIB_NATIVE) ## Benchmarks beside their peers (stdlib, skopeo, floors)
 	$(PY) -m tests.bench.bench_native
@@ -64,6 +72,8 @@ bench: native test-debs $(ZLIB_NATIVE) ## Benchmarks beside their peers (stdlib,
 	$(PY) -m tests.bench.bench_store
 	$(PY) -m tests.bench.bench_api
 	$(PY) -m tests.bench.bench_registry
+	$(PY) -m tests.bench.bench_check
+	$(PY) -m tests.bench.bench_hostile
 
 .PHONY: lint
 lint: $(DEPS_STAMP) $(NODE_STAMP) ## ruff, ruff format --check, mypy --strict, buf lint + format

@@ -1,4 +1,7 @@
-"""References, digests and platforms: Docker's cases, table-driven, plus properties."""
+"""References, digests and platforms: Docker's cases, table-driven, plus properties.
+
+Reference filters (globs) are in test_globs.py.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +11,7 @@ from hypothesis import strategies as st
 from imagestore import errors
 from imagestore.oci.digests import parse_digest
 from imagestore.oci.platforms import Platform, best_match, parse_platform
-from imagestore.oci.references import (
-    Reference,
-    parse_reference,
-    parse_tag_target,
-    path_match,
-)
+from imagestore.oci.references import Reference, parse_reference, parse_tag_target
 
 HEX = "a" * 64
 DIGEST = "sha256:" + "b" * 64
@@ -124,32 +122,6 @@ def test_parse_format_parse_is_stable(
     assert parse_reference(first.familiar()) == first
     assert first.tag == tag or (tag is None and digest is None and first.tag == "latest")
     assert first.digest == digest
-
-
-@pytest.mark.parametrize(
-    ("pattern", "name", "matches"),
-    [
-        ("busy*:*libc", "busybox:glibc", True),
-        ("busy*:*libc", "busybox:uclibc", True),
-        ("busy*:*libc", "busybox:musl", False),
-        ("*", "user/app", False),  # * does not cross /
-        ("*/*", "user/app", True),
-        ("app:?", "app:1", True),
-        ("app:[0-9]", "app:7", True),
-        ("app:[^0-9]", "app:x", True),
-        ("app:[^0-9]", "app:7", False),
-        ("a\\*", "a*", True),
-        ("docker.io/library/redis:*", "docker.io/library/redis:7", True),
-    ],
-)
-def test_reference_filters_are_go_path_match_globs(pattern: str, name: str, matches: bool) -> None:
-    assert path_match(pattern, name) is matches
-
-
-@pytest.mark.parametrize("pattern", ["[", "a[", "[]", "a\\", "[b-a]"])
-def test_a_malformed_glob_is_an_invalid_argument(pattern: str) -> None:
-    with pytest.raises(errors.InvalidArgument, match="syntax error in pattern"):
-        path_match(pattern, "anything")
 
 
 @pytest.mark.parametrize(

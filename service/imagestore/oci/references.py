@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from imagestore import errors
 from imagestore.oci.digests import parse_digest
 
+# Reference filters are Go's path.Match globs; kept importable from here.
+from imagestore.oci.globs import path_match as path_match
+
 DEFAULT_DOMAIN = "docker.io"
 LEGACY_DEFAULT_DOMAIN = "index.docker.io"
 OFFICIAL_REPO_PREFIX = "library/"
@@ -158,81 +161,3 @@ def parse_tag_target(text: str) -> Reference:
     if reference.familiar_name == "sha256":
         raise _invalid(text, "refusing to create an ambiguous tag using digest algorithm as name")
     return reference
-
-
-def path_match(pattern: str, name: str) -> bool:
-    """Go's ``path.Match``: ``*`` and ``?`` never cross ``/``; ``[^…]`` negates.
-
-    Raises InvalidArgument for a malformed pattern (Go's ErrBadPattern).
-    """
-    return _compile_glob(pattern).fullmatch(name) is not None
-
-
-def _compile_glob(pattern: str) -> re.Pattern[str]:
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        char = pattern[i]
-        if char == "*":
-            out.append("[^/]*")
-        elif char == "?":
-            out.append("[^/]")
-        elif char == "\\":
-            i += 1
-            if i == n:
-                raise _bad_pattern(pattern)
-            out.append(re.escape(pattern[i]))
-        elif char == "[":
-            i, klass = _glob_class(pattern, i + 1)
-            out.append(klass)
-            continue
-        else:
-            out.append(re.escape(char))
-        i += 1
-    return re.compile("".join(out))
-
-
-def _glob_class(pattern: str, i: int) -> tuple[int, str]:
-    """Translate a ``[...]`` class starting after ``[``; returns (next index, regex)."""
-    n = len(pattern)
-    negate = i < n and pattern[i] == "^"
-    if negate:
-        i += 1
-    ranges: list[str] = []
-    first = True
-    while True:
-        if i >= n:
-            raise _bad_pattern(pattern)
-        if pattern[i] == "]" and not first:
-            break
-        first = False
-        lo, i = _class_char(pattern, i)
-        if i < n and pattern[i] == "-":
-            hi, i = _class_char(pattern, i + 1)
-            if hi < lo:
-                raise _bad_pattern(pattern)
-            ranges.append(f"{re.escape(lo)}-{re.escape(hi)}")
-        else:
-            ranges.append(re.escape(lo))
-    body = "".join(ranges)
-    # Go's classes never match '/', negated or not.
-    regex = f"[^/{body}]" if negate else f"(?!/)[{body}]"
-    return i + 1, regex
-
-
-def _class_char(pattern: str, i: int) -> tuple[str, int]:
-    n = len(pattern)
-    if i >= n or pattern[i] in "-]":
-        raise _bad_pattern(pattern)
-    if pattern[i] == "\\":
-        i += 1
-        if i >= n:
-            raise _bad_pattern(pattern)
-    return pattern[i], i + 1
-
-
-def _bad_pattern(pattern: str) -> errors.InvalidArgument:
-    return errors.InvalidArgument(
-        f"invalid reference filter {pattern!r}: syntax error in pattern",
-        metadata={"filter": "reference", "value": pattern[:200]},
-    )
