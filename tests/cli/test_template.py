@@ -65,6 +65,10 @@ def test_templates_render_like_go(source: str, expected: str) -> None:
         ("{{end}}", "unexpected {{end}}"),
         ("{{index .RepoTags 5}}", "index out of range"),
         ("{{$missing}}", "undefined variable"),
+        ('{{"\\x"}}', "malformed string literal"),  # found by the fuzzer
+        ("{{and}}", "want at least 1 got 0"),
+        ("{{or}}", "want at least 1 got 0"),
+        ("{{pad .Os 1000000000 0}}", "pad width"),
     ],
 )
 def test_template_mistakes_are_invalid_arguments(source: str, message: str) -> None:

@@ -521,3 +521,20 @@ def test_a_waiting_ingest_takes_over_when_the_first_is_cancelled(store: Store) -
         thread.join()
     assert outcome == ["first cancelled", "second committed"]
     assert list(store.blobs.ingest_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "17000003456789",
+        "2222222222222222222",
+        "4" * 40,
+        "100000000h",
+        "-100000000h",
+        "4" * 50 + "m",
+    ],
+)
+def test_an_until_beyond_what_a_clock_holds_is_an_invalid_argument(value: str) -> None:
+    # found by the fuzzer: these raised ValueError, OSError and OverflowError
+    with pytest.raises(errors.InvalidArgument, match="invalid value for 'until' filter"):
+        parse_prune_filters([f"until={value}"])

@@ -84,6 +84,24 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _last(name: str, values: tuple[Any, ...]) -> Any:
+    """and/or return their last argument when none decides; Go wants at least one."""
+    if not values:
+        raise TypeError(f"wrong number of args for {name}: want at least 1 got 0")
+    return values[-1]
+
+
+#: ``pad`` widths beyond this are refused rather than allocated
+MAX_PAD = 4096
+
+
+def _spaces(count: Any) -> str:
+    width = int(count)
+    if not 0 <= width <= MAX_PAD:
+        raise ValueError(f"pad width {width} is outside 0..{MAX_PAD}")
+    return " " * width
+
+
 def _printf(fmt: str, *args: Any) -> str:
     values = iter(args)
 
@@ -137,7 +155,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "lower": lambda text: go_string(text).lower(),
     "title": lambda text: go_string(text).title(),
     "truncate": lambda text, n: go_string(text)[: int(n)],
-    "pad": lambda text, left, right: " " * int(left) + go_string(text) + " " * int(right),
+    "pad": lambda text, left, right: _spaces(left) + go_string(text) + _spaces(right),
     "eq": _compare(_eq),
     "ne": _compare(lambda a, b: a != b),
     "lt": _compare(lambda a, b: a < b),
@@ -145,8 +163,8 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "gt": _compare(lambda a, b: a > b),
     "ge": _compare(lambda a, b: a >= b),
     "not": lambda value: not _truthy(value),
-    "and": lambda *a: next((v for v in a if not _truthy(v)), a[-1]),
-    "or": lambda *a: next((v for v in a if _truthy(v)), a[-1]),
+    "and": lambda *a: next((v for v in a if not _truthy(v)), _last("and", a)),
+    "or": lambda *a: next((v for v in a if _truthy(v)), _last("or", a)),
 }
 
 
@@ -374,7 +392,10 @@ class Template:
         if kind == "pipeline":
             return self._pipe(value, dot, scope)
         if kind == "string":
-            return json.loads(value)
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise _error(f"malformed string literal {value[:40]}") from None
         if kind == "raw":
             return value[1:-1]
         if kind == "number":

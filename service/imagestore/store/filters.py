@@ -164,12 +164,30 @@ def parse_go_duration(text: str) -> timedelta | None:
         position = match.end()
     if position != len(body) or position == 0:
         return None
-    return timedelta(seconds=sign * seconds)
+    try:
+        return timedelta(seconds=sign * seconds)
+    except OverflowError:  # Go: "invalid duration" past ~290 years
+        return None
 
 
 def parse_timestamp(value: str, now: datetime | None = None) -> datetime:
     """Docker's ``until`` syntax: a Go duration before now, RFC 3339 (local
     time when no zone is given), or Unix ``seconds[.nanoseconds]``."""
+    try:
+        return _parse_timestamp(value, now)
+    except (OverflowError, ValueError, OSError):  # a time outside what datetime holds
+        raise _bad_until(value) from None
+
+
+def _bad_until(value: str) -> errors.InvalidArgument:
+    return errors.InvalidArgument(
+        f"invalid value for 'until' filter: {value[:100]!r} is not a duration, RFC 3339 time"
+        " or Unix timestamp",
+        metadata={"filter": "until", "value": value[:100]},
+    )
+
+
+def _parse_timestamp(value: str, now: datetime | None) -> datetime:
     now = now or datetime.now(tz=UTC)
     text = value.strip()
     if not text:
@@ -189,8 +207,4 @@ def parse_timestamp(value: str, now: datetime | None = None) -> datetime:
     if match := _UNIX.fullmatch(text):
         nanos = int((match[2] or "0").ljust(9, "0"))
         return datetime.fromtimestamp(int(match[1]), tz=UTC) + timedelta(microseconds=nanos // 1000)
-    raise errors.InvalidArgument(
-        f"invalid value for 'until' filter: {value!r} is not a duration, RFC 3339 time"
-        " or Unix timestamp",
-        metadata={"filter": "until", "value": value[:100]},
-    )
+    raise _bad_until(value)
