@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from imagestore import errors
 from imagestore.archive.load import LoadedImage, LoadProgress
 from imagestore.dockerconfig import Credentials
 from imagestore.oci.manifests import Descriptor
@@ -38,8 +40,55 @@ def descriptor(value: Descriptor) -> pb.Descriptor:
     return pb.Descriptor(media_type=value.media_type, digest=value.digest, size=value.size)
 
 
-def image_summary(value: models.ImageSummary) -> pb.ImageSummary:
-    return pb.ImageSummary(
+# Bytes a nested message's length prefix may grow by once labels are put back.
+_PREFIX_SLACK = 16
+
+
+def _varint_bytes(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+
+def field_bytes(message: Message) -> int:
+    """What ``message`` costs as one element of a repeated field (field number <= 15)."""
+    size = message.ByteSize()
+    return 1 + _varint_bytes(size) + size
+
+
+def _label_bytes(key: str, value: str) -> int:
+    """An upper bound of one map<string, string> entry on the wire."""
+    k, v = len(key.encode()), len(value.encode())
+    entry = 1 + _varint_bytes(k) + k + 1 + _varint_bytes(v) + v
+    return 1 + _varint_bytes(entry) + entry
+
+
+def _fit_labels(message: Message, maps: Sequence[MutableMapping[str, str]], max_bytes: int) -> None:
+    """Keep in ``maps`` (the same labels, shown in several places) the labels
+    that fit with the rest of ``message`` in ``max_bytes``: the smallest first,
+    each whole, so as many as possible come through intact."""
+    full = [dict(labels) for labels in maps]
+    for labels in maps:
+        labels.clear()
+    room = max_bytes - message.ByteSize() - _PREFIX_SLACK
+    cost: dict[str, int] = {}
+    for labels in full:
+        for key, value in labels.items():
+            cost[key] = cost.get(key, 0) + _label_bytes(key, value)
+    for key in sorted(cost, key=lambda name: (cost[name], name)):
+        if cost[key] > room:
+            break  # sorted by cost: none of the rest fits either
+        room -= cost[key]
+        for labels, source in zip(maps, full, strict=True):
+            if key in source:
+                labels[key] = source[key]
+    if message.ByteSize() > max_bytes:  # the bound was not enough: keep none
+        for labels in maps:
+            labels.clear()
+
+
+def image_summary(value: models.ImageSummary, *, max_bytes: int | None = None) -> pb.ImageSummary:
+    """The row as ListImages sends it; with ``max_bytes``, labels that would make
+    it larger are left out and ``labels_truncated`` says so."""
+    message = pb.ImageSummary(
         id=value.id,
         repo_tags=value.repo_tags,
         repo_digests=value.repo_digests,
@@ -50,6 +99,10 @@ def image_summary(value: models.ImageSummary) -> pb.ImageSummary:
         platform=platform(value.platform),
         stored_at=timestamp(value.stored_at_ns),
     )
+    if max_bytes is not None and message.ByteSize() > max_bytes:
+        message.labels_truncated = True
+        _fit_labels(message, [message.labels], max_bytes)
+    return message
 
 
 def _strings(value: Any) -> list[str]:
@@ -81,8 +134,13 @@ def container_config(config: Mapping[str, Any]) -> pb.ContainerConfig:
     )
 
 
-def inspect_response(value: models.ImageDetails, *, include_raw: bool) -> pb.InspectResponse:
-    return pb.InspectResponse(
+def inspect_response(
+    value: models.ImageDetails, *, include_raw: bool, max_bytes: int | None = None
+) -> pb.InspectResponse:
+    """What Inspect sends. With ``max_bytes``, labels that would make it larger
+    are left out (``labels_truncated``); when it is still too large (raw
+    documents, a huge environment), SizeLimitExceeded points at ReadBlob."""
+    message = pb.InspectResponse(
         image=image_summary(value.summary),
         author=value.author,
         comment=value.comment,
@@ -99,6 +157,21 @@ def inspect_response(value: models.ImageDetails, *, include_raw: bool) -> pb.Ins
         raw_manifest=value.raw_manifest if include_raw else b"",
         raw_config=value.raw_config if include_raw else b"",
     )
+    if max_bytes is None or message.ByteSize() <= max_bytes:
+        return message
+    message.labels_truncated = message.image.labels_truncated = True
+    _fit_labels(message, [message.image.labels, message.config.labels], max_bytes)
+    size = message.ByteSize()
+    if size > max_bytes:
+        what = "its raw manifest and config" if include_raw else "its config"
+        raise errors.SizeLimitExceeded(
+            f"the description of image {value.summary.id} is {size} bytes, over the server's"
+            f" response limit of {max_bytes} (--max-response-bytes) because of {what}:"
+            f" read the config {value.config_descriptor.digest} and the manifest"
+            f" {value.manifest_digest} with ReadBlob",
+            metadata={"limit": "max-response-bytes", "max": str(max_bytes), "size": str(size)},
+        )
+    return message
 
 
 def history_entry(value: models.HistoryRow) -> pb.HistoryEntry:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from imagestore import errors
 from imagestore.addresses import is_loopback
 from imagestore.api import reflection
+from imagestore.api.admission import Admission, Limits
 from imagestore.api.interceptors import AccessLog, ErrorMapping, TokenAuth
 from imagestore.api.metrics import Metrics
 from imagestore.api.servicer import ImageStoreServicer
@@ -29,6 +32,9 @@ log = logging.getLogger("imagestore.server")
 
 SERVICE_NAME = imagestore_pb2.DESCRIPTOR.services_by_name["ImageStoreService"].full_name
 MAX_MESSAGE = 8 << 20  # room for 1 MiB chunks and include_raw Inspects
+# HTTP/2 streams one connection may hold open beyond the service's own cap, for
+# health checks, reflection and calls being refused.
+CONNECTION_STREAM_HEADROOM = 64
 
 
 def default_root() -> Path:
@@ -50,22 +56,47 @@ class ServerConfig:
     metrics_listen: str | None = None
     grace_period: float = 10.0
     max_layer_size: int = DEFAULT_MAX_LAYER_SIZE
+    limits: Limits = field(default_factory=Limits)
     registry: RegistryOptions = field(default_factory=RegistryOptions)
 
 
 def split_host_port(address: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` → (host, port)."""
+    """``host:port`` or ``[v6]:port`` → (host, port); the port is 0..65535
+    (0 lets the system pick one)."""
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
         raise errors.InvalidArgument(f"listen address {address!r} needs host:port")
+    if int(port) > 65535:
+        raise errors.InvalidArgument(
+            f"listen address {address!r}: port {port} is out of range"
+            " (0 to 65535; 0 picks a free port)"
+        )
     return host.strip("[]"), int(port)
+
+
+def _listeners(config: ServerConfig) -> list[tuple[str, str]]:
+    listeners = [("--listen", config.listen)]
+    if config.metrics_listen is not None:
+        listeners.append(("--metrics-listen", config.metrics_listen))
+    return listeners
+
+
+def check_addresses(config: ServerConfig) -> None:
+    """Every listen address parses, with a port in range (InvalidArgument naming the flag)."""
+    for name, address in _listeners(config):
+        if name == "--listen" and address.startswith("unix:"):
+            continue
+        try:
+            split_host_port(address)
+        except errors.InvalidArgument as exc:
+            raise errors.InvalidArgument(f"{name}: {exc.message}") from None
 
 
 def check_exposure(config: ServerConfig) -> None:
     """A listener other machines can reach needs TLS, unless --insecure says so."""
     tls = config.tls_cert is not None
-    for name, address in (("--listen", config.listen), ("--metrics-listen", config.metrics_listen)):
-        if address is None or address.startswith("unix:"):
+    for name, address in _listeners(config):
+        if address.startswith("unix:"):
             continue
         host, _ = split_host_port(address)
         if not is_loopback(host) and not tls and not config.insecure:
@@ -112,7 +143,10 @@ def _store_bytes(store: Store) -> float:
 async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT; then stop taking calls, let streams finish
     within the grace period, and close the store."""
+    check_addresses(config)
     check_exposure(config)
+    config.limits.validate(MAX_MESSAGE)
+    logging.getLogger("grpc._cython.cygrpc").addFilter(_SendToAGoneClient())
     stop = _stop_on_signals()  # before announcing readiness: a quick SIGTERM is handled too
     credentials = _credentials(config)
     tokens = _tokens(config.auth_token_file)
@@ -124,23 +158,34 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         if tokens:
             interceptors.append(TokenAuth(tokens))
         interceptors.append(ErrorMapping())
+        interceptors.append(Admission(config.limits))  # inside ErrorMapping: refusals mapped
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
                 ("grpc.max_send_message_length", MAX_MESSAGE),
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
+                # A second server on the same port must fail, not share it.
+                ("grpc.so_reuseport", 0),
+                (
+                    "grpc.max_concurrent_streams",
+                    config.limits.max_concurrent_rpcs + CONNECTION_STREAM_HEADROOM,
+                ),
             ],
         )
-        imagestore_pb2_grpc.add_ImageStoreServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            ImageStoreServicer(store, registry, secure_transport=credentials is not None), server
+        servicer = ImageStoreServicer(
+            store,
+            registry,
+            secure_transport=credentials is not None,
+            max_response_bytes=config.limits.max_response_bytes,
         )
+        add_servicer = imagestore_pb2_grpc.add_ImageStoreServiceServicer_to_server
+        add_servicer(servicer, server)  # type: ignore[no-untyped-call]
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable(server, [SERVICE_NAME, health.SERVICE_NAME])
         address = _bind(server, config.listen, credentials)
         if metrics is not None and config.metrics_listen is not None:
-            host, port = split_host_port(config.metrics_listen)
-            metrics.serve(host, port)
+            _serve_metrics(metrics, config.metrics_listen)
         await server.start()
         if config.listen.startswith("unix:"):
             os.chmod(config.listen.removeprefix("unix:").removeprefix("//"), 0o600)
@@ -155,6 +200,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.stop(config.grace_period)
+        servicer.close()
     finally:
         await registry.close()
         store.close()
@@ -163,15 +209,17 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
 def _bind(server: grpc.aio.Server, listen: str, credentials: grpc.ServerCredentials | None) -> str:
     if listen.startswith("unix:"):
         path = listen.removeprefix("unix:").removeprefix("//")
-        Path(path).unlink(missing_ok=True)
+        _remove_stale_socket(path)
         previous = os.umask(0o177)  # the socket is born 0600
         try:
             _add_port(server, f"unix:{path}", credentials)
         finally:
             os.umask(previous)
         return f"unix://{path}"
-    host, _ = split_host_port(listen)
+    host, wanted = split_host_port(listen)
     port = _add_port(server, listen, credentials)
+    if port <= 0:  # some grpc versions report a failed bind as port 0, not an exception
+        raise _cannot_listen(listen, host, wanted, "gRPC could not bind it")
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -183,7 +231,80 @@ def _add_port(
             return server.add_insecure_port(address)
         return server.add_secure_port(address, credentials)
     except RuntimeError as exc:
-        raise errors.Unavailable(f"cannot listen on {address}: {exc}") from None
+        if address.startswith("unix:"):
+            raise errors.Unavailable(f"cannot listen on {address}: {exc}") from None
+        host, port = split_host_port(address)
+        raise _cannot_listen(address, host, port, str(exc)) from None
+
+
+def _cannot_listen(address: str, host: str, port: int, fallback: str) -> errors.Unavailable:
+    """Why a TCP bind failed, in the system's words ("address already in use").
+
+    gRPC only says that it failed, so a plain socket tries the same bind to
+    learn the reason; ``fallback`` is used when that bind succeeds (a race)."""
+    reason = fallback
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        infos, reason = [], exc.strerror or str(exc)
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                break
+    return errors.Unavailable(f"cannot listen on {address}: {reason.lower()}")
+
+
+def _serve_metrics(metrics: Metrics, address: str) -> None:
+    host, port = split_host_port(address)
+    try:
+        metrics.serve(host, port)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise errors.Unavailable(
+            f"cannot listen on {address} (--metrics-listen): {reason.lower()}"
+        ) from None
+
+
+def _remove_stale_socket(path: str) -> None:
+    """Remove a socket file left by a server that is gone; refuse to steal a live one."""
+    if not os.path.exists(path):
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            pass  # nobody listens: a leftover
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTSOCK):
+                raise errors.Unavailable(f"cannot listen on unix://{path}: {exc}") from None
+        else:
+            raise errors.Unavailable(
+                f"cannot listen on unix://{path}: address already in use"
+                " (another server answers there)"
+            )
+    Path(path).unlink(missing_ok=True)
+
+
+class _SendToAGoneClient(logging.Filter):
+    """One line instead of a traceback for a send that failed under grpc.aio.
+
+    When a client cancels while a response is being sent, the failed send and
+    the news of the cancellation race inside grpc.aio; when the send loses,
+    grpc logs an ExecuteBatchError with a traceback although the call was
+    merely cancelled (the handler's clean-up runs either way)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("ExecuteBatchError raised in core by servicer method"):
+            method = message.rpartition(" ")[2]
+            record.msg, record.args = "send failed in %s: the client went away", (method,)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info = record.exc_text = None
+        return True
 
 
 def _stop_on_signals() -> asyncio.Event:

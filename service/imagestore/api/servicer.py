@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
-from typing import Any, TypeVar, cast
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any, Generic, TypeVar, cast
 
 import grpc
 from imagestore import errors, hashing
 from imagestore.addresses import is_loopback
 from imagestore.api import convert
+from imagestore.api.admission import DEFAULT_MAX_RESPONSE_BYTES
 from imagestore.archive.load import LoadProgress, load
 from imagestore.archive.save import save
 from imagestore.dockerconfig import Credentials
@@ -30,6 +34,7 @@ from imagestore.registry.push import Pusher, PushResult
 from imagestore.store.check import check
 from imagestore.store.filters import parse_list_filters, parse_prune_filters
 from imagestore.store.listing import list_images
+from imagestore.store.models import ImageSummary
 from imagestore.store.prune import disk_usage, prune
 from imagestore.store.store import Store
 from imagestore.v1 import imagestore_pb2 as pb
@@ -39,6 +44,15 @@ T = TypeVar("T")
 Context = grpc.aio.ServicerContext[Any, Any]
 # Chunks of a Load waiting for the loader thread: bounds memory to ~8 MiB.
 LOAD_QUEUE_CHUNKS = 8
+# Chunks (<= 1 MiB) a Save or ReadBlob reads ahead of its client: one keeps
+# reading and sending overlapped (more bought no throughput on loopback), and
+# is, with the chunk being sent and an open blob file, all an unread stream holds.
+STREAM_AHEAD = 1
+# Pool threads that advance Save and ReadBlob streams one step at a time: a step
+# is a short read and hash, so a few threads serve any number of streams.
+STREAM_WORKERS = min(16, (os.cpu_count() or 1) + 4)
+# Room left in a ListImages response for its page token and framing.
+LIST_PAGE_OVERHEAD = 1 << 10
 
 
 class _CancelledError(Exception):
@@ -49,9 +63,16 @@ async def _run(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await asyncio.to_thread(function, *args, **kwargs)
 
 
+def _seen(future: asyncio.Future[Any]) -> None:
+    """Mark a future's outcome as retrieved (whoever awaits it still gets it)."""
+    if not future.cancelled():
+        future.exception()
+
+
 def _in_thread(function: Callable[[], T]) -> asyncio.Future[T]:
-    """Run a long job (a whole stream) on its own thread, not the shared pool:
-    slow clients must not starve the unary calls of worker threads."""
+    """Run a long job (a whole Load) on its own thread, not the shared pool: it
+    waits on its client's chunks, which must not starve other calls of workers.
+    The stream cap bounds how many such threads exist."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
@@ -71,49 +92,94 @@ def _in_thread(function: Callable[[], T]) -> asyncio.Future[T]:
         else:
             loop.call_soon_threadsafe(settle, result, None)
 
-    threading.Thread(target=run, name="imagestore-stream", daemon=True).start()
+    threading.Thread(target=run, name="imagestore-load", daemon=True).start()
     return future
 
 
-async def _stream_from_thread(
-    make: Callable[[], Generator[T, None, None]], ahead: int = 4
+class _Stepper(Generic[T]):
+    """A blocking generator advanced a few items at a time by pool workers.
+
+    Steps and the final close never overlap (a lock); a step after the close
+    finds nothing, so a step still queued when the consumer left cannot
+    restart the work."""
+
+    def __init__(self, make: Callable[[], Generator[T, None, None]]) -> None:
+        self._make = make
+        self._generator: Generator[T, None, None] | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def step(self, count: int) -> tuple[list[T], bool]:
+        """Up to ``count`` more items, and whether the generator is finished."""
+        with self._lock:
+            if self._closed:
+                return [], True
+            if self._generator is None:
+                self._generator = self._make()
+            items: list[T] = []
+            for _ in range(count):
+                try:
+                    items.append(next(self._generator))
+                except StopIteration:
+                    self._closed = True
+                    return items, True
+            return items, False
+
+    def close(self) -> None:
+        """Close the generator (its ``finally`` blocks end its leases)."""
+        with self._lock:
+            self._closed = True
+            if self._generator is not None:
+                self._generator.close()
+
+
+def _wrapped(
+    chunks: Generator[bytes, None, None], wrap: Callable[..., T]
+) -> Generator[T, None, None]:
+    """Each chunk in its response message, built on the worker that read it (the
+    bare chunk is dropped at once: a buffered or unsent item is one copy, not two)."""
+    with contextlib.closing(chunks):
+        for chunk in chunks:
+            yield wrap(chunk=chunk)
+
+
+async def _stream_in_steps(
+    make: Callable[[], Generator[T, None, None]], pool: Executor, ahead: int = STREAM_AHEAD
 ) -> AsyncIterator[T]:
-    """Run a blocking generator on a worker thread, up to ``ahead`` items in
-    front of the consumer (reading and hashing overlap with sending). When the
-    consumer stops early (cancellation), the generator is closed on its thread,
+    """Run a blocking generator on ``pool``, up to ``ahead`` items in front of
+    the consumer, so reading and hashing overlap with sending.
+
+    No thread is held between steps: a stream whose client does not read
+    costs its ``ahead`` buffered items and its generator's state (an open
+    file), not a thread. When the consumer
+    stops early (cancellation), the generator is closed on a pool thread,
     which releases its leases."""
     loop = asyncio.get_running_loop()
-    items: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-    slots = threading.Semaphore(ahead)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            with contextlib.closing(make()) as iterator:
-                for item in iterator:
-                    while not slots.acquire(timeout=0.1):
-                        if stop.is_set():
-                            return
-                    if stop.is_set():
-                        return
-                    loop.call_soon_threadsafe(items.put_nowait, ("item", item))
-            loop.call_soon_threadsafe(items.put_nowait, ("done", None))
-        except BaseException as exc:  # handed to the consumer, raised there
-            loop.call_soon_threadsafe(items.put_nowait, ("error", exc))
-
-    producer = _in_thread(produce)
+    stepper = _Stepper(make)
+    buffered: deque[T] = deque()
+    pending: asyncio.Future[tuple[list[T], bool]] | None = None
+    finished = False
     try:
         while True:
-            kind, value = await items.get()
-            slots.release()
-            if kind == "done":
+            if pending is not None and (pending.done() or not buffered):
+                step, pending = pending, None
+                items, finished = await step
+                buffered.extend(items)
+            if pending is None and not finished and len(buffered) < ahead:
+                pending = loop.run_in_executor(pool, stepper.step, ahead - len(buffered))
+            if buffered:
+                yield buffered.popleft()
+            elif finished:
                 return
-            if kind == "error":
-                raise value
-            yield cast(T, value)
     finally:
-        stop.set()
-        await asyncio.wait({producer})
+        if pending is not None:
+            pending.cancel()  # not started: never runs; running: close() waits for it
+        try:
+            closing = loop.run_in_executor(pool, stepper.close)
+        except RuntimeError:  # the pool is shut down (server stopping): close here
+            stepper.close()
+        else:
+            await asyncio.shield(closing)
 
 
 async def _with_progress(
@@ -150,7 +216,7 @@ def local_peer(peer: str) -> bool:
 
 
 def check_credentials_transport(credentials: Credentials, secure: bool, peer: str) -> None:
-    """Registry credentials travel only over TLS or from this machine (DESIGN §8)."""
+    """Registry credentials travel only over TLS or from this machine."""
     if credentials and not secure and not local_peer(peer):
         raise errors.FailedPrecondition(
             "registry credentials are only accepted over TLS or from this machine",
@@ -159,19 +225,43 @@ def check_credentials_transport(credentials: Credentials, secure: bool, peer: st
 
 
 class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
+    """The service's handlers. ``max_response_bytes`` bounds a ListImages page
+    and an Inspect answer; ``close()`` once the server has stopped."""
+
     def __init__(
-        self, store: Store, registry: RegistryClient, *, secure_transport: bool = False
+        self,
+        store: Store,
+        registry: RegistryClient,
+        *,
+        secure_transport: bool = False,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.store = store
         self.registry = registry
         self.puller = Puller(store, registry)
         self.pusher = Pusher(store, registry)
         self.secure_transport = secure_transport
+        self.max_response_bytes = max_response_bytes
+        self._steps = ThreadPoolExecutor(STREAM_WORKERS, thread_name_prefix="imagestore-stream")
+
+    def close(self) -> None:
+        """Let the stream steps still queued finish; then the pool's threads end."""
+        self._steps.shutdown(wait=True)
 
     async def ListImages(
         self, request: pb.ListImagesRequest, context: Context
     ) -> pb.ListImagesResponse:
         filters = parse_list_filters(request.filters)
+        # Each row is converted once, as it will be sent (labels cut when the
+        # row alone would not fit), and the page ends before the byte budget.
+        budget = self.max_response_bytes - LIST_PAGE_OVERHEAD
+        rows: dict[str, pb.ImageSummary] = {}
+
+        def measure(image: ImageSummary) -> int:
+            # A row alone fits the budget with its tag and length prefix (<= 6 bytes).
+            row = rows[image.id] = convert.image_summary(image, max_bytes=budget - 8)
+            return convert.field_bytes(row)
+
         page = await _run(
             list_images,
             self.store,
@@ -179,15 +269,22 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
             show_all=request.all,
             page_size=request.page_size,
             page_token=request.page_token,
+            max_bytes=budget,
+            measure=measure,
         )
         return pb.ListImagesResponse(
-            images=[convert.image_summary(image) for image in page.images],
+            images=[rows[image.id] for image in page.images],
             next_page_token=page.next_page_token,
         )
 
     async def Inspect(self, request: pb.InspectRequest, context: Context) -> pb.InspectResponse:
-        details = await _run(self.store.inspect, request.image, request.platform or None)
-        return convert.inspect_response(details, include_raw=request.include_raw)
+        def inspect() -> pb.InspectResponse:  # on a worker: a large answer takes a while
+            details = self.store.inspect(request.image, request.platform or None)
+            return convert.inspect_response(
+                details, include_raw=request.include_raw, max_bytes=self.max_response_bytes
+            )
+
+        return await _run(inspect)
 
     async def History(self, request: pb.HistoryRequest, context: Context) -> pb.HistoryResponse:
         rows = await _run(self.store.history, request.image, request.platform or None)
@@ -269,8 +366,12 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         self, request: pb.SaveRequest, context: Context
     ) -> AsyncIterator[pb.SaveResponse]:
         images = list(request.images)
-        async for chunk in _stream_from_thread(lambda: save(self.store, images)):
-            yield pb.SaveResponse(chunk=chunk)
+
+        def responses() -> Generator[pb.SaveResponse, None, None]:
+            return _wrapped(save(self.store, images), pb.SaveResponse)
+
+        async for response in _stream_in_steps(responses, self._steps):
+            yield response
 
     async def ReadBlob(
         self, request: pb.ReadBlobRequest, context: Context
@@ -279,8 +380,12 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         if request.offset < 0 or request.limit < 0:
             raise errors.InvalidArgument("offset and limit must not be negative")
         offset, limit = request.offset, request.limit or None
-        async for chunk in _stream_from_thread(lambda: self._read_blob(digest, offset, limit)):
-            yield pb.ReadBlobResponse(chunk=chunk)
+
+        def responses() -> Generator[pb.ReadBlobResponse, None, None]:
+            return _wrapped(self._read_blob(digest, offset, limit), pb.ReadBlobResponse)
+
+        async for response in _stream_in_steps(responses, self._steps):
+            yield response
 
     def _read_blob(
         self, digest: str, offset: int, limit: int | None
@@ -346,6 +451,10 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
 
         worker = _in_thread(work)
         feeder = asyncio.ensure_future(feed())
+        for job in (worker, feeder):
+            # When the client has left, how the load or the feeding ended is
+            # nobody's news: mark it seen, so asyncio does not log it as lost.
+            job.add_done_callback(_seen)
         try:
             while (event := await events.get()) is not None:
                 yield event

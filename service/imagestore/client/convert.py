@@ -35,6 +35,7 @@ def image(value: pb.ImageSummary) -> models.Image:
         labels=dict(value.labels),
         platform=platform(value.platform),
         stored_at=_time(value.stored_at, value.HasField("stored_at")),
+        labels_truncated=value.labels_truncated,
     )
 
 

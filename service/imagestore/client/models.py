@@ -30,6 +30,8 @@ class Image:
     labels: Mapping[str, str]
     platform: Platform
     stored_at: datetime | None
+    #: some labels were left out to keep the server's answer under its size limit
+    labels_truncated: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -79,9 +80,15 @@ def list_images(
     show_all: bool = False,
     page_size: int = 0,
     page_token: str = "",
+    max_bytes: int | None = None,
+    measure: Callable[[ImageSummary], int] | None = None,
 ) -> Page:
     """Images newest first. Dangling ones are hidden unless ``show_all`` or
-    ``dangling=true``. ``page_size`` 0 means 1,000; it is capped at 10,000."""
+    ``dangling=true``. ``page_size`` 0 means 1,000; it is capped at 10,000.
+
+    With ``max_bytes`` and ``measure`` (a row's size as the caller will send
+    it), a page also ends before its rows would add up to more than
+    ``max_bytes``; it always holds at least one row, so paging advances."""
     filters = filters or ListFilters()
     if page_size < 0:
         raise errors.InvalidArgument("page_size must not be negative")
@@ -97,6 +104,7 @@ def list_images(
     rows: list[ImageSummary] = []
     last_key: tuple[int, str] | None = None
     more = False
+    used = 0  # bytes of the rows so far, as measured
     with store.catalog.reading() as db:
         names = store.catalog.name_strings_by_image(db)
         for image in store.catalog.iter_images(db, after):
@@ -120,7 +128,14 @@ def list_images(
             if len(rows) == size:
                 more = True
                 break
-            rows.append(store.summary(image, image_names))
+            row = store.summary(image, image_names)
+            if max_bytes is not None and measure is not None:
+                row_bytes = measure(row)
+                if rows and used + row_bytes > max_bytes:
+                    more = True
+                    break
+                used += row_bytes
+            rows.append(row)
             last_key = (image.created or 0, image.id)
     token = encode_token(last_key) if more and last_key is not None else ""
     return Page(tuple(rows), token)

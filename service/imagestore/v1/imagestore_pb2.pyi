@@ -30,7 +30,7 @@ class Descriptor(_message.Message):
     def __init__(self, media_type: _Optional[str] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
 
 class ImageSummary(_message.Message):
-    __slots__ = ("id", "repo_tags", "repo_digests", "created", "size", "content_size", "labels", "platform", "stored_at")
+    __slots__ = ("id", "repo_tags", "repo_digests", "created", "size", "content_size", "labels", "platform", "stored_at", "labels_truncated")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class ImageSummary(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
     STORED_AT_FIELD_NUMBER: _ClassVar[int]
+    LABELS_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     id: str
     repo_tags: _containers.RepeatedScalarFieldContainer[str]
     repo_digests: _containers.RepeatedScalarFieldContainer[str]
@@ -56,7 +57,8 @@ class ImageSummary(_message.Message):
     labels: _containers.ScalarMap[str, str]
     platform: Platform
     stored_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., repo_tags: _Optional[_Iterable[str]] = ..., repo_digests: _Optional[_Iterable[str]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., size: _Optional[int] = ..., content_size: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., platform: _Optional[_Union[Platform, _Mapping]] = ..., stored_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    labels_truncated: bool
+    def __init__(self, id: _Optional[str] = ..., repo_tags: _Optional[_Iterable[str]] = ..., repo_digests: _Optional[_Iterable[str]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., size: _Optional[int] = ..., content_size: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., platform: _Optional[_Union[Platform, _Mapping]] = ..., stored_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., labels_truncated: _Optional[bool] = ...) -> None: ...
 
 class ListImagesRequest(_message.Message):
     __slots__ = ("all", "filters", "page_size", "page_token")
@@ -122,7 +124,7 @@ class ContainerConfig(_message.Message):
     def __init__(self, env: _Optional[_Iterable[str]] = ..., cmd: _Optional[_Iterable[str]] = ..., entrypoint: _Optional[_Iterable[str]] = ..., working_dir: _Optional[str] = ..., user: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., exposed_ports: _Optional[_Iterable[str]] = ..., volumes: _Optional[_Iterable[str]] = ..., stop_signal: _Optional[str] = ..., shell: _Optional[_Iterable[str]] = ..., on_build: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class InspectResponse(_message.Message):
-    __slots__ = ("image", "author", "comment", "config", "diff_ids", "manifest", "config_descriptor", "layers", "last_tag_time", "raw_manifest", "raw_config")
+    __slots__ = ("image", "author", "comment", "config", "diff_ids", "manifest", "config_descriptor", "layers", "last_tag_time", "raw_manifest", "raw_config", "labels_truncated")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     AUTHOR_FIELD_NUMBER: _ClassVar[int]
     COMMENT_FIELD_NUMBER: _ClassVar[int]
@@ -134,6 +136,7 @@ class InspectResponse(_message.Message):
     LAST_TAG_TIME_FIELD_NUMBER: _ClassVar[int]
     RAW_MANIFEST_FIELD_NUMBER: _ClassVar[int]
     RAW_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    LABELS_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     image: ImageSummary
     author: str
     comment: str
@@ -145,7 +148,8 @@ class InspectResponse(_message.Message):
     last_tag_time: _timestamp_pb2.Timestamp
     raw_manifest: bytes
     raw_config: bytes
-    def __init__(self, image: _Optional[_Union[ImageSummary, _Mapping]] = ..., author: _Optional[str] = ..., comment: _Optional[str] = ..., config: _Optional[_Union[ContainerConfig, _Mapping]] = ..., diff_ids: _Optional[_Iterable[str]] = ..., manifest: _Optional[_Union[Descriptor, _Mapping]] = ..., config_descriptor: _Optional[_Union[Descriptor, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Descriptor, _Mapping]]] = ..., last_tag_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., raw_manifest: _Optional[bytes] = ..., raw_config: _Optional[bytes] = ...) -> None: ...
+    labels_truncated: bool
+    def __init__(self, image: _Optional[_Union[ImageSummary, _Mapping]] = ..., author: _Optional[str] = ..., comment: _Optional[str] = ..., config: _Optional[_Union[ContainerConfig, _Mapping]] = ..., diff_ids: _Optional[_Iterable[str]] = ..., manifest: _Optional[_Union[Descriptor, _Mapping]] = ..., config_descriptor: _Optional[_Union[Descriptor, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Descriptor, _Mapping]]] = ..., last_tag_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., raw_manifest: _Optional[bytes] = ..., raw_config: _Optional[bytes] = ..., labels_truncated: _Optional[bool] = ...) -> None: ...
 
 class HistoryRequest(_message.Message):
     __slots__ = ("image", "platform")

@@ -38,7 +38,11 @@ class ImageStoreServiceStub:
     Errors carry a google.rpc.ErrorInfo (domain "imagestore") whose reason is
     machine-readable: INVALID_ARGUMENT for malformed input, NOT_FOUND for an
     unknown image, FAILED_PRECONDITION for a remove conflict, ABORTED when
-    another prune runs, DATA_LOSS for content that fails verification.
+    another prune runs, DATA_LOSS for content that fails verification,
+    TOO_MANY_CONCURRENT_CALLS (RESOURCE_EXHAUSTED) when the server already runs
+    as many calls (`--max-concurrent-rpcs`) or Load/Save/ReadBlob streams
+    (`--max-concurrent-streams`) as it allows: try again after a short delay.
+    Health checks and reflection are never refused that way.
     """
 
     def __init__(self, channel):
@@ -132,7 +136,11 @@ class ImageStoreServiceServicer:
     Errors carry a google.rpc.ErrorInfo (domain "imagestore") whose reason is
     machine-readable: INVALID_ARGUMENT for malformed input, NOT_FOUND for an
     unknown image, FAILED_PRECONDITION for a remove conflict, ABORTED when
-    another prune runs, DATA_LOSS for content that fails verification.
+    another prune runs, DATA_LOSS for content that fails verification,
+    TOO_MANY_CONCURRENT_CALLS (RESOURCE_EXHAUSTED) when the server already runs
+    as many calls (`--max-concurrent-rpcs`) or Load/Save/ReadBlob streams
+    (`--max-concurrent-streams`) as it allows: try again after a short delay.
+    Health checks and reflection are never refused that way.
     """
 
     def ListImages(self, request, context):
@@ -327,7 +335,11 @@ class ImageStoreService:
     Errors carry a google.rpc.ErrorInfo (domain "imagestore") whose reason is
     machine-readable: INVALID_ARGUMENT for malformed input, NOT_FOUND for an
     unknown image, FAILED_PRECONDITION for a remove conflict, ABORTED when
-    another prune runs, DATA_LOSS for content that fails verification.
+    another prune runs, DATA_LOSS for content that fails verification,
+    TOO_MANY_CONCURRENT_CALLS (RESOURCE_EXHAUSTED) when the server already runs
+    as many calls (`--max-concurrent-rpcs`) or Load/Save/ReadBlob streams
+    (`--max-concurrent-streams`) as it allows: try again after a short delay.
+    Health checks and reflection are never refused that way.
     """
 
     @staticmethod

@@ -1,0 +1,142 @@
+"""Admission control: how many calls of the image service may run at once.
+
+Two caps, both server options: calls of ``imagestore.v1.ImageStoreService`` in
+flight (``--max-concurrent-rpcs``), and among them the archive and blob streams
+that need a worker thread or a read-ahead buffer (Load, Save, ReadBlob:
+``--max-concurrent-streams``). A call over a cap is refused at once with
+RESOURCE_EXHAUSTED and an ErrorInfo naming the limit, rather than queued: a
+queue would hold the caller's request, its deadline and its connection, and
+say nothing. Health and reflection are never counted nor refused, so probes
+keep answering while the service is saturated.
+
+This is an interceptor of our own rather than grpc's ``maximum_concurrent_rpcs``,
+which counts every method (health included) and refuses without an ErrorInfo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from imagestore import errors
+from imagestore.api.interceptors import Behavior, Continuation, Handler, _wrap
+
+SERVICE_PREFIX = "/imagestore.v1.ImageStoreService/"
+#: the methods that hold a worker thread (Load) or a read-ahead buffer of
+#: blob chunks (Save, ReadBlob) while they run
+STREAM_METHODS = frozenset(SERVICE_PREFIX + name for name in ("Load", "Save", "ReadBlob"))
+#: how long a refused caller is told to wait before trying again, in seconds
+RETRY_DELAY = 1.0
+
+DEFAULT_MAX_CONCURRENT_RPCS = 256
+DEFAULT_MAX_CONCURRENT_STREAMS = 32
+#: below the 4 MiB a gRPC client accepts by default, with room for the
+#: framing and the page token (the servicer measures each row exactly)
+DEFAULT_MAX_RESPONSE_BYTES = 3584 << 10
+#: the smallest response budget that still holds an ordinary row or Inspect
+MIN_RESPONSE_BYTES = 64 << 10
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The server's admission and response-size limits (``imagestore serve`` options)."""
+
+    max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
+    max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+
+    def validate(self, max_message: int) -> None:
+        """Refuse settings the server cannot honour (InvalidArgument, one clear line)."""
+        # A stream cap above the call cap is allowed: streams are calls, so the
+        # call cap simply applies first.
+        for option, value in (
+            ("--max-concurrent-rpcs", self.max_concurrent_rpcs),
+            ("--max-concurrent-streams", self.max_concurrent_streams),
+        ):
+            if value < 1:
+                raise errors.InvalidArgument(f"{option} must be at least 1 (got {value})")
+        if not MIN_RESPONSE_BYTES <= self.max_response_bytes <= max_message:
+            raise errors.InvalidArgument(
+                f"--max-response-bytes must be between {MIN_RESPONSE_BYTES} and {max_message}"
+                f" (the largest message the server sends); got {self.max_response_bytes}"
+            )
+
+
+class ServerBusy(errors.ResourceExhausted):
+    """Too many calls in flight: try again shortly (the status carries a RetryInfo)."""
+
+    reason = "TOO_MANY_CONCURRENT_CALLS"
+    retry_after: float | None = RETRY_DELAY
+
+
+class Admission(grpc.aio.ServerInterceptor):
+    """Counts the image service's calls in flight and refuses those over a cap.
+
+    Sits inside ErrorMapping, which turns the refusal into a status with its
+    ErrorInfo. The counters are touched only on the event loop: no lock.
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+        self.rpcs = 0
+        self.streams = 0
+
+    def _admit(self, stream: bool) -> None:
+        limits = self._limits
+        if self.rpcs >= limits.max_concurrent_rpcs:
+            raise self._busy("max-concurrent-rpcs", limits.max_concurrent_rpcs, "calls")
+        if stream and self.streams >= limits.max_concurrent_streams:
+            raise self._busy(
+                "max-concurrent-streams",
+                limits.max_concurrent_streams,
+                "Load/Save/ReadBlob streams",
+            )
+        self.rpcs += 1
+        self.streams += stream
+
+    def _release(self, stream: bool) -> None:
+        self.rpcs -= 1
+        self.streams -= stream
+
+    @staticmethod
+    def _busy(option: str, limit: int, what: str) -> ServerBusy:
+        return ServerBusy(
+            f"the server is busy: {limit} {what} already in flight (--{option});"
+            f" try again in {RETRY_DELAY:g} s",
+            metadata={"limit": option, "max": str(limit)},
+        )
+
+    async def intercept_service(
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
+    ) -> Handler | None:
+        handler = await continuation(details)
+        if handler is None or not details.method.startswith(SERVICE_PREFIX):
+            return handler
+        stream = details.method in STREAM_METHODS
+
+        def unary(behavior: Behavior) -> Behavior:
+            async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                self._admit(stream)
+                try:
+                    return await behavior(request, context)
+                finally:
+                    self._release(stream)
+
+            return wrapper
+
+        def streaming(behavior: Behavior) -> Behavior:
+            async def wrapper(
+                request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> AsyncIterator[Any]:
+                self._admit(stream)
+                try:
+                    async for response in behavior(request, context):
+                        yield response
+                finally:
+                    self._release(stream)
+
+            return wrapper
+
+        return _wrap(handler, unary, streaming)
