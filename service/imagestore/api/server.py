@@ -23,6 +23,7 @@ from imagestore.api.admission import Admission, Limits
 from imagestore.api.interceptors import AccessLog, ErrorMapping, TokenAuth
 from imagestore.api.metrics import Metrics
 from imagestore.api.servicer import ImageStoreServicer
+from imagestore.archive.load import LoadLimits
 from imagestore.registry.client import RegistryClient
 from imagestore.registry.options import RegistryOptions
 from imagestore.store.store import DEFAULT_MAX_LAYER_SIZE, Store
@@ -57,6 +58,7 @@ class ServerConfig:
     grace_period: float = 10.0
     max_layer_size: int = DEFAULT_MAX_LAYER_SIZE
     limits: Limits = field(default_factory=Limits)
+    load: LoadLimits = field(default_factory=LoadLimits)
     registry: RegistryOptions = field(default_factory=RegistryOptions)
 
 
@@ -177,6 +179,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
             registry,
             secure_transport=credentials is not None,
             max_response_bytes=config.limits.max_response_bytes,
+            load_limits=config.load,
         )
         add_servicer = imagestore_pb2_grpc.add_ImageStoreServiceServicer_to_server
         add_servicer(servicer, server)  # type: ignore[no-untyped-call]

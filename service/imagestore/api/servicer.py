@@ -22,7 +22,7 @@ from imagestore import errors, hashing
 from imagestore.addresses import is_loopback
 from imagestore.api import convert
 from imagestore.api.admission import DEFAULT_MAX_RESPONSE_BYTES
-from imagestore.archive.load import LoadProgress, load
+from imagestore.archive.load import LoadLimits, LoadProgress, load
 from imagestore.archive.save import save
 from imagestore.dockerconfig import Credentials
 from imagestore.oci.digests import parse_digest
@@ -235,8 +235,10 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         *,
         secure_transport: bool = False,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        load_limits: LoadLimits | None = None,
     ) -> None:
         self.store = store
+        self.load_limits = load_limits or LoadLimits()
         self.registry = registry
         self.puller = Puller(store, registry)
         self.pusher = Pusher(store, registry)
@@ -433,7 +435,13 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         def work() -> pb.LoadResponse:
             try:
                 return convert.load_result(
-                    load(self.store, incoming(), declared_size=declared, progress=progress)
+                    load(
+                        self.store,
+                        incoming(),
+                        declared_size=declared,
+                        progress=progress,
+                        limits=self.load_limits,
+                    )
                 )
             finally:
                 loop.call_soon_threadsafe(events.put_nowait, None)

@@ -23,8 +23,8 @@ BZIP2_MAGIC = b"BZh"
 XZ_MAGIC = b"\xfd7zXZ\x00"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 #: compressed bytes per step: deflate expands at most ~1032x, so a gzip step
-#: yields at most ~16 MiB; bzip2 and xz take an output bound directly
-_GZIP_STEP = 16 << 10
+#: yields at most ~4 MiB; bzip2 and xz take an output bound directly
+_GZIP_STEP = 4 << 10
 _OUTPUT_STEP = 1 << 20
 _READ_STEP = 64 << 10
 #: an xz stream may ask for a dictionary this large at most (xz -9 uses 64 MiB)
