@@ -90,6 +90,13 @@ class ResourceExhausted(ImageStoreError):
     status = "RESOURCE_EXHAUSTED"
 
 
+class ServerBusy(ResourceExhausted):
+    """Too many calls in flight: try again shortly (the status carries a RetryInfo)."""
+
+    reason = "TOO_MANY_CONCURRENT_CALLS"
+    retry_after: float | None = 1.0
+
+
 class DataLoss(ImageStoreError):
     """Content does not match its digest or is not what it claims to be."""
 

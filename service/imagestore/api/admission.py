@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 from imagestore import errors
-from imagestore.api.interceptors import Behavior, Continuation, Handler, _wrap
+from imagestore.api.interceptors import Behavior, Continuation, Handler, wrap_handler
 
 SERVICE_PREFIX = "/imagestore.v1.ImageStoreService/"
 #: the methods that hold a worker thread (Load) or a read-ahead buffer of
@@ -64,13 +64,6 @@ class Limits:
             )
 
 
-class ServerBusy(errors.ResourceExhausted):
-    """Too many calls in flight: try again shortly (the status carries a RetryInfo)."""
-
-    reason = "TOO_MANY_CONCURRENT_CALLS"
-    retry_after: float | None = RETRY_DELAY
-
-
 class Admission(grpc.aio.ServerInterceptor):
     """Counts the image service's calls in flight and refuses those over a cap.
 
@@ -101,11 +94,12 @@ class Admission(grpc.aio.ServerInterceptor):
         self.streams -= stream
 
     @staticmethod
-    def _busy(option: str, limit: int, what: str) -> ServerBusy:
-        return ServerBusy(
+    def _busy(option: str, limit: int, what: str) -> errors.ServerBusy:
+        return errors.ServerBusy(
             f"the server is busy: {limit} {what} already in flight (--{option});"
             f" try again in {RETRY_DELAY:g} s",
             metadata={"limit": option, "max": str(limit)},
+            retry_after=RETRY_DELAY,
         )
 
     async def intercept_service(
@@ -139,4 +133,4 @@ class Admission(grpc.aio.ServerInterceptor):
 
             return wrapper
 
-        return _wrap(handler, unary, streaming)
+        return wrap_handler(handler, unary, streaming)

@@ -71,7 +71,7 @@ else:
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]
 
 
-def _wrap(
+def wrap_handler(
     handler: Handler,
     wrap_unary: Callable[[Behavior], Behavior],
     wrap_stream: Callable[[Behavior], Behavior],
@@ -143,7 +143,7 @@ class ErrorMapping(grpc.aio.ServerInterceptor):
 
             return wrapper
 
-        return _wrap(handler, unary, stream)
+        return wrap_handler(handler, unary, stream)
 
 
 class TokenAuth(grpc.aio.ServerInterceptor):
@@ -184,7 +184,7 @@ class TokenAuth(grpc.aio.ServerInterceptor):
             await refuse(request, context)
             yield None  # pragma: no cover - refuse() always raises
 
-        return _wrap(handler, lambda _: refuse, lambda _: refuse_stream)
+        return wrap_handler(handler, lambda _: refuse, lambda _: refuse_stream)
 
 
 class AccessLog(grpc.aio.ServerInterceptor):
@@ -266,7 +266,7 @@ class AccessLog(grpc.aio.ServerInterceptor):
 
             return wrapper
 
-        return _wrap(handler, unary, stream)
+        return wrap_handler(handler, unary, stream)
 
 
 class _CountingIterator:
