@@ -6,11 +6,12 @@ which backtracks exponentially on a name of ``a``'s. Globs are now matched by
 Go's chunk algorithm (imagestore.oci.globs), linear in pattern x name.
 
 Bounds enforced, for each pattern below (the attack, more stars, ``?`` chunks,
-megabyte patterns) against names of 40 and of 376 ``a``'s: health and Inspect
-answer within 2 s throughout (the watchdog); RSS grows by at most 64 MiB,
-threads by at most 8, descriptors by at most 16; the answer is right (no image,
-or the seed under exactly the names that match); a malformed pattern of a
-megabyte is INVALID_ARGUMENT naming its first 200 characters; nothing is stored.
+patterns near the 1,024-character cap) against names of 40 and of 376 ``a``'s:
+health and Inspect answer within 2 s throughout (the watchdog); RSS grows by
+at most 64 MiB, threads by at most 8, descriptors by at most 16; the answer is
+right (no image, or the seed under exactly the names that match); a malformed
+pattern is INVALID_ARGUMENT naming its first 200 characters; a pattern over the
+cap, or more than 64 filters, is INVALID_ARGUMENT at once; nothing is stored.
 """
 
 from __future__ import annotations
@@ -31,8 +32,13 @@ NO_MATCH = [
     pytest.param("*a" * 64 + "*b", id="64-stars"),
     pytest.param("*" + "?a" * 60 + "*b", id="question-chunks"),
     pytest.param("*" + "[a]*" * 40 + "b", id="class-chunks"),
+    pytest.param("*[" + "a" * 900 + "]*a*a*a*a*a*b", id="long-class"),
+    pytest.param("*a" * 500 + "*b", id="500-stars"),
+]
+OVERSIZED = [
     pytest.param("*[" + "a" * MiB + "]*a*a*a*a*a*b", id="megabyte-class"),
     pytest.param("*a" * (MiB // 2) + "*b", id="megabyte-of-stars"),
+    pytest.param(ATTACK + "[" + "a" * MiB, id="megabyte-malformed"),
 ]
 
 
@@ -68,9 +74,9 @@ def test_a_glob_of_many_stars_still_matches_what_it_should(target: Target) -> No
     target.assert_clean()
 
 
-def test_a_malformed_megabyte_glob_is_refused(target: Target) -> None:
+def test_a_malformed_glob_is_refused_naming_it(target: Target) -> None:
     tag_attack_names(target)
-    pattern = ATTACK + "[" + "a" * MiB
+    pattern = ATTACK + "[" + "a" * 1000
     with target.watch() as seen, pytest.raises(grpc.RpcError) as raised:
         listed(target, pattern)
     code, reason, metadata = rpc_error(raised.value)
@@ -78,5 +84,27 @@ def test_a_malformed_megabyte_glob_is_refused(target: Target) -> None:
     assert metadata == {"filter": "reference", "value": pattern[:200]}
     assert "syntax error in pattern" in str(raised.value.details())
     assert len(str(raised.value.details())) < 1000
+    seen.assert_within(rss=GLOB_RSS)
+    target.assert_clean()
+
+
+@pytest.mark.parametrize("pattern", OVERSIZED)
+def test_a_megabyte_glob_is_refused_before_it_is_compiled(target: Target, pattern: str) -> None:
+    with target.watch() as seen, pytest.raises(grpc.RpcError) as raised:
+        listed(target, pattern)
+    code, _, metadata = rpc_error(raised.value)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert metadata == {"filter": "reference", "limit": "1024"}
+    seen.assert_within(rss=GLOB_RSS)
+    target.assert_clean()
+
+
+def test_ten_thousand_filters_are_refused(target: Target) -> None:
+    request = pb.ListImagesRequest(filters=[f"reference=x{i}*" for i in range(10_000)])
+    with target.watch() as seen, pytest.raises(grpc.RpcError) as raised:
+        target.stub.ListImages(request, timeout=60)
+    code, _, metadata = rpc_error(raised.value)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert metadata == {"filters": "10000", "limit": "64"}
     seen.assert_within(rss=GLOB_RSS)
     target.assert_clean()

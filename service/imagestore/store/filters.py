@@ -15,6 +15,11 @@ from imagestore import errors
 from imagestore.oci.times import parse_rfc3339
 
 LIST_KEYS = ("dangling", "label", "before", "since", "reference", "until")
+#: filters in one request: docker users give a handful; each reference glob is
+#: matched against every name, so their number multiplies a listing's cost
+MAX_FILTERS = 64
+#: a reference pattern's length: a reference is at most 255 characters plus its domain
+MAX_PATTERN_LENGTH = 1024
 PRUNE_KEYS = ("dangling", "label", "label!", "until")
 
 
@@ -65,14 +70,28 @@ def _invalid(key: str, value: str) -> errors.InvalidArgument:
 def split_filters(items: Iterable[str], accepted: tuple[str, ...]) -> dict[str, list[str]]:
     """``["label=a", "dangling=true"]`` → ``{"label": ["a"], "dangling": ["true"]}``."""
     result: dict[str, list[str]] = {}
+    items = list(items)
+    if len(items) > MAX_FILTERS:
+        raise errors.InvalidArgument(
+            f"too many filters: {len(items)} (at most {MAX_FILTERS})",
+            metadata={"filters": str(len(items)), "limit": str(MAX_FILTERS)},
+        )
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise errors.InvalidArgument(
-                f"bad format of filter (expected name=value): {item!r}", metadata={"filter": item}
+                f"bad format of filter (expected name=value): {item[:100]!r}",
+                metadata={"filter": item[:100]},
             )
         if key not in accepted:
-            raise errors.InvalidArgument(f"invalid filter '{key}'", metadata={"filter": key})
+            raise errors.InvalidArgument(
+                f"invalid filter '{key[:100]}'", metadata={"filter": key[:100]}
+            )
+        if key == "reference" and len(value) > MAX_PATTERN_LENGTH:
+            raise errors.InvalidArgument(
+                f"reference filter longer than {MAX_PATTERN_LENGTH} characters",
+                metadata={"filter": key, "limit": str(MAX_PATTERN_LENGTH)},
+            )
         result.setdefault(key, []).append(value)
     return result
 

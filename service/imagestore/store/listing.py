@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from imagestore import errors
-from imagestore.oci.references import parse_reference, path_match
+from imagestore.oci.globs import Glob, compile_glob
+from imagestore.oci.references import parse_reference
 from imagestore.store.filters import ListFilters
 from imagestore.store.models import ImageSummary
 from imagestore.store.store import Store, from_ns
@@ -48,12 +49,12 @@ def name_forms(name: str) -> tuple[str, ...]:
     return (reference.familiar(), reference.familiar_name, str(reference), reference.name)
 
 
-def matching_names(names: list[str], patterns: tuple[str, ...]) -> list[str]:
+def matching_names(names: list[str], globs: list[Glob]) -> list[str]:
     """The names a reference filter keeps (docker lists only those for the image)."""
     return [
         name
         for name in names
-        if any(path_match(pattern, form) for pattern in patterns for form in name_forms(name))
+        if any(glob.match(form) for form in name_forms(name) for glob in globs)
     ]
 
 
@@ -94,8 +95,8 @@ def list_images(
         raise errors.InvalidArgument("page_size must not be negative")
     size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
     after = decode_token(page_token) if page_token else None
-    for pattern in filters.references:
-        path_match(pattern, "")  # reject a malformed pattern even on an empty store
+    # compiled once (a malformed pattern is refused even on an empty store)
+    globs = [compile_glob(pattern) for pattern in filters.references]
     before = [store.image_summary(store.resolve_image(r)).created for r in filters.before]
     since = [store.image_summary(store.resolve_image(r)).created for r in filters.since]
     oldest_before = min((t for t in before if t is not None), default=None)
@@ -118,7 +119,7 @@ def list_images(
             if filters.labels and not all(label.matches(image.labels) for label in filters.labels):
                 continue
             if filters.references:
-                image_names = matching_names(image_names, filters.references)
+                image_names = matching_names(image_names, globs)
                 if not image_names:
                     continue
             if (before or since or filters.until) and not _in_window(
