@@ -370,7 +370,7 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         images = list(request.images)
 
         def responses() -> Generator[pb.SaveResponse, None, None]:
-            return _wrapped(save(self.store, images), pb.SaveResponse)
+            return _wrapped(save(self.store, images, request.platform), pb.SaveResponse)
 
         async for response in _stream_in_steps(responses, self._steps):
             yield response

@@ -47,6 +47,11 @@ def add_parsers(commands: Any) -> None:
     save = commands.add_parser("save", help="save images to a tar archive")
     save.add_argument("images", nargs="+", metavar="IMAGE")
     save.add_argument("-o", "--output", default="", help="file (default: stdout)")
+    save.add_argument(
+        "--platform",
+        default="",
+        help="save one platform (os[/arch[/variant]]) of a multi-platform image",
+    )
     save.set_defaults(run=save_images)
 
 
@@ -123,14 +128,14 @@ def load_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
 
 def save_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
     if args.output:
-        client.save_to(args.images, args.output)
+        client.save_to(args.images, args.output, args.platform)
         return 0
     if sys.stdout.isatty():
         raise errors.InvalidArgument(
             "cowardly refusing to save to a terminal. Use the -o flag or redirect"
         )
     out = sys.stdout.buffer
-    for chunk in client.save(args.images):
+    for chunk in client.save(args.images, args.platform):
         out.write(chunk)
     out.flush()
     return 0

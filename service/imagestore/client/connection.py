@@ -197,13 +197,15 @@ class ImageStoreClient:
             if handle is not source:
                 handle.close()
 
-    def save(self, images: Sequence[str]) -> Iterator[bytes]:
-        """The archive (docker-archive and OCI layout in one tar), in chunks."""
-        call = self._stub.Save(pb.SaveRequest(images=images), metadata=self._metadata)
+    def save(self, images: Sequence[str], platform: str = "") -> Iterator[bytes]:
+        """The archive (docker-archive and OCI layout in one tar), in chunks;
+        ``platform`` saves one platform of a multi-platform name."""
+        request = pb.SaveRequest(images=images, platform=platform)
+        call = self._stub.Save(request, metadata=self._metadata)
         for message in self._stream(call):
             yield message.chunk
 
-    def save_to(self, images: Sequence[str], path: str | Path) -> int:
+    def save_to(self, images: Sequence[str], path: str | Path, platform: str = "") -> int:
         """Write the archive to ``path`` (whole or not at all); returns its size."""
         target = Path(path)
         fd, partial = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
@@ -213,7 +215,7 @@ class ImageStoreClient:
             os.umask(umask)
             os.fchmod(fd, 0o666 & ~umask)  # as a plain open() would create it
             with os.fdopen(fd, "wb") as out:
-                for chunk in self.save(images):
+                for chunk in self.save(images, platform):
                     out.write(chunk)
                     written += len(chunk)
             os.replace(partial, target)

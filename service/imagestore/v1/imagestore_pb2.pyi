@@ -356,10 +356,12 @@ class LoadResponse(_message.Message):
     def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., images: _Optional[_Iterable[_Union[LoadedImage, _Mapping]]] = ...) -> None: ...
 
 class SaveRequest(_message.Message):
-    __slots__ = ("images",)
+    __slots__ = ("images", "platform")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, images: _Optional[_Iterable[str]] = ...) -> None: ...
+    platform: str
+    def __init__(self, images: _Optional[_Iterable[str]] = ..., platform: _Optional[str] = ...) -> None: ...
 
 class SaveResponse(_message.Message):
     __slots__ = ("chunk",)
