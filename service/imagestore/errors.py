@@ -1,7 +1,7 @@
 """Domain exceptions: the one error taxonomy, at the bottom of every layer.
 
 Each class belongs to one category that the API layer maps to one gRPC status
-code (DESIGN §7). ``reason`` is the machine-readable ErrorInfo reason and
+code (docs/design.md §7). ``reason`` is the machine-readable ErrorInfo reason and
 ``metadata`` carries its details. Domain code raises these and nothing else
 crosses a layer boundary; the messages are safe to show to callers (they never
 hold credentials).

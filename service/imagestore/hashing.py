@@ -24,7 +24,7 @@ from typing import Any, Literal, Self
 from imagestore import errors
 from imagestore._native import ffi, lib
 
-#: gzip level for layers the store compresses (DESIGN §5: level 1 on both backends).
+#: gzip level for layers the store compresses (docs/design.md §5: level 1 on both backends).
 DEFAULT_LEVEL = 1
 # Output buffer per handle that returns bytes; bounded so memory stays flat.
 _OUT_CHUNK = 1 << 20

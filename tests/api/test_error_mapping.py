@@ -1,4 +1,4 @@
-"""Every row of the error table (DESIGN §7): domain exception → status code and
+"""Every row of the error table (docs/design.md §7): domain exception → status code and
 ErrorInfo, through the real interceptor on an in-process aio server."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Docker v2 schema 2 and OCI are accepted (they are the same shape); schema 1,
 foreign layers and non-image artifacts are refused with UnsupportedContent.
-Sizes are capped before parsing (DESIGN §6: 4 MiB).
+Sizes are capped before parsing (docs/design.md §6: 4 MiB).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Media types of the OCI image spec and Docker's v2 schema 2 (DESIGN §6)."""
+"""Media types of the OCI image spec and Docker's v2 schema 2 (docs/design.md §6)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ SCHEMA1 = frozenset({SCHEMA1_MANIFEST, SCHEMA1_SIGNED_MANIFEST})
 GZIP_LAYERS = frozenset({OCI_LAYER_GZIP, DOCKER_LAYER_GZIP})
 PLAIN_LAYERS = frozenset({OCI_LAYER})
 ZSTD_LAYERS = frozenset({OCI_LAYER_ZSTD})
-#: Non-distributable layers: refused (DESIGN §6: foreign layers are not stored).
+#: Non-distributable layers: refused (docs/design.md §6: foreign layers are not stored).
 FOREIGN_LAYERS = frozenset(
     {
         DOCKER_FOREIGN_LAYER,
