@@ -80,11 +80,17 @@ class _Handle:
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        """Free the C handle now; later calls raise ValueError."""
+        """Free the C handle (and its output buffer) now; later calls raise ValueError."""
         with self._lock:
             if self._handle is not None:
                 ffi.release(self._handle)
                 self._handle = None
+            # the megabyte output buffer goes now too, not whenever the GC
+            # breaks the cycle an exception's traceback made around this object
+            out = getattr(self, "_out", ffi.NULL)
+            if out != ffi.NULL:
+                ffi.release(out)
+                self._out = ffi.NULL
 
     def __enter__(self) -> Self:
         return self

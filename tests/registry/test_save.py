@@ -27,7 +27,8 @@ def _save(stub: Stub, name: str, platform: str = "") -> bytes:
 
 def _load(stub: Stub, archive: bytes) -> pb.LoadResponse:
     chunks = [archive[i : i + (1 << 20)] for i in range(0, len(archive), 1 << 20)]
-    responses = list(stub.Load((pb.LoadRequest(chunk=c) for c in chunks), timeout=60))
+    requests = (pb.LoadRequest(chunk=c) for c in chunks)
+    responses: list[pb.LoadResponse] = list(stub.Load(requests, timeout=60))
     return responses[-1]
 
 

@@ -22,6 +22,7 @@ from imagestore import errors, hashing
 from imagestore.addresses import is_loopback
 from imagestore.api import convert
 from imagestore.api.admission import DEFAULT_MAX_RESPONSE_BYTES
+from imagestore.api.memory import release_free_memory
 from imagestore.archive.load import LoadLimits, LoadProgress, load
 from imagestore.archive.save import save
 from imagestore.dockerconfig import Credentials
@@ -443,7 +444,13 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
                         limits=self.load_limits,
                     )
                 )
+            except errors.ImageStoreError as exc:
+                # An expected refusal needs no traceback; without it, the loader's
+                # frames and their megabyte buffers are freed now, not by a later GC.
+                exc.__context__ = None
+                raise exc.with_traceback(None) from None
             finally:
+                release_free_memory()
                 loop.call_soon_threadsafe(events.put_nowait, None)
 
         async def feed() -> None:

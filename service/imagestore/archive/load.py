@@ -148,7 +148,14 @@ class Loader:
     def read_archive(self, stream: Peekable) -> None:
         """Take every member as it arrives, through the bounded reader."""
         limits = self.limits
-        reader = TarReader(decompressed(stream, limits.max_expanded_bytes), limits.tar)
+        expanded = decompressed(stream, limits.max_expanded_bytes)
+        try:
+            self._read_members(TarReader(expanded, limits.tar))
+        finally:
+            if expanded is not stream:
+                expanded.close()  # the decompressor's buffers go now, not at the next GC
+
+    def _read_members(self, reader: TarReader) -> None:
         for member in reader:
             if member.kind in (MemberKind.SYMLINK, MemberKind.HARDLINK):
                 path = _inside(member.path)
