@@ -6,6 +6,11 @@ made read-only, renamed into place, and the directory fsynced. A blob is
 either whole and verified, or absent: nothing that fails verification ever
 becomes a path. Ingests of one digest are serialised: the second waits for the
 first, then finds the blob (or takes over if the first gave up).
+
+Whether a blob counts as there is the caller's call (``present``): the store
+counts a file only with its catalog record and no damage mark, so an ingest
+of a file left without its record, or found damaged, writes it again, and the
+verified bytes are renamed over the old file.
 """
 
 from __future__ import annotations
@@ -24,6 +29,10 @@ from imagestore import errors, hashing
 from imagestore.oci.digests import digest_hex, parse_digest
 
 READ_CHUNK = 1 << 20
+#: blob files: read-only to the owner (nothing rewrites a blob in place)
+BLOB_FILE_MODE = 0o400
+#: the store's directories: the owner's alone
+DIRECTORY_MODE = 0o700
 
 
 class Encoding(Enum):
@@ -69,8 +78,8 @@ class BlobStore:
         self.root = root
         self.blob_dir = root / "blobs" / "sha256"
         self.ingest_dir = root / "ingest"
-        self.blob_dir.mkdir(parents=True, exist_ok=True)
-        self.ingest_dir.mkdir(parents=True, exist_ok=True)
+        for directory in (root / "blobs", self.blob_dir, self.ingest_dir):
+            directory.mkdir(DIRECTORY_MODE, parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._digest_locks: dict[str, tuple[threading.Lock, int]] = {}
         self._active_ingests: set[str] = set()
@@ -87,6 +96,13 @@ class BlobStore:
     def size(self, digest: str) -> int | None:
         try:
             return self.path(digest).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def modified(self, digest: str) -> float | None:
+        """When a blob file was last written (seconds since the epoch; None: absent)."""
+        try:
+            return self.path(digest).stat().st_mtime
         except FileNotFoundError:
             return None
 
@@ -191,11 +207,14 @@ class BlobStore:
         encoding: Encoding = Encoding.RAW,
         max_uncompressed_size: int = 0,
         expected_diff_id: str | None = None,
+        present: Callable[[str], bool] | None = None,
     ) -> Iterator[Ingest]:
         """Open an ingest; it is discarded unless committed inside the block.
 
         With an expected digest, concurrent ingests of it are serialised and
-        ``ingest.exists`` says the blob is already there (nothing to write).
+        ``ingest.exists`` says the blob is already there (nothing to write):
+        ``present(digest)`` decides, under the digest's lock (default: the
+        file exists).
         """
         if expected_digest is not None:
             parse_digest(expected_digest)
@@ -207,6 +226,7 @@ class BlobStore:
                 encoding,
                 max_uncompressed_size,
                 expected_diff_id,
+                present or self.exists,
             )
             try:
                 yield ingest
@@ -232,6 +252,7 @@ class Ingest:
         encoding: Encoding,
         max_uncompressed_size: int,
         expected_diff_id: str | None = None,
+        present: Callable[[str], bool] | None = None,
     ) -> None:
         self._store = store
         self.expected_digest = expected_digest
@@ -239,7 +260,8 @@ class Ingest:
         #: a layer's diff_id, checked before commit (a pull knows it from the config)
         self.expected_diff_id = expected_diff_id
         self.encoding = encoding
-        self.exists = expected_digest is not None and store.exists(expected_digest)
+        #: the blob is there already: nothing to write
+        self.exists = expected_digest is not None and (present or store.exists)(expected_digest)
         self.written = 0
         self.committed: BlobInfo | None = None
         self._name = secrets.token_hex(16)
@@ -343,12 +365,14 @@ class Ingest:
         target = self._store.path(info.digest)
         try:
             os.fsync(fd)
-            os.fchmod(fd, 0o444)
+            os.fchmod(fd, BLOB_FILE_MODE)
             os.close(fd)
             self._fd = None
             if protect is not None:
                 protect(info.digest)
-            os.replace(self._path, target)  # atomic; an existing equal blob is replaced
+            # Atomic. An existing file is replaced: by equal bytes, or (a damaged
+            # or unrecorded file written again) by the verified ones.
+            os.replace(self._path, target)
             _fsync_dir(self._store.blob_dir)
         except OSError as exc:
             raise _disk_error(exc, "committing a blob") from None

@@ -3,8 +3,11 @@
 It records what the blob files mean: blob records (size, media type, and for
 layers diff_id and uncompressed size), targets (manifests and indexes), the
 images (one per config digest) and the names (tags and digest references) that
-point at targets. Every state change is one transaction. The schema is
-versioned with ``PRAGMA user_version`` and migrated forward on open.
+point at targets; and, per blob, the registry repositories it was pulled from
+or pushed to (push's mount sources) and whether Check found it damaged. Every
+state change is one transaction. The schema is versioned with
+``PRAGMA user_version`` and migrated forward on open. The catalog files are
+the owner's alone (0600).
 
 The catalog holds rows, not policy: what an operation means lives in
 ``imagestore.store.images``.
@@ -13,7 +16,9 @@ The catalog holds rows, not policy: what an operation means lives in
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -93,7 +98,29 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX names_by_target ON names(target);
     """,
+    """
+    -- where a blob was pulled from or pushed to: push mounts from these
+    CREATE TABLE blob_sources (
+        seq               INTEGER PRIMARY KEY AUTOINCREMENT,  -- larger: recorded later
+        digest            TEXT NOT NULL REFERENCES blobs(digest) ON DELETE CASCADE,
+        registry          TEXT NOT NULL,      -- a reference's domain, e.g. docker.io
+        repository        TEXT NOT NULL,      -- the path on it, e.g. library/alpine
+        recorded_at       INTEGER NOT NULL,
+        UNIQUE (digest, registry, repository)
+    );
+    CREATE INDEX blob_sources_newest ON blob_sources(digest, registry, seq);
+
+    -- blob files Check found damaged: the next pull or load of them writes them again
+    CREATE TABLE damaged_blobs (
+        digest            TEXT PRIMARY KEY,
+        problem           TEXT NOT NULL,      -- Check's kind, e.g. corrupt-blob
+        found_at          INTEGER NOT NULL
+    );
+    """,
 )
+
+#: the repositories kept per blob and registry as mount sources (the latest ones)
+MAX_SOURCES_PER_BLOB = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +212,7 @@ class Catalog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.RLock()
+        _make_private(path)
         try:
             self._db = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=30
@@ -250,13 +278,20 @@ class Catalog:
     # ---- blobs ---------------------------------------------------------------
 
     def record_blob(self, db: sqlite3.Connection, blob: BlobRow) -> None:
-        """Insert a blob record; an existing one keeps its first media type and time."""
+        """Insert a blob record, or update one from content just verified.
+
+        An existing record keeps its first media type and time; its size, and
+        its diff_id and uncompressed size when ``blob`` has them, are taken from
+        ``blob`` (what the bytes hashed to), so writing a blob again repairs a
+        wrong record.
+        """
         db.execute(
             "INSERT INTO blobs (digest, size, media_type, diff_id, uncompressed_size, stored_at)"
             " VALUES (?, ?, ?, ?, ?, ?)"
             " ON CONFLICT(digest) DO UPDATE SET"
-            "   diff_id = COALESCE(blobs.diff_id, excluded.diff_id),"
-            "   uncompressed_size = COALESCE(blobs.uncompressed_size, excluded.uncompressed_size)",
+            "   size = excluded.size,"
+            "   diff_id = COALESCE(excluded.diff_id, blobs.diff_id),"
+            "   uncompressed_size = COALESCE(excluded.uncompressed_size, blobs.uncompressed_size)",
             (
                 blob.digest,
                 blob.size,
@@ -287,13 +322,86 @@ class Catalog:
         """A stored gzip layer with this diff_id (to reuse instead of compressing again)."""
         row = db.execute(
             "SELECT digest, size, media_type, diff_id, uncompressed_size, stored_at FROM blobs"
-            " WHERE diff_id = ? AND digest != diff_id ORDER BY stored_at LIMIT 1",
+            " WHERE diff_id = ? AND digest != diff_id"
+            "   AND digest NOT IN (SELECT digest FROM damaged_blobs)"
+            " ORDER BY stored_at LIMIT 1",
             (diff_id,),
         ).fetchone()
         return None if row is None else BlobRow(*row)
 
     def delete_blobs(self, db: sqlite3.Connection, digests: Iterable[str]) -> None:
-        db.executemany("DELETE FROM blobs WHERE digest = ?", ((d,) for d in digests))
+        """Forget blobs: their records, mount sources and damage marks."""
+        rows = [(d,) for d in digests]
+        db.executemany("DELETE FROM blob_sources WHERE digest = ?", rows)
+        db.executemany("DELETE FROM damaged_blobs WHERE digest = ?", rows)
+        db.executemany("DELETE FROM blobs WHERE digest = ?", rows)
+
+    def recorded_among(self, db: sqlite3.Connection, digests: Iterable[str]) -> set[str]:
+        """Which of ``digests`` have a blob record."""
+        return set(self.blob_sizes(db, digests))
+
+    # ---- damaged blobs (found by Check, replaced by the next ingest) ----------
+
+    def mark_damaged(self, db: sqlite3.Connection, problems: dict[str, str], when: int) -> None:
+        """Record blobs found damaged (digest -> Check's problem kind)."""
+        db.executemany(
+            "INSERT INTO damaged_blobs (digest, problem, found_at) VALUES (?, ?, ?)"
+            " ON CONFLICT(digest) DO UPDATE SET problem = excluded.problem,"
+            "   found_at = excluded.found_at",
+            ((digest, kind, when) for digest, kind in problems.items()),
+        )
+
+    def clear_damaged(self, db: sqlite3.Connection, digests: Iterable[str]) -> None:
+        """Forget damage marks (the blob was written again, or is gone)."""
+        db.executemany("DELETE FROM damaged_blobs WHERE digest = ?", ((d,) for d in digests))
+
+    def is_damaged(self, db: sqlite3.Connection, digest: str) -> bool:
+        found = db.execute("SELECT 1 FROM damaged_blobs WHERE digest = ?", (digest,)).fetchone()
+        return found is not None
+
+    def damaged(self, db: sqlite3.Connection) -> dict[str, str]:
+        """Every damage mark: digest -> Check's problem kind."""
+        return dict(db.execute("SELECT digest, problem FROM damaged_blobs"))
+
+    # ---- blob sources (where a blob came from or went to) ---------------------
+
+    def record_blob_sources(
+        self,
+        db: sqlite3.Connection,
+        digests: Iterable[str],
+        registry: str,
+        repository: str,
+        when: int,
+    ) -> None:
+        """Note that ``registry``/``repository`` holds each blob (recorded blobs only);
+        each blob keeps the latest :data:`MAX_SOURCES_PER_BLOB` repositories per registry."""
+        for digest in dict.fromkeys(digests):
+            db.execute(  # delete and insert again: the new row sorts as the newest
+                "DELETE FROM blob_sources WHERE digest = ? AND registry = ? AND repository = ?",
+                (digest, registry, repository),
+            )
+            db.execute(
+                "INSERT INTO blob_sources (digest, registry, repository, recorded_at)"
+                " SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM blobs WHERE digest = ?1)",
+                (digest, registry, repository, when),
+            )
+            db.execute(
+                "DELETE FROM blob_sources WHERE digest = ?1 AND registry = ?2 AND seq NOT IN ("
+                "  SELECT seq FROM blob_sources WHERE digest = ?1 AND registry = ?2"
+                "  ORDER BY seq DESC LIMIT ?3)",
+                (digest, registry, MAX_SOURCES_PER_BLOB),
+            )
+
+    def blob_sources(self, db: sqlite3.Connection, digest: str, registry: str) -> list[str]:
+        """Repositories of ``registry`` known to hold ``digest``, most recent first."""
+        return [
+            row[0]
+            for row in db.execute(
+                "SELECT repository FROM blob_sources WHERE digest = ? AND registry = ?"
+                " ORDER BY seq DESC",
+                (digest, registry),
+            )
+        ]
 
     # ---- targets, images -----------------------------------------------------
 
@@ -639,6 +747,28 @@ class Catalog:
             )
         )
         return live
+
+
+#: the catalog and its companions: SQLite gives the journal files the catalog's own mode
+CATALOG_FILE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+#: the mode of the catalog files: the owner's alone (names and labels are private)
+CATALOG_FILE_MODE = 0o600
+
+
+def _make_private(path: Path) -> None:
+    """Create the catalog 0600 before SQLite does (it would use 0644), and tighten
+    an existing catalog and its journal files to 0600."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, CATALOG_FILE_MODE))
+        for suffix in CATALOG_FILE_SUFFIXES:
+            companion = path.with_name(path.name + suffix)
+            try:
+                if stat.S_IMODE(companion.stat().st_mode) != CATALOG_FILE_MODE:
+                    companion.chmod(CATALOG_FILE_MODE)
+            except FileNotFoundError:
+                continue
+    except OSError as exc:
+        raise errors.Unavailable(f"catalog {path} cannot be opened: {exc.strerror}") from None
 
 
 def _statements(script: str) -> list[str]:

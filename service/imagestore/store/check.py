@@ -1,7 +1,12 @@
 """Check: re-verify every blob and the catalog's consistency, like ``git fsck``.
 
-It reports what it finds and fixes nothing; unreferenced blobs are garbage, not
-damage, and are only counted (prune removes them).
+It reports what it finds and fixes nothing; each problem's detail says how to
+recover. Blobs it finds damaged (corrupt, or of another size than recorded) are
+marked in the catalog, so that the next pull or load that brings one writes it
+again instead of saying it already exists. Blob files without a catalog record
+(left by a crash between an ingest's rename and its record, or during a
+prune's unlinks) are garbage, not damage: a pull or load writes them again, and
+prune, or a start-up once they are old, removes them. They are listed apart.
 
 Check never reads blob contents with a lock held, so every other call carries
 on while it runs (Inspect, Tag, Remove, Prune, Load...). It goes in three steps:
@@ -47,6 +52,14 @@ from imagestore.store.store import Store
 CHECK_RETRY_DELAY = 5.0
 #: the nice value of the thread that hashes (Check is background work)
 CHECK_NICENESS = 10
+
+#: problems about a blob file's content: Check marks those blobs damaged
+DAMAGE_KINDS = frozenset({"corrupt-blob", "size-mismatch"})
+#: how to recover a blob that is damaged or missing
+REPAIR_BLOB = (
+    "to repair it, pull or load an image that contains it (it is written again),"
+    " or remove the images that use it and prune"
+)
 
 _HEX = frozenset("0123456789abcdef")
 _running: weakref.WeakKeyDictionary[Store, threading.Lock] = weakref.WeakKeyDictionary()
@@ -139,11 +152,17 @@ def _check(store: Store) -> CheckReport:
         if again.identity is not None and again.digest != digest:
             content.append(_corrupt(digest, again))
     content.sort(key=lambda problem: problem.subject)
+    damaged = {p.subject: p.kind for p in content if p.kind in DAMAGE_KINDS}
+    store.record_damage(damaged, checked=snapshot.files)
     problems = content + others
     for path in store.blobs.stale_ingests():
-        problems.append(Problem("stale-ingest", path.name, "an ingest nobody owns"))
+        detail = "an ingest nobody owns; prune or the next start removes it"
+        problems.append(Problem("stale-ingest", path.name, detail))
     return CheckReport(
-        tuple(problems), blobs_checked=len(snapshot.files), images_checked=snapshot.images
+        tuple(problems),
+        blobs_checked=len(snapshot.files),
+        images_checked=snapshot.images,
+        unrecorded_blobs=_unrecorded(store, snapshot),
     )
 
 
@@ -282,7 +301,8 @@ def _image_findings(
     try:
         config = parse_config(store.blobs.read_bytes(image_id))
     except errors.NotFound:
-        return [Finding(Problem("missing-blob", image_id, "image config not on disk"))]
+        detail = f"image config not on disk; {REPAIR_BLOB}"
+        return [Finding(Problem("missing-blob", image_id, detail))]
     except errors.ImageStoreError as exc:
         return [Finding(Problem("bad-config", image_id, exc.message))]
     except OSError as exc:
@@ -305,8 +325,8 @@ def _image_findings(
 
 def _corrupt(digest: str, seen: Hashed) -> Problem:
     if seen.error:
-        return Problem("corrupt-blob", digest, f"cannot be read: {seen.error}")
-    return Problem("corrupt-blob", digest, "content does not hash to its name")
+        return Problem("corrupt-blob", digest, f"cannot be read: {seen.error}; {REPAIR_BLOB}")
+    return Problem("corrupt-blob", digest, f"content does not hash to its name; {REPAIR_BLOB}")
 
 
 # ---- 3. confirm (under the locks, briefly) ----------------------------------
@@ -346,7 +366,8 @@ def _confirm(
         }
         for digest, size in catalog.blob_sizes(db, sized).items():
             if size != sized[digest] and present(digest) == hashed[digest].identity:
-                content.append(Problem("size-mismatch", digest, f"catalog says {size} bytes"))
+                detail = f"catalog says {size} bytes; a pull or load of it corrects the record"
+                content.append(Problem("size-mismatch", digest, detail))
 
         files = set(snapshot.files)
         vanished = {d for d, seen in hashed.items() if seen.identity is None and not seen.error}
@@ -355,9 +376,11 @@ def _confirm(
         referenced = catalog.referenced_among(db, absent)
         recorded = catalog.blob_sizes(db, absent - referenced)
         for digest in sorted(referenced):
-            others.append(Problem("missing-blob", digest, "referenced but not on disk"))
+            detail = f"referenced but not on disk; {REPAIR_BLOB}"
+            others.append(Problem("missing-blob", digest, detail))
         for digest in sorted(recorded):
-            others.append(Problem("missing-blob", digest, "recorded but not on disk"))
+            detail = "recorded but not on disk (nothing uses it); prune removes the record"
+            others.append(Problem("missing-blob", digest, detail))
 
         for name, target in snapshot.dangling_names:
             row = catalog.name(db, name)
@@ -398,3 +421,22 @@ def _still_true(
         if holds:
             confirmed.append(problem)
     return confirmed
+
+
+def _unrecorded(store: Store, snapshot: Snapshot) -> tuple[str, ...]:
+    """Blob files of the snapshot that still have no record and no lease (an
+    ingest being committed is leased from before its rename to after its record)."""
+    candidates = set(snapshot.files) - set(snapshot.sizes)
+    if not candidates:
+        return ()
+    blob_dir = store.blobs.blob_dir
+    with store.collector.lock, store.leases.lock, store.catalog.reading() as db:
+        recorded = store.catalog.recorded_among(db, candidates)
+        leased = store.leases.protected()
+        return tuple(
+            sorted(
+                digest
+                for digest in candidates - recorded - leased
+                if _identity_at(blob_dir / _file_name(digest)) is not None
+            )
+        )

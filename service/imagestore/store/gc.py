@@ -4,8 +4,9 @@ Live = every blob a stored manifest needs (its own blob, config, layers), every
 named index, and every leased digest. The collector decides and deletes while
 holding the GC lock and the lease lock, so no operation can lease or commit
 halfway through. Rows go first, in one durable transaction; files are unlinked
-only after it (a crash in between leaves orphan files, which the next
-collection removes; never a row without its file).
+only after it (a crash in between leaves orphan files, never a row without its
+file: an orphan does not count as stored, so a pull or load writes it again;
+the next prune removes it, and so does a start-up once it is old).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ class RootLock:
                 f"store {root} is in use by another imagestore process ({self.path} is locked)",
                 metadata={"root": str(root)},
             ) from None
+        os.fchmod(self._fd, 0o600)  # the owner's alone, also when an older one was not
         os.ftruncate(self._fd, 0)
         os.write(self._fd, f"{os.getpid()}\n".encode())
 

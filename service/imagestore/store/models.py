@@ -133,9 +133,14 @@ class Problem:
 
 @dataclass(frozen=True, slots=True)
 class CheckReport:
+    """What Check found. ``unrecorded_blobs`` are blob files without a catalog
+    record: garbage, not problems (a pull or load writes them again; prune, or a
+    start-up once they are old, removes them)."""
+
     problems: tuple[Problem, ...] = field(default_factory=tuple)
     blobs_checked: int = 0
     images_checked: int = 0
+    unrecorded_blobs: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

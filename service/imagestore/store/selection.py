@@ -35,7 +35,8 @@ def read_document(store: Store, descriptor: Descriptor) -> StoredDocument:
             f"stored blob {descriptor.digest} is corrupt; run check",
             metadata={"digest": descriptor.digest},
         )
-    parsed = parse_document(data, descriptor.media_type)
+    with errors.concerning(descriptor.digest, "manifest"):
+        parsed = parse_document(data, descriptor.media_type)
     return StoredDocument(
         Descriptor(parsed.media_type, descriptor.digest, len(data), descriptor.platform),
         data,

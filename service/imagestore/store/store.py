@@ -2,13 +2,20 @@
 
 ``Store`` ties the blob files, the catalog, the leases and the collector
 together and implements the operations every RPC stands on, with Docker's
-semantics (see DESIGN §1, §3, §4). It is synchronous and thread-safe: the API
-layer calls it from worker threads.
+semantics (see docs/design.md, §1, §3, §4). It is synchronous and thread-safe:
+the API layer calls it from worker threads.
+
+A blob counts as stored when its file, its catalog record (same size) and no
+damage mark are all there (:meth:`Store.stored`). A file without its record
+(a crash between an ingest's rename and its record, or during a prune's
+unlinks) or marked damaged by Check is written again by the next pull or load.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -49,6 +56,13 @@ from imagestore.store.models import (
 
 MIN_ID_PREFIX = 4
 DEFAULT_MAX_LAYER_SIZE = 64 << 30
+#: seconds a blob file without a catalog record is left alone at start-up: a younger
+#: one may be another process's ingest, renamed into place and about to be recorded
+ORPHAN_GRACE_PERIOD = 3600.0
+#: the store root's mode: the owner's alone
+ROOT_MODE = 0o700
+
+log = logging.getLogger("imagestore.store")
 
 
 def now_ns() -> int:
@@ -101,13 +115,39 @@ def _familiar(canonical: str) -> str:
     return parse_reference(canonical, default_tag=False).familiar()
 
 
+def _make_private(root: Path) -> None:
+    """Create the root 0700, or tighten an existing one that others may enter.
+
+    Raises FailedPrecondition when it cannot be made private (not ours).
+    """
+    root.mkdir(ROOT_MODE, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(root.stat().st_mode)
+    if mode & 0o077 == 0:
+        return
+    try:
+        root.chmod(ROOT_MODE)
+    except PermissionError:
+        raise errors.FailedPrecondition(
+            f"store root {root} is mode {mode:04o} and cannot be made private (0700):"
+            " make it this user's and 0700, or choose another root",
+            metadata={"root": str(root)},
+        ) from None
+    log.warning("store root %s was mode %04o; made it %04o", root, mode, ROOT_MODE)
+
+
 class Store:
     """An image store rooted at one directory. Use :meth:`open`."""
 
-    def __init__(self, root: Path, *, max_layer_size: int = DEFAULT_MAX_LAYER_SIZE) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_layer_size: int = DEFAULT_MAX_LAYER_SIZE,
+        orphan_grace_period: float = ORPHAN_GRACE_PERIOD,
+    ) -> None:
         self.root = root
         self.max_layer_size = max_layer_size
-        root.mkdir(parents=True, exist_ok=True)
+        _make_private(root)
         self._lock = RootLock(root)
         try:
             self.blobs = BlobStore(root)
@@ -118,12 +158,26 @@ class Store:
         self.leases = Leases()
         self.collector = Collector(self.blobs, self.catalog, self.leases)
         self.prune_lock = threading.Lock()
-        # Crash leftovers: nothing else can own an ingest while we hold the lock.
-        self.stale_ingests_removed = len(self.blobs.remove_stale_ingests())
+        try:
+            # Crash leftovers: nothing else can own an ingest while we hold the lock.
+            self.stale_ingests_removed = len(self.blobs.remove_stale_ingests())
+            self.orphans_removed = len(self.sweep_orphans(orphan_grace_period))
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
-    def open(cls, root: Path, **options: int) -> Self:
-        return cls(root, **options)
+    def open(
+        cls,
+        root: Path,
+        *,
+        max_layer_size: int = DEFAULT_MAX_LAYER_SIZE,
+        orphan_grace_period: float = ORPHAN_GRACE_PERIOD,
+    ) -> Self:
+        """Open (create) a store: take the root lock, migrate the catalog, remove
+        stale ingests and the blob files without a record older than
+        ``orphan_grace_period`` seconds."""
+        return cls(root, max_layer_size=max_layer_size, orphan_grace_period=orphan_grace_period)
 
     def close(self) -> None:
         self.catalog.close()
@@ -173,16 +227,21 @@ class Store:
             encoding=encoding,
             max_uncompressed_size=self.max_layer_size if encoding is Encoding.LAYER else 0,
             expected_diff_id=expected_diff_id,
+            present=self.stored,
         ) as ingest:
             yield ingest
 
     def commit(self, ingest: Ingest, lease: Lease, media_type: str) -> BlobInfo:
-        """Commit an ingest and record its blob row; the digest stays leased."""
+        """Commit an ingest and record its blob row; the digest stays leased.
+
+        The verified file replaces whatever was at its path, and its record
+        replaces a damage mark (this is how a damaged blob is repaired).
+        """
         existed: list[bool] = []
 
         def protect(digest: str) -> None:
             lease.add(digest)
-            existed.append(self.blobs.exists(digest))
+            existed.append(self.stored(digest))
 
         info = ingest.commit(protect=protect)
         if existed and not existed[0]:
@@ -199,6 +258,7 @@ class Store:
                     now_ns(),
                 ),
             )
+            self.catalog.clear_damaged(db, [info.digest])
         return info
 
     def put_blob(
@@ -207,28 +267,110 @@ class Store:
         """Store a small blob held in memory (manifest, config)."""
         with self.ingest(lease, expected_digest, len(data)) as ingest:
             if ingest.exists and expected_digest is not None:
-                self._record_existing(expected_digest, len(data), media_type)
                 return BlobInfo(expected_digest, len(data))
             ingest.write(data)
             return self.commit(ingest, lease, media_type)
 
-    def layer_present(self, digest: str) -> bool:
-        """A layer blob is stored and its diff_id is known (a pull can skip it)."""
+    def _stored_row(self, digest: str) -> cat.BlobRow | None:
+        """The record of a blob that counts as stored (see :meth:`stored`), else None."""
         with self.catalog.reading() as db:
             row = self.catalog.blob(db, digest)
-        return row is not None and row.diff_id is not None and self.blobs.exists(digest)
+            if row is None or self.catalog.is_damaged(db, digest):
+                return None
+        return row if self.blobs.size(digest) == row.size else None
+
+    def stored(self, digest: str) -> bool:
+        """The blob is stored: its file, its record with the file's size, no damage mark.
+
+        A file without a record, with another size, or that Check found damaged
+        does not count: an ingest of it writes it again.
+        """
+        return self._stored_row(digest) is not None
+
+    def layer_present(self, digest: str) -> bool:
+        """A layer blob is stored and its diff_id is known (a pull can skip it)."""
+        row = self._stored_row(digest)
+        return row is not None and row.diff_id is not None
 
     def repositories_holding(self, digest: str) -> list[str]:
         """Canonical repository names of images that include a blob (mount sources)."""
         with self.catalog.reading() as db:
             return self.catalog.repositories_holding(db, digest)
 
-    def _record_existing(self, digest: str, size: int, media_type: str) -> None:
+    # ---- blob sources (push's mount sources) ---------------------------------
+
+    def record_blob_sources(self, digests: Iterable[str], registry: str, repository: str) -> None:
+        """Note that ``repository`` on ``registry`` holds these blobs (it was pulled
+        from or pushed to). ``registry`` is a reference's domain (``docker.io``,
+        ``127.0.0.1:5000``), ``repository`` the path on it (``library/alpine``).
+        Blobs without a record are skipped; each blob keeps the latest
+        ``MAX_SOURCES_PER_BLOB`` repositories per registry; forgetting a blob
+        forgets its sources."""
         with self.catalog.transaction() as db:
-            if self.catalog.blob(db, digest) is None:
-                self.catalog.record_blob(
-                    db, cat.BlobRow(digest, size, media_type, None, None, now_ns())
+            self.catalog.record_blob_sources(db, digests, registry, repository, now_ns())
+
+    def blob_sources(self, digest: str, registry: str) -> list[str]:
+        """Repositories of ``registry`` known to hold ``digest``, most recently
+        recorded first (as :meth:`record_blob_sources` spells them)."""
+        with self.catalog.reading() as db:
+            return self.catalog.blob_sources(db, digest, registry)
+
+    # ---- damage and orphans ----------------------------------------------------
+
+    def record_damage(self, damaged: dict[str, str], checked: Iterable[str]) -> None:
+        """Check's verdict: mark ``damaged`` (digest -> problem kind) so that the next
+        pull or load writes those blobs again; unmark the other ``checked`` blobs,
+        and marks of blobs that are neither on disk nor recorded."""
+        verified = set(checked)
+        with self.catalog.transaction() as db:  # marks are few: look at those only
+            cleared = [
+                digest
+                for digest in self.catalog.damaged(db)
+                if digest not in damaged
+                and (
+                    digest in verified
+                    or (self.catalog.blob(db, digest) is None and not self.blobs.exists(digest))
                 )
+            ]
+            self.catalog.clear_damaged(db, cleared)
+            self.catalog.mark_damaged(db, damaged, now_ns())
+
+    def mark_damaged(self, digest: str, kind: str = "corrupt-blob") -> None:
+        """Mark one blob damaged (a reader found that its bytes do not hash to its
+        name): the next pull or load that brings it writes it again."""
+        with self.catalog.transaction() as db:
+            self.catalog.mark_damaged(db, {digest: kind}, now_ns())
+
+    def damaged(self) -> dict[str, str]:
+        """Blobs Check marked damaged and nothing has written again (digest -> kind)."""
+        with self.catalog.reading() as db:
+            return self.catalog.damaged(db)
+
+    def sweep_orphans(self, older_than: float = ORPHAN_GRACE_PERIOD) -> list[str]:
+        """Delete the blob files that nothing records, references or leases, last
+        written more than ``older_than`` seconds ago; returns their digests.
+
+        A younger one is left alone: it may be an ingest (of this process or,
+        on a shared blob directory, another) renamed into place and about to be
+        recorded. Prune removes orphans of any age.
+        """
+        cutoff = time.time() - older_than
+        removed: list[str] = []
+        with self.collector.lock, self.leases.lock:
+            files = list(self.blobs.digests())
+            with self.catalog.reading() as db:
+                kept = self.catalog.recorded_among(db, files)
+                kept |= self.catalog.referenced_among(db, files)
+            kept |= self.leases.protected()
+            for digest in files:
+                modified = None if digest in kept else self.blobs.modified(digest)
+                if modified is not None and modified < cutoff:
+                    self.blobs.delete(digest)
+                    removed.append(digest)
+            if removed:
+                with self.catalog.transaction() as db:
+                    self.catalog.clear_damaged(db, removed)
+        return removed
 
     # ---- making images visible -----------------------------------------------
 
