@@ -9,7 +9,9 @@ hold credentials).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 
 class ImageStoreError(Exception):
@@ -88,6 +90,13 @@ class ResourceExhausted(ImageStoreError):
 
     reason = "RESOURCE_EXHAUSTED"
     status = "RESOURCE_EXHAUSTED"
+
+
+class AddressRefused(PermissionDenied):
+    """A registry pointed imagestore at an address more internal than its own
+    (or, in test mode, anywhere but loopback)."""
+
+    reason = "ADDRESS_REFUSED"
 
 
 class ServerBusy(ResourceExhausted):
@@ -187,3 +196,27 @@ class DigestMismatch(DataLoss):
     """Bytes that do not hash to the digest (or size) they were given as."""
 
     reason = "DIGEST_MISMATCH"
+
+
+@contextmanager
+def concerning(digest: str, kind: str = "blob") -> Iterator[None]:
+    """Errors raised inside name the blob they concern (a ``kind``: layer, config,
+    manifest): ``digest`` in the message and as ErrorInfo metadata ``digest``. A
+    decoder error such as "unexpected data after gzip member 1" names no layer."""
+    try:
+        yield
+    except ImageStoreError as exc:
+        raise naming(exc, digest, kind) from None
+
+
+def naming(error: ImageStoreError, digest: str, kind: str = "blob") -> ImageStoreError:
+    """``error``, or a copy of it that names ``digest`` (one that names a digest of
+    its own in its metadata is left alone)."""
+    if "digest" in error.metadata:
+        return error
+    named = copy.copy(error)
+    named.metadata = {**error.metadata, "digest": digest}
+    if digest not in error.message:
+        named.message = f"{kind} {digest}: {error.message}"
+        named.args = (named.message,)
+    return named

@@ -3,6 +3,7 @@ on a free loopback port, anonymous or with htpasswd (bcrypt) Basic auth."""
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import ssl
@@ -48,11 +49,36 @@ class Distribution:
     def log(self) -> str:
         return (self.root / "registry.log").read_text(errors="replace")[-4000:]
 
+    def log_size(self) -> int:
+        return (self.root / "registry.log").stat().st_size
+
+    def requests_since(self, offset: int) -> list[tuple[str, str, int]]:
+        """(method, URI, status) of each request completed since the log had
+        ``offset`` bytes (the registry must run at log level info)."""
+        with (self.root / "registry.log").open("rb") as log:
+            log.seek(offset)
+            text = log.read().decode(errors="replace")
+        found = []
+        for line in text.splitlines():
+            if "response completed" not in line:
+                continue
+            method = re.search(r"http\.request\.method=(\w+)", line)
+            uri = re.search(r'http\.request\.uri=(?:"([^"]*)"|(\S+))', line)
+            status = re.search(r"http\.response\.status=(\d+)", line)
+            if method and uri and status:
+                found.append((method[1], uri[1] or uri[2], int(status[1])))
+        return found
+
 
 def start_distribution(
-    root: Path, *, auth: bool = False, tls: tuple[Path, Path] | None = None
+    root: Path,
+    *,
+    auth: bool = False,
+    tls: tuple[Path, Path] | None = None,
+    log_level: str = "warn",
 ) -> Distribution:
-    """Start a registry; ``tls`` is (certificate, key) to serve HTTPS."""
+    """Start a registry; ``tls`` is (certificate, key) to serve HTTPS; at
+    ``log_level`` info its log has a line per request (see :func:`requests_in`)."""
     binary = require("docker-registry")
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -65,7 +91,7 @@ def start_distribution(
         )
     (root / "config.yml").write_text(
         "version: 0.1\n"
-        "log:\n  level: warn\n"
+        f"log:\n  level: {log_level}\n  accesslog:\n    disabled: true\n"
         f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
         "  delete:\n    enabled: true\n"
         "  maintenance:\n    uploadpurging:\n      enabled: false\n"

@@ -6,15 +6,26 @@ per repository as a test tells it (``faults``, ``ping_body``). Every request is
 recorded, so tests can count downloads, and :meth:`HostileRegistry.wait_until`
 lets a test synchronise on what the registry has seen; ``hold`` faults block
 until the test calls :meth:`HostileRegistry.release`.
+
+It also takes pushes (upload sessions, then ``PUT ?digest=``; manifests by
+PUT), and can hand back URLs of a test's choosing where a registry does: the
+upload session's ``Location`` (``upload_location``), the token realm
+(``token_realm``) and a redirect from the token service (``token_redirect``).
+:class:`Listener` is a loopback port that only counts the connections made to
+it: where a test points those URLs at it, a count of 0 proves that nothing
+connected.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gzip
 import json
+import socket
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -125,6 +136,8 @@ class HostileRegistry:
 
     ``ping_body``: ``GET /v2/`` answers 200 with that many bytes (zeros, streamed
     in STREAM_CHUNK pieces; ``ping_chunked`` leaves out the Content-Length).
+
+    ``address``: where to listen (a loopback address), on ``port`` (0: any).
     """
 
     host: str = ""
@@ -139,6 +152,20 @@ class HostileRegistry:
     token_auth: str | None = None
     #: an OAuth2 refresh token the token service also takes (POST grant_type=refresh_token)
     refresh_token: str | None = None
+    #: the realm the Bearer challenge names (default: this registry's /token)
+    token_realm: str | None = None
+    #: the token service answers 307 to this URL instead of issuing a token
+    token_redirect: str | None = None
+    #: the Authorization header of every token request ("" when absent)
+    token_authorizations: list[str] = field(default_factory=list)
+    #: the Authorization header of every request to /v2/<name>/… ("" when absent)
+    all_authorizations: list[str] = field(default_factory=list)
+    #: the Location a new upload session is given (default: one of this registry's)
+    upload_location: str | None = None
+    #: blobs pushed here, and upload sessions in progress
+    uploads: dict[str, bytearray] = field(default_factory=dict)
+    address: str = "127.0.0.1"
+    port: int = 0
     tokens_issued: int = 0
     #: tokens (by issue number) the registry no longer takes
     revoked: set[int] = field(default_factory=set)
@@ -189,17 +216,31 @@ class HostileRegistry:
     async def _bearer(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """With token_auth on, /v2/<name>/… needs a token scoped to <name>."""
         name = request.match_info.get("name")
+        if name is not None:
+            self.all_authorizations.append(request.headers.get("Authorization", ""))
         if self.token_auth is None or name is None:
             return await handler(request)
-        scope = f"repository:{name}:pull"
+        needed = "pull" if request.method in ("GET", "HEAD") else "push"
+        scope = f"repository:{name}:{'pull' if needed == 'pull' else 'pull,push'}"
         words = request.headers.get("Authorization", "").removeprefix("Bearer ").split()
         serial, granted = (words[0], words[1:]) if words else ("", [])
-        if scope not in granted or serial in {f"t{n}" for n in self.revoked}:
-            challenge = f'Bearer realm="http://{self.host}/token",service="hostile",scope="{scope}"'
+        allowed = any(
+            grant.rpartition(":")[0] == f"repository:{name}"
+            and needed in grant.rpartition(":")[2].split(",")
+            for grant in granted
+        )
+        if not allowed or serial in {f"t{n}" for n in self.revoked}:
+            realm = self.token_realm or f"http://{self.host}/token"
+            challenge = f'Bearer realm="{realm}",service="hostile",scope="{scope}"'
             return _error(401, "UNAUTHORIZED", "authentication required", challenge)
         return await handler(request)
 
     async def _token(self, request: web.Request) -> web.Response:
+        self.token_authorizations.append(request.headers.get("Authorization", ""))
+        self._seen(request.method, "/token")
+        if self.token_redirect is not None:  # the query (service, scope) goes along
+            query = f"?{request.query_string}" if request.query_string else ""
+            raise web.HTTPTemporaryRedirect(location=self.token_redirect + query)
         if request.method == "POST":
             form = await request.post()
             good = form.get("grant_type") == "refresh_token" and self.refresh_token is not None
@@ -251,11 +292,43 @@ class HostileRegistry:
     async def _manifest(self, request: web.Request) -> web.StreamResponse:
         key = (request.match_info["name"], request.match_info["reference"])
         self._seen(request.method, key[1])
+        if request.method == "PUT":
+            body = await request.read()
+            media_type = request.headers.get("Content-Type", OCI_MANIFEST)
+            self.manifests[key] = (body, media_type)
+            self.manifests[(key[0], sha(body))] = (body, media_type)
+            return web.Response(status=201, headers={"Docker-Content-Digest": sha(body)})
         if key not in self.manifests:
             return _error(404, "MANIFEST_UNKNOWN", "manifest unknown")
         body, media_type = self.manifests[key]
         headers = {"Content-Type": media_type, "Docker-Content-Digest": sha(body)}
         return web.Response(body=body, headers=headers)
+
+    async def _start_upload(self, request: web.Request) -> web.StreamResponse:
+        """POST …/blobs/uploads/ (a mount too: this registry never mounts)."""
+        self._seen(request.method, "upload")
+        session = uuid.uuid4().hex
+        self.uploads[session] = bytearray()
+        own = f"/v2/{request.match_info['name']}/blobs/uploads/{session}"
+        location = self.upload_location or own
+        return web.Response(status=202, headers={"Location": location, "Content-Length": "0"})
+
+    async def _upload(self, request: web.Request) -> web.StreamResponse:
+        """PATCH appends to a session; PUT ?digest= closes it (checked, stored)."""
+        session = request.match_info["session"]
+        self._seen(request.method, "upload")
+        if session not in self.uploads:
+            return _error(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown")
+        self.uploads[session] += await request.read()
+        if request.method == "PATCH":
+            location = str(request.rel_url.with_query(None))
+            return web.Response(status=202, headers={"Location": location})
+        data = bytes(self.uploads.pop(session))
+        digest = request.query.get("digest", "")
+        if sha(data) != digest:
+            return _error(400, "DIGEST_INVALID", "provided digest did not match uploaded content")
+        self.blobs[digest] = data
+        return web.Response(status=201, headers={"Docker-Content-Digest": digest})
 
     async def _blob(self, request: web.Request) -> web.StreamResponse:
         digest = request.match_info["digest"]
@@ -264,6 +337,9 @@ class HostileRegistry:
         fault = self.faults.get(digest, "")
         if digest not in self.blobs:
             return _error(404, "BLOB_UNKNOWN", "blob unknown to registry")
+        if request.method == "HEAD":
+            size = str(len(self.blobs[digest]))
+            return web.Response(status=200, headers={"Content-Length": size})
         data = self.blobs[digest]
         if fault.startswith("retry-after:"):
             headers = {"Retry-After": fault.removeprefix("retry-after:")}
@@ -332,6 +408,8 @@ class HostileRegistry:
         app.router.add_post("/token", self._token)
         app.router.add_get("/v2/", self._ping)
         app.router.add_route("*", r"/v2/{name:.+}/manifests/{reference}", self._manifest)
+        app.router.add_post(r"/v2/{name:.+}/blobs/uploads/", self._start_upload)
+        app.router.add_route("*", r"/v2/{name:.+}/blobs/uploads/{session}", self._upload)
         app.router.add_route("*", r"/v2/{name:.+}/blobs/{digest}", self._blob)
         loop = asyncio.new_event_loop()
         runner = web.AppRunner(app, access_log=None)
@@ -341,7 +419,7 @@ class HostileRegistry:
         def serve() -> None:
             asyncio.set_event_loop(loop)
             loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, "127.0.0.1", 0)
+            site = web.TCPSite(runner, self.address, self.port)
             loop.run_until_complete(site.start())
             site_holder.append(site)
             started.set()
@@ -353,8 +431,8 @@ class HostileRegistry:
         started.wait(10)
         server = site_holder[0]._server
         assert server is not None
-        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        self.host = f"127.0.0.1:{port}"
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self.host = f"{self.address}:{self.port}"
         try:
             yield self
         finally:
@@ -376,3 +454,41 @@ def _error(status: int, code: str, message: str, challenge: str = "") -> web.Res
     headers = {"WWW-Authenticate": challenge} if challenge else None
     body = {"errors": [{"code": code, "message": message}]}
     return web.json_response(body, status=status, headers=headers)
+
+
+class Listener:
+    """A loopback port that accepts connections, counts them and closes them at
+    once; on ``address`` (``127.0.0.1``, ``::1``, …) and ``port`` (0: any free)."""
+
+    def __init__(self, address: str = "127.0.0.1", port: int = 0) -> None:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        self._socket = socket.socket(family, socket.SOCK_STREAM)
+        self._socket.bind((address, port))
+        self._socket.listen(16)
+        self.port: int = self._socket.getsockname()[1]
+        self.accepted = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                return  # closed
+            with self._lock:
+                self.accepted += 1
+            connection.close()
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._socket.shutdown(socket.SHUT_RDWR)  # wakes the accept() above
+        self._socket.close()
+        self._thread.join(5)

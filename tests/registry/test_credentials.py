@@ -280,3 +280,109 @@ def test_https_proxy_and_no_proxy_are_honoured(tmp_path: Path) -> None:
             finally:
                 stop_cleanly(server)
         assert proxy.downloads(image.layer_digests[0]) == 1
+
+
+# ---- where credentials may go ---------------------------------------------------------
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_a_mirror_gets_its_own_server_side_credentials_never_the_requests(
+    tmp_path: Path,
+) -> None:
+    """A docker.io pull with request credentials, through a mirror that asks for
+    Basic credentials at its token service and records every Authorization."""
+    image = make_image([tar_of({"m": b"from the mirror"})])
+    hub = pb.RegistryAuth(username="hub-user", password="hub-secret")
+    with HostileRegistry().running() as mirror:
+        mirror.add_image("library/mirrored", "1", image)
+        mirror.token_auth = ""  # anonymous tokens: a client with credentials sends them
+        config = tmp_path / "registries.json"
+        secret = base64.b64encode(b"mirror-bot:mirror-secret").decode()
+        config.write_text(json.dumps({"auths": {mirror.host: {"auth": secret}}}))
+        for configured in (False, True):
+            if configured:  # now the mirror wants the credentials configured for it
+                mirror.token_auth = "mirror-bot:mirror-secret"
+            mirror.token_authorizations.clear()
+            extra = ("--registry-config", str(config)) if configured else ()
+            server = start_server(
+                tmp_path / f"root-{configured}",
+                "--listen", "127.0.0.1:0", *FAST_RETRIES,
+                "--registry-mirror", f"http://{mirror.host}", *extra,
+            )  # fmt: skip
+            try:
+                with _stub(server) as stub:
+                    pulled = pull(stub, "mirrored:1", auth=hub)
+                    assert list(pulled.last.image_ids) == [image.config_digest]
+            finally:
+                stop_cleanly(server)
+            wanted = _basic("mirror-bot", "mirror-secret") if configured else ""
+            assert mirror.token_authorizations == [wanted]
+        seen = mirror.token_authorizations + mirror.all_authorizations
+        assert not any(
+            a.startswith("Basic ") and a != _basic("mirror-bot", "mirror-secret") for a in seen
+        )
+        assert _basic("hub-user", "hub-secret") not in seen
+
+
+def test_netrc_credentials_never_reach_a_redirect_target(tmp_path: Path) -> None:
+    """~/.netrc names the CDN a blob redirect leads to; the CDN sees no Authorization
+    (aiohttp's trust_env would have sent it the netrc pair)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    netrc = home / ".netrc"
+    netrc.write_text("machine 127.0.0.1 login netrc-user password netrc-secret\n")
+    netrc.chmod(0o600)
+    image = make_image([tar_of({"n": b"behind a redirect"})])
+    layer = image.layer_digests[0]
+    with HostileRegistry().running() as registry, HostileRegistry().running() as cdn:
+        registry.add_image("netrc/app", "1", image)
+        cdn.blobs[layer] = image.layers[0]
+        registry.faults[layer] = f"redirect:http://{cdn.host}/v2/cdn/blobs/{layer}"
+        server = start_server(
+            tmp_path / "root",
+            "--listen", "127.0.0.1:0", *FAST_RETRIES,
+            env={"HOME": str(home), "NETRC": str(netrc)},
+        )  # fmt: skip
+        try:
+            with _stub(server) as stub:
+                # the registry by name (localhost), the CDN by the address netrc names
+                pulled = pull(stub, f"localhost:{registry.port}/netrc/app:1")
+                assert list(pulled.last.image_ids) == [image.config_digest]
+        finally:
+            stop_cleanly(server)
+        assert cdn.authorizations == [""]
+
+
+def test_a_token_service_redirect_keeps_basic_credentials_at_the_realms_origin(
+    stub: Stub, token_registry: HostileRegistry
+) -> None:
+    token_registry.token_auth = ""
+    with HostileRegistry().running() as elsewhere:
+        elsewhere.token_auth = ""  # issues tokens to anyone (the registry takes them)
+        token_registry.token_redirect = f"http://{elsewhere.host}/token"
+        auth = pb.RegistryAuth(username="robot", password="token-secret")
+        pulled = pull(stub, f"{token_registry.host}/tokens/app:1", auth=auth)
+        assert len(pulled.last.image_ids) == 1
+        assert token_registry.token_authorizations == [_basic("robot", "token-secret")]
+        assert elsewhere.token_authorizations == [""]
+
+
+def test_a_refresh_token_request_is_never_redirected(
+    stub: Stub, token_registry: HostileRegistry
+) -> None:
+    token_registry.token_auth = "robot:token-secret"
+    token_registry.refresh_token = "refresh-123"
+    with HostileRegistry().running() as elsewhere:
+        elsewhere.refresh_token = "refresh-123"
+        token_registry.token_redirect = f"http://{elsewhere.host}/token"  # a 307: POST again
+        auth = pb.RegistryAuth(username="robot", identity_token="refresh-123")
+        with pytest.raises(grpc.RpcError) as caught:
+            pull(stub, f"{token_registry.host}/tokens/app:1", auth=auth)
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "never redirected" in str(caught.value.details())
+        assert token_registry.requests[("POST", "/token")] == 1
+        assert elsewhere.requests[("POST", "/token")] == 0
+        assert elsewhere.token_authorizations == []

@@ -86,9 +86,35 @@ def test_a_bad_blob_is_refused_and_nothing_is_kept(
 ) -> None:
     image = _image()
     hostile.add_image("bad/blob", "1", image)
-    hostile.faults[_second_layer(image)] = fault
+    layer = _second_layer(image)
+    hostile.faults[layer] = fault
     error = _fails(stub, f"{hostile.host}/bad/blob:1", code)
     assert text in str(error.details())
+    _assert_names(error, layer)
+    _assert_nothing_kept(stub, server)
+
+
+def _assert_names(error: grpc.RpcError, digest: str) -> None:
+    """The error names the blob it concerns: in its message and its ErrorInfo."""
+    assert digest in str(error.details())
+    assert error_info(error).metadata["digest"] == digest
+
+
+def test_a_layer_with_data_after_its_gzip_stream_is_refused_naming_it(
+    stub: Stub, server: Server, hostile: HostileRegistry
+) -> None:
+    image = _image()
+    layers = [image.layers[0], image.layers[1] + b"trailing garbage"]
+    document = json.loads(image.manifest)
+    document["layers"][1].update(digest=sha(layers[1]), size=len(layers[1]))
+    body = json.dumps(document).encode()
+    hostile.add_image("bad/trailing", "ok", image)
+    hostile.blobs[sha(layers[1])] = layers[1]
+    hostile.add_manifest("bad/trailing", "1", body, "application/vnd.oci.image.manifest.v1+json")
+    error = _fails(stub, f"{hostile.host}/bad/trailing:1", grpc.StatusCode.DATA_LOSS)
+    assert error_info(error).reason == "TRAILING_DATA"
+    assert "after gzip member" in str(error.details())
+    _assert_names(error, sha(layers[1]))
     _assert_nothing_kept(stub, server)
 
 
@@ -96,9 +122,11 @@ def test_a_layer_that_unpacks_to_another_diff_id_is_refused(
     stub: Stub, server: Server, hostile: HostileRegistry
 ) -> None:
     tars = [tar_of({"a": b"a"}), tar_of({"b": b"b"})]
-    hostile.add_image("bad/diffid", "1", make_image(tars, diff_ids=[sha(tars[0]), sha(b"other")]))
+    image = make_image(tars, diff_ids=[sha(tars[0]), sha(b"other")])
+    hostile.add_image("bad/diffid", "1", image)
     error = _fails(stub, f"{hostile.host}/bad/diffid:1", grpc.StatusCode.DATA_LOSS)
     assert "but the image config says" in str(error.details())
+    _assert_names(error, image.layer_digests[1])
     _assert_nothing_kept(stub, server)
 
 
@@ -111,6 +139,7 @@ def test_a_gzip_bomb_beyond_the_layer_cap_is_refused(
     hostile.add_image("bad/bomb", "1", image)
     error = _fails(stub, f"{hostile.host}/bad/bomb:1", grpc.StatusCode.RESOURCE_EXHAUSTED)
     assert error_info(error).reason == "SIZE_LIMIT_EXCEEDED"
+    _assert_names(error, image.layer_digests[0])
     _assert_nothing_kept(stub, server)
 
 

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import grpc
 import pytest
 from imagestore.v1 import imagestore_pb2 as pb
 
-from tests.api.conftest import Server
+from tests.api.conftest import Server, wait_until
 from tests.api.test_service import error_info, load
 from tests.archives import ImageSpec, sha, tar_of
 from tests.registry.conftest import Published, Stub, good_auth, pull, push, remote_manifest
-from tests.registry.distribution import Distribution, skopeo
+from tests.registry.distribution import Distribution, skopeo, start_distribution
+
+#: (method, URI, status) of a request the registry logged
+Request = tuple[str, str, int]
 
 
 @pytest.mark.parametrize("name", ["umoci/hello:oci", "umoci/hello:v2s2"])
@@ -159,3 +165,114 @@ def test_a_corrupted_stored_layer_is_not_pushed(
     assert caught.value.code() == grpc.StatusCode.DATA_LOSS
     assert "run check" in str(caught.value.details())
     assert not stub.Check(pb.CheckRequest()).ok
+
+
+# ---- mount sources ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def logged_registry(tmp_path: Path) -> Iterator[Distribution]:
+    """An empty registry that logs every request it completes."""
+    running = start_distribution(tmp_path / "logged-registry", log_level="info")
+    yield running
+    running.stop()
+
+
+def _pushed_to(registry: Distribution, offset: int, repository: str) -> list[Request]:
+    """The requests the registry logged since ``offset``, once it has logged the
+    manifest PUT that ends a push to ``repository`` (the line is written just
+    after the answer, so the client may be done first: wait for it, bounded)."""
+
+    def logged() -> bool:
+        return any(
+            method == "PUT" and uri.startswith(f"/v2/{repository}/manifests/")
+            for method, uri, _ in registry.requests_since(offset)
+        )
+
+    wait_until(logged)
+    return registry.requests_since(offset)
+
+
+def _uploads(requests: list[Request]) -> list[Request]:
+    """Blob bytes sent: PATCH or PUT on an upload session."""
+    return [r for r in requests if r[0] in ("PATCH", "PUT") and "/blobs/uploads/" in r[1]]
+
+
+def _mounts(requests: list[Request]) -> list[tuple[str, int]]:
+    """(source repository, status) of each mount request."""
+    return [
+        (parse_qs(urlsplit(uri).query)["from"][0], status)
+        for method, uri, status in requests
+        if method == "POST" and "mount=" in uri
+    ]
+
+
+def _blobs(stub: Stub, name: str) -> list[str]:
+    details = stub.Inspect(pb.InspectRequest(image=name))
+    return [layer.digest for layer in details.layers] + [details.image.id]
+
+
+def test_a_push_mounts_from_where_the_blobs_went_not_from_a_local_guess(
+    stub: Stub, logged_registry: Distribution
+) -> None:
+    host = logged_registry.host
+    first = f"{host}/first/app:1"
+    load(stub, ImageSpec([first], [tar_of({"a": b"mount me" * 1000}), tar_of({"b": b"me too"})]))
+    push(stub, first)
+    # a local name on that registry, never pushed; it sorts first (the old guess)
+    stub.Tag(pb.TagRequest(source=first, target=f"{host}/aaa/never-pushed:1"))
+    third = f"{host}/third/app:1"
+    stub.Tag(pb.TagRequest(source=first, target=third))
+    offset = logged_registry.log_size()
+    pushed = push(stub, third)
+    requests = _pushed_to(logged_registry, offset, "third/app")
+    assert _uploads(requests) == []
+    assert _mounts(requests) == [("first/app", 201)] * 3  # two layers and the config
+    layers = [e for e in pushed.events if e.status.startswith("Mounted from")]
+    assert {e.status for e in layers} == {"Mounted from first/app"}
+    assert len(layers) == 2
+
+
+def test_a_push_tries_each_known_source_before_uploading(
+    stub: Stub, logged_registry: Distribution
+) -> None:
+    host = logged_registry.host
+    first, second, third = (f"{host}/{n}/app:1" for n in ("first", "second", "third"))
+    load(stub, ImageSpec([first], [tar_of({"c": b"known twice" * 1000})]))
+    push(stub, first)
+    stub.Tag(pb.TagRequest(source=first, target=second))
+    push(stub, second)  # mounted from first/app; now the most recent source
+    for digest in _blobs(stub, second):  # the registry forgets second/app's blobs
+        request = urllib.request.Request(
+            f"http://{host}/v2/second/app/blobs/{digest}", method="DELETE"
+        )
+        with urllib.request.urlopen(request) as answer:
+            assert answer.status == 202
+    stub.Tag(pb.TagRequest(source=first, target=third))
+    offset = logged_registry.log_size()
+    push(stub, third)
+    requests = _pushed_to(logged_registry, offset, "third/app")
+    assert _uploads(requests) == []
+    mounts = _mounts(requests)
+    assert sorted(mounts) == sorted([("second/app", 202), ("first/app", 201)] * 2)
+    cancelled = [r for r in requests if r[0] == "DELETE" and "/blobs/uploads/" in r[1]]
+    assert [status for _, _, status in cancelled] == [204, 204]  # each 202's session
+
+
+def test_a_pull_records_where_its_blobs_came_from(
+    stub: Stub, logged_registry: Distribution
+) -> None:
+    host = logged_registry.host
+    source, target = f"{host}/src/app:1", f"{host}/dst/app:1"
+    load(stub, ImageSpec([source], [tar_of({"d": b"pulled, then pushed" * 500})]))
+    push(stub, source)
+    stub.Remove(pb.RemoveRequest(images=[source]))
+    stub.Prune(pb.PruneRequest(all=True))  # the blobs, and what was known of them, go
+    assert not list(stub.ListImages(pb.ListImagesRequest(all=True)).images)
+    pull(stub, source)
+    stub.Tag(pb.TagRequest(source=source, target=target))
+    offset = logged_registry.log_size()
+    push(stub, target)
+    requests = _pushed_to(logged_registry, offset, "dst/app")
+    assert _uploads(requests) == []
+    assert _mounts(requests) == [("src/app", 201)] * 2

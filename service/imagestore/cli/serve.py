@@ -7,7 +7,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from imagestore.api.admission import Limits
 from imagestore.api.server import ServerConfig, default_root, run
+from imagestore.archive.load import LoadLimits
+from imagestore.archive.tar import TarLimits
 from imagestore.registry.options import DOCKER_CERTS_DIR, RegistryOptions
 from imagestore.store.store import DEFAULT_MAX_LAYER_SIZE
 
@@ -71,6 +74,32 @@ def add_parser(commands: Any) -> None:
         default=int(_env("max-layer-size", DEFAULT_MAX_LAYER_SIZE)),
         help="largest uncompressed layer accepted, in bytes (default 64 GiB)",
     )
+    limits = Limits()
+    parser.add_argument(
+        "--max-concurrent-rpcs",
+        type=int,
+        default=int(_env("max-concurrent-rpcs", limits.max_concurrent_rpcs)),
+        help="calls of the image service in flight at once; more are refused with"
+        " RESOURCE_EXHAUSTED and a retry delay (health and reflection never are)"
+        f" (default {limits.max_concurrent_rpcs})",
+    )
+    parser.add_argument(
+        "--max-concurrent-streams",
+        type=int,
+        default=int(_env("max-concurrent-streams", limits.max_concurrent_streams)),
+        help="Load, Save and ReadBlob streams at once (each Load holds a thread, each"
+        " stream a few MiB of buffers); more are refused like extra calls"
+        f" (default {limits.max_concurrent_streams})",
+    )
+    parser.add_argument(
+        "--max-response-bytes",
+        type=int,
+        default=int(_env("max-response-bytes", limits.max_response_bytes)),
+        help="largest ListImages page or Inspect answer: a page ends before it, labels"
+        " that would not fit are left out and flagged; keep it under the 4 MiB gRPC"
+        f" clients accept by default (default {limits.max_response_bytes}, 3.5 MiB)",
+    )
+    _add_load_options(parser)
     _add_registry_options(parser)
     parser.add_argument(
         "--log-level",
@@ -83,6 +112,51 @@ def add_parser(commands: Any) -> None:
 def _list(name: str) -> list[str]:
     """A repeatable flag's default from IMAGESTORE_<NAME>, comma-separated."""
     return [item.strip() for item in str(_env(name, "")).split(",") if item.strip()]
+
+
+def _add_load_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("archives (Load)")
+    defaults = LoadLimits()
+    numbers: list[tuple[str, int, str]] = [
+        (
+            "load-max-header-bytes",
+            defaults.tar.max_header_bytes,
+            "data of one PAX or GNU long-name tar header (xattrs ride in these)",
+        ),
+        ("load-max-name-bytes", defaults.tar.max_name_bytes, "a member's path or link target"),
+        ("load-max-members", defaults.tar.max_members, "members of one archive"),
+        (
+            "load-max-kept-bytes",
+            defaults.max_kept_bytes,
+            "JSON documents and paths one Load holds in memory until its manifests are read",
+        ),
+        (
+            "load-max-expanded-bytes",
+            defaults.max_expanded_bytes,
+            "what a gzip, bzip2 or xz archive may expand to (an uncompressed one is not capped:"
+            " its sender pays for every byte)",
+        ),
+    ]
+    for name, default, meaning in numbers:
+        group.add_argument(
+            f"--{name}",
+            type=int,
+            default=int(_env(name, default)),
+            help=f"{meaning}; beyond it a Load is refused with RESOURCE_EXHAUSTED"
+            f" (default {default})",
+        )
+
+
+def _load_limits(args: argparse.Namespace) -> LoadLimits:
+    return LoadLimits(
+        tar=TarLimits(
+            max_header_bytes=args.load_max_header_bytes,
+            max_name_bytes=args.load_max_name_bytes,
+            max_members=args.load_max_members,
+        ),
+        max_kept_bytes=args.load_max_kept_bytes,
+        max_expanded_bytes=args.load_max_expanded_bytes,
+    )
 
 
 def _add_registry_options(parser: argparse.ArgumentParser) -> None:
@@ -118,16 +192,84 @@ def _add_registry_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=_list("registry-mirror"),
         metavar="URL",
-        help="mirror tried first for docker.io pulls (repeatable)",
+        help="mirror tried first for docker.io pulls (repeatable); it gets the"
+        " --registry-config credentials of its own host, never a request's",
+    )
+    group.add_argument(
+        "--registry-allow-internal",
+        action="append",
+        default=_list("registry-allow-internal"),
+        metavar="CIDR",
+        help="network whose addresses count as public for the URLs registries hand back"
+        " (redirects, upload sessions, token realms), e.g. a LAN registry redirecting to"
+        " LAN storage; otherwise a registry may not send us to an address more internal"
+        " than its own (public < private/ULA/CGNAT < link-local/metadata < loopback):"
+        " refused with PERMISSION_DENIED, reason ADDRESS_REFUSED (repeatable; default"
+        " none)",
+    )
+    # test only: fake name resolution, and connections to loopback only (registry/guard.py)
+    group.add_argument(
+        "--registry-test-resolve",
+        action="append",
+        default=_list("registry-test-resolve"),
+        help=argparse.SUPPRESS,
     )
     defaults = RegistryOptions()
     numbers: list[tuple[str, type, Any, str]] = [
-        ("max-concurrent-downloads", int, defaults.max_concurrent_downloads, "layers"),
-        ("max-concurrent-uploads", int, defaults.max_concurrent_uploads, "blobs"),
+        (
+            "max-concurrent-downloads",
+            int,
+            defaults.max_concurrent_downloads,
+            "layers downloading at once from one registry (each registry has its own)",
+        ),
+        (
+            "max-concurrent-uploads",
+            int,
+            defaults.max_concurrent_uploads,
+            "blobs uploading at once to one registry (each registry has its own)",
+        ),
         ("registry-attempts", int, defaults.attempts, "tries per request, the first included"),
         ("registry-backoff", float, defaults.backoff, "seconds before the first retry; doubles"),
         ("registry-connect-timeout", float, defaults.connect_timeout, "seconds"),
         ("registry-idle-timeout", float, defaults.idle_timeout, "seconds of silence allowed"),
+        (
+            "registry-min-speed",
+            int,
+            defaults.min_speed,
+            "slowest download accepted, bytes/s averaged over --registry-speed-window;"
+            " a slower try fails and is retried like a stall (0: no floor)",
+        ),
+        (
+            "registry-speed-window",
+            float,
+            defaults.speed_window,
+            "seconds the minimum speed is averaged over",
+        ),
+        (
+            "registry-blob-timeout",
+            float,
+            defaults.blob_timeout,
+            "seconds one blob or manifest download may take, retries included (0: none;"
+            " 2 h moves a 10 GiB layer at 12 Mbit/s)",
+        ),
+        (
+            "max-index-children",
+            int,
+            defaults.max_index_children,
+            "entries a pulled index may list; refused before any is fetched",
+        ),
+        (
+            "max-manifest-bytes-per-pull",
+            int,
+            defaults.max_manifest_bytes_per_pull,
+            "bytes of manifests, indexes and configs one pull may fetch (64 MiB)",
+        ),
+        (
+            "max-layers-per-pull",
+            int,
+            defaults.max_layers_per_pull,
+            "distinct layers one pull may bring in",
+        ),
     ]
     for name, kind, default, meaning in numbers:
         group.add_argument(
@@ -145,12 +287,20 @@ def _registry_options(args: argparse.Namespace) -> RegistryOptions:
         certs_dir=_path(args.registry_certs_dir),
         mirrors=tuple(args.registry_mirror),
         config_file=_path(args.registry_config),
+        allow_internal=tuple(args.registry_allow_internal),
+        test_resolve=tuple(args.registry_test_resolve),
         max_concurrent_downloads=args.max_concurrent_downloads,
         max_concurrent_uploads=args.max_concurrent_uploads,
         attempts=args.registry_attempts,
         backoff=args.registry_backoff,
         connect_timeout=args.registry_connect_timeout,
         idle_timeout=args.registry_idle_timeout,
+        min_speed=args.registry_min_speed,
+        speed_window=args.registry_speed_window,
+        blob_timeout=args.registry_blob_timeout,
+        max_index_children=args.max_index_children,
+        max_manifest_bytes_per_pull=args.max_manifest_bytes_per_pull,
+        max_layers_per_pull=args.max_layers_per_pull,
     )
 
 
@@ -166,6 +316,12 @@ def _run(args: argparse.Namespace) -> int:
         metrics_listen=args.metrics_listen or None,
         grace_period=args.grace_period,
         max_layer_size=args.max_layer_size,
+        limits=Limits(
+            max_concurrent_rpcs=args.max_concurrent_rpcs,
+            max_concurrent_streams=args.max_concurrent_streams,
+            max_response_bytes=args.max_response_bytes,
+        ),
+        load=_load_limits(args),
         registry=_registry_options(args),
     )
     return run(config)

@@ -1,10 +1,15 @@
 """HTTP to registries: endpoints, TLS, authentication, redirects, retries, errors.
 
-One aiohttp session serves every registry (its pool keeps one keep-alive set
-per host); TLS settings are chosen per host. Every request goes through
-:meth:`RegistryClient.request`, which adds credentials only for the
-registry's own origin, follows redirects by hand (refusing downgrades, loops
-and jumps to local addresses) and answers a 401 challenge once.
+Every request leaves through :meth:`RegistryClient.send`, which applies the
+SSRF guard (``registry/guard.py``) to the URL, picks the proxy (read from the
+environment by ``registry/proxies.py``: the sessions never trust the
+environment, so ``~/.netrc`` is never read) and the session of the registry's
+address class: one aiohttp session per class, each with a connector whose
+resolver checks and pins the addresses it connects to. :meth:`request` adds
+credentials only for the registry's own origin, follows redirects by hand
+(refusing downgrades, loops and, through ``send``, addresses more internal
+than the registry's) and answers a 401 challenge once. Token requests follow
+the same path; one carrying a refresh token is never redirected.
 
 Registries are named by callers, so nothing here grows with the names it is
 given: bodies are read up to a cap (and under a speed floor), the state kept
@@ -15,9 +20,11 @@ hosts without their own certs.d folder share one TLS context.
 from __future__ import annotations
 
 import asyncio
+import copy
 import ipaddress
 import json
 import logging
+import os
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
@@ -30,19 +37,22 @@ import aiohttp
 from yarl import URL
 
 from imagestore import errors
-from imagestore.addresses import host_of, is_ip, is_local, is_loopback
+from imagestore.addresses import AddressClass, host_of, is_loopback
 from imagestore.dockerconfig import ANONYMOUS, Credentials, DockerConfig
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.references import DEFAULT_DOMAIN, Reference
 from imagestore.registry.auth import (
     MAX_TOKEN_RESPONSE,
     Challenge,
+    FetchToken,
     TokenCache,
     basic_header,
     parse_challenges,
 )
+from imagestore.registry.guard import AddressGuard, GuardedResolver, RefusalError
 from imagestore.registry.lru import LRU
 from imagestore.registry.options import RegistryOptions
+from imagestore.registry.proxies import Proxies
 from imagestore.registry.retry import Retryable, connection_failure, retry_after
 from imagestore.registry.slots import HostSlots
 from imagestore.registry.timing import SpeedFloor, deadline
@@ -152,10 +162,12 @@ async def fail_for(response: aiohttp.ClientResponse, what: str) -> errors.ImageS
 
 @dataclass
 class Host:
-    """What we learned about one registry host: its base URL and auth challenge."""
+    """What we learned about one registry host: its base URL, auth challenge and
+    address class (how internal the addresses it may send us to may be)."""
 
     base_url: URL
     challenge: Challenge | None = None
+    reach: AddressClass = AddressClass.PUBLIC
 
 
 @dataclass
@@ -189,16 +201,19 @@ class Repository:
 class RegistryClient:
     """Registry access for the whole server; :meth:`close` at shutdown."""
 
-    def __init__(self, options: RegistryOptions) -> None:
+    def __init__(self, options: RegistryOptions, environ: Mapping[str, str] | None = None) -> None:
         self.options = options
         self.server_credentials = (
             DockerConfig(options.config_file) if options.config_file is not None else None
         )
+        self.guard = AddressGuard(options.allow_internal, options.test_resolve)
+        self.proxies = Proxies(os.environ if environ is None else environ)
         self.tokens = TokenCache()
         self._hosts: LRU[str, Host] = LRU(HOST_CACHE_SIZE)
         #: one ping at a time per endpoint (the others wait for its answer)
         self._pings = HostSlots(1)
-        self._session: aiohttp.ClientSession | None = None
+        #: by the address class a request may reach (None: through a proxy)
+        self._sessions: dict[AddressClass | None, aiohttp.ClientSession] = {}
         #: (verified) for hosts with no certs.d folder: the common case shares these
         self._shared_ssl: dict[bool, ssl.SSLContext] = {}
         self._ssl: LRU[tuple[str, bool], ssl.SSLContext] = LRU(TLS_CACHE_SIZE)
@@ -208,25 +223,34 @@ class RegistryClient:
         self.speed_floor = SpeedFloor(options.min_speed, options.speed_window)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        sessions = list(self._sessions.values())
+        self._sessions.clear()
+        for session in sessions:
+            await session.close()
 
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64, limit_per_host=16),
+    def session(self, reach: AddressClass | None) -> aiohttp.ClientSession:
+        """The session for requests that may reach addresses up to ``reach`` (None:
+        through a proxy, which resolves names itself). Each has its own pool, so a
+        connection made for one class is never reused by a stricter one."""
+        session = self._sessions.get(reach)
+        if session is None or session.closed:
+            # the proxy's own name is the operator's choice: any class
+            limit = AddressClass.LOOPBACK if reach is None else reach
+            resolver = GuardedResolver(self.guard, limit)
+            session = self._sessions[reach] = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=64, limit_per_host=16, resolver=resolver),
                 timeout=aiohttp.ClientTimeout(
                     total=None,
                     connect=self.options.connect_timeout,
                     sock_read=self.options.idle_timeout,
                 ),
-                trust_env=True,  # HTTPS_PROXY / NO_PROXY
+                # no ~/.netrc, no proxy variables: proxies are read by registry/proxies.py
+                trust_env=False,
                 auto_decompress=False,  # a layer's bytes are hashed exactly as sent
                 # registries need no cookies, and a jar would keep whatever they set
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
-        return self._session
+        return session
 
     # ---- policy ----------------------------------------------------------------
 
@@ -308,13 +332,18 @@ class RegistryClient:
         push: bool = False,
     ) -> Repository:
         """A repository handle at ``endpoint``, after the ``/v2/`` ping (scheme
-        and auth discovery). Request credentials win; server-side ones apply only
-        to the registries the config file names, never to mirrors."""
+        and auth discovery).
+
+        Request credentials go only to the reference's own registry; a mirror
+        gets the server-side credentials configured for the mirror's host, or
+        none. Server-side credentials apply only to the registries the config
+        file names."""
         host = await self._host(endpoint)
-        chosen = credentials or ANONYMOUS
         is_mirror = reference.domain == DEFAULT_DOMAIN and not endpoint.endswith(DOCKER_HUB_HOST)
-        if not chosen and self.server_credentials is not None and not is_mirror:
-            chosen = await asyncio.to_thread(self.server_credentials.lookup, reference.domain)
+        if is_mirror:
+            chosen = await self._server_credentials(host.base_url.raw_authority)
+        else:
+            chosen = credentials or await self._server_credentials(reference.domain)
         return Repository(
             self,
             reference.domain,
@@ -323,6 +352,11 @@ class RegistryClient:
             chosen,
             "pull,push" if push else "pull",
         )
+
+    async def _server_credentials(self, registry: str) -> Credentials:
+        if self.server_credentials is None:
+            return ANONYMOUS
+        return await asyncio.to_thread(self.server_credentials.lookup, registry)
 
     async def login(self, domain: str, credentials: Credentials) -> None:
         """Check credentials the way the registry will judge them: Basic on
@@ -333,7 +367,8 @@ class RegistryClient:
         if challenge is None:
             return  # an open registry takes anyone
         if challenge.scheme == "bearer":
-            await self.tokens.token(challenge, "", credentials, self._fetch_token, fresh=True)
+            fetch = self._token_fetcher(host.reach)
+            await self.tokens.token(challenge, "", credentials, fetch, fresh=True)
             return
         what = f"login to {domain}"
         repo = Repository(self, domain, host, "", credentials, "pull")  # Basic: /v2/ itself
@@ -358,42 +393,38 @@ class RegistryClient:
             return host
 
     async def _ping(self, endpoint: str) -> Host:
-        """``GET /v2/``: HTTPS first; plain HTTP only where allowed."""
+        """``GET /v2/``: HTTPS first; plain HTTP only where allowed. The registry's
+        address class is found here, from its host as named."""
         if "://" in endpoint:
             candidates = [URL(endpoint)]
         else:
             candidates = [URL(f"https://{endpoint}")]
             if self.plain_http_allowed(endpoint):
                 candidates.append(URL(f"http://{endpoint}"))
-        last: BaseException | None = None
+        direct = self.proxies.for_url(candidates[0]) is None
+        reach = await self.guard.registry_class(candidates[0].raw_host or "", direct=direct)
+        what = f"cannot reach registry {endpoint}"
+        last: Retryable | None = None
         for base in candidates:
             try:
-                async with self.session().get(
-                    base / "v2/",
-                    ssl=self._ssl_for(base),
-                    allow_redirects=False,
-                ) as response:
-                    # the body ("{}") says nothing; read a short one to reuse the connection
-                    await glance(response, MAX_PING_BODY)
-                    if response.status == 401:
-                        return Host(base, _pick_challenge(response))
-                    if response.status in (200, 204) or response.status in REDIRECTS:
-                        return Host(base)
-                    if response.status >= 500 or response.status == 429:
-                        raise Retryable(registry_error(response.status, b"", f"ping {endpoint}"))
-                    raise errors.Unavailable(
-                        f"{endpoint} does not speak the registry API (GET /v2/ gave"
-                        f" {response.status})"
-                    )
-            except aiohttp.ClientConnectorCertificateError as exc:
-                raise errors.Unavailable(
-                    f"TLS certificate of {endpoint} is not trusted: {exc.certificate_error}"
-                    " (use --registry-ca, certs.d or --insecure-registry)"
-                ) from None
-            except (aiohttp.ClientError, TimeoutError, ssl.SSLError) as exc:
+                response = await self.send("GET", base / "v2/", reach, what)
+            except Retryable as exc:
                 last = exc
+                continue
+            async with response:
+                # the body ("{}") says nothing; read a short one to reuse the connection
+                await glance(response, MAX_PING_BODY)
+                if response.status == 401:
+                    return Host(base, _pick_challenge(response), reach)
+                if response.status in (200, 204) or response.status in REDIRECTS:
+                    return Host(base, reach=reach)
+                if response.status >= 500 or response.status == 429:
+                    raise Retryable(registry_error(response.status, b"", f"ping {endpoint}"))
+                raise errors.Unavailable(
+                    f"{endpoint} does not speak the registry API (GET /v2/ gave {response.status})"
+                )
         assert last is not None
-        raise connection_failure(last, f"cannot reach registry {endpoint}")
+        raise last
 
     def _ssl_for(self, url: URL) -> ssl.SSLContext | bool:
         if url.scheme != "https":
@@ -428,6 +459,56 @@ class RegistryClient:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
+    async def send(
+        self,
+        method: str,
+        url: URL,
+        reach: AddressClass,
+        what: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: Any = None,
+    ) -> aiohttp.ClientResponse:
+        """The one place a request leaves: the SSRF guard, the proxy, the session
+        of ``reach`` (the registry's address class). No redirect is followed.
+        A refused address is errors.AddressRefused (PERMISSION_DENIED); connection
+        failures come back as Retryable."""
+        try:
+            self.guard.check_url(url, reach)
+        except errors.ImageStoreError as exc:
+            raise _about(exc, what) from None
+        proxy = self.proxies.for_url(url)
+        session = self.session(None if proxy is not None else reach)
+        sent = dict(headers or {})
+        proxy_headers: dict[str, str] | None = None
+        if proxy is not None and proxy.authorization is not None:
+            if url.scheme == "https":  # on the CONNECT only: the tunnel carries the rest
+                proxy_headers = {"Proxy-Authorization": proxy.authorization}
+            else:  # a plain request is itself sent to the proxy
+                sent["Proxy-Authorization"] = proxy.authorization
+        try:
+            return await session.request(
+                method,
+                url,
+                headers=sent,
+                data=data,
+                allow_redirects=False,
+                ssl=self._ssl_for(url),
+                proxy=proxy.url if proxy is not None else None,
+                proxy_headers=proxy_headers,
+            )
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise errors.Unavailable(
+                f"{what}: TLS certificate of {url.raw_authority} is not trusted:"
+                f" {exc.certificate_error} (use --registry-ca, certs.d or --insecure-registry)"
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, RefusalError):
+                raise _about(exc.os_error.error, what) from None
+            raise connection_failure(exc, what) from None
+        except (aiohttp.ClientError, TimeoutError, ssl.SSLError) as exc:
+            raise connection_failure(exc, what) from None
+
     async def request(
         self,
         repo: Repository,
@@ -436,44 +517,41 @@ class RegistryClient:
         *,
         headers: Mapping[str, str] | None = None,
         body: Callable[[], Any] | None = None,
+        scope: str | None = None,
         what: str,
     ) -> aiohttp.ClientResponse:
         """One request with auth and redirects; the caller reads and releases the
-        answer. Connection failures come back as Retryable."""
+        answer; ``scope`` is one more token scope for this request alone.
+        Connection failures come back as Retryable."""
         hops = 0
         reauthorized = False
         while True:
             sent = dict(headers or {})
             if url.origin() == repo.base_url.origin():
                 # after a 401 the cached token is suspect: ask for a fresh one
-                authorization = await self._authorization(repo, fresh=reauthorized)
+                authorization = await self._authorization(repo, reauthorized, scope)
                 if authorization:
                     sent["Authorization"] = authorization
             try:
-                response = await self.session().request(
+                response = await self.send(
                     method,
                     url,
+                    repo.host.reach,
+                    what,
                     headers=sent,
                     data=body() if body is not None else None,
-                    allow_redirects=False,
-                    ssl=self._ssl_for(url),
                 )
-            except aiohttp.ClientConnectorCertificateError as exc:
-                raise errors.Unavailable(
-                    f"{what}: TLS certificate not trusted: {exc.certificate_error}"
-                ) from None
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise connection_failure(exc, what) from None
+            except errors.AddressRefused:
+                if url.origin() == repo.base_url.origin():
+                    # the registry's own name now leads inward: find its class afresh
+                    # at the next ping, rather than refuse it until a restart
+                    self._hosts.discard_if(lambda known: known is repo.host)
+                raise
             if response.status in REDIRECTS and "Location" in response.headers:
                 location = response.headers["Location"]
                 response.release()
                 hops += 1
-                if hops > self.options.max_redirects:
-                    raise errors.Unavailable(
-                        f"{what}: more than {self.options.max_redirects} redirects",
-                        metadata={"reason": "redirect loop"},
-                    )
-                url = await self.check_redirect(repo, url, location, what)
+                url = self.redirect_target(url, location, hops, what)
                 continue
             if (
                 response.status == 401
@@ -489,6 +567,26 @@ class RegistryClient:
                 continue
             return response
 
+    def redirect_target(self, current: URL, location: str, hops: int, what: str) -> URL:
+        """Where a redirect leads, refused when it is the ``hops``-th past the
+        limit, not HTTP(S), or an https → http downgrade to a host not allowed
+        plain HTTP. Its address is checked when it is sent (:meth:`send`)."""
+        if hops > self.options.max_redirects:
+            raise errors.Unavailable(
+                f"{what}: more than {self.options.max_redirects} redirects",
+                metadata={"reason": "redirect loop"},
+            )
+        try:
+            target = current.join(URL(location))
+        except ValueError:
+            target = URL()
+        if target.scheme not in ("http", "https") or not target.raw_host:
+            raise errors.DataLoss(f"{what}: redirect to an unusable location")
+        downgrade = current.scheme == "https" and target.scheme == "http"
+        if downgrade and not self.plain_http_allowed(target.raw_authority):
+            raise errors.DataLoss(f"{what}: refusing a redirect from https to http")
+        return target
+
     def _learn(self, repo: Repository, challenge: Challenge) -> None:
         repo.host.challenge = challenge
         scope = challenge.params.get("scope", "")
@@ -496,7 +594,9 @@ class RegistryClient:
             if extra not in repo.scopes:
                 repo.extra_scopes.append(extra)
 
-    async def _authorization(self, repo: Repository, *, fresh: bool = False) -> str | None:
+    async def _authorization(
+        self, repo: Repository, fresh: bool = False, scope: str | None = None
+    ) -> str | None:
         challenge = repo.host.challenge
         credentials = repo.credentials
         if challenge is None:
@@ -504,81 +604,113 @@ class RegistryClient:
         if challenge.scheme == "basic":
             return basic_header(credentials) if credentials.username else None
         if challenge.scheme == "bearer":
+            scopes = (*repo.scopes, scope) if scope else repo.scopes
             token = await self.tokens.token(
-                challenge, " ".join(repo.scopes), credentials, self._fetch_token, fresh=fresh
+                challenge,
+                " ".join(scopes),
+                credentials,
+                self._token_fetcher(repo.host.reach),
+                fresh=fresh,
             )
             return f"Bearer {token}"
         return None
 
+    def _token_fetcher(self, reach: AddressClass) -> FetchToken:
+        """Token requests for a registry of class ``reach`` (its realm is a URL the
+        registry handed us: the guard applies)."""
+
+        async def fetch(
+            realm: str,
+            params: Mapping[str, str],
+            authorization: str | None,
+            form: Mapping[str, str] | None = None,
+        ) -> tuple[int, object]:
+            return await self._fetch_token(reach, realm, params, authorization, form)
+
+        return fetch
+
     async def _fetch_token(
         self,
+        reach: AddressClass,
         realm: str,
         params: Mapping[str, str],
         authorization: str | None,
         form: Mapping[str, str] | None = None,
     ) -> tuple[int, object]:
-        """GET the realm (Basic or anonymous), or POST ``form`` (OAuth2)."""
-        url = URL(realm)
+        """GET the realm (Basic or anonymous), or POST ``form`` (OAuth2).
+
+        A GET follows redirects by hand like any request, its Authorization kept
+        only for the realm's own origin; a POST carries a refresh token and is
+        never redirected (a 307 would re-send the token to wherever it points)."""
+        try:
+            url = URL(realm)
+        except ValueError:
+            url = URL()
         if url.scheme != "https" and not (
             url.scheme == "http" and self.plain_http_allowed(url.raw_authority)
         ):
             raise errors.DataLoss(f"refusing a token realm that is not https: {realm[:200]}")
+        if not url.raw_host:
+            raise errors.DataLoss(f"refusing a token realm with no host: {realm[:200]}")
         query: list[tuple[str, str]] = (
             [("service", params["service"])] if "service" in params else []
         )
         query += [("scope", s) for s in params.get("scope", "").split()]
-        headers = {"Authorization": authorization} if authorization else {}
+        what = "token request"
 
         async def attempt() -> tuple[int, object]:
-            request = (
-                self.session().post(url, data=dict(form), ssl=self._ssl_for(url))
-                if form is not None
-                else self.session().get(
-                    url.update_query(query), headers=headers, ssl=self._ssl_for(url)
+            target = url if form is not None else url.update_query(query)
+            hops = 0
+            while True:
+                headers = (
+                    {"Authorization": authorization}
+                    if authorization and target.origin() == url.origin()
+                    else {}
                 )
-            )
-            try:
-                async with request as response:
+                response = await self.send(
+                    "POST" if form is not None else "GET",
+                    target,
+                    reach,
+                    what,
+                    headers=headers,
+                    data=dict(form) if form is not None else None,
+                )
+                async with response:
+                    if response.status in REDIRECTS and "Location" in response.headers:
+                        location = response.headers["Location"]
+                        if form is not None:
+                            raise errors.PermissionDenied(
+                                f"the registry's token service answered {response.status}"
+                                f" (to {location[:200]}) to a refresh-token request; a request"
+                                " carrying a refresh token is never redirected",
+                                metadata={"status": str(response.status)},
+                            )
+                        hops += 1
+                        target = self.redirect_target(target, location, hops, what)
+                        continue
                     if response.status >= 500 or response.status == 429:
-                        raise await fail_for(response, "token request")
-                    body = await read_limited(
-                        response, MAX_TOKEN_RESPONSE, "token answer", self.speed_floor
-                    )
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise connection_failure(exc, "token request") from None
-            try:
-                return response.status, json.loads(body) if body else None
-            except ValueError:
-                return response.status, None
+                        raise await fail_for(response, what)
+                    try:
+                        body = await read_limited(
+                            response, MAX_TOKEN_RESPONSE, "token answer", self.speed_floor
+                        )
+                    except (aiohttp.ClientError, TimeoutError) as exc:
+                        raise connection_failure(exc, what) from None
+                try:
+                    return response.status, json.loads(body) if body else None
+                except ValueError:
+                    return response.status, None
 
         return await self.with_retries(attempt, None)
 
-    async def check_redirect(self, repo: Repository, current: URL, location: str, what: str) -> URL:
-        target = current.join(URL(location))
-        if target.scheme not in ("http", "https") or not target.host:
-            raise errors.DataLoss(f"{what}: redirect to an unusable location")
-        downgrade = current.scheme == "https" and target.scheme == "http"
-        if downgrade and not self.plain_http_allowed(target.raw_authority):
-            raise errors.DataLoss(f"{what}: refusing a redirect from https to http")
-        registry_is_local = is_local(host_of(repo.base_url.raw_authority))
-        if not registry_is_local and await self._resolves_local(target.host):
-            raise errors.DataLoss(
-                f"{what}: refusing a redirect to a local address ({target.host})",
-                metadata={"host": target.host},
-            )
-        return target
 
-    @staticmethod
-    async def _resolves_local(host: str) -> bool:
-        if is_local(host):
-            return True
-        if is_ip(host):
-            return False
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, None)
-        except OSError:
-            return False  # the request itself will fail and say so
-        return any(is_local(str(info[4][0])) for info in infos)
+def _about(error: errors.ImageStoreError, what: str) -> errors.ImageStoreError:
+    """A copy of ``error`` with ``what`` (the request's subject) in front of its
+    message (a copy: the resolver's refusal may be shared by waiting lookups)."""
+    named = copy.copy(error)
+    named.message = f"{what}: {error.message}"
+    named.args = (named.message,)
+    return named
 
 
 def _pick_challenge(response: aiohttp.ClientResponse) -> Challenge | None:

@@ -8,6 +8,7 @@ included, under its blob deadline.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -25,6 +26,8 @@ from imagestore.registry.client import (
     read_limited,
 )
 from imagestore.registry.retry import Retryable, connection_failure
+
+log = logging.getLogger("imagestore.registry")
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,19 +189,38 @@ async def blob_exists(repo: Repository, digest: str) -> bool:
 
 async def mount_blob(repo: Repository, digest: str, source_path: str) -> URL | None:
     """Cross-repository mount. None when mounted; else the upload session the
-    registry opened instead (202), to upload into."""
-    repo.extra_scopes[:] = [s for s in repo.extra_scopes if not s.startswith("repository:")]
-    repo.extra_scopes.append(f"repository:{source_path}:pull")
+    registry opened instead (202), to upload into or cancel. The token asks for
+    pull on the source for this request only (mounts run concurrently)."""
     url = repo.url("blobs/uploads/").with_query({"mount": digest, "from": source_path})
+    what = f"mount of {digest} from {source_path}"
     response = await repo.client.request(
-        repo, "POST", url, headers={"Content-Length": "0"}, what=f"mount of {digest}"
+        repo,
+        "POST",
+        url,
+        headers={"Content-Length": "0"},
+        scope=f"repository:{source_path}:pull",
+        what=what,
     )
     async with response:
         if response.status == 201:
             return None
         if response.status == 202 and "Location" in response.headers:
             return response.url.join(URL(response.headers["Location"]))
-        raise await fail_for(response, f"mount of {digest}")
+        raise await fail_for(response, what)
+
+
+async def cancel_upload(repo: Repository, location: URL) -> None:
+    """DELETE an upload session we will not use (best effort: an abandoned one
+    expires on the registry anyway)."""
+    what = f"cancel of upload {location.path[-64:]}"
+    try:
+        response = await repo.client.request(repo, "DELETE", location, what=what)
+    except (errors.ImageStoreError, Retryable) as exc:
+        log.info("%s failed: %s", what, exc)
+        return
+    async with response:
+        if response.status not in (202, 204, 404):
+            log.info("%s: the registry answered %s", what, response.status)
 
 
 async def start_upload(repo: Repository) -> URL:

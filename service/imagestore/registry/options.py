@@ -28,6 +28,12 @@ class RegistryOptions:
     mirrors: tuple[str, ...] = ()
     #: server-side credentials (Docker config format); none unless configured
     config_file: Path | None = None
+    #: networks (CIDR) whose addresses count as public for the SSRF guard: any
+    #: registry may send us there (a registry redirecting to storage on the LAN)
+    allow_internal: tuple[str, ...] = ()
+    #: TEST ONLY: ``NAME=ADDRESS[/CLASS]`` answers for the guard's lookups, and no
+    #: connection but to loopback (see registry/guard.py); empty in production
+    test_resolve: tuple[str, ...] = ()
     #: layers downloading at once from one registry (Docker's default, 3); each
     #: registry has its own slots, so a slow one cannot starve the others
     max_concurrent_downloads: int = 3

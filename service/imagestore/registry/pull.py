@@ -31,7 +31,12 @@ from imagestore.oci.platforms import Platform, best_match, host_platform, parse_
 from imagestore.oci.references import Reference, parse_reference
 from imagestore.registry.blocking import entered_in_thread, in_thread, run_all
 from imagestore.registry.client import RegistryClient, Repository
-from imagestore.registry.content import RemoteDocument, get_manifest, get_small_blob, open_blob
+from imagestore.registry.content import (
+    RemoteDocument,
+    get_manifest,
+    get_small_blob,
+    open_blob,
+)
 from imagestore.registry.options import RegistryOptions
 from imagestore.registry.progress import (
     ByteProgress,
@@ -137,7 +142,8 @@ class Puller:
         budget = _Budget(self.client.options)
         repo, document = await self._resolve(reference, credentials, emit, budget.bytes_left)
         budget.spend(len(document.data), f"manifest {document.digest}")
-        parsed = _remote(document.data, document.media_type)
+        with errors.concerning(document.digest, "manifest"):
+            parsed = _remote(document.data, document.media_type)
         lease = self.store.leases.new()
         try:
             return await self._pull_into(
@@ -179,6 +185,8 @@ class Puller:
         store = self.store
         target = Descriptor(parsed.media_type, document.digest, len(document.data))
         layers: dict[str, _Layer] = {}
+        #: manifests and configs this pull stored (the layers are in ``layers``)
+        documents = [document.digest]
         if isinstance(parsed, Index):
             budget.check_index(parsed)
             children = _select(parsed, wanted)
@@ -187,20 +195,23 @@ class Puller:
                 store.put_blob, lease, document.data, parsed.media_type, document.digest
             )
             for child in children:  # one at a time: a pull holds one child's bytes
-                child_document = await get_manifest(
-                    repo, child.digest, retry_reporter(emit, ""), size=child.size
-                )
-                child_parsed = _remote(child_document.data, child.media_type)
-                if not isinstance(child_parsed, Manifest):
-                    raise errors.UnsupportedContent(
-                        f"{child.digest} is a nested index; not supported"
+                with errors.concerning(child.digest, "manifest"):
+                    child_document = await get_manifest(
+                        repo, child.digest, retry_reporter(emit, ""), size=child.size
                     )
+                    child_parsed = _remote(child_document.data, child.media_type)
+                    if not isinstance(child_parsed, Manifest):
+                        raise errors.UnsupportedContent(
+                            f"{child.digest} is a nested index; not supported"
+                        )
                 await self._manifest(
                     lease, repo, child_document, child_parsed, layers, budget, emit
                 )
+                documents += [child.digest, child_parsed.config.digest]
                 del child_document, child_parsed
         else:
             await self._manifest(lease, repo, document, parsed, layers, budget, emit)
+            documents.append(parsed.config.digest)
 
         for digest in layers:
             emit(ProgressEvent(layer_id(digest), "Pulling fs layer"))
@@ -212,6 +223,10 @@ class Puller:
         if reference.digest is None:
             names.append(reference.repository().with_digest(document.digest))
         result = await in_thread(store.commit_target, lease, target, names)
+        # that repository holds all of these: a push to its registry may mount them
+        await in_thread(
+            store.record_blob_sources, [*documents, *layers], reference.domain, reference.path
+        )
         emit(ProgressEvent("", f"Digest: {document.digest}"))
         shown = reference.familiar()
         changed = downloaded or bool(result.new_names) or bool(result.new_images)
@@ -250,12 +265,15 @@ class Puller:
         descriptor = manifest.config
         budget.spend(descriptor.size, f"config {descriptor.digest}")
         lease.add(descriptor.digest)
-        data = await get_small_blob(
-            repo, descriptor.digest, descriptor.size, retry_reporter(emit, "")
-        )
-        await in_thread(self.store.put_blob, lease, data, descriptor.media_type, descriptor.digest)
-        with _from_registry():
-            config = parse_config(data)
+        with errors.concerning(descriptor.digest, "config"):
+            data = await get_small_blob(
+                repo, descriptor.digest, descriptor.size, retry_reporter(emit, "")
+            )
+            await in_thread(
+                self.store.put_blob, lease, data, descriptor.media_type, descriptor.digest
+            )
+            with _from_registry():
+                config = parse_config(data)
         if len(config.diff_ids) != len(manifest.layers):
             raise errors.DataLoss(
                 f"image config {descriptor.digest} lists {len(config.diff_ids)} diff_ids for"
@@ -275,7 +293,12 @@ class Puller:
         ]
 
     async def _layer(self, lease: Lease, repo: Repository, layer: _Layer, emit: Emit) -> bool:
-        """Make one layer present; True when this pull downloaded it."""
+        """Make one layer present; True when this pull downloaded it. Its errors
+        name it."""
+        with errors.concerning(layer.descriptor.digest, "layer"):
+            return await self._present(lease, repo, layer, emit)
+
+    async def _present(self, lease: Lease, repo: Repository, layer: _Layer, emit: Emit) -> bool:
         digest = layer.descriptor.digest
         short = layer_id(digest)
         key = (repo.origin, digest)

@@ -1,27 +1,37 @@
 """Push: exactly the manifest (or index) a name points at, digests preserved.
 
 Blobs go first, each skipped when the registry has it, mounted when another
-repository of the same registry holds it, uploaded otherwise (re-hashed on the
-way out); the manifests are PUT last, children before their index.
+repository of the same registry is known to hold it, uploaded otherwise
+(re-hashed on the way out); the manifests are PUT last, children before their
+index.
+
+Mount sources are not guessed from local names (a local tag may never have
+been pushed): the store records where each blob was pulled from or pushed to
+(``Store.record_blob_sources``), and a push tries those repositories of the
+target registry, most recent first. A registry that cannot mount from one
+answers 202 with an upload session: that session is cancelled (DELETE) and
+the next source tried; after the last, its session takes the upload. A
+successful push records the target repository for every blob it pushed,
+mounted or found there.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from yarl import URL
 
 from imagestore import errors, hashing
 from imagestore.dockerconfig import Credentials
-from imagestore.oci import mediatypes as mt
-from imagestore.oci.manifests import Descriptor, Index, Manifest, parse_document
-from imagestore.oci.platforms import best_match, parse_platform
+from imagestore.oci.manifests import Descriptor, Manifest
 from imagestore.oci.references import Reference, parse_reference
 from imagestore.registry.blocking import in_thread, run_all
 from imagestore.registry.client import RegistryClient, Repository
 from imagestore.registry.content import (
     blob_exists,
+    cancel_upload,
     mount_blob,
     put_manifest,
     start_upload,
@@ -35,7 +45,10 @@ from imagestore.registry.progress import (
     retry_reporter,
 )
 from imagestore.store.leases import Lease
+from imagestore.store.selection import StoredDocument, select_documents
 from imagestore.store.store import Store
+
+log = logging.getLogger("imagestore.registry")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,13 +56,6 @@ class PushResult:
     tag: str  # the tag pushed ("" when pushed by digest)
     digest: str  # of the manifest or index the registry now has
     size: int  # its size in bytes
-
-
-@dataclass(frozen=True, slots=True)
-class _Document:
-    descriptor: Descriptor
-    data: bytes
-    parsed: Manifest | Index
 
 
 class Pusher:
@@ -67,7 +73,9 @@ class Pusher:
         try:
             target = await in_thread(self._target, reference, lease)
             emit(ProgressEvent("", f"The push refers to repository [{reference.name}]"))
-            documents = await in_thread(self._documents, target, platform, lease)
+            documents = await in_thread(
+                select_documents, self.store, target, platform, lease, "push"
+            )
             endpoint = self.client.endpoints(reference.domain, for_push=True)[0]
             repo = await self.client.repository(reference, endpoint, credentials, push=True)
             await self._blobs(repo, reference, documents, emit)
@@ -85,6 +93,13 @@ class Pusher:
                 lease,
                 pushed.descriptor,
                 [reference.repository().with_digest(digest)],
+            )
+            # the registry now holds all of these there: later pushes may mount them
+            await in_thread(
+                self.store.record_blob_sources,
+                _digests(documents),
+                reference.domain,
+                reference.path,
             )
         finally:
             await in_thread(self.store.end_lease, lease)
@@ -110,61 +125,8 @@ class Pusher:
         size = self.store.blobs.size(row.digest) or 0
         return Descriptor(row.media_type, row.digest, size)
 
-    def _documents(self, target: Descriptor, platform: str, lease: Lease) -> list[_Document]:
-        """What to PUT, in order: the manifest; or the children, then the index;
-        or, with ``platform``, the one child that matches."""
-        top = self._read(target)
-        if isinstance(top.parsed, Manifest):
-            self._lease_manifest(top.parsed, lease)
-            return [top]
-        present = [d for d in top.parsed.manifests if self.store.blobs.exists(d.digest)]
-        if platform:
-            wanted = parse_platform(platform)
-            choice = best_match(
-                wanted, [(d.platform, d) for d in present if d.media_type in mt.MANIFESTS]
-            )
-            if choice is None:
-                raise errors.NotFound(
-                    f"no manifest for platform {wanted} is stored in this index",
-                    metadata={"platform": str(wanted)},
-                )
-            child = self._read(choice)
-            assert isinstance(child.parsed, Manifest)
-            self._lease_manifest(child.parsed, lease)
-            return [child]
-        absent = [d for d in top.parsed.manifests if d not in present]
-        if absent:
-            names = ", ".join(str(d.platform or d.digest) for d in absent)
-            raise errors.FailedPrecondition(
-                f"cannot push the whole index {target.digest}: these platforms are not stored:"
-                f" {names}; pull them, or push one platform",
-                metadata={"missing": names},
-            )
-        children = []
-        for descriptor in top.parsed.manifests:
-            child = self._read(descriptor)
-            if isinstance(child.parsed, Manifest):
-                self._lease_manifest(child.parsed, lease)
-            children.append(child)
-        return [*children, top]
-
-    def _read(self, descriptor: Descriptor) -> _Document:
-        data = self.store.blobs.read_bytes(descriptor.digest)
-        if hashing.sha256_digest(data) != descriptor.digest:
-            raise errors.DataLoss(f"stored blob {descriptor.digest} is corrupt; run check")
-        parsed = parse_document(data, descriptor.media_type)
-        return _Document(
-            Descriptor(parsed.media_type, descriptor.digest, len(data), descriptor.platform),
-            data,
-            parsed,
-        )
-
-    @staticmethod
-    def _lease_manifest(manifest: Manifest, lease: Lease) -> None:
-        lease.add(manifest.config.digest, *(layer.digest for layer in manifest.layers))
-
     async def _blobs(
-        self, repo: Repository, reference: Reference, documents: list[_Document], emit: Emit
+        self, repo: Repository, reference: Reference, documents: list[StoredDocument], emit: Emit
     ) -> None:
         blobs: dict[str, tuple[Descriptor, bool]] = {}
         for document in documents:
@@ -197,17 +159,47 @@ class Pusher:
 
         # a push runs at most max_concurrent_uploads of these at once (run_all), and
         # the registry's upload slots bound the transfers across pushes
-        if await blob_exists(repo, descriptor.digest):
-            say("Layer already exists")
-            return
+        with errors.concerning(descriptor.digest, "layer" if shown else "config"):
+            if await blob_exists(repo, descriptor.digest):
+                say("Layer already exists")
+                return
+            mounted, location = await self._mount(repo, reference, descriptor.digest, say)
+            if not mounted:
+                await self._send(repo, descriptor, location, say, emit, shown)
+
+    async def _mount(
+        self, repo: Repository, reference: Reference, digest: str, say: Callable[[str], None]
+    ) -> tuple[bool, URL | None]:
+        """Mount from each recorded source in turn: (True, None) once mounted; else
+        (False, the upload session the last source opened instead, if any). A
+        source the registry will not mount from (no access, gone) is passed over:
+        the blob is uploaded at worst."""
+        sources = await in_thread(self.store.blob_sources, digest, reference.domain)
         location: URL | None = None
-        source = await in_thread(self._mount_source, reference, descriptor.digest)
-        if source is not None:
-            location = await mount_blob(repo, descriptor.digest, source)
+        for source in (s for s in sources if s != reference.path):
+            if location is not None:  # the previous source could not: drop its session
+                await cancel_upload(repo, location)
+                location = None
+            try:
+                location = await mount_blob(repo, digest, source)
+            except (errors.PermissionDenied, errors.NotFound, errors.FailedPrecondition) as exc:
+                log.info("not mounting %s from %s: %s", digest, source, exc.message)
+                continue
             if location is None:
                 say(f"Mounted from {source}")
-                return
-            # else the registry opened a plain upload session instead: use it
+                return True, None
+        return False, location
+
+    async def _send(
+        self,
+        repo: Repository,
+        descriptor: Descriptor,
+        location: URL | None,
+        say: Callable[[str], None],
+        emit: Emit,
+        shown: bool,
+    ) -> None:
+        """Upload a blob (into ``location`` when a session is open already)."""
         slots = self.client.uploads
 
         async def attempt() -> None:
@@ -221,18 +213,6 @@ class Pusher:
 
         await self.client.with_retries(attempt, retry_reporter(emit, layer_id(descriptor.digest)))
         say("Pushed")
-
-    def _mount_source(self, reference: Reference, digest: str) -> str | None:
-        """Another repository of the same registry whose images hold the blob."""
-        prefix = reference.domain + "/"
-        return next(
-            (
-                name.removeprefix(prefix)
-                for name in self.store.repositories_holding(digest)
-                if name.startswith(prefix) and name != reference.name
-            ),
-            None,
-        )
 
     async def _upload(
         self, repo: Repository, location: URL, descriptor: Descriptor, emit: Emit | None
@@ -263,6 +243,17 @@ class Pusher:
         await upload_blob(
             repo, location, digest, descriptor.size, body, verify=lambda: _verified(checked, digest)
         )
+
+
+def _digests(documents: list[StoredDocument]) -> list[str]:
+    """Every blob a push put in the repository: manifests, configs, layers."""
+    found: dict[str, None] = {}
+    for document in documents:
+        found[document.descriptor.digest] = None
+        if isinstance(document.parsed, Manifest):
+            found[document.parsed.config.digest] = None
+            found.update((layer.digest, None) for layer in document.parsed.layers)
+    return list(found)
 
 
 def _verified(checked: list[str], digest: str) -> None:

@@ -34,6 +34,7 @@ def connection_failure(exc: BaseException, what: str) -> Retryable:
     if isinstance(exc, aiohttp.ClientConnectorError):
         reason = exc.os_error.strerror or str(exc.os_error)
         detail = f"cannot connect to {exc.host}:{exc.port}: {reason}"
-    else:
-        detail = str(exc) or type(exc).__name__
+        metadata = {"host": str(exc.host)[:253]}
+        return Retryable(errors.Unavailable(f"{what}: {detail}", metadata=metadata))
+    detail = str(exc) or type(exc).__name__
     return Retryable(errors.Unavailable(f"{what}: {detail}"))
