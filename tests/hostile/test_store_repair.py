@@ -163,6 +163,28 @@ def test_start_up_removes_an_old_orphan_and_keeps_a_young_one(tmp_path: Path) ->
         assert server.stop() == 0, "".join(server.stderr_lines)[-3000:]
 
 
+def test_the_grace_period_is_a_server_option(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    server, channel, _ = start_target(root)
+    channel.close()
+    assert server.stop() == 0
+    image = make_image([tar_of({"etc/x": b"minutes" * 999})])
+    path = plant(root, image.layers[0], image.layer_digests[0])
+    minutes_ago = time.time() - 120
+    os.utime(path, (minutes_ago, minutes_ago))
+    server, channel, target = start_target(root)  # the default hour spares it
+    channel.close()
+    assert server.stop() == 0
+    assert path.exists()
+    server, channel, target = start_target(root, "--orphan-grace-period", "60")
+    try:
+        assert not path.exists()
+        target.assert_clean()
+    finally:
+        channel.close()
+        assert server.stop() == 0, "".join(server.stderr_lines)[-3000:]
+
+
 def test_the_store_is_private(target: Target) -> None:
     root = target.server.root
     assert stat.S_IMODE(root.stat().st_mode) == 0o700

@@ -26,7 +26,7 @@ from imagestore.api.servicer import ImageStoreServicer
 from imagestore.archive.load import LoadLimits
 from imagestore.registry.client import RegistryClient
 from imagestore.registry.options import RegistryOptions
-from imagestore.store.store import DEFAULT_MAX_LAYER_SIZE, Store
+from imagestore.store.store import DEFAULT_MAX_LAYER_SIZE, ORPHAN_GRACE_PERIOD, Store
 from imagestore.v1 import imagestore_pb2, imagestore_pb2_grpc
 
 log = logging.getLogger("imagestore.server")
@@ -57,6 +57,7 @@ class ServerConfig:
     metrics_listen: str | None = None
     grace_period: float = 10.0
     max_layer_size: int = DEFAULT_MAX_LAYER_SIZE
+    orphan_grace_period: float = ORPHAN_GRACE_PERIOD
     limits: Limits = field(default_factory=Limits)
     load: LoadLimits = field(default_factory=LoadLimits)
     registry: RegistryOptions = field(default_factory=RegistryOptions)
@@ -152,7 +153,11 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
     stop = _stop_on_signals()  # before announcing readiness: a quick SIGTERM is handled too
     credentials = _credentials(config)
     tokens = _tokens(config.auth_token_file)
-    store = Store.open(config.root, max_layer_size=config.max_layer_size)
+    store = Store.open(
+        config.root,
+        max_layer_size=config.max_layer_size,
+        orphan_grace_period=config.orphan_grace_period,
+    )
     registry = RegistryClient(config.registry)
     try:
         metrics = Metrics(lambda: _store_bytes(store)) if config.metrics_listen else None

@@ -12,7 +12,7 @@ from imagestore.api.server import ServerConfig, default_root, run
 from imagestore.archive.load import LoadLimits
 from imagestore.archive.tar import TarLimits
 from imagestore.registry.options import DOCKER_CERTS_DIR, RegistryOptions
-from imagestore.store.store import DEFAULT_MAX_LAYER_SIZE
+from imagestore.store.store import DEFAULT_MAX_LAYER_SIZE, ORPHAN_GRACE_PERIOD
 
 
 def _env(name: str, default: Any = None) -> Any:
@@ -73,6 +73,14 @@ def add_parser(commands: Any) -> None:
         type=int,
         default=int(_env("max-layer-size", DEFAULT_MAX_LAYER_SIZE)),
         help="largest uncompressed layer accepted, in bytes (default 64 GiB)",
+    )
+    parser.add_argument(
+        "--orphan-grace-period",
+        type=float,
+        default=float(_env("orphan-grace-period", ORPHAN_GRACE_PERIOD)),
+        help="seconds after which a blob file without a catalog record is removed at start"
+        " (younger ones may be another process's commit in flight)"
+        f" (default {ORPHAN_GRACE_PERIOD:g})",
     )
     limits = Limits()
     parser.add_argument(
@@ -316,6 +324,7 @@ def _run(args: argparse.Namespace) -> int:
         metrics_listen=args.metrics_listen or None,
         grace_period=args.grace_period,
         max_layer_size=args.max_layer_size,
+        orphan_grace_period=args.orphan_grace_period,
         limits=Limits(
             max_concurrent_rpcs=args.max_concurrent_rpcs,
             max_concurrent_streams=args.max_concurrent_streams,
