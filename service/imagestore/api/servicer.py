@@ -403,7 +403,7 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
                         hasher.update(chunk)
                     yield chunk
                 if whole and hasher.finish()[0] != digest:
-                    raise errors.DataLoss(f"stored blob {digest} is corrupt; run check")
+                    raise self.store.found_corrupt(digest)
 
     async def Load(
         self, request_iterator: AsyncIterator[pb.LoadRequest], context: Context

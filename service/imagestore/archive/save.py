@@ -240,10 +240,7 @@ def _blob_member(store: Store, digest: str) -> Iterator[bytes]:
             yield chunk
         actual, length = hasher.finish()
     if actual != digest or length != size:
-        raise errors.DataLoss(
-            f"stored blob {digest} is corrupt (hashes to {actual}); run check",
-            metadata={"digest": digest},
-        )
+        raise store.found_corrupt(digest)
     yield _padding(size)
 
 

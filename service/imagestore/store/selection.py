@@ -31,10 +31,7 @@ def read_document(store: Store, descriptor: Descriptor) -> StoredDocument:
     """A stored manifest or index, re-hashed: a corrupt one never leaves."""
     data = store.blobs.read_bytes(descriptor.digest)
     if hashing.sha256_digest(data) != descriptor.digest:
-        raise errors.DataLoss(
-            f"stored blob {descriptor.digest} is corrupt; run check",
-            metadata={"digest": descriptor.digest},
-        )
+        raise store.found_corrupt(descriptor.digest)
     with errors.concerning(descriptor.digest, "manifest"):
         parsed = parse_document(data, descriptor.media_type)
     return StoredDocument(

@@ -341,6 +341,16 @@ class Store:
         with self.catalog.transaction() as db:
             self.catalog.mark_damaged(db, {digest: kind}, now_ns())
 
+    def found_corrupt(self, digest: str) -> errors.DataLoss:
+        """What a reader raises when a stored blob fails its hash: the blob is
+        marked first, so the next pull or load that brings it repairs it."""
+        self.mark_damaged(digest)
+        return errors.DataLoss(
+            f"stored blob {digest} is corrupt; pull or load an image that contains it to"
+            " write it again (imagestore check lists what else is damaged)",
+            metadata={"digest": digest},
+        )
+
     def damaged(self) -> dict[str, str]:
         """Blobs Check marked damaged and nothing has written again (digest -> kind)."""
         with self.catalog.reading() as db:
