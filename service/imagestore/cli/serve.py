@@ -83,29 +83,32 @@ def add_parser(commands: Any) -> None:
         f" (default {ORPHAN_GRACE_PERIOD:g})",
     )
     limits = Limits()
-    parser.add_argument(
-        "--max-concurrent-rpcs",
-        type=int,
-        default=int(_env("max-concurrent-rpcs", limits.max_concurrent_rpcs)),
-        help="calls of the image service in flight at once; more are refused with"
-        " RESOURCE_EXHAUSTED and a retry delay (health and reflection never are)"
-        f" (default {limits.max_concurrent_rpcs})",
-    )
-    parser.add_argument(
-        "--max-concurrent-streams",
-        type=int,
-        default=int(_env("max-concurrent-streams", limits.max_concurrent_streams)),
-        help="Load, Save and ReadBlob streams at once (each Load holds a thread, each"
-        " stream a few MiB of buffers); more are refused like extra calls"
-        f" (default {limits.max_concurrent_streams})",
-    )
-    parser.add_argument(
-        "--max-response-bytes",
-        type=int,
-        default=int(_env("max-response-bytes", limits.max_response_bytes)),
-        help="largest ListImages page or Inspect answer: a page ends before it, labels"
-        " that would not fit are left out and flagged; keep it under the 4 MiB gRPC"
-        f" clients accept by default (default {limits.max_response_bytes}, 3.5 MiB)",
+    _add_numbers(
+        parser,
+        [
+            (
+                "max-concurrent-rpcs",
+                int,
+                limits.max_concurrent_rpcs,
+                "calls of the image service in flight at once; more are refused with"
+                " RESOURCE_EXHAUSTED and a retry delay (health and reflection never are)",
+            ),
+            (
+                "max-concurrent-streams",
+                int,
+                limits.max_concurrent_streams,
+                "Load, Save and ReadBlob streams at once (each Load holds a thread, each"
+                " stream a few MiB of buffers); more are refused like extra calls",
+            ),
+            (
+                "max-response-bytes",
+                int,
+                limits.max_response_bytes,
+                "largest ListImages page or Inspect answer: a page ends before it, labels"
+                " that would not fit are left out and flagged; keep it under the 4 MiB"
+                " gRPC clients accept by default (3.5 MiB)",
+            ),
+        ],
     )
     _add_load_options(parser)
     _add_registry_options(parser)
@@ -125,34 +128,37 @@ def _list(name: str) -> list[str]:
 def _add_load_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("archives (Load)")
     defaults = LoadLimits()
-    numbers: list[tuple[str, int, str]] = [
+    refused = "; beyond it a Load is refused with RESOURCE_EXHAUSTED"
+    numbers: list[tuple[str, type, Any, str]] = [
         (
             "load-max-header-bytes",
+            int,
             defaults.tar.max_header_bytes,
-            "data of one PAX or GNU long-name tar header (xattrs ride in these)",
+            "data of one PAX or GNU long-name tar header (xattrs ride in these)" + refused,
         ),
-        ("load-max-name-bytes", defaults.tar.max_name_bytes, "a member's path or link target"),
-        ("load-max-members", defaults.tar.max_members, "members of one archive"),
+        (
+            "load-max-name-bytes",
+            int,
+            defaults.tar.max_name_bytes,
+            "a member's path or link target" + refused,
+        ),
+        ("load-max-members", int, defaults.tar.max_members, "members of one archive" + refused),
         (
             "load-max-kept-bytes",
+            int,
             defaults.max_kept_bytes,
-            "JSON documents and paths one Load holds in memory until its manifests are read",
+            "JSON documents and paths one Load holds in memory until its manifests are read"
+            + refused,
         ),
         (
             "load-max-expanded-bytes",
+            int,
             defaults.max_expanded_bytes,
-            "what a gzip, bzip2 or xz archive may expand to (an uncompressed one is not capped:"
-            " its sender pays for every byte)",
+            "what a gzip, bzip2 or xz archive may expand to (an uncompressed one is not"
+            " capped: its sender pays for every byte)" + refused,
         ),
     ]
-    for name, default, meaning in numbers:
-        group.add_argument(
-            f"--{name}",
-            type=int,
-            default=int(_env(name, default)),
-            help=f"{meaning}; beyond it a Load is refused with RESOURCE_EXHAUSTED"
-            f" (default {default})",
-        )
+    _add_numbers(group, numbers)
 
 
 def _load_limits(args: argparse.Namespace) -> LoadLimits:
@@ -279,8 +285,16 @@ def _add_registry_options(parser: argparse.ArgumentParser) -> None:
             "distinct layers one pull may bring in",
         ),
     ]
+    _add_numbers(group, numbers)
+
+
+def _add_numbers(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    numbers: list[tuple[str, type, Any, str]],
+) -> None:
+    """Numeric options: ``--name``, read from IMAGESTORE_NAME by default."""
     for name, kind, default, meaning in numbers:
-        group.add_argument(
+        parser.add_argument(
             f"--{name}",
             type=kind,
             default=kind(_env(name, default)),
