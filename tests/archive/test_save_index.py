@@ -14,6 +14,9 @@ import pytest
 from imagestore import errors
 from imagestore.archive.load import load
 from imagestore.archive.save import save
+from imagestore.oci import mediatypes as mt
+from imagestore.oci.manifests import Descriptor
+from imagestore.oci.references import parse_reference
 from imagestore.store.check import check
 from imagestore.store.models import CommitResult
 from imagestore.store.store import Store
@@ -94,3 +97,16 @@ def test_skopeo_reads_the_saved_index(store: Store, tmp_path: Path) -> None:
     run(skopeo, "copy", "--all", "--preserve-digests", f"oci-archive:{path}", f"oci:{layout}:multi")
     copied = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
     assert copied == index.target_digest
+
+
+def test_an_index_named_by_digest_is_saved_whole(store: Store, other: Store) -> None:
+    amd, arm, index = _multi(store)
+    pinned = f"multi@{index.target_digest}"
+    size = store.blobs.size(index.target_digest) or 0
+    with store.lease() as lease:
+        target = Descriptor(mt.OCI_INDEX, index.target_digest, size)
+        store.commit_target(lease, target, [parse_reference(pinned)])
+    loaded = load(other, [b"".join(save(store, [pinned]))])
+    assert {image.image_id for image in loaded} == {amd.image_id, arm.image_id}
+    assert all(image.names == () for image in loaded)  # a digest name is not a tag
+    assert check(other).ok

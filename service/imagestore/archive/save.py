@@ -91,7 +91,7 @@ class _IndexSave:
 
     index: StoredDocument
     children: list[StoredDocument]
-    tag: str  # canonical name
+    tag: str | None  # canonical name; None when it was named by digest
 
     def images(self) -> list[tuple[str, Manifest]]:
         """(image ID, manifest) of each child, the host's platform first."""
@@ -141,9 +141,8 @@ def _select(store: Store, lease: Lease, items: Sequence[str], platform: str) -> 
             documents = select_documents(store, target, platform, lease, "save")
             top = documents[-1]
             if isinstance(top.parsed, Index):
-                if resolved.name.digest is None:
-                    tag = resolved.name.name
-                    chosen.indexes.append(_IndexSave(top, documents[:-1], tag))
+                tag = resolved.name.name if resolved.name.digest is None else None
+                chosen.indexes.append(_IndexSave(top, documents[:-1], tag))
                 continue
             assert isinstance(top.parsed, Manifest)
             image_id = top.parsed.config.digest
@@ -202,18 +201,13 @@ def _documents(chosen: _Selection) -> dict[str, bytes]:
         docker_entries.append(_docker_entry(image.image_id, image.manifest, tags))
     for saved in chosen.indexes:
         top = saved.index.descriptor
-        index_entries.append(
-            {
-                "mediaType": top.media_type,
-                "digest": top.digest,
-                "size": top.size,
-                "annotations": _annotations(saved.tag),
-            }
-        )
+        entry = {"mediaType": top.media_type, "digest": top.digest, "size": top.size}
+        if saved.tag is not None:
+            entry["annotations"] = _annotations(saved.tag)
+        index_entries.append(entry)
         for position, (image_id, manifest) in enumerate(saved.images()):
-            docker_entries.append(
-                _docker_entry(image_id, manifest, [saved.tag] if position == 0 else [])
-            )
+            tags = [saved.tag] if saved.tag is not None and position == 0 else []
+            docker_entries.append(_docker_entry(image_id, manifest, tags))
     layout_index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": index_entries}
     return {
         "oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode(),
