@@ -52,6 +52,7 @@ from imagestore.registry.auth import (
 from imagestore.registry.guard import AddressGuard, GuardedResolver, RefusalError
 from imagestore.registry.lru import LRU
 from imagestore.registry.options import RegistryOptions
+from imagestore.registry.pool import BoundedConnector
 from imagestore.registry.proxies import Proxies
 from imagestore.registry.retry import Retryable, connection_failure, retry_after
 from imagestore.registry.slots import HostSlots
@@ -238,7 +239,7 @@ class RegistryClient:
             limit = AddressClass.LOOPBACK if reach is None else reach
             resolver = GuardedResolver(self.guard, limit)
             session = self._sessions[reach] = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64, limit_per_host=16, resolver=resolver),
+                connector=BoundedConnector(limit=64, limit_per_host=16, resolver=resolver),
                 timeout=aiohttp.ClientTimeout(
                     total=None,
                     connect=self.options.connect_timeout,
