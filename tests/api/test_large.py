@@ -21,7 +21,11 @@ from tests.api.test_service import Stub
 LAYERS = 4
 LAYER_BYTES = 256 << 20
 CHUNK = 1 << 20
-RSS_BUDGET = 64 << 20
+# What a 1 GiB round trip may add to the server's peak RSS: on this 2-core machine the
+# Load's peak growth is bimodal (8-28 MiB in most runs, 72-77 MiB in a few: a second
+# malloc arena or the transport's receive window filling while the loader compresses),
+# never in proportion to the gigabyte moved.
+RSS_BUDGET = 96 << 20
 
 
 class _Noise(io.RawIOBase):
