@@ -157,6 +157,8 @@ def test_start_up_removes_an_old_orphan_and_keeps_a_young_one(tmp_path: Path) ->
         assert not old_path.exists()
         assert young_path.exists()
         assert check(target) == []  # an orphan is garbage, not damage
+        report = target.stub.Check(pb.CheckRequest(), timeout=60)
+        assert list(report.unrecorded_blobs) == [young.layer_digests[0]]
         target.assert_clean()
     finally:
         channel.close()

@@ -229,6 +229,7 @@ def check_response(value: models.CheckReport) -> pb.CheckResponse:
         ],
         blobs_checked=value.blobs_checked,
         images_checked=value.images_checked,
+        unrecorded_blobs=value.unrecorded_blobs,
     )
 
 

@@ -192,4 +192,9 @@ def check_store(client: ImageStoreClient, args: argparse.Namespace) -> int:
         say(f"{problem.kind}: {problem.subject}: {problem.detail}")
     verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
     say(f"{verdict}: {report.blobs_checked} blobs and {report.images_checked} images checked")
+    if report.unrecorded_blobs:
+        say(
+            f"{len(report.unrecorded_blobs)} blob file(s) without a record"
+            " (garbage, not damage; prune removes them)"
+        )
     return 0 if report.ok else 1

@@ -125,6 +125,7 @@ def check_report(value: pb.CheckResponse) -> models.CheckReport:
         problems=tuple(models.CheckProblem(p.kind, p.subject, p.detail) for p in value.problems),
         blobs_checked=value.blobs_checked,
         images_checked=value.images_checked,
+        unrecorded_blobs=tuple(value.unrecorded_blobs),
     )
 
 

@@ -139,6 +139,8 @@ class CheckReport:
     problems: tuple[CheckProblem, ...]
     blobs_checked: int
     images_checked: int
+    #: blob files without a catalog record: garbage (prune removes them), not damage
+    unrecorded_blobs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

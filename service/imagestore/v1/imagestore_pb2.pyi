@@ -434,13 +434,15 @@ class CheckProblem(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., subject: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class CheckResponse(_message.Message):
-    __slots__ = ("ok", "problems", "blobs_checked", "images_checked")
+    __slots__ = ("ok", "problems", "blobs_checked", "images_checked", "unrecorded_blobs")
     OK_FIELD_NUMBER: _ClassVar[int]
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     BLOBS_CHECKED_FIELD_NUMBER: _ClassVar[int]
     IMAGES_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    UNRECORDED_BLOBS_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     problems: _containers.RepeatedCompositeFieldContainer[CheckProblem]
     blobs_checked: int
     images_checked: int
-    def __init__(self, ok: _Optional[bool] = ..., problems: _Optional[_Iterable[_Union[CheckProblem, _Mapping]]] = ..., blobs_checked: _Optional[int] = ..., images_checked: _Optional[int] = ...) -> None: ...
+    unrecorded_blobs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ok: _Optional[bool] = ..., problems: _Optional[_Iterable[_Union[CheckProblem, _Mapping]]] = ..., blobs_checked: _Optional[int] = ..., images_checked: _Optional[int] = ..., unrecorded_blobs: _Optional[_Iterable[str]] = ...) -> None: ...
