@@ -171,6 +171,17 @@ def rpc_error(error: grpc.RpcError) -> tuple[grpc.StatusCode, str, dict[str, str
     pytest.fail(f"no ErrorInfo in {error.code()}: {error.details()}")
 
 
+def retry_delay(error: grpc.RpcError) -> float:
+    """The RetryInfo delay the server sent beside its ErrorInfo, in seconds."""
+    trailers: dict[str, Any] = dict(error.trailing_metadata() or ())  # type: ignore[arg-type]
+    status = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+    for detail in status.details:
+        retry = error_details_pb2.RetryInfo()
+        if detail.Unpack(retry):
+            return float(retry.retry_delay.ToNanoseconds()) / 1e9
+    pytest.fail(f"no RetryInfo in {error.code()}: {error.details()}")
+
+
 def start_target(root: Path, *options: str) -> tuple[Server, grpc.Channel, Target]:
     server = start_server(root, "--listen", "127.0.0.1:0", "--grace-period", "5", *options)
     channel = grpc.insecure_channel(

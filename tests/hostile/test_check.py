@@ -29,16 +29,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 from imagestore.store.check import CHECK_RETRY_DELAY
 from imagestore.v1 import imagestore_pb2 as pb
 
 from tests.archives import ImageSpec, docker_archive, tar_of
-from tests.hostile.conftest import SEED, Target, load_archive, rpc_error
+from tests.hostile.conftest import SEED, Target, load_archive, retry_delay, rpc_error
 
 MiB = 1 << 20
 FIRST = "0" * 64  # read first: Check blocks before it has hashed anything else
@@ -107,17 +105,6 @@ def fifo_blob(target: Target, name: str) -> Iterator[Fifo]:
             if exc.errno not in (errno.ENXIO, errno.ENOENT):
                 raise
         fifo.path.unlink(missing_ok=True)
-
-
-def retry_delay(error: grpc.RpcError) -> float:
-    """The RetryInfo's delay in seconds (the test fails when there is none)."""
-    trailers: dict[str, Any] = dict(error.trailing_metadata() or ())  # type: ignore[arg-type]
-    status = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
-    for detail in status.details:
-        retry = error_details_pb2.RetryInfo()
-        if detail.Unpack(retry):
-            return float(retry.retry_delay.ToNanoseconds()) / 1e9
-    pytest.fail(f"no RetryInfo in {error.code()}: {error.details()}")
 
 
 def problems(report: pb.CheckResponse) -> list[tuple[str, str]]:

@@ -35,7 +35,6 @@ from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from imagestore.v1 import imagestore_pb2 as pb
@@ -49,6 +48,7 @@ from tests.hostile.conftest import (
     Stub,
     Target,
     load_archive,
+    retry_delay,
     rpc_error,
 )
 
@@ -77,17 +77,6 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) ->
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.02)
-
-
-def retry_delay(error: grpc.RpcError) -> float:
-    """The RetryInfo delay the server sent beside its ErrorInfo, in seconds."""
-    trailers: dict[str, Any] = dict(error.trailing_metadata() or ())  # type: ignore[arg-type]
-    status = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
-    for detail in status.details:
-        retry = error_details_pb2.RetryInfo()
-        if detail.Unpack(retry):
-            return float(retry.retry_delay.ToNanoseconds() / 1e9)
-    pytest.fail("no RetryInfo in the status")
 
 
 def assert_busy(error: grpc.RpcError, limit: str, maximum: int) -> None:
