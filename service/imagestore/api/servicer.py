@@ -22,7 +22,6 @@ from imagestore import errors, hashing
 from imagestore.addresses import is_loopback
 from imagestore.api import convert
 from imagestore.api.admission import DEFAULT_MAX_RESPONSE_BYTES
-from imagestore.api.memory import release_free_memory
 from imagestore.archive.load import LoadLimits, LoadProgress, load
 from imagestore.archive.save import save
 from imagestore.dockerconfig import Credentials
@@ -450,7 +449,6 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
                 exc.__context__ = None
                 raise exc.with_traceback(None) from None
             finally:
-                release_free_memory()
                 loop.call_soon_threadsafe(events.put_nowait, None)
 
         async def feed() -> None:

@@ -207,13 +207,11 @@ class TarReader:
         return block
 
     def _extended(self, size: int, what: str, limit: int) -> bytes:
+        """An extended header's data (capped before it is read), padding skipped."""
         if size > limit:
             raise _too_big(what, size, limit, self._current)
-        self._data(size)
         data = self._read_exact(size)
-        self._remaining = 0
-        self._skip(self._padding)
-        self._padding = 0
+        self._skip(-size % BLOCK)
         return data
 
     def __iter__(self) -> Iterator[TarMember]:
