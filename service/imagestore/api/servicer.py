@@ -18,7 +18,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar, cast
 
 import grpc
-from imagestore import errors, hashing
+from imagestore import errors
 from imagestore.addresses import is_loopback
 from imagestore.api import convert
 from imagestore.api.admission import DEFAULT_MAX_RESPONSE_BYTES
@@ -395,14 +395,7 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         """The blob's bytes under a lease; a whole read is also re-verified."""
         with self.store.lease() as lease:
             lease.add(digest)
-            whole = offset == 0 and limit is None
-            with hashing.Sha256() as hasher:
-                for chunk in self.store.blobs.read(digest, offset, limit):
-                    if whole:
-                        hasher.update(chunk)
-                    yield chunk
-                if whole and hasher.finish()[0] != digest:
-                    raise self.store.found_corrupt(digest)
+            yield from self.store.read_verified(digest, offset, limit)
 
     async def Load(
         self, request_iterator: AsyncIterator[pb.LoadRequest], context: Context

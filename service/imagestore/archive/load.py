@@ -188,7 +188,7 @@ class Loader:
                     f"{path} is {size} bytes; the limit is {MAX_DOCUMENT_SIZE}",
                     metadata={"member": path},
                 )
-            _drain(source)  # VERSION files, legacy per-layer json, …
+            # VERSION files, legacy per-layer json, …: the reader skips what is unread
             return self._count(path, "ignored", size)
         self._keep(len(path), path)
         if head.startswith(ZSTD_MAGIC):  # stored and verified by its digest only
@@ -197,7 +197,6 @@ class Loader:
         elif head.startswith(GZIP_MAGIC):
             info = self._ingest(path, head, source, Encoding.LAYER, mt.OCI_LAYER_GZIP, expected)
         elif expected is not None and (reused := self._reuse(expected)) is not None:
-            _drain(source)
             self.members.blobs[path] = reused
             return self._count(path, "reused", size)
         else:
@@ -222,7 +221,6 @@ class Loader:
         with self.store.ingest(self.lease, expected, encoding=encoding) as ingest:
             known = self._known(expected) if ingest.exists and expected is not None else None
             if known is not None:
-                _drain(source)
                 return known
             _copy(head, source, ingest)
             return self.store.commit(ingest, self.lease, media_type)
@@ -422,11 +420,6 @@ def _read_rest(source: TarReader) -> bytes:
     while chunk := source.read(READ_SIZE):
         pieces.append(chunk)
     return b"".join(pieces)
-
-
-def _drain(source: TarReader) -> None:
-    while source.read(READ_SIZE):
-        pass
 
 
 def _names_an_index(raw: bytes) -> bool:

@@ -92,17 +92,18 @@ class _IndexSave:
     index: StoredDocument
     children: list[StoredDocument]
     tag: str | None  # canonical name; None when it was named by digest
+    #: (image ID, manifest) of each child, the host's platform first
+    images: list[tuple[str, Manifest]] = field(init=False)
 
-    def images(self) -> list[tuple[str, Manifest]]:
-        """(image ID, manifest) of each child, the host's platform first."""
-        manifests = [c for c in self.children if isinstance(c.parsed, Manifest)]
-        first = best_match(host_platform(), [(c.descriptor.platform, c) for c in manifests])
-        ordered = sorted(manifests, key=lambda child: child is not first)
-        return [
-            (child.parsed.config.digest, child.parsed)
-            for child in ordered
+    def __post_init__(self) -> None:
+        manifests = [
+            (child.descriptor.platform, child.parsed)
+            for child in self.children
             if isinstance(child.parsed, Manifest)
         ]
+        first = best_match(host_platform(), manifests)
+        ordered = sorted(manifests, key=lambda entry: entry[1] is not first)
+        self.images = [(manifest.config.digest, manifest) for _, manifest in ordered]
 
 
 @dataclass
@@ -205,7 +206,7 @@ def _documents(chosen: _Selection) -> dict[str, bytes]:
         if saved.tag is not None:
             entry["annotations"] = _annotations(saved.tag)
         index_entries.append(entry)
-        for position, (image_id, manifest) in enumerate(saved.images()):
+        for position, (image_id, manifest) in enumerate(saved.images):
             tags = [saved.tag] if saved.tag is not None and position == 0 else []
             docker_entries.append(_docker_entry(image_id, manifest, tags))
     layout_index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": index_entries}
@@ -227,14 +228,8 @@ def _blob_member(store: Store, digest: str) -> Iterator[bytes]:
         raise errors.NotFound(
             f"blob {digest} is missing from the store", metadata={"digest": digest}
         )
-    yield _header("blobs/sha256/" + digest.removeprefix("sha256:"), size)
-    with hashing.Sha256() as hasher:
-        for chunk in store.blobs.read(digest):
-            hasher.update(chunk)
-            yield chunk
-        actual, length = hasher.finish()
-    if actual != digest or length != size:
-        raise store.found_corrupt(digest)
+    yield _header(_blob_path(digest), size)
+    yield from store.read_verified(digest)
     yield _padding(size)
 
 
@@ -248,7 +243,7 @@ def save(store: Store, items: Sequence[str], platform: str = "") -> Generator[by
             blobs += [image.image_id, *(layer.digest for layer in image.manifest.layers)]
             documents[_blob_path(image.oci_digest)] = image.oci_manifest
         for saved in chosen.indexes:
-            for image_id, manifest in saved.images():
+            for image_id, manifest in saved.images:
                 blobs += [image_id, *(layer.digest for layer in manifest.layers)]
             for document in [*saved.children, saved.index]:
                 documents[_blob_path(document.descriptor.digest)] = document.data

@@ -244,10 +244,15 @@ class TarReader:
                     break
             else:
                 raise _malformed("too many extended headers in a row")
-            yield self._member(block, pax, long_name, long_link)
+            yield self._member(block, size, pax, long_name, long_link)
 
     def _member(
-        self, block: bytes, pax: dict[str, str], long_name: bytes | None, long_link: bytes | None
+        self,
+        block: bytes,
+        size: int,
+        pax: dict[str, str],
+        long_name: bytes | None,
+        long_link: bytes | None,
     ) -> TarMember:
         self.members += 1
         if self.members > self.limits.max_members:
@@ -266,7 +271,6 @@ class TarReader:
         self._current = path
         if len(path.encode()) > self.limits.max_name_bytes:
             raise _too_big("a member's path", len(path.encode()), self.limits.max_name_bytes)
-        size = _number(block[124:136], "size")
         if "size" in pax:
             if not pax["size"].isdigit():
                 raise _malformed("a PAX size is not a number", path)

@@ -135,20 +135,19 @@ def _lock_of(store: Store) -> threading.Lock:
 
 def _check(store: Store) -> CheckReport:
     snapshot = _snapshot(store)
-    blob_dir = store.blobs.blob_dir
     hashed: dict[str, Hashed] = {}
     images: dict[str, list[Finding]] = {}
 
     def verify() -> None:
         for digest in snapshot.files:
-            hashed[digest] = hash_file(blob_dir / _file_name(digest))
+            hashed[digest] = hash_file(store.blobs.path(digest))
         for image_id, manifests in snapshot.manifests.items():
             images[image_id] = _image_findings(store, image_id, manifests)
 
     _in_background(verify)
     content, others, replaced = _confirm(store, snapshot, hashed, images)
     for digest in replaced:  # replaced while Check ran: verify the new file once
-        again = hash_file(blob_dir / _file_name(digest))
+        again = hash_file(store.blobs.path(digest))
         if again.identity is not None and again.digest != digest:
             content.append(_corrupt(digest, again))
     content.sort(key=lambda problem: problem.subject)
@@ -245,10 +244,6 @@ def blob_files(blob_dir: Path) -> Iterator[str]:
                 continue
 
 
-def _file_name(digest: str) -> str:
-    return digest.removeprefix("sha256:")
-
-
 # ---- 2. verify (no lock held) -----------------------------------------------
 
 
@@ -340,13 +335,13 @@ def _confirm(
 ) -> tuple[list[Problem], list[Problem], list[str]]:
     """The findings that still hold: about content (corrupt, size), about
     the rest, and the blobs found corrupt that were replaced meanwhile."""
-    catalog, blob_dir = store.catalog, store.blobs.blob_dir
+    catalog = store.catalog
     content: list[Problem] = []
     others: list[Problem] = []
     replaced: list[str] = []
 
     def present(digest: str) -> Identity | None:
-        return _identity_at(blob_dir / _file_name(digest))
+        return _identity_at(store.blobs.path(digest))
 
     with store.collector.lock, catalog.reading() as db:
         for digest, seen in hashed.items():
@@ -429,7 +424,6 @@ def _unrecorded(store: Store, snapshot: Snapshot) -> tuple[str, ...]:
     candidates = set(snapshot.files) - set(snapshot.sizes)
     if not candidates:
         return ()
-    blob_dir = store.blobs.blob_dir
     with store.collector.lock, store.leases.lock, store.catalog.reading() as db:
         recorded = store.catalog.recorded_among(db, candidates)
         leased = store.leases.protected()
@@ -437,6 +431,6 @@ def _unrecorded(store: Store, snapshot: Snapshot) -> tuple[str, ...]:
             sorted(
                 digest
                 for digest in candidates - recorded - leased
-                if _identity_at(blob_dir / _file_name(digest)) is not None
+                if _identity_at(store.blobs.path(digest)) is not None
             )
         )

@@ -26,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Self
 
-from imagestore import errors
+from imagestore import errors, hashing
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.digests import is_id_prefix, short_id
 from imagestore.oci.manifests import (
@@ -340,6 +340,20 @@ class Store:
         name): the next pull or load that brings it writes it again."""
         with self.catalog.transaction() as db:
             self.catalog.mark_damaged(db, {digest: kind}, now_ns())
+
+    def read_verified(
+        self, digest: str, offset: int = 0, length: int | None = None
+    ) -> Iterator[bytes]:
+        """A blob's bytes as ``blobs.read`` streams them; a whole read is re-hashed
+        on the way, and a blob that fails is marked and raises DataLoss at its end."""
+        whole = offset == 0 and length is None
+        with hashing.Sha256() as hasher:
+            for chunk in self.blobs.read(digest, offset, length):
+                if whole:
+                    hasher.update(chunk)
+                yield chunk
+            if whole and hasher.finish()[0] != digest:
+                raise self.found_corrupt(digest)
 
     def found_corrupt(self, digest: str) -> errors.DataLoss:
         """What a reader raises when a stored blob fails its hash: the blob is
