@@ -74,18 +74,17 @@ def add_parser(commands: Any) -> None:
         default=int(_env("max-layer-size", DEFAULT_MAX_LAYER_SIZE)),
         help="largest uncompressed layer accepted, in bytes (default 64 GiB)",
     )
-    parser.add_argument(
-        "--orphan-grace-period",
-        type=float,
-        default=float(_env("orphan-grace-period", ORPHAN_GRACE_PERIOD)),
-        help="seconds after which a blob file without a catalog record is removed at start"
-        " (younger ones may be another process's commit in flight)"
-        f" (default {ORPHAN_GRACE_PERIOD:g})",
-    )
     limits = Limits()
     _add_numbers(
         parser,
         [
+            (
+                "orphan-grace-period",
+                float,
+                ORPHAN_GRACE_PERIOD,
+                "seconds after which a blob file without a catalog record is removed at"
+                " start (younger ones may be another process's commit in flight)",
+            ),
             (
                 "max-concurrent-rpcs",
                 int,

@@ -142,9 +142,6 @@ async def glance(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
     """A short body read whole (so the connection can be reused), or None when it
     is longer than ``limit``, slower than GLANCE_TIMEOUT or broken: then nothing
     more is read, and releasing the answer closes its connection."""
-    declared = response.content_length
-    if declared is not None and declared > limit:
-        return None
     try:
         async with asyncio.timeout(GLANCE_TIMEOUT):
             return await read_limited(response, limit, "body")
@@ -218,6 +215,8 @@ class RegistryClient:
         #: (verified) for hosts with no certs.d folder: the common case shares these
         self._shared_ssl: dict[bool, ssl.SSLContext] = {}
         self._ssl: LRU[tuple[str, bool], ssl.SSLContext] = LRU(TLS_CACHE_SIZE)
+        # whether a host has a certs.d folder, looked up once (not on every request)
+        self._certs_folders: LRU[str, tuple[Path | None]] = LRU(HOST_CACHE_SIZE)
         #: per registry (its origin): a slow registry fills only its own slots
         self.downloads = HostSlots(options.max_concurrent_downloads)
         self.uploads = HostSlots(options.max_concurrent_uploads)
@@ -312,8 +311,12 @@ class RegistryClient:
     def _certs_folder(self, hostport: str) -> Path | None:
         if self.options.certs_dir is None:
             return None
-        folder = self.options.certs_dir / hostport
-        return folder if folder.is_dir() else None
+        known = self._certs_folders.get(hostport)
+        if known is None:
+            folder = self.options.certs_dir / hostport
+            known = (folder if folder.is_dir() else None,)
+            self._certs_folders.put(hostport, known)
+        return known[0]
 
     # ---- endpoints -------------------------------------------------------------
 

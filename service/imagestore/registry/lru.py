@@ -26,9 +26,6 @@ class LRU(Generic[K, V]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._entries
-
     def get(self, key: K) -> V | None:
         """The entry (now the most recently used), or None."""
         value = self._entries.get(key)
@@ -41,9 +38,6 @@ class LRU(Generic[K, V]):
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
-
-    def pop(self, key: K) -> V | None:
-        return self._entries.pop(key, None)
 
     def discard_if(self, stale: Callable[[V], bool]) -> None:
         """Drop every entry ``stale`` says is no longer worth keeping."""

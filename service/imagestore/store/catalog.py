@@ -682,22 +682,6 @@ class Catalog:
             )
         ]
 
-    def repositories_holding(self, db: sqlite3.Connection, blob: str) -> list[str]:
-        """Repositories named on images that include ``blob`` (directly or via an index)."""
-        return [
-            row[0]
-            for row in db.execute(
-                "SELECT n.repository FROM manifest_blobs b JOIN names n"
-                "   ON n.target = b.manifest_digest WHERE b.blob_digest = ?1"
-                " UNION"
-                " SELECT n.repository FROM manifest_blobs b JOIN index_children c"
-                "   ON c.child_digest = b.manifest_digest JOIN names n ON n.target = c.index_digest"
-                " WHERE b.blob_digest = ?1"
-                " ORDER BY 1",
-                (blob,),
-            )
-        ]
-
     # ---- reachability (for garbage collection) ----------------------------------
 
     def referenced_among(self, db: sqlite3.Connection, digests: Iterable[str]) -> set[str]:

@@ -292,11 +292,6 @@ class Store:
         row = self._stored_row(digest)
         return row is not None and row.diff_id is not None
 
-    def repositories_holding(self, digest: str) -> list[str]:
-        """Canonical repository names of images that include a blob (mount sources)."""
-        with self.catalog.reading() as db:
-            return self.catalog.repositories_holding(db, digest)
-
     # ---- blob sources (push's mount sources) ---------------------------------
 
     def record_blob_sources(self, digests: Iterable[str], registry: str, repository: str) -> None:
