@@ -16,7 +16,6 @@ from imagestore import errors
 from imagestore.archive.load import LoadProgress, load
 from imagestore.archive.save import save
 from imagestore.oci import mediatypes as mt
-from imagestore.store.check import check
 from imagestore.store.store import Store
 
 from tests.archives import sha, tar_of
@@ -106,7 +105,7 @@ def test_an_oci_layout_made_by_umoci_loads_with_its_config_digest(
     assert list(details.diff_ids) == diff_ids
     assert details.summary.labels == {"made.by": "umoci"}
     assert any(e.action == "stored" for e in events)
-    assert check(store).ok
+    assert store.check().ok
 
 
 def test_a_docker_archive_written_by_skopeo_loads(
@@ -124,8 +123,10 @@ def test_a_docker_archive_written_by_skopeo_loads(
     assert list(details.diff_ids) == diff_ids
     # skopeo writes uncompressed layers: they were gzip-compressed on the way in.
     assert all(layer.media_type == mt.DOCKER_LAYER_GZIP for layer in details.layers)
-    assert all(store.blobs.read_bytes(layer.digest)[:2] == b"\x1f\x8b" for layer in details.layers)
-    assert check(store).ok
+    assert all(
+        store._parts.blobs.read_bytes(layer.digest)[:2] == b"\x1f\x8b" for layer in details.layers
+    )
+    assert store.check().ok
 
 
 # ---- independent readers ----------------------------------------------------------
@@ -166,7 +167,7 @@ def test_load_then_save_then_load_keeps_config_digests_and_diff_ids(
         loaded = load(second, chunks(archive))
         assert [(i.image_id, i.names) for i in loaded] == [(config_digest, ("round/trip:1",))]
         assert list(second.inspect("round/trip:1").diff_ids) == diff_ids
-        assert check(second).ok
+        assert second.check().ok
 
 
 # ---- the three formats, made here -------------------------------------------------
@@ -288,8 +289,8 @@ def test_hostile_archives_are_refused_and_leave_nothing(
 ) -> None:
     with pytest.raises(error, match=message):
         load(store, chunks(archive, 4096))
-    assert set(store.blobs.digests()) == set()
-    assert list(store.blobs.ingest_dir.iterdir()) == []
+    assert set(store._parts.blobs.digests()) == set()
+    assert list(store._parts.blobs.ingest_dir.iterdir()) == []
 
 
 def test_a_manifest_naming_a_missing_layer_is_refused(store: Store) -> None:
@@ -305,7 +306,7 @@ def test_a_manifest_naming_a_missing_layer_is_refused(store: Store) -> None:
         errors.MalformedContent, match=r"'l2\.tar' is referenced but not in the archive"
     ):
         load(store, chunks(tar_of(members)))
-    assert set(store.blobs.digests()) == set()
+    assert set(store._parts.blobs.digests()) == set()
 
 
 def test_a_cancelled_load_leaves_nothing(store: Store) -> None:
@@ -318,8 +319,8 @@ def test_a_cancelled_load_leaves_nothing(store: Store) -> None:
 
     with pytest.raises(KeyboardInterrupt):
         load(store, cut_short())
-    assert set(store.blobs.digests()) == set()
-    assert list(store.blobs.ingest_dir.iterdir()) == []
+    assert set(store._parts.blobs.digests()) == set()
+    assert list(store._parts.blobs.ingest_dir.iterdir()) == []
 
 
 def test_a_load_larger_than_the_free_disk_is_refused_up_front(store: Store) -> None:
@@ -329,7 +330,7 @@ def test_a_load_larger_than_the_free_disk_is_refused_up_front(store: Store) -> N
 
 def test_save_refuses_to_ship_a_corrupted_blob(store: Store) -> None:
     built = build_image(store, [layer_tar({"a": b"1" * 10_000})], names=["c:1"])
-    path = store.blobs.path(built.layers[0].digest)
+    path = store._parts.blobs.path(built.layers[0].digest)
     path.chmod(0o644)
     data = bytearray(path.read_bytes())
     data[-20] ^= 0xFF

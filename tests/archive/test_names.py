@@ -16,7 +16,6 @@ from imagestore.archive.load import load
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.manifests import Descriptor
 from imagestore.oci.references import parse_reference
-from imagestore.store.listing import list_images
 from imagestore.store.store import Store
 
 from tests.archives import ImageSpec, docker_archive, sha, tar_of
@@ -39,7 +38,7 @@ def _victim_manifest(store: Store) -> str:
 
 
 def _assert_only_the_victim(store: Store) -> None:
-    assert [image.id for image in list_images(store, show_all=True).images] == [VICTIM.image_id]
+    assert [image.id for image in store.list_images(show_all=True).images] == [VICTIM.image_id]
 
 
 def oci_layout(spec: ImageSpec, name: str | None = None, **extra: str) -> tuple[bytes, str]:

@@ -17,7 +17,6 @@ from imagestore.archive.save import save
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.manifests import Descriptor
 from imagestore.oci.references import parse_reference
-from imagestore.store.check import check
 from imagestore.store.models import CommitResult
 from imagestore.store.store import Store
 
@@ -59,7 +58,7 @@ def test_a_multi_platform_name_round_trips_with_every_platform(store: Store, oth
     assert other.resolve("multi:1").target == index.target_digest
     assert other.inspect("multi:1", platform="linux/arm64").summary.id == arm.image_id
     assert other.inspect("multi:1", platform="linux/amd64").summary.id == amd.image_id
-    assert check(other).ok
+    assert other.check().ok
 
 
 def test_a_partly_stored_index_is_refused_naming_the_absent_platforms(store: Store) -> None:
@@ -102,11 +101,11 @@ def test_skopeo_reads_the_saved_index(store: Store, tmp_path: Path) -> None:
 def test_an_index_named_by_digest_is_saved_whole(store: Store, other: Store) -> None:
     amd, arm, index = _multi(store)
     pinned = f"multi@{index.target_digest}"
-    size = store.blobs.size(index.target_digest) or 0
+    size = store._parts.blobs.size(index.target_digest) or 0
     with store.lease() as lease:
         target = Descriptor(mt.OCI_INDEX, index.target_digest, size)
         store.commit_target(lease, target, [parse_reference(pinned)])
     loaded = load(other, [b"".join(save(store, [pinned]))])
     assert {image.image_id for image in loaded} == {amd.image_id, arm.image_id}
     assert all(image.names == () for image in loaded)  # a digest name is not a tag
-    assert check(other).ok
+    assert other.check().ok

@@ -72,8 +72,8 @@ def make_store(directory: Path, gigabytes: float) -> tuple[Path, list[str]]:
                 count = min(LAYERS_PER_IMAGE, layers - made)
                 descriptors = [_random_layer(store, lease, made + i) for i in range(count)]
                 made += count
-                with store.catalog.reading() as db:
-                    diff_ids = [store.catalog.blob(db, d.digest) for d in descriptors]
+                with store._parts.catalog.reading() as db:
+                    diff_ids = [db.blob(d.digest) for d in descriptors]
                 config = json.dumps(
                     {
                         "architecture": "amd64",

@@ -26,7 +26,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from imagestore.archive.load import load
-from imagestore.store.listing import list_images
 from imagestore.store.store import Store
 
 from tests.store.builders import build_image, layer_tar
@@ -130,7 +129,9 @@ def bench_load(archive: Path, rounds: int) -> None:
                 with archive.open("rb") as source:
                     load(store, iter(lambda: source.read(1 << 20), b""))
                 ours = min(ours, time.perf_counter() - start)
-                ours_size = sum(store.blobs.size(d) or 0 for d in store.blobs.digests())
+                ours_size = sum(
+                    store._parts.blobs.size(d) or 0 for d in store._parts.blobs.digests()
+                )
             if skopeo is not None:
                 target = Path(scratch) / "oci"
                 start = time.perf_counter()
@@ -179,15 +180,14 @@ def p50_ms(work: Callable[[], object], rounds: int) -> float:
 
 def bench_catalog(root: Path) -> None:
     with Store.open(root) as store:
-        with store.catalog.reading() as db:
-            ids = [row[0] for row in db.execute("SELECT id FROM images LIMIT 200")]
+        ids = [image.id for image in store.list_images(page_size=200).images]
 
         def floor() -> None:
-            with store.catalog.reading() as db:
-                db.execute("SELECT id FROM images WHERE id = ?", ("none",)).fetchall()
+            with store._parts.catalog.reading() as db:
+                db.image("none")
 
-        listed = p50_ms(lambda: list_images(store, page_size=CATALOG_IMAGES), 21)
-        count = len(list_images(store, page_size=CATALOG_IMAGES).images)
+        listed = p50_ms(lambda: store.list_images(page_size=CATALOG_IMAGES), 21)
+        count = len(store.list_images(page_size=CATALOG_IMAGES).images)
         picks = iter(ids * 10)
         inspected = p50_ms(lambda: store.inspect(next(picks)), 201)
         empty = p50_ms(floor, 201)

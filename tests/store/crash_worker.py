@@ -1,6 +1,6 @@
 """Child process for the crash trials: changes a store until it is SIGKILLed.
 
-    python -m tests.store.crash_worker ROOT SEED
+    python -m tests.store.crash_worker ROOT SEED CATALOG
 
 Prints ``committed <image id> <name>`` once a commit has returned and
 ``removed <name>`` once a remove has returned, flushing each line, so the
@@ -14,17 +14,17 @@ import sys
 from pathlib import Path
 
 from imagestore import errors
-from imagestore.store.prune import prune
 from imagestore.store.store import Store
 
 from tests.store.builders import build_image, layer_tar
+from tests.store.conftest import CATALOGS
 
 
 def main() -> None:
-    root, seed = Path(sys.argv[1]), int(sys.argv[2])
+    root, seed, catalog = Path(sys.argv[1]), int(sys.argv[2]), CATALOGS[sys.argv[3]]
     rng = random.Random(seed)
     base = layer_tar({"base": bytes(rng.randbytes(50_000))})
-    with Store.open(root) as store:
+    with Store.open(root, catalog=catalog) as store:
         print("ready", flush=True)
         for step in range(10_000):
             action = rng.random()
@@ -38,7 +38,7 @@ def main() -> None:
                     store.remove([name])
                     print(f"removed {name}", flush=True)
                 elif action < 0.9:
-                    prune(store)
+                    store.prune()
                 else:
                     store.tag(name, f"crash/other:{step % 3}")
             except errors.NotFound:

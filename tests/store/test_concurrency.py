@@ -10,23 +10,23 @@ from pathlib import Path
 
 import pytest
 from imagestore import errors
-from imagestore.store.check import check
-from imagestore.store.prune import prune
-from imagestore.store.store import Store
 
 from tests.store.builders import build_image, layer_tar
+from tests.store.conftest import OpenStore
 
 WORKERS = 6
 ROUNDS = 60
 
 
 @pytest.mark.slow
-def test_commits_removes_and_prunes_in_parallel_keep_the_store_whole(tmp_path: Path) -> None:
+def test_commits_removes_and_prunes_in_parallel_keep_the_store_whole(
+    tmp_path: Path, open_store: OpenStore
+) -> None:
     shared = [layer_tar({f"shared{i}": bytes([i]) * 40_000}) for i in range(3)]
     unexpected: list[BaseException] = []
     aborted = 0
     stop = threading.Event()
-    with Store.open(tmp_path / "root") as store:
+    with open_store(tmp_path / "root") as store:
 
         def builder(seed: int) -> None:
             rng = random.Random(seed)
@@ -50,7 +50,7 @@ def test_commits_removes_and_prunes_in_parallel_keep_the_store_whole(tmp_path: P
             try:
                 while not stop.wait(0.002):  # prune often, but let others take the locks
                     try:
-                        prune(store)
+                        store.prune()
                     except errors.Aborted:
                         aborted += 1
             except BaseException as exc:
@@ -67,7 +67,7 @@ def test_commits_removes_and_prunes_in_parallel_keep_the_store_whole(tmp_path: P
             thread.join()
 
         assert unexpected == []
-        report = check(store)
+        report = store.check()
         assert report.ok, report.problems
         for tag in range(4):
             try:
@@ -75,8 +75,8 @@ def test_commits_removes_and_prunes_in_parallel_keep_the_store_whole(tmp_path: P
             except errors.NotFound:
                 continue
             for layer in store.inspect(image_id).layers:
-                assert store.blobs.verify(layer.digest)
-        prune(store)
-        assert check(store).ok
-        with store.catalog.reading() as db:
-            assert store.catalog.unnamed_indexes(db) == []
+                assert store._parts.blobs.verify(layer.digest)
+        store.prune()
+        assert store.check().ok
+        with store._parts.catalog.reading() as db:
+            assert db.unnamed_indexes() == []

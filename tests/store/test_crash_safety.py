@@ -12,17 +12,18 @@ from pathlib import Path
 
 import pytest
 from imagestore import errors
-from imagestore.store.check import check
 from imagestore.store.store import Store
+
+from tests.store.conftest import OpenStore
 
 TRIALS = 60
 PROJECT = Path(__file__).resolve().parents[2]
 
 
-def run_until_killed(root: Path, seed: int, delay: float) -> list[str]:
+def run_until_killed(root: Path, seed: int, delay: float, catalog: str) -> list[str]:
     """Start the worker, kill it ``delay`` seconds after it is ready; its output lines."""
     worker = subprocess.Popen(
-        [sys.executable, "-m", "tests.store.crash_worker", str(root), str(seed)],
+        [sys.executable, "-m", "tests.store.crash_worker", str(root), str(seed), catalog],
         cwd=PROJECT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -41,13 +42,15 @@ def run_until_killed(root: Path, seed: int, delay: float) -> list[str]:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_points_leaves_a_consistent_store(tmp_path: Path) -> None:
+def test_sigkill_at_random_points_leaves_a_consistent_store(
+    tmp_path: Path, open_store: OpenStore, catalog_name: str
+) -> None:
     rng = random.Random(20261126)
     root = tmp_path / "root"
     expected: dict[str, str] = {}  # name -> image id, as the worker last reported
     found_stale = 0
     for trial in range(TRIALS):
-        lines = run_until_killed(root, seed=trial, delay=rng.uniform(0.01, 0.4))
+        lines = run_until_killed(root, trial, rng.uniform(0.01, 0.4), catalog_name)
         for line in lines:
             kind, *rest = line.split()
             if kind == "committed":
@@ -56,10 +59,10 @@ def test_sigkill_at_random_points_leaves_a_consistent_store(tmp_path: Path) -> N
             elif kind == "removed":
                 expected.pop(rest[0], None)
         stale_before_open = len(list((root / "ingest").iterdir()))
-        with Store.open(root) as store:
+        with open_store(root) as store:
             found_stale += stale_before_open
-            assert list(store.blobs.ingest_dir.iterdir()) == []  # start-up removed them
-            report = check(store)  # every blob re-hashed, every manifest whole
+            assert list(store._parts.blobs.ingest_dir.iterdir()) == []  # start-up removed them
+            report = store.check()  # every blob re-hashed, every manifest whole
             assert report.ok, f"trial {trial}: {report.problems}"
             # What the worker reported must have survived, except the one
             # operation that may have been cut between its commit and its report.
@@ -75,7 +78,7 @@ def test_sigkill_at_random_points_leaves_a_consistent_store(tmp_path: Path) -> N
             assert surprises <= 1, f"trial {trial}: {surprises} reported changes were lost"
             for image_id in set(expected.values()):
                 for layer in store.inspect(image_id).layers:
-                    assert store.blobs.exists(layer.digest)
+                    assert store._parts.blobs.exists(layer.digest)
     assert found_stale > 0, "no trial was killed mid-ingest; the test did not exercise crashes"
 
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from imagestore import errors
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.manifests import Index, Manifest, parse_config, parse_document, parse_time
-from imagestore.store.catalog import Catalog
 
 DIGEST = "sha256:" + "a" * 64
 HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
@@ -116,13 +114,3 @@ def test_go_timestamps_with_nanoseconds_parse() -> None:
     assert parsed.microsecond == 123456
     assert parse_time("2024-01-02T03:04:05+02:00") is not None
     assert parse_time("yesterday") is None
-
-
-def test_a_catalog_from_a_newer_imagestore_is_refused(tmp_path: Path) -> None:
-    catalog = Catalog(tmp_path / "catalog.db")
-    assert catalog.schema_version >= 1
-    with catalog.transaction() as db:
-        db.execute("PRAGMA user_version = 999")
-    catalog.close()
-    with pytest.raises(errors.FailedPrecondition, match="newer than this imagestore"):
-        Catalog(tmp_path / "catalog.db")

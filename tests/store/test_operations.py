@@ -7,32 +7,22 @@ import contextlib
 import hashlib
 import json
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from imagestore import errors
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.manifests import Descriptor
 from imagestore.oci.references import parse_reference
-from imagestore.store.catalog import NameRow, TargetRow
-from imagestore.store.check import check
 from imagestore.store.filters import parse_list_filters, parse_prune_filters
-from imagestore.store.listing import list_images
 from imagestore.store.models import RemoveEvent
-from imagestore.store.prune import disk_usage, prune
+from imagestore.store.records import NameRow, TargetRow
 from imagestore.store.store import Store
 
 from tests.store.builders import Built, build_image, layer_tar
+from tests.store.conftest import OpenStore
 
 BASE = layer_tar({"etc/os-release": b"ID=test\n", "bin/sh": b"\x7fELF" + bytes(2000)})
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(tmp_path / "root") as opened:
-        yield opened
 
 
 def app(store: Store, content: bytes, *names: str, **options: object) -> Built:
@@ -40,12 +30,12 @@ def app(store: Store, content: bytes, *names: str, **options: object) -> Built:
 
 
 def listed(store: Store, *filters: str, show_all: bool = False) -> list[str]:
-    page = list_images(store, parse_list_filters(filters), show_all=show_all)
+    page = store.list_images(parse_list_filters(filters), show_all=show_all)
     return [image.id for image in page.images]
 
 
 def files(store: Store) -> set[str]:
-    return set(store.blobs.digests())
+    return set(store._parts.blobs.digests())
 
 
 # ---- tag -------------------------------------------------------------------
@@ -121,7 +111,7 @@ def test_removing_the_last_name_deletes_the_image_and_frees_its_own_blobs(store:
     assert gone.layers[0].digest == keep.layers[0].digest  # the shared base layer
     assert files(store) == before - freed - {gone.image_id}
     assert store.inspect("keep:1").summary.id == keep.image_id
-    assert check(store).ok
+    assert store.check().ok
 
 
 def test_remove_by_id_with_two_repositories_needs_force(store: Store) -> None:
@@ -188,7 +178,7 @@ def test_an_image_pulled_by_digest_is_not_dangling(store: Store) -> None:
         )
     assert listed(store, "dangling=true") == []
     assert listed(store) == [image.image_id]
-    assert prune(store).deleted_images == ()
+    assert store.prune().deleted_images == ()
 
 
 def test_remove_unknown_is_not_found(store: Store) -> None:
@@ -203,7 +193,7 @@ def test_list_is_newest_first_with_all_names(store: Store) -> None:
     old = app(store, b"1", "a:1", created="2020-01-01T00:00:00Z")
     new = app(store, b"2", "b:1", "b:2", created="2023-01-01T00:00:00Z")
     mid = app(store, b"3", "c:1", created="2021-06-01T00:00:00.5Z")
-    page = list_images(store)
+    page = store.list_images()
     assert [i.id for i in page.images] == [new.image_id, mid.image_id, old.image_id]
     assert page.images[0].repo_tags == ("b:1", "b:2")
     assert page.images[0].created == datetime(2023, 1, 1, tzinfo=UTC)
@@ -265,19 +255,19 @@ def test_list_pages_by_keyset(store: Store) -> None:
     seen: list[str] = []
     token = ""
     while True:
-        page = list_images(store, page_size=2, page_token=token)
+        page = store.list_images(page_size=2, page_token=token)
         seen += [i.id for i in page.images]
         if not page.next_page_token:
             break
         token = page.next_page_token
     assert seen == expected
-    exact = list_images(store, page_size=5)
+    exact = store.list_images(page_size=5)
     assert len(exact.images) == 5
     assert exact.next_page_token == ""  # no empty last page
     with pytest.raises(errors.InvalidArgument, match="invalid page_token"):
-        list_images(store, page_token="garbage!")
+        store.list_images(page_token="garbage!")
     with pytest.raises(errors.InvalidArgument):
-        list_images(store, page_size=-1)
+        store.list_images(page_size=-1)
 
 
 # ---- inspect and history -----------------------------------------------------
@@ -296,7 +286,7 @@ def test_inspect_reports_what_docker_shows(store: Store) -> None:
     assert len(details.diff_ids) == 2
     assert details.summary.size == len(BASE) + len(layer_tar({"app": b"x"}))
     assert details.summary.content_size == sum(
-        store.blobs.size(d) or 0
+        store._parts.blobs.size(d) or 0
         for d in [image.manifest.digest, image.image_id, *(x.digest for x in image.layers)]
     )
     assert json.loads(details.raw_config)["config"]["Labels"] == {"a": "b"}
@@ -325,24 +315,24 @@ def test_history_is_newest_first_and_empty_layers_have_no_size(store: Store) -> 
 def test_prune_removes_dangling_only_by_default(store: Store) -> None:
     dangling = app(store, b"old", "web:1")
     kept = app(store, b"new", "web:1")
-    result = prune(store)
+    result = store.prune()
     assert result.deleted_images == (dangling.image_id,)
     assert listed(store, show_all=True) == [kept.image_id]
     assert result.untagged == ()
     assert dangling.layers[1].digest in result.deleted_blobs
     assert kept.layers[0].digest not in result.deleted_blobs  # shared base stays
-    assert check(store).ok
+    assert store.check().ok
 
 
 def test_prune_dry_run_reports_exactly_what_prune_does(store: Store) -> None:
     app(store, b"old", "web:1")
     app(store, b"new", "web:1")
     before = files(store)
-    sizes = {d: store.blobs.size(d) for d in before}
-    planned = prune(store, dry_run=True)
+    sizes = {d: store._parts.blobs.size(d) for d in before}
+    planned = store.prune(dry_run=True)
     assert files(store) == before  # nothing deleted
     assert listed(store, "dangling=true") != []
-    done = prune(store)
+    done = store.prune()
     assert done.deleted_images == planned.deleted_images
     assert done.deleted_blobs == planned.deleted_blobs
     assert done.reclaimed == planned.reclaimed == sum(sizes[d] or 0 for d in done.deleted_blobs)
@@ -352,10 +342,10 @@ def test_prune_dry_run_reports_exactly_what_prune_does(store: Store) -> None:
 def test_prune_all_removes_every_matching_image(store: Store) -> None:
     app(store, b"1", "a:1", labels={"keep": "yes"})
     gone = app(store, b"2", "b:1", labels={"env": "ci"})
-    result = prune(store, parse_prune_filters(["label!=keep"]), all_images=True)
+    result = store.prune(parse_prune_filters(["label!=keep"]), all_images=True)
     assert result.deleted_images == (gone.image_id,)
     assert result.untagged == ("b:1",)
-    result = prune(store, parse_prune_filters(["label=keep=no"]), all_images=True)
+    result = store.prune(parse_prune_filters(["label=keep=no"]), all_images=True)
     assert result.deleted_images == ()
 
 
@@ -364,18 +354,18 @@ def test_prune_until_uses_the_time_stored_locally(store: Store) -> None:
     app(store, b"new", "web:1")
     later = datetime.now(tz=UTC) + timedelta(hours=1)
     # …but stored just now: an until in the past keeps it.
-    assert prune(store, parse_prune_filters(["until=24h"])).deleted_images == ()
+    assert store.prune(parse_prune_filters(["until=24h"])).deleted_images == ()
     until = later.strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert len(prune(store, parse_prune_filters([f"until={until}"])).deleted_images) == 1
+    assert len(store.prune(parse_prune_filters([f"until={until}"])).deleted_images) == 1
 
 
 def test_a_second_prune_while_one_runs_is_aborted(store: Store) -> None:
-    assert store.prune_lock.acquire()
+    assert store._parts.prune_lock.acquire()
     try:
         with pytest.raises(errors.Aborted, match="a prune operation is already running"):
-            prune(store)
+            store.prune()
     finally:
-        store.prune_lock.release()
+        store._parts.prune_lock.release()
 
 
 def test_prune_removes_unreferenced_blobs_and_stale_ingests(store: Store) -> None:
@@ -383,11 +373,11 @@ def test_prune_removes_unreferenced_blobs_and_stale_ingests(store: Store) -> Non
         stray = store.put_blob(lease, b"orphan", "application/octet-stream")
     # The lease ended and the blob was its own: it is already gone.
     assert stray.digest not in files(store)
-    (store.blobs.ingest_dir / "leftover").write_bytes(b"x" * 100)
-    result = prune(store)
+    (store._parts.blobs.ingest_dir / "leftover").write_bytes(b"x" * 100)
+    result = store.prune()
     assert result.stale_ingests == 1
     assert result.reclaimed >= 100
-    assert list(store.blobs.ingest_dir.iterdir()) == []
+    assert list(store._parts.blobs.ingest_dir.iterdir()) == []
 
 
 def test_disk_usage_splits_shared_and_unique_and_reclaimable_is_the_prune_dry_run(
@@ -396,13 +386,13 @@ def test_disk_usage_splits_shared_and_unique_and_reclaimable_is_the_prune_dry_ru
     a = app(store, b"a", "a:1")
     app(store, b"b", "b:1")
     app(store, b"c", "a:1")  # a is now dangling
-    usage = disk_usage(store)
+    usage = store.disk_usage()
     by_id = {u.id: u for u in usage.images}
-    base_size = store.blobs.size(a.layers[0].digest) or 0
+    base_size = store._parts.blobs.size(a.layers[0].digest) or 0
     assert by_id[a.image_id].shared_size == base_size
     assert by_id[a.image_id].unique_size == by_id[a.image_id].content_size - base_size
-    assert usage.total_size == sum(store.blobs.size(d) or 0 for d in files(store))
-    assert usage.reclaimable == prune(store, dry_run=True).reclaimed > 0
+    assert usage.total_size == sum(store._parts.blobs.size(d) or 0 for d in files(store))
+    assert usage.reclaimable == store.prune(dry_run=True).reclaimed > 0
     assert usage.reclaimable == by_id[a.image_id].unique_size
 
 
@@ -412,7 +402,7 @@ def test_disk_usage_splits_shared_and_unique_and_reclaimable_is_the_prune_dry_ru
 def test_a_layer_that_does_not_match_the_config_diff_id_is_refused(store: Store) -> None:
     with store.lease() as lease:
         good = app(store, b"x", commit=False, lease=lease)
-        config = json.loads(store.blobs.read_bytes(good.image_id))
+        config = json.loads(store._parts.blobs.read_bytes(good.image_id))
         config["rootfs"]["diff_ids"][1] = "sha256:" + "0" * 64
         bad_config = store.put_blob(lease, json.dumps(config).encode(), mt.OCI_CONFIG)
         manifest = {
@@ -438,20 +428,20 @@ def test_a_layer_that_does_not_match_the_config_diff_id_is_refused(store: Store)
 
 def test_check_reports_a_corrupted_blob_and_a_missing_one(store: Store) -> None:
     image = app(store, b"x", "web:1")
-    assert check(store).ok
-    layer = store.blobs.path(image.layers[1].digest)
+    assert store.check().ok
+    layer = store._parts.blobs.path(image.layers[1].digest)
     layer.chmod(0o644)
     layer.write_bytes(b"tampered")
-    store.blobs.path(image.layers[0].digest).unlink()
-    report = check(store)
+    store._parts.blobs.path(image.layers[0].digest).unlink()
+    report = store.check()
     kinds = {(p.kind, p.subject) for p in report.problems}
     assert ("corrupt-blob", image.layers[1].digest) in kinds
     assert ("missing-blob", image.layers[0].digest) in kinds
 
 
-def test_a_second_store_on_the_same_root_is_refused(store: Store) -> None:
+def test_a_second_store_on_the_same_root_is_refused(store: Store, open_store: OpenStore) -> None:
     with pytest.raises(errors.FailedPrecondition, match="in use by another imagestore process"):
-        Store.open(store.root)
+        open_store(store.root)
 
 
 def test_concurrent_ingests_of_one_digest_write_it_once(store: Store) -> None:
@@ -467,10 +457,9 @@ def test_concurrent_ingests_of_one_digest_write_it_once(store: Store) -> None:
             ingest.write(payload)
             store.commit(ingest, lease, "application/octet-stream")
             written.append(True)
-            with store.catalog.transaction() as db:  # reference it so it survives the lease
-                store.catalog.add_index(db, TargetRow(digest, mt.OCI_INDEX, "index", None, 0), [])
-                store.catalog.set_name(
-                    db,
+            with store._parts.catalog.transaction() as db:  # reference it so it survives the lease
+                db.add_index(TargetRow(digest, mt.OCI_INDEX, "index", None, 0), [])
+                db.set_name(
                     NameRow(
                         "docker.io/library/k:1", "docker.io/library/k", "1", None, digest, 0, 0
                     ),
@@ -482,7 +471,7 @@ def test_concurrent_ingests_of_one_digest_write_it_once(store: Store) -> None:
     for thread in threads:
         thread.join()
     assert sorted(written) == [False] * 7 + [True]
-    assert store.blobs.verify(digest)
+    assert store._parts.blobs.verify(digest)
 
 
 def test_a_waiting_ingest_takes_over_when_the_first_is_cancelled(store: Store) -> None:
@@ -512,7 +501,7 @@ def test_a_waiting_ingest_takes_over_when_the_first_is_cancelled(store: Store) -
                 ingest.write(payload)
                 store.commit(ingest, lease, "application/octet-stream")
                 outcome.append("second committed")
-                assert store.blobs.verify(digest)
+                assert store._parts.blobs.verify(digest)
 
     threads = [threading.Thread(target=first), threading.Thread(target=second)]
     for thread in threads:
@@ -520,7 +509,7 @@ def test_a_waiting_ingest_takes_over_when_the_first_is_cancelled(store: Store) -
     for thread in threads:
         thread.join()
     assert outcome == ["first cancelled", "second committed"]
-    assert list(store.blobs.ingest_dir.iterdir()) == []
+    assert list(store._parts.blobs.ingest_dir.iterdir()) == []
 
 
 @pytest.mark.parametrize(

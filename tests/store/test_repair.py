@@ -14,12 +14,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import sqlite3
 import stat
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,20 +28,14 @@ from imagestore.oci import mediatypes as mt
 from imagestore.oci.manifests import Descriptor
 from imagestore.oci.references import parse_reference
 from imagestore.store.blobs import Encoding
-from imagestore.store.catalog import MAX_SOURCES_PER_BLOB, MIGRATIONS, Catalog
-from imagestore.store.check import REPAIR_BLOB, check
-from imagestore.store.prune import prune
+from imagestore.store.catalog import MAX_SOURCES_PER_BLOB
+from imagestore.store.check import REPAIR_BLOB
 from imagestore.store.store import ORPHAN_GRACE_PERIOD, Store
 
 from tests.store.builders import build_image, layer_tar
+from tests.store.conftest import OpenStore
 
 HOUR = 3600.0
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(tmp_path / "root") as opened:
-        yield opened
 
 
 @dataclass(frozen=True)
@@ -118,13 +111,13 @@ def pull(store: Store, image: Remote, name: str) -> bool:
 
 def file_only(store: Store, data: bytes) -> str:
     """A blob file without its record: what a kill right after the rename leaves."""
-    with store.blobs.ingest() as ingest:
+    with store._parts.blobs.ingest() as ingest:
         ingest.write(data)
         return ingest.commit().digest
 
 
 def damage(store: Store, digest: str, data: bytes) -> None:
-    path = store.blobs.path(digest)
+    path = store._parts.blobs.path(digest)
     path.chmod(0o600)  # blob files are read-only
     path.write_bytes(data)
     path.chmod(0o400)
@@ -132,7 +125,7 @@ def damage(store: Store, digest: str, data: bytes) -> None:
 
 def age(store: Store, digest: str, seconds: float) -> None:
     when = time.time() - seconds
-    os.utime(store.blobs.path(digest), (when, when))
+    os.utime(store._parts.blobs.path(digest), (when, when))
 
 
 def mode(path: Path) -> int:
@@ -151,7 +144,7 @@ def test_a_pull_succeeds_when_a_blob_file_is_present_without_its_record(
     orphans = [file_only(store, data) for kind, data in blobs.items() if left in (kind, "all")]
     assert not any(store.stored(digest) for digest in orphans)
     assert not store.layer_present(image.layer_digest)
-    report = check(store)
+    report = store.check()
     assert report.ok  # garbage, not a problem: a pull writes it again
     assert report.unrecorded_blobs == tuple(sorted(orphans))
 
@@ -160,28 +153,30 @@ def test_a_pull_succeeds_when_a_blob_file_is_present_without_its_record(
     assert wrote  # a layer file without its record does not count as stored
     assert all(store.stored(digest) for digest in orphans)
     assert store.inspect("example/app:1").summary.id == image.config_digest
-    after = check(store)
+    after = store.check()
     assert after.ok
     assert after.unrecorded_blobs == ()
-    assert store.blobs.path(image.layer_digest).read_bytes() == image.layer
+    assert store._parts.blobs.path(image.layer_digest).read_bytes() == image.layer
 
 
 def test_what_a_prune_killed_during_its_unlinks_leaves_is_pulled_again(store: Store) -> None:
     image = remote_image(b"pruned")
     pull(store, image, "example/app:1")
-    layer = store.blobs.path(image.layer_digest).read_bytes()
+    layer = store._parts.blobs.path(image.layer_digest).read_bytes()
     store.remove(["example/app:1"])  # rows and files go; put the layer file back
     assert file_only(store, layer) == image.layer_digest
 
     assert pull(store, image, "example/app:1")  # written again, then recorded
 
     assert store.layer_present(image.layer_digest)
-    assert check(store).ok
+    assert store.check().ok
 
 
-def test_start_up_removes_an_old_orphan_and_keeps_a_young_one(tmp_path: Path) -> None:
+def test_start_up_removes_an_old_orphan_and_keeps_a_young_one(
+    tmp_path: Path, open_store: OpenStore
+) -> None:
     root = tmp_path / "root"
-    with Store.open(root) as store:
+    with open_store(root) as store:
         kept = build_image(store, [layer_tar({"kept": b"k"})], names=["example/kept:1"])
         old = file_only(store, b"left by a crash long ago")
         young = file_only(store, b"maybe another process's fresh commit")
@@ -189,19 +184,19 @@ def test_start_up_removes_an_old_orphan_and_keeps_a_young_one(tmp_path: Path) ->
         for digest in (kept.image_id, kept.manifest.digest, kept.layers[0].digest):
             age(store, digest, 10 * ORPHAN_GRACE_PERIOD)  # recorded: age does not matter
 
-    with Store.open(root) as store:
+    with open_store(root) as store:
         assert store.orphans_removed == 1
-        assert not store.blobs.exists(old)
-        assert store.blobs.exists(young)
+        assert not store._parts.blobs.exists(old)
+        assert store._parts.blobs.exists(young)
         assert store.inspect("example/kept:1").summary.id == kept.image_id
-        report = check(store)
+        report = store.check()
         assert report.ok
         assert report.unrecorded_blobs == (young,)
 
-    with Store.open(root, orphan_grace_period=0) as store:  # the grace period is an option
+    with open_store(root, orphan_grace_period=0) as store:  # the grace period is an option
         assert store.orphans_removed == 1
-        assert not store.blobs.exists(young)
-        assert check(store).ok
+        assert not store._parts.blobs.exists(young)
+        assert store.check().ok
 
 
 def test_a_leased_orphan_is_neither_swept_nor_listed(store: Store) -> None:
@@ -210,10 +205,10 @@ def test_a_leased_orphan_is_neither_swept_nor_listed(store: Store) -> None:
     with store.lease() as lease:
         lease.add(digest)  # as Store.commit does before the rename
         assert store.sweep_orphans(0) == []
-        assert check(store).unrecorded_blobs == ()
-    assert check(store).unrecorded_blobs == (digest,)
+        assert store.check().unrecorded_blobs == ()
+    assert store.check().unrecorded_blobs == (digest,)
     assert store.sweep_orphans(HOUR) == [digest]
-    assert not store.blobs.exists(digest)
+    assert not store._parts.blobs.exists(digest)
 
 
 # ---- damaged blobs --------------------------------------------------------------
@@ -230,10 +225,10 @@ def test_a_blob_check_found_corrupt_is_written_again_by_the_next_pull(
         "config": image.config_digest,
         "manifest": image.manifest_digest,
     }[which]
-    good = store.blobs.path(digest).read_bytes()
+    good = store._parts.blobs.path(digest).read_bytes()
     damage(store, digest, b"bit rot" + good[7:])  # same size, other bytes
 
-    report = check(store)
+    report = store.check()
     found = [(p.kind, p.subject) for p in report.problems]
     unparsable = [("bad-config", digest)] if which == "config" else []
     assert found == [("corrupt-blob", digest), *unparsable]
@@ -244,29 +239,29 @@ def test_a_blob_check_found_corrupt_is_written_again_by_the_next_pull(
     wrote = pull(store, image, "example/app:1")  # not "Already exists"
 
     assert wrote == (which == "layer")
-    assert store.blobs.path(digest).read_bytes() == good
-    assert mode(store.blobs.path(digest)) == 0o400
+    assert store._parts.blobs.path(digest).read_bytes() == good
+    assert mode(store._parts.blobs.path(digest)) == 0o400
     assert store.damaged() == {}
-    assert check(store).ok
+    assert store.check().ok
 
 
 def test_a_load_writes_a_damaged_layer_again(store: Store) -> None:
     built = build_image(store, [layer_tar({"a": b"load me"})], names=["example/app:1"])
     layer = built.layers[0].digest
-    good = store.blobs.path(layer).read_bytes()
+    good = store._parts.blobs.path(layer).read_bytes()
     damage(store, layer, good[:-1] + bytes([good[-1] ^ 1]))
-    assert not check(store).ok
+    assert not store.check().ok
     (diff_id,) = store.inspect(built.image_id).diff_ids
-    with store.catalog.reading() as db:  # nor may a load reuse it for its diff_id
-        assert store.catalog.blob_by_diff_id(db, diff_id) is None
+    with store._parts.catalog.reading() as db:  # nor may a load reuse it for its diff_id
+        assert db.blob_by_diff_id(diff_id) is None
 
     with store.lease() as lease, store.ingest(lease, layer, encoding=Encoding.LAYER) as ingest:
         assert not ingest.exists  # as Load asks before copying the member
         ingest.write(good)
         store.commit(ingest, lease, mt.OCI_LAYER_GZIP)
 
-    assert store.blobs.verify(layer)
-    assert check(store).ok
+    assert store._parts.blobs.verify(layer)
+    assert store.check().ok
 
 
 def test_a_truncated_blob_does_not_count_as_stored_even_before_check(store: Store) -> None:
@@ -277,16 +272,18 @@ def test_a_truncated_blob_does_not_count_as_stored_even_before_check(store: Stor
 
     assert pull(store, image, "example/app:1")
 
-    assert store.blobs.path(image.layer_digest).read_bytes() == image.layer
-    assert check(store).ok
+    assert store._parts.blobs.path(image.layer_digest).read_bytes() == image.layer
+    assert store.check().ok
 
 
 def test_a_wrong_size_record_is_corrected_by_the_next_pull(store: Store) -> None:
     image = remote_image(b"misrecorded")
     pull(store, image, "example/app:1")
-    with store.catalog.transaction() as db:
-        db.execute("UPDATE blobs SET size = 1 WHERE digest = ?", (image.config_digest,))
-    report = check(store)
+    with store._parts.catalog.transaction() as db:  # a record that lies about the size
+        row = db.blob(image.config_digest)
+        assert row is not None
+        db.record_blob(dataclasses.replace(row, size=1))
+    report = store.check()
     assert [(p.kind, p.subject) for p in report.problems] == [
         ("size-mismatch", image.config_digest)
     ]
@@ -294,11 +291,11 @@ def test_a_wrong_size_record_is_corrected_by_the_next_pull(store: Store) -> None
 
     pull(store, image, "example/app:1")
 
-    with store.catalog.reading() as db:
-        row = store.catalog.blob(db, image.config_digest)
+    with store._parts.catalog.reading() as db:
+        row = db.blob(image.config_digest)
     assert row is not None
     assert row.size == len(image.config)
-    assert check(store).ok
+    assert store.check().ok
 
 
 def test_marks_go_with_their_blobs_and_a_restored_file_is_unmarked(store: Store) -> None:
@@ -308,12 +305,12 @@ def test_marks_go_with_their_blobs_and_a_restored_file_is_unmarked(store: Store)
     pull(store, second, "example/second:1")
     for image in (first, second):
         damage(store, image.layer_digest, b"x" * len(image.layer))
-    check(store)
+    store.check()
     assert set(store.damaged()) == {first.layer_digest, second.layer_digest}
 
     store.remove(["example/first:1"])  # its blobs go, and their marks
     damage(store, second.layer_digest, second.layer)  # restored by hand
-    assert check(store).ok
+    assert store.check().ok
     assert store.damaged() == {}
 
 
@@ -330,57 +327,15 @@ def test_a_reader_that_finds_a_blob_corrupt_can_mark_it(store: Store) -> None:
 def test_missing_blob_details_say_how_to_recover(store: Store) -> None:
     image = remote_image(b"vanished")
     pull(store, image, "example/app:1")
-    store.blobs.path(image.layer_digest).unlink()
-    (problem,) = check(store).problems
+    store._parts.blobs.path(image.layer_digest).unlink()
+    (problem,) = store.check().problems
     assert (problem.kind, problem.subject) == ("missing-blob", image.layer_digest)
     assert REPAIR_BLOB in problem.detail
     assert pull(store, image, "example/app:1")
-    assert check(store).ok
+    assert store.check().ok
 
 
 # ---- file modes -----------------------------------------------------------------
-
-
-@pytest.fixture
-def open_umask() -> Iterator[None]:
-    previous = os.umask(0)  # the modes must not depend on the umask
-    try:
-        yield
-    finally:
-        os.umask(previous)
-
-
-@pytest.mark.usefixtures("open_umask")
-def test_a_new_store_is_private(tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    with Store.open(root) as store:
-        build_image(store, [layer_tar({"a": b"a"})], names=["example/app:1"])
-        assert mode(root) == 0o700
-        for name in ("catalog.db", "catalog.db-wal", "catalog.db-shm", "lock"):
-            assert mode(root / name) == 0o600, name
-        for directory in (root / "blobs", store.blobs.blob_dir, store.blobs.ingest_dir):
-            assert mode(directory) == 0o700
-        blob_modes = {mode(store.blobs.path(digest)) for digest in store.blobs.digests()}
-        assert blob_modes == {0o400}
-
-
-@pytest.mark.usefixtures("open_umask")
-def test_an_existing_store_is_made_private(tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    with Store.open(root) as store:
-        build_image(store, [layer_tar({"a": b"a"})], names=["example/app:1"])
-    root.chmod(0o755)
-    for name in ("catalog.db", "catalog.db-wal", "catalog.db-shm", "lock"):
-        if (root / name).exists():
-            (root / name).chmod(0o644)
-    with Store.open(root) as store:
-        assert mode(root) == 0o700
-        for name in ("catalog.db", "catalog.db-wal", "catalog.db-shm", "lock"):
-            assert mode(root / name) == 0o600, name
-        assert store.inspect("example/app:1")
-
-
-# ---- blob sources -----------------------------------------------------------------
 
 
 def test_blob_sources_are_most_recent_first_and_per_registry(store: Store) -> None:
@@ -418,40 +373,9 @@ def test_forgetting_a_blob_forgets_its_sources(store: Store) -> None:
     store.record_blob_sources([image.layer_digest], "registry.test", "team/app")
     store.remove(["example/app:1"])
     assert store.blob_sources(image.layer_digest, "registry.test") == []
-    with store.catalog.reading() as db:
-        assert db.execute("SELECT COUNT(*) FROM blob_sources").fetchone()[0] == 0
 
     pull(store, image, "example/app:1")  # the same blob, stored anew: no stale sources
     assert store.blob_sources(image.layer_digest, "registry.test") == []
     store.record_blob_sources([image.layer_digest], "registry.test", "team/app")
-    prune(store, all_images=True)
-    with store.catalog.reading() as db:
-        assert db.execute("SELECT COUNT(*) FROM blob_sources").fetchone()[0] == 0
-
-
-def test_a_version_1_catalog_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
-    path = tmp_path / "catalog.db"
-    db = sqlite3.connect(path, isolation_level=None)
-    for statement in MIGRATIONS[0].split(";"):
-        code = "\n".join(line.split("--", 1)[0] for line in statement.splitlines()).strip()
-        if code:
-            db.execute(code)
-    db.execute("PRAGMA user_version = 1")
-    digest = "sha256:" + "cd" * 32
-    db.execute(
-        "INSERT INTO blobs VALUES (?, 3, 'application/octet-stream', NULL, NULL, 1)", (digest,)
-    )
-    db.close()
-
-    catalog = Catalog(path)
-    try:
-        assert catalog.schema_version == len(MIGRATIONS)
-        with catalog.transaction() as db:
-            catalog.record_blob_sources(db, [digest], "registry.test", "team/app", 2)
-        with catalog.reading() as db:
-            assert catalog.blob(db, digest) is not None
-            assert catalog.blob_sources(db, digest, "registry.test") == ["team/app"]
-            assert catalog.damaged(db) == {}
-    finally:
-        catalog.close()
-    assert mode(path) == 0o600
+    store.prune(all_images=True)
+    assert store.blob_sources(image.layer_digest, "registry.test") == []

@@ -226,8 +226,7 @@ class Loader:
             return self.store.commit(ingest, self.lease, media_type)
 
     def _known(self, digest: str) -> BlobInfo | None:
-        with self.store.catalog.reading() as db:
-            row = self.store.catalog.blob(db, digest)
+        row = self.store.stored_record(digest)
         if row is None:
             return None
         compression = "zstd" if row.media_type in mt.ZSTD_LAYERS else "gzip"
@@ -235,12 +234,11 @@ class Loader:
 
     def _reuse(self, diff_id: str) -> BlobInfo | None:
         """A gzip blob already stored for this uncompressed content."""
-        with self.store.catalog.reading() as db:
-            row = self.store.catalog.blob_by_diff_id(db, diff_id)
+        row = self.store.compressed_layer(diff_id)
         if row is None or row.media_type in mt.ZSTD_LAYERS:
             return None
         self.lease.add(row.digest)  # then check it is (still) there
-        if not self.store.blobs.exists(row.digest):
+        if self.store.blob_size(row.digest) is None:
             return None
         return BlobInfo(row.digest, row.size, row.diff_id, row.uncompressed_size, "gzip")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from imagestore import errors, hashing
 from imagestore.oci import mediatypes as mt
-from imagestore.oci.manifests import Descriptor, Index, Manifest
+from imagestore.oci.manifests import Index, Manifest
 from imagestore.oci.platforms import best_match, host_platform
 from imagestore.oci.references import parse_reference
 from imagestore.store.leases import Lease
@@ -113,11 +113,10 @@ class _Selection:
 
 
 def _image(store: Store, lease: Lease, image_id: str, item: str) -> _Image:
-    with store.catalog.reading() as db:
-        manifests = store.catalog.manifests_of_image(db, image_id)
-    if not manifests:
+    manifest = store.manifest_of(image_id)
+    if manifest is None:
         raise errors.NotFound(f"No such image: {item}")
-    document = read_document(store, Descriptor(manifests[0].media_type, manifests[0].digest, 0))
+    document = read_document(store, manifest)
     assert isinstance(document.parsed, Manifest)
     lease_manifest(document.parsed, lease)
     return _Image(image_id, document.parsed, _oci_manifest(document.data, document.parsed))
@@ -134,11 +133,9 @@ def _select(store: Store, lease: Lease, items: Sequence[str], platform: str) -> 
         resolved = store.resolve(item)
         if resolved.name is not None and resolved.target is not None:
             lease.add(resolved.target)
-            with store.catalog.reading() as db:
-                row = store.catalog.target(db, resolved.target)
-            if row is None:
+            target = store.target_descriptor(resolved.target)
+            if target is None:
                 raise errors.NotFound(f"No such image: {item}")
-            target = Descriptor(row.media_type, row.digest, 0)
             documents = select_documents(store, target, platform, lease, "save")
             top = documents[-1]
             if isinstance(top.parsed, Index):
@@ -156,9 +153,7 @@ def _select(store: Store, lease: Lease, items: Sequence[str], platform: str) -> 
         for image_id in resolved.image_ids:
             if image_id not in chosen.images:
                 chosen.images[image_id] = _image(store, lease, image_id, item)
-                with store.catalog.reading() as db:
-                    names = store.catalog.names_of_image(db, image_id)
-                chosen.images[image_id].tags += [n.name for n in names if n.digest is None]
+                chosen.images[image_id].tags += store.tags_of(image_id)
     return chosen
 
 
@@ -223,7 +218,7 @@ def _familiar_tag(canonical: str) -> str:
 
 def _blob_member(store: Store, digest: str) -> Iterator[bytes]:
     """Header, verified content and padding of one blob."""
-    size = store.blobs.size(digest)
+    size = store.blob_size(digest)
     if size is None:
         raise errors.NotFound(
             f"blob {digest} is missing from the store", metadata={"digest": digest}

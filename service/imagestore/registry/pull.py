@@ -144,7 +144,7 @@ class Puller:
         budget.spend(len(document.data), f"manifest {document.digest}")
         with errors.concerning(document.digest, "manifest"):
             parsed = _remote(document.data, document.media_type)
-        lease = self.store.leases.new()
+        lease = self.store.open_lease()
         try:
             return await self._pull_into(
                 lease, reference, repo, document, parsed, wanted, budget, emit

@@ -69,7 +69,7 @@ class Pusher:
         self, image: str, credentials: Credentials | None, platform: str, emit: Emit
     ) -> PushResult:
         reference = parse_reference(image)
-        lease = self.store.leases.new()
+        lease = self.store.open_lease()
         try:
             target = await in_thread(self._target, reference, lease)
             emit(ProgressEvent("", f"The push refers to repository [{reference.name}]"))
@@ -118,12 +118,10 @@ class Pusher:
                 metadata={"image": reference.familiar()},
             )
         lease.add(resolved.target)
-        with self.store.catalog.reading() as db:
-            row = self.store.catalog.target(db, resolved.target)
-        if row is None:
+        target = self.store.target_descriptor(resolved.target)
+        if target is None:
             raise errors.NotFound(f"No such image: {reference.familiar()}")
-        size = self.store.blobs.size(row.digest) or 0
-        return Descriptor(row.media_type, row.digest, size)
+        return target
 
     async def _blobs(
         self, repo: Repository, reference: Reference, documents: list[StoredDocument], emit: Emit
@@ -228,7 +226,7 @@ class Pusher:
         progress = ByteProgress(emit, digest, "Pushing", descriptor.size) if emit else None
 
         async def body() -> AsyncIterator[bytes]:
-            chunks = self.store.blobs.read(digest)
+            chunks = self.store.read_blob(digest)
             sent = 0
             with hashing.Sha256() as hasher:
 

@@ -32,10 +32,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 import stat
 import threading
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,9 +42,11 @@ from imagestore import errors, hashing
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.manifests import parse_config
 from imagestore.store.blobs import READ_CHUNK
-from imagestore.store.catalog import BlobRow, Catalog, ManifestBlob
+from imagestore.store.catalog import CatalogReader
+from imagestore.store.content import now_ns
 from imagestore.store.models import CheckReport, Problem
-from imagestore.store.store import Store
+from imagestore.store.parts import Parts
+from imagestore.store.records import BlobRow, ManifestBlob
 
 #: seconds a caller refused because a Check is running is told to wait before retrying
 CHECK_RETRY_DELAY = 5.0
@@ -62,8 +62,6 @@ REPAIR_BLOB = (
 )
 
 _HEX = frozenset("0123456789abcdef")
-_running: weakref.WeakKeyDictionary[Store, threading.Lock] = weakref.WeakKeyDictionary()
-_running_guard = threading.Lock()
 
 #: what identifies one file's contents: device, inode, size, mtime, ctime
 Identity = tuple[int, int, int, int, int]
@@ -111,57 +109,52 @@ class Snapshot:
     manifests: dict[str, list[tuple[str, list[Layer]]]] = field(default_factory=dict)
 
 
-def check(store: Store) -> CheckReport:
+def check(parts: Parts) -> CheckReport:
     """Verify the store without blocking it; one Check at a time.
 
     Raises Aborted (with ``retry_after``) when another Check is running.
     """
-    running = _lock_of(store)
+    running = parts.check_lock
     if not running.acquire(blocking=False):
         raise errors.Aborted(
             "a check is already running; retry when it has finished",
             retry_after=CHECK_RETRY_DELAY,
         )
     try:
-        return _check(store)
+        return _check(parts)
     finally:
         running.release()
 
 
-def _lock_of(store: Store) -> threading.Lock:
-    with _running_guard:
-        return _running.setdefault(store, threading.Lock())
-
-
-def _check(store: Store) -> CheckReport:
-    snapshot = _snapshot(store)
+def _check(parts: Parts) -> CheckReport:
+    snapshot = _snapshot(parts)
     hashed: dict[str, Hashed] = {}
     images: dict[str, list[Finding]] = {}
 
     def verify() -> None:
         for digest in snapshot.files:
-            hashed[digest] = hash_file(store.blobs.path(digest))
+            hashed[digest] = hash_file(parts.blobs.path(digest))
         for image_id, manifests in snapshot.manifests.items():
-            images[image_id] = _image_findings(store, image_id, manifests)
+            images[image_id] = _image_findings(parts, image_id, manifests)
 
     _in_background(verify)
-    content, others, replaced = _confirm(store, snapshot, hashed, images)
+    content, others, replaced = _confirm(parts, snapshot, hashed, images)
     for digest in replaced:  # replaced while Check ran: verify the new file once
-        again = hash_file(store.blobs.path(digest))
+        again = hash_file(parts.blobs.path(digest))
         if again.identity is not None and again.digest != digest:
             content.append(_corrupt(digest, again))
     content.sort(key=lambda problem: problem.subject)
     damaged = {p.subject: p.kind for p in content if p.kind in DAMAGE_KINDS}
-    store.record_damage(damaged, checked=snapshot.files)
+    _record_verdict(parts, damaged, checked=snapshot.files)
     problems = content + others
-    for path in store.blobs.stale_ingests():
+    for path in parts.blobs.stale_ingests():
         detail = "an ingest nobody owns; prune or the next start removes it"
         problems.append(Problem("stale-ingest", path.name, detail))
     return CheckReport(
         tuple(problems),
         blobs_checked=len(snapshot.files),
         images_checked=snapshot.images,
-        unrecorded_blobs=_unrecorded(store, snapshot),
+        unrecorded_blobs=_unrecorded(parts, snapshot),
     )
 
 
@@ -192,26 +185,25 @@ def _in_background(work: Callable[[], None]) -> None:
 # ---- 1. snapshot (under the locks) ------------------------------------------
 
 
-def _snapshot(store: Store) -> Snapshot:
-    catalog = store.catalog
+def _snapshot(parts: Parts) -> Snapshot:
     found = Snapshot()
-    with store.collector.lock, catalog.reading() as db:
-        found.files = sorted(blob_files(store.blobs.blob_dir))
-        rows = {row.digest: row for row in catalog.blobs(db)}
+    with parts.collector.lock, parts.catalog.reading() as db:
+        found.files = sorted(blob_files(parts.blobs.blob_dir))
+        rows = {row.digest: row for row in db.blobs()}
         found.sizes = {digest: row.size for digest, row in rows.items()}
-        found.referenced = catalog.referenced_blobs(db)
-        for name in catalog.names(db):
-            if catalog.target(db, name.target) is None:
+        found.referenced = db.referenced_blobs()
+        for name in db.names():
+            if db.target(name.target) is None:
                 found.dangling_names.append((name.name, name.target))
-        images = catalog.images(db)
+        images = list(db.images())
         found.images = len(images)
         for image in images:
-            manifests = catalog.manifests_of_image(db, image.id)
+            manifests = db.manifests_of_image(image.id)
             if not manifests:
                 found.without_manifest.append(image.id)
                 continue
             found.manifests[image.id] = [
-                (manifest.digest, _layers(catalog.manifest_blobs(db, manifest.digest), rows))
+                (manifest.digest, _layers(db.manifest_blobs(manifest.digest), rows))
                 for manifest in manifests
             ]
     return found
@@ -289,12 +281,12 @@ def _identity_at(path: Path) -> Identity | None:
 
 
 def _image_findings(
-    store: Store, image_id: str, manifests: list[tuple[str, list[Layer]]]
+    parts: Parts, image_id: str, manifests: list[tuple[str, list[Layer]]]
 ) -> list[Finding]:
     """An image's config must parse, and each manifest's layers must unpack to
     its diff_ids (as the snapshot recorded them; confirmed later)."""
     try:
-        config = parse_config(store.blobs.read_bytes(image_id))
+        config = parse_config(parts.blobs.read_bytes(image_id))
     except errors.NotFound:
         detail = f"image config not on disk; {REPAIR_BLOB}"
         return [Finding(Problem("missing-blob", image_id, detail))]
@@ -328,22 +320,21 @@ def _corrupt(digest: str, seen: Hashed) -> Problem:
 
 
 def _confirm(
-    store: Store,
+    parts: Parts,
     snapshot: Snapshot,
     hashed: dict[str, Hashed],
     images: dict[str, list[Finding]],
 ) -> tuple[list[Problem], list[Problem], list[str]]:
     """The findings that still hold: about content (corrupt, size), about
     the rest, and the blobs found corrupt that were replaced meanwhile."""
-    catalog = store.catalog
     content: list[Problem] = []
     others: list[Problem] = []
     replaced: list[str] = []
 
     def present(digest: str) -> Identity | None:
-        return _identity_at(store.blobs.path(digest))
+        return _identity_at(parts.blobs.path(digest))
 
-    with store.collector.lock, catalog.reading() as db:
+    with parts.collector.lock, parts.catalog.reading() as db:
         for digest, seen in hashed.items():
             if seen.identity is None or seen.digest == digest:
                 continue
@@ -359,7 +350,7 @@ def _confirm(
             for digest, seen in hashed.items()
             if seen.digest == digest and snapshot.sizes.get(digest, seen.size) != seen.size
         }
-        for digest, size in catalog.blob_sizes(db, sized).items():
+        for digest, size in db.blob_sizes(sized).items():
             if size != sized[digest] and present(digest) == hashed[digest].identity:
                 detail = f"catalog says {size} bytes; a pull or load of it corrects the record"
                 content.append(Problem("size-mismatch", digest, detail))
@@ -368,8 +359,8 @@ def _confirm(
         vanished = {d for d, seen in hashed.items() if seen.identity is None and not seen.error}
         candidates = ((snapshot.referenced | set(snapshot.sizes)) - files) | vanished
         absent = {digest for digest in candidates if present(digest) is None}
-        referenced = catalog.referenced_among(db, absent)
-        recorded = catalog.blob_sizes(db, absent - referenced)
+        referenced = db.referenced_among(absent)
+        recorded = db.blob_sizes(absent - referenced)
         for digest in sorted(referenced):
             detail = f"referenced but not on disk; {REPAIR_BLOB}"
             others.append(Problem("missing-blob", digest, detail))
@@ -378,27 +369,26 @@ def _confirm(
             others.append(Problem("missing-blob", digest, detail))
 
         for name, target in snapshot.dangling_names:
-            row = catalog.name(db, name)
-            if row is not None and row.target == target and catalog.target(db, target) is None:
+            row = db.name(name)
+            if row is not None and row.target == target and db.target(target) is None:
                 others.append(Problem("dangling-name", name, f"target {target} unknown"))
         for image_id in snapshot.without_manifest:
-            if catalog.image(db, image_id) and not catalog.manifests_of_image(db, image_id):
+            if db.image(image_id) and not db.manifests_of_image(image_id):
                 others.append(Problem("image-without-manifest", image_id, "no manifest"))
         for image_id, findings in images.items():
-            if findings and catalog.image(db, image_id) is not None:
-                others += _still_true(catalog, db, image_id, findings, present)
+            if findings and db.image(image_id) is not None:
+                others += _still_true(db, image_id, findings, present)
     return content, others, replaced
 
 
 def _still_true(
-    catalog: Catalog,
-    db: sqlite3.Connection,
+    db: CatalogReader,
     image_id: str,
     findings: list[Finding],
     present: Callable[[str], Identity | None],
 ) -> list[Problem]:
     """An image's findings that hold now (the image still exists)."""
-    manifests = {manifest.digest for manifest in catalog.manifests_of_image(db, image_id)}
+    manifests = {manifest.digest for manifest in db.manifests_of_image(image_id)}
     confirmed = []
     for finding in findings:
         problem = finding.problem
@@ -407,7 +397,7 @@ def _still_true(
         elif problem.kind == "layer-count":
             holds = problem.subject in manifests
         elif problem.kind == "diff-id-mismatch":  # a row's diff_id may have been filled in
-            row = catalog.blob(db, problem.subject)
+            row = db.blob(problem.subject)
             holds = row is not None and row.diff_id != finding.expected
             if holds and row is not None:
                 problem = Problem(problem.kind, problem.subject, f"unpacks to {row.diff_id}")
@@ -418,19 +408,35 @@ def _still_true(
     return confirmed
 
 
-def _unrecorded(store: Store, snapshot: Snapshot) -> tuple[str, ...]:
+def _unrecorded(parts: Parts, snapshot: Snapshot) -> tuple[str, ...]:
     """Blob files of the snapshot that still have no record and no lease (an
     ingest being committed is leased from before its rename to after its record)."""
     candidates = set(snapshot.files) - set(snapshot.sizes)
     if not candidates:
         return ()
-    with store.collector.lock, store.leases.lock, store.catalog.reading() as db:
-        recorded = store.catalog.recorded_among(db, candidates)
-        leased = store.leases.protected()
+    with parts.collector.lock, parts.leases.lock, parts.catalog.reading() as db:
+        recorded = set(db.blob_sizes(candidates))
+        leased = parts.leases.protected()
         return tuple(
             sorted(
                 digest
                 for digest in candidates - recorded - leased
-                if _identity_at(store.blobs.path(digest)) is not None
+                if _identity_at(parts.blobs.path(digest)) is not None
             )
         )
+
+
+def _record_verdict(parts: Parts, damaged: dict[str, str], checked: list[str]) -> None:
+    """Mark ``damaged`` (digest -> problem kind) so that the next pull or load
+    writes those blobs again; unmark the other ``checked`` blobs, and the marks
+    of blobs that are neither on disk nor recorded."""
+    verified = set(checked)
+    with parts.catalog.transaction() as db:  # marks are few: look at those only
+        cleared = [
+            digest
+            for digest in db.damaged()
+            if digest not in damaged
+            and (digest in verified or (db.blob(digest) is None and not parts.blobs.exists(digest)))
+        ]
+        db.clear_damaged(cleared)
+        db.mark_damaged(damaged, now_ns())

@@ -7,17 +7,17 @@ halfway through. Rows go first, in one durable transaction; files are unlinked
 only after it (a crash in between leaves orphan files, never a row without its
 file: an orphan does not count as stored, so a pull or load writes it again;
 the next prune removes it, and so does a start-up once it is old).
+See docs/design.md §4.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from imagestore.store.blobs import BlobStore
-from imagestore.store.catalog import Catalog
+from imagestore.store.catalog import Catalog, CatalogReader, CatalogWriter
 from imagestore.store.leases import Leases
 
 
@@ -42,19 +42,19 @@ class Collector:
         self.leases = leases
         self.lock = threading.RLock()
 
-    def plan(self, db: sqlite3.Connection, only: set[str] | None = None) -> Sweep:
+    def plan(self, db: CatalogReader, only: set[str] | None = None) -> Sweep:
         """What is unreachable now. Hold ``lock`` and ``leases.lock`` while using it."""
-        unnamed = self.catalog.unnamed_indexes(db)
+        unnamed = db.unnamed_indexes()
         indexes = tuple(i for i in unnamed if only is None or i in only)
         protected = self.leases.protected()
         if only is None:
-            live = self.catalog.referenced_blobs(db) | protected
-            rows = {row.digest: row.size for row in self.catalog.blobs(db)}
+            live = db.referenced_blobs() | protected
+            rows = {row.digest: row.size for row in db.blobs()}
             dead = (set(rows) | set(self.blobs.digests())) - live
         else:  # a few candidates (an operation's own blobs): look only at them
             # An index being swept no longer keeps its blob alive.
-            live = (self.catalog.referenced_among(db, only) - set(indexes)) | protected
-            rows = self.catalog.blob_sizes(db, only)
+            live = (db.referenced_among(only) - set(indexes)) | protected
+            rows = db.blob_sizes(only)
             dead = {d for d in only - live if d in rows or self.blobs.exists(d)}
         sizes = {}
         for digest in sorted(dead):
@@ -62,11 +62,12 @@ class Collector:
             sizes[digest] = size if size is not None else rows.get(digest, 0)
         return Sweep(sizes, indexes)
 
-    def apply(self, db: sqlite3.Connection, sweep: Sweep) -> None:
+    @staticmethod
+    def apply(db: CatalogWriter, sweep: Sweep) -> None:
         """Remove the swept rows; unlink the files once this transaction is durable."""
         for index in sweep.indexes:
-            self.catalog.delete_index(db, index)
-        self.catalog.delete_blobs(db, sweep.blobs)
+            db.delete_index(index)
+        db.delete_blobs(sweep.blobs)
 
     def unlink(self, sweep: Sweep) -> None:
         for digest in sweep.blobs:

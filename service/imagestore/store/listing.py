@@ -13,11 +13,17 @@ from imagestore import errors
 from imagestore.oci.globs import Glob, compile_glob
 from imagestore.oci.references import parse_reference
 from imagestore.store.filters import ListFilters
+from imagestore.store.images import from_ns, image_summary, summary
 from imagestore.store.models import ImageSummary
-from imagestore.store.store import Store, from_ns
+from imagestore.store.names import resolve_image
+from imagestore.store.parts import Parts
 
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 10_000
+
+
+#: a row's size as the caller will send it
+Measure = Callable[[ImageSummary], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +81,14 @@ def _in_window(
 
 
 def list_images(
-    store: Store,
+    parts: Parts,
     filters: ListFilters | None = None,
     *,
     show_all: bool = False,
     page_size: int = 0,
     page_token: str = "",
     max_bytes: int | None = None,
-    measure: Callable[[ImageSummary], int] | None = None,
+    measure: Measure | None = None,
 ) -> Page:
     """Images newest first. Dangling ones are hidden unless ``show_all`` or
     ``dangling=true``. ``page_size`` 0 means 1,000; it is capped at 10,000.
@@ -97,18 +103,18 @@ def list_images(
     after = decode_token(page_token) if page_token else None
     # compiled once (a malformed pattern is refused even on an empty store)
     globs = [compile_glob(pattern) for pattern in filters.references]
-    before = [store.image_summary(store.resolve_image(r)).created for r in filters.before]
-    since = [store.image_summary(store.resolve_image(r)).created for r in filters.since]
-    oldest_before = min((t for t in before if t is not None), default=None)
-    newest_since = max((t for t in since if t is not None), default=None)
 
     rows: list[ImageSummary] = []
     last_key: tuple[int, str] | None = None
     more = False
     used = 0  # bytes of the rows so far, as measured
-    with store.catalog.reading() as db:
-        names = store.catalog.name_strings_by_image(db)
-        for image in store.catalog.iter_images(db, after):
+    with parts.catalog.reading() as db:
+        before = [image_summary(db, resolve_image(db, r)).created for r in filters.before]
+        since = [image_summary(db, resolve_image(db, r)).created for r in filters.since]
+        oldest_before = min((t for t in before if t is not None), default=None)
+        newest_since = max((t for t in since if t is not None), default=None)
+        names = db.name_strings_by_image()
+        for image in db.images(after):
             image_names = names.get(image.id, [])
             dangling = not image_names
             if filters.dangling is not None:
@@ -129,7 +135,7 @@ def list_images(
             if len(rows) == size:
                 more = True
                 break
-            row = store.summary(image, image_names)
+            row = summary(image, image_names)
             if max_bytes is not None and measure is not None:
                 row_bytes = measure(row)
                 if rows and used + row_bytes > max_bytes:

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections import Counter
 
 from imagestore import errors
-from imagestore.store.catalog import ImageRow, NameRow
 from imagestore.store.filters import PruneFilters
+from imagestore.store.images import from_ns
 from imagestore.store.models import DiskUsage, ImageUsage, PruneResult
-from imagestore.store.store import Store, familiar, from_ns
+from imagestore.store.names import familiar
+from imagestore.store.parts import Parts
+from imagestore.store.records import ImageRow, NameRow
 
 
 def _selected(
@@ -28,7 +30,7 @@ def _selected(
 
 
 def prune(
-    store: Store,
+    parts: Parts,
     filters: PruneFilters | None = None,
     *,
     all_images: bool = False,
@@ -36,39 +38,40 @@ def prune(
 ) -> PruneResult:
     """``docker image prune``: dangling images by default, every matching one
     with ``all_images``; then unreferenced blobs and stale ingests. One at a time."""
-    if not store.prune_lock.acquire(blocking=False):
+    if not parts.prune_lock.acquire(blocking=False):
         raise errors.Aborted("a prune operation is already running")
     try:
-        return run_prune(store, filters or PruneFilters(), all_images=all_images, dry_run=dry_run)
+        return run_prune(parts, filters or PruneFilters(), all_images=all_images, dry_run=dry_run)
     finally:
-        store.prune_lock.release()
+        parts.prune_lock.release()
 
 
 def run_prune(
-    store: Store, filters: PruneFilters, *, all_images: bool, dry_run: bool
+    parts: Parts, filters: PruneFilters, *, all_images: bool, dry_run: bool
 ) -> PruneResult:
     dangling_only = filters.dangling if filters.dangling is not None else not all_images
-    catalog, collector = store.catalog, store.collector
+    collector = parts.collector
     deleted: list[str] = []
     untagged: list[str] = []
-    with collector.lock, store.leases.lock:
-        with catalog.transaction(rollback=dry_run) as db:
-            names = catalog.names_by_image(db)
-            for image in catalog.images(db):
+    with collector.lock, parts.leases.lock:
+        with parts.catalog.transaction(rollback=dry_run) as db:
+            names = db.names_by_image()
+            for image in list(db.images()):
                 image_names = names.get(image.id, [])
                 if not _selected(image, image_names, filters, dangling_only):
                     continue
                 for name in sorted(image_names, key=lambda n: n.name):
-                    if catalog.name(db, name.name) is not None:
-                        catalog.delete_name(db, name.name)
-                        untagged.append(familiar(name))
-                catalog.delete_image(db, image.id)
+                    if db.name(name.name) is not None:
+                        db.delete_name(name.name)
+                        untagged.append(familiar(name.name))
+                db.delete_image(image.id)
                 deleted.append(image.id)
             sweep = collector.plan(db)
             collector.apply(db, sweep)
         if not dry_run:
             collector.unlink(sweep)
-    stale = store.blobs.stale_ingests() if dry_run else store.blobs.remove_stale_ingests()
+    blobs = parts.blobs
+    stale = blobs.stale_ingests() if dry_run else blobs.remove_stale_ingests()
     return PruneResult(
         deleted_images=tuple(deleted),
         untagged=tuple(untagged),
@@ -78,19 +81,13 @@ def run_prune(
     )
 
 
-def disk_usage(store: Store) -> DiskUsage:
+def disk_usage(parts: Parts) -> DiskUsage:
     """``docker system df -v`` for images: per image content, shared and unique bytes."""
-    with store.catalog.reading() as db:
-        images = store.catalog.images(db)
-        names = store.catalog.names_by_image(db)
-        sizes = {row.digest: row.size for row in store.catalog.blobs(db)}
-        owned: dict[str, set[str]] = {}
-        for row in db.execute(
-            "SELECT t.image_id, mb.blob_digest FROM manifest_blobs mb"
-            " JOIN targets t ON t.digest = mb.manifest_digest"
-            " UNION SELECT image_id, digest FROM targets WHERE kind = 'manifest'"
-        ):
-            owned.setdefault(row[0], set()).add(row[1])
+    with parts.catalog.reading() as db:
+        images = list(db.images())
+        names = db.names_by_image()
+        sizes = {row.digest: row.size for row in db.blobs()}
+        owned = db.blobs_by_image()
     users = Counter(digest for blobs in owned.values() for digest in blobs)
     usage = []
     for image in images:
@@ -101,7 +98,7 @@ def disk_usage(store: Store) -> DiskUsage:
             ImageUsage(
                 id=image.id,
                 repo_tags=tuple(
-                    sorted(familiar(n) for n in names.get(image.id, []) if not n.digest)
+                    sorted(familiar(n.name) for n in names.get(image.id, []) if not n.digest)
                 ),
                 created=from_ns(image.created),
                 content_size=content,
@@ -109,7 +106,7 @@ def disk_usage(store: Store) -> DiskUsage:
                 unique_size=content - shared,
             )
         )
-    reclaimable = run_prune(store, PruneFilters(), all_images=False, dry_run=True).reclaimed
+    reclaimable = run_prune(parts, PruneFilters(), all_images=False, dry_run=True).reclaimed
     return DiskUsage(
         images=tuple(usage),
         total_size=sum(sizes.values()),

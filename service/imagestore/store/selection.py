@@ -29,7 +29,7 @@ class StoredDocument:
 
 def read_document(store: Store, descriptor: Descriptor) -> StoredDocument:
     """A stored manifest or index, re-hashed: a corrupt one never leaves."""
-    data = store.blobs.read_bytes(descriptor.digest)
+    data = store.read_small_blob(descriptor.digest)
     if hashing.sha256_digest(data) != descriptor.digest:
         raise store.found_corrupt(descriptor.digest)
     with errors.concerning(descriptor.digest, "manifest"):
@@ -57,7 +57,7 @@ def select_documents(
     if isinstance(top.parsed, Manifest):
         lease_manifest(top.parsed, lease)
         return [top]
-    present = [d for d in top.parsed.manifests if store.blobs.exists(d.digest)]
+    present = [d for d in top.parsed.manifests if store.blob_size(d.digest) is not None]
     if platform:
         wanted = parse_platform(platform)
         choice = best_match(

@@ -1,0 +1,233 @@
+"""Content: blobs under leases, verified ingest, verified reads, damage marks,
+mount sources and orphan files (docs/design.md §4).
+
+A blob counts as stored when its file, its catalog record (same size) and no
+damage mark are all there (:meth:`Content.stored`). A file without its record
+(a crash between an ingest's rename and its record, or during a prune's
+unlinks) or marked damaged by Check is written again by the next pull or load.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+from imagestore import errors, hashing
+from imagestore.store.blobs import BlobInfo, Encoding, Ingest
+from imagestore.store.leases import Lease
+from imagestore.store.parts import Parts
+from imagestore.store.records import BlobRow
+
+#: seconds a blob file without a catalog record is left alone at start-up: a younger
+#: one may be another process's ingest, renamed into place and about to be recorded
+ORPHAN_GRACE_PERIOD = 3600.0
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+class Content:
+    """The blob-level operations of one store."""
+
+    def __init__(self, parts: Parts) -> None:
+        self._parts = parts
+        self._blobs = parts.blobs
+        self._catalog = parts.catalog
+        self._leases = parts.leases
+
+    # ---- leases and ingests --------------------------------------------------
+
+    def open_lease(self) -> Lease:
+        """A new lease; end it with :meth:`end_lease` (or use :meth:`lease`)."""
+        return self._leases.new()
+
+    def end_lease(self, lease: Lease) -> None:
+        """Release a lease and sweep what it added that nothing references (a failed
+        or cancelled operation leaves nothing new behind)."""
+        lease.release()
+        if lease.added:
+            self._parts.collector.collect(lease.added)
+
+    @contextmanager
+    def lease(self) -> Iterator[Lease]:
+        """A lease for the block (see :meth:`end_lease`)."""
+        lease = self.open_lease()
+        try:
+            yield lease
+        finally:
+            self.end_lease(lease)
+
+    @contextmanager
+    def ingest(
+        self,
+        lease: Lease,
+        expected_digest: str | None = None,
+        expected_size: int | None = None,
+        *,
+        encoding: Encoding = Encoding.RAW,
+        expected_diff_id: str | None = None,
+    ) -> Iterator[Ingest]:
+        """An ingest protected by ``lease``; finish it with :meth:`commit`."""
+        if expected_digest is not None:
+            lease.add(expected_digest)  # before the existence check inside ingest()
+        layer = encoding is Encoding.LAYER
+        with self._blobs.ingest(
+            expected_digest,
+            expected_size,
+            encoding=encoding,
+            max_uncompressed_size=self._parts.max_layer_size if layer else 0,
+            expected_diff_id=expected_diff_id,
+            present=self.stored,
+        ) as ingest:
+            yield ingest
+
+    def commit(self, ingest: Ingest, lease: Lease, media_type: str) -> BlobInfo:
+        """Commit an ingest and record its blob row; the digest stays leased.
+
+        The verified file replaces whatever was at its path, and its record
+        replaces a damage mark (this is how a damaged blob is repaired).
+        """
+        existed: list[bool] = []
+
+        def protect(digest: str) -> None:
+            lease.add(digest)
+            existed.append(self.stored(digest))
+
+        info = ingest.commit(protect=protect)
+        if existed and not existed[0]:
+            lease.added.add(info.digest)
+        row = BlobRow(
+            info.digest, info.size, media_type, info.diff_id, info.uncompressed_size, now_ns()
+        )
+        with self._catalog.transaction() as db:
+            db.record_blob(row)
+            db.clear_damaged([info.digest])
+        return info
+
+    def put_blob(
+        self, lease: Lease, data: bytes, media_type: str, expected_digest: str | None = None
+    ) -> BlobInfo:
+        """Store a small blob held in memory (manifest, config)."""
+        with self.ingest(lease, expected_digest, len(data)) as ingest:
+            if ingest.exists and expected_digest is not None:
+                return BlobInfo(expected_digest, len(data))
+            ingest.write(data)
+            return self.commit(ingest, lease, media_type)
+
+    # ---- what is stored ------------------------------------------------------
+
+    def stored_record(self, digest: str) -> BlobRow | None:
+        """The record of a blob that counts as stored (see :meth:`stored`), else None."""
+        with self._catalog.reading() as db:
+            row = db.blob(digest)
+            if row is None or db.is_damaged(digest):
+                return None
+        return row if self._blobs.size(digest) == row.size else None
+
+    def stored(self, digest: str) -> bool:
+        """The blob is stored: its file, its record with the file's size, no damage mark.
+
+        A file without a record, with another size, or that Check found damaged
+        does not count: an ingest of it writes it again.
+        """
+        return self.stored_record(digest) is not None
+
+    def layer_present(self, digest: str) -> bool:
+        """A layer blob is stored and its diff_id is known (a pull can skip it)."""
+        row = self.stored_record(digest)
+        return row is not None and row.diff_id is not None
+
+    def compressed_layer(self, diff_id: str) -> BlobRow | None:
+        """A stored, undamaged compressed layer of this diff_id, to reuse (leased by
+        the caller before it relies on the file)."""
+        with self._catalog.reading() as db:
+            return db.blob_by_diff_id(diff_id)
+
+    def stored_bytes(self) -> int:
+        """The recorded bytes of every blob."""
+        with self._catalog.reading() as db:
+            return db.total_blob_bytes()
+
+    # ---- reading -------------------------------------------------------------
+
+    def read_verified(
+        self, digest: str, offset: int = 0, length: int | None = None
+    ) -> Iterator[bytes]:
+        """A blob's bytes in chunks of <= 1 MiB; a whole read is re-hashed on the
+        way, and a blob that fails is marked and raises DataLoss at its end."""
+        whole = offset == 0 and length is None
+        with hashing.Sha256() as hasher:
+            for chunk in self._blobs.read(digest, offset, length):
+                if whole:
+                    hasher.update(chunk)
+                yield chunk
+            if whole and hasher.finish()[0] != digest:
+                raise self.found_corrupt(digest)
+
+    def found_corrupt(self, digest: str) -> errors.DataLoss:
+        """What a reader raises when a stored blob fails its hash: the blob is
+        marked first, so the next pull or load that brings it repairs it."""
+        self.mark_damaged(digest)
+        return errors.DataLoss(
+            f"stored blob {digest} is corrupt; pull or load an image that contains it to"
+            " write it again (imagestore check lists what else is damaged)",
+            metadata={"digest": digest},
+        )
+
+    # ---- damage --------------------------------------------------------------
+
+    def mark_damaged(self, digest: str, kind: str = "corrupt-blob") -> None:
+        """Mark one blob damaged (a reader found that its bytes do not hash to its
+        name): the next pull or load that brings it writes it again."""
+        with self._catalog.transaction() as db:
+            db.mark_damaged({digest: kind}, now_ns())
+
+    def damaged(self) -> dict[str, str]:
+        """Blobs Check marked damaged and nothing has written again (digest -> kind)."""
+        with self._catalog.reading() as db:
+            return db.damaged()
+
+    # ---- blob sources (push's mount sources) ---------------------------------
+
+    def record_blob_sources(self, digests: Iterable[str], registry: str, repository: str) -> None:
+        """Note that ``repository`` on ``registry`` holds these blobs (it was pulled
+        from or pushed to). ``registry`` is a reference's domain (``docker.io``,
+        ``127.0.0.1:5000``), ``repository`` the path on it (``library/alpine``).
+        Blobs without a record are skipped; forgetting a blob forgets its sources."""
+        with self._catalog.transaction() as db:
+            db.record_blob_sources(digests, registry, repository, now_ns())
+
+    def blob_sources(self, digest: str, registry: str) -> list[str]:
+        """Repositories of ``registry`` known to hold ``digest``, most recently
+        recorded first (as :meth:`record_blob_sources` spells them)."""
+        with self._catalog.reading() as db:
+            return db.blob_sources(digest, registry)
+
+    # ---- orphans -------------------------------------------------------------
+
+    def sweep_orphans(self, older_than: float = ORPHAN_GRACE_PERIOD) -> list[str]:
+        """Delete the blob files that nothing records, references or leases, last
+        written more than ``older_than`` seconds ago; returns their digests.
+
+        A younger one is left alone: it may be an ingest (of this process or,
+        on a shared blob directory, another) renamed into place and about to be
+        recorded. Prune removes orphans of any age.
+        """
+        cutoff = time.time() - older_than
+        removed: list[str] = []
+        with self._parts.collector.lock, self._leases.lock:
+            files = list(self._blobs.digests())
+            with self._catalog.reading() as db:
+                kept = set(db.blob_sizes(files)) | db.referenced_among(files)
+            kept |= self._leases.protected()
+            for digest in files:
+                modified = None if digest in kept else self._blobs.modified(digest)
+                if modified is not None and modified < cutoff:
+                    self._blobs.delete(digest)
+                    removed.append(digest)
+            if removed:
+                with self._catalog.transaction() as db:
+                    db.clear_damaged(removed)
+        return removed

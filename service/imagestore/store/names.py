@@ -1,0 +1,217 @@
+"""Names: resolving what a user typed, ``docker tag`` and ``docker rmi``
+(docs/design.md §1, §3).
+
+A name (``repo:tag`` or ``repo@digest``, stored canonical) points at a
+target, a manifest or an index; the images it reaches are that manifest's, or
+those of the index's stored children. Every change holds the GC lock, so what
+a change resolved is still there when its transaction runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from imagestore import errors
+from imagestore.oci.digests import is_id_prefix, short_id
+from imagestore.oci.platforms import Platform, best_match, host_platform, parse_platform
+from imagestore.oci.references import Reference, parse_reference, parse_tag_target
+from imagestore.store.catalog import CatalogReader, CatalogWriter
+from imagestore.store.content import now_ns
+from imagestore.store.models import RemoveEvent, TagResult
+from imagestore.store.parts import Parts
+from imagestore.store.records import NameRow
+
+#: the shortest image ID prefix accepted without its ``sha256:``
+MIN_ID_PREFIX = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """What a user-given name or ID denotes."""
+
+    image_ids: tuple[str, ...]
+    target: str | None  # the name's target, when it was a name
+    name: NameRow | None
+
+
+def name_row(reference: Reference, target: str, when: int) -> NameRow:
+    """The stored form of ``reference`` pointing at ``target``."""
+    if reference.digest is not None:  # a digest reference is stored without its tag
+        reference = reference.repository().with_digest(reference.digest)
+    return NameRow(
+        name=str(reference),
+        repository=reference.name,
+        tag=reference.tag if reference.digest is None else None,
+        digest=reference.digest,
+        target=target,
+        created_at=when,
+        updated_at=when,
+    )
+
+
+@lru_cache(maxsize=1 << 16)
+def familiar(canonical: str) -> str:
+    """A stored (canonical) name in Docker's familiar form."""
+    return parse_reference(canonical, default_tag=False).familiar()
+
+
+def resolve(db: CatalogReader, text: str) -> Resolved:
+    """A name first (tag or digest reference), then an image ID or unique prefix."""
+    text = text.strip()
+    reference: Reference | None = None
+    try:
+        reference = parse_reference(text)
+    except errors.InvalidArgument:
+        if not is_id_prefix(text):
+            raise
+    if reference is not None:
+        name = db.name(name_row(reference, "", 0).name)
+        if name is not None:
+            return Resolved(tuple(db.images_of_target(name.target)), name.target, name)
+        if reference.digest and (target := db.target(reference.digest)):
+            images = db.images_of_target(target.digest)
+            if images:
+                return Resolved(tuple(images), target.digest, None)
+    if is_id_prefix(text):
+        hex_part = text.removeprefix("sha256:")
+        if len(hex_part) >= MIN_ID_PREFIX or text.startswith("sha256:"):
+            found = db.images_by_prefix(hex_part)
+            if len(found) == 1:
+                return Resolved((found[0],), None, None)
+            if len(found) > 1:
+                raise errors.InvalidArgument(
+                    f"ambiguous image ID prefix {text!r}: matches "
+                    + ", ".join(short_id(i) for i in found),
+                    metadata={"prefix": text, "candidates": ",".join(found)},
+                )
+    shown = reference.familiar() if reference is not None else text
+    raise errors.NotFound(f"No such image: {shown}", metadata={"image": text[:300]})
+
+
+def resolve_image(db: CatalogReader, text: str, platform: str | None = None) -> str:
+    """One image ID for a name, ID or prefix; a name reaching several
+    platforms picks ``platform`` (default: the host's)."""
+    resolved = resolve(db, text)
+    if len(resolved.image_ids) == 1 and platform is None:
+        return resolved.image_ids[0]
+    wanted = parse_platform(platform) if platform else host_platform()
+    offered = []
+    for image_id in resolved.image_ids:
+        row = db.image(image_id)
+        if row is not None:
+            offered.append((Platform(row.os, row.architecture, row.variant), image_id))
+    choice = best_match(wanted, offered)
+    if choice is None:
+        raise errors.NotFound(
+            f"image {text} has no variant for platform {wanted}; present: "
+            + (", ".join(sorted(str(p) for p, _ in offered)) or "none"),
+            metadata={"platform": str(wanted)},
+        )
+    return str(choice)
+
+
+class Names:
+    """Tag and remove on one store."""
+
+    def __init__(self, parts: Parts) -> None:
+        self._catalog = parts.catalog
+        self._collector = parts.collector
+
+    def tag(self, source: str, target: str) -> TagResult:
+        """``docker tag``: the target name always moves to the source's image."""
+        reference = parse_tag_target(target)
+        when = now_ns()
+        with self._collector.lock, self._catalog.transaction() as db:
+            resolved = resolve(db, source)
+            if resolved.target is not None:
+                destination = resolved.target
+            else:
+                manifests = db.manifests_of_image(resolved.image_ids[0])
+                if not manifests:
+                    raise errors.NotFound(f"No such image: {source}")
+                destination = manifests[0].digest
+            previous = db.set_name(name_row(reference, destination, when))
+            displaced: list[str] = []
+            if previous is not None and previous != destination:
+                displaced = [
+                    i for i in db.images_of_target(previous) if i not in resolved.image_ids
+                ]
+            db.set_last_tag_time(resolved.image_ids, when)
+        return TagResult(reference.familiar(), resolved.image_ids, tuple(displaced))
+
+    def remove(self, items: Sequence[str], *, force: bool = False) -> list[RemoveEvent]:
+        """``docker rmi``: untag names; delete images that have none left."""
+        events: list[RemoveEvent] = []
+        for item in items:
+            events += self._remove_one(item, force)
+        return events
+
+    def _remove_one(self, item: str, force: bool) -> list[RemoveEvent]:
+        events: list[RemoveEvent] = []
+        with self._collector.lock:
+            with self._catalog.transaction() as db:
+                resolved = resolve(db, item)
+                if resolved.name is not None:
+                    events += _untag(db, resolved.name)
+                    doomed = [i for i in resolved.image_ids if not db.names_of_image(i)]
+                else:
+                    image_id = resolved.image_ids[0]
+                    events += _untag_all(db, image_id, force)
+                    doomed = [image_id]
+                candidates: set[str] = set()
+                for image_id in doomed:
+                    candidates |= _image_blobs(db, image_id)
+                    db.delete_image(image_id)
+                    events.append(RemoveEvent("deleted", image_id))
+                candidates |= set(db.unnamed_indexes())
+            sweep = self._collector.collect(candidates)
+        events += [RemoveEvent("deleted", d) for d in sweep.blobs if d not in doomed]
+        return events
+
+
+def _untag(db: CatalogWriter, name: NameRow) -> list[RemoveEvent]:
+    """Remove one name; removing a repository's last tag of an image also
+    removes that repository's digest references to it (Docker's rule)."""
+    images = set(db.images_of_target(name.target))
+    db.delete_name(name.name)
+    events = [RemoveEvent("untagged", familiar(name.name))]
+    if name.digest is None:
+        remaining = [
+            n
+            for image_id in images
+            for n in db.names_of_image(image_id)
+            if n.repository == name.repository
+        ]
+        if not any(n.digest is None for n in remaining):
+            for n in sorted({n.name: n for n in remaining}.values(), key=lambda n: n.name):
+                db.delete_name(n.name)
+                events.append(RemoveEvent("untagged", familiar(n.name)))
+    return events
+
+
+def _untag_all(db: CatalogWriter, image_id: str, force: bool) -> list[RemoveEvent]:
+    """Remove every name of an image removed by ID; one in several repositories,
+    or with several tags, only with ``force`` (Docker's conflict)."""
+    names = db.names_of_image(image_id)
+    tags = [n for n in names if n.digest is None]
+    if not force and (len(tags) > 1 or len({n.repository for n in names}) > 1):
+        raise errors.FailedPrecondition(
+            f"conflict: unable to delete {short_id(image_id)} (must be forced)"
+            " - image is referenced in multiple repositories",
+            metadata={"image": image_id},
+        )
+    events = []
+    for name in sorted(names, key=lambda n: (n.digest is not None, n.name)):
+        db.delete_name(name.name)
+        events.append(RemoveEvent("untagged", familiar(name.name)))
+    return events
+
+
+def _image_blobs(db: CatalogReader, image_id: str) -> set[str]:
+    blobs: set[str] = set()
+    for manifest in db.manifests_of_image(image_id):
+        blobs.add(manifest.digest)
+        blobs.update(b.blob_digest for b in db.manifest_blobs(manifest.digest))
+    return blobs

@@ -1,0 +1,91 @@
+"""The parts one store is made of, opened together and shared by its modules.
+
+Callers outside ``store/`` use :class:`~imagestore.store.store.Store` only;
+the store's own modules (content, images, names, listing, prune, check) work
+on these parts.
+"""
+
+from __future__ import annotations
+
+import logging
+import stat
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imagestore import errors
+from imagestore.store.blobs import BlobStore
+from imagestore.store.catalog import Catalog
+from imagestore.store.gc import Collector
+from imagestore.store.leases import Leases
+from imagestore.store.lock import RootLock
+from imagestore.store.sqlite import SqliteCatalog
+
+#: the store root's mode: the owner's alone
+ROOT_MODE = 0o700
+
+#: opens the catalog of a store root
+CatalogFactory = Callable[[Path], Catalog]
+
+log = logging.getLogger("imagestore.store")
+
+
+def sqlite_catalog(root: Path) -> Catalog:
+    """The embedded default: SQLite at ``<root>/catalog.db``."""
+    return SqliteCatalog(root / "catalog.db")
+
+
+@dataclass(eq=False)
+class Parts:
+    """One open store root: its lock, blob files, catalog, leases and collector."""
+
+    root: Path
+    max_layer_size: int
+    lock: RootLock
+    blobs: BlobStore
+    catalog: Catalog
+    leases: Leases
+    collector: Collector
+    #: one prune at a time; one check at a time
+    prune_lock: threading.Lock = field(default_factory=threading.Lock)
+    check_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def open(cls, root: Path, catalog: CatalogFactory, max_layer_size: int) -> Parts:
+        """Make the root private, take its lock, open the blob files and the catalog."""
+        _make_private(root)
+        lock = RootLock(root)
+        try:
+            blobs = BlobStore(root)
+            opened = catalog(root)
+        except BaseException:
+            lock.release()
+            raise
+        leases = Leases()
+        collector = Collector(blobs, opened, leases)
+        return cls(root, max_layer_size, lock, blobs, opened, leases, collector)
+
+    def close(self) -> None:
+        self.catalog.close()
+        self.lock.release()
+
+
+def _make_private(root: Path) -> None:
+    """Create the root 0700, or tighten an existing one that others may enter.
+
+    Raises FailedPrecondition when it cannot be made private (not ours).
+    """
+    root.mkdir(ROOT_MODE, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(root.stat().st_mode)
+    if mode & 0o077 == 0:
+        return
+    try:
+        root.chmod(ROOT_MODE)
+    except PermissionError:
+        raise errors.FailedPrecondition(
+            f"store root {root} is mode {mode:04o} and cannot be made private (0700):"
+            " make it this user's and 0700, or choose another root",
+            metadata={"root": str(root)},
+        ) from None
+    log.warning("store root %s was mode %04o; made it %04o", root, mode, ROOT_MODE)

@@ -1,0 +1,78 @@
+"""The catalog's records: plain values, the same for every catalog implementation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRow:
+    """A blob the store holds: what its bytes were verified to be."""
+
+    digest: str
+    size: int
+    media_type: str
+    diff_id: str | None  #: layers: the digest of the uncompressed tar
+    uncompressed_size: int | None
+    stored_at: int  #: ns since the epoch
+
+
+class ImageRow(NamedTuple):
+    """One image record (a NamedTuple: listing builds 10,000s of them)."""
+
+    id: str  #: the config digest
+    created: int | None  #: the config's "created", ns since the epoch
+    stored_at: int  #: when first stored here, ns
+    size: int  #: the sum of its uncompressed layer sizes
+    content_size: int  #: its distinct blobs' bytes on disk
+    os: str
+    architecture: str
+    variant: str
+    labels: dict[str, str]
+    last_tag_time: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class NameRow:
+    """A tag (``repo:tag``) or digest reference (``repo@digest``), canonical."""
+
+    name: str
+    repository: str
+    tag: str | None
+    digest: str | None
+    target: str  #: the manifest or index it points at
+    created_at: int
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class TargetRow:
+    """A manifest or index a name can point at."""
+
+    digest: str
+    media_type: str
+    kind: str  #: "manifest" or "index"
+    image_id: str | None  #: manifests only
+    stored_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestBlob:
+    """A manifest's config (position 0) or layer (1..n, base first)."""
+
+    position: int
+    blob_digest: str
+    media_type: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class IndexChild:
+    """A manifest an index lists, stored here or not."""
+
+    position: int
+    child_digest: str
+    media_type: str
+    size: int
+    platform: str  #: os/arch[/variant], "" if none

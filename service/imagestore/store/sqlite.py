@@ -1,0 +1,665 @@
+"""The SQLite catalog (WAL, synchronous=FULL) at ``<root>/catalog.db``.
+
+One writer connection, serialised by a lock, runs every transaction (BEGIN
+IMMEDIATE … COMMIT). Reads take a connection of their own from a small pool,
+so under WAL a read sees the last committed snapshot and never waits for a
+write or for garbage collection (docs/design.md §4). The schema is versioned
+with ``PRAGMA user_version`` and migrated forward on open. The catalog files
+are the owner's alone (0600).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from imagestore import errors
+from imagestore.store.catalog import MAX_SOURCES_PER_BLOB
+from imagestore.store.records import (
+    BlobRow,
+    ImageRow,
+    IndexChild,
+    ManifestBlob,
+    NameRow,
+    TargetRow,
+)
+
+#: idle read connections kept for reuse (more are opened when more threads read)
+IDLE_READERS = 8
+#: ms a statement waits for a lock SQLite holds briefly (a checkpoint, another process)
+BUSY_TIMEOUT_MS = 30_000
+
+# Each entry migrates the schema from version i to i + 1.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE blobs (
+        digest            TEXT PRIMARY KEY,
+        size              INTEGER NOT NULL,
+        media_type        TEXT NOT NULL,
+        diff_id           TEXT,
+        uncompressed_size INTEGER,
+        stored_at         INTEGER NOT NULL
+    );
+    CREATE INDEX blobs_by_diff_id ON blobs(diff_id) WHERE diff_id IS NOT NULL;
+
+    CREATE TABLE images (
+        id                TEXT PRIMARY KEY,   -- config digest
+        created           INTEGER,            -- config "created", ns since epoch
+        stored_at         INTEGER NOT NULL,   -- when first stored here, ns
+        size              INTEGER NOT NULL,   -- sum of uncompressed layer sizes
+        content_size      INTEGER NOT NULL,   -- its distinct blobs' bytes on disk
+        os                TEXT NOT NULL,
+        architecture      TEXT NOT NULL,
+        variant           TEXT NOT NULL,
+        labels            TEXT NOT NULL,      -- JSON object
+        last_tag_time     INTEGER
+    );
+    CREATE INDEX images_newest_first ON images(COALESCE(created, 0) DESC, id DESC);
+
+    CREATE TABLE targets (
+        digest            TEXT PRIMARY KEY,   -- a manifest or an index blob
+        media_type        TEXT NOT NULL,
+        kind              TEXT NOT NULL CHECK (kind IN ('manifest', 'index')),
+        image_id          TEXT REFERENCES images(id),  -- manifests only
+        stored_at         INTEGER NOT NULL
+    );
+    CREATE INDEX targets_by_image ON targets(image_id);
+
+    -- manifest -> its config (position 0) and layers (1..n), base first
+    CREATE TABLE manifest_blobs (
+        manifest_digest   TEXT NOT NULL REFERENCES targets(digest),
+        position          INTEGER NOT NULL,
+        blob_digest       TEXT NOT NULL,
+        media_type        TEXT NOT NULL,
+        size              INTEGER NOT NULL,
+        PRIMARY KEY (manifest_digest, position)
+    );
+    CREATE INDEX manifest_blobs_by_blob ON manifest_blobs(blob_digest);
+
+    -- index -> child manifests, present locally or not
+    CREATE TABLE index_children (
+        index_digest      TEXT NOT NULL REFERENCES targets(digest),
+        position          INTEGER NOT NULL,
+        child_digest      TEXT NOT NULL,
+        media_type        TEXT NOT NULL,
+        size              INTEGER NOT NULL,
+        platform          TEXT NOT NULL,      -- os/arch[/variant], "" if none
+        PRIMARY KEY (index_digest, position)
+    );
+    CREATE INDEX index_children_by_child ON index_children(child_digest);
+
+    CREATE TABLE names (
+        name              TEXT PRIMARY KEY,   -- canonical: repo:tag or repo@digest
+        repository        TEXT NOT NULL,
+        tag               TEXT,
+        digest            TEXT,
+        target            TEXT NOT NULL REFERENCES targets(digest),
+        created_at        INTEGER NOT NULL,
+        updated_at        INTEGER NOT NULL
+    );
+    CREATE INDEX names_by_target ON names(target);
+    """,
+    """
+    -- where a blob was pulled from or pushed to: push mounts from these
+    CREATE TABLE blob_sources (
+        seq               INTEGER PRIMARY KEY AUTOINCREMENT,  -- larger: recorded later
+        digest            TEXT NOT NULL REFERENCES blobs(digest) ON DELETE CASCADE,
+        registry          TEXT NOT NULL,      -- a reference's domain, e.g. docker.io
+        repository        TEXT NOT NULL,      -- the path on it, e.g. library/alpine
+        recorded_at       INTEGER NOT NULL,
+        UNIQUE (digest, registry, repository)
+    );
+    CREATE INDEX blob_sources_newest ON blob_sources(digest, registry, seq);
+
+    -- blob files Check found damaged: the next pull or load of them writes them again
+    CREATE TABLE damaged_blobs (
+        digest            TEXT PRIMARY KEY,
+        problem           TEXT NOT NULL,      -- Check's kind, e.g. corrupt-blob
+        found_at          INTEGER NOT NULL
+    );
+    """,
+    """
+    -- the images a name pointing at a target reaches: a manifest's own image, and
+    -- the images of an index's stored children (the one join names and images share)
+    CREATE VIEW target_images (target, image_id) AS
+        SELECT digest, image_id FROM targets WHERE kind = 'manifest'
+        UNION ALL
+        SELECT c.index_digest, t.image_id FROM index_children c
+        JOIN targets t ON t.digest = c.child_digest AND t.kind = 'manifest';
+
+    -- every image's names, through the targets they point at
+    CREATE VIEW image_names AS
+        SELECT ti.image_id, n.name, n.repository, n.tag, n.digest, n.target,
+               n.created_at, n.updated_at
+        FROM names n JOIN target_images ti ON ti.target = n.target;
+    """,
+)
+
+
+_BLOB_COLUMNS = "digest, size, media_type, diff_id, uncompressed_size, stored_at"
+_IMAGE_COLUMNS = (
+    "id, created, stored_at, size, content_size, os, architecture, variant, labels, last_tag_time"
+)
+_NAME_COLUMNS = "name, repository, tag, digest, target, created_at, updated_at"
+_TARGET_COLUMNS = "digest, media_type, kind, image_id, stored_at"
+#: host parameters per statement when a query takes a set of digests
+_CHUNK = 500
+
+
+def _image(row: tuple[Any, ...]) -> ImageRow:
+    labels = row[8]
+    return ImageRow(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        {} if labels == "{}" else json.loads(labels),
+        row[9],
+    )
+
+
+def _chunks(digests: Iterable[str]) -> Iterator[list[str]]:
+    wanted = sorted(set(digests))
+    for start in range(0, len(wanted), _CHUNK):
+        yield wanted[start : start + _CHUNK]
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    db.execute("PRAGMA foreign_keys=ON")
+    return db
+
+
+class SqliteCatalog:
+    """The catalog in one SQLite file. Implements :class:`~imagestore.store.catalog.Catalog`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._write_lock = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []
+        self._idle_lock = threading.Lock()
+        _make_private(path)
+        try:
+            self._db = _connect(path)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise errors.DataLoss(f"catalog {path} cannot be opened: {exc}") from None
+
+    def close(self) -> None:
+        with self._write_lock, self._idle_lock:
+            for reader in self._idle:
+                reader.close()
+            self._idle.clear()
+            self._db.close()
+
+    @property
+    def schema_version(self) -> int:
+        with self._write_lock:
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        version = self.schema_version
+        if version > len(MIGRATIONS):
+            raise errors.FailedPrecondition(
+                f"catalog schema version {version} is newer than this imagestore"
+                f" ({len(MIGRATIONS)}); upgrade imagestore"
+            )
+        for number in range(version, len(MIGRATIONS)):
+            with self.transaction() as writer:
+                for statement in _statements(MIGRATIONS[number]):
+                    writer.db.execute(statement)
+                writer.db.execute(f"PRAGMA user_version = {number + 1}")
+
+    @contextmanager
+    def transaction(self, *, rollback: bool = False) -> Iterator[SqliteWriter]:
+        """One atomic, durable change (BEGIN IMMEDIATE … COMMIT), one at a time."""
+        with self._write_lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield SqliteWriter(self._db)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("ROLLBACK" if rollback else "COMMIT")
+
+    @contextmanager
+    def reading(self) -> Iterator[SqliteReader]:
+        """One snapshot on a read connection of its own (WAL: no writer blocks it)."""
+        with self._idle_lock:
+            db = self._idle.pop() if self._idle else None
+        if db is None:
+            try:
+                db = _connect(self.path)
+                db.execute("PRAGMA query_only=ON")
+            except sqlite3.DatabaseError as exc:
+                raise errors.DataLoss(f"catalog {self.path} cannot be read: {exc}") from None
+        try:
+            db.execute("BEGIN")
+            try:
+                yield SqliteReader(db)
+            finally:
+                db.execute("COMMIT")
+        except BaseException:
+            db.close()  # its state is unknown: do not reuse it
+            raise
+        with self._idle_lock:
+            if len(self._idle) < IDLE_READERS:
+                self._idle.append(db)
+                return
+        db.close()
+
+
+class SqliteReader:
+    """Queries on one connection inside one snapshot."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    # ---- blobs ---------------------------------------------------------------
+
+    def blob(self, digest: str) -> BlobRow | None:
+        row = self.db.execute(
+            f"SELECT {_BLOB_COLUMNS} FROM blobs WHERE digest = ?", (digest,)
+        ).fetchone()
+        return None if row is None else BlobRow(*row)
+
+    def blobs(self) -> list[BlobRow]:
+        return [BlobRow(*row) for row in self.db.execute(f"SELECT {_BLOB_COLUMNS} FROM blobs")]
+
+    def blob_sizes(self, digests: Iterable[str]) -> dict[str, int]:
+        sizes: dict[str, int] = {}
+        for chunk in _chunks(digests):
+            marks = ",".join("?" * len(chunk))
+            sizes.update(
+                self.db.execute(f"SELECT digest, size FROM blobs WHERE digest IN ({marks})", chunk)
+            )
+        return sizes
+
+    def total_blob_bytes(self) -> int:
+        return int(self.db.execute("SELECT COALESCE(SUM(size), 0) FROM blobs").fetchone()[0])
+
+    def blob_by_diff_id(self, diff_id: str) -> BlobRow | None:
+        row = self.db.execute(
+            f"SELECT {_BLOB_COLUMNS} FROM blobs"
+            " WHERE diff_id = ? AND digest != diff_id"
+            "   AND digest NOT IN (SELECT digest FROM damaged_blobs)"
+            " ORDER BY stored_at LIMIT 1",
+            (diff_id,),
+        ).fetchone()
+        return None if row is None else BlobRow(*row)
+
+    def is_damaged(self, digest: str) -> bool:
+        found = self.db.execute(
+            "SELECT 1 FROM damaged_blobs WHERE digest = ?", (digest,)
+        ).fetchone()
+        return found is not None
+
+    def damaged(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT digest, problem FROM damaged_blobs"))
+
+    def blob_sources(self, digest: str, registry: str) -> list[str]:
+        return [
+            row[0]
+            for row in self.db.execute(
+                "SELECT repository FROM blob_sources WHERE digest = ? AND registry = ?"
+                " ORDER BY seq DESC",
+                (digest, registry),
+            )
+        ]
+
+    # ---- targets and images --------------------------------------------------
+
+    def target(self, digest: str) -> TargetRow | None:
+        row = self.db.execute(
+            f"SELECT {_TARGET_COLUMNS} FROM targets WHERE digest = ?", (digest,)
+        ).fetchone()
+        return None if row is None else TargetRow(*row)
+
+    def manifest_blobs(self, manifest_digest: str) -> list[ManifestBlob]:
+        return [
+            ManifestBlob(*row)
+            for row in self.db.execute(
+                "SELECT position, blob_digest, media_type, size FROM manifest_blobs"
+                " WHERE manifest_digest = ? ORDER BY position",
+                (manifest_digest,),
+            )
+        ]
+
+    def index_children(self, index_digest: str) -> list[IndexChild]:
+        return [
+            IndexChild(*row)
+            for row in self.db.execute(
+                "SELECT position, child_digest, media_type, size, platform FROM index_children"
+                " WHERE index_digest = ? ORDER BY position",
+                (index_digest,),
+            )
+        ]
+
+    def image(self, image_id: str) -> ImageRow | None:
+        row = self.db.execute(
+            f"SELECT {_IMAGE_COLUMNS} FROM images WHERE id = ?", (image_id,)
+        ).fetchone()
+        return None if row is None else _image(row)
+
+    def images(self, after: tuple[int, str] | None = None) -> Iterator[ImageRow]:
+        order = "ORDER BY COALESCE(created, 0) DESC, id DESC"
+        if after is None:
+            cursor = self.db.execute(f"SELECT {_IMAGE_COLUMNS} FROM images {order}")
+        else:
+            cursor = self.db.execute(
+                f"SELECT {_IMAGE_COLUMNS} FROM images WHERE (COALESCE(created, 0), id) < (?, ?)"
+                f" {order}",
+                after,
+            )
+        return map(_image, cursor)
+
+    def images_by_prefix(self, hex_prefix: str) -> list[str]:
+        low = "sha256:" + hex_prefix
+        return [
+            row[0]
+            for row in self.db.execute(
+                "SELECT id FROM images WHERE id >= ? AND id < ? ORDER BY id LIMIT 10",
+                (low, low + "\x7f"),
+            )
+        ]
+
+    def manifests_of_image(self, image_id: str) -> list[TargetRow]:
+        return [
+            TargetRow(*row)
+            for row in self.db.execute(
+                f"SELECT {_TARGET_COLUMNS} FROM targets"
+                " WHERE image_id = ? ORDER BY stored_at DESC, digest",
+                (image_id,),
+            )
+        ]
+
+    def blobs_by_image(self) -> dict[str, set[str]]:
+        owned: dict[str, set[str]] = {}
+        for image_id, digest in self.db.execute(
+            "SELECT t.image_id, mb.blob_digest FROM manifest_blobs mb"
+            " JOIN targets t ON t.digest = mb.manifest_digest"
+            " UNION ALL SELECT image_id, digest FROM targets WHERE kind = 'manifest'"
+        ):
+            owned.setdefault(image_id, set()).add(digest)
+        return owned
+
+    def unnamed_indexes(self) -> list[str]:
+        return [
+            row[0]
+            for row in self.db.execute(
+                "SELECT digest FROM targets WHERE kind = 'index'"
+                " AND digest NOT IN (SELECT target FROM names)"
+            )
+        ]
+
+    # ---- names ---------------------------------------------------------------
+
+    def name(self, name: str) -> NameRow | None:
+        row = self.db.execute(
+            f"SELECT {_NAME_COLUMNS} FROM names WHERE name = ?", (name,)
+        ).fetchone()
+        return None if row is None else NameRow(*row)
+
+    def names(self) -> list[NameRow]:
+        return [NameRow(*row) for row in self.db.execute(f"SELECT {_NAME_COLUMNS} FROM names")]
+
+    def names_of_image(self, image_id: str) -> list[NameRow]:
+        return [
+            NameRow(*row)
+            for row in self.db.execute(
+                f"SELECT DISTINCT {_NAME_COLUMNS} FROM image_names WHERE image_id = ?"
+                " ORDER BY name",
+                (image_id,),
+            )
+        ]
+
+    def names_by_image(self) -> dict[str, list[NameRow]]:
+        result: dict[str, list[NameRow]] = {}
+        for row in self.db.execute(f"SELECT DISTINCT image_id, {_NAME_COLUMNS} FROM image_names"):
+            result.setdefault(row[0], []).append(NameRow(*row[1:]))
+        return result
+
+    def name_strings_by_image(self) -> dict[str, list[str]]:
+        result: dict[str, list[str]] = {}
+        # An index may list one image twice: a name can come back; callers
+        # (the image summary) keep each name once.
+        for image_id, name in self.db.execute("SELECT image_id, name FROM image_names"):
+            if image_id in result:
+                result[image_id].append(name)
+            else:
+                result[image_id] = [name]
+        return result
+
+    def images_of_target(self, target: str) -> list[str]:
+        return [
+            row[0]
+            for row in self.db.execute(
+                "SELECT DISTINCT image_id FROM target_images WHERE target = ?", (target,)
+            )
+        ]
+
+    # ---- reachability --------------------------------------------------------
+
+    def referenced_blobs(self) -> set[str]:
+        live = {row[0] for row in self.db.execute("SELECT blob_digest FROM manifest_blobs")}
+        live.update(
+            row[0]
+            for row in self.db.execute(
+                "SELECT digest FROM targets WHERE kind = 'manifest'"
+                " OR digest IN (SELECT target FROM names)"
+            )
+        )
+        return live
+
+    def referenced_among(self, digests: Iterable[str]) -> set[str]:
+        live: set[str] = set()
+        for chunk in _chunks(digests):
+            marks = ",".join("?" * len(chunk))
+            live.update(
+                row[0]
+                for row in self.db.execute(
+                    f"SELECT blob_digest FROM manifest_blobs WHERE blob_digest IN ({marks})"
+                    f" UNION SELECT digest FROM targets WHERE digest IN ({marks})"
+                    "   AND (kind = 'manifest' OR digest IN (SELECT target FROM names))",
+                    chunk + chunk,
+                )
+            )
+        return live
+
+
+class SqliteWriter(SqliteReader):
+    """Changes on the writer connection, inside its transaction."""
+
+    def record_blob(self, blob: BlobRow) -> None:
+        self.db.execute(
+            f"INSERT INTO blobs ({_BLOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(digest) DO UPDATE SET"
+            "   size = excluded.size,"
+            "   diff_id = COALESCE(excluded.diff_id, blobs.diff_id),"
+            "   uncompressed_size = COALESCE(excluded.uncompressed_size, blobs.uncompressed_size)",
+            (
+                blob.digest,
+                blob.size,
+                blob.media_type,
+                blob.diff_id,
+                blob.uncompressed_size,
+                blob.stored_at,
+            ),
+        )
+
+    def delete_blobs(self, digests: Iterable[str]) -> None:
+        rows = [(d,) for d in digests]
+        self.db.executemany("DELETE FROM blob_sources WHERE digest = ?", rows)
+        self.db.executemany("DELETE FROM damaged_blobs WHERE digest = ?", rows)
+        self.db.executemany("DELETE FROM blobs WHERE digest = ?", rows)
+
+    def mark_damaged(self, problems: dict[str, str], when: int) -> None:
+        self.db.executemany(
+            "INSERT INTO damaged_blobs (digest, problem, found_at) VALUES (?, ?, ?)"
+            " ON CONFLICT(digest) DO UPDATE SET problem = excluded.problem,"
+            "   found_at = excluded.found_at",
+            ((digest, kind, when) for digest, kind in problems.items()),
+        )
+
+    def clear_damaged(self, digests: Iterable[str]) -> None:
+        self.db.executemany("DELETE FROM damaged_blobs WHERE digest = ?", ((d,) for d in digests))
+
+    def record_blob_sources(
+        self, digests: Iterable[str], registry: str, repository: str, when: int
+    ) -> None:
+        for digest in dict.fromkeys(digests):
+            self.db.execute(  # delete and insert again: the new row sorts as the newest
+                "DELETE FROM blob_sources WHERE digest = ? AND registry = ? AND repository = ?",
+                (digest, registry, repository),
+            )
+            self.db.execute(
+                "INSERT INTO blob_sources (digest, registry, repository, recorded_at)"
+                " SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM blobs WHERE digest = ?1)",
+                (digest, registry, repository, when),
+            )
+            self.db.execute(
+                "DELETE FROM blob_sources WHERE digest = ?1 AND registry = ?2 AND seq NOT IN ("
+                "  SELECT seq FROM blob_sources WHERE digest = ?1 AND registry = ?2"
+                "  ORDER BY seq DESC LIMIT ?3)",
+                (digest, registry, MAX_SOURCES_PER_BLOB),
+            )
+
+    def add_manifest(self, target: TargetRow, blobs: Sequence[ManifestBlob]) -> None:
+        self.db.execute(
+            f"INSERT OR IGNORE INTO targets ({_TARGET_COLUMNS}) VALUES (?, ?, 'manifest', ?, ?)",
+            (target.digest, target.media_type, target.image_id, target.stored_at),
+        )
+        self.db.executemany(
+            "INSERT OR IGNORE INTO manifest_blobs"
+            " (manifest_digest, position, blob_digest, media_type, size) VALUES (?, ?, ?, ?, ?)",
+            ((target.digest, b.position, b.blob_digest, b.media_type, b.size) for b in blobs),
+        )
+
+    def add_index(self, target: TargetRow, children: Sequence[IndexChild]) -> None:
+        self.db.execute(
+            f"INSERT OR IGNORE INTO targets ({_TARGET_COLUMNS}) VALUES (?, ?, 'index', NULL, ?)",
+            (target.digest, target.media_type, target.stored_at),
+        )
+        self.db.executemany(
+            "INSERT OR IGNORE INTO index_children"
+            " (index_digest, position, child_digest, media_type, size, platform)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                (target.digest, c.position, c.child_digest, c.media_type, c.size, c.platform)
+                for c in children
+            ),
+        )
+
+    def add_image(self, image: ImageRow) -> None:
+        self.db.execute(
+            f"INSERT OR IGNORE INTO images ({_IMAGE_COLUMNS})"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                image.id,
+                image.created,
+                image.stored_at,
+                image.size,
+                image.content_size,
+                image.os,
+                image.architecture,
+                image.variant,
+                json.dumps(image.labels, sort_keys=True),
+                image.last_tag_time,
+            ),
+        )
+
+    def update_content_size(self, image_id: str) -> None:
+        self.db.execute(
+            "UPDATE images SET content_size = COALESCE(("
+            "  SELECT SUM(size) FROM ("
+            "    SELECT mb.blob_digest, mb.size FROM manifest_blobs mb"
+            "    JOIN targets t ON t.digest = mb.manifest_digest WHERE t.image_id = ?1"
+            "    UNION"
+            "    SELECT b.digest, b.size FROM targets t JOIN blobs b ON b.digest = t.digest"
+            "    WHERE t.image_id = ?1)), 0)"
+            " WHERE id = ?1",
+            (image_id,),
+        )
+
+    def set_last_tag_time(self, image_ids: Iterable[str], when: int) -> None:
+        self.db.executemany(
+            "UPDATE images SET last_tag_time = ? WHERE id = ?", ((when, i) for i in image_ids)
+        )
+
+    def delete_image(self, image_id: str) -> list[str]:
+        manifests = [t.digest for t in self.manifests_of_image(image_id)]
+        rows = [(m,) for m in manifests]
+        self.db.executemany("DELETE FROM manifest_blobs WHERE manifest_digest = ?", rows)
+        self.db.executemany("DELETE FROM targets WHERE digest = ?", rows)
+        self.db.execute("DELETE FROM images WHERE id = ?", (image_id,))
+        return manifests
+
+    def delete_index(self, index_digest: str) -> None:
+        self.db.execute("DELETE FROM index_children WHERE index_digest = ?", (index_digest,))
+        self.db.execute("DELETE FROM targets WHERE digest = ? AND kind = 'index'", (index_digest,))
+
+    def set_name(self, row: NameRow) -> str | None:
+        previous = self.db.execute(
+            "SELECT target FROM names WHERE name = ?", (row.name,)
+        ).fetchone()
+        self.db.execute(
+            f"INSERT INTO names ({_NAME_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(name) DO UPDATE SET target = excluded.target,"
+            "   updated_at = excluded.updated_at",
+            (
+                row.name,
+                row.repository,
+                row.tag,
+                row.digest,
+                row.target,
+                row.created_at,
+                row.updated_at,
+            ),
+        )
+        return None if previous is None else str(previous[0])
+
+    def delete_name(self, name: str) -> None:
+        self.db.execute("DELETE FROM names WHERE name = ?", (name,))
+
+
+#: the catalog and its companions: SQLite gives the journal files the catalog's own mode
+CATALOG_FILE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+#: the mode of the catalog files: the owner's alone (names and labels are private)
+CATALOG_FILE_MODE = 0o600
+
+
+def _make_private(path: Path) -> None:
+    """Create the catalog 0600 before SQLite does (it would use 0644), and tighten
+    an existing catalog and its journal files to 0600."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, CATALOG_FILE_MODE))
+        for suffix in CATALOG_FILE_SUFFIXES:
+            companion = path.with_name(path.name + suffix)
+            try:
+                if stat.S_IMODE(companion.stat().st_mode) != CATALOG_FILE_MODE:
+                    companion.chmod(CATALOG_FILE_MODE)
+            except FileNotFoundError:
+                continue
+    except OSError as exc:
+        raise errors.Unavailable(f"catalog {path} cannot be opened: {exc.strerror}") from None
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (executescript would commit midway)."""
+    code = "\n".join(line.split("--", 1)[0] for line in script.splitlines())
+    return [statement.strip() for statement in code.split(";") if statement.strip()]
