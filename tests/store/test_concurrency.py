@@ -10,11 +10,17 @@ from pathlib import Path
 
 import pytest
 from imagestore import errors
+from imagestore.store import check as check_module
+from imagestore.store.models import CheckReport
+from imagestore.store.store import Store
 
 from tests.store.builders import build_image, layer_tar
 from tests.store.conftest import OpenStore
 
 WORKERS = 6
+#: seconds before a thread that should have finished is declared stuck (a
+#: failure detector for a deadlock, not a wait for a race)
+STUCK = 60
 ROUNDS = 60
 
 
@@ -80,3 +86,52 @@ def test_commits_removes_and_prunes_in_parallel_keep_the_store_whole(
         assert store.check().ok
         with store._parts.catalog.reading() as db:
             assert db.unnamed_indexes() == []
+
+
+def test_reads_proceed_while_a_write_transaction_and_a_check_are_in_progress(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = build_image(store, [layer_tar({"a": b"a" * 1000})], names=["example/app:1"])
+    writing, hashing, release = threading.Event(), threading.Event(), threading.Event()
+    hash_file = check_module.hash_file
+
+    def held_hash(path: Path) -> check_module.Hashed:
+        hashing.set()
+        release.wait()
+        return hash_file(path)
+
+    monkeypatch.setattr(check_module, "hash_file", held_hash)
+
+    def long_write() -> None:
+        with store._parts.catalog.transaction() as db:
+            db.mark_damaged({"sha256:" + "0" * 64: "corrupt-blob"}, 0)
+            writing.set()
+            release.wait()
+
+    reports: list[CheckReport] = []
+    busy = [
+        threading.Thread(target=long_write),
+        threading.Thread(target=lambda: reports.append(store.check())),
+    ]
+    for thread in busy:
+        thread.start()
+    try:
+        assert writing.wait(STUCK)
+        assert hashing.wait(STUCK)
+        seen: list[object] = []
+
+        def read() -> None:
+            seen.append(store.list_images().images[0].id)
+            seen.append(store.inspect("example/app:1").summary.repo_tags)
+            seen.append(store.history(built.image_id)[0].layer_digest)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        reader.join(STUCK)
+        assert not reader.is_alive(), "a read waited for the write or for Check"
+        assert seen == [built.image_id, ("example/app:1",), built.layers[0].digest]
+    finally:
+        release.set()
+        for thread in busy:
+            thread.join()
+    assert reports[0].blobs_checked == 3
