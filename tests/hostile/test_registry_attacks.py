@@ -45,9 +45,9 @@ from imagestore import errors
 from imagestore.dockerconfig import ANONYMOUS
 from imagestore.registry.auth import MAX_CACHED_TOKEN, Challenge, TokenCache
 from imagestore.registry.blocking import run_all
-from imagestore.registry.client import TLS_CACHE_SIZE, RegistryClient
 from imagestore.registry.options import RegistryOptions
 from imagestore.registry.slots import HostSlots
+from imagestore.registry.trust import TLS_CACHE_SIZE, Trust
 from imagestore.v1 import imagestore_pb2 as pb
 
 from tests.api.conftest import wait_until
@@ -409,19 +409,19 @@ def test_a_dripping_registry_ends_unavailable(
 def test_hosts_without_their_own_certs_share_one_tls_context(tmp_path: Path) -> None:
     certs = tmp_path / "certs.d"
     certs.mkdir()
-    client = RegistryClient(RegistryOptions(certs_dir=certs, insecure_registries=("lab.example",)))
-    shared = client.ssl_context("registry.example")
-    assert all(client.ssl_context(f"h{n}.example:443") is shared for n in range(300))
-    unverified = client.ssl_context("lab.example")
+    trust = Trust(RegistryOptions(certs_dir=certs, insecure_registries=("lab.example",)))
+    shared = trust.ssl_context("registry.example")
+    assert all(trust.ssl_context(f"h{n}.example:443") is shared for n in range(300))
+    unverified = trust.ssl_context("lab.example")
     assert unverified is not shared
     assert unverified.verify_mode == ssl.CERT_NONE
     assert shared.verify_mode == ssl.CERT_REQUIRED
     # a certs.d folder gets a context of its own; those are kept in a bounded LRU
     for n in range(TLS_CACHE_SIZE + 8):
         (certs / f"own{n}.example:5000").mkdir()
-        assert client.ssl_context(f"own{n}.example:5000") is not shared
-    assert len(client._ssl) == TLS_CACHE_SIZE
-    assert client.ssl_context(f"own{TLS_CACHE_SIZE + 7}.example:5000") is client.ssl_context(
+        assert trust.ssl_context(f"own{n}.example:5000") is not shared
+    assert len(trust._contexts) == TLS_CACHE_SIZE
+    assert trust.ssl_context(f"own{TLS_CACHE_SIZE + 7}.example:5000") is trust.ssl_context(
         f"own{TLS_CACHE_SIZE + 7}.example:5000"
     )
 

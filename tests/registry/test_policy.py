@@ -233,7 +233,7 @@ BLOB = URL("https://registry.example/v2/app/blobs/sha256:" + "a" * 64)
 
 
 def _redirect(location: str, hops: int = 1) -> URL:
-    return RegistryClient(RegistryOptions()).redirect_target(BLOB, location, hops, "blob")
+    return RegistryClient(RegistryOptions()).transport.redirect_target(BLOB, location, hops, "blob")
 
 
 def test_https_is_never_downgraded_to_http_for_a_remote_host() -> None:
@@ -257,13 +257,13 @@ def test_plain_http_is_allowed_for_loopback_and_listed_insecure_registries_only(
     client = RegistryClient(
         RegistryOptions(insecure_registries=("10.1.0.0/16", "lab.example:5000"))
     )
-    assert client.plain_http_allowed("127.0.0.1:5000")
-    assert client.plain_http_allowed("localhost:5000")
-    assert client.plain_http_allowed("10.1.2.3:443")
-    assert client.plain_http_allowed("lab.example:5000")
-    assert not client.plain_http_allowed("lab.example:5001")
-    assert not client.plain_http_allowed("10.2.0.1")
-    assert not client.plain_http_allowed("registry.example")
+    assert client.trust.plain_http_allowed("127.0.0.1:5000")
+    assert client.trust.plain_http_allowed("localhost:5000")
+    assert client.trust.plain_http_allowed("10.1.2.3:443")
+    assert client.trust.plain_http_allowed("lab.example:5000")
+    assert not client.trust.plain_http_allowed("lab.example:5001")
+    assert not client.trust.plain_http_allowed("10.2.0.1")
+    assert not client.trust.plain_http_allowed("registry.example")
     assert client.endpoints("docker.io", for_push=False) == ["https://registry-1.docker.io"]
 
 

@@ -5,20 +5,33 @@ A Bearer token is fetched from the challenge's realm for one scope
 any, and cached by realm, service, scope and credential until shortly before
 it expires (60 s when the server does not say). The cache is an LRU of
 TOKEN_CACHE_SIZE tokens, and keeps none longer than MAX_CACHED_TOKEN bytes.
+
+The realm is a URL the registry handed us, so a token request is sent like
+any other (:class:`TokenFetcher`, through the transport's guard); it follows
+redirects by hand, except one carrying a refresh token, which is never
+redirected.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import re
 import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import aiohttp
+from yarl import URL
+
 from imagestore import errors
+from imagestore.addresses import AddressClass
 from imagestore.dockerconfig import Credentials
 from imagestore.registry.lru import LRU
+from imagestore.registry.responses import fail_for, read_limited
+from imagestore.registry.retry import connection_failure
+from imagestore.registry.transport import REDIRECTS, Transport
 
 #: a token answer larger than this is refused (containers/image uses 1 MiB)
 MAX_TOKEN_RESPONSE = 1 << 20
@@ -63,7 +76,22 @@ def parse_challenges(header: str) -> list[Challenge]:
     return challenges
 
 
+def pick_challenge(response: aiohttp.ClientResponse) -> Challenge | None:
+    """The challenge of a 401 answer to answer: Bearer if offered, else Basic."""
+    challenges = [
+        c
+        for header in response.headers.getall("WWW-Authenticate", [])
+        for c in parse_challenges(header)
+    ]
+    for scheme in ("bearer", "basic"):
+        for challenge in challenges:
+            if challenge.scheme == scheme:
+                return challenge
+    return None
+
+
 def basic_header(credentials: Credentials) -> str:
+    """The ``Authorization`` value of HTTP Basic for ``credentials``."""
     pair = f"{credentials.username}:{credentials.password}".encode()
     return "Basic " + base64.b64encode(pair).decode()
 
@@ -154,3 +182,87 @@ class TokenCache:
         if len(value) <= MAX_CACHED_TOKEN:
             self._tokens.put(key, _Token(value, now + max(seconds - _EXPIRY_MARGIN, 1.0)))
         return value
+
+
+class TokenFetcher:
+    """The :class:`FetchToken` of a registry of address class ``reach``: its token
+    requests go through ``transport`` (the realm is a URL the registry handed
+    us: the guard applies), with the transport's retries."""
+
+    def __init__(self, transport: Transport, reach: AddressClass) -> None:
+        self.transport = transport
+        self.reach = reach
+
+    async def __call__(
+        self,
+        realm: str,
+        params: Mapping[str, str],
+        authorization: str | None,
+        form: Mapping[str, str] | None = None,
+    ) -> tuple[int, object]:
+        """GET the realm (Basic or anonymous), or POST ``form`` (OAuth2).
+
+        A GET follows redirects by hand like any request, its Authorization kept
+        only for the realm's own origin; a POST carries a refresh token and is
+        never redirected (a 307 would re-send the token to wherever it points)."""
+        transport = self.transport
+        try:
+            url = URL(realm)
+        except ValueError:
+            url = URL()
+        if url.scheme != "https" and not (
+            url.scheme == "http" and transport.trust.plain_http_allowed(url.raw_authority)
+        ):
+            raise errors.DataLoss(f"refusing a token realm that is not https: {realm[:200]}")
+        if not url.raw_host:
+            raise errors.DataLoss(f"refusing a token realm with no host: {realm[:200]}")
+        query: list[tuple[str, str]] = (
+            [("service", params["service"])] if "service" in params else []
+        )
+        query += [("scope", s) for s in params.get("scope", "").split()]
+        what = "token request"
+
+        async def attempt() -> tuple[int, object]:
+            target = url if form is not None else url.update_query(query)
+            hops = 0
+            while True:
+                headers = (
+                    {"Authorization": authorization}
+                    if authorization and target.origin() == url.origin()
+                    else {}
+                )
+                response = await transport.send(
+                    "POST" if form is not None else "GET",
+                    target,
+                    self.reach,
+                    what,
+                    headers=headers,
+                    data=dict(form) if form is not None else None,
+                )
+                async with response:
+                    if response.status in REDIRECTS and "Location" in response.headers:
+                        location = response.headers["Location"]
+                        if form is not None:
+                            raise errors.PermissionDenied(
+                                f"the registry's token service answered {response.status}"
+                                f" (to {location[:200]}) to a refresh-token request; a request"
+                                " carrying a refresh token is never redirected",
+                                metadata={"status": str(response.status)},
+                            )
+                        hops += 1
+                        target = transport.redirect_target(target, location, hops, what)
+                        continue
+                    if response.status >= 500 or response.status == 429:
+                        raise await fail_for(response, what)
+                    try:
+                        body = await read_limited(
+                            response, MAX_TOKEN_RESPONSE, "token answer", transport.speed_floor
+                        )
+                    except (aiohttp.ClientError, TimeoutError) as exc:
+                        raise connection_failure(exc, what) from None
+                try:
+                    return response.status, json.loads(body) if body else None
+                except ValueError:
+                    return response.status, None
+
+        return await transport.with_retries(attempt, None)

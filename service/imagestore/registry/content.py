@@ -2,7 +2,7 @@
 
 Every answer is checked against what was asked: a manifest by digest must hash
 to it, ``Docker-Content-Digest`` must match the body, sizes are bounded. Bodies
-read whole are read under the client's speed floor, and each fetch, all tries
+read whole are read under the transport's speed floor, and each fetch, all tries
 included, under its blob deadline.
 """
 
@@ -17,17 +17,16 @@ from yarl import URL
 
 from imagestore import errors
 from imagestore.hashing import sha256_digest
+from imagestore.oci import mediatypes as mt
 from imagestore.oci.manifests import MAX_DOCUMENT_SIZE
-from imagestore.registry.client import (
-    MANIFEST_ACCEPT,
-    OnRetry,
-    Repository,
-    fail_for,
-    read_limited,
-)
+from imagestore.registry.repository import Repository
+from imagestore.registry.responses import fail_for, read_limited
 from imagestore.registry.retry import Retryable, connection_failure
+from imagestore.registry.transport import OnRetry
 
 log = logging.getLogger("imagestore.registry")
+
+MANIFEST_ACCEPT = ", ".join(mt.MANIFEST_ACCEPT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +64,7 @@ async def get_manifest(
         )
 
     async def attempt() -> RemoteDocument:
-        response = await repo.client.request(
-            repo,
+        response = await repo.request(
             "GET",
             repo.url(f"manifests/{reference}"),
             headers={"Accept": MANIFEST_ACCEPT},
@@ -84,7 +82,10 @@ async def get_manifest(
                 raise error
             try:
                 data = await read_limited(
-                    response, limit if size is None else size, "manifest", repo.client.speed_floor
+                    response,
+                    limit if size is None else size,
+                    "manifest",
+                    repo.transport.speed_floor,
                 )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise connection_failure(exc, what) from None
@@ -109,8 +110,8 @@ async def get_manifest(
             )
         return RemoteDocument(data, media_type, digest)
 
-    async with repo.client.deadline(what):
-        return await repo.client.with_retries(attempt, on_retry)
+    async with repo.transport.deadline(what):
+        return await repo.transport.with_retries(attempt, on_retry)
 
 
 def _not_its_size(what: str, size: int) -> errors.DigestMismatch:
@@ -135,12 +136,12 @@ async def get_small_blob(
         response = await open_blob(repo, digest)
         async with response:
             try:
-                return await read_limited(response, size, what, repo.client.speed_floor)
+                return await read_limited(response, size, what, repo.transport.speed_floor)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise connection_failure(exc, what) from None
 
-    async with repo.client.deadline(what):
-        data = await repo.client.with_retries(attempt, on_retry)
+    async with repo.transport.deadline(what):
+        data = await repo.transport.with_retries(attempt, on_retry)
     actual = sha256_digest(data)
     if actual != digest or len(data) != size:
         raise errors.DigestMismatch(
@@ -157,9 +158,7 @@ async def open_blob(repo: Repository, digest: str, offset: int = 0) -> aiohttp.C
     registry ignored the range (the caller skips ``offset`` bytes)."""
     what = f"blob {digest}"
     headers = {"Range": f"bytes={offset}-"} if offset else {}
-    response = await repo.client.request(
-        repo, "GET", repo.url(f"blobs/{digest}"), headers=headers, what=what
-    )
+    response = await repo.request("GET", repo.url(f"blobs/{digest}"), headers=headers, what=what)
     if response.status == 206 and offset:
         content_range = response.headers.get("Content-Range", "")
         if not content_range.startswith(f"bytes {offset}-"):
@@ -176,7 +175,7 @@ async def blob_exists(repo: Repository, digest: str) -> bool:
     what = f"blob {digest}"
 
     async def attempt() -> bool:
-        response = await repo.client.request(repo, "HEAD", repo.url(f"blobs/{digest}"), what=what)
+        response = await repo.request("HEAD", repo.url(f"blobs/{digest}"), what=what)
         async with response:
             if response.status == 200:
                 return True
@@ -184,7 +183,7 @@ async def blob_exists(repo: Repository, digest: str) -> bool:
                 return False
             raise await fail_for(response, what)
 
-    return await repo.client.with_retries(attempt, None)
+    return await repo.transport.with_retries(attempt, None)
 
 
 async def mount_blob(repo: Repository, digest: str, source_path: str) -> URL | None:
@@ -193,8 +192,7 @@ async def mount_blob(repo: Repository, digest: str, source_path: str) -> URL | N
     pull on the source for this request only (mounts run concurrently)."""
     url = repo.url("blobs/uploads/").with_query({"mount": digest, "from": source_path})
     what = f"mount of {digest} from {source_path}"
-    response = await repo.client.request(
-        repo,
+    response = await repo.request(
         "POST",
         url,
         headers={"Content-Length": "0"},
@@ -214,7 +212,7 @@ async def cancel_upload(repo: Repository, location: URL) -> None:
     expires on the registry anyway)."""
     what = f"cancel of upload {location.path[-64:]}"
     try:
-        response = await repo.client.request(repo, "DELETE", location, what=what)
+        response = await repo.request("DELETE", location, what=what)
     except (errors.ImageStoreError, Retryable) as exc:
         log.info("%s failed: %s", what, exc)
         return
@@ -225,8 +223,8 @@ async def cancel_upload(repo: Repository, location: URL) -> None:
 
 async def start_upload(repo: Repository) -> URL:
     what = f"upload to {repo.path}"
-    response = await repo.client.request(
-        repo, "POST", repo.url("blobs/uploads/"), headers={"Content-Length": "0"}, what=what
+    response = await repo.request(
+        "POST", repo.url("blobs/uploads/"), headers={"Content-Length": "0"}, what=what
     )
     async with response:
         if response.status == 202 and "Location" in response.headers:
@@ -246,8 +244,7 @@ async def upload_blob(
     (what skopeo does; registry 2.8 has no single-POST upload). ``verify`` runs
     between the two and raises if what was sent did not hash to ``digest``."""
     what = f"upload of {digest}"
-    response = await repo.client.request(
-        repo,
+    response = await repo.request(
         "PATCH",
         location,
         headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
@@ -259,8 +256,7 @@ async def upload_blob(
             raise await fail_for(response, what)
         location = response.url.join(URL(response.headers.get("Location", str(location))))
     verify()
-    response = await repo.client.request(
-        repo,
+    response = await repo.request(
         "PUT",
         location.update_query({"digest": digest}),
         headers={"Content-Length": "0"},
@@ -280,8 +276,7 @@ async def put_manifest(repo: Repository, reference: str, data: bytes, media_type
     digest = sha256_digest(data)
 
     async def attempt() -> str:
-        response = await repo.client.request(
-            repo,
+        response = await repo.request(
             "PUT",
             repo.url(f"manifests/{reference}"),
             headers={"Content-Type": media_type},
@@ -298,4 +293,4 @@ async def put_manifest(repo: Repository, reference: str, data: bytes, media_type
             )
         return digest
 
-    return await repo.client.with_retries(attempt, None)
+    return await repo.transport.with_retries(attempt, None)

@@ -2,7 +2,7 @@
 
 A registry hands back URLs: redirects (3xx ``Location``), upload sessions
 (201/202 ``Location``), its token realm, the token service's own redirects.
-Every one of them is sent by :meth:`RegistryClient.send`, which applies this
+Every one of them is sent by :meth:`Transport.send` (registry/transport.py), which applies this
 guard before any connection is made. The rule: a registry may not send
 imagestore to an address more internal than its own (:class:`AddressClass`:
 public → private/ULA/CGNAT → link-local/metadata → loopback/unspecified).

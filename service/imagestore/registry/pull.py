@@ -30,7 +30,7 @@ from imagestore.oci.manifests import Descriptor, Index, Manifest, parse_config, 
 from imagestore.oci.platforms import Platform, best_match, host_platform, parse_platform
 from imagestore.oci.references import Reference, parse_reference
 from imagestore.registry.blocking import entered_in_thread, in_thread, run_all
-from imagestore.registry.client import RegistryClient, Repository
+from imagestore.registry.client import RegistryClient
 from imagestore.registry.content import (
     RemoteDocument,
     get_manifest,
@@ -45,6 +45,7 @@ from imagestore.registry.progress import (
     layer_id,
     retry_reporter,
 )
+from imagestore.registry.repository import Repository
 from imagestore.registry.retry import connection_failure
 from imagestore.store.blobs import Encoding, Ingest
 from imagestore.store.leases import Lease
@@ -351,7 +352,7 @@ class Puller:
                     emit(ProgressEvent(short, "Waiting"))
                 async with slots.hold(repo.origin):
                     response = await open_blob(repo, descriptor.digest, ingest.written)
-                    async with response, self.client.speed_floor.meter(what) as meter:
+                    async with response, repo.transport.speed_floor.meter(what) as meter:
                         skip = ingest.written if response.status == 200 else 0
                         try:
                             async for pieces in _batches(response.content):
@@ -372,8 +373,8 @@ class Puller:
                         metadata={"digest": descriptor.digest, "size": str(ingest.written)},
                     )
 
-            async with self.client.deadline(what):
-                await self.client.with_retries(attempt, retry_reporter(emit, short))
+            async with repo.transport.deadline(what):
+                await repo.transport.with_retries(attempt, retry_reporter(emit, short))
             emit(ProgressEvent(short, "Verifying Checksum"))
             await in_thread(self.store.commit, ingest, lease, descriptor.media_type)
             emit(ProgressEvent(short, "Download complete"))

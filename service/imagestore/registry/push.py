@@ -28,7 +28,7 @@ from imagestore.dockerconfig import Credentials
 from imagestore.oci.manifests import Descriptor, Manifest
 from imagestore.oci.references import Reference, parse_reference
 from imagestore.registry.blocking import in_thread, run_all
-from imagestore.registry.client import RegistryClient, Repository
+from imagestore.registry.client import RegistryClient
 from imagestore.registry.content import (
     blob_exists,
     cancel_upload,
@@ -44,6 +44,7 @@ from imagestore.registry.progress import (
     layer_id,
     retry_reporter,
 )
+from imagestore.registry.repository import Repository
 from imagestore.store.leases import Lease
 from imagestore.store.selection import StoredDocument, select_documents
 from imagestore.store.store import Store
@@ -209,7 +210,8 @@ class Pusher:
                 location = None  # a failed session is not reused
                 await self._upload(repo, session, descriptor, emit if shown else None)
 
-        await self.client.with_retries(attempt, retry_reporter(emit, layer_id(descriptor.digest)))
+        on_retry = retry_reporter(emit, layer_id(descriptor.digest))
+        await repo.transport.with_retries(attempt, on_retry)
         say("Pushed")
 
     def _verified(self, checked: list[str], digest: str) -> None:
