@@ -22,6 +22,7 @@ from imagestore.api import reflection
 from imagestore.api.admission import Admission, Limits
 from imagestore.api.interceptors import AccessLog, ErrorMapping, TokenAuth
 from imagestore.api.metrics import Metrics
+from imagestore.api.pools import Pools
 from imagestore.api.servicer import ImageStoreServicer
 from imagestore.archive.load import LoadLimits
 from imagestore.registry.client import RegistryClient
@@ -138,9 +139,7 @@ def _tokens(path: Path | None) -> set[str]:
 
 
 def _store_bytes(store: Store) -> float:
-    with store.catalog.reading() as db:
-        total = db.execute("SELECT COALESCE(SUM(size), 0) FROM blobs").fetchone()[0]
-    return float(total)
+    return float(store.stored_bytes())
 
 
 async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> None:
@@ -179,9 +178,12 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
                 ),
             ],
         )
+        # One Load thread per admitted stream: no admitted Load waits for a thread.
+        pools = Pools(load_workers=config.limits.max_concurrent_streams)
         servicer = ImageStoreServicer(
             store,
             registry,
+            pools=pools,
             secure_transport=credentials is not None,
             max_response_bytes=config.limits.max_response_bytes,
             load_limits=config.load,
@@ -208,7 +210,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.stop(config.grace_period)
-        servicer.close()
+        await pools.shutdown()  # the jobs of cancelled calls end before the store closes
     finally:
         await registry.close()
         store.close()

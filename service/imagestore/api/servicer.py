@@ -1,41 +1,35 @@
 """ImageStoreService: thin async handlers over the store.
 
-Each handler parses nothing itself beyond moving fields, runs the blocking
-store call on a worker thread, and converts the result. Errors are domain
-exceptions, mapped to statuses by the ErrorMapping interceptor.
+Each handler parses nothing itself beyond moving fields, runs its blocking work
+through a bridge of ``imagestore/bridges.py`` (the one cancellation rule) on a
+pool of ``api/pools.py``, and converts the result. Errors are domain exceptions,
+mapped to statuses by the ErrorMapping interceptor.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
-import queue
-import threading
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any, Generic, TypeVar, cast
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from typing import Any, TypeVar
 
 import grpc
 from imagestore import errors
 from imagestore.addresses import is_loopback
 from imagestore.api import convert
 from imagestore.api.admission import DEFAULT_MAX_RESPONSE_BYTES
+from imagestore.api.pools import Pools
 from imagestore.archive.load import LoadLimits, LoadProgress, load
 from imagestore.archive.save import save
+from imagestore.bridges import with_events
 from imagestore.dockerconfig import Credentials
 from imagestore.oci.digests import parse_digest
 from imagestore.oci.references import normalize_domain
 from imagestore.registry.client import RegistryClient
-from imagestore.registry.progress import Emit, ProgressEvent
-from imagestore.registry.pull import Puller, PullResult
-from imagestore.registry.push import Pusher, PushResult
-from imagestore.store.check import check
+from imagestore.registry.progress import ProgressEvent
+from imagestore.registry.pull import Puller
+from imagestore.registry.push import Pusher
 from imagestore.store.filters import parse_list_filters, parse_prune_filters
-from imagestore.store.listing import list_images
 from imagestore.store.models import ImageSummary
-from imagestore.store.prune import disk_usage, prune
 from imagestore.store.store import Store
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
@@ -48,89 +42,8 @@ LOAD_QUEUE_CHUNKS = 8
 # reading and sending overlapped (more bought no throughput on loopback), and
 # is, with the chunk being sent and an open blob file, all an unread stream holds.
 STREAM_AHEAD = 1
-# Pool threads that advance Save and ReadBlob streams one step at a time: a step
-# is a short read and hash, so a few threads serve any number of streams.
-STREAM_WORKERS = min(16, (os.cpu_count() or 1) + 4)
 # Room left in a ListImages response for its page token and framing.
 LIST_PAGE_OVERHEAD = 1 << 10
-
-
-class _CancelledError(Exception):
-    """The client went away in the middle of a stream."""
-
-
-async def _run(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    return await asyncio.to_thread(function, *args, **kwargs)
-
-
-def _seen(future: asyncio.Future[Any]) -> None:
-    """Mark a future's outcome as retrieved (whoever awaits it still gets it)."""
-    if not future.cancelled():
-        future.exception()
-
-
-def _in_thread(function: Callable[[], T]) -> asyncio.Future[T]:
-    """Run a long job (a whole Load) on its own thread, not the shared pool: it
-    waits on its client's chunks, which must not starve other calls of workers.
-    The stream cap bounds how many such threads exist."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: T | None, error: BaseException | None) -> None:
-        if future.cancelled():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(cast(T, result))
-
-    def run() -> None:
-        try:
-            result = function()
-        except BaseException as exc:  # handed to the awaiting coroutine
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, result, None)
-
-    threading.Thread(target=run, name="imagestore-load", daemon=True).start()
-    return future
-
-
-class _Stepper(Generic[T]):
-    """A blocking generator advanced a few items at a time by pool workers.
-
-    Steps and the final close never overlap (a lock); a step after the close
-    finds nothing, so a step still queued when the consumer left cannot
-    restart the work."""
-
-    def __init__(self, make: Callable[[], Generator[T, None, None]]) -> None:
-        self._make = make
-        self._generator: Generator[T, None, None] | None = None
-        self._closed = False
-        self._lock = threading.Lock()
-
-    def step(self, count: int) -> tuple[list[T], bool]:
-        """Up to ``count`` more items, and whether the generator is finished."""
-        with self._lock:
-            if self._closed:
-                return [], True
-            if self._generator is None:
-                self._generator = self._make()
-            items: list[T] = []
-            for _ in range(count):
-                try:
-                    items.append(next(self._generator))
-                except StopIteration:
-                    self._closed = True
-                    return items, True
-            return items, False
-
-    def close(self) -> None:
-        """Close the generator (its ``finally`` blocks end its leases)."""
-        with self._lock:
-            self._closed = True
-            if self._generator is not None:
-                self._generator.close()
 
 
 def _wrapped(
@@ -141,69 +54,6 @@ def _wrapped(
     with contextlib.closing(chunks):
         for chunk in chunks:
             yield wrap(chunk=chunk)
-
-
-async def _stream_in_steps(
-    make: Callable[[], Generator[T, None, None]], pool: Executor, ahead: int = STREAM_AHEAD
-) -> AsyncIterator[T]:
-    """Run a blocking generator on ``pool``, up to ``ahead`` items in front of
-    the consumer, so reading and hashing overlap with sending.
-
-    No thread is held between steps: a stream whose client does not read
-    costs its ``ahead`` buffered items and its generator's state (an open
-    file), not a thread. When the consumer
-    stops early (cancellation), the generator is closed on a pool thread,
-    which releases its leases."""
-    loop = asyncio.get_running_loop()
-    stepper = _Stepper(make)
-    buffered: deque[T] = deque()
-    pending: asyncio.Future[tuple[list[T], bool]] | None = None
-    finished = False
-    try:
-        while True:
-            if pending is not None and (pending.done() or not buffered):
-                step, pending = pending, None
-                items, finished = await step
-                buffered.extend(items)
-            if pending is None and not finished and len(buffered) < ahead:
-                pending = loop.run_in_executor(pool, stepper.step, ahead - len(buffered))
-            if buffered:
-                yield buffered.popleft()
-            elif finished:
-                return
-    finally:
-        if pending is not None:
-            pending.cancel()  # not started: never runs; running: close() waits for it
-        try:
-            closing = loop.run_in_executor(pool, stepper.close)
-        except RuntimeError:  # the pool is shut down (server stopping): close here
-            stepper.close()
-        else:
-            await asyncio.shield(closing)
-
-
-async def _with_progress(
-    job: Callable[[Emit], Awaitable[T]],
-) -> AsyncIterator[ProgressEvent | T]:
-    """Run a pull or push as a task: its events as they come, then its result.
-    If the caller goes away, the task is cancelled and awaited (its lease ends)."""
-    events: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
-
-    async def run() -> T:
-        try:
-            return await job(events.put_nowait)
-        finally:
-            events.put_nowait(None)
-
-    task = asyncio.ensure_future(run())
-    try:
-        while (event := await events.get()) is not None:
-            yield event
-        yield await task
-    finally:
-        if not task.done():
-            task.cancel()
-            await asyncio.wait({task})
 
 
 def local_peer(peer: str) -> bool:
@@ -225,14 +75,16 @@ def check_credentials_transport(credentials: Credentials, secure: bool, peer: st
 
 
 class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
-    """The service's handlers. ``max_response_bytes`` bounds a ListImages page
-    and an Inspect answer; ``close()`` once the server has stopped."""
+    """The service's handlers. Their blocking work runs on ``pools``, which the
+    server shuts down once it has stopped; ``max_response_bytes`` bounds a
+    ListImages page and an Inspect answer."""
 
     def __init__(
         self,
         store: Store,
         registry: RegistryClient,
         *,
+        pools: Pools,
         secure_transport: bool = False,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         load_limits: LoadLimits | None = None,
@@ -244,11 +96,7 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         self.pusher = Pusher(store, registry)
         self.secure_transport = secure_transport
         self.max_response_bytes = max_response_bytes
-        self._steps = ThreadPoolExecutor(STREAM_WORKERS, thread_name_prefix="imagestore-stream")
-
-    def close(self) -> None:
-        """Let the stream steps still queued finish; then the pool's threads end."""
-        self._steps.shutdown(wait=True)
+        self._pools = pools
 
     async def ListImages(
         self, request: pb.ListImagesRequest, context: Context
@@ -264,9 +112,8 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
             row = rows[image.id] = convert.image_summary(image, max_bytes=budget - 8)
             return convert.field_bytes(row)
 
-        page = await _run(
-            list_images,
-            self.store,
+        page = await self._pools.unary.run(
+            self.store.list_images,
             filters,
             show_all=request.all,
             page_size=request.page_size,
@@ -286,14 +133,16 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
                 details, include_raw=request.include_raw, max_bytes=self.max_response_bytes
             )
 
-        return await _run(inspect)
+        return await self._pools.unary.run(inspect)
 
     async def History(self, request: pb.HistoryRequest, context: Context) -> pb.HistoryResponse:
-        rows = await _run(self.store.history, request.image, request.platform or None)
+        rows = await self._pools.unary.run(
+            self.store.history, request.image, request.platform or None
+        )
         return pb.HistoryResponse(entries=[convert.history_entry(row) for row in rows])
 
     async def Tag(self, request: pb.TagRequest, context: Context) -> pb.TagResponse:
-        result = await _run(self.store.tag, request.source, request.target)
+        result = await self._pools.unary.run(self.store.tag, request.source, request.target)
         return pb.TagResponse(
             target=result.target,
             image_ids=result.image_ids,
@@ -303,23 +152,25 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
     async def Remove(self, request: pb.RemoveRequest, context: Context) -> pb.RemoveResponse:
         if not request.images:
             raise errors.InvalidArgument("name at least one image to remove")
-        events = await _run(self.store.remove, list(request.images), force=request.force)
+        events = await self._pools.unary.run(
+            self.store.remove, list(request.images), force=request.force
+        )
         return pb.RemoveResponse(events=[convert.remove_event(e) for e in events])
 
     async def Prune(self, request: pb.PruneRequest, context: Context) -> pb.PruneResponse:
         filters = parse_prune_filters(request.filters)
-        result = await _run(
-            prune, self.store, filters, all_images=request.all, dry_run=request.dry_run
+        result = await self._pools.unary.run(
+            self.store.prune, filters, all_images=request.all, dry_run=request.dry_run
         )
         return convert.prune_response(result)
 
     async def DiskUsage(
         self, request: pb.DiskUsageRequest, context: Context
     ) -> pb.DiskUsageResponse:
-        return convert.disk_usage_response(await _run(disk_usage, self.store))
+        return convert.disk_usage_response(await self._pools.unary.run(self.store.disk_usage))
 
     async def Check(self, request: pb.CheckRequest, context: Context) -> pb.CheckResponse:
-        return convert.check_response(await _run(check, self.store))
+        return convert.check_response(await self._pools.unary.run(self.store.check))
 
     def _credentials(self, auth: pb.RegistryAuth, context: Context) -> Credentials | None:
         """Registry credentials from the request; refused where they could be sniffed."""
@@ -333,28 +184,30 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         credentials = self._credentials(request.auth, context)
         platforms = list(request.platforms)
 
-        async def job(emit: Emit) -> PullResult:
-            return await self.puller.pull(request.image, platforms, credentials, emit)
+        async def job(emit: Callable[[pb.PullResponse], None]) -> pb.PullResponse:
+            def progress(event: ProgressEvent) -> None:
+                emit(pb.PullResponse(progress=convert.progress(event)))
 
-        async for event in _with_progress(job):
-            if isinstance(event, ProgressEvent):
-                yield pb.PullResponse(progress=convert.progress(event))
-            else:
-                yield convert.pull_result(event)
+            result = await self.puller.pull(request.image, platforms, credentials, progress)
+            return convert.pull_result(result)
+
+        async for response in with_events(job):
+            yield response
 
     async def Push(
         self, request: pb.PushRequest, context: Context
     ) -> AsyncIterator[pb.PushResponse]:
         credentials = self._credentials(request.auth, context)
 
-        async def job(emit: Emit) -> PushResult:
-            return await self.pusher.push(request.image, credentials, request.platform, emit)
+        async def job(emit: Callable[[pb.PushResponse], None]) -> pb.PushResponse:
+            def progress(event: ProgressEvent) -> None:
+                emit(pb.PushResponse(progress=convert.progress(event)))
 
-        async for event in _with_progress(job):
-            if isinstance(event, ProgressEvent):
-                yield pb.PushResponse(progress=convert.progress(event))
-            else:
-                yield convert.push_result(event)
+            result = await self.pusher.push(request.image, credentials, request.platform, progress)
+            return convert.push_result(result)
+
+        async for response in with_events(job):
+            yield response
 
     async def Login(self, request: pb.LoginRequest, context: Context) -> pb.LoginResponse:
         credentials = self._credentials(request.auth, context)
@@ -372,7 +225,7 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         def responses() -> Generator[pb.SaveResponse, None, None]:
             return _wrapped(save(self.store, images, request.platform), pb.SaveResponse)
 
-        async for response in _stream_in_steps(responses, self._steps):
+        async for response in self._pools.streams.stream(responses, STREAM_AHEAD):
             yield response
 
     async def ReadBlob(
@@ -386,7 +239,7 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         def responses() -> Generator[pb.ReadBlobResponse, None, None]:
             return _wrapped(self._read_blob(digest, offset, limit), pb.ReadBlobResponse)
 
-        async for response in _stream_in_steps(responses, self._steps):
+        async for response in self._pools.streams.stream(responses, STREAM_AHEAD):
             yield response
 
     def _read_blob(
@@ -401,36 +254,31 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         self, request_iterator: AsyncIterator[pb.LoadRequest], context: Context
     ) -> AsyncIterator[pb.LoadResponse]:
         """Chunks flow to a loader thread, at most LOAD_QUEUE_CHUNKS ahead; its
-        progress flows back. If the client goes away, the loader fails and its
-        lease removes whatever it had stored."""
-        loop = asyncio.get_running_loop()
-        chunks: queue.SimpleQueue[bytes | BaseException | None] = queue.SimpleQueue()
-        slots = asyncio.Semaphore(LOAD_QUEUE_CHUNKS)
-        events: asyncio.Queue[pb.LoadResponse | None] = asyncio.Queue()
+        progress flows back. If the client goes away, the loader's input ends in
+        InputCancelledError, and its lease removes whatever it had stored before
+        the call ends."""
         first = await anext(aiter(request_iterator), None)
         declared = first.declared_size if first is not None and first.declared_size > 0 else None
 
-        def incoming() -> Iterator[bytes]:
-            if first is not None and first.chunk:
+        async def chunks() -> AsyncIterator[bytes]:
+            if first is None:
+                return
+            if first.chunk:
                 yield first.chunk
-            while True:
-                item = chunks.get()
-                loop.call_soon_threadsafe(slots.release)
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            async for message in request_iterator:
+                yield message.chunk
 
-        def progress(event: LoadProgress) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, convert.load_progress(event))
+        def work(
+            incoming: Iterator[bytes], emit: Callable[[pb.LoadResponse], None]
+        ) -> pb.LoadResponse:
+            def progress(event: LoadProgress) -> None:
+                emit(convert.load_progress(event))
 
-        def work() -> pb.LoadResponse:
             try:
                 return convert.load_result(
                     load(
                         self.store,
-                        incoming(),
+                        incoming,
                         declared_size=declared,
                         progress=progress,
                         limits=self.load_limits,
@@ -441,33 +289,6 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
                 # frames and their megabyte buffers are freed now, not by a later GC.
                 exc.__context__ = None
                 raise exc.with_traceback(None) from None
-            finally:
-                loop.call_soon_threadsafe(events.put_nowait, None)
 
-        async def feed() -> None:
-            try:
-                if first is not None:
-                    async for message in request_iterator:
-                        await slots.acquire()
-                        chunks.put(message.chunk)
-                chunks.put(None)
-            except BaseException:
-                chunks.put(_CancelledError("the client stopped sending"))
-                raise
-
-        worker = _in_thread(work)
-        feeder = asyncio.ensure_future(feed())
-        for job in (worker, feeder):
-            # When the client has left, how the load or the feeding ended is
-            # nobody's news: mark it seen, so asyncio does not log it as lost.
-            job.add_done_callback(_seen)
-        try:
-            while (event := await events.get()) is not None:
-                yield event
-            yield await worker
-        finally:
-            if not feeder.done():
-                feeder.cancel()
-            if not worker.done():
-                chunks.put(_CancelledError("load cancelled"))
-                await asyncio.wait({worker})
+        async for response in self._pools.loads.feed(chunks(), work, LOAD_QUEUE_CHUNKS):
+            yield response

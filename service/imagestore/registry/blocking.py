@@ -1,45 +1,37 @@
 """Blocking store work driven from the event loop, never abandoned half-way.
 
-A cancelled coroutine must not walk away from a thread that is still writing
-an ingest or holding a lock: these helpers wait for the thread to finish
-before the cancellation goes on, so leases end after the work they protect.
+Pull and Push hash and write on the transfer pool, a ``WorkerPool`` with the
+one cancellation rule of ``imagestore/bridges.py``: a cancelled coroutine
+waits for the thread to finish its step (a job not yet started never runs),
+so leases end after the work they protect.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
+from imagestore.bridges import WorkerPool
+
 T = TypeVar("T")
 
-# Registry transfers hash and write on these threads, apart from the RPC pool.
-_EXECUTOR = ThreadPoolExecutor(max_workers=8, thread_name_prefix="imagestore-transfer")
+#: threads on which registry transfers hash and write, apart from the RPC pools
+TRANSFER_WORKERS = 8
+_TRANSFERS = WorkerPool("imagestore-transfer", TRANSFER_WORKERS)
 
 
 async def in_thread(function: Callable[..., T], *args: Any) -> T:
-    """``function(*args)`` on a transfer thread; a cancellation waits for it."""
-    future = asyncio.get_running_loop().run_in_executor(_EXECUTOR, function, *args)
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        await asyncio.wait({future})
-        raise
+    """``function(*args)`` on a transfer thread, under the cancellation rule."""
+    return await _TRANSFERS.run(function, *args)
 
 
 @asynccontextmanager
 async def entered_in_thread(manager: AbstractContextManager[T]) -> AsyncIterator[T]:
-    """Enter and exit a blocking context manager on a transfer thread."""
-    future = asyncio.get_running_loop().run_in_executor(_EXECUTOR, manager.__enter__)
-    try:
-        value = await asyncio.shield(future)
-    except asyncio.CancelledError:
-        await asyncio.wait({future})
-        if not future.cancelled() and future.exception() is None:
-            await in_thread(manager.__exit__, None, None, None)
-        raise
+    """Enter and exit a blocking context manager on a transfer thread (entered,
+    it is always exited: a cancellation waits for the enter, then exits)."""
+    value = await in_thread(manager.__enter__)
     try:
         yield value
     finally:
