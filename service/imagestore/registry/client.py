@@ -24,7 +24,6 @@ kept per host (ping results here, TLS contexts in ``trust.py``, tokens in
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Mapping
 
@@ -34,6 +33,7 @@ from imagestore import errors
 from imagestore.dockerconfig import ANONYMOUS, Credentials, DockerConfig
 from imagestore.oci.references import DEFAULT_DOMAIN, Reference
 from imagestore.registry.auth import TokenCache, TokenFetcher, pick_challenge
+from imagestore.registry.blocking import in_thread
 from imagestore.registry.lru import LRU
 from imagestore.registry.options import RegistryOptions
 from imagestore.registry.repository import Host, Repository
@@ -114,7 +114,8 @@ class RegistryClient:
     async def _server_credentials(self, registry: str) -> Credentials:
         if self.server_credentials is None:
             return ANONYMOUS
-        return await asyncio.to_thread(self.server_credentials.lookup, registry)
+        # a credential helper is a subprocess: it runs on a transfer thread
+        return await in_thread(self.server_credentials.lookup, registry)
 
     async def login(self, domain: str, credentials: Credentials) -> None:
         """Check credentials the way the registry will judge them: Basic on
