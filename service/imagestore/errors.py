@@ -113,6 +113,13 @@ class DataLoss(ImageStoreError):
     status = "DATA_LOSS"
 
 
+class OutOfRange(ImageStoreError):
+    """A read past the end of what there is (a blob offset beyond its size)."""
+
+    reason = "OUT_OF_RANGE"
+    status = "OUT_OF_RANGE"
+
+
 class Unavailable(ImageStoreError):
     """A dependency is unreachable, or the server is shutting down."""
 
