@@ -46,7 +46,7 @@ run: native ## Start the service on the embedded default (SQLite + a local direc
 	$(VENV)/bin/imagestore serve
 
 .PHONY: test
-test: native test-debs protos-check $(ZLIB_NATIVE) ## Set up what is missing, then run every test
+test: native test-debs protos-check $(NODE_STAMP) $(ZLIB_NATIVE) ## Set up what is missing, then run every test
 	IMAGESTORE_EXPECT_BACKEND=$(EXPECT_BACKEND) IMAGESTORE_FUZZ_SECONDS=$(CI_FUZZ_SECONDS) $(PYTEST)
 	@echo "== native tests again, against the zlib build of the extension"
 	IMAGESTORE_TEST_NATIVE=$(ZLIB_NATIVE) IMAGESTORE_EXPECT_BACKEND=zlib \
@@ -76,27 +76,52 @@ bench: native test-debs $(ZLIB_NATIVE) ## Benchmarks beside their peers (stdlib,
 	$(PY) -m tests.bench.bench_hostile
 
 .PHONY: lint
-lint: $(DEPS_STAMP) $(NODE_STAMP) ## ruff, ruff format --check, mypy --strict, buf lint + format
+lint: $(DEPS_STAMP) $(NODE_STAMP) ## ruff, mypy --strict, buf lint, buf format, buf breaking
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	$(BUF) lint
 	$(BUF) format --diff --exit-code
+	$(MAKE) breaking
+
+# The frozen API: `buf breaking` compares protos/ with the committed baseline, an
+# image of the API as released (`buf build`, without comments, which may change),
+# under buf.yaml's rule set (FILE; buf.yaml says why). The v1 API is reshaped once
+# more before it is frozen: once that reshape lands, `make baseline` takes the
+# baseline again (commit it). After that, a change buf breaking refuses belongs in
+# a new package (v2).
+BASELINE := protos/baseline/imagestore-v1.binpb
+
+.PHONY: breaking
+breaking: $(NODE_STAMP) ## Fail when protos/ breaks the committed API baseline (buf breaking)
+	$(BUF) breaking --against $(BASELINE)
+
+.PHONY: baseline
+baseline: $(NODE_STAMP) ## Take the API baseline again from protos/ (only for an agreed reshape)
+	@mkdir -p $(dir $(BASELINE))
+	$(BUF) build --exclude-source-info -o $(BASELINE)
+
+# Beside the generated code, the descriptor set of protos/ with its comments
+# (source info): shipped in the package, reflection serves it so that
+# `grpcurl describe` prints the documentation. $(1) is the output root.
+DESCRIPTOR_SET := imagestore/v1/imagestore.binpb
+PROTOC = $(PY) -m grpc_tools.protoc -Iprotos --python_out=$(1) --pyi_out=$(1) \
+	--grpc_python_out=$(1) --include_source_info --descriptor_set_out=$(1)/$(DESCRIPTOR_SET) \
+	$(PROTOS)
 
 .PHONY: protos
-protos: $(DEPS_STAMP) ## Regenerate the Python code of protos/ into service/imagestore/v1
-	$(PY) -m grpc_tools.protoc -Iprotos --python_out=service --pyi_out=service \
-		--grpc_python_out=service $(PROTOS)
+protos: $(DEPS_STAMP) ## Regenerate service/imagestore/v1: Python code, descriptor set
+	$(call PROTOC,service)
 
 .PHONY: protos-check
-protos-check: $(DEPS_STAMP) ## Fail when the committed generated code is stale
-	@rm -rf $(BUILD)/protos-check && mkdir -p $(BUILD)/protos-check
-	@$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(BUILD)/protos-check \
-		--pyi_out=$(BUILD)/protos-check --grpc_python_out=$(BUILD)/protos-check $(PROTOS)
+protos-check: $(DEPS_STAMP) ## Fail when the committed generated code or descriptor set is stale
+	@rm -rf $(BUILD)/protos-check && mkdir -p $(BUILD)/protos-check/$(dir $(DESCRIPTOR_SET))
+	@$(call PROTOC,$(BUILD)/protos-check)
 	@for f in $(BUILD)/protos-check/imagestore/v1/*; do \
-		cmp -s $$f $(GENERATED)/$$(basename $$f) || { echo "stale: $(GENERATED)/$$(basename $$f) (run make protos)"; exit 1; }; \
+		cmp -s $$f $(GENERATED)/$$(basename $$f) || \
+			{ echo "stale: $(GENERATED)/$$(basename $$f) (run make protos)"; exit 1; }; \
 	done
-	@echo "generated code is up to date"
+	@echo "generated code and descriptor set are up to date"
 
 .PHONY: fmt
 fmt: $(DEPS_STAMP) ## Format and auto-fix what ruff can
@@ -123,6 +148,7 @@ distclean: clean ## Remove build output and .venv
 	rm -rf $(VENV)
 
 $(NODE_STAMP): package.json package-lock.json
+	command -v npm >/dev/null || scripts/ensure-debs npm
 	npm ci --silent --no-audit --no-fund
 	touch $@
 

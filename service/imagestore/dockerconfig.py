@@ -80,10 +80,14 @@ def _decode_auth(value: str, source: Path) -> tuple[str, str]:
     try:
         decoded = base64.b64decode(value, validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
-        raise errors.InvalidArgument(f"{source}: an 'auth' entry is not base64") from None
+        raise errors.OptionInvalid(
+            f"{source}: an 'auth' entry is not base64", metadata={"path": str(source)}
+        ) from None
     username, sep, password = decoded.partition(":")
     if not sep:
-        raise errors.InvalidArgument(f"{source}: an 'auth' entry is not user:password")
+        raise errors.OptionInvalid(
+            f"{source}: an 'auth' entry is not user:password", metadata={"path": str(source)}
+        )
     return username, password
 
 
@@ -97,11 +101,17 @@ class DockerConfig:
             document = json.loads(path.read_text())
         except FileNotFoundError:
             if must_exist:
-                raise errors.InvalidArgument(f"registry config {path} does not exist") from None
+                raise errors.OptionInvalid(
+                    f"registry config {path} does not exist", metadata={"path": str(path)}
+                ) from None
         except (OSError, ValueError) as exc:
-            raise errors.InvalidArgument(f"cannot read registry config {path}: {exc}") from None
+            raise errors.OptionInvalid(
+                f"cannot read registry config {path}: {exc}", metadata={"path": str(path)}
+            ) from None
         if not isinstance(document, dict):
-            raise errors.InvalidArgument(f"registry config {path} is not a JSON object")
+            raise errors.OptionInvalid(
+                f"registry config {path} is not a JSON object", metadata={"path": str(path)}
+            )
         self.document: dict[str, Any] = document
         self.auths: dict[str, Any] = dict(document.get("auths") or {})
         self.helpers: dict[str, str] = dict(document.get("credHelpers") or {})
@@ -192,15 +202,20 @@ def _helper(suffix: str, verb: str, payload: Any) -> str:
             check=False,
         )
     except FileNotFoundError:
-        raise errors.FailedPrecondition(f"credential helper {program} is not installed") from None
+        raise errors.CredentialHelperFailed(
+            f"credential helper {program} is not installed", metadata={"helper": program}
+        ) from None
     except subprocess.TimeoutExpired:
-        raise errors.Unavailable(f"credential helper {program} did not answer") from None
+        raise errors.CredentialHelperTimeout(
+            f"credential helper {program} did not answer", metadata={"helper": program}
+        ) from None
     if result.returncode != 0:
         output = (result.stdout + result.stderr).decode(errors="replace")
         if "credentials not found" in output:
             raise LookupError(program)
-        raise errors.FailedPrecondition(
-            f"credential helper {program} failed: {output[:200].strip()}"
+        raise errors.CredentialHelperFailed(
+            f"credential helper {program} failed: {output[:200].strip()}",
+            metadata={"helper": program},
         )
     return result.stdout.decode(errors="replace")
 
@@ -212,8 +227,9 @@ def _helper_get(suffix: str, server: str) -> Credentials:
     except LookupError:
         return ANONYMOUS
     except (ValueError, KeyError, TypeError):
-        raise errors.FailedPrecondition(
-            f"credential helper docker-credential-{suffix} gave no credentials"
+        raise errors.CredentialHelperFailed(
+            f"credential helper docker-credential-{suffix} gave no credentials",
+            metadata={"helper": f"docker-credential-{suffix}"},
         ) from None
     if username == "<token>":
         return Credentials(identity_token=secret)

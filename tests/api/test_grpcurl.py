@@ -1,22 +1,27 @@
 """grpcurl (1.8.6: reflection v1alpha) and grpcio-reflection's own client over
-reflection v1, against the real server."""
+reflection v1, against the real server; both versions serve the proto's comments
+(``grpcurl describe`` prints them)."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
+from importlib import resources
 from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pool
+from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.json_format import MessageToDict
+from grpc_reflection.v1alpha import reflection_pb2 as v1alpha_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from imagestore.api import reflection
 from imagestore.v1 import imagestore_pb2 as pb
 
-from tests.api.conftest import Server
+from tests.api.conftest import PROJECT, Server
 from tests.api.test_service import Stub, app, load
 from tests.tools import require, run
 
@@ -111,3 +116,125 @@ def test_reflection_v1_serves_the_service_to_grpcio_reflections_client(
     assert "Load" in {m.name for m in service.methods}
     request = pool.FindMessageTypeByName("imagestore.v1.InspectRequest")
     assert [f.name for f in request.fields] == ["image", "platform", "include_raw"]
+
+
+# Reflection serves the proto's comments (the descriptor set `make protos` ships
+# beside the generated code), so `grpcurl describe` documents the API.
+
+PROTO = PROJECT / "protos" / "imagestore" / "v1" / "imagestore.proto"
+PROTO_FILE = "imagestore/v1/imagestore.proto"
+REFLECTION_VERSIONS = ("grpc.reflection.v1alpha", "grpc.reflection.v1")
+
+
+def _leading_comment(lines: list[str], declaration: str) -> list[str]:
+    """The ``//`` lines just above the first line matching ``declaration``, stripped."""
+    stripped = [line.strip() for line in lines]
+    index = next(i for i, line in enumerate(stripped) if re.match(declaration, line))
+    start = index
+    while start > 0 and stripped[start - 1].startswith("//"):
+        start -= 1
+    return stripped[start:index]
+
+
+def _proto_block(kind: str, name: str) -> list[str]:
+    """The lines of ``kind name { … }`` (a top-level service or message) in the proto."""
+    lines = PROTO.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{kind} {name} {{"))
+    end = next(i for i in range(start, len(lines)) if lines[i] == "}")
+    while start > 0 and lines[start - 1].startswith("//"):
+        start -= 1  # the block's own comment
+    return lines[start : end + 1]
+
+
+def _assert_documented(described: str, proto_lines: list[str], declarations: list[str]) -> None:
+    shown = described.splitlines()
+    for declaration in declarations:
+        comment = _leading_comment(proto_lines, declaration)
+        assert comment, f"the proto has no comment above {declaration!r}"
+        assert _leading_comment(shown, declaration) == comment, described
+
+
+def test_grpcurl_describe_prints_the_comments_of_the_service(server: Server) -> None:
+    proto_lines = _proto_block("service", "ImageStoreService")
+    rpcs = [m[1] for line in proto_lines if (m := re.match(r"\s*rpc (\w+)\(", line))]
+    assert {"ListImages", "Inspect", "Tag", "Load", "Save"} <= set(rpcs)
+    described = grpcurl(server, "describe", SERVICE)
+    _assert_documented(
+        described,
+        proto_lines,
+        [r"service ImageStoreService \{", *(rf"rpc {name} ?\(" for name in rpcs)],
+    )
+
+
+def test_grpcurl_describe_prints_the_comments_of_a_message(server: Server) -> None:
+    proto_lines = _proto_block("message", "TagRequest")
+    fields = re.findall(r"^\s+string (\w+ = \d+);", "\n".join(proto_lines), re.MULTILINE)
+    assert fields
+    described = grpcurl(server, "describe", "imagestore.v1.TagRequest")
+    _assert_documented(
+        described,
+        proto_lines,
+        [r"message TagRequest \{", *(rf"string {field};" for field in fields)],
+    )
+
+
+def _reflect(
+    channel: grpc.Channel, version: str, request: v1alpha_pb2.ServerReflectionRequest
+) -> list[descriptor_pb2.FileDescriptorProto]:
+    """One reflection request through ``version`` (v1 and v1alpha are wire-identical)."""
+    call = channel.stream_stream(
+        f"/{version}.ServerReflection/ServerReflectionInfo",
+        request_serializer=v1alpha_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=v1alpha_pb2.ServerReflectionResponse.FromString,
+    )
+    (response,) = list(call(iter([request]), timeout=10))
+    assert response.HasField("file_descriptor_response"), response
+    return [
+        descriptor_pb2.FileDescriptorProto.FromString(serialized)
+        for serialized in response.file_descriptor_response.file_descriptor_proto
+    ]
+
+
+@pytest.mark.parametrize("version", REFLECTION_VERSIONS)
+@pytest.mark.parametrize(
+    "request_",
+    [
+        v1alpha_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE),
+        v1alpha_pb2.ServerReflectionRequest(file_by_filename=PROTO_FILE),
+    ],
+    ids=["by-symbol", "by-filename"],
+)
+def test_both_reflection_versions_serve_the_source_info(
+    channel: grpc.Channel, version: str, request_: v1alpha_pb2.ServerReflectionRequest
+) -> None:
+    files = {proto.name: proto for proto in _reflect(channel, version, request_)}
+    served = files[PROTO_FILE]
+    comments = {
+        tuple(location.path): location.leading_comments
+        for location in served.source_code_info.location
+    }
+    # path (6, 0): the file's first service, whose comment is the proto's
+    service_comment = _leading_comment(PROTO.read_text().splitlines(), r"service \w+ \{")
+    served_comment = comments[(6, 0)].rstrip("\n").split("\n")
+    assert [f"//{line}".rstrip() for line in served_comment] == service_comment
+    # every comment of the shipped descriptor set, for the declarations of the generated code
+    (shipped,) = descriptor_pb2.FileDescriptorSet.FromString(_shipped_descriptor_set()).file
+    assert served.source_code_info == shipped.source_code_info
+    compiled = descriptor_pb2.FileDescriptorProto()
+    pb.DESCRIPTOR.CopyToProto(compiled)
+    served.ClearField("source_code_info")
+    assert served == compiled
+    # the dependencies still come from the compiled pool
+    assert "google/protobuf/timestamp.proto" in files
+
+
+def _shipped_descriptor_set() -> bytes:
+    return (resources.files("imagestore.v1") / "imagestore.binpb").read_bytes()
+
+
+def test_a_descriptor_set_that_differs_from_the_generated_code_is_not_served() -> None:
+    shipped = _shipped_descriptor_set()
+    assert set(reflection.documented_files(shipped)) == {PROTO_FILE}
+    stale = descriptor_pb2.FileDescriptorSet.FromString(shipped)
+    stale.file[0].message_type[0].field[0].name += "_renamed"
+    assert reflection.documented_files(stale.SerializeToString()) == {}

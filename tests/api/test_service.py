@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import tarfile
 import threading
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from imagestore import errors
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 
@@ -104,8 +106,10 @@ def test_tag_remove_prune_disk_usage_check(stub: Stub) -> None:
     dry = stub.Prune(pb.PruneRequest(dry_run=True))
     assert list(dry.deleted_image_ids) == [old.image_id]
     assert dry.reclaimed_bytes == usage.reclaimable
+    assert dry.dry_run
     pruned = stub.Prune(pb.PruneRequest())
     assert list(pruned.deleted_image_ids) == [old.image_id]
+    assert not pruned.dry_run
     assert pruned.reclaimed_bytes == dry.reclaimed_bytes
     removed = stub.Remove(pb.RemoveRequest(images=["web:1"]))
     assert [e.untagged for e in removed.events if e.untagged] == ["web:1"]
@@ -137,11 +141,62 @@ def test_read_blob_with_offset_and_limit(stub: Stub) -> None:
     details = stub.Inspect(pb.InspectRequest(image="b:1", include_raw=True))
     config = b"".join(r.chunk for r in stub.ReadBlob(pb.ReadBlobRequest(digest=details.image.id)))
     assert config == details.raw_config
-    part = b"".join(
-        r.chunk
-        for r in stub.ReadBlob(pb.ReadBlobRequest(digest=details.image.id, offset=5, limit=7))
+    part = list(stub.ReadBlob(pb.ReadBlobRequest(digest=details.image.id, offset=5, limit=7)))
+    assert [(r.offset, r.chunk) for r in part] == [(5, details.raw_config[5:12])]
+
+
+def _offsets_hold(messages: list[pb.ReadBlobResponse], start: int) -> bool:
+    """Each message's offset is where the one before it ended, from ``start``."""
+    expected = [start]
+    for message in messages[:-1]:
+        expected.append(expected[-1] + len(message.chunk))
+    return [m.offset for m in messages] == expected
+
+
+def test_read_blob_messages_carry_their_offsets(stub: Stub, server: Server) -> None:
+    noise = random.Random(13).randbytes(5 << 19)  # incompressible: 2.5 MiB stored, 3 chunks
+    load(stub, ImageSpec(["noise:1"], [layer_tar({"noise": noise})]))
+    layer = stub.Inspect(pb.InspectRequest(image="noise:1")).layers[0]
+    stored = (server.root / "blobs" / "sha256" / layer.digest[7:]).read_bytes()
+    whole = list(stub.ReadBlob(pb.ReadBlobRequest(digest=layer.digest)))
+    assert len(whole) == 3
+    assert _offsets_hold(whole, 0)
+    assert b"".join(m.chunk for m in whole) == stored
+    start = 1_500_001
+    tail = list(stub.ReadBlob(pb.ReadBlobRequest(digest=layer.digest, offset=start)))
+    assert _offsets_hold(tail, start)
+    assert b"".join(m.chunk for m in tail) == stored[start:]
+    window = list(
+        stub.ReadBlob(pb.ReadBlobRequest(digest=layer.digest, offset=start, limit=1 << 20))
     )
-    assert part == details.raw_config[5:12]
+    assert _offsets_hold(window, start)
+    assert b"".join(m.chunk for m in window) == stored[start : start + (1 << 20)]
+
+
+def test_read_blob_at_and_past_the_end_follows_bytestream(stub: Stub) -> None:
+    load(stub, app(4, "e:1"))
+    config = stub.Inspect(pb.InspectRequest(image="e:1")).config_descriptor
+    # At the end: nothing to read, and no error (google.bytestream's Read).
+    assert list(stub.ReadBlob(pb.ReadBlobRequest(digest=config.digest, offset=config.size))) == []
+    last = list(stub.ReadBlob(pb.ReadBlobRequest(digest=config.digest, offset=config.size - 1)))
+    assert [m.offset for m in last] == [config.size - 1]
+    # Past the end: OUT_OF_RANGE, as in google.bytestream.
+    past = config.size + 1
+    with pytest.raises(grpc.RpcError) as failure:
+        list(stub.ReadBlob(pb.ReadBlobRequest(digest=config.digest, offset=past)))
+    assert failure.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    info = error_info(failure.value)
+    assert info.reason == errors.OutOfRange.reason
+    assert dict(info.metadata) == {
+        "digest": config.digest,
+        "offset": str(past),
+        "size": str(config.size),
+    }
+    assert f"offset {past} is past the end" in str(failure.value.details())
+    # A negative offset is malformed whatever the blob: INVALID_ARGUMENT.
+    with pytest.raises(grpc.RpcError) as failure:
+        list(stub.ReadBlob(pb.ReadBlobRequest(digest=config.digest, offset=-1)))
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_pagination_edges(stub: Stub) -> None:
@@ -161,36 +216,36 @@ def test_pagination_edges(stub: Stub) -> None:
 
 Code = grpc.StatusCode
 ERROR_CASES = [
-    (lambda s, _: s.Inspect(pb.InspectRequest(image="nothere")), Code.NOT_FOUND, "NOT_FOUND"),
+    (lambda s, _: s.Inspect(pb.InspectRequest(image="nothere")), Code.NOT_FOUND, "IMAGE_NOT_FOUND"),
     (
         lambda s, _: s.Tag(pb.TagRequest(source="x:1", target="Bad:Name")),
         Code.INVALID_ARGUMENT,
-        "INVALID_ARGUMENT",
+        "REFERENCE_INVALID",
     ),
     (
         lambda s, _: s.ListImages(pb.ListImagesRequest(filters=["color=red"])),
         Code.INVALID_ARGUMENT,
-        "INVALID_ARGUMENT",
+        "FILTER_INVALID",
     ),
     (
         lambda s, _: s.ListImages(pb.ListImagesRequest(page_token="junk!")),
         Code.INVALID_ARGUMENT,
-        "INVALID_ARGUMENT",
+        "PAGE_TOKEN_INVALID",
     ),
     (
         lambda s, _: list(s.ReadBlob(pb.ReadBlobRequest(digest="md5:abc"))),
         Code.INVALID_ARGUMENT,
-        "INVALID_ARGUMENT",
+        "DIGEST_INVALID",
     ),
     (
         lambda s, _: list(s.ReadBlob(pb.ReadBlobRequest(digest="sha256:" + "0" * 64))),
         Code.NOT_FOUND,
-        "NOT_FOUND",
+        "BLOB_NOT_FOUND",
     ),
     (
         lambda s, image_id: s.Remove(pb.RemoveRequest(images=[image_id])),
         Code.FAILED_PRECONDITION,
-        "FAILED_PRECONDITION",
+        "REMOVE_CONFLICT",
     ),
     (
         lambda s, _: list(s.Load(load_requests(b"not a tar" * 100))),
@@ -200,12 +255,12 @@ ERROR_CASES = [
     (
         lambda s, _: list(s.Load(load_requests(b"x", declared=1 << 60))),
         Code.RESOURCE_EXHAUSTED,
-        "RESOURCE_EXHAUSTED",
+        "DISK_FULL",
     ),
     (
         lambda s, _: s.Prune(pb.PruneRequest(filters=["until="])),
         Code.INVALID_ARGUMENT,
-        "INVALID_ARGUMENT",
+        "FILTER_INVALID",
     ),
 ]
 

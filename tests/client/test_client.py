@@ -113,6 +113,7 @@ def test_prune_disk_usage_check_save_and_read_blob(
     )
     dry = client.prune(all=True, dry_run=True)
     assert dry.deleted_image_ids == (APP.image_id,)
+    assert dry.dry_run
     assert client.list_images()
     pruned = client.prune(all=True)
     assert pruned.deleted_image_ids == (APP.image_id,)

@@ -129,7 +129,7 @@ def test_the_server_answers_while_check_runs_and_a_second_check_is_aborted(
         with pytest.raises(grpc.RpcError) as refused:
             stub.Check(pb.CheckRequest(), timeout=10)
         code, reason, _ = rpc_error(refused.value)
-        assert (code, reason) == (grpc.StatusCode.ABORTED, "ABORTED")
+        assert (code, reason) == (grpc.StatusCode.ABORTED, "CHECK_RUNNING")
         assert "a check is already running" in str(refused.value.details())
         assert retry_delay(refused.value) == CHECK_RETRY_DELAY
 

@@ -80,7 +80,7 @@ def test_a_malformed_glob_is_refused_naming_it(target: Target) -> None:
     with target.watch() as seen, pytest.raises(grpc.RpcError) as raised:
         listed(target, pattern)
     code, reason, metadata = rpc_error(raised.value)
-    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "FILTER_INVALID")
     assert metadata == {"filter": "reference", "value": pattern[:200]}
     assert "syntax error in pattern" in str(raised.value.details())
     assert len(str(raised.value.details())) < 1000

@@ -106,9 +106,9 @@ ATTACKS: dict[str, tuple[object, grpc.StatusCode, str, int]] = {
     "empty-members-300k": (lambda: gzipped(empty_members(300_000)), EXHAUSTED,
                            "SIZE_LIMIT_EXCEEDED", 48 * MiB),
     "forged-digest-name": (lambda: [_forged("example/seed@sha256:" + "a" * 64)], INVALID,
-                           "INVALID_ARGUMENT", 48 * MiB),
+                           "REFERENCE_INVALID", 48 * MiB),
     "tag-spelled-as-an-id": (lambda: [_forged("sha256:" + "b" * 64)], INVALID,
-                             "INVALID_ARGUMENT", 48 * MiB),
+                             "REFERENCE_INVALID", 48 * MiB),
     "gzip-bomb-4GiB": (lambda: gzip_bomb(4 << 30), EXHAUSTED, "SIZE_LIMIT_EXCEEDED",
                        48 * MiB),
 }  # fmt: skip

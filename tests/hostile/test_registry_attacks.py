@@ -129,7 +129,7 @@ def test_a_huge_error_body_is_not_read(target: Target, hostile: HostileRegistry)
     hostile.faults[image.layer_digests[0]] = f"huge-error:{HUGE}"
     with target.watch() as seen:
         code, reason, message = _refused(target, f"{hostile.host}/huge/error:1")
-    assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
+    assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "REGISTRY_UNAVAILABLE")
     assert "HTTP 500" in message
     assert hostile.downloads(image.layer_digests[0]) == 2  # both tries, then given up
     seen.assert_within(rss=32 * MiB, threads=THREADS)
@@ -250,7 +250,7 @@ def test_many_registry_endpoints_cost_no_memory_each(target: Target) -> None:
     with target.watch() as seen, ThreadPoolExecutor(4) as pool:
         outcomes = list(pool.map(attempt, endpoints))
     assert {(code, reason) for code, reason, _ in outcomes} == {
-        (grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
+        (grpc.StatusCode.UNAVAILABLE, "REGISTRY_UNAVAILABLE")
     }
     assert all("cannot reach registry" in message for _, _, message in outcomes)
     seen.assert_within(rss=32 * MiB, threads=THREADS)
@@ -392,7 +392,7 @@ def test_a_dripping_registry_ends_unavailable(
     hostile.faults[image.layer_digests[0]] = "drip:20"  # 50 bytes/s, never silent
     with target.watch() as seen:
         code, reason, message = _refused(target, f"{hostile.host}/drip/app:1")
-    assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
+    assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "REGISTRY_UNAVAILABLE")
     if "65536" in server_options:
         assert "too slow" in message
         assert hostile.downloads(image.layer_digests[0]) == 2  # each try failed

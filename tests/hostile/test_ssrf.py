@@ -203,7 +203,7 @@ def test_a_registry_cannot_send_us_inward(
         error = _attempt(remote, registry, kind, url)
     code, reason, metadata = rpc_error(error)
     if expected.address is None:
-        assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
+        assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "REGISTRY_UNAVAILABLE")
         assert "does not resolve" in str(error.details())
         assert metadata["host"] == expected.host
     else:

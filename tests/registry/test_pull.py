@@ -111,7 +111,7 @@ def test_an_unknown_tag_is_not_found(stub: Stub, published: Published) -> None:
         pull(stub, published.ref("umoci/hello:nope"))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert "manifest unknown" in str(caught.value.details())
-    assert error_info(caught.value).reason == "NOT_FOUND"
+    assert error_info(caught.value).reason == "MANIFEST_UNKNOWN"
 
 
 def test_pull_by_digest_records_the_digest_name(stub: Stub, published: Published) -> None:

@@ -111,7 +111,7 @@ def test_an_index_is_pushed_whole_or_one_platform_at_a_time(
         push(stub, target)
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "linux/amd64" in str(caught.value.details())
-    assert error_info(caught.value).reason == "FAILED_PRECONDITION"
+    assert error_info(caught.value).reason == "INDEX_INCOMPLETE"
 
     one = push(stub, target, platform="linux/arm64")
     assert one.last.digest == arm_manifest

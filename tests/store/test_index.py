@@ -65,7 +65,7 @@ def test_blob_reads_honour_offset_and_limit(store: Store) -> None:
     assert b"".join(store._parts.blobs.read(digest, 100, 50)) == whole[100:150]
     assert b"".join(store._parts.blobs.read(digest, len(whole))) == b""
     assert b"".join(store._parts.blobs.read(digest, 10, 10**9)) == whole[10:]
-    with pytest.raises(errors.InvalidArgument, match="past the end"):
+    with pytest.raises(errors.OutOfRange, match="past the end"):
         list(store._parts.blobs.read(digest, len(whole) + 1))
     with pytest.raises(errors.NotFound):
         list(store._parts.blobs.read("sha256:" + "0" * 64))

@@ -266,6 +266,15 @@ def test_list_pages_by_keyset(store: Store) -> None:
     assert exact.next_page_token == ""  # no empty last page
     with pytest.raises(errors.InvalidArgument, match="invalid page_token"):
         store.list_images(page_token="garbage!")
+    first = store.list_images(page_size=2)  # a token is bound to its filters and all
+    assert store.list_images(page_size=2, page_token=first.next_page_token).images
+    for other in (
+        {"filters": parse_list_filters(["reference=p:*"])},
+        {"show_all": True},
+    ):
+        with pytest.raises(errors.PageTokenInvalid, match="other filters") as refused:
+            store.list_images(page_size=2, page_token=first.next_page_token, **other)
+        assert refused.value.reason == errors.Reason.PAGE_TOKEN_INVALID
     with pytest.raises(errors.InvalidArgument):
         store.list_images(page_size=-1)
 

@@ -56,11 +56,15 @@ class Limits:
             ("--max-concurrent-streams", self.max_concurrent_streams),
         ):
             if value < 1:
-                raise errors.InvalidArgument(f"{option} must be at least 1 (got {value})")
+                raise errors.OptionInvalid(
+                    f"{option} must be at least 1 (got {value})",
+                    metadata={"option": option.removeprefix("--")},
+                )
         if not MIN_RESPONSE_BYTES <= self.max_response_bytes <= max_message:
-            raise errors.InvalidArgument(
+            raise errors.OptionInvalid(
                 f"--max-response-bytes must be between {MIN_RESPONSE_BYTES} and {max_message}"
-                f" (the largest message the server sends); got {self.max_response_bytes}"
+                f" (the largest message the server sends); got {self.max_response_bytes}",
+                metadata={"option": "max-response-bytes"},
             )
 
 

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from imagestore import errors
-from imagestore.archive.load import LoadedImage, LoadProgress
+from imagestore import __version__, errors, hashing
+from imagestore.api.admission import Limits
+from imagestore.archive.load import LoadedImage, LoadLimits, LoadProgress
 from imagestore.dockerconfig import Credentials
-from imagestore.oci.manifests import Descriptor
+from imagestore.oci.manifests import MAX_DOCUMENT_SIZE, Descriptor
 from imagestore.oci.platforms import Platform
+from imagestore.registry.options import RegistryOptions
 from imagestore.registry.progress import ProgressEvent
 from imagestore.registry.pull import PullResult
 from imagestore.registry.push import PushResult
 from imagestore.store import models
+from imagestore.store.store import BlobStat, Totals
 from imagestore.v1 import imagestore_pb2 as pb
 
 
@@ -30,6 +35,13 @@ def timestamp(value: datetime | int | None) -> Timestamp | None:
     else:
         stamp.FromDatetime(value)
     return stamp
+
+
+def duration(seconds: float) -> Duration:
+    """A Duration from seconds."""
+    value = Duration()
+    value.FromNanoseconds(round(seconds * 1e9))
+    return value
 
 
 def platform(value: Platform) -> pb.Platform:
@@ -198,6 +210,7 @@ def prune_response(value: models.PruneResult) -> pb.PruneResponse:
         deleted_blobs=value.deleted_blobs,
         reclaimed_bytes=value.reclaimed,
         stale_ingests=value.stale_ingests,
+        dry_run=value.dry_run,
     )
 
 
@@ -266,4 +279,79 @@ def credentials(value: pb.RegistryAuth) -> Credentials:
         password=value.password,
         identity_token=value.identity_token,
         registry_token=value.registry_token,
+    )
+
+
+@dataclass(frozen=True)
+class ServerSetup:
+    """What a server runs with, as GetServerInfo reports it (never a secret)."""
+
+    root: str
+    catalog: str
+    tls: bool
+    mutual_tls: bool
+    token_auth: bool
+    limits: Limits
+    max_layer_size: int
+    load: LoadLimits
+    registry: RegistryOptions
+
+
+def server_info(setup: ServerSetup, totals: Totals) -> pb.GetServerInfoResponse:
+    registry, load = setup.registry, setup.load
+    return pb.GetServerInfoResponse(
+        server_version=__version__,
+        api_version=pb.DESCRIPTOR.package,
+        gzip_backend=hashing.backend(),
+        catalog=setup.catalog,
+        root=setup.root,
+        tls=setup.tls,
+        mutual_tls=setup.mutual_tls,
+        auth_mode=pb.AUTH_MODE_TOKENS if setup.token_auth else pb.AUTH_MODE_NONE,
+        image_count=totals.images,
+        blob_count=totals.blobs,
+        stored_bytes=totals.stored_bytes,
+        limits=pb.ServiceLimits(
+            max_concurrent_rpcs=setup.limits.max_concurrent_rpcs,
+            max_concurrent_streams=setup.limits.max_concurrent_streams,
+            max_response_bytes=setup.limits.max_response_bytes,
+            max_layer_size=setup.max_layer_size,
+            max_document_bytes=MAX_DOCUMENT_SIZE,
+        ),
+        load_limits=pb.LoadLimits(
+            max_header_bytes=load.tar.max_header_bytes,
+            max_name_bytes=load.tar.max_name_bytes,
+            max_members=load.tar.max_members,
+            max_kept_bytes=load.max_kept_bytes,
+            max_expanded_bytes=load.max_expanded_bytes,
+        ),
+        registry_limits=pb.RegistryLimits(
+            max_concurrent_downloads=registry.max_concurrent_downloads,
+            max_concurrent_uploads=registry.max_concurrent_uploads,
+            attempts=registry.attempts,
+            backoff=duration(registry.backoff),
+            connect_timeout=duration(registry.connect_timeout),
+            idle_timeout=duration(registry.idle_timeout),
+            min_speed=registry.min_speed,
+            speed_window=duration(registry.speed_window),
+            blob_timeout=duration(registry.blob_timeout),
+            max_index_children=registry.max_index_children,
+            max_manifest_bytes_per_pull=registry.max_manifest_bytes_per_pull,
+            max_layers_per_pull=registry.max_layers_per_pull,
+        ),
+    )
+
+
+def stat_blob_response(value: BlobStat) -> pb.StatBlobResponse:
+    record = value.record
+    return pb.StatBlobResponse(
+        blob=pb.Descriptor(media_type=record.media_type, digest=record.digest, size=record.size),
+        diff_id=record.diff_id or "",
+        uncompressed_size=record.uncompressed_size or 0,
+        stored_at=timestamp(record.stored_at),
+        referenced=value.referenced,
+        image_ids=value.image_ids,
+        image_count=value.image_count,
+        damaged=value.damage is not None,
+        damage=value.damage or "",
     )

@@ -1,5 +1,6 @@
 """Server interceptors: access log + metrics, bearer-token auth, and the one
-place where domain errors become gRPC statuses with a google.rpc.ErrorInfo.
+place where domain errors become gRPC statuses with their detail messages
+(google.rpc ErrorInfo, RetryInfo, BadRequest, ResourceInfo: docs/design.md §7).
 
 Order (outermost first): AccessLog, TokenAuth, ErrorMapping — so refused
 calls are logged too, and handlers only ever raise domain exceptions.
@@ -15,14 +16,20 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from imagestore import errors
 from imagestore.api.metrics import Metrics
 
 log = logging.getLogger("imagestore.rpc")
 
+#: ErrorInfo.domain: the reasons are the names of imagestore.v1.ErrorReason
 DOMAIN = "imagestore"
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
+#: a metadata value this long may be a cut copy of the request's (raise sites
+#: cut what they echo): a field starting with it holds it
+CUT_SUBJECT = 64
 
 
 def status_code(exc: errors.ImageStoreError) -> grpc.StatusCode:
@@ -30,37 +37,115 @@ def status_code(exc: errors.ImageStoreError) -> grpc.StatusCode:
     return grpc.StatusCode[exc.status]
 
 
-def rich_status(
-    code: grpc.StatusCode,
-    message: str,
-    reason: str,
-    metadata: dict[str, str],
-    retry_after: float | None = None,
-) -> bytes:
-    """A serialized google.rpc.Status carrying an ErrorInfo, then a RetryInfo
-    when ``retry_after`` (seconds) says when the call may succeed."""
-    info = any_pb2.Any()
-    info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))
-    details = [info]
-    if retry_after is not None:
+def _packed(message: Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def rich_status(exc: errors.ImageStoreError, field: str | None = None) -> bytes:
+    """A serialized google.rpc.Status for ``exc``: its ErrorInfo first (reason,
+    domain, metadata), then a RetryInfo when it says when to retry, a BadRequest
+    naming ``field`` (an INVALID_ARGUMENT's request field, when known), and a
+    ResourceInfo when it is about a resource (a NOT_FOUND's)."""
+    code = status_code(exc)
+    info = error_details_pb2.ErrorInfo(
+        reason=exc.reason or errors.Reason.INTERNAL, domain=DOMAIN, metadata=exc.metadata
+    )
+    details = [_packed(info)]
+    if exc.retry_after is not None:
         retry = error_details_pb2.RetryInfo()
-        retry.retry_delay.FromNanoseconds(round(retry_after * 1e9))
-        details.append(any_pb2.Any())
-        details[-1].Pack(retry)
-    status = status_pb2.Status(code=code.value[0], message=message, details=details)
+        retry.retry_delay.FromNanoseconds(round(exc.retry_after * 1e9))
+        details.append(_packed(retry))
+    if field:
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=field, description=exc.message, reason=info.reason
+        )
+        details.append(_packed(error_details_pb2.BadRequest(field_violations=[violation])))
+    resource = exc.resource
+    if resource is not None:
+        details.append(
+            _packed(
+                error_details_pb2.ResourceInfo(
+                    resource_type=resource.type,
+                    resource_name=resource.name,
+                    owner=resource.owner,
+                    description=exc.message,
+                )
+            )
+        )
+    status = status_pb2.Status(code=code.value[0], message=exc.message, details=details)
     return bytes(status.SerializeToString())
 
 
 async def abort(
     context: grpc.aio.ServicerContext[Any, Any],
-    code: grpc.StatusCode,
-    message: str,
-    reason: str,
-    metadata: dict[str, str] | None = None,
-    retry_after: float | None = None,
+    exc: errors.ImageStoreError,
+    field: str | None = None,
 ) -> None:
-    details = rich_status(code, message, reason, metadata or {}, retry_after)
-    await context.abort(code, message, trailing_metadata=(("grpc-status-details-bin", details),))
+    """End the call with ``exc``'s code, message and detail messages."""
+    details = rich_status(exc, field)
+    await context.abort(
+        status_code(exc), exc.message, trailing_metadata=(("grpc-status-details-bin", details),)
+    )
+
+
+def request_field(request: Message, subject: str) -> str | None:
+    """The path of the request field holding ``subject`` (the offending input an
+    error echoes): ``image``, ``images[1]``, ``auth.username``. A field equal to
+    it first, else one containing it (a digest inside a reference); None when
+    none does."""
+    return _field_path(request, subject, _equal) or _field_path(request, subject, _contains)
+
+
+def _field_path(
+    request: Message, subject: str, holds: Callable[[str, str], bool], prefix: str = ""
+) -> str | None:
+    for descriptor, value in request.ListFields():
+        path = prefix + descriptor.name
+        repeated = descriptor.is_repeated
+        if descriptor.type == FieldDescriptor.TYPE_STRING:
+            for position, item in enumerate(value if repeated else [value]):
+                if holds(item, subject):
+                    return f"{path}[{position}]" if repeated else path
+        elif descriptor.type == FieldDescriptor.TYPE_MESSAGE and not repeated:
+            found = _field_path(value, subject, holds, path + ".")
+            if found is not None:
+                return found
+    return None
+
+
+def _equal(value: str, subject: str) -> bool:
+    value = value.strip()
+    return value == subject or (len(subject) >= CUT_SUBJECT and value.startswith(subject))
+
+
+def _contains(value: str, subject: str) -> bool:
+    return subject in value
+
+
+def _streamed_field(handler: Handler) -> str | None:
+    """The bytes field of a streamed request (Load's ``chunk``): what content
+    errors of such a call are about."""
+    message_class = getattr(handler.request_deserializer, "__self__", None)
+    descriptor = getattr(message_class, "DESCRIPTOR", None)
+    for field in getattr(descriptor, "fields", ()):
+        if field.type == FieldDescriptor.TYPE_BYTES:
+            return str(field.name)
+    return None
+
+
+def offending_field(exc: errors.ImageStoreError, request: Any, streamed: str | None) -> str | None:
+    """The request field an INVALID_ARGUMENT is about: the one the error names,
+    else the one holding its subject, else (a streamed request) the stream's
+    bytes field; None for other codes or when nothing says."""
+    if exc.status != "INVALID_ARGUMENT":
+        return None
+    if exc.field:
+        return exc.field
+    if isinstance(request, Message):
+        return request_field(request, exc.subject) if exc.subject else None
+    return streamed
 
 
 Behavior = Callable[..., Any]
@@ -92,8 +177,8 @@ def wrap_handler(
 
 
 class ErrorMapping(grpc.aio.ServerInterceptor):
-    """Domain exceptions → status codes + ErrorInfo; anything else → INTERNAL
-    (details logged, never sent)."""
+    """Domain exceptions → status codes + detail messages (:func:`rich_status`);
+    anything else → INTERNAL (details logged, never sent)."""
 
     async def intercept_service(
         self,
@@ -104,19 +189,15 @@ class ErrorMapping(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = details.method
+        streamed = _streamed_field(handler) if handler.request_streaming else None
 
-        async def handle(exc: Exception, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        async def handle(
+            exc: Exception, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> None:
             if isinstance(exc, errors.ImageStoreError):
-                await abort(
-                    context,
-                    status_code(exc),
-                    exc.message,
-                    exc.reason,
-                    exc.metadata,
-                    exc.retry_after,
-                )
+                await abort(context, exc, offending_field(exc, request, streamed))
             log.exception("internal error in %s", method)
-            await abort(context, grpc.StatusCode.INTERNAL, "internal error", "INTERNAL")
+            await abort(context, errors.Internal("internal error"))
 
         def unary(behavior: Behavior) -> Behavior:
             async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -125,7 +206,7 @@ class ErrorMapping(grpc.aio.ServerInterceptor):
                 except (grpc.aio.AbortError, grpc.RpcError):
                     raise
                 except Exception as exc:
-                    await handle(exc, context)
+                    await handle(exc, request, context)
 
             return wrapper
 
@@ -139,7 +220,7 @@ class ErrorMapping(grpc.aio.ServerInterceptor):
                 except (grpc.aio.AbortError, grpc.RpcError):
                     raise
                 except Exception as exc:
-                    await handle(exc, context)
+                    await handle(exc, request, context)
 
             return wrapper
 
@@ -171,12 +252,7 @@ class TokenAuth(grpc.aio.ServerInterceptor):
             return handler
 
         async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            await abort(
-                context,
-                grpc.StatusCode.UNAUTHENTICATED,
-                "missing or invalid bearer token",
-                errors.Unauthenticated.reason,
-            )
+            await abort(context, errors.BearerTokenInvalid("missing or invalid bearer token"))
 
         async def refuse_stream(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]

@@ -69,9 +69,9 @@ def split_host_port(address: str) -> tuple[str, int]:
     (0 lets the system pick one)."""
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
-        raise errors.InvalidArgument(f"listen address {address!r} needs host:port")
+        raise errors.OptionInvalid(f"listen address {address!r} needs host:port")
     if int(port) > 65535:
-        raise errors.InvalidArgument(
+        raise errors.OptionInvalid(
             f"listen address {address!r}: port {port} is out of range"
             " (0 to 65535; 0 picks a free port)"
         )
@@ -93,7 +93,9 @@ def check_addresses(config: ServerConfig) -> None:
         try:
             split_host_port(address)
         except errors.InvalidArgument as exc:
-            raise errors.InvalidArgument(f"{name}: {exc.message}") from None
+            raise errors.OptionInvalid(
+                f"{name}: {exc.message}", metadata={"option": name.removeprefix("--")}
+            ) from None
 
 
 def check_exposure(config: ServerConfig) -> None:
@@ -104,9 +106,10 @@ def check_exposure(config: ServerConfig) -> None:
             continue
         host, _ = split_host_port(address)
         if not is_loopback(host) and not tls and not config.insecure:
-            raise errors.FailedPrecondition(
+            raise errors.ListenerInsecure(
                 f"refusing to listen on {address} ({name}) without TLS: it is reachable from"
-                " other machines; give --tls-cert/--tls-key, or --insecure to accept that"
+                " other machines; give --tls-cert/--tls-key, or --insecure to accept that",
+                metadata={"option": name.removeprefix("--")},
             )
 
 
@@ -117,10 +120,15 @@ def _read(path: Path | None) -> bytes | None:
 def _credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     if config.tls_cert is None and config.tls_key is None:
         if config.tls_client_ca is not None:
-            raise errors.InvalidArgument("--tls-client-ca needs --tls-cert and --tls-key")
+            raise errors.OptionInvalid(
+                "--tls-client-ca needs --tls-cert and --tls-key",
+                metadata={"option": "tls-client-ca"},
+            )
         return None
     if config.tls_cert is None or config.tls_key is None:
-        raise errors.InvalidArgument("--tls-cert and --tls-key go together")
+        raise errors.OptionInvalid(
+            "--tls-cert and --tls-key go together", metadata={"option": "tls-cert"}
+        )
     client_ca = _read(config.tls_client_ca)
     return grpc.ssl_server_credentials(
         [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())],
@@ -134,7 +142,7 @@ def _tokens(path: Path | None) -> set[str]:
         return set()
     tokens = {line.strip() for line in path.read_text().splitlines() if line.strip()}
     if not tokens:
-        raise errors.InvalidArgument(f"{path} holds no token")
+        raise errors.OptionInvalid(f"{path} holds no token", metadata={"option": "auth-token-file"})
     return tokens
 
 
@@ -185,8 +193,10 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
             registry,
             pools=pools,
             secure_transport=credentials is not None,
-            max_response_bytes=config.limits.max_response_bytes,
             load_limits=config.load,
+            limits=config.limits,
+            mutual_tls=config.tls_client_ca is not None,
+            token_auth=bool(tokens),
         )
         add_servicer = imagestore_pb2_grpc.add_ImageStoreServiceServicer_to_server
         add_servicer(servicer, server)  # type: ignore[no-untyped-call]
@@ -242,7 +252,7 @@ def _add_port(
         return server.add_secure_port(address, credentials)
     except RuntimeError as exc:
         if address.startswith("unix:"):
-            raise errors.Unavailable(f"cannot listen on {address}: {exc}") from None
+            raise errors.ListenFailed(f"cannot listen on {address}: {exc}") from None
         host, port = split_host_port(address)
         raise _cannot_listen(address, host, port, str(exc)) from None
 
@@ -265,7 +275,7 @@ def _cannot_listen(address: str, host: str, port: int, fallback: str) -> errors.
             except OSError as exc:
                 reason = os.strerror(exc.errno) if exc.errno else str(exc)
                 break
-    return errors.Unavailable(f"cannot listen on {address}: {reason.lower()}")
+    return errors.ListenFailed(f"cannot listen on {address}: {reason.lower()}")
 
 
 def _serve_metrics(metrics: Metrics, address: str) -> None:
@@ -274,8 +284,9 @@ def _serve_metrics(metrics: Metrics, address: str) -> None:
         metrics.serve(host, port)
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise errors.Unavailable(
-            f"cannot listen on {address} (--metrics-listen): {reason.lower()}"
+        raise errors.ListenFailed(
+            f"cannot listen on {address} (--metrics-listen): {reason.lower()}",
+            metadata={"option": "metrics-listen"},
         ) from None
 
 
@@ -290,9 +301,9 @@ def _remove_stale_socket(path: str) -> None:
             pass  # nobody listens: a leftover
         except OSError as exc:
             if exc.errno not in (errno.ENOENT, errno.ENOTSOCK):
-                raise errors.Unavailable(f"cannot listen on unix://{path}: {exc}") from None
+                raise errors.ListenFailed(f"cannot listen on unix://{path}: {exc}") from None
         else:
-            raise errors.Unavailable(
+            raise errors.ListenFailed(
                 f"cannot listen on unix://{path}: address already in use"
                 " (another server answers there)"
             )

@@ -16,7 +16,7 @@ import grpc
 from imagestore import errors
 from imagestore.addresses import is_loopback
 from imagestore.api import convert
-from imagestore.api.admission import DEFAULT_MAX_RESPONSE_BYTES
+from imagestore.api.admission import DEFAULT_MAX_RESPONSE_BYTES, Limits
 from imagestore.api.pools import Pools
 from imagestore.archive.load import LoadLimits, LoadProgress, load
 from imagestore.archive.save import save
@@ -44,6 +44,9 @@ LOAD_QUEUE_CHUNKS = 8
 STREAM_AHEAD = 1
 # Room left in a ListImages response for its page token and framing.
 LIST_PAGE_OVERHEAD = 1 << 10
+# Image IDs a StatBlob lists: a base layer may be shared by thousands of images,
+# and the answer must stay small; the count says how many there are.
+STAT_BLOB_IMAGES = 100
 
 
 def _wrapped(
@@ -54,6 +57,16 @@ def _wrapped(
     with contextlib.closing(chunks):
         for chunk in chunks:
             yield wrap(chunk=chunk)
+
+
+def _at_offsets(
+    chunks: Generator[bytes, None, None], offset: int
+) -> Generator[pb.ReadBlobResponse, None, None]:
+    """ReadBlob's messages, each with the offset of its first byte in the blob."""
+    with contextlib.closing(chunks):
+        for chunk in chunks:
+            yield pb.ReadBlobResponse(chunk=chunk, offset=offset)
+            offset += len(chunk)
 
 
 def local_peer(peer: str) -> bool:
@@ -68,16 +81,20 @@ def local_peer(peer: str) -> bool:
 def check_credentials_transport(credentials: Credentials, secure: bool, peer: str) -> None:
     """Registry credentials travel only over TLS or from this machine."""
     if credentials and not secure and not local_peer(peer):
-        raise errors.FailedPrecondition(
-            "registry credentials are only accepted over TLS or from this machine",
-            metadata={"reason": "credentials over plain text"},
+        raise errors.CredentialsInsecure(
+            "registry credentials are only accepted over TLS or from this machine"
         )
 
 
 class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
     """The service's handlers. Their blocking work runs on ``pools``, which the
     server shuts down once it has stopped; ``max_response_bytes`` bounds a
-    ListImages page and an Inspect answer."""
+    ListImages page and an Inspect answer.
+
+    ``limits`` (the admission limits; when given, its ``max_response_bytes``
+    is the one used), ``secure_transport`` (TLS), ``mutual_tls`` and
+    ``token_auth`` are what the server runs with, as GetServerInfo reports them.
+    """
 
     def __init__(
         self,
@@ -88,6 +105,9 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         secure_transport: bool = False,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         load_limits: LoadLimits | None = None,
+        limits: Limits | None = None,
+        mutual_tls: bool = False,
+        token_auth: bool = False,
     ) -> None:
         self.store = store
         self.load_limits = load_limits or LoadLimits()
@@ -95,7 +115,19 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         self.puller = Puller(store, registry)
         self.pusher = Pusher(store, registry)
         self.secure_transport = secure_transport
-        self.max_response_bytes = max_response_bytes
+        self.limits = limits or Limits(max_response_bytes=max_response_bytes)
+        self.max_response_bytes = self.limits.max_response_bytes
+        self._setup = convert.ServerSetup(
+            root=str(store.root),
+            catalog=store.catalog_kind,
+            tls=secure_transport,
+            mutual_tls=mutual_tls,
+            token_auth=token_auth,
+            limits=self.limits,
+            max_layer_size=store.max_layer_size,
+            load=self.load_limits,
+            registry=registry.options,
+        )
         self._pools = pools
 
     async def ListImages(
@@ -151,7 +183,7 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
 
     async def Remove(self, request: pb.RemoveRequest, context: Context) -> pb.RemoveResponse:
         if not request.images:
-            raise errors.InvalidArgument("name at least one image to remove")
+            raise errors.ArgumentMissing("name at least one image to remove", field="images")
         events = await self._pools.unary.run(
             self.store.remove, list(request.images), force=request.force
         )
@@ -171,6 +203,17 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
 
     async def Check(self, request: pb.CheckRequest, context: Context) -> pb.CheckResponse:
         return convert.check_response(await self._pools.unary.run(self.store.check))
+
+    async def GetServerInfo(
+        self, request: pb.GetServerInfoRequest, context: Context
+    ) -> pb.GetServerInfoResponse:
+        totals = await self._pools.unary.run(self.store.totals)
+        return convert.server_info(self._setup, totals)
+
+    async def StatBlob(self, request: pb.StatBlobRequest, context: Context) -> pb.StatBlobResponse:
+        digest = parse_digest(request.digest)
+        stat = await self._pools.unary.run(self.store.stat_blob, digest, STAT_BLOB_IMAGES)
+        return convert.stat_blob_response(stat)
 
     def _credentials(self, auth: pb.RegistryAuth, context: Context) -> Credentials | None:
         """Registry credentials from the request; refused where they could be sniffed."""
@@ -212,7 +255,9 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
     async def Login(self, request: pb.LoginRequest, context: Context) -> pb.LoginResponse:
         credentials = self._credentials(request.auth, context)
         if credentials is None:
-            raise errors.InvalidArgument("give a username and a password (or a token) to check")
+            raise errors.ArgumentMissing(
+                "give a username and a password (or a token) to check", field="auth"
+            )
         domain = normalize_domain(request.registry or "docker.io")
         await self.registry.login(domain, credentials)
         return pb.LoginResponse(status="Login Succeeded")
@@ -233,11 +278,14 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
     ) -> AsyncIterator[pb.ReadBlobResponse]:
         digest = parse_digest(request.digest)
         if request.offset < 0 or request.limit < 0:
-            raise errors.InvalidArgument("offset and limit must not be negative")
+            raise errors.RangeInvalid(
+                "offset and limit must not be negative",
+                field="offset" if request.offset < 0 else "limit",
+            )
         offset, limit = request.offset, request.limit or None
 
         def responses() -> Generator[pb.ReadBlobResponse, None, None]:
-            return _wrapped(self._read_blob(digest, offset, limit), pb.ReadBlobResponse)
+            return _at_offsets(self._read_blob(digest, offset, limit), offset)
 
         async for response in self._pools.streams.stream(responses, STREAM_AHEAD):
             yield response

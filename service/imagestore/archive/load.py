@@ -443,9 +443,9 @@ def _archive_name(text: str, digest: str | None) -> Reference:
     if reference.digest is None or digest is None:
         return parse_tag_target(text)
     if reference.familiar_name == "sha256" or reference.digest != digest:
-        raise errors.InvalidArgument(
+        raise errors.ReferenceInvalid(
             f"the archive names {digest} {text!r}, which names other content",
-            metadata={"name": text[:200], "digest": digest},
+            metadata={"reference": text[:300], "digest": digest},
         )
     return reference
 
@@ -478,7 +478,7 @@ def load(
     if declared_size is not None:
         free = shutil.disk_usage(store.root).free
         if declared_size > free:
-            raise errors.ResourceExhausted(
+            raise errors.DiskFull(
                 f"the archive is {declared_size} bytes but only {free} are free",
                 metadata={"declared": str(declared_size), "free": str(free)},
             )

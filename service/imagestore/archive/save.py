@@ -115,7 +115,7 @@ class _Selection:
 def _image(store: Store, lease: Lease, image_id: str, item: str) -> _Image:
     manifest = store.manifest_of(image_id)
     if manifest is None:
-        raise errors.NotFound(f"No such image: {item}")
+        raise errors.ImageNotFound(f"No such image: {item}", metadata={"image": item[:300]})
     document = read_document(store, manifest)
     assert isinstance(document.parsed, Manifest)
     lease_manifest(document.parsed, lease)
@@ -127,7 +127,7 @@ def _select(store: Store, lease: Lease, items: Sequence[str], platform: str) -> 
     or with ``platform`` the one manifest under the name, as Push does); an ID
     saves its image with all its tags."""
     if not items:
-        raise errors.InvalidArgument("name at least one image to save")
+        raise errors.ArgumentMissing("name at least one image to save", field="images")
     chosen = _Selection()
     for item in items:
         resolved = store.resolve(item)
@@ -135,7 +135,7 @@ def _select(store: Store, lease: Lease, items: Sequence[str], platform: str) -> 
             lease.add(resolved.target)
             target = store.target_descriptor(resolved.target)
             if target is None:
-                raise errors.NotFound(f"No such image: {item}")
+                raise errors.ImageNotFound(f"No such image: {item}", metadata={"image": item[:300]})
             documents = select_documents(store, target, platform, lease, "save")
             top = documents[-1]
             if isinstance(top.parsed, Index):
@@ -220,7 +220,7 @@ def _blob_member(store: Store, digest: str) -> Iterator[bytes]:
     """Header, verified content and padding of one blob."""
     size = store.blob_size(digest)
     if size is None:
-        raise errors.NotFound(
+        raise errors.BlobNotFound(
             f"blob {digest} is missing from the store", metadata={"digest": digest}
         )
     yield _header(_blob_path(digest), size)

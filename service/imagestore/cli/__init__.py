@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from imagestore import __version__, errors
-from imagestore.cli import images, login, serve, transfer
+from imagestore.cli import images, info, login, serve, transfer
 from imagestore.cli.output import say
 from imagestore.client import DEFAULT_TARGET, ImageStoreClient
 
@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     images.add_parsers(commands)
     transfer.add_parsers(commands)
     login.add_parsers(commands)
+    info.add_parsers(commands)
     return parser
 
 

@@ -2,6 +2,8 @@
 
 from imagestore.client.connection import DEFAULT_TARGET, ImageStoreClient
 from imagestore.client.models import (
+    BlobChunk,
+    BlobStat,
     CheckReport,
     ContainerConfig,
     Descriptor,
@@ -11,6 +13,7 @@ from imagestore.client.models import (
     ImageDetails,
     ImageUsage,
     LoadedImage,
+    LoadLimits,
     LoadResult,
     Platform,
     Progress,
@@ -18,12 +21,17 @@ from imagestore.client.models import (
     PullResult,
     PushResult,
     RegistryAuth,
+    RegistryLimits,
     RemoveEvent,
+    ServerInfo,
+    ServiceLimits,
     TagResult,
 )
 
 __all__ = [
     "DEFAULT_TARGET",
+    "BlobChunk",
+    "BlobStat",
     "CheckReport",
     "ContainerConfig",
     "Descriptor",
@@ -33,6 +41,7 @@ __all__ = [
     "ImageDetails",
     "ImageStoreClient",
     "ImageUsage",
+    "LoadLimits",
     "LoadResult",
     "LoadedImage",
     "Platform",
@@ -41,6 +50,9 @@ __all__ = [
     "PullResult",
     "PushResult",
     "RegistryAuth",
+    "RegistryLimits",
     "RemoveEvent",
+    "ServerInfo",
+    "ServiceLimits",
     "TagResult",
 ]

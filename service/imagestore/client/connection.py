@@ -144,6 +144,18 @@ class ImageStoreClient:
     def check(self) -> models.CheckReport:
         return convert.check_report(self._unary(self._stub.Check, pb.CheckRequest()))
 
+    def server_info(self) -> models.ServerInfo:
+        """The server's versions, gzip backend, catalog, root, TLS and auth mode,
+        limits, and how many images and blobs it holds (``docker info``)."""
+        response = self._unary(self._stub.GetServerInfo, pb.GetServerInfoRequest())
+        return convert.server_info(response)
+
+    def stat_blob(self, digest: str) -> models.BlobStat:
+        """A stored blob's size, media type, damage and the images using it;
+        NotFound when the server holds no such blob."""
+        response = self._unary(self._stub.StatBlob, pb.StatBlobRequest(digest=digest))
+        return convert.blob_stat(response)
+
     # ---- registries ------------------------------------------------------------
 
     def pull(
@@ -225,9 +237,18 @@ class ImageStoreClient:
         return written
 
     def read_blob(self, digest: str, *, offset: int = 0, limit: int = 0) -> Iterator[bytes]:
+        """A stored blob's bytes from ``offset`` (at most ``limit``; 0: to the end).
+        An offset past the end raises OutOfRange; at the end, nothing comes."""
+        for chunk in self.read_blob_chunks(digest, offset=offset, limit=limit):
+            yield chunk.data
+
+    def read_blob_chunks(
+        self, digest: str, *, offset: int = 0, limit: int = 0
+    ) -> Iterator[models.BlobChunk]:
+        """As :meth:`read_blob`, each chunk with its offset in the blob."""
         request = pb.ReadBlobRequest(digest=digest, offset=offset, limit=limit)
         for message in self._stream(self._stub.ReadBlob(request, metadata=self._metadata)):
-            yield message.chunk
+            yield models.BlobChunk(message.offset, message.chunk)
 
 
 def _read(path: str | Path | None) -> bytes | None:

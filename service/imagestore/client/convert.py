@@ -96,6 +96,7 @@ def prune_result(value: pb.PruneResponse) -> models.PruneResult:
         tuple(value.deleted_blobs),
         value.reclaimed_bytes,
         value.stale_ingests,
+        value.dry_run,
     )
 
 
@@ -126,6 +127,69 @@ def check_report(value: pb.CheckResponse) -> models.CheckReport:
         blobs_checked=value.blobs_checked,
         images_checked=value.images_checked,
         unrecorded_blobs=tuple(value.unrecorded_blobs),
+    )
+
+
+def blob_stat(value: pb.StatBlobResponse) -> models.BlobStat:
+    return models.BlobStat(
+        blob=descriptor(value.blob),
+        diff_id=value.diff_id,
+        uncompressed_size=value.uncompressed_size,
+        stored_at=_time(value.stored_at, value.HasField("stored_at")),
+        referenced=value.referenced,
+        image_ids=tuple(value.image_ids),
+        image_count=value.image_count,
+        damaged=value.damaged,
+        damage=value.damage,
+    )
+
+
+#: AuthMode values as the client spells them
+_AUTH_MODES = {pb.AUTH_MODE_NONE: "none", pb.AUTH_MODE_TOKENS: "tokens"}
+
+
+def server_info(value: pb.GetServerInfoResponse) -> models.ServerInfo:
+    limits, load, registry = value.limits, value.load_limits, value.registry_limits
+    return models.ServerInfo(
+        server_version=value.server_version,
+        api_version=value.api_version,
+        gzip_backend=value.gzip_backend,
+        catalog=value.catalog,
+        root=value.root,
+        tls=value.tls,
+        mutual_tls=value.mutual_tls,
+        auth_mode=_AUTH_MODES.get(value.auth_mode, ""),
+        image_count=value.image_count,
+        blob_count=value.blob_count,
+        stored_bytes=value.stored_bytes,
+        limits=models.ServiceLimits(
+            max_concurrent_rpcs=limits.max_concurrent_rpcs,
+            max_concurrent_streams=limits.max_concurrent_streams,
+            max_response_bytes=limits.max_response_bytes,
+            max_layer_size=limits.max_layer_size,
+            max_document_bytes=limits.max_document_bytes,
+        ),
+        load_limits=models.LoadLimits(
+            max_header_bytes=load.max_header_bytes,
+            max_name_bytes=load.max_name_bytes,
+            max_members=load.max_members,
+            max_kept_bytes=load.max_kept_bytes,
+            max_expanded_bytes=load.max_expanded_bytes,
+        ),
+        registry_limits=models.RegistryLimits(
+            max_concurrent_downloads=registry.max_concurrent_downloads,
+            max_concurrent_uploads=registry.max_concurrent_uploads,
+            attempts=registry.attempts,
+            backoff=registry.backoff.ToTimedelta(),
+            connect_timeout=registry.connect_timeout.ToTimedelta(),
+            idle_timeout=registry.idle_timeout.ToTimedelta(),
+            min_speed=registry.min_speed,
+            speed_window=registry.speed_window.ToTimedelta(),
+            blob_timeout=registry.blob_timeout.ToTimedelta(),
+            max_index_children=registry.max_index_children,
+            max_manifest_bytes_per_pull=registry.max_manifest_bytes_per_pull,
+            max_layers_per_pull=registry.max_layers_per_pull,
+        ),
     )
 
 
@@ -160,30 +224,48 @@ def _classes(base: type[errors.ImageStoreError]) -> list[type[errors.ImageStoreE
     return found
 
 
-_BY_REASON = {cls.reason: cls for cls in _classes(errors.ImageStoreError)}
-_BY_STATUS = {
-    cls.status: cls
-    for cls in errors.ImageStoreError.__subclasses__()
-    if "reason" in vars(cls) and cls.reason == cls.status  # the category classes
-}
+#: the class of each reason (each names one; the base class and the reasonless
+#: client-side classes are left out)
+_BY_REASON = {cls.reason: cls for cls in _classes(errors.ImageStoreError)[1:] if cls.reason}
+#: the category classes, by status code (for a reason this client does not know)
+_BY_STATUS = {cls.status: cls for cls in errors.ImageStoreError.__subclasses__()}
 
 
 def error(failure: grpc.RpcError) -> errors.ImageStoreError:
     """The domain exception a failed call stands for: by its ErrorInfo reason
-    when the server sent one, else by status code."""
+    when the server sent one, else by status code. It holds what the server
+    sent: ``reason`` (as sent; "" without an ErrorInfo), ``metadata``,
+    ``retry_after`` (RetryInfo), ``field`` (BadRequest) and ``resource``
+    (ResourceInfo)."""
     call: Any = failure
     code: grpc.StatusCode = call.code()
     message = call.details() or code.name.lower().replace("_", " ")
     reason, metadata = "", {}
+    retry_after: float | None = None
+    field: str | None = None
+    resource: errors.Resource | None = None
     status = rpc_status.from_call(call)
-    if status is not None:
-        for detail in status.details:
-            info = error_details_pb2.ErrorInfo()
-            if detail.Unpack(info):
-                reason, metadata = info.reason, dict(info.metadata)
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        retry = error_details_pb2.RetryInfo()
+        bad = error_details_pb2.BadRequest()
+        about = error_details_pb2.ResourceInfo()
+        if detail.Unpack(info):
+            reason, metadata = info.reason, dict(info.metadata)
+        elif detail.Unpack(retry):
+            retry_after = retry.retry_delay.ToNanoseconds() / 1e9
+        elif detail.Unpack(bad) and bad.field_violations:
+            field = bad.field_violations[0].field
+        elif detail.Unpack(about):
+            resource = errors.Resource(about.resource_type, about.resource_name, about.owner)
     cls = _BY_REASON.get(reason) or _BY_STATUS.get(code.name) or errors.Internal
     if cls.status != code.name:  # a reason of another category: trust the code
         cls = _BY_STATUS.get(code.name, errors.Internal)
-    exception = cls(message, metadata=metadata)
+    exception = cls(message, metadata=metadata, resource=resource)
     exception.status = code.name
+    if reason != cls.reason:  # one this client does not know, or none: as sent
+        exception.reason = reason
+    # as sent, not the class defaults
+    exception.retry_after = retry_after
+    exception.field = field
     return exception

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +105,7 @@ class PruneResult:
     deleted_blobs: tuple[str, ...]
     reclaimed_bytes: int
     stale_ingests: int
+    dry_run: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,3 +188,86 @@ class RegistryAuth:
     password: str = field(default="", repr=False)
     identity_token: str = field(default="", repr=False)
     registry_token: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class BlobChunk:
+    """Bytes of a blob and the offset of the first of them in the blob."""
+
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BlobStat:
+    """One stored blob as the server's catalog records it (``stat_blob``)."""
+
+    blob: Descriptor
+    diff_id: str  # layers: the digest of the tar it unpacks to; else ""
+    uncompressed_size: int  # layers: the tar's size; else 0
+    stored_at: datetime | None
+    referenced: bool  # a prune keeps it
+    image_ids: tuple[str, ...]  # the images using it: the lowest 100 IDs at most
+    image_count: int  # how many images use it in all
+    damaged: bool
+    damage: str  # Check's problem kind when damaged ("corrupt-blob", "size-mismatch")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceLimits:
+    """The server's own limits (``imagestore serve`` options of the same names)."""
+
+    max_concurrent_rpcs: int
+    max_concurrent_streams: int
+    max_response_bytes: int
+    max_layer_size: int
+    max_document_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoadLimits:
+    """What one Load may cost (the ``--load-max-*`` options)."""
+
+    max_header_bytes: int
+    max_name_bytes: int
+    max_members: int
+    max_kept_bytes: int
+    max_expanded_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryLimits:
+    """How the server treats registries on pull and push (its registry options)."""
+
+    max_concurrent_downloads: int
+    max_concurrent_uploads: int
+    attempts: int
+    backoff: timedelta
+    connect_timeout: timedelta
+    idle_timeout: timedelta
+    min_speed: int  # bytes/s; 0: no floor
+    speed_window: timedelta
+    blob_timeout: timedelta  # zero: no limit
+    max_index_children: int
+    max_manifest_bytes_per_pull: int
+    max_layers_per_pull: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """What a server is and how it is set up (``server_info``; no secrets)."""
+
+    server_version: str
+    api_version: str
+    gzip_backend: str  # "isa-l" or "zlib"
+    catalog: str  # "sqlite"
+    root: str  # the store's directory on the server's machine
+    tls: bool
+    mutual_tls: bool
+    auth_mode: str  # "none" or "tokens" ("" when the server does not say)
+    image_count: int
+    blob_count: int
+    stored_bytes: int
+    limits: ServiceLimits
+    load_limits: LoadLimits
+    registry_limits: RegistryLimits

@@ -28,16 +28,16 @@ def parse_digest(value: str) -> str:
     if _ANY_ALGORITHM.fullmatch(value):
         algorithm, _, encoded = value.partition(":")
         if algorithm != "sha256":
-            raise errors.InvalidArgument(
+            raise errors.DigestInvalid(
                 f"unsupported digest algorithm {algorithm!r}: only sha256 is supported",
                 metadata={"digest": value[:80]},
             )
-        raise errors.InvalidArgument(
+        raise errors.DigestInvalid(
             f"invalid sha256 digest {value[:80]!r}: want 64 lowercase hex characters,"
             f" got {len(encoded)}",
             metadata={"digest": value[:80]},
         )
-    raise errors.InvalidArgument(
+    raise errors.DigestInvalid(
         f"invalid digest {value[:80]!r}: want sha256:<64 hex>", metadata={"digest": value[:80]}
     )
 

@@ -68,9 +68,9 @@ _SHORT_RANGE = re.compile(r"(.)-(.)", re.DOTALL)
 _MARKED = {_BACKSLASH_MARK: ord("\\"), _DASH_MARK: ord("-")}
 
 
-def _bad_pattern(pattern: str) -> errors.InvalidArgument:
+def _bad_pattern(pattern: str) -> errors.FilterInvalid:
     shown = pattern if len(pattern) <= 200 else pattern[:200] + "…"
-    return errors.InvalidArgument(
+    return errors.FilterInvalid(
         f"invalid reference filter {shown!r}: syntax error in pattern",
         metadata={"filter": "reference", "value": pattern[:200]},
     )

@@ -166,15 +166,17 @@ def parse_document(data: bytes, declared_media_type: str | None = None) -> Manif
     """Parse a manifest or an index from its exact bytes."""
     document = _load_json(data, "manifest")
     if document.get("schemaVersion") == 1 or declared_media_type in mt.SCHEMA1:
-        raise errors.UnsupportedContent(
+        raise errors.UnsupportedMediaType(
             "Docker image manifest schema 1 is not supported: push the image with a newer tool",
-            metadata={"mediaType": declared_media_type or mt.SCHEMA1_MANIFEST},
+            metadata={"mediaType": (declared_media_type or mt.SCHEMA1_MANIFEST)[:200]},
         )
     if document.get("schemaVersion") != 2:
         raise _malformed("manifest", "schemaVersion must be 2")
     media_type = detect_media_type(document, declared_media_type)
     if media_type in mt.SCHEMA1:
-        raise errors.UnsupportedContent("Docker image manifest schema 1 is not supported")
+        raise errors.UnsupportedMediaType(
+            "Docker image manifest schema 1 is not supported", metadata={"mediaType": media_type}
+        )
     if media_type in mt.INDEXES:
         entries = document.get("manifests")
         if not isinstance(entries, list):
@@ -182,8 +184,9 @@ def parse_document(data: bytes, declared_media_type: str | None = None) -> Manif
         return Index(media_type, tuple(parse_descriptor(e, "index") for e in entries))
     if media_type in mt.MANIFESTS:
         return _parse_manifest(document, media_type)
-    raise errors.UnsupportedContent(
-        f"unsupported manifest media type {media_type[:100]!r}", metadata={"mediaType": media_type}
+    raise errors.UnsupportedMediaType(
+        f"unsupported manifest media type {media_type[:100]!r}",
+        metadata={"mediaType": media_type[:200]},
     )
 
 
@@ -194,20 +197,20 @@ def _parse_manifest(document: Mapping[str, Any], media_type: str) -> Manifest:
         raise _malformed("manifest", "layers is not a list")
     layers = tuple(parse_descriptor(layer, "manifest layer") for layer in layers_json)
     if config.media_type not in mt.CONFIGS:
-        raise errors.UnsupportedContent(
+        raise errors.UnsupportedMediaType(
             f"not a container image: config media type is {config.media_type[:100]!r}",
-            metadata={"configMediaType": config.media_type},
+            metadata={"mediaType": config.media_type[:200], "digest": config.digest},
         )
     for layer in layers:
         if layer.media_type in mt.FOREIGN_LAYERS:
-            raise errors.UnsupportedContent(
+            raise errors.UnsupportedMediaType(
                 f"foreign (non-distributable) layer {layer.digest} is not supported",
-                metadata={"digest": layer.digest, "mediaType": layer.media_type},
+                metadata={"digest": layer.digest, "mediaType": layer.media_type[:200]},
             )
         if layer.media_type not in mt.LAYERS:
-            raise errors.UnsupportedContent(
+            raise errors.UnsupportedMediaType(
                 f"unsupported layer media type {layer.media_type[:100]!r}",
-                metadata={"digest": layer.digest, "mediaType": layer.media_type},
+                metadata={"digest": layer.digest, "mediaType": layer.media_type[:200]},
             )
     return Manifest(media_type, config, layers)
 

@@ -78,14 +78,14 @@ def parse_platform(text: str) -> Platform:
     """Parse ``os[/arch[/variant]]``; a missing arch is the host's."""
     parts = text.strip().lower().split("/")
     if not 1 <= len(parts) <= 3 or not all(_COMPONENT.fullmatch(p) for p in parts):
-        raise errors.InvalidArgument(
+        raise errors.PlatformInvalid(
             f"invalid platform {text!r}: want os[/arch[/variant]], e.g. linux/arm64",
             metadata={"platform": text[:100]},
         )
     if len(parts) == 1:
         if parts[0] in ("linux", "windows", "darwin", "freebsd"):
             return normalize(parts[0], host_platform().architecture)
-        raise errors.InvalidArgument(
+        raise errors.PlatformInvalid(
             f"invalid platform {text!r}: unknown operating system {parts[0]!r}",
             metadata={"platform": text[:100]},
         )

@@ -39,8 +39,8 @@ _REFERENCE = re.compile(
 _IDENTIFIER = re.compile(r"[a-f0-9]{64}")
 
 
-def _invalid(text: str, message: str) -> errors.InvalidArgument:
-    return errors.InvalidArgument(message, metadata={"reference": text[:300]})
+def _invalid(text: str, message: str) -> errors.ReferenceInvalid:
+    return errors.ReferenceInvalid(message, metadata={"reference": text[:300]})
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -139,7 +139,7 @@ class TokenCache:
             return credentials.registry_token
         realm = challenge.params.get("realm", "")
         if not realm:
-            raise errors.DataLoss("the registry's Bearer challenge names no realm")
+            raise errors.RegistryResponseInvalid("the registry's Bearer challenge names no realm")
         service = challenge.params.get("service", "")
         key = (realm, service, scope, credentials.cache_key)
         cached = self._tokens.get(key)
@@ -160,17 +160,19 @@ class TokenCache:
             authorization = basic_header(credentials) if credentials.username else None
             status, body = await fetch(realm, params, authorization)
         if status in (401, 403):
-            raise errors.PermissionDenied(
+            raise errors.RegistryUnauthorized(
                 "the registry's token service refused the credentials"
                 if credentials
                 else "the registry's token service requires credentials",
                 metadata={"status": str(status)},
             )
         if status != 200 or not isinstance(body, dict):
-            raise errors.Unavailable(f"the registry's token service answered {status}")
+            raise errors.RegistryUnavailable(
+                f"the registry's token service answered {status}", metadata={"status": str(status)}
+            )
         value = body.get("token") or body.get("access_token")
         if not isinstance(value, str) or not value:
-            raise errors.DataLoss("the registry's token service returned no token")
+            raise errors.RegistryResponseInvalid("the registry's token service returned no token")
         lifetime = body.get("expires_in")
         seconds = (
             float(lifetime)
@@ -213,9 +215,13 @@ class TokenFetcher:
         if url.scheme != "https" and not (
             url.scheme == "http" and transport.trust.plain_http_allowed(url.raw_authority)
         ):
-            raise errors.DataLoss(f"refusing a token realm that is not https: {realm[:200]}")
+            raise errors.RegistryResponseInvalid(
+                f"refusing a token realm that is not https: {realm[:200]}"
+            )
         if not url.raw_host:
-            raise errors.DataLoss(f"refusing a token realm with no host: {realm[:200]}")
+            raise errors.RegistryResponseInvalid(
+                f"refusing a token realm with no host: {realm[:200]}"
+            )
         query: list[tuple[str, str]] = (
             [("service", params["service"])] if "service" in params else []
         )
@@ -243,7 +249,7 @@ class TokenFetcher:
                     if response.status in REDIRECTS and "Location" in response.headers:
                         location = response.headers["Location"]
                         if form is not None:
-                            raise errors.PermissionDenied(
+                            raise errors.TokenRedirectRefused(
                                 f"the registry's token service answered {response.status}"
                                 f" (to {location[:200]}) to a refresh-token request; a request"
                                 " carrying a refresh token is never redirected",

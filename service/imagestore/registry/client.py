@@ -136,8 +136,9 @@ class RegistryClient:
         async def attempt() -> None:
             async with await repo.request("GET", host.base_url / "v2/", what=what) as answer:
                 if answer.status in (401, 403):
-                    raise errors.PermissionDenied(
-                        f"{what}: unauthorized: incorrect username or password"
+                    raise errors.RegistryUnauthorized(
+                        f"{what}: unauthorized: incorrect username or password",
+                        metadata={"status": str(answer.status)},
                     )
                 if answer.status != 200:
                     raise await fail_for(answer, what)
@@ -183,7 +184,7 @@ class RegistryClient:
                     return Host(base, reach=reach)
                 if response.status >= 500 or response.status == 429:
                     raise Retryable(registry_error(response.status, b"", f"ping {endpoint}"))
-                raise errors.Unavailable(
+                raise errors.RegistryUnavailable(
                     f"{endpoint} does not speak the registry API (GET /v2/ gave {response.status})"
                 )
         assert last is not None

@@ -74,10 +74,13 @@ async def get_manifest(
             if response.status != 200:
                 error = await fail_for(response, what)
                 if isinstance(error, errors.NotFound):
-                    raise errors.NotFound(
+                    raise errors.ManifestUnknown(
                         f"manifest for {repo.domain}/{repo.path}:{reference} not found:"
                         " manifest unknown",
-                        metadata={"reference": reference},
+                        metadata={
+                            "repository": f"{repo.domain}/{repo.path}",
+                            "reference": reference,
+                        },
                     )
                 raise error
             try:
@@ -163,7 +166,9 @@ async def open_blob(repo: Repository, digest: str, offset: int = 0) -> aiohttp.C
         content_range = response.headers.get("Content-Range", "")
         if not content_range.startswith(f"bytes {offset}-"):
             response.release()
-            raise Retryable(errors.DataLoss(f"{what}: the registry answered the wrong range"))
+            raise Retryable(
+                errors.RegistryResponseInvalid(f"{what}: the registry answered the wrong range")
+            )
         return response
     if response.status == 200:
         return response
@@ -266,7 +271,9 @@ async def upload_blob(
         if response.status not in (201, 204):
             error = await fail_for(response, what)
             if response.status == 400:
-                raise errors.DataLoss(error.message, metadata=error.metadata)
+                raise errors.DigestMismatch(
+                    error.message, metadata={**error.metadata, "digest": digest}
+                )
             raise error
 
 
@@ -288,8 +295,9 @@ async def put_manifest(repo: Repository, reference: str, data: bytes, media_type
                 raise await fail_for(response, what)
             declared = response.headers.get("Docker-Content-Digest")
         if declared and declared != digest:
-            raise errors.DataLoss(
+            raise errors.DigestMismatch(
                 f"the registry stored {what} as {declared[:100]}, not {digest}",
+                metadata={"declared": declared[:100], "actual": digest},
             )
         return digest
 

@@ -96,16 +96,20 @@ def parse_test_hosts(entries: Sequence[str]) -> dict[str, list[TestAnswer | None
         name, sep, answer = entry.strip().partition("=")
         name = name.lower().rstrip(".")
         if not sep or not name:
-            raise errors.InvalidArgument(f"--registry-test-resolve wants NAME=ADDRESS: {entry!r}")
+            raise errors.OptionInvalid(
+                f"--registry-test-resolve wants NAME=ADDRESS: {entry!r}",
+                metadata={"option": "registry-test-resolve"},
+            )
         if not answer:
             hosts.setdefault(name, []).append(None)
             continue
         text, _, rank_name = answer.partition("/")
         address = parse_address(text)
         if address is None or not normalized(address).is_loopback:
-            raise errors.InvalidArgument(
+            raise errors.OptionInvalid(
                 f"--registry-test-resolve: {text!r} is not a loopback address (test names"
-                " may only resolve to this machine)"
+                " may only resolve to this machine)",
+                metadata={"option": "registry-test-resolve"},
             )
         try:
             rank = (
@@ -115,8 +119,9 @@ def parse_test_hosts(entries: Sequence[str]) -> dict[str, list[TestAnswer | None
             )
         except KeyError:
             known = ", ".join(c.label for c in AddressClass)
-            raise errors.InvalidArgument(
-                f"--registry-test-resolve: unknown class {rank_name!r} (one of {known})"
+            raise errors.OptionInvalid(
+                f"--registry-test-resolve: unknown class {rank_name!r} (one of {known})",
+                metadata={"option": "registry-test-resolve"},
             ) from None
         hosts.setdefault(name, []).append(TestAnswer(address, rank))
     return hosts
@@ -126,7 +131,9 @@ def _networks(cidrs: Sequence[str]) -> tuple[Network, ...]:
     try:
         return tuple(ipaddress.ip_network(cidr.strip(), strict=False) for cidr in cidrs)
     except ValueError as exc:
-        raise errors.InvalidArgument(f"--registry-allow-internal: {exc}") from None
+        raise errors.OptionInvalid(
+            f"--registry-allow-internal: {exc}", metadata={"option": "registry-allow-internal"}
+        ) from None
 
 
 class AddressGuard:

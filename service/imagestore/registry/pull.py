@@ -74,7 +74,7 @@ def _from_registry() -> Iterator[None]:
     try:
         yield
     except errors.MalformedContent as exc:
-        raise errors.DataLoss(exc.message, metadata=exc.metadata) from None
+        raise errors.RegistryResponseInvalid(exc.message, metadata=exc.metadata) from None
 
 
 def _remote(data: bytes, media_type: str) -> Manifest | Index:
@@ -203,7 +203,8 @@ class Puller:
                     child_parsed = _remote(child_document.data, child.media_type)
                     if not isinstance(child_parsed, Manifest):
                         raise errors.UnsupportedContent(
-                            f"{child.digest} is a nested index; not supported"
+                            f"{child.digest} is a nested index; not supported",
+                            metadata={"digest": child.digest},
                         )
                 await self._manifest(
                     lease, repo, child_document, child_parsed, layers, budget, emit
@@ -253,7 +254,7 @@ class Puller:
         for layer in await self._config(lease, repo, manifest, budget, emit):
             known = layers.setdefault(layer.descriptor.digest, layer)
             if known.diff_id != layer.diff_id:
-                raise errors.DigestMismatch(
+                raise errors.DiffIdMismatch(
                     f"layer {layer.descriptor.digest} is given two different diff_ids",
                     metadata={"digest": layer.descriptor.digest},
                 )
@@ -276,17 +277,17 @@ class Puller:
             with _from_registry():
                 config = parse_config(data)
         if len(config.diff_ids) != len(manifest.layers):
-            raise errors.DataLoss(
+            raise errors.RegistryResponseInvalid(
                 f"image config {descriptor.digest} lists {len(config.diff_ids)} diff_ids for"
                 f" {len(manifest.layers)} layers",
                 metadata={"digest": descriptor.digest},
             )
         for layer in manifest.layers:
             if layer.media_type in mt.ZSTD_LAYERS:
-                raise errors.UnsupportedContent(
+                raise errors.UnsupportedMediaType(
                     f"layer {layer.digest} is zstd-compressed; only gzip and plain tar are"
                     " supported",
-                    metadata={"digest": layer.digest},
+                    metadata={"digest": layer.digest, "mediaType": layer.media_type},
                 )
         return [
             _Layer(layer, diff_id)
@@ -428,7 +429,9 @@ def _select(index: Index, wanted: list[Platform] | None) -> list[Descriptor]:
     images = [d for d in index.manifests if d.media_type in mt.MANIFESTS]
     if wanted is None:
         if not images:
-            raise errors.NotFound("the index lists no image manifests")
+            raise errors.PlatformNotFound(
+                "the index lists no image manifests", metadata={"platform": "", "offered": "none"}
+            )
         first: dict[str, Descriptor] = {}
         for descriptor in images:
             first.setdefault(descriptor.digest, descriptor)
@@ -438,10 +441,10 @@ def _select(index: Index, wanted: list[Platform] | None) -> list[Descriptor]:
         match = best_match(platform, [(d.platform, d) for d in images])
         if match is None:
             offered = ", ".join(str(d.platform) for d in images if d.platform) or "none"
-            raise errors.NotFound(
+            raise errors.PlatformNotFound(
                 f"no matching manifest for {platform} in the manifest list entries"
                 f" (offered: {offered})",
-                metadata={"platform": str(platform), "offered": offered},
+                metadata={"platform": str(platform), "offered": offered[:500]},
             )
         if all(match.digest != c.digest for c in chosen):
             chosen.append(match)

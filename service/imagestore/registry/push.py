@@ -114,14 +114,16 @@ class Pusher:
         except errors.NotFound:
             resolved = None
         if resolved is None or resolved.target is None:
-            raise errors.NotFound(
+            raise errors.ImageNotFound(
                 f"An image does not exist locally with the tag: {reference.familiar_name}",
                 metadata={"image": reference.familiar()},
             )
         lease.add(resolved.target)
         target = self.store.target_descriptor(resolved.target)
         if target is None:
-            raise errors.NotFound(f"No such image: {reference.familiar()}")
+            raise errors.ImageNotFound(
+                f"No such image: {reference.familiar()}", metadata={"image": reference.familiar()}
+            )
         return target
 
     async def _blobs(

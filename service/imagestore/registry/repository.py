@@ -122,7 +122,10 @@ class Repository:
                 challenge = pick_challenge(response)
                 response.release()
                 if challenge is None:
-                    raise errors.PermissionDenied(f"{what}: unauthorized, and no challenge given")
+                    raise errors.RegistryUnauthorized(
+                        f"{what}: unauthorized, and no challenge given",
+                        metadata={"status": str(response.status)},
+                    )
                 self._learn(challenge)
                 reauthorized = True
                 continue

@@ -31,14 +31,16 @@ def registry_error(status: int, body: bytes, what: str) -> errors.ImageStoreErro
     message = f"{what}: {detail}"
     metadata = {"status": str(status)}
     if status in (401, 403):
-        return errors.PermissionDenied(message, metadata=metadata)
+        return errors.RegistryUnauthorized(message, metadata=metadata)
     if status == 404:
-        return errors.NotFound(message, metadata=metadata)
-    if status in (413, 429):
-        return errors.ResourceExhausted(message, metadata=metadata)
+        return errors.RegistryNotFound(message, metadata=metadata)
+    if status == 413:
+        return errors.RegistryPayloadTooLarge(message, metadata=metadata)
+    if status == 429:
+        return errors.RegistryRateLimited(message, metadata=metadata)
     if status >= 500:
-        return errors.Unavailable(message, metadata=metadata)
-    return errors.FailedPrecondition(message, metadata=metadata)
+        return errors.RegistryUnavailable(message, metadata=metadata)
+    return errors.RegistryRefused(message, metadata=metadata)
 
 
 def _error_detail(body: bytes) -> str:

@@ -30,11 +30,11 @@ def retry_after(value: str | None) -> float | None:
 def connection_failure(exc: BaseException, what: str) -> Retryable:
     """A broken connection or a silent registry: worth another try."""
     if isinstance(exc, TimeoutError):
-        return Retryable(errors.Unavailable(f"{what}: the registry stopped answering"))
+        return Retryable(errors.RegistryUnavailable(f"{what}: the registry stopped answering"))
     if isinstance(exc, aiohttp.ClientConnectorError):
         reason = exc.os_error.strerror or str(exc.os_error)
         detail = f"cannot connect to {exc.host}:{exc.port}: {reason}"
         metadata = {"host": str(exc.host)[:253]}
-        return Retryable(errors.Unavailable(f"{what}: {detail}", metadata=metadata))
+        return Retryable(errors.RegistryUnavailable(f"{what}: {detail}", metadata=metadata))
     detail = str(exc) or type(exc).__name__
-    return Retryable(errors.Unavailable(f"{what}: {detail}"))
+    return Retryable(errors.RegistryUnavailable(f"{what}: {detail}"))

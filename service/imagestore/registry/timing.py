@@ -81,7 +81,7 @@ class Meter:
                 raise
             floor = self._floor
             raise Retryable(
-                errors.Unavailable(
+                errors.RegistryUnavailable(
                     f"{self._what}: the registry is too slow (less than {floor.min_speed}"
                     f" bytes/s over {floor.window:g} s)",
                     metadata={"minSpeed": str(floor.min_speed), "window": f"{floor.window:g}"},
@@ -102,7 +102,7 @@ async def deadline(seconds: float, what: str) -> AsyncIterator[None]:
     except TimeoutError:
         if not timeout.expired():
             raise
-        raise errors.Unavailable(
+        raise errors.RegistryUnavailable(
             f"{what}: not done after {seconds:g} s (the registry blob timeout)",
             metadata={"timeout": f"{seconds:g}"},
         ) from None

@@ -131,9 +131,10 @@ class Transport:
                 proxy_headers=proxy_headers,
             )
         except aiohttp.ClientConnectorCertificateError as exc:
-            raise errors.Unavailable(
+            raise errors.RegistryCertificateUntrusted(
                 f"{what}: TLS certificate of {url.raw_authority} is not trusted:"
-                f" {exc.certificate_error} (use --registry-ca, certs.d or --insecure-registry)"
+                f" {exc.certificate_error} (use --registry-ca, certs.d or --insecure-registry)",
+                metadata={"host": url.raw_authority[:253]},
             ) from None
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, RefusalError):
@@ -147,19 +148,19 @@ class Transport:
         limit, not HTTP(S), or an https → http downgrade to a host not allowed
         plain HTTP. Its address is checked when it is sent (:meth:`send`)."""
         if hops > self.options.max_redirects:
-            raise errors.Unavailable(
+            raise errors.RegistryUnavailable(
                 f"{what}: more than {self.options.max_redirects} redirects",
-                metadata={"reason": "redirect loop"},
+                metadata={"redirects": str(self.options.max_redirects)},
             )
         try:
             target = current.join(URL(location))
         except ValueError:
             target = URL()
         if target.scheme not in ("http", "https") or not target.raw_host:
-            raise errors.DataLoss(f"{what}: redirect to an unusable location")
+            raise errors.RegistryResponseInvalid(f"{what}: redirect to an unusable location")
         downgrade = current.scheme == "https" and target.scheme == "http"
         if downgrade and not self.trust.plain_http_allowed(target.raw_authority):
-            raise errors.DataLoss(f"{what}: refusing a redirect from https to http")
+            raise errors.RegistryResponseInvalid(f"{what}: refusing a redirect from https to http")
         return target
 
     async def with_retries(
@@ -173,8 +174,8 @@ class Transport:
             try:
                 return await attempt()
             except Retryable as exc:
-                if number == tries - 1:
-                    raise exc.final from None
+                if number == tries - 1:  # the registry's Retry-After, as RetryInfo
+                    raise errors.retry_later(exc.final, exc.retry_after) from None
                 delay = exc.retry_after
                 if delay is None:
                     delay = self.options.backoff * (2**number) * random.uniform(0.9, 1.1)

@@ -94,7 +94,9 @@ class Trust:
             for cert in sorted(folder.glob("*.cert")):
                 key_file = cert.with_suffix(".key")
                 if not key_file.is_file():
-                    raise errors.FailedPrecondition(f"{cert} has no matching {key_file.name}")
+                    raise errors.RegistryCertsInvalid(
+                        f"{cert} has no matching {key_file.name}", metadata={"path": str(cert)}
+                    )
                 context.load_cert_chain(str(cert), str(key_file))
         if insecure:
             context.check_hostname = False

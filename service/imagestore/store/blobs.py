@@ -67,8 +67,8 @@ def _fsync_dir(path: Path) -> None:
 
 def _disk_error(exc: OSError, doing: str) -> errors.ImageStoreError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return errors.ResourceExhausted(f"disk full while {doing}", metadata={"errno": "ENOSPC"})
-    return errors.Unavailable(f"I/O error while {doing}: {exc.strerror}")
+        return errors.DiskFull(f"disk full while {doing}", metadata={"errno": "ENOSPC"})
+    return errors.IoError(f"I/O error while {doing}: {exc.strerror}")
 
 
 class BlobStore:
@@ -111,28 +111,37 @@ class BlobStore:
         try:
             return self.path(digest).read_bytes()
         except FileNotFoundError:
-            raise errors.NotFound(f"blob {digest} not found", metadata={"digest": digest}) from None
+            raise errors.BlobNotFound(
+                f"blob {digest} not found", metadata={"digest": digest}
+            ) from None
 
     def read(self, digest: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         """Stream ``length`` bytes (default: to the end) from ``offset``, in ≤ 1 MiB chunks."""
         if offset < 0 or (length is not None and length < 0):
-            raise errors.InvalidArgument("offset and limit must not be negative")
+            raise errors.RangeInvalid(
+                "offset and limit must not be negative", field="offset" if offset < 0 else "limit"
+            )
         try:
             handle = self.path(digest).open("rb")
         except FileNotFoundError:
-            raise errors.NotFound(f"blob {digest} not found", metadata={"digest": digest}) from None
+            raise errors.BlobNotFound(
+                f"blob {digest} not found", metadata={"digest": digest}
+            ) from None
         with handle:
             total = os.fstat(handle.fileno()).st_size
             if offset > total:
-                raise errors.InvalidArgument(
-                    f"offset {offset} is past the end of {digest} ({total} bytes)"
+                raise errors.OutOfRange(
+                    f"offset {offset} is past the end of {digest} ({total} bytes)",
+                    metadata={"digest": digest, "offset": str(offset), "size": str(total)},
                 )
             handle.seek(offset)
             left = total - offset if length is None else min(length, total - offset)
             while left > 0:
                 chunk = handle.read(min(READ_CHUNK, left))
                 if not chunk:
-                    raise errors.DataLoss(f"blob {digest} shrank while being read")
+                    raise errors.BlobCorrupt(
+                        f"blob {digest} shrank while being read", metadata={"digest": digest}
+                    )
                 left -= len(chunk)
                 yield chunk
 
@@ -357,7 +366,7 @@ class Ingest:
                 metadata={"expected": self.expected_digest, "actual": info.digest},
             )
         if self.expected_diff_id is not None and info.diff_id != self.expected_diff_id:
-            raise errors.DigestMismatch(
+            raise errors.DiffIdMismatch(
                 f"layer {info.digest} unpacks to {info.diff_id},"
                 f" but the image config says {self.expected_diff_id}",
                 metadata={"digest": info.digest, "diff_id": self.expected_diff_id},

@@ -47,6 +47,10 @@ class CatalogReader(Protocol):
         """The recorded bytes of every blob."""
         ...
 
+    def blob_count(self) -> int:
+        """How many blobs have a record."""
+        ...
+
     def blob_by_diff_id(self, diff_id: str) -> BlobRow | None:
         """A stored, undamaged compressed layer with this diff_id (to reuse instead
         of compressing the same tar again), the oldest first."""
@@ -55,6 +59,10 @@ class CatalogReader(Protocol):
     def is_damaged(self, digest: str) -> bool: ...
     def damaged(self) -> dict[str, str]:
         """Every damage mark: digest -> Check's problem kind."""
+        ...
+
+    def damage(self, digest: str) -> str | None:
+        """One blob's damage mark (Check's problem kind), None when unmarked."""
         ...
 
     def blob_sources(self, digest: str, registry: str) -> list[str]:
@@ -84,6 +92,16 @@ class CatalogReader(Protocol):
 
     def blobs_by_image(self) -> dict[str, set[str]]:
         """Every image's blobs: its manifests, their configs and layers."""
+        ...
+
+    def image_count(self) -> int:
+        """How many images there are, dangling ones included."""
+        ...
+
+    def images_using_blob(self, digest: str, limit: int) -> tuple[list[str], int]:
+        """The images whose manifests hold ``digest`` (as manifest, config or
+        layer) or, when it is an index a name points at, the images of its stored
+        children: the first ``limit`` IDs in order, and how many there are."""
         ...
 
     def unnamed_indexes(self) -> list[str]: ...
@@ -177,6 +195,11 @@ class Catalog(Protocol):
 
     @property
     def schema_version(self) -> int: ...
+
+    @property
+    def kind(self) -> str:
+        """The implementation's name, shown to operators (e.g. "sqlite")."""
+        ...
 
     def reading(self) -> AbstractContextManager[CatalogReader]:
         """One consistent snapshot for the block. It does not wait for a writer

@@ -116,7 +116,7 @@ def check(parts: Parts) -> CheckReport:
     """
     running = parts.check_lock
     if not running.acquire(blocking=False):
-        raise errors.Aborted(
+        raise errors.CheckRunning(
             "a check is already running; retry when it has finished",
             retry_after=CHECK_RETRY_DELAY,
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from imagestore import errors, hashing
 from imagestore.store.blobs import BlobInfo, Encoding, Ingest
@@ -26,6 +27,21 @@ ORPHAN_GRACE_PERIOD = 3600.0
 
 def now_ns() -> int:
     return time.time_ns()
+
+
+@dataclass(frozen=True, slots=True)
+class BlobStat:
+    """What the store knows of one blob it holds (:meth:`Content.stat`)."""
+
+    record: BlobRow
+    #: a prune keeps it: an image's manifest, config or layer, or a named index
+    referenced: bool
+    #: the images using it, the lowest IDs first (at most the caller's cap)
+    image_ids: tuple[str, ...]
+    #: how many images use it in all
+    image_count: int
+    #: Check's problem kind when its file does not hold what the record says
+    damage: str | None
 
 
 class Content:
@@ -150,13 +166,32 @@ class Content:
         with self._catalog.reading() as db:
             return db.total_blob_bytes()
 
+    def stat(self, digest: str, max_images: int) -> BlobStat:
+        """A blob with its file and its record, whether damaged or not (a damaged
+        one is not :meth:`stored`, but is still there to describe); NotFound
+        without either. At most ``max_images`` image IDs are listed."""
+        with self._catalog.reading() as db:
+            row = db.blob(digest)
+            size = self._blobs.size(digest)
+            if row is None or size is None:
+                raise errors.BlobNotFound(f"blob {digest} not found", metadata={"digest": digest})
+            damage = db.damage(digest)
+            referenced = bool(db.referenced_among([digest]))
+            image_ids, image_count = db.images_using_blob(digest, max_images)
+        if damage is None and size != row.size:
+            damage = "size-mismatch"  # as Check would find it
+        return BlobStat(row, referenced, tuple(image_ids), image_count, damage)
+
     # ---- reading -------------------------------------------------------------
 
     def read_verified(
         self, digest: str, offset: int = 0, length: int | None = None
     ) -> Iterator[bytes]:
         """A blob's bytes in chunks of <= 1 MiB; a whole read is re-hashed on the
-        way, and a blob that fails is marked and raises DataLoss at its end."""
+        way, and a blob that fails is marked and raises DataLoss at its end.
+
+        An ``offset`` past the end raises OutOfRange; at the end, nothing is read
+        (google.bytestream's convention: the blob files' own reads enforce it)."""
         whole = offset == 0 and length is None
         with hashing.Sha256() as hasher:
             for chunk in self._blobs.read(digest, offset, length):
@@ -170,7 +205,7 @@ class Content:
         """What a reader raises when a stored blob fails its hash: the blob is
         marked first, so the next pull or load that brings it repairs it."""
         self.mark_damaged(digest)
-        return errors.DataLoss(
+        return errors.BlobCorrupt(
             f"stored blob {digest} is corrupt; pull or load an image that contains it to"
             " write it again (imagestore check lists what else is damaged)",
             metadata={"digest": digest},

@@ -61,8 +61,8 @@ class PruneFilters:
     not_labels: tuple[LabelFilter, ...] = ()  # an image with any of these is kept
 
 
-def _invalid(key: str, value: str) -> errors.InvalidArgument:
-    return errors.InvalidArgument(
+def _invalid(key: str, value: str) -> errors.FilterInvalid:
+    return errors.FilterInvalid(
         f"invalid filter '{key}={value}'", metadata={"filter": key, "value": value[:200]}
     )
 
@@ -72,23 +72,23 @@ def split_filters(items: Iterable[str], accepted: tuple[str, ...]) -> dict[str, 
     result: dict[str, list[str]] = {}
     items = list(items)
     if len(items) > MAX_FILTERS:
-        raise errors.InvalidArgument(
+        raise errors.FilterInvalid(
             f"too many filters: {len(items)} (at most {MAX_FILTERS})",
             metadata={"filters": str(len(items)), "limit": str(MAX_FILTERS)},
         )
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise errors.InvalidArgument(
+            raise errors.FilterInvalid(
                 f"bad format of filter (expected name=value): {item[:100]!r}",
                 metadata={"filter": item[:100]},
             )
         if key not in accepted:
-            raise errors.InvalidArgument(
+            raise errors.FilterInvalid(
                 f"invalid filter '{key[:100]}'", metadata={"filter": key[:100]}
             )
         if key == "reference" and len(value) > MAX_PATTERN_LENGTH:
-            raise errors.InvalidArgument(
+            raise errors.FilterInvalid(
                 f"reference filter longer than {MAX_PATTERN_LENGTH} characters",
                 metadata={"filter": key, "limit": str(MAX_PATTERN_LENGTH)},
             )
@@ -106,7 +106,7 @@ def parse_bool(key: str, values: list[str]) -> bool:
         else:
             raise _invalid(key, value)
     if len(parsed) != 1:
-        raise errors.InvalidArgument(
+        raise errors.FilterInvalid(
             f"invalid filter '{key}=[{' '.join(values)}]'", metadata={"filter": key}
         )
     return parsed.pop()
@@ -115,7 +115,9 @@ def parse_bool(key: str, values: list[str]) -> bool:
 def _until(groups: dict[str, list[str]], now: datetime | None) -> datetime | None:
     values = groups.get("until", [])
     if len(values) > 1:
-        raise errors.InvalidArgument("more than one until filter specified")
+        raise errors.FilterInvalid(
+            "more than one until filter specified", metadata={"filter": "until"}
+        )
     return parse_timestamp(values[0], now) if values else None
 
 
@@ -198,8 +200,8 @@ def parse_timestamp(value: str, now: datetime | None = None) -> datetime:
         raise _bad_until(value) from None
 
 
-def _bad_until(value: str) -> errors.InvalidArgument:
-    return errors.InvalidArgument(
+def _bad_until(value: str) -> errors.FilterInvalid:
+    return errors.FilterInvalid(
         f"invalid value for 'until' filter: {value[:100]!r} is not a duration, RFC 3339 time"
         " or Unix timestamp",
         metadata={"filter": "until", "value": value[:100]},
@@ -210,7 +212,9 @@ def _parse_timestamp(value: str, now: datetime | None) -> datetime:
     now = now or datetime.now(tz=UTC)
     text = value.strip()
     if not text:
-        raise errors.InvalidArgument("invalid value for 'until' filter: empty")
+        raise errors.FilterInvalid(
+            "invalid value for 'until' filter: empty", metadata={"filter": "until"}
+        )
     if text != "0" and (duration := parse_go_duration(text)) is not None:
         return now - duration
     if "T" in text or re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):

@@ -70,7 +70,7 @@ def summary(image: ImageRow, names: Iterable[str]) -> ImageSummary:
 def image_summary(db: CatalogReader, image_id: str) -> ImageSummary:
     image = db.image(image_id)
     if image is None:
-        raise errors.NotFound(f"No such image: {image_id}")
+        raise errors.ImageNotFound(f"No such image: {image_id}", metadata={"image": image_id})
     return summary(image, [n.name for n in db.names_of_image(image_id)])
 
 
@@ -98,9 +98,9 @@ class Images:
         """
         for reference in names:  # a digest name always equals its target's digest
             if reference.digest is not None and reference.digest != target.digest:
-                raise errors.InvalidArgument(
+                raise errors.ReferenceInvalid(
                     f"{reference.familiar()} cannot name {target.digest}: its digest differs",
-                    metadata={"name": reference.familiar()[:200], "digest": target.digest},
+                    metadata={"reference": reference.familiar()[:300], "digest": target.digest},
                 )
         lease.add(target.digest)
         document = parse_document(self._blobs.read_bytes(target.digest), target.media_type)
@@ -116,7 +116,7 @@ class Images:
                     lease.add(child.digest)
                     manifests.append(self._load_manifest(lease, child))
             if not manifests:
-                raise errors.InvalidArgument(
+                raise errors.MalformedContent(
                     f"no manifest of index {target.digest} is stored",
                     metadata={"digest": target.digest},
                 )
@@ -179,7 +179,7 @@ class Images:
             ):
                 row = db.blob(layer.digest)
                 if row is None or not self._blobs.exists(layer.digest):
-                    raise errors.NotFound(
+                    raise errors.BlobNotFound(
                         f"layer {layer.digest} of {descriptor.digest} is not stored",
                         metadata={"digest": layer.digest},
                     )
@@ -189,7 +189,7 @@ class Images:
                         metadata={"digest": layer.digest},
                     )
                 if layer.media_type not in mt.ZSTD_LAYERS and row.diff_id != diff_id:
-                    raise errors.DigestMismatch(
+                    raise errors.DiffIdMismatch(
                         f"layer {position + 1} ({layer.digest}) unpacks to {row.diff_id},"
                         f" but the config says {diff_id}",
                         metadata={"digest": layer.digest, "diff_id": diff_id},
@@ -205,7 +205,7 @@ class Images:
             image = db.image(image_id)
             manifests = db.manifests_of_image(image_id)
             if image is None or not manifests:
-                raise errors.NotFound(f"No such image: {text}")
+                raise errors.ImageNotFound(f"No such image: {text}", metadata={"image": text[:300]})
             image_row = summary(image, [n.name for n in db.names_of_image(image_id)])
             manifest_row = manifests[0]
         raw_manifest = self._blobs.read_bytes(manifest_row.digest)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,21 +33,36 @@ class Page:
     next_page_token: str  # "" on the last page
 
 
-def encode_token(key: tuple[int, str]) -> str:
-    raw = json.dumps({"c": key[0], "i": key[1]}).encode()
+def query_key(filters: ListFilters, show_all: bool) -> str:
+    """What a page token is bound to: the filters and ``all`` of its listing."""
+    return hashlib.sha256(repr((filters, show_all)).encode()).hexdigest()[:16]
+
+
+def encode_token(key: tuple[int, str], query: str) -> str:
+    raw = json.dumps({"c": key[0], "i": key[1], "q": query}).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_token(token: str) -> tuple[int, str]:
+def decode_token(token: str, query: str) -> tuple[int, str]:
+    """The keyset position in ``token``; refused unless the token was issued for
+    the same filters and ``all`` (``query``): a page of another listing would
+    silently skip or repeat rows."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = json.loads(raw)
-        return int(data["c"]), str(data["i"])
+        key, issued_for = (int(data["c"]), str(data["i"])), data["q"]
     except (binascii.Error, ValueError, KeyError, TypeError):
-        raise errors.InvalidArgument(
+        raise errors.PageTokenInvalid(
             "invalid page_token: pass back the next_page_token of a previous page",
             metadata={"page_token": token[:100]},
         ) from None
+    if issued_for != query:
+        raise errors.PageTokenInvalid(
+            "page_token belongs to a listing with other filters or another 'all':"
+            " send the filters and 'all' of the request that returned it",
+            metadata={"page_token": token[:100]},
+        )
+    return key
 
 
 def name_forms(name: str) -> tuple[str, ...]:
@@ -98,9 +114,12 @@ def list_images(
     ``max_bytes``; it always holds at least one row, so paging advances."""
     filters = filters or ListFilters()
     if page_size < 0:
-        raise errors.InvalidArgument("page_size must not be negative")
+        raise errors.PageSizeInvalid(
+            "page_size must not be negative", metadata={"page_size": str(page_size)}
+        )
     size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-    after = decode_token(page_token) if page_token else None
+    query = query_key(filters, show_all)
+    after = decode_token(page_token, query) if page_token else None
     # compiled once (a malformed pattern is refused even on an empty store)
     globs = [compile_glob(pattern) for pattern in filters.references]
 
@@ -144,5 +163,5 @@ def list_images(
                 used += row_bytes
             rows.append(row)
             last_key = (image.created or 0, image.id)
-    token = encode_token(last_key) if more and last_key is not None else ""
+    token = encode_token(last_key, query) if more and last_key is not None else ""
     return Page(tuple(rows), token)

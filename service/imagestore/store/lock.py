@@ -20,7 +20,7 @@ class RootLock:
         except BlockingIOError:
             os.close(self._fd)
             self._fd = None
-            raise errors.FailedPrecondition(
+            raise errors.StoreInUse(
                 f"store {root} is in use by another imagestore process ({self.path} is locked)",
                 metadata={"root": str(root)},
             ) from None

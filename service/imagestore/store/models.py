@@ -101,6 +101,7 @@ class PruneResult:
     deleted_blobs: tuple[str, ...]
     reclaimed: int  # bytes on disk
     stale_ingests: int
+    dry_run: bool = False  # nothing was removed; the fields say what would have been
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,13 +81,13 @@ def resolve(db: CatalogReader, text: str) -> Resolved:
             if len(found) == 1:
                 return Resolved((found[0],), None, None)
             if len(found) > 1:
-                raise errors.InvalidArgument(
+                raise errors.ImageIdAmbiguous(
                     f"ambiguous image ID prefix {text!r}: matches "
                     + ", ".join(short_id(i) for i in found),
                     metadata={"prefix": text, "candidates": ",".join(found)},
                 )
     shown = reference.familiar() if reference is not None else text
-    raise errors.NotFound(f"No such image: {shown}", metadata={"image": text[:300]})
+    raise errors.ImageNotFound(f"No such image: {shown}", metadata={"image": text[:300]})
 
 
 def resolve_image(db: CatalogReader, text: str, platform: str | None = None) -> str:
@@ -104,10 +104,10 @@ def resolve_image(db: CatalogReader, text: str, platform: str | None = None) -> 
             offered.append((Platform(row.os, row.architecture, row.variant), image_id))
     choice = best_match(wanted, offered)
     if choice is None:
-        raise errors.NotFound(
-            f"image {text} has no variant for platform {wanted}; present: "
-            + (", ".join(sorted(str(p) for p, _ in offered)) or "none"),
-            metadata={"platform": str(wanted)},
+        present = ", ".join(sorted(str(p) for p, _ in offered)) or "none"
+        raise errors.PlatformNotFound(
+            f"image {text} has no variant for platform {wanted}; present: {present}",
+            metadata={"platform": str(wanted), "image": text[:300], "offered": present[:500]},
         )
     return str(choice)
 
@@ -130,7 +130,9 @@ class Names:
             else:
                 manifests = db.manifests_of_image(resolved.image_ids[0])
                 if not manifests:
-                    raise errors.NotFound(f"No such image: {source}")
+                    raise errors.ImageNotFound(
+                        f"No such image: {source}", metadata={"image": source[:300]}
+                    )
                 destination = manifests[0].digest
             previous = db.set_name(name_row(reference, destination, when))
             displaced: list[str] = []
@@ -197,7 +199,7 @@ def _untag_all(db: CatalogWriter, image_id: str, force: bool) -> list[RemoveEven
     names = db.names_of_image(image_id)
     tags = [n for n in names if n.digest is None]
     if not force and (len(tags) > 1 or len({n.repository for n in names}) > 1):
-        raise errors.FailedPrecondition(
+        raise errors.RemoveConflict(
             f"conflict: unable to delete {short_id(image_id)} (must be forced)"
             " - image is referenced in multiple repositories",
             metadata={"image": image_id},

@@ -83,7 +83,7 @@ def _make_private(root: Path) -> None:
     try:
         root.chmod(ROOT_MODE)
     except PermissionError:
-        raise errors.FailedPrecondition(
+        raise errors.StoreRootUnsafe(
             f"store root {root} is mode {mode:04o} and cannot be made private (0700):"
             " make it this user's and 0700, or choose another root",
             metadata={"root": str(root)},

@@ -39,7 +39,7 @@ def prune(
     """``docker image prune``: dangling images by default, every matching one
     with ``all_images``; then unreferenced blobs and stale ingests. One at a time."""
     if not parts.prune_lock.acquire(blocking=False):
-        raise errors.Aborted("a prune operation is already running")
+        raise errors.PruneRunning("a prune operation is already running")
     try:
         return run_prune(parts, filters or PruneFilters(), all_images=all_images, dry_run=dry_run)
     finally:
@@ -78,6 +78,7 @@ def run_prune(
         deleted_blobs=tuple(sweep.blobs),
         reclaimed=sweep.reclaimed + sum(stale.values()),
         stale_ingests=len(stale),
+        dry_run=dry_run,
     )
 
 

@@ -64,9 +64,9 @@ def select_documents(
             wanted, [(d.platform, d) for d in present if d.media_type in mt.MANIFESTS]
         )
         if choice is None:
-            raise errors.NotFound(
+            raise errors.PlatformNotFound(
                 f"no manifest for platform {wanted} is stored in this index",
-                metadata={"platform": str(wanted)},
+                metadata={"platform": str(wanted), "digest": target.digest},
             )
         child = read_document(store, choice)
         assert isinstance(child.parsed, Manifest)
@@ -75,10 +75,10 @@ def select_documents(
     absent = [d for d in top.parsed.manifests if d not in present]
     if absent:
         names = ", ".join(str(d.platform or d.digest) for d in absent)
-        raise errors.FailedPrecondition(
+        raise errors.IndexIncomplete(
             f"cannot {verb} the whole index {target.digest}: these platforms are not stored:"
             f" {names}; pull them, or {verb} one platform",
-            metadata={"missing": names},
+            metadata={"missing": names[:1000], "digest": target.digest},
         )
     children = []
     for descriptor in top.parsed.manifests:

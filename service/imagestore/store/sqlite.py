@@ -197,7 +197,7 @@ class SqliteCatalog:
             self._db.execute("PRAGMA synchronous=FULL")
             self._migrate()
         except sqlite3.DatabaseError as exc:
-            raise errors.DataLoss(f"catalog {path} cannot be opened: {exc}") from None
+            raise errors.CatalogCorrupt(f"catalog {path} cannot be opened: {exc}") from None
 
     def close(self) -> None:
         with self._write_lock, self._idle_lock:
@@ -211,12 +211,17 @@ class SqliteCatalog:
         with self._write_lock:
             return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
+    @property
+    def kind(self) -> str:
+        return "sqlite"
+
     def _migrate(self) -> None:
         version = self.schema_version
         if version > len(MIGRATIONS):
-            raise errors.FailedPrecondition(
+            raise errors.CatalogTooNew(
                 f"catalog schema version {version} is newer than this imagestore"
-                f" ({len(MIGRATIONS)}); upgrade imagestore"
+                f" ({len(MIGRATIONS)}); upgrade imagestore",
+                metadata={"version": str(version), "supported": str(len(MIGRATIONS))},
             )
         for number in range(version, len(MIGRATIONS)):
             with self.transaction() as writer:
@@ -247,7 +252,7 @@ class SqliteCatalog:
                 db = _connect(self.path)
                 db.execute("PRAGMA query_only=ON")
             except sqlite3.DatabaseError as exc:
-                raise errors.DataLoss(f"catalog {self.path} cannot be read: {exc}") from None
+                raise errors.CatalogCorrupt(f"catalog {self.path} cannot be read: {exc}") from None
         try:
             db.execute("BEGIN")
             try:
@@ -293,6 +298,9 @@ class SqliteReader:
     def total_blob_bytes(self) -> int:
         return int(self.db.execute("SELECT COALESCE(SUM(size), 0) FROM blobs").fetchone()[0])
 
+    def blob_count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM blobs").fetchone()[0])
+
     def blob_by_diff_id(self, diff_id: str) -> BlobRow | None:
         row = self.db.execute(
             f"SELECT {_BLOB_COLUMNS} FROM blobs"
@@ -311,6 +319,12 @@ class SqliteReader:
 
     def damaged(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT digest, problem FROM damaged_blobs"))
+
+    def damage(self, digest: str) -> str | None:
+        row = self.db.execute(
+            "SELECT problem FROM damaged_blobs WHERE digest = ?", (digest,)
+        ).fetchone()
+        return None if row is None else str(row[0])
 
     def blob_sources(self, digest: str, registry: str) -> list[str]:
         return [
@@ -397,6 +411,27 @@ class SqliteReader:
         ):
             owned.setdefault(image_id, set()).add(digest)
         return owned
+
+    def image_count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+
+    def images_using_blob(self, digest: str, limit: int) -> tuple[list[str], int]:
+        # The count is taken over every user before LIMIT cuts the list (one
+        # row at least, so that a limit of 0 still learns the count).
+        rows = self.db.execute(
+            "WITH users(image_id) AS ("
+            "   SELECT t.image_id FROM manifest_blobs mb"
+            "   JOIN targets t ON t.digest = mb.manifest_digest WHERE mb.blob_digest = :digest"
+            "   UNION SELECT image_id FROM target_images WHERE target = :digest"
+            "     AND (target IN (SELECT digest FROM targets WHERE kind = 'manifest')"
+            "          OR target IN (SELECT target FROM names)))"
+            " SELECT image_id, COUNT(*) OVER () FROM users WHERE image_id IS NOT NULL"
+            " ORDER BY image_id LIMIT :limit",
+            {"digest": digest, "limit": max(limit, 1)},
+        ).fetchall()
+        if not rows:
+            return [], 0
+        return [row[0] for row in rows[:limit]], int(rows[0][1])
 
     def unnamed_indexes(self) -> list[str]:
         return [
@@ -656,7 +691,7 @@ def _make_private(path: Path) -> None:
             except FileNotFoundError:
                 continue
     except OSError as exc:
-        raise errors.Unavailable(f"catalog {path} cannot be opened: {exc.strerror}") from None
+        raise errors.IoError(f"catalog {path} cannot be opened: {exc.strerror}") from None
 
 
 def _statements(script: str) -> list[str]:

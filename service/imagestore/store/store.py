@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
@@ -22,7 +23,7 @@ from imagestore.oci.manifests import Descriptor
 from imagestore.oci.references import Reference
 from imagestore.store import check, listing, prune
 from imagestore.store.blobs import BlobInfo, Encoding, Ingest
-from imagestore.store.content import ORPHAN_GRACE_PERIOD, Content
+from imagestore.store.content import ORPHAN_GRACE_PERIOD, BlobStat, Content
 from imagestore.store.filters import ListFilters, PruneFilters
 from imagestore.store.images import Images
 from imagestore.store.leases import Lease
@@ -41,6 +42,15 @@ from imagestore.store.parts import CatalogFactory, Parts, sqlite_catalog
 from imagestore.store.records import BlobRow
 
 DEFAULT_MAX_LAYER_SIZE = 64 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """What a store holds, from one catalog snapshot."""
+
+    images: int  #: dangling ones included
+    blobs: int  #: blob records
+    stored_bytes: int  #: the recorded bytes of every blob
 
 
 class Store:
@@ -94,6 +104,21 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def max_layer_size(self) -> int:
+        """The largest uncompressed layer this store accepts, in bytes."""
+        return self._parts.max_layer_size
+
+    @property
+    def catalog_kind(self) -> str:
+        """The catalog's implementation, e.g. "sqlite"."""
+        return self._parts.catalog.kind
+
+    def totals(self) -> Totals:
+        """How many images and blobs there are, and the blobs' bytes (one snapshot)."""
+        with self._parts.catalog.reading() as db:
+            return Totals(db.image_count(), db.blob_count(), db.total_blob_bytes())
 
     # ---- leases and ingests (content.py) -------------------------------------
 
@@ -207,6 +232,11 @@ class Store:
         """The recorded bytes of every blob."""
         return self._content.stored_bytes()
 
+    def stat_blob(self, digest: str, max_images: int) -> BlobStat:
+        """A blob's record, damage and users (at most ``max_images`` image IDs
+        listed, with their count); NotFound without its file or its record."""
+        return self._content.stat(digest, max_images)
+
     # ---- images (images.py) --------------------------------------------------
 
     def commit_target(
@@ -297,4 +327,11 @@ class Store:
         return check.check(self._parts)
 
 
-__all__ = ["DEFAULT_MAX_LAYER_SIZE", "ORPHAN_GRACE_PERIOD", "Resolved", "Store"]
+__all__ = [
+    "DEFAULT_MAX_LAYER_SIZE",
+    "ORPHAN_GRACE_PERIOD",
+    "BlobStat",
+    "Resolved",
+    "Store",
+    "Totals",
+]

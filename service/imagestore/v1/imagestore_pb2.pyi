@@ -1,13 +1,157 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class AuthMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AUTH_MODE_UNSPECIFIED: _ClassVar[AuthMode]
+    AUTH_MODE_NONE: _ClassVar[AuthMode]
+    AUTH_MODE_TOKENS: _ClassVar[AuthMode]
+
+class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_REASON_UNSPECIFIED: _ClassVar[ErrorReason]
+    INVALID_ARGUMENT: _ClassVar[ErrorReason]
+    NOT_FOUND: _ClassVar[ErrorReason]
+    FAILED_PRECONDITION: _ClassVar[ErrorReason]
+    ABORTED: _ClassVar[ErrorReason]
+    PERMISSION_DENIED: _ClassVar[ErrorReason]
+    UNAUTHENTICATED: _ClassVar[ErrorReason]
+    RESOURCE_EXHAUSTED: _ClassVar[ErrorReason]
+    DATA_LOSS: _ClassVar[ErrorReason]
+    UNAVAILABLE: _ClassVar[ErrorReason]
+    INTERNAL: _ClassVar[ErrorReason]
+    REFERENCE_INVALID: _ClassVar[ErrorReason]
+    DIGEST_INVALID: _ClassVar[ErrorReason]
+    PLATFORM_INVALID: _ClassVar[ErrorReason]
+    FILTER_INVALID: _ClassVar[ErrorReason]
+    PAGE_TOKEN_INVALID: _ClassVar[ErrorReason]
+    PAGE_SIZE_INVALID: _ClassVar[ErrorReason]
+    RANGE_INVALID: _ClassVar[ErrorReason]
+    IMAGE_ID_AMBIGUOUS: _ClassVar[ErrorReason]
+    ARGUMENT_MISSING: _ClassVar[ErrorReason]
+    MALFORMED_CONTENT: _ClassVar[ErrorReason]
+    OPTION_INVALID: _ClassVar[ErrorReason]
+    IMAGE_NOT_FOUND: _ClassVar[ErrorReason]
+    BLOB_NOT_FOUND: _ClassVar[ErrorReason]
+    PLATFORM_NOT_FOUND: _ClassVar[ErrorReason]
+    MANIFEST_UNKNOWN: _ClassVar[ErrorReason]
+    REGISTRY_NOT_FOUND: _ClassVar[ErrorReason]
+    REMOVE_CONFLICT: _ClassVar[ErrorReason]
+    INDEX_INCOMPLETE: _ClassVar[ErrorReason]
+    UNSUPPORTED_CONTENT: _ClassVar[ErrorReason]
+    UNSUPPORTED_MEDIA_TYPE: _ClassVar[ErrorReason]
+    CREDENTIALS_INSECURE: _ClassVar[ErrorReason]
+    CREDENTIAL_HELPER_FAILED: _ClassVar[ErrorReason]
+    REGISTRY_REFUSED: _ClassVar[ErrorReason]
+    REGISTRY_CERTS_INVALID: _ClassVar[ErrorReason]
+    STORE_IN_USE: _ClassVar[ErrorReason]
+    STORE_ROOT_UNSAFE: _ClassVar[ErrorReason]
+    CATALOG_TOO_NEW: _ClassVar[ErrorReason]
+    LISTENER_INSECURE: _ClassVar[ErrorReason]
+    PRUNE_RUNNING: _ClassVar[ErrorReason]
+    CHECK_RUNNING: _ClassVar[ErrorReason]
+    REGISTRY_UNAUTHORIZED: _ClassVar[ErrorReason]
+    ADDRESS_REFUSED: _ClassVar[ErrorReason]
+    TOKEN_REDIRECT_REFUSED: _ClassVar[ErrorReason]
+    BEARER_TOKEN_INVALID: _ClassVar[ErrorReason]
+    SIZE_LIMIT_EXCEEDED: _ClassVar[ErrorReason]
+    TOO_MANY_CONCURRENT_CALLS: _ClassVar[ErrorReason]
+    DISK_FULL: _ClassVar[ErrorReason]
+    REGISTRY_RATE_LIMITED: _ClassVar[ErrorReason]
+    REGISTRY_PAYLOAD_TOO_LARGE: _ClassVar[ErrorReason]
+    DIGEST_MISMATCH: _ClassVar[ErrorReason]
+    DIFF_ID_MISMATCH: _ClassVar[ErrorReason]
+    BLOB_CORRUPT: _ClassVar[ErrorReason]
+    CATALOG_CORRUPT: _ClassVar[ErrorReason]
+    REGISTRY_RESPONSE_INVALID: _ClassVar[ErrorReason]
+    CORRUPT_COMPRESSED_DATA: _ClassVar[ErrorReason]
+    TRUNCATED_COMPRESSED_DATA: _ClassVar[ErrorReason]
+    TRAILING_DATA: _ClassVar[ErrorReason]
+    UNSUPPORTED_COMPRESSION: _ClassVar[ErrorReason]
+    OUT_OF_RANGE: _ClassVar[ErrorReason]
+    REGISTRY_UNAVAILABLE: _ClassVar[ErrorReason]
+    REGISTRY_CERTIFICATE_UNTRUSTED: _ClassVar[ErrorReason]
+    CREDENTIAL_HELPER_TIMEOUT: _ClassVar[ErrorReason]
+    IO_ERROR: _ClassVar[ErrorReason]
+    LISTEN_FAILED: _ClassVar[ErrorReason]
+AUTH_MODE_UNSPECIFIED: AuthMode
+AUTH_MODE_NONE: AuthMode
+AUTH_MODE_TOKENS: AuthMode
+ERROR_REASON_UNSPECIFIED: ErrorReason
+INVALID_ARGUMENT: ErrorReason
+NOT_FOUND: ErrorReason
+FAILED_PRECONDITION: ErrorReason
+ABORTED: ErrorReason
+PERMISSION_DENIED: ErrorReason
+UNAUTHENTICATED: ErrorReason
+RESOURCE_EXHAUSTED: ErrorReason
+DATA_LOSS: ErrorReason
+UNAVAILABLE: ErrorReason
+INTERNAL: ErrorReason
+REFERENCE_INVALID: ErrorReason
+DIGEST_INVALID: ErrorReason
+PLATFORM_INVALID: ErrorReason
+FILTER_INVALID: ErrorReason
+PAGE_TOKEN_INVALID: ErrorReason
+PAGE_SIZE_INVALID: ErrorReason
+RANGE_INVALID: ErrorReason
+IMAGE_ID_AMBIGUOUS: ErrorReason
+ARGUMENT_MISSING: ErrorReason
+MALFORMED_CONTENT: ErrorReason
+OPTION_INVALID: ErrorReason
+IMAGE_NOT_FOUND: ErrorReason
+BLOB_NOT_FOUND: ErrorReason
+PLATFORM_NOT_FOUND: ErrorReason
+MANIFEST_UNKNOWN: ErrorReason
+REGISTRY_NOT_FOUND: ErrorReason
+REMOVE_CONFLICT: ErrorReason
+INDEX_INCOMPLETE: ErrorReason
+UNSUPPORTED_CONTENT: ErrorReason
+UNSUPPORTED_MEDIA_TYPE: ErrorReason
+CREDENTIALS_INSECURE: ErrorReason
+CREDENTIAL_HELPER_FAILED: ErrorReason
+REGISTRY_REFUSED: ErrorReason
+REGISTRY_CERTS_INVALID: ErrorReason
+STORE_IN_USE: ErrorReason
+STORE_ROOT_UNSAFE: ErrorReason
+CATALOG_TOO_NEW: ErrorReason
+LISTENER_INSECURE: ErrorReason
+PRUNE_RUNNING: ErrorReason
+CHECK_RUNNING: ErrorReason
+REGISTRY_UNAUTHORIZED: ErrorReason
+ADDRESS_REFUSED: ErrorReason
+TOKEN_REDIRECT_REFUSED: ErrorReason
+BEARER_TOKEN_INVALID: ErrorReason
+SIZE_LIMIT_EXCEEDED: ErrorReason
+TOO_MANY_CONCURRENT_CALLS: ErrorReason
+DISK_FULL: ErrorReason
+REGISTRY_RATE_LIMITED: ErrorReason
+REGISTRY_PAYLOAD_TOO_LARGE: ErrorReason
+DIGEST_MISMATCH: ErrorReason
+DIFF_ID_MISMATCH: ErrorReason
+BLOB_CORRUPT: ErrorReason
+CATALOG_CORRUPT: ErrorReason
+REGISTRY_RESPONSE_INVALID: ErrorReason
+CORRUPT_COMPRESSED_DATA: ErrorReason
+TRUNCATED_COMPRESSED_DATA: ErrorReason
+TRAILING_DATA: ErrorReason
+UNSUPPORTED_COMPRESSION: ErrorReason
+OUT_OF_RANGE: ErrorReason
+REGISTRY_UNAVAILABLE: ErrorReason
+REGISTRY_CERTIFICATE_UNTRUSTED: ErrorReason
+CREDENTIAL_HELPER_TIMEOUT: ErrorReason
+IO_ERROR: ErrorReason
+LISTEN_FAILED: ErrorReason
 
 class Platform(_message.Message):
     __slots__ = ("os", "architecture", "variant")
@@ -234,18 +378,20 @@ class PruneRequest(_message.Message):
     def __init__(self, all: _Optional[bool] = ..., filters: _Optional[_Iterable[str]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class PruneResponse(_message.Message):
-    __slots__ = ("deleted_image_ids", "untagged", "deleted_blobs", "reclaimed_bytes", "stale_ingests")
+    __slots__ = ("deleted_image_ids", "untagged", "deleted_blobs", "reclaimed_bytes", "stale_ingests", "dry_run")
     DELETED_IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
     UNTAGGED_FIELD_NUMBER: _ClassVar[int]
     DELETED_BLOBS_FIELD_NUMBER: _ClassVar[int]
     RECLAIMED_BYTES_FIELD_NUMBER: _ClassVar[int]
     STALE_INGESTS_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     deleted_image_ids: _containers.RepeatedScalarFieldContainer[str]
     untagged: _containers.RepeatedScalarFieldContainer[str]
     deleted_blobs: _containers.RepeatedScalarFieldContainer[str]
     reclaimed_bytes: int
     stale_ingests: int
-    def __init__(self, deleted_image_ids: _Optional[_Iterable[str]] = ..., untagged: _Optional[_Iterable[str]] = ..., deleted_blobs: _Optional[_Iterable[str]] = ..., reclaimed_bytes: _Optional[int] = ..., stale_ingests: _Optional[int] = ...) -> None: ...
+    dry_run: bool
+    def __init__(self, deleted_image_ids: _Optional[_Iterable[str]] = ..., untagged: _Optional[_Iterable[str]] = ..., deleted_blobs: _Optional[_Iterable[str]] = ..., reclaimed_bytes: _Optional[int] = ..., stale_ingests: _Optional[int] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class RegistryAuth(_message.Message):
     __slots__ = ("username", "password", "identity_token", "registry_token")
@@ -414,10 +560,12 @@ class ReadBlobRequest(_message.Message):
     def __init__(self, digest: _Optional[str] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class ReadBlobResponse(_message.Message):
-    __slots__ = ("chunk",)
+    __slots__ = ("chunk", "offset")
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
     chunk: bytes
-    def __init__(self, chunk: _Optional[bytes] = ...) -> None: ...
+    offset: int
+    def __init__(self, chunk: _Optional[bytes] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class CheckRequest(_message.Message):
     __slots__ = ()
@@ -446,3 +594,123 @@ class CheckResponse(_message.Message):
     images_checked: int
     unrecorded_blobs: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, ok: _Optional[bool] = ..., problems: _Optional[_Iterable[_Union[CheckProblem, _Mapping]]] = ..., blobs_checked: _Optional[int] = ..., images_checked: _Optional[int] = ..., unrecorded_blobs: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetServerInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServiceLimits(_message.Message):
+    __slots__ = ("max_concurrent_rpcs", "max_concurrent_streams", "max_response_bytes", "max_layer_size", "max_document_bytes")
+    MAX_CONCURRENT_RPCS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    MAX_RESPONSE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_LAYER_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_DOCUMENT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    max_concurrent_rpcs: int
+    max_concurrent_streams: int
+    max_response_bytes: int
+    max_layer_size: int
+    max_document_bytes: int
+    def __init__(self, max_concurrent_rpcs: _Optional[int] = ..., max_concurrent_streams: _Optional[int] = ..., max_response_bytes: _Optional[int] = ..., max_layer_size: _Optional[int] = ..., max_document_bytes: _Optional[int] = ...) -> None: ...
+
+class LoadLimits(_message.Message):
+    __slots__ = ("max_header_bytes", "max_name_bytes", "max_members", "max_kept_bytes", "max_expanded_bytes")
+    MAX_HEADER_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_NAME_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_KEPT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_EXPANDED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    max_header_bytes: int
+    max_name_bytes: int
+    max_members: int
+    max_kept_bytes: int
+    max_expanded_bytes: int
+    def __init__(self, max_header_bytes: _Optional[int] = ..., max_name_bytes: _Optional[int] = ..., max_members: _Optional[int] = ..., max_kept_bytes: _Optional[int] = ..., max_expanded_bytes: _Optional[int] = ...) -> None: ...
+
+class RegistryLimits(_message.Message):
+    __slots__ = ("max_concurrent_downloads", "max_concurrent_uploads", "attempts", "backoff", "connect_timeout", "idle_timeout", "min_speed", "speed_window", "blob_timeout", "max_index_children", "max_manifest_bytes_per_pull", "max_layers_per_pull")
+    MAX_CONCURRENT_DOWNLOADS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_UPLOADS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    BACKOFF_FIELD_NUMBER: _ClassVar[int]
+    CONNECT_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    IDLE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    MIN_SPEED_FIELD_NUMBER: _ClassVar[int]
+    SPEED_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    BLOB_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    MAX_INDEX_CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    MAX_MANIFEST_BYTES_PER_PULL_FIELD_NUMBER: _ClassVar[int]
+    MAX_LAYERS_PER_PULL_FIELD_NUMBER: _ClassVar[int]
+    max_concurrent_downloads: int
+    max_concurrent_uploads: int
+    attempts: int
+    backoff: _duration_pb2.Duration
+    connect_timeout: _duration_pb2.Duration
+    idle_timeout: _duration_pb2.Duration
+    min_speed: int
+    speed_window: _duration_pb2.Duration
+    blob_timeout: _duration_pb2.Duration
+    max_index_children: int
+    max_manifest_bytes_per_pull: int
+    max_layers_per_pull: int
+    def __init__(self, max_concurrent_downloads: _Optional[int] = ..., max_concurrent_uploads: _Optional[int] = ..., attempts: _Optional[int] = ..., backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., connect_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., min_speed: _Optional[int] = ..., speed_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., blob_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_index_children: _Optional[int] = ..., max_manifest_bytes_per_pull: _Optional[int] = ..., max_layers_per_pull: _Optional[int] = ...) -> None: ...
+
+class GetServerInfoResponse(_message.Message):
+    __slots__ = ("server_version", "api_version", "gzip_backend", "catalog", "root", "tls", "mutual_tls", "auth_mode", "image_count", "blob_count", "stored_bytes", "limits", "load_limits", "registry_limits")
+    SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    API_VERSION_FIELD_NUMBER: _ClassVar[int]
+    GZIP_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_FIELD_NUMBER: _ClassVar[int]
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    TLS_FIELD_NUMBER: _ClassVar[int]
+    MUTUAL_TLS_FIELD_NUMBER: _ClassVar[int]
+    AUTH_MODE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    BLOB_COUNT_FIELD_NUMBER: _ClassVar[int]
+    STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_LIMITS_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_LIMITS_FIELD_NUMBER: _ClassVar[int]
+    server_version: str
+    api_version: str
+    gzip_backend: str
+    catalog: str
+    root: str
+    tls: bool
+    mutual_tls: bool
+    auth_mode: AuthMode
+    image_count: int
+    blob_count: int
+    stored_bytes: int
+    limits: ServiceLimits
+    load_limits: LoadLimits
+    registry_limits: RegistryLimits
+    def __init__(self, server_version: _Optional[str] = ..., api_version: _Optional[str] = ..., gzip_backend: _Optional[str] = ..., catalog: _Optional[str] = ..., root: _Optional[str] = ..., tls: _Optional[bool] = ..., mutual_tls: _Optional[bool] = ..., auth_mode: _Optional[_Union[AuthMode, str]] = ..., image_count: _Optional[int] = ..., blob_count: _Optional[int] = ..., stored_bytes: _Optional[int] = ..., limits: _Optional[_Union[ServiceLimits, _Mapping]] = ..., load_limits: _Optional[_Union[LoadLimits, _Mapping]] = ..., registry_limits: _Optional[_Union[RegistryLimits, _Mapping]] = ...) -> None: ...
+
+class StatBlobRequest(_message.Message):
+    __slots__ = ("digest",)
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    def __init__(self, digest: _Optional[str] = ...) -> None: ...
+
+class StatBlobResponse(_message.Message):
+    __slots__ = ("blob", "diff_id", "uncompressed_size", "stored_at", "referenced", "image_ids", "image_count", "damaged", "damage")
+    BLOB_FIELD_NUMBER: _ClassVar[int]
+    DIFF_ID_FIELD_NUMBER: _ClassVar[int]
+    UNCOMPRESSED_SIZE_FIELD_NUMBER: _ClassVar[int]
+    STORED_AT_FIELD_NUMBER: _ClassVar[int]
+    REFERENCED_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DAMAGED_FIELD_NUMBER: _ClassVar[int]
+    DAMAGE_FIELD_NUMBER: _ClassVar[int]
+    blob: Descriptor
+    diff_id: str
+    uncompressed_size: int
+    stored_at: _timestamp_pb2.Timestamp
+    referenced: bool
+    image_ids: _containers.RepeatedScalarFieldContainer[str]
+    image_count: int
+    damaged: bool
+    damage: str
+    def __init__(self, blob: _Optional[_Union[Descriptor, _Mapping]] = ..., diff_id: _Optional[str] = ..., uncompressed_size: _Optional[int] = ..., stored_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., referenced: _Optional[bool] = ..., image_ids: _Optional[_Iterable[str]] = ..., image_count: _Optional[int] = ..., damaged: _Optional[bool] = ..., damage: _Optional[str] = ...) -> None: ...

@@ -121,6 +121,16 @@ class ImageStoreServiceStub:
                 request_serializer=imagestore_dot_v1_dot_imagestore__pb2.CheckRequest.SerializeToString,
                 response_deserializer=imagestore_dot_v1_dot_imagestore__pb2.CheckResponse.FromString,
                 _registered_method=True)
+        self.GetServerInfo = channel.unary_unary(
+                '/imagestore.v1.ImageStoreService/GetServerInfo',
+                request_serializer=imagestore_dot_v1_dot_imagestore__pb2.GetServerInfoRequest.SerializeToString,
+                response_deserializer=imagestore_dot_v1_dot_imagestore__pb2.GetServerInfoResponse.FromString,
+                _registered_method=True)
+        self.StatBlob = channel.unary_unary(
+                '/imagestore.v1.ImageStoreService/StatBlob',
+                request_serializer=imagestore_dot_v1_dot_imagestore__pb2.StatBlobRequest.SerializeToString,
+                response_deserializer=imagestore_dot_v1_dot_imagestore__pb2.StatBlobResponse.FromString,
+                _registered_method=True)
 
 
 class ImageStoreServiceServicer:
@@ -241,6 +251,23 @@ class ImageStoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetServerInfo(self, request, context):
+        """What this server is and how it is set up, like `docker info`: versions,
+        gzip backend, catalog, store root, limits, TLS and auth mode, and how
+        many images and blobs it holds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StatBlob(self, request, context):
+        """One stored blob as the catalog records it: size, media type, and which
+        images use it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImageStoreServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -313,6 +340,16 @@ def add_ImageStoreServiceServicer_to_server(servicer, server):
                     servicer.Check,
                     request_deserializer=imagestore_dot_v1_dot_imagestore__pb2.CheckRequest.FromString,
                     response_serializer=imagestore_dot_v1_dot_imagestore__pb2.CheckResponse.SerializeToString,
+            ),
+            'GetServerInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServerInfo,
+                    request_deserializer=imagestore_dot_v1_dot_imagestore__pb2.GetServerInfoRequest.FromString,
+                    response_serializer=imagestore_dot_v1_dot_imagestore__pb2.GetServerInfoResponse.SerializeToString,
+            ),
+            'StatBlob': grpc.unary_unary_rpc_method_handler(
+                    servicer.StatBlob,
+                    request_deserializer=imagestore_dot_v1_dot_imagestore__pb2.StatBlobRequest.FromString,
+                    response_serializer=imagestore_dot_v1_dot_imagestore__pb2.StatBlobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -710,6 +747,60 @@ class ImageStoreService:
             '/imagestore.v1.ImageStoreService/Check',
             imagestore_dot_v1_dot_imagestore__pb2.CheckRequest.SerializeToString,
             imagestore_dot_v1_dot_imagestore__pb2.CheckResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServerInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagestore.v1.ImageStoreService/GetServerInfo',
+            imagestore_dot_v1_dot_imagestore__pb2.GetServerInfoRequest.SerializeToString,
+            imagestore_dot_v1_dot_imagestore__pb2.GetServerInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StatBlob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagestore.v1.ImageStoreService/StatBlob',
+            imagestore_dot_v1_dot_imagestore__pb2.StatBlobRequest.SerializeToString,
+            imagestore_dot_v1_dot_imagestore__pb2.StatBlobResponse.FromString,
             options,
             channel_credentials,
             insecure,
