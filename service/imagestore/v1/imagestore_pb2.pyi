@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.rpc import status_pb2 as _status_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -10,6 +11,25 @@ from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PHASE_UNSPECIFIED: _ClassVar[Phase]
+    PHASE_RESOLVING: _ClassVar[Phase]
+    PHASE_WAITING: _ClassVar[Phase]
+    PHASE_DOWNLOADING: _ClassVar[Phase]
+    PHASE_VERIFYING: _ClassVar[Phase]
+    PHASE_DOWNLOADED: _ClassVar[Phase]
+    PHASE_COMPLETE: _ClassVar[Phase]
+    PHASE_ALREADY_EXISTS: _ClassVar[Phase]
+    PHASE_RETRYING: _ClassVar[Phase]
+    PHASE_PREPARING: _ClassVar[Phase]
+    PHASE_PUSHING: _ClassVar[Phase]
+    PHASE_PUSHED: _ClassVar[Phase]
+    PHASE_EXISTS_REMOTELY: _ClassVar[Phase]
+    PHASE_MOUNTED: _ClassVar[Phase]
+    PHASE_SKIPPED: _ClassVar[Phase]
+    PHASE_SUMMARY: _ClassVar[Phase]
 
 class AuthMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -84,6 +104,22 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CREDENTIAL_HELPER_TIMEOUT: _ClassVar[ErrorReason]
     IO_ERROR: _ClassVar[ErrorReason]
     LISTEN_FAILED: _ClassVar[ErrorReason]
+PHASE_UNSPECIFIED: Phase
+PHASE_RESOLVING: Phase
+PHASE_WAITING: Phase
+PHASE_DOWNLOADING: Phase
+PHASE_VERIFYING: Phase
+PHASE_DOWNLOADED: Phase
+PHASE_COMPLETE: Phase
+PHASE_ALREADY_EXISTS: Phase
+PHASE_RETRYING: Phase
+PHASE_PREPARING: Phase
+PHASE_PUSHING: Phase
+PHASE_PUSHED: Phase
+PHASE_EXISTS_REMOTELY: Phase
+PHASE_MOUNTED: Phase
+PHASE_SKIPPED: Phase
+PHASE_SUMMARY: Phase
 AUTH_MODE_UNSPECIFIED: AuthMode
 AUTH_MODE_NONE: AuthMode
 AUTH_MODE_TOKENS: AuthMode
@@ -163,6 +199,14 @@ class Platform(_message.Message):
     variant: str
     def __init__(self, os: _Optional[str] = ..., architecture: _Optional[str] = ..., variant: _Optional[str] = ...) -> None: ...
 
+class ImageName(_message.Message):
+    __slots__ = ("familiar", "canonical")
+    FAMILIAR_FIELD_NUMBER: _ClassVar[int]
+    CANONICAL_FIELD_NUMBER: _ClassVar[int]
+    familiar: str
+    canonical: str
+    def __init__(self, familiar: _Optional[str] = ..., canonical: _Optional[str] = ...) -> None: ...
+
 class Descriptor(_message.Message):
     __slots__ = ("media_type", "digest", "size")
     MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -174,7 +218,7 @@ class Descriptor(_message.Message):
     def __init__(self, media_type: _Optional[str] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
 
 class ImageSummary(_message.Message):
-    __slots__ = ("id", "repo_tags", "repo_digests", "created", "size", "content_size", "labels", "platform", "stored_at", "labels_truncated")
+    __slots__ = ("id", "repo_tags", "repo_digests", "created", "size", "content_size", "labels", "platform", "stored_at", "labels_truncated", "indexes")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -192,9 +236,10 @@ class ImageSummary(_message.Message):
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
     STORED_AT_FIELD_NUMBER: _ClassVar[int]
     LABELS_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    INDEXES_FIELD_NUMBER: _ClassVar[int]
     id: str
-    repo_tags: _containers.RepeatedScalarFieldContainer[str]
-    repo_digests: _containers.RepeatedScalarFieldContainer[str]
+    repo_tags: _containers.RepeatedCompositeFieldContainer[ImageName]
+    repo_digests: _containers.RepeatedCompositeFieldContainer[ImageName]
     created: _timestamp_pb2.Timestamp
     size: int
     content_size: int
@@ -202,7 +247,30 @@ class ImageSummary(_message.Message):
     platform: Platform
     stored_at: _timestamp_pb2.Timestamp
     labels_truncated: bool
-    def __init__(self, id: _Optional[str] = ..., repo_tags: _Optional[_Iterable[str]] = ..., repo_digests: _Optional[_Iterable[str]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., size: _Optional[int] = ..., content_size: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., platform: _Optional[_Union[Platform, _Mapping]] = ..., stored_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., labels_truncated: _Optional[bool] = ...) -> None: ...
+    indexes: _containers.RepeatedCompositeFieldContainer[NamedIndex]
+    def __init__(self, id: _Optional[str] = ..., repo_tags: _Optional[_Iterable[_Union[ImageName, _Mapping]]] = ..., repo_digests: _Optional[_Iterable[_Union[ImageName, _Mapping]]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., size: _Optional[int] = ..., content_size: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., platform: _Optional[_Union[Platform, _Mapping]] = ..., stored_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., labels_truncated: _Optional[bool] = ..., indexes: _Optional[_Iterable[_Union[NamedIndex, _Mapping]]] = ...) -> None: ...
+
+class NamedIndex(_message.Message):
+    __slots__ = ("name", "index", "children")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    name: ImageName
+    index: Descriptor
+    children: _containers.RepeatedCompositeFieldContainer[IndexChild]
+    def __init__(self, name: _Optional[_Union[ImageName, _Mapping]] = ..., index: _Optional[_Union[Descriptor, _Mapping]] = ..., children: _Optional[_Iterable[_Union[IndexChild, _Mapping]]] = ...) -> None: ...
+
+class IndexChild(_message.Message):
+    __slots__ = ("platform", "manifest", "present", "image_id")
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    PRESENT_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    platform: Platform
+    manifest: Descriptor
+    present: bool
+    image_id: str
+    def __init__(self, platform: _Optional[_Union[Platform, _Mapping]] = ..., manifest: _Optional[_Union[Descriptor, _Mapping]] = ..., present: _Optional[bool] = ..., image_id: _Optional[str] = ...) -> None: ...
 
 class ListImagesRequest(_message.Message):
     __slots__ = ("all", "filters", "page_size", "page_token")
@@ -230,9 +298,9 @@ class InspectRequest(_message.Message):
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_RAW_FIELD_NUMBER: _ClassVar[int]
     image: str
-    platform: str
+    platform: Platform
     include_raw: bool
-    def __init__(self, image: _Optional[str] = ..., platform: _Optional[str] = ..., include_raw: _Optional[bool] = ...) -> None: ...
+    def __init__(self, image: _Optional[str] = ..., platform: _Optional[_Union[Platform, _Mapping]] = ..., include_raw: _Optional[bool] = ...) -> None: ...
 
 class ContainerConfig(_message.Message):
     __slots__ = ("env", "cmd", "entrypoint", "working_dir", "user", "labels", "exposed_ports", "volumes", "stop_signal", "shell", "on_build")
@@ -300,8 +368,8 @@ class HistoryRequest(_message.Message):
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
     image: str
-    platform: str
-    def __init__(self, image: _Optional[str] = ..., platform: _Optional[str] = ...) -> None: ...
+    platform: Platform
+    def __init__(self, image: _Optional[str] = ..., platform: _Optional[_Union[Platform, _Mapping]] = ...) -> None: ...
 
 class HistoryEntry(_message.Message):
     __slots__ = ("created", "created_by", "size", "comment", "empty_layer", "layer_digest")
@@ -338,10 +406,10 @@ class TagResponse(_message.Message):
     TARGET_FIELD_NUMBER: _ClassVar[int]
     IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
     DISPLACED_IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
-    target: str
+    target: ImageName
     image_ids: _containers.RepeatedScalarFieldContainer[str]
     displaced_image_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, target: _Optional[str] = ..., image_ids: _Optional[_Iterable[str]] = ..., displaced_image_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, target: _Optional[_Union[ImageName, _Mapping]] = ..., image_ids: _Optional[_Iterable[str]] = ..., displaced_image_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RemoveRequest(_message.Message):
     __slots__ = ("images", "force", "no_prune")
@@ -353,19 +421,25 @@ class RemoveRequest(_message.Message):
     no_prune: bool
     def __init__(self, images: _Optional[_Iterable[str]] = ..., force: _Optional[bool] = ..., no_prune: _Optional[bool] = ...) -> None: ...
 
-class RemoveEvent(_message.Message):
-    __slots__ = ("untagged", "deleted")
+class RemoveResult(_message.Message):
+    __slots__ = ("item", "untagged", "deleted_image_ids", "freed_blobs", "error")
+    ITEM_FIELD_NUMBER: _ClassVar[int]
     UNTAGGED_FIELD_NUMBER: _ClassVar[int]
-    DELETED_FIELD_NUMBER: _ClassVar[int]
-    untagged: str
-    deleted: str
-    def __init__(self, untagged: _Optional[str] = ..., deleted: _Optional[str] = ...) -> None: ...
+    DELETED_IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    FREED_BLOBS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    item: str
+    untagged: _containers.RepeatedCompositeFieldContainer[ImageName]
+    deleted_image_ids: _containers.RepeatedScalarFieldContainer[str]
+    freed_blobs: _containers.RepeatedScalarFieldContainer[str]
+    error: _status_pb2.Status
+    def __init__(self, item: _Optional[str] = ..., untagged: _Optional[_Iterable[_Union[ImageName, _Mapping]]] = ..., deleted_image_ids: _Optional[_Iterable[str]] = ..., freed_blobs: _Optional[_Iterable[str]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class RemoveResponse(_message.Message):
-    __slots__ = ("events",)
-    EVENTS_FIELD_NUMBER: _ClassVar[int]
-    events: _containers.RepeatedCompositeFieldContainer[RemoveEvent]
-    def __init__(self, events: _Optional[_Iterable[_Union[RemoveEvent, _Mapping]]] = ...) -> None: ...
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[RemoveResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[RemoveResult, _Mapping]]] = ...) -> None: ...
 
 class PruneRequest(_message.Message):
     __slots__ = ("all", "filters", "dry_run")
@@ -386,12 +460,12 @@ class PruneResponse(_message.Message):
     STALE_INGESTS_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     deleted_image_ids: _containers.RepeatedScalarFieldContainer[str]
-    untagged: _containers.RepeatedScalarFieldContainer[str]
+    untagged: _containers.RepeatedCompositeFieldContainer[ImageName]
     deleted_blobs: _containers.RepeatedScalarFieldContainer[str]
     reclaimed_bytes: int
     stale_ingests: int
     dry_run: bool
-    def __init__(self, deleted_image_ids: _Optional[_Iterable[str]] = ..., untagged: _Optional[_Iterable[str]] = ..., deleted_blobs: _Optional[_Iterable[str]] = ..., reclaimed_bytes: _Optional[int] = ..., stale_ingests: _Optional[int] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+    def __init__(self, deleted_image_ids: _Optional[_Iterable[str]] = ..., untagged: _Optional[_Iterable[_Union[ImageName, _Mapping]]] = ..., deleted_blobs: _Optional[_Iterable[str]] = ..., reclaimed_bytes: _Optional[int] = ..., stale_ingests: _Optional[int] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class RegistryAuth(_message.Message):
     __slots__ = ("username", "password", "identity_token", "registry_token")
@@ -406,38 +480,72 @@ class RegistryAuth(_message.Message):
     def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., identity_token: _Optional[str] = ..., registry_token: _Optional[str] = ...) -> None: ...
 
 class PullRequest(_message.Message):
-    __slots__ = ("image", "platforms", "auth")
+    __slots__ = ("image", "platforms", "auth", "all_platforms", "all_tags")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     PLATFORMS_FIELD_NUMBER: _ClassVar[int]
     AUTH_FIELD_NUMBER: _ClassVar[int]
+    ALL_PLATFORMS_FIELD_NUMBER: _ClassVar[int]
+    ALL_TAGS_FIELD_NUMBER: _ClassVar[int]
     image: str
-    platforms: _containers.RepeatedScalarFieldContainer[str]
+    platforms: _containers.RepeatedCompositeFieldContainer[Platform]
     auth: RegistryAuth
-    def __init__(self, image: _Optional[str] = ..., platforms: _Optional[_Iterable[str]] = ..., auth: _Optional[_Union[RegistryAuth, _Mapping]] = ...) -> None: ...
+    all_platforms: bool
+    all_tags: bool
+    def __init__(self, image: _Optional[str] = ..., platforms: _Optional[_Iterable[_Union[Platform, _Mapping]]] = ..., auth: _Optional[_Union[RegistryAuth, _Mapping]] = ..., all_platforms: _Optional[bool] = ..., all_tags: _Optional[bool] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("id", "status", "current", "total")
-    ID_FIELD_NUMBER: _ClassVar[int]
-    STATUS_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("phase", "text", "blob", "subject", "current", "total", "retry_after")
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    BLOB_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
     CURRENT_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
-    id: str
-    status: str
+    RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
+    phase: Phase
+    text: str
+    blob: Descriptor
+    subject: str
     current: int
     total: int
-    def __init__(self, id: _Optional[str] = ..., status: _Optional[str] = ..., current: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
+    retry_after: _duration_pb2.Duration
+    def __init__(self, phase: _Optional[_Union[Phase, str]] = ..., text: _Optional[str] = ..., blob: _Optional[_Union[Descriptor, _Mapping]] = ..., subject: _Optional[str] = ..., current: _Optional[int] = ..., total: _Optional[int] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
-class PullResponse(_message.Message):
-    __slots__ = ("progress", "digest", "image_ids", "status")
-    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+class PullResult(_message.Message):
+    __slots__ = ("name", "digest", "image_ids", "updated", "status", "tags")
+    NAME_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
-    progress: Progress
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    name: ImageName
     digest: str
     image_ids: _containers.RepeatedScalarFieldContainer[str]
+    updated: bool
     status: str
-    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., digest: _Optional[str] = ..., image_ids: _Optional[_Iterable[str]] = ..., status: _Optional[str] = ...) -> None: ...
+    tags: _containers.RepeatedCompositeFieldContainer[PulledTag]
+    def __init__(self, name: _Optional[_Union[ImageName, _Mapping]] = ..., digest: _Optional[str] = ..., image_ids: _Optional[_Iterable[str]] = ..., updated: _Optional[bool] = ..., status: _Optional[str] = ..., tags: _Optional[_Iterable[_Union[PulledTag, _Mapping]]] = ...) -> None: ...
+
+class PulledTag(_message.Message):
+    __slots__ = ("name", "digest", "image_ids", "updated")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    name: ImageName
+    digest: str
+    image_ids: _containers.RepeatedScalarFieldContainer[str]
+    updated: bool
+    def __init__(self, name: _Optional[_Union[ImageName, _Mapping]] = ..., digest: _Optional[str] = ..., image_ids: _Optional[_Iterable[str]] = ..., updated: _Optional[bool] = ...) -> None: ...
+
+class PullResponse(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: Progress
+    result: PullResult
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[PullResult, _Mapping]] = ...) -> None: ...
 
 class PushRequest(_message.Message):
     __slots__ = ("image", "auth", "platform")
@@ -446,20 +554,26 @@ class PushRequest(_message.Message):
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
     image: str
     auth: RegistryAuth
-    platform: str
-    def __init__(self, image: _Optional[str] = ..., auth: _Optional[_Union[RegistryAuth, _Mapping]] = ..., platform: _Optional[str] = ...) -> None: ...
+    platform: Platform
+    def __init__(self, image: _Optional[str] = ..., auth: _Optional[_Union[RegistryAuth, _Mapping]] = ..., platform: _Optional[_Union[Platform, _Mapping]] = ...) -> None: ...
 
-class PushResponse(_message.Message):
-    __slots__ = ("progress", "tag", "digest", "size")
-    PROGRESS_FIELD_NUMBER: _ClassVar[int]
-    TAG_FIELD_NUMBER: _ClassVar[int]
+class PushResult(_message.Message):
+    __slots__ = ("name", "digest", "size")
+    NAME_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
-    progress: Progress
-    tag: str
+    name: ImageName
     digest: str
     size: int
-    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., tag: _Optional[str] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+    def __init__(self, name: _Optional[_Union[ImageName, _Mapping]] = ..., digest: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class PushResponse(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: Progress
+    result: PushResult
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[PushResult, _Mapping]] = ...) -> None: ...
 
 class LoginRequest(_message.Message):
     __slots__ = ("registry", "auth")
@@ -475,13 +589,19 @@ class LoginResponse(_message.Message):
     status: str
     def __init__(self, status: _Optional[str] = ...) -> None: ...
 
-class LoadRequest(_message.Message):
-    __slots__ = ("chunk", "declared_size")
-    CHUNK_FIELD_NUMBER: _ClassVar[int]
+class LoadHeader(_message.Message):
+    __slots__ = ("declared_size",)
     DECLARED_SIZE_FIELD_NUMBER: _ClassVar[int]
-    chunk: bytes
     declared_size: int
-    def __init__(self, chunk: _Optional[bytes] = ..., declared_size: _Optional[int] = ...) -> None: ...
+    def __init__(self, declared_size: _Optional[int] = ...) -> None: ...
+
+class LoadRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: LoadHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[LoadHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class LoadedImage(_message.Message):
     __slots__ = ("id", "names", "moved")
@@ -489,25 +609,31 @@ class LoadedImage(_message.Message):
     NAMES_FIELD_NUMBER: _ClassVar[int]
     MOVED_FIELD_NUMBER: _ClassVar[int]
     id: str
-    names: _containers.RepeatedScalarFieldContainer[str]
-    moved: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ..., moved: _Optional[_Iterable[str]] = ...) -> None: ...
+    names: _containers.RepeatedCompositeFieldContainer[ImageName]
+    moved: _containers.RepeatedCompositeFieldContainer[ImageName]
+    def __init__(self, id: _Optional[str] = ..., names: _Optional[_Iterable[_Union[ImageName, _Mapping]]] = ..., moved: _Optional[_Iterable[_Union[ImageName, _Mapping]]] = ...) -> None: ...
+
+class LoadResult(_message.Message):
+    __slots__ = ("images",)
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    images: _containers.RepeatedCompositeFieldContainer[LoadedImage]
+    def __init__(self, images: _Optional[_Iterable[_Union[LoadedImage, _Mapping]]] = ...) -> None: ...
 
 class LoadResponse(_message.Message):
-    __slots__ = ("progress", "images")
+    __slots__ = ("progress", "result")
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
-    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
     progress: Progress
-    images: _containers.RepeatedCompositeFieldContainer[LoadedImage]
-    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., images: _Optional[_Iterable[_Union[LoadedImage, _Mapping]]] = ...) -> None: ...
+    result: LoadResult
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[LoadResult, _Mapping]] = ...) -> None: ...
 
 class SaveRequest(_message.Message):
     __slots__ = ("images", "platform")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedScalarFieldContainer[str]
-    platform: str
-    def __init__(self, images: _Optional[_Iterable[str]] = ..., platform: _Optional[str] = ...) -> None: ...
+    platform: Platform
+    def __init__(self, images: _Optional[_Iterable[str]] = ..., platform: _Optional[_Union[Platform, _Mapping]] = ...) -> None: ...
 
 class SaveResponse(_message.Message):
     __slots__ = ("chunk",)
@@ -516,8 +642,12 @@ class SaveResponse(_message.Message):
     def __init__(self, chunk: _Optional[bytes] = ...) -> None: ...
 
 class DiskUsageRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ImageUsage(_message.Message):
     __slots__ = ("id", "repo_tags", "content_size", "shared_size", "unique_size", "created")
@@ -528,26 +658,28 @@ class ImageUsage(_message.Message):
     UNIQUE_SIZE_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     id: str
-    repo_tags: _containers.RepeatedScalarFieldContainer[str]
+    repo_tags: _containers.RepeatedCompositeFieldContainer[ImageName]
     content_size: int
     shared_size: int
     unique_size: int
     created: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., repo_tags: _Optional[_Iterable[str]] = ..., content_size: _Optional[int] = ..., shared_size: _Optional[int] = ..., unique_size: _Optional[int] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., repo_tags: _Optional[_Iterable[_Union[ImageName, _Mapping]]] = ..., content_size: _Optional[int] = ..., shared_size: _Optional[int] = ..., unique_size: _Optional[int] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class DiskUsageResponse(_message.Message):
-    __slots__ = ("images", "total_size", "reclaimable", "image_count", "blob_count")
+    __slots__ = ("images", "total_size", "reclaimable", "image_count", "blob_count", "next_page_token")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
     RECLAIMABLE_FIELD_NUMBER: _ClassVar[int]
     IMAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
     BLOB_COUNT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[ImageUsage]
     total_size: int
     reclaimable: int
     image_count: int
     blob_count: int
-    def __init__(self, images: _Optional[_Iterable[_Union[ImageUsage, _Mapping]]] = ..., total_size: _Optional[int] = ..., reclaimable: _Optional[int] = ..., image_count: _Optional[int] = ..., blob_count: _Optional[int] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, images: _Optional[_Iterable[_Union[ImageUsage, _Mapping]]] = ..., total_size: _Optional[int] = ..., reclaimable: _Optional[int] = ..., image_count: _Optional[int] = ..., blob_count: _Optional[int] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ReadBlobRequest(_message.Message):
     __slots__ = ("digest", "offset", "limit")
@@ -571,6 +703,18 @@ class CheckRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class CheckProgress(_message.Message):
+    __slots__ = ("blobs_checked", "blobs_total", "bytes_checked", "bytes_total")
+    BLOBS_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    BLOBS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    BYTES_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    blobs_checked: int
+    blobs_total: int
+    bytes_checked: int
+    bytes_total: int
+    def __init__(self, blobs_checked: _Optional[int] = ..., blobs_total: _Optional[int] = ..., bytes_checked: _Optional[int] = ..., bytes_total: _Optional[int] = ...) -> None: ...
+
 class CheckProblem(_message.Message):
     __slots__ = ("kind", "subject", "detail")
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -581,7 +725,7 @@ class CheckProblem(_message.Message):
     detail: str
     def __init__(self, kind: _Optional[str] = ..., subject: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
-class CheckResponse(_message.Message):
+class CheckSummary(_message.Message):
     __slots__ = ("ok", "problems", "blobs_checked", "images_checked", "unrecorded_blobs")
     OK_FIELD_NUMBER: _ClassVar[int]
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
@@ -589,11 +733,23 @@ class CheckResponse(_message.Message):
     IMAGES_CHECKED_FIELD_NUMBER: _ClassVar[int]
     UNRECORDED_BLOBS_FIELD_NUMBER: _ClassVar[int]
     ok: bool
-    problems: _containers.RepeatedCompositeFieldContainer[CheckProblem]
+    problems: int
     blobs_checked: int
     images_checked: int
-    unrecorded_blobs: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, ok: _Optional[bool] = ..., problems: _Optional[_Iterable[_Union[CheckProblem, _Mapping]]] = ..., blobs_checked: _Optional[int] = ..., images_checked: _Optional[int] = ..., unrecorded_blobs: _Optional[_Iterable[str]] = ...) -> None: ...
+    unrecorded_blobs: int
+    def __init__(self, ok: _Optional[bool] = ..., problems: _Optional[int] = ..., blobs_checked: _Optional[int] = ..., images_checked: _Optional[int] = ..., unrecorded_blobs: _Optional[int] = ...) -> None: ...
+
+class CheckResponse(_message.Message):
+    __slots__ = ("progress", "problem", "unrecorded_blob", "summary")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    UNRECORDED_BLOB_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    progress: CheckProgress
+    problem: CheckProblem
+    unrecorded_blob: str
+    summary: CheckSummary
+    def __init__(self, progress: _Optional[_Union[CheckProgress, _Mapping]] = ..., problem: _Optional[_Union[CheckProblem, _Mapping]] = ..., unrecorded_blob: _Optional[str] = ..., summary: _Optional[_Union[CheckSummary, _Mapping]] = ...) -> None: ...
 
 class GetServerInfoRequest(_message.Message):
     __slots__ = ()

@@ -30,7 +30,7 @@ class ImageStoreServiceStub:
     images the way `docker image` manages the Docker daemon's images.
 
     Images are named like Docker: `redis` means `docker.io/library/redis:latest`;
-    names come back in the familiar form (`redis:latest`). Wherever an image is
+    requests take either form, and names come back in both (ImageName). Wherever an image is
     named, a reference (tag or digest), a full image ID (`sha256:<hex>`) or a
     unique ID prefix of at least 4 hex characters is accepted; a name is tried
     as a reference first, then as an ID prefix.
@@ -116,7 +116,7 @@ class ImageStoreServiceStub:
                 request_serializer=imagestore_dot_v1_dot_imagestore__pb2.ReadBlobRequest.SerializeToString,
                 response_deserializer=imagestore_dot_v1_dot_imagestore__pb2.ReadBlobResponse.FromString,
                 _registered_method=True)
-        self.Check = channel.unary_unary(
+        self.Check = channel.unary_stream(
                 '/imagestore.v1.ImageStoreService/Check',
                 request_serializer=imagestore_dot_v1_dot_imagestore__pb2.CheckRequest.SerializeToString,
                 response_deserializer=imagestore_dot_v1_dot_imagestore__pb2.CheckResponse.FromString,
@@ -138,7 +138,7 @@ class ImageStoreServiceServicer:
     images the way `docker image` manages the Docker daemon's images.
 
     Images are named like Docker: `redis` means `docker.io/library/redis:latest`;
-    names come back in the familiar form (`redis:latest`). Wherever an image is
+    requests take either form, and names come back in both (ImageName). Wherever an image is
     named, a reference (tag or digest), a full image ID (`sha256:<hex>`) or a
     unique ID prefix of at least 4 hex characters is accepted; a name is tried
     as a reference first, then as an ID prefix.
@@ -246,6 +246,8 @@ class ImageStoreServiceServicer:
 
     def Check(self, request, context):
         """Re-verifies every blob and the catalog, like `git fsck`; fixes nothing.
+        Streams its progress, then each problem as it is confirmed, then a
+        summary. Cancelling the call stops the work.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -336,7 +338,7 @@ def add_ImageStoreServiceServicer_to_server(servicer, server):
                     request_deserializer=imagestore_dot_v1_dot_imagestore__pb2.ReadBlobRequest.FromString,
                     response_serializer=imagestore_dot_v1_dot_imagestore__pb2.ReadBlobResponse.SerializeToString,
             ),
-            'Check': grpc.unary_unary_rpc_method_handler(
+            'Check': grpc.unary_stream_rpc_method_handler(
                     servicer.Check,
                     request_deserializer=imagestore_dot_v1_dot_imagestore__pb2.CheckRequest.FromString,
                     response_serializer=imagestore_dot_v1_dot_imagestore__pb2.CheckResponse.SerializeToString,
@@ -364,7 +366,7 @@ class ImageStoreService:
     images the way `docker image` manages the Docker daemon's images.
 
     Images are named like Docker: `redis` means `docker.io/library/redis:latest`;
-    names come back in the familiar form (`redis:latest`). Wherever an image is
+    requests take either form, and names come back in both (ImageName). Wherever an image is
     named, a reference (tag or digest), a full image ID (`sha256:<hex>`) or a
     unique ID prefix of at least 4 hex characters is accepted; a name is tried
     as a reference first, then as an ID prefix.
@@ -741,7 +743,7 @@ class ImageStoreService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
+        return grpc.experimental.unary_stream(
             request,
             target,
             '/imagestore.v1.ImageStoreService/Check',
