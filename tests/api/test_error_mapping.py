@@ -95,7 +95,10 @@ def _typed_error(request: protobuf_message.Message) -> errors.ImageStoreError:
         return errors.OptionInvalid("broken config", metadata={"path": "/etc/x"})
     return errors.PlatformNotFound(
         "no such platform",
-        metadata={"platform": request.platform, "image": request.image},
+        metadata={
+            "platform": f"{request.platform.os}/{request.platform.architecture}",
+            "image": request.image,
+        },
     )
 
 
@@ -303,7 +306,9 @@ def test_no_bad_request_when_no_request_field_is_at_fault(address: str) -> None:
 
 
 def test_resource_info_names_the_owner_where_there_is_one(address: str) -> None:
-    request = pb.InspectRequest(image="app:1", platform="linux/s390x")
+    request = pb.InspectRequest(
+        image="app:1", platform=pb.Platform(os="linux", architecture="s390x")
+    )
     status, info = _details(_call(address, "Inspect", request.SerializeToString()))
     assert info.reason == "PLATFORM_NOT_FOUND"
     resource = _others(status)["ResourceInfo"]
@@ -337,7 +342,9 @@ def test_the_client_keeps_the_field_and_resource_the_server_named(address: str) 
     bad = convert.error(_call(address, "Tag", tag))
     assert isinstance(bad, errors.ReferenceInvalid)
     assert (bad.field, bad.metadata) == ("target", {"reference": "Bad:1"})
-    inspect = pb.InspectRequest(image="app:1", platform="linux/s390x").SerializeToString()
+    inspect = pb.InspectRequest(
+        image="app:1", platform=pb.Platform(os="linux", architecture="s390x")
+    ).SerializeToString()
     missing = convert.error(_call(address, "Inspect", inspect))
     assert isinstance(missing, errors.PlatformNotFound)
     assert missing.resource == errors.Resource("platform", "linux/s390x", "app:1")

@@ -35,7 +35,7 @@ import stat
 import threading
 import zlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -418,10 +418,11 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def load_requests(archive: bytes, declared: int = 0) -> Iterator[pb.LoadRequest]:
-    """The archive in 1 MiB chunks, the first declaring its size when given."""
+    """A header declaring the archive's size when given, then the archive in 1 MiB chunks."""
+    if declared:
+        yield pb.LoadRequest(header=pb.LoadHeader(declared_size=declared))
     for start in range(0, max(len(archive), 1), MiB):
-        size = declared if start == 0 else 0
-        yield pb.LoadRequest(chunk=archive[start : start + MiB], declared_size=size)
+        yield pb.LoadRequest(chunk=archive[start : start + MiB])
 
 
 def load(stub: Stub, archive: bytes, declared: int = 0) -> list[pb.LoadResponse]:
@@ -527,7 +528,8 @@ def test_digest_invalid(world: World) -> None:
 
 @reaches(Reason.PLATFORM_INVALID)
 def test_platform_invalid(world: World) -> None:
-    request = pb.InspectRequest(image=SEED, platform="linux/arm64/v8/extra")
+    platform = pb.Platform(os="linux", architecture="arm64", variant="v8/extra")
+    request = pb.InspectRequest(image=SEED, platform=platform)
     error = failure(lambda: world.stub.Inspect(request, timeout=30))
     expect(
         error,
@@ -670,7 +672,7 @@ def test_blob_not_found(world: World) -> None:
 
 @reaches(Reason.PLATFORM_NOT_FOUND)
 def test_platform_not_found(world: World) -> None:
-    request = pb.InspectRequest(image=SEED, platform="linux/s390x")
+    request = pb.InspectRequest(image=SEED, platform=pb.Platform(os="linux", architecture="s390x"))
     error = failure(lambda: world.stub.Inspect(request, timeout=30))
     expect(
         error,
@@ -713,13 +715,34 @@ def test_registry_not_found(world: World) -> None:
 # ---- FAILED_PRECONDITION -------------------------------------------------------
 
 
+class ItemError(grpc.RpcError):
+    """A per-item google.rpc.Status (a RemoveResult's error) seen as a call's
+    error, to assert it as one: it carries the same code, message and details."""
+
+    def __init__(self, status: status_pb2.Status) -> None:
+        self._status = status
+
+    def code(self) -> grpc.StatusCode:
+        return next(code for code in Code if code.value[0] == self._status.code)
+
+    def details(self) -> str:
+        return str(self._status.message)
+
+    def trailing_metadata(self) -> Any:
+        return (("grpc-status-details-bin", self._status.SerializeToString()),)
+
+
 @reaches(Reason.REMOVE_CONFLICT)
 def test_remove_conflict(world: World) -> None:
     spec = ImageSpec(["conflict/a:1", "conflict/b:1"], [tar_of({"c": b"conflict"})])
     load(world.stub, docker_archive(spec))
-    request = pb.RemoveRequest(images=[spec.image_id])
-    error = failure(lambda: world.stub.Remove(request, timeout=30))
+    request = pb.RemoveRequest(images=[spec.image_id, "conflict/a:1"])
+    conflict, applied = world.stub.Remove(request, timeout=30).results  # the call succeeds
+    assert conflict.item == spec.image_id
+    error = ItemError(conflict.error)
     expect(error, Code.FAILED_PRECONDITION, Reason.REMOVE_CONFLICT, {"image": spec.image_id})
+    assert [name.familiar for name in applied.untagged] == ["conflict/a:1"]
+    assert not applied.HasField("error")
 
 
 def _two_platform_index(tag: str) -> tuple[bytes, bytes, str]:
@@ -972,11 +995,11 @@ def fifo_blob(root: Path, hex_name: str) -> Iterator[Fifo]:
 @reaches(Reason.CHECK_RUNNING)
 def test_check_running(world: World) -> None:
     with fifo_blob(world.server.root, "0" * 64) as fifo:  # read first: Check waits there
-        first: Future[Any] = world.stub.Check.future(pb.CheckRequest(), timeout=120)
+        first = world.stub.Check(pb.CheckRequest(), timeout=120)  # a stream: sent at once
         fifo.reached()
-        error = failure(lambda: world.stub.Check(pb.CheckRequest(), timeout=30))
+        error = failure(lambda: list(world.stub.Check(pb.CheckRequest(), timeout=30)))
         fifo.release()
-        first.result(timeout=120)
+        assert list(first)[-1].WhichOneof("response") == "summary"
     expect(error, Code.ABORTED, Reason.CHECK_RUNNING, {}, retry_after=5.0)
 
 
@@ -1302,13 +1325,13 @@ def test_the_client_raises_the_reason_class_with_what_the_server_sent(world: Wor
         assert (bad.value.reason, bad.value.field) == (Reason.REFERENCE_INVALID, "target")
         assert bad.value.resource is None
         with fifo_blob(world.server.root, "0" * 64) as fifo:
-            first = world.stub.Check.future(pb.CheckRequest(), timeout=120)
+            first = world.stub.Check(pb.CheckRequest(), timeout=120)
             fifo.reached()
             try:
                 with pytest.raises(errors.CheckRunning) as busy:
-                    client.check()
+                    client.check_report()
             finally:
                 fifo.release()
-                first.result(timeout=120)
+                list(first)
         assert busy.value.retry_after == 5.0
         assert isinstance(busy.value, errors.Aborted)  # still its category

@@ -53,7 +53,11 @@ def test_grpcurl_lists_and_describes_through_reflection(server: Server) -> None:
         ("ListImages", {}, lambda s: s.ListImages(pb.ListImagesRequest())),
         ("Inspect", {"image": "web:1"}, lambda s: s.Inspect(pb.InspectRequest(image="web:1"))),
         ("DiskUsage", {}, lambda s: s.DiskUsage(pb.DiskUsageRequest())),
-        ("Check", {}, lambda s: s.Check(pb.CheckRequest())),
+        (
+            "DiskUsage",
+            {"page_size": 1},
+            lambda s: s.DiskUsage(pb.DiskUsageRequest(page_size=1)),
+        ),
         ("Prune", {"dry_run": True}, lambda s: s.Prune(pb.PruneRequest(dry_run=True))),
     ],
 )
@@ -66,15 +70,45 @@ def test_grpcurl_gets_what_the_stubs_get(
     assert through_grpcurl == through_stub
 
 
+def json_stream(text: str) -> list[dict[str, Any]]:
+    """The messages grpcurl prints for a server stream: JSON objects one after another."""
+    decoder, messages, position = json.JSONDecoder(), [], 0
+    while text[position:].strip():
+        position += len(text[position:]) - len(text[position:].lstrip())
+        message, position = decoder.raw_decode(text, position)
+        messages.append(message)
+    return messages
+
+
 def test_grpcurl_tags_and_removes(server: Server, stub: Stub) -> None:
     load(stub, app(1, "web:1"))
     tagged = json.loads(
         grpcurl(server, f"{SERVICE}/Tag", data={"source": "web:1", "target": "web:2"})
     )
-    assert tagged["target"] == "web:2"
-    removed = json.loads(grpcurl(server, f"{SERVICE}/Remove", data={"images": ["web:2"]}))
-    assert removed["events"] == [{"untagged": "web:2"}]
-    assert [i.repo_tags for i in stub.ListImages(pb.ListImagesRequest()).images] == [["web:1"]]
+    assert tagged["target"] == {"familiar": "web:2", "canonical": "docker.io/library/web:2"}
+    removed = json.loads(grpcurl(server, f"{SERVICE}/Remove", data={"images": ["web:2", "ghost"]}))
+    first, second = removed["results"]
+    assert first == {
+        "item": "web:2",
+        "untagged": [{"familiar": "web:2", "canonical": "docker.io/library/web:2"}],
+    }
+    assert second["item"] == "ghost"
+    assert second["error"]["code"] == grpc.StatusCode.NOT_FOUND.value[0]
+    assert second["error"]["details"][0]["reason"] == "IMAGE_NOT_FOUND"
+    listed = stub.ListImages(pb.ListImagesRequest()).images
+    assert [[n.familiar for n in i.repo_tags] for i in listed] == [["web:1"]]
+
+
+def test_grpcurl_streams_a_check(server: Server, stub: Stub) -> None:
+    load(stub, app(1, "web:1"))
+    messages = json_stream(grpcurl(server, f"{SERVICE}/Check"))
+    kinds = [next(iter(message)) for message in messages]
+    assert kinds[0] == "progress"
+    assert kinds[-1] == "summary"
+    assert set(kinds[1:-1]) <= {"progress"}  # nothing wrong: no problem messages
+    summary = [r.summary for r in stub.Check(pb.CheckRequest())][-1]
+    assert messages[-1]["summary"] == MessageToDict(summary, preserving_proto_field_name=True)
+    assert messages[-1]["summary"]["ok"] is True
 
 
 class _ToReflectionV1(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):

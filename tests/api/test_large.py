@@ -112,10 +112,9 @@ class _PeakRss:
 def _load_file(stub: Stub, path: Path) -> pb.LoadResponse:
     def requests() -> Iterator[pb.LoadRequest]:
         with path.open("rb") as source:
-            first = True
+            yield pb.LoadRequest(header=pb.LoadHeader(declared_size=path.stat().st_size))
             while chunk := source.read(CHUNK):
-                yield pb.LoadRequest(chunk=chunk, declared_size=path.stat().st_size if first else 0)
-                first = False
+                yield pb.LoadRequest(chunk=chunk)
 
     responses: list[pb.LoadResponse] = list(stub.Load(requests()))
     return responses[-1]
@@ -136,7 +135,8 @@ def test_a_1_gib_load_and_save_round_trip_in_flat_memory(
 
     with _PeakRss(server.process.pid) as loading:
         loaded = _load_file(stub, archive)
-    assert [(i.id, list(i.names)) for i in loaded.images] == [(image_id, ["large/image:1"])]
+    loaded_names = [(i.id, [n.familiar for n in i.names]) for i in loaded.result.images]
+    assert loaded_names == [(image_id, ["large/image:1"])]
     details = stub.Inspect(pb.InspectRequest(image="large/image:1"))
     assert list(details.diff_ids) == diff_ids
     assert details.image.size > LAYERS * LAYER_BYTES

@@ -117,7 +117,7 @@ def test_a_docker_archive_written_by_skopeo_loads(
     config_digest, diff_ids = docker_archive_config(archive.read_bytes())
     loaded = load(store, chunks(archive.read_bytes()))
     assert [(image.image_id, image.names) for image in loaded] == [
-        (config_digest, ("example/da:v1",))
+        (config_digest, ("docker.io/example/da:v1",))  # canonical: the API adds familiar
     ]
     details = store.inspect("example/da:v1")
     assert list(details.diff_ids) == diff_ids
@@ -165,7 +165,9 @@ def test_load_then_save_then_load_keeps_config_digests_and_diff_ids(
     archive = saved(store, "round/trip:1")
     with Store.open(tmp_path / "second") as second:
         loaded = load(second, chunks(archive))
-        assert [(i.image_id, i.names) for i in loaded] == [(config_digest, ("round/trip:1",))]
+        assert [(i.image_id, i.names) for i in loaded] == [
+            (config_digest, ("docker.io/round/trip:1",))
+        ]
         assert list(second.inspect("round/trip:1").diff_ids) == diff_ids
         assert second.check().ok
 
@@ -207,7 +209,7 @@ def test_a_legacy_docker_save_archive_loads(store: Store) -> None:
         ).encode(),
     }
     loaded = load(store, chunks(tar_of(members), 1000))
-    assert [(i.image_id, i.names) for i in loaded] == [(sha(config), ("legacy/app:1",))]
+    assert [(i.image_id, i.names) for i in loaded] == [(sha(config), ("docker.io/legacy/app:1",))]
     assert store.inspect("legacy/app:1").summary.size == sum(len(layer) for layer in layers)
 
 
@@ -246,7 +248,7 @@ def test_a_docker_25_archive_loads_and_reuses_stored_layers(store: Store) -> Non
     }
     archive = tar_of(members)
     first = load(store, chunks(archive))
-    assert [(i.image_id, i.names) for i in first] == [(sha(config), ("new/app:2",))]
+    assert [(i.image_id, i.names) for i in first] == [(sha(config), ("docker.io/new/app:2",))]
     events: list[LoadProgress] = []
     again = load(store, chunks(archive), progress=events.append)
     assert again[0].image_id == sha(config)

@@ -119,7 +119,7 @@ def test_an_oci_layout_may_name_its_own_content_by_digest(store: Store) -> None:
     archive, _ = oci_layout(spec, f"docker.io/example/own@{digest}")
     loaded = load(store, [archive])
     assert [(image.image_id, image.names) for image in loaded] == [
-        (spec.image_id, (f"example/own@{digest}",))
+        (spec.image_id, (f"docker.io/example/own@{digest}",))
     ]
 
 

@@ -53,7 +53,10 @@ def test_a_multi_platform_name_round_trips_with_every_platform(store: Store, oth
     amd, arm, index = _multi(store)
     archive = b"".join(save(store, ["multi:1"]))
     loaded = load(other, [archive])
-    assert [image.names for image in loaded] == [("multi:1",), ()]  # the name, once
+    assert [image.names for image in loaded] == [
+        ("docker.io/library/multi:1",),
+        (),
+    ]  # the name, once
     assert {image.image_id for image in loaded} == {amd.image_id, arm.image_id}
     assert other.resolve("multi:1").target == index.target_digest
     assert other.inspect("multi:1", platform="linux/arm64").summary.id == arm.image_id
@@ -73,7 +76,9 @@ def test_a_platform_of_a_partly_stored_index_saves_that_manifest_under_the_name(
     _, arm, _ = _multi(store, absent=[("sha256:" + "e" * 64, "linux/s390x")])
     archive = b"".join(save(store, ["multi:1"], platform="linux/arm64"))
     loaded = load(other, [archive])
-    assert [(image.image_id, image.names) for image in loaded] == [(arm.image_id, ("multi:1",))]
+    assert [(image.image_id, image.names) for image in loaded] == [
+        (arm.image_id, ("docker.io/library/multi:1",))
+    ]
     assert other.resolve("multi:1").image_ids == (arm.image_id,)
     with pytest.raises(errors.NotFound, match="linux/s390x"):
         b"".join(save(store, ["multi:1"], platform="linux/s390x"))

@@ -251,4 +251,4 @@ def test_untrusted_headers_never_reach_the_interpreters_tarfile(
         with pytest.raises(errors.MalformedContent, match="does not start with its length"):
             load(store, [gzip.compress(pax_digits_archive())])
         archive = docker_archive(ImageSpec(tags=["a/b:1"], layers=[tar_of({"f": b"x"})]))
-        assert [image.names for image in load(store, [archive])] == [("a/b:1",)]
+        assert [image.names for image in load(store, [archive])] == [("docker.io/a/b:1",)]

@@ -206,9 +206,9 @@ def file_chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
-def pull(stub: Stub, image: str, timeout: float, platforms: Iterable[str] = ()) -> str:
+def pull(stub: Stub, image: str, timeout: float, all_platforms: bool = False) -> str:
     """A Pull through the server, every progress message read; the code."""
-    request = pb.PullRequest(image=image, platforms=list(platforms))
+    request = pb.PullRequest(image=image, all_platforms=all_platforms)
     try:
         for _ in stub.Pull(request, timeout=timeout):
             pass
@@ -445,7 +445,7 @@ def _fat_index(context: Context) -> Iterator[Round]:
         index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [child] * 150}
         registry.add_manifest("fat/app", "1", json.dumps(index).encode(), OCI_INDEX)
         image_name = f"{registry.host}/fat/app:1"
-        yield lambda timeout: [pull(context.stub, image_name, timeout, ["all"])]
+        yield lambda timeout: [pull(context.stub, image_name, timeout, all_platforms=True)]
 
 
 @dataclass

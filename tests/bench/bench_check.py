@@ -141,11 +141,11 @@ def bench_check(address: str, names: list[str], stored: int, idle_calls: int) ->
         idle_health = _latencies(probe, lambda n: n >= idle_calls)
 
         done = threading.Event()
-        result: list[pb.CheckResponse] = []
+        result: list[list[pb.CheckResponse]] = []
 
         def run_check() -> None:
             try:
-                result.append(stub.Check(pb.CheckRequest(), timeout=3600))
+                result.append(list(stub.Check(pb.CheckRequest(), timeout=3600)))
             finally:
                 done.set()
 
@@ -159,9 +159,12 @@ def bench_check(address: str, names: list[str], stored: int, idle_calls: int) ->
             busy_health += _latencies(probe, lambda n: n >= 1)
         checker.join()
         seconds = time.perf_counter() - start
-    report = result[0]
-    assert report.ok, report.problems
-    print(f"\nCheck of a {stored / 1e9:.1f} GB store ({report.blobs_checked} blobs)")
+    report = result[0][-1].summary
+    problems = [r.problem for r in result[0] if r.HasField("problem")]
+    assert report.ok, problems
+    messages = len(result[0])
+    print(f"\nCheck of a {stored / 1e9:.1f} GB store ({report.blobs_checked} blobs,"
+          f" {messages} messages streamed)")  # fmt: skip
     print(f"  Check             {seconds:8.2f} s      {stored / seconds / 1e6:8.0f} MB/s hashed")
     print(f"  Inspect, idle     p50 {_p(idle_inspect, 50):7.2f} ms   p99"
           f" {_p(idle_inspect, 99):7.2f} ms   ({len(idle_inspect)} calls)")  # fmt: skip

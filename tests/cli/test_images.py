@@ -194,6 +194,32 @@ def test_tag_then_rm_untags_and_deletes_like_docker(loaded: Cli) -> None:
     assert loaded("rm", "-f", "nope").returncode == 0
 
 
+def test_rm_of_a_mixed_list_applies_the_valid_items_and_reports_the_others(
+    loaded: Cli,
+) -> None:
+    loaded.ok("tag", "image1", "image1:other")  # its ID now needs -f
+    image1 = loaded.ok("images", "-q", "--no-trunc", "image1:latest").strip()
+    result = loaded("rmi", "busybox:glibc", "nope", image1, "image2")
+    assert result.returncode == 1
+    out = result.stdout.splitlines()
+    assert out[0] == "Untagged: busybox:glibc"
+    assert re.fullmatch(r"Deleted: sha256:[0-9a-f]{64}", out[1])
+    assert "Untagged: image2:latest" in out
+    assert not any("image1" in line for line in out)
+    errors = result.stderr.splitlines()
+    assert errors[0] == "Error response from daemon: No such image: nope:latest"
+    assert errors[1].startswith("Error response from daemon: ")
+    assert "must be forced" in errors[1]
+    assert len(errors) == 2
+    left = loaded.ok("images", "--format", "{{.Repository}}:{{.Tag}}").split()
+    assert sorted(left) == ["busybox:musl", "busybox:uclibc", "image1:latest", "image1:other"]
+    # with -f an unknown name is only reported, and a conflict is forced through
+    forced = loaded("rmi", "-f", "nope", image1)
+    assert forced.returncode == 0
+    assert forced.stderr == "Error response from daemon: No such image: nope:latest\n"
+    assert "Untagged: image1:other" in forced.stdout.splitlines()
+
+
 def test_prune_asks_first_and_does_nothing_on_no(loaded: Cli) -> None:
     loaded.ok("tag", "busybox:musl", "busybox:glibc")  # the old glibc image is now dangling
     declined = loaded("prune", input="n\n")
@@ -232,6 +258,32 @@ def test_df_and_check(loaded: Cli) -> None:
     assert "SHARED SIZE" in verbose
     assert "UNIQUE SIZE" in verbose
     assert loaded.ok("check").startswith("ok: ")
+
+
+def test_df_verbose_lists_every_image_across_pages(cli: Cli, tmp_path: Path) -> None:
+    # more images than one page of the server's default size would be slow to
+    # make; the CLI asks for all pages whatever their size, so a few show the walk
+    archive = tmp_path / "many.tar"
+    specs = [_image(f"many{n}:latest", n + 1, "2024-01-01T00:00:00Z") for n in range(3)]
+    archive.write_bytes(docker_archive(*specs))
+    cli.ok("load", "-i", str(archive))
+    verbose = cli.ok("df", "-v").splitlines()
+    assert sorted(line.split()[0] for line in verbose[3:]) == ["many0", "many1", "many2"]
+
+
+def test_check_prints_each_problem_then_the_summary(loaded: Cli) -> None:
+    loaded.ok("rm", "image2")
+    blobs = sorted((loaded.server.root / "blobs" / "sha256").iterdir())
+    damaged = blobs[0]
+    damaged.chmod(0o644)
+    content = damaged.read_bytes()
+    damaged.write_bytes(bytes([content[0] ^ 1]) + content[1:])  # same size, other bytes
+    result = loaded("check")
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert f"sha256:{damaged.name}" in lines[0]
+    assert lines[0].startswith("corrupt-blob: ")
+    assert re.fullmatch(r"\d+ problem\(s\): \d+ blobs and 4 images checked", lines[-1])
 
 
 def test_save_and_load_round_trip_through_files_and_pipes(loaded: Cli, tmp_path: Path) -> None:

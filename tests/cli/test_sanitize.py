@@ -8,10 +8,10 @@ import json
 
 import pytest
 from imagestore.cli.output import go_json, say, tabwrite, write_objects, write_rows
-from imagestore.cli.progress import ProgressView
+from imagestore.cli.progress import CheckMeter, ProgressView
 from imagestore.cli.sanitize import printable, printable_lines, safe_json
 from imagestore.cli.template import Struct, Template
-from imagestore.client import Progress
+from imagestore.client import CheckProgress, Phase, Progress
 
 
 @pytest.mark.parametrize(
@@ -98,8 +98,8 @@ def test_inspect_objects_are_valid_exact_json_or_escaped_templates() -> None:
 def test_plain_progress_lines_are_escaped() -> None:
     out = io.StringIO()
     with ProgressView(out, terminal=False) as view:
-        view.show(Progress("abc\x1b[2J", "Mounted from \x9b31m"))
-        view.show(Progress("", "Status: \x1b]0;t\x07"))
+        view.show(Progress(Phase.MOUNTED, "Mounted from \x9b31m", subject="abc\x1b[2J"))
+        view.show(Progress(Phase.SUMMARY, "Status: \x1b]0;t\x07"))
     assert out.getvalue() == "abc\\x1b[2J: Mounted from \\x9b31m\nStatus: \\x1b]0;t\\x07\n"
 
 
@@ -107,10 +107,32 @@ def test_rich_bars_print_ids_and_statuses_as_plain_text() -> None:
     # rich would read "[bold]" as markup and ":smile:" as an emoji code
     out = io.StringIO()
     with ProgressView(out, terminal=True) as view:
-        view.show(Progress("[bold]abc\x1b[2J", "Downloading [red]x[/] :smile: \x9b1m", 5, 10))
-        view.show(Progress("", "Status: [blink]\x1b]0;t\x07"))
+        view.show(
+            Progress(
+                Phase.DOWNLOADING,
+                "Downloading [red]x[/] :smile: \x9b1m",
+                subject="[bold]abc\x1b[2J",
+                current=5,
+                total=10,
+            )
+        )
+        view.show(Progress(Phase.SUMMARY, "Status: [blink]\x1b]0;t\x07"))
     shown = out.getvalue()
     assert "[bold]abc\\x1b[2J: Downloading [red]x[/] :smile: \\x9b1m" in shown
     assert "Status: [blink]\\x1b]0;t\\x07" in shown
     assert "\x1b" not in shown
     assert "\x9b" not in shown
+
+
+def test_check_findings_are_escaped_on_a_terminal_or_not() -> None:
+    for terminal in (False, True):
+        out = io.StringIO()
+        with CheckMeter(out, terminal=terminal) as meter:
+            meter.update(CheckProgress(1, 4, 10, 40))
+            meter.line("corrupt-blob: sha256:ab: \x1b]0;t\x07")
+            meter.update(CheckProgress(4, 4, 40, 40))
+        shown = out.getvalue()
+        assert "corrupt-blob: sha256:ab: \\x1b]0;t\\x07\n" in shown
+        assert "\x07" not in shown
+        if not terminal:  # a pipe gets the findings alone
+            assert shown == "corrupt-blob: sha256:ab: \\x1b]0;t\\x07\n"

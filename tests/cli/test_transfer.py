@@ -51,6 +51,29 @@ def test_pull_prints_dockers_lines_when_not_a_terminal(cli: Cli, published: Publ
     assert table[1].split() == ["oci", manifest_digest]
 
 
+def test_pull_all_tags_prints_each_tag_then_the_repository(cli: Cli, published: Published) -> None:
+    repository = published.ref("umoci/hello")
+    result = cli("pull", "-a", repository)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    assert "Using default tag: latest" not in out
+    headings = [line for line in out if line.endswith(": Pulling from umoci/hello")]
+    assert sorted(headings) == [
+        "oci: Pulling from umoci/hello",
+        "v2s2: Pulling from umoci/hello",
+    ]
+    digests = {published.images[f"umoci/hello:{tag}"][0] for tag in ("oci", "v2s2")}
+    assert {line for line in out if line.startswith("Digest: ")} == {
+        f"Digest: {digest}" for digest in digests
+    }
+    assert out[-2:] == [f"Status: Downloaded newer image for {repository}", repository]
+    tags = cli.ok("images", "--format", "{{.Tag}}", repository).split()
+    assert sorted(tags) == ["oci", "v2s2"]
+    refused = cli("pull", "--all-tags", published.ref("umoci/hello:oci"))
+    assert refused.returncode == 1
+    assert refused.stderr == "imagestore: invalid argument: tag can't be used with --all-tags/-a\n"
+
+
 def test_pull_without_a_tag_says_it_uses_latest(cli: Cli, published: Published) -> None:
     result = cli("pull", published.ref("umoci/hello"))
     assert result.stdout.startswith("Using default tag: latest\n")

@@ -11,8 +11,14 @@ from pathlib import Path
 import pytest
 from imagestore import errors
 from imagestore.client import (
+    CheckProblem,
+    CheckProgress,
+    CheckSummary,
+    ImageName,
     ImageStoreClient,
     LoadResult,
+    Phase,
+    Platform,
     Progress,
     PullResult,
     PushResult,
@@ -50,8 +56,12 @@ def _result(events: Iterator[object]) -> tuple[list[Progress], object]:
 def test_load_from_a_path_and_from_a_file_object(client: ImageStoreClient, archive: Path) -> None:
     progress, result = _result(client.load(archive))
     assert isinstance(result, LoadResult)
-    assert [(i.id, i.names) for i in result.images] == [(APP.image_id, ("app:1",))]
+    assert [(i.id, i.names) for i in result.images] == [
+        (APP.image_id, (ImageName("app:1", "docker.io/library/app:1"),))
+    ]
     assert progress
+    assert {p.phase for p in progress} <= {Phase.COMPLETE, Phase.ALREADY_EXISTS, Phase.SKIPPED}
+    assert "manifest.json" in {p.subject for p in progress}
     client.remove(["app:1"])
     with archive.open("rb") as handle:
         _, again = _result(client.load(handle))
@@ -64,9 +74,11 @@ def test_load_from_a_path_and_from_a_file_object(client: ImageStoreClient, archi
 def test_list_inspect_history_tag_remove(client: ImageStoreClient, archive: Path) -> None:
     list(client.load(archive))
     images = client.list_images()
-    assert [(i.id, i.repo_tags, dict(i.labels)) for i in images] == [
-        (APP.image_id, ("app:1",), {"k": "v"})
+    assert [(i.id, [str(t) for t in i.repo_tags], dict(i.labels)) for i in images] == [
+        (APP.image_id, ["app:1"], {"k": "v"})
     ]
+    assert images[0].repo_tags[0].canonical == "docker.io/library/app:1"
+    assert images[0].indexes == ()
     assert str(images[0].platform) == "linux/amd64"
     assert client.list_images(filters=["label=k=other"]) == []
 
@@ -80,14 +92,24 @@ def test_list_inspect_history_tag_remove(client: ImageStoreClient, archive: Path
     history = client.history("app:1")
     assert [h.created_by for h in history] == ["COPY layer1 /", "COPY layer0 /"]
 
+    assert client.inspect("app:1", platform="linux/amd64").image.id == APP.image_id
+    assert client.history("app:1", platform=Platform("linux", "amd64")) == history
+
     tagged = client.tag("app:1", "app:2")
-    assert tagged.target == "app:2"
+    assert tagged.target == ImageName("app:2", "docker.io/library/app:2")
     assert tagged.image_ids == (APP.image_id,)
-    events = client.remove(["app:2"])
-    assert [(e.kind, e.value) for e in events] == [("untagged", "app:2")]
-    events = client.remove(["app:1"])
-    assert events[0].kind == "untagged"
-    assert ("deleted", APP.image_id) in [(e.kind, e.value) for e in events]
+    [untag] = client.remove(["app:2"])
+    assert (untag.item, untag.untagged, untag.deleted_image_ids) == (
+        "app:2",
+        (ImageName("app:2", "docker.io/library/app:2"),),
+        (),
+    )
+    [removed] = client.remove(["app:1"])
+    assert removed.ok
+    assert [str(n) for n in removed.untagged] == ["app:1"]
+    assert removed.deleted_image_ids == (APP.image_id,)
+    assert removed.freed_blobs  # its layers at least; not its config, the image ID
+    assert APP.image_id not in removed.freed_blobs
 
 
 def test_prune_disk_usage_check_save_and_read_blob(
@@ -97,7 +119,10 @@ def test_prune_disk_usage_check_save_and_read_blob(
     usage = client.disk_usage()
     assert usage.image_count == 1
     assert usage.images[0].id == APP.image_id
-    assert client.check().ok
+    assert usage.next_page_token == ""
+    report = client.check_report()
+    assert report.ok
+    assert report.problems == ()
     target = tmp_path / "saved.tar"
     size = client.save_to(["app:1"], target)
     assert size == target.stat().st_size
@@ -131,13 +156,28 @@ def test_pull_push_and_login(
     progress, pulled = _result(client.pull(image))
     assert isinstance(pulled, PullResult)
     assert pulled.image_ids == (published.images["umoci/hello:oci"][1],)
-    assert any(p.status == "Pull complete" for p in progress)
+    assert pulled.updated
+    assert pulled.name == ImageName(image, image)
+    layer_lines = [p for p in progress if p.phase is Phase.COMPLETE]
+    assert [p.text for p in layer_lines] == ["Pull complete"]
+    [layer] = layer_lines
+    assert layer.blob is not None
+    assert layer.subject == layer.blob.digest.removeprefix("sha256:")[:12]
+    assert any(p.phase is Phase.DOWNLOADING and p.total == layer.blob.size for p in progress)
+    _, again = _result(client.pull(image))
+    assert isinstance(again, PullResult)
+    assert not again.updated
+    assert again.image_ids == pulled.image_ids
     target = f"{fresh_registry.host}/client/app:1"
     client.tag(image, target)
     progress, pushed = _result(client.push(target))
     assert isinstance(pushed, PushResult)
-    assert (pushed.tag, pushed.digest) == ("1", published.images["umoci/hello:oci"][0])
-    assert any(p.status == "Pushed" for p in progress)
+    assert (pushed.name.canonical, pushed.digest) == (
+        target,
+        published.images["umoci/hello:oci"][0],
+    )
+    assert pushed.size > 0
+    assert any(p.phase is Phase.PUSHED and p.text == "Pushed" for p in progress)
     assert client.login(auth_registry.host, RegistryAuth(USER, PASSWORD)) == "Login Succeeded"
     with pytest.raises(errors.PermissionDenied):
         client.login(auth_registry.host, RegistryAuth(USER, "wrong"))
@@ -147,10 +187,11 @@ def test_pull_push_and_login(
 def test_errors_arrive_as_domain_exceptions_with_their_reason(
     client: ImageStoreClient, archive: Path
 ) -> None:
-    with pytest.raises(errors.NotFound) as missing:
+    with pytest.raises(errors.ImageNotFound) as missing:
         client.inspect("nope")
     assert missing.value.message == "No such image: nope:latest"
     assert missing.value.status == "NOT_FOUND"
+    assert missing.value.reason == "IMAGE_NOT_FOUND"
     with pytest.raises(errors.MalformedContent):
         list(client.load(io.BytesIO(b"this is not a tar archive" * 100)))
     list(client.load(archive))
@@ -158,11 +199,65 @@ def test_errors_arrive_as_domain_exceptions_with_their_reason(
         client.tag("app:1", "Upper:1")
     assert "must be lowercase" in bad.value.message
     client.tag("app:1", "other:1")
-    with pytest.raises(errors.FailedPrecondition) as conflict:
-        client.remove([APP.image_id])
-    assert "must be forced" in conflict.value.message
-    with pytest.raises(errors.InvalidArgument):
+    [conflict] = client.remove([APP.image_id])
+    assert isinstance(conflict.error, errors.RemoveConflict)
+    assert "must be forced" in conflict.error.message
+    assert client.list_images()[0].id == APP.image_id  # nothing of it was removed
+    with pytest.raises(errors.FilterInvalid):
         client.list_images(filters=["colour=red"])
+    with pytest.raises(errors.PlatformInvalid):  # refused before anything is sent
+        client.inspect("app:1", platform="linux//v7")
+
+
+def test_remove_applies_each_item_on_its_own(client: ImageStoreClient, archive: Path) -> None:
+    list(client.load(archive))
+    client.tag("app:1", "app:2")
+    client.tag("app:1", "app:3")
+    results = client.remove(["app:2", "nope", APP.image_id, "app:3"])
+    assert [r.item for r in results] == ["app:2", "nope", APP.image_id, "app:3"]
+    assert [r.ok for r in results] == [True, False, False, True]
+    assert isinstance(results[1].error, errors.ImageNotFound)
+    assert results[1].error.message == "No such image: nope:latest"
+    assert results[1].error.resource is not None
+    assert isinstance(results[2].error, errors.RemoveConflict)
+    assert [str(n) for r in results for n in r.untagged] == ["app:2", "app:3"]
+    assert [str(t) for t in client.list_images()[0].repo_tags] == ["app:1"]
+    # force is about conflicts: an unknown name is still its item's error, as
+    # docker's daemon answers (the CLI's rmi -f then only reports it)
+    forced = client.remove(["nope", APP.image_id], force=True)
+    assert isinstance(forced[0].error, errors.ImageNotFound)
+    assert forced[1].ok
+    assert forced[1].deleted_image_ids == (APP.image_id,)
+    assert client.list_images() == []
+
+
+def test_check_streams_progress_then_the_summary(client: ImageStoreClient, archive: Path) -> None:
+    list(client.load(archive))
+    events = list(client.check())
+    assert isinstance(events[-1], CheckSummary)
+    summary = events[-1]
+    assert (summary.ok, summary.problems, summary.images_checked) == (True, 0, 1)
+    stored = client.server_info().blob_count
+    assert summary.blobs_checked == stored
+    progress = [e for e in events if isinstance(e, CheckProgress)]
+    assert progress
+    assert progress[-1].blobs_checked == progress[-1].blobs_total == stored
+    assert not [e for e in events if isinstance(e, CheckProblem)]
+
+
+def test_disk_usage_walks_its_pages(client: ImageStoreClient, archive: Path) -> None:
+    list(client.load(archive))
+    for tag in ("b:1", "c:1"):  # two more images, one row each
+        spec = ImageSpec([tag], [tar_of({tag: tag.encode() * 100})])
+        list(client.load(io.BytesIO(docker_archive(spec))))
+    pages = list(client.disk_usage_pages(page_size=2))
+    assert [len(p.images) for p in pages] == [2, 1]
+    assert pages[0].next_page_token
+    assert not pages[-1].next_page_token
+    assert {p.image_count for p in pages} == {3}
+    walked = client.disk_usage(page_size=2)
+    assert sorted(u.id for u in walked.images) == sorted(u.id for p in pages for u in p.images)
+    assert len({u.id for u in walked.images}) == 3
 
 
 def test_an_unreachable_server_is_unavailable() -> None:

@@ -139,7 +139,7 @@ class Target:
         """Only the seed is stored, nothing is left in ingest, and Check is happy."""
         listed = self.stub.ListImages(pb.ListImagesRequest(all=True), timeout=30).images
         assert [image.id for image in listed] == [self.seed_id]
-        assert self.stub.Check(pb.CheckRequest(), timeout=60).ok
+        assert list(self.stub.Check(pb.CheckRequest(), timeout=60))[-1].summary.ok
         assert not list((self.server.root / "ingest").iterdir())
 
     def settle_threads(self, at_most: int, timeout: float = 30.0) -> None:
@@ -151,12 +151,13 @@ class Target:
             time.sleep(0.05)
 
 
-def load_archive(stub: Stub, archive: bytes, timeout: float = 60) -> pb.LoadResponse:
-    """Send an archive through Load in 1 MiB chunks; the last message."""
+def load_archive(stub: Stub, archive: bytes, timeout: float = 60) -> pb.LoadResult:
+    """Send an archive through Load in 1 MiB chunks; the result (the last message)."""
     chunks = [archive[i : i + MiB] for i in range(0, len(archive), MiB)] or [b""]
     requests = (pb.LoadRequest(chunk=chunk) for chunk in chunks)
     responses: list[pb.LoadResponse] = list(stub.Load(requests, timeout=timeout))
-    return responses[-1]
+    assert responses[-1].HasField("result"), responses[-1]
+    return responses[-1].result
 
 
 def rpc_error(error: grpc.RpcError) -> tuple[grpc.StatusCode, str, dict[str, str]]:
@@ -194,7 +195,7 @@ def start_target(root: Path, *options: str) -> tuple[Server, grpc.Channel, Targe
     # Warm every path once, so the baseline is taken after imports and caches.
     stub.ListImages(pb.ListImagesRequest(), timeout=30)
     stub.Inspect(pb.InspectRequest(image=SEED), timeout=30)
-    stub.Check(pb.CheckRequest(), timeout=30)
+    list(stub.Check(pb.CheckRequest(), timeout=30))
     target = Target(server, channel, stub, psutil.Process(server.process.pid), seed.image_id)
     return server, channel, target
 

@@ -10,12 +10,13 @@ Bounds enforced while a Check is held in progress:
 
 - health and an Inspect of the seeded image answer within 2 s each (the
   watchdog), and so do ListImages, Tag, Remove and Prune;
-- a second Check is refused at once with ABORTED, ErrorInfo reason ABORTED and a
-  google.rpc.RetryInfo of ``CHECK_RETRY_DELAY`` (5 s);
+- a second Check is refused at once with ABORTED, ErrorInfo reason CHECK_RUNNING
+  and a google.rpc.RetryInfo of ``CHECK_RETRY_DELAY`` (5 s);
 - the server's RSS grows by at most 64 MiB, by at most 8 threads and 16 fds;
 - the held Check then reports exactly what was there: the FIFO's bytes as a
   corrupt blob; no blob that a Remove deleted meanwhile; a corrupt blob that was
-  replaced meanwhile only if the replacement is corrupt too.
+  replaced while it was being hashed only if the replacement is corrupt too (a
+  blob is confirmed corrupt as soon as it is hashed, so that is when it counts).
 
 Afterwards the FIFOs are gone and the store is exactly as before (only the
 seed, nothing in ingest, a Check finds nothing).
@@ -107,8 +108,15 @@ def fifo_blob(target: Target, name: str) -> Iterator[Fifo]:
         fifo.path.unlink(missing_ok=True)
 
 
-def problems(report: pb.CheckResponse) -> list[tuple[str, str]]:
-    return [(problem.kind, problem.subject) for problem in report.problems]
+def problems(report: list[pb.CheckResponse]) -> list[tuple[str, str]]:
+    """The problems of a whole Check stream."""
+    return [(r.problem.kind, r.problem.subject) for r in report if r.HasField("problem")]
+
+
+def summary(report: list[pb.CheckResponse]) -> pb.CheckSummary:
+    """The summary a whole Check stream ends with."""
+    assert report[-1].WhichOneof("response") == "summary"
+    return report[-1].summary
 
 
 def seed_layer(target: Target) -> str:
@@ -123,11 +131,11 @@ def test_the_server_answers_while_check_runs_and_a_second_check_is_aborted(
     stub = target.stub
     files = blob_count(target)
     with target.watch() as seen, fifo_blob(target, FIRST) as fifo:
-        first = stub.Check.future(pb.CheckRequest(), timeout=120)
+        first = stub.Check(pb.CheckRequest(), timeout=120)  # a stream: sent at once
         fifo.reached()  # Check holds no lock now: it is reading a blob
 
         with pytest.raises(grpc.RpcError) as refused:
-            stub.Check(pb.CheckRequest(), timeout=10)
+            list(stub.Check(pb.CheckRequest(), timeout=10))
         code, reason, _ = rpc_error(refused.value)
         assert (code, reason) == (grpc.StatusCode.ABORTED, "CHECK_RUNNING")
         assert "a check is already running" in str(refused.value.details())
@@ -141,11 +149,11 @@ def test_the_server_answers_while_check_runs_and_a_second_check_is_aborted(
         assert not first.done()  # still held in the FIFO: the calls above did not wait
 
         fifo.release(GARBAGE)
-        report = first.result(timeout=60)
+        report = list(first)
     seen.assert_within(rss=64 * MiB, threads=8, fds=16)
     assert problems(report) == [("corrupt-blob", "sha256:" + FIRST)]
-    assert report.blobs_checked == files + 1
-    assert report.images_checked == 1
+    assert summary(report).blobs_checked == files + 1
+    assert summary(report).images_checked == 1
     target.assert_clean()  # the FIFO is gone: the store is as before, and Check may run again
 
 
@@ -155,19 +163,19 @@ def test_blobs_removed_while_check_runs_are_not_reported_missing(target: Target)
     load_archive(stub, docker_archive(victim))
     before = set(os.listdir(blob_dir(target)))
     with target.watch() as seen, fifo_blob(target, FIRST) as fifo:
-        first = stub.Check.future(pb.CheckRequest(), timeout=120)
+        first = stub.Check(pb.CheckRequest(), timeout=120)
         fifo.reached()  # the snapshot is taken: it lists the victim's blobs
 
         removed = stub.Remove(pb.RemoveRequest(images=["example/victim:1"]), timeout=10)
-        assert victim.image_id in {event.deleted for event in removed.events}
+        assert list(removed.results[0].deleted_image_ids) == [victim.image_id]
         gone = before - set(os.listdir(blob_dir(target)))
         assert len(gone) == 3  # its layer, config and manifest, before Check reads them
 
         fifo.release(GARBAGE)
-        report = first.result(timeout=60)
+        report = list(first)
     seen.assert_within(rss=64 * MiB, threads=8, fds=16)
-    assert report.images_checked == 2  # the victim was in the snapshot
-    assert report.blobs_checked == len(before) + 1
+    assert summary(report).images_checked == 2  # the victim was in the snapshot
+    assert summary(report).blobs_checked == len(before) + 1
     assert problems(report) == [("corrupt-blob", "sha256:" + FIRST)]
     target.assert_clean()
 
@@ -180,27 +188,35 @@ def test_a_blob_found_corrupt_is_reported_only_if_it_still_is(
     layer = seed_layer(target)
     path = blob_dir(target) / layer.removeprefix("sha256:")
     good = path.read_bytes()
-    path.chmod(0o644)
-    path.write_bytes(b"bit rot" + good[7:])  # same file, other bytes
+    aside = path.with_name("good.tmp")  # not named like a blob: Check skips it
+    path.rename(aside)
+    os.mkfifo(path, 0o600)  # the layer itself holds Check while it is hashed
+    fifo = Fifo(path)
     try:
-        with target.watch() as seen, fifo_blob(target, LAST) as fifo:
-            first = stub.Check.future(pb.CheckRequest(), timeout=120)
-            fifo.reached()  # every other blob has been hashed
-            if repaired:  # as an ingest does: a new file renamed over the old one
-                fresh = path.with_name("repair.tmp")
-                fresh.write_bytes(good)
-                fresh.chmod(0o444)
+        with target.watch() as seen:
+            first = stub.Check(pb.CheckRequest(), timeout=120)
+            fifo.reached()  # Check is hashing the layer
+            # as an ingest does: a new file renamed over the one being hashed
+            if repaired:
+                aside.replace(path)
+            else:
+                fresh = path.with_name("fresh.tmp")
+                fresh.write_bytes(b"bit rot" + good[7:])
                 fresh.replace(path)
-            fifo.release(GARBAGE)
-            report = first.result(timeout=60)
+            fifo.release(GARBAGE)  # what was hashed does not match: it was replaced
+            report = list(first)
         seen.assert_within(rss=64 * MiB, threads=8, fds=16)
         found = problems(report)
         if repaired:
-            assert found == [("corrupt-blob", "sha256:" + LAST)]
+            assert found == []
         else:
-            assert found == sorted([("corrupt-blob", layer), ("corrupt-blob", "sha256:" + LAST)])
+            assert found == [("corrupt-blob", layer)]
     finally:
-        if path.read_bytes() != good:
+        fifo.release(b"")
+        if aside.exists():
+            aside.replace(path)
+        elif path.read_bytes() != good:
+            path.unlink()
             path.write_bytes(good)
         path.chmod(0o444)
     target.assert_clean()

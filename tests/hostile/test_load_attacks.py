@@ -189,16 +189,17 @@ def test_an_oci_layout_index_of_20_platforms_loads(target: Target) -> None:
     answer = _load(target, tar_of(members))
     assert len(answer.images) == 20
     listed = target.stub.ListImages(pb.ListImagesRequest(), timeout=60).images
-    assert sum(1 for image in listed if "real/multi:1" in image.repo_tags) == 20
+    assert sum(1 for i in listed if "real/multi:1" in [n.familiar for n in i.repo_tags]) == 20
 
 
 def _descriptor(media_type: str, body: bytes) -> dict[str, object]:
     return {"mediaType": media_type, "digest": sha(body), "size": len(body)}
 
 
-def _load(target: Target, archive: bytes) -> pb.LoadResponse:
+def _load(target: Target, archive: bytes) -> pb.LoadResult:
     with target.watch():
         chunks = [archive[i : i + MiB] for i in range(0, len(archive), MiB)]
         requests = (pb.LoadRequest(chunk=c) for c in chunks)
         responses: list[pb.LoadResponse] = list(target.stub.Load(requests, timeout=120))
-    return responses[-1]
+    assert responses[-1].HasField("result"), responses[-1]
+    return responses[-1].result

@@ -68,7 +68,9 @@ def corrupt(path: Path) -> None:
 
 
 def check(target: Target) -> list[pb.CheckProblem]:
-    return list(target.stub.Check(pb.CheckRequest(), timeout=60).problems)
+    """The problems a whole Check stream reports."""
+    report = target.stub.Check(pb.CheckRequest(), timeout=60)
+    return [response.problem for response in report if response.HasField("problem")]
 
 
 def app_image() -> Image:
@@ -157,8 +159,10 @@ def test_start_up_removes_an_old_orphan_and_keeps_a_young_one(tmp_path: Path) ->
         assert not old_path.exists()
         assert young_path.exists()
         assert check(target) == []  # an orphan is garbage, not damage
-        report = target.stub.Check(pb.CheckRequest(), timeout=60)
-        assert list(report.unrecorded_blobs) == [young.layer_digests[0]]
+        report = list(target.stub.Check(pb.CheckRequest(), timeout=60))
+        unrecorded = [r.unrecorded_blob for r in report if r.HasField("unrecorded_blob")]
+        assert unrecorded == [young.layer_digests[0]]
+        assert report[-1].summary.unrecorded_blobs == 1
         target.assert_clean()
     finally:
         channel.close()

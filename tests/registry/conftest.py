@@ -222,18 +222,39 @@ def stub(server: Server) -> Iterator[Stub]:
         yield pb_grpc.ImageStoreServiceStub(channel)  # type: ignore[no-untyped-call]
 
 
-R = TypeVar("R", pb.PullResponse, pb.PushResponse)
+R = TypeVar("R", pb.PullResult, pb.PushResult)
 
 
 @dataclass
 class Transfer(Generic[R]):
-    """A finished Pull or Push stream: its progress lines and last message."""
+    """A finished Pull or Push stream: its progress messages and its result (the
+    last message; every one before it is progress)."""
 
     events: list[pb.Progress]
     last: R
 
     def statuses(self, layer: str | None = None) -> list[str]:
-        return [e.status for e in self.events if layer is None or e.id == layer]
+        """Docker's words of each line (of one layer's, by its short ID)."""
+        return [e.text for e in self.events if layer is None or e.subject == layer]
+
+    def phases(self, layer: str | None = None) -> list[int]:
+        return [e.phase for e in self.events if layer is None or e.subject == layer]
+
+
+def request_platform(text: str) -> pb.Platform:
+    """ "os/arch[/variant]" as a request's Platform."""
+    os, _, rest = text.partition("/")
+    architecture, _, variant = rest.partition("/")
+    return pb.Platform(os=os, architecture=architecture, variant=variant)
+
+
+def _progress_then_result(
+    messages: list[pb.PullResponse] | list[pb.PushResponse],
+) -> list[pb.Progress]:
+    kinds = [m.WhichOneof("response") for m in messages]
+    assert kinds[-1] == "result", kinds
+    assert set(kinds[:-1]) <= {"progress"}, kinds
+    return [m.progress for m in messages[:-1]]
 
 
 def pull(
@@ -242,19 +263,26 @@ def pull(
     *platforms: str,
     auth: pb.RegistryAuth | None = None,
     timeout: float = 60,
-) -> Transfer[pb.PullResponse]:
-    request = pb.PullRequest(image=image, platforms=platforms, auth=auth)
+    all_tags: bool = False,
+) -> Transfer[pb.PullResult]:
+    """Pull ``image`` for ``platforms`` ("os/arch[/variant]"; "all": every one)."""
+    request = pb.PullRequest(
+        image=image,
+        platforms=[request_platform(p) for p in platforms if p != "all"],
+        all_platforms="all" in platforms,
+        all_tags=all_tags,
+        auth=auth,
+    )
     messages = list(stub.Pull(request, timeout=timeout))
-    return Transfer([m.progress for m in messages if m.HasField("progress")], messages[-1])
+    return Transfer(_progress_then_result(messages), messages[-1].result)
 
 
 def push(
     stub: Stub, image: str, *, platform: str = "", auth: pb.RegistryAuth | None = None
-) -> Transfer[pb.PushResponse]:
-    messages = list(
-        stub.Push(pb.PushRequest(image=image, platform=platform, auth=auth), timeout=60)
-    )
-    return Transfer([m.progress for m in messages if m.HasField("progress")], messages[-1])
+) -> Transfer[pb.PushResult]:
+    chosen = request_platform(platform) if platform else None
+    messages = list(stub.Push(pb.PushRequest(image=image, platform=chosen, auth=auth), timeout=60))
+    return Transfer(_progress_then_result(messages), messages[-1].result)
 
 
 def good_auth() -> pb.RegistryAuth:

@@ -134,6 +134,10 @@ class HostileRegistry:
     - ``retry-after:<s>``: 503 with ``Retry-After: <s>``, every time
     - ``huge-error:<n>``: 500 with an <n>-byte body (chunked, streamed), every time
 
+    ``GET /v2/<name>/tags/list`` lists the repository's tags, sorted, at most
+    ``tag_page_size`` a page (0: all) with a ``Link`` to the next page; with
+    ``tag_link_loop`` every page links back to the first.
+
     ``ping_body``: ``GET /v2/`` answers 200 with that many bytes (zeros, streamed
     in STREAM_CHUNK pieces; ``ping_chunked`` leaves out the Content-Length).
 
@@ -171,6 +175,8 @@ class HostileRegistry:
     revoked: set[int] = field(default_factory=set)
     ping_body: int = 0
     ping_chunked: bool = False
+    tag_page_size: int = 0
+    tag_link_loop: bool = False
     #: bytes of streamed bodies (ping, huge-error) actually sent: the client may
     #: close the connection early
     ping_sent: int = 0
@@ -288,6 +294,23 @@ class HostileRegistry:
         except (ConnectionError, RuntimeError):
             pass  # the client closed the connection: it has read enough
         return response
+
+    async def _tags(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        self._seen(request.method, f"{name}/tags/list")
+        tags = sorted({t for r, t in self.manifests if r == name and not t.startswith("sha256:")})
+        if not tags:
+            return _error(404, "NAME_UNKNOWN", "repository name not known to registry")
+        last = request.query.get("last", "")
+        tags = [t for t in tags if t > last]
+        size = min(int(request.query.get("n", len(tags))), self.tag_page_size or len(tags))
+        page, rest = tags[:size], tags[size:]
+        headers = {"Content-Type": "application/json"}
+        if self.tag_link_loop:
+            headers["Link"] = f'</v2/{name}/tags/list?n={size}>; rel="next"'
+        elif rest:
+            headers["Link"] = f'</v2/{name}/tags/list?n={size}&last={page[-1]}>; rel="next"'
+        return web.Response(body=json.dumps({"name": name, "tags": page}), headers=headers)
 
     async def _manifest(self, request: web.Request) -> web.StreamResponse:
         key = (request.match_info["name"], request.match_info["reference"])
@@ -407,6 +430,7 @@ class HostileRegistry:
         app.router.add_get("/token", self._token)
         app.router.add_post("/token", self._token)
         app.router.add_get("/v2/", self._ping)
+        app.router.add_get(r"/v2/{name:.+}/tags/list", self._tags)
         app.router.add_route("*", r"/v2/{name:.+}/manifests/{reference}", self._manifest)
         app.router.add_post(r"/v2/{name:.+}/blobs/uploads/", self._start_upload)
         app.router.add_route("*", r"/v2/{name:.+}/blobs/uploads/{session}", self._upload)

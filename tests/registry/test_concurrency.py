@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from imagestore.v1 import imagestore_pb2 as pb
 
+from tests.api.test_service import check_summary
 from tests.archives import tar_of
 from tests.registry.conftest import Stub, Transfer, pull
 from tests.registry.hostile import HostileRegistry, make_image
@@ -20,7 +21,7 @@ def hostile() -> Iterator[HostileRegistry]:
 
 
 def _in_background(
-    stub: Stub, image: str, results: list[Transfer[pb.PullResponse]]
+    stub: Stub, image: str, results: list[Transfer[pb.PullResult]]
 ) -> threading.Thread:
     thread = threading.Thread(target=lambda: results.append(pull(stub, image)))
     thread.start()
@@ -36,7 +37,7 @@ def test_two_pulls_sharing_a_layer_download_it_once(stub: Stub, hostile: Hostile
     shared_digest = first.layer_digests[0]
     hostile.faults[shared_digest] = "slow"
 
-    results: list[Transfer[pb.PullResponse]] = []
+    results: list[Transfer[pb.PullResult]] = []
     threads = [
         _in_background(stub, f"{hostile.host}/app/one:1", results),
         _in_background(stub, f"{hostile.host}/app/two:1", results),
@@ -49,7 +50,7 @@ def test_two_pulls_sharing_a_layer_download_it_once(stub: Stub, hostile: Hostile
         (second.config_digest,),
     }
     assert hostile.downloads(shared_digest) == 1
-    assert stub.Check(pb.CheckRequest()).ok
+    assert check_summary(stub).ok
 
 
 def test_a_prune_during_a_pull_deletes_nothing_the_pull_needs(
@@ -58,7 +59,7 @@ def test_a_prune_during_a_pull_deletes_nothing_the_pull_needs(
     image = make_image([tar_of({"small": b"s" * 100}), tar_of({"slow": bytes(range(256)) * 8192})])
     hostile.add_image("app/pruned", "1", image)
     hostile.faults[image.layer_digests[1]] = "slow"
-    results: list[Transfer[pb.PullResponse]] = []
+    results: list[Transfer[pb.PullResult]] = []
     thread = _in_background(stub, f"{hostile.host}/app/pruned:1", results)
     prunes = 0
     while thread.is_alive():
@@ -68,7 +69,7 @@ def test_a_prune_during_a_pull_deletes_nothing_the_pull_needs(
     thread.join()
     assert prunes > 1
     assert list(results[0].last.image_ids) == [image.config_digest]
-    assert stub.Check(pb.CheckRequest()).ok
+    assert check_summary(stub).ok
     assert (
         stub.Inspect(pb.InspectRequest(image=f"{hostile.host}/app/pruned:1")).image.id
         == image.config_digest

@@ -9,9 +9,10 @@ from pathlib import Path
 import grpc
 import pytest
 from imagestore.v1 import imagestore_pb2 as pb
+from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 
 from tests.api.conftest import Server, start_server, wait_until
-from tests.api.test_service import error_info
+from tests.api.test_service import check_summary, error_info
 from tests.archives import sha, tar_of
 from tests.registry.conftest import FAST_RETRIES, Stub, pull, stop_cleanly
 from tests.registry.hostile import HostileRegistry, Image, make_image
@@ -47,7 +48,7 @@ def _image() -> Image:
 
 def _assert_nothing_kept(stub: Stub, server: Server) -> None:
     assert not list(stub.ListImages(pb.ListImagesRequest(all=True)).images)
-    assert stub.Check(pb.CheckRequest()).ok
+    assert check_summary(stub).ok
     assert stub.Prune(pb.PruneRequest(all=True)).reclaimed_bytes == 0
     assert not list((server.root / "blobs" / "sha256").iterdir())
     assert not list((server.root / "ingest").iterdir())
@@ -219,9 +220,16 @@ def test_server_errors_are_retried_until_the_blob_comes(
     hostile.faults[_second_layer(image)] = "fail:2"
     pulled = pull(stub, f"{hostile.host}/flaky/app:1")
     assert list(pulled.last.image_ids) == [image.config_digest]
-    assert any(s.startswith("Retrying in") for s in pulled.statuses())
+    retries = [e for e in pulled.events if e.phase == pb.PHASE_RETRYING]
+    assert len(retries) == 2  # two 500s, then the blob
+    for line in retries:
+        assert line.text.startswith("Retrying in")
+        assert line.blob.digest == _second_layer(image)
+        assert line.subject == _second_layer(image).removeprefix("sha256:")[:12]
+        assert line.HasField("retry_after")
+        assert 0 < line.retry_after.ToNanoseconds() < 10**9  # --registry-backoff 0.01
     assert hostile.downloads(_second_layer(image)) == 3
-    assert stub.Check(pb.CheckRequest()).ok
+    assert check_summary(stub).ok
 
 
 def test_a_download_cut_off_midway_resumes_with_range(
@@ -233,7 +241,7 @@ def test_a_download_cut_off_midway_resumes_with_range(
     pulled = pull(stub, f"{hostile.host}/cut/app:1")
     assert list(pulled.last.image_ids) == [image.config_digest]
     assert hostile.downloads(image.layer_digests[0]) == 2
-    assert stub.Check(pb.CheckRequest()).ok
+    assert check_summary(stub).ok
 
 
 def test_a_stalled_registry_meets_the_callers_deadline(
@@ -263,3 +271,88 @@ def test_a_layer_larger_than_its_descriptor_says_is_refused(
     hostile.add_manifest("bad/size", "1", body, "application/vnd.oci.image.manifest.v1+json")
     _fails(stub, f"{hostile.host}/bad/size:1", grpc.StatusCode.DATA_LOSS)
     _assert_nothing_kept(stub, server)
+
+
+def test_a_registrys_retry_after_is_the_retrying_lines_delay(
+    stub: Stub, server: Server, hostile: HostileRegistry
+) -> None:
+    image = _image()
+    hostile.add_image("later/app", "1", image)
+    hostile.faults[_second_layer(image)] = "retry-after:1"
+    lines: list[pb.Progress] = []
+    request = pb.PullRequest(image=f"{hostile.host}/later/app:1")
+    with pytest.raises(grpc.RpcError) as caught:
+        lines.extend(m.progress for m in stub.Pull(request, timeout=60))
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    retries = [e for e in lines if e.phase == pb.PHASE_RETRYING]
+    assert len(retries) == 2  # --registry-attempts 3
+    for line in retries:
+        assert (line.text, line.retry_after.ToTimedelta().total_seconds()) == (
+            "Retrying in 1 second",
+            1.0,
+        )
+        assert line.blob.digest == _second_layer(image)
+    _assert_nothing_kept(stub, server)
+
+
+def test_pull_all_tags_follows_the_registrys_pages(
+    stub: Stub, server: Server, hostile: HostileRegistry
+) -> None:
+    image = _image()
+    tags = [f"v{n}" for n in range(5)]
+    for tag in tags:
+        hostile.add_image("paged/app", tag, image)
+    hostile.tag_page_size = 2
+    pulled = pull(stub, f"{hostile.host}/paged/app", all_tags=True)
+    assert [t.name.familiar for t in pulled.last.tags] == [
+        f"{hostile.host}/paged/app:{tag}" for tag in tags
+    ]
+    assert hostile.requests[("GET", "paged/app/tags/list")] == 3
+    assert [t.updated for t in pulled.last.tags] == [True] * 5  # each adds its name
+    assert list(pulled.last.image_ids) == [image.config_digest]
+
+
+def test_a_tag_list_that_pages_forever_is_refused(
+    stub: Stub, server: Server, hostile: HostileRegistry
+) -> None:
+    hostile.add_image("looping/app", "1", _image())
+    hostile.tag_link_loop = True
+    with pytest.raises(grpc.RpcError) as caught:
+        pull(stub, f"{hostile.host}/looping/app", all_tags=True)
+    assert caught.value.code() == grpc.StatusCode.DATA_LOSS
+    assert "a page without new tags links on" in str(caught.value.details())
+    assert error_info(caught.value).reason == "REGISTRY_RESPONSE_INVALID"
+    assert hostile.requests[("GET", "looping/app/tags/list")] == 2
+    _assert_nothing_kept(stub, server)
+
+
+def test_tag_lists_past_the_bytes_per_pull_are_refused(
+    tmp_path: Path, hostile: HostileRegistry
+) -> None:
+    image = _image()
+    for number in range(400):  # ~5.3 KB a page of 100: the second goes past 8 KiB
+        hostile.add_image("crowded/app", f"tag-{number:04d}-{'x' * 40}", image)
+    hostile.tag_page_size = 100
+    limited = start_server(
+        tmp_path / "limited",
+        "--listen",
+        "127.0.0.1:0",
+        *FAST_RETRIES,
+        "--max-manifest-bytes-per-pull",
+        "8192",
+    )
+    try:
+        with grpc.insecure_channel(limited.address) as channel:
+            stub = pb_grpc.ImageStoreServiceStub(channel)  # type: ignore[no-untyped-call]
+            with pytest.raises(grpc.RpcError) as caught:
+                pull(stub, f"{hostile.host}/crowded/app", all_tags=True)
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "--max-manifest-bytes-per-pull" in str(caught.value.details())
+            info = error_info(caught.value)
+            assert (info.reason, info.metadata["limit"]) == ("SIZE_LIMIT_EXCEEDED", "8192")
+            assert hostile.requests[("GET", "crowded/app/tags/list")] == 2
+            first_tag = f"tag-0000-{'x' * 40}"
+            assert hostile.requests[("GET", first_tag)] == 0  # refused before any pull
+            _assert_nothing_kept(stub, limited)
+    finally:
+        stop_cleanly(limited)

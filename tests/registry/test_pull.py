@@ -6,14 +6,26 @@ import grpc
 import pytest
 from imagestore.v1 import imagestore_pb2 as pb
 
-from tests.api.test_service import error_info
-from tests.registry.conftest import Published, Stub, good_auth, pull
+from tests.api.test_service import check_summary, error_info
+from tests.registry.conftest import Published, Stub, good_auth, pull, request_platform
 from tests.registry.distribution import Distribution, skopeo
 
 
 def _check_clean(stub: Stub) -> None:
-    report = stub.Check(pb.CheckRequest())
-    assert report.ok, report
+    summary = check_summary(stub)
+    assert summary.ok, summary
+
+
+#: Docker's words of a layer line -> the phase beside them
+LAYER_PHASES = {
+    "Pulling fs layer": pb.PHASE_WAITING,
+    "Waiting": pb.PHASE_WAITING,
+    "Downloading": pb.PHASE_DOWNLOADING,
+    "Verifying Checksum": pb.PHASE_VERIFYING,
+    "Download complete": pb.PHASE_DOWNLOADED,
+    "Pull complete": pb.PHASE_COMPLETE,
+    "Already exists": pb.PHASE_ALREADY_EXISTS,
+}
 
 
 @pytest.mark.parametrize("name", ["umoci/hello:oci", "umoci/hello:v2s2", "py/da:v2s2"])
@@ -25,6 +37,9 @@ def test_a_pulled_image_has_the_config_digest_and_diff_ids_skopeo_reports(
     assert list(first.last.image_ids) == [config_digest]
     assert first.last.digest == manifest_digest
     assert first.last.status == f"Downloaded newer image for {published.ref(name)}"
+    assert first.last.updated
+    assert first.last.name.familiar == published.ref(name)
+    assert first.last.name.canonical == published.ref(name)  # a host: already canonical
     for status in (
         "Pulling fs layer",
         "Downloading",
@@ -34,20 +49,35 @@ def test_a_pulled_image_has_the_config_digest_and_diff_ids_skopeo_reports(
     ):
         assert status in first.statuses(), first.statuses()
     assert f"Digest: {manifest_digest}" in first.statuses()
+    assert all(e.phase != pb.PHASE_UNSPECIFIED for e in first.events)
+    head, summary = first.events[0], first.events[-1]
+    assert (head.phase, head.text) == (pb.PHASE_RESOLVING, f"Pulling from {name.split(':')[0]}")
+    assert head.subject == name.split(":")[1]
+    assert (summary.phase, summary.HasField("blob")) == (pb.PHASE_SUMMARY, False)
+    layer_lines = [e for e in first.events if e.text in LAYER_PHASES]
+    assert {e.blob.digest for e in layer_lines} == set(layer_digests(stub, published.ref(name)))
+    for line in layer_lines:
+        assert line.phase == LAYER_PHASES[line.text], line
+        assert line.subject == line.blob.digest.removeprefix("sha256:")[:12]
+        assert line.blob.size > 0
+        assert line.blob.media_type.endswith(("tar+gzip", "tar.gzip"))
+    downloading = [e for e in layer_lines if e.phase == pb.PHASE_DOWNLOADING]
+    assert all(e.HasField("total") and e.total == e.blob.size for e in downloading)
+    assert all(0 < e.current <= e.total for e in downloading)
 
     details = stub.Inspect(pb.InspectRequest(image=published.ref(name)))
     assert details.image.id == config_digest
     assert list(details.diff_ids) == diff_ids
     assert details.manifest.digest == manifest_digest
     repository = published.ref(name).split(":")[0] if name.count(":") == 1 else ""
-    assert (
-        f"{published.host}/{name.split(':')[0]}@{manifest_digest}" in details.image.repo_digests
-    ), repository
+    digests = [n.familiar for n in details.image.repo_digests]
+    assert f"{published.host}/{name.split(':')[0]}@{manifest_digest}" in digests, repository
 
     again = pull(stub, published.ref(name))
     assert again.last.status == f"Image is up to date for {published.ref(name)}"
+    assert not again.last.updated
     assert "Downloading" not in again.statuses()
-    layers = {e.id for e in again.events if e.status == "Already exists"}
+    layers = {e.subject for e in again.events if e.phase == pb.PHASE_ALREADY_EXISTS}
     assert len(layers) == len(diff_ids)
     _check_clean(stub)
 
@@ -73,18 +103,23 @@ def test_the_requested_platform_of_an_index_is_pulled_and_the_name_keeps_the_ind
     arm = pull(stub, name, "linux/arm64")
     assert list(arm.last.image_ids) == [arm_config]
     assert arm.last.digest == index_digest
-    details = stub.Inspect(pb.InspectRequest(image=name, platform="linux/arm64/v8"))
+    details = stub.Inspect(
+        pb.InspectRequest(image=name, platform=request_platform("linux/arm64/v8"))
+    )
     assert (details.image.id, details.image.platform.architecture) == (arm_config, "arm64")
     assert list(details.diff_ids) == arm_diff_ids
     with pytest.raises(grpc.RpcError) as absent:
-        stub.Inspect(pb.InspectRequest(image=name, platform="linux/amd64"))
+        stub.Inspect(pb.InspectRequest(image=name, platform=request_platform("linux/amd64")))
     assert absent.value.code() == grpc.StatusCode.NOT_FOUND
     _check_clean(stub)  # absent, unselected children are fine
 
     both = pull(stub, name, "all")
     assert set(both.last.image_ids) == {arm_config, amd_config}
     assert (
-        stub.Inspect(pb.InspectRequest(image=name, platform="linux/amd64")).image.id == amd_config
+        stub.Inspect(
+            pb.InspectRequest(image=name, platform=request_platform("linux/amd64"))
+        ).image.id
+        == amd_config
     )
     _check_clean(stub)
 
@@ -141,3 +176,71 @@ def test_basic_auth_good_and_bad_credentials(
         assert "wrong" not in str(caught.value.details())
     pulled = pull(stub, target, auth=good_auth())
     assert list(pulled.last.image_ids) == [published.images["umoci/hello:oci"][1]]
+
+
+def layer_digests(stub: Stub, image: str) -> list[str]:
+    """The layer blobs of a stored image, as Inspect reports them."""
+    return [layer.digest for layer in stub.Inspect(pb.InspectRequest(image=image)).layers]
+
+
+def test_pull_all_tags_pulls_each_tag_the_registry_lists(stub: Stub, published: Published) -> None:
+    repository = f"{published.host}/alltags/hello"
+    sources = {"a-oci": "umoci/hello:oci", "b-v2s2": "umoci/hello:v2s2"}
+    for tag, source in sources.items():
+        skopeo(
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            f"docker://{published.ref(source)}",
+            f"docker://{repository}:{tag}",
+        )
+    pulled = pull(stub, repository, all_tags=True)
+    result = pulled.last
+    assert (result.name.familiar, result.name.canonical, result.digest) == (
+        repository,
+        repository,
+        "",
+    )
+    # in the registry's order, which need not be sorted
+    order = [t.name.canonical.rsplit(":", 1)[1] for t in result.tags]
+    assert sorted(order) == sorted(sources)
+    assert [t.name.canonical for t in result.tags] == [f"{repository}:{tag}" for tag in order]
+    for pulled_tag in result.tags:
+        manifest_digest, config_digest, _ = published.images[
+            sources[pulled_tag.name.familiar.rsplit(":", 1)[1]]
+        ]
+        assert (pulled_tag.digest, list(pulled_tag.image_ids)) == (manifest_digest, [config_digest])
+    assert [t.updated for t in result.tags] == [True, True]  # the second adds a name
+    assert result.updated
+    assert list(result.image_ids) == [published.images["umoci/hello:oci"][1]]
+    assert result.status == f"Downloaded newer image for {repository}"
+    heads = [e for e in pulled.events if e.phase == pb.PHASE_RESOLVING]
+    assert [e.subject for e in heads] == order  # "<tag>: Pulling from …", per tag
+    for tag in sources:
+        assert stub.Inspect(pb.InspectRequest(image=f"{repository}:{tag}")).image.id
+
+    again = pull(stub, repository, all_tags=True).last
+    assert not again.updated
+    assert [t.updated for t in again.tags] == [False, False]
+    assert again.status == f"Image is up to date for {repository}"
+
+
+@pytest.mark.parametrize("suffix", [":oci", "@sha256:" + "0" * 64])
+def test_pull_all_tags_of_a_tag_or_digest_is_invalid(
+    stub: Stub, published: Published, suffix: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        pull(stub, f"{published.host}/umoci/hello{suffix}", all_tags=True)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "tag can't be used with --all-tags/-a" in str(caught.value.details())
+    assert error_info(caught.value).reason == "REFERENCE_INVALID"
+
+
+def test_a_request_platform_without_an_os_is_invalid(stub: Stub, published: Published) -> None:
+    request = pb.PullRequest(
+        image=published.ref("umoci/multi:1"), platforms=[pb.Platform(architecture="arm64")]
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        list(stub.Pull(request, timeout=60))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(caught.value).reason == "PLATFORM_INVALID"

@@ -13,7 +13,7 @@ import pytest
 from imagestore.v1 import imagestore_pb2 as pb
 
 from tests.api.conftest import Server, wait_until
-from tests.api.test_service import error_info, load
+from tests.api.test_service import check_summary, error_info, load
 from tests.archives import ImageSpec, sha, tar_of
 from tests.registry.conftest import Published, Stub, good_auth, pull, push, remote_manifest
 from tests.registry.distribution import Distribution, skopeo, start_distribution
@@ -33,16 +33,30 @@ def test_a_pushed_image_keeps_its_digest_and_skopeo_reads_it(
 
     pushed = push(stub, target)
     assert pushed.last.digest == manifest_digest
-    assert pushed.last.tag == "v1"
-    assert (
-        f"The push refers to repository [{fresh_registry.host}/copied/hello]" in pushed.statuses()
+    assert (pushed.last.name.familiar, pushed.last.name.canonical) == (target, target)
+    head, summary = pushed.events[0], pushed.events[-1]
+    assert (head.phase, head.text) == (
+        pb.PHASE_RESOLVING,
+        f"The push refers to repository [{fresh_registry.host}/copied/hello]",
     )
-    layer_ids = {e.id for e in pushed.events if e.status == "Preparing"}
+    assert (summary.phase, summary.text) == (
+        pb.PHASE_SUMMARY,
+        f"v1: digest: {manifest_digest} size: {pushed.last.size}",
+    )
+    preparing = [e for e in pushed.events if e.phase == pb.PHASE_PREPARING]
+    assert {e.text for e in preparing} == {"Preparing"}
+    layer_ids = {e.subject for e in preparing}
     assert len(layer_ids) == len(diff_ids)
+    stored_layers = {layer.digest for layer in stub.Inspect(pb.InspectRequest(image=target)).layers}
+    assert {e.blob.digest for e in preparing} == stored_layers
     for layer in layer_ids:
         assert pushed.statuses(layer)[-1] == "Pushed", pushed.statuses(layer)
+        assert pushed.phases(layer)[-1] == pb.PHASE_PUSHED
         assert "Pushing" in pushed.statuses(layer)
-    assert f"v1: digest: {manifest_digest} size: {pushed.last.size}" in pushed.statuses()
+    for line in pushed.events[1:-1]:
+        assert line.subject == line.blob.digest.removeprefix("sha256:")[:12], line
+        if line.phase == pb.PHASE_PUSHING:
+            assert (line.text, line.total) == ("Pushing", line.blob.size)
 
     raw, manifest = remote_manifest(target)
     assert sha(raw) == manifest_digest
@@ -62,12 +76,13 @@ def test_a_pushed_image_keeps_its_digest_and_skopeo_reads_it(
     assert len(copied_manifest["layers"]) == len(diff_ids)
 
     details = stub.Inspect(pb.InspectRequest(image=target))
-    assert f"{fresh_registry.host}/copied/hello@{manifest_digest}" in details.image.repo_digests
+    digests = [n.familiar for n in details.image.repo_digests]
+    assert f"{fresh_registry.host}/copied/hello@{manifest_digest}" in digests
 
     again = push(stub, target)
-    assert {e.status for e in again.events if e.id in layer_ids} == {
-        "Preparing",
-        "Layer already exists",
+    assert {(e.phase, e.text) for e in again.events if e.subject in layer_ids} == {
+        (pb.PHASE_PREPARING, "Preparing"),
+        (pb.PHASE_EXISTS_REMOTELY, "Layer already exists"),
     }
 
 
@@ -82,9 +97,10 @@ def test_a_push_to_another_repository_of_the_same_registry_mounts(
     push(stub, source)
     stub.Tag(pb.TagRequest(source=source, target=second))
     mounted = push(stub, second)
-    layer_events = [e for e in mounted.events if e.id and e.status.startswith("Mounted from")]
+    layer_events = [e for e in mounted.events if e.phase == pb.PHASE_MOUNTED]
     assert len(layer_events) == 2
-    assert {e.status for e in layer_events} == {"Mounted from first/app"}
+    assert {e.text for e in layer_events} == {"Mounted from first/app"}
+    assert all(e.subject and e.blob.digest for e in layer_events)
     assert "Pushing" not in mounted.statuses()
     raw, _ = remote_manifest(second)
     assert sha(raw) == mounted.last.digest
@@ -166,7 +182,7 @@ def test_a_corrupted_stored_layer_is_not_pushed(
     assert "write it again" in str(caught.value.details())
     # the push marked the blob: loading the image again repairs it, no Check needed
     load(stub, ImageSpec([target], [layer]))
-    assert stub.Check(pb.CheckRequest()).ok
+    assert check_summary(stub).ok
     push(stub, target)
 
 
@@ -231,8 +247,8 @@ def test_a_push_mounts_from_where_the_blobs_went_not_from_a_local_guess(
     requests = _pushed_to(logged_registry, offset, "third/app")
     assert _uploads(requests) == []
     assert _mounts(requests) == [("first/app", 201)] * 3  # two layers and the config
-    layers = [e for e in pushed.events if e.status.startswith("Mounted from")]
-    assert {e.status for e in layers} == {"Mounted from first/app"}
+    layers = [e for e in pushed.events if e.phase == pb.PHASE_MOUNTED]
+    assert {e.text for e in layers} == {"Mounted from first/app"}
     assert len(layers) == 2
 
 

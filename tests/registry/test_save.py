@@ -13,23 +13,23 @@ import grpc
 import pytest
 from imagestore.v1 import imagestore_pb2 as pb
 
-from tests.api.test_service import error_info
-from tests.registry.conftest import Published, Stub, pull
+from tests.api.test_service import check_summary, error_info, load_result
+from tests.registry.conftest import Published, Stub, pull, request_platform
 from tests.registry.distribution import skopeo
 
 MULTI = "umoci/multi:1"
 
 
 def _save(stub: Stub, name: str, platform: str = "") -> bytes:
-    request = pb.SaveRequest(images=[name], platform=platform)
+    chosen = request_platform(platform) if platform else None
+    request = pb.SaveRequest(images=[name], platform=chosen)
     return b"".join(message.chunk for message in stub.Save(request, timeout=60))
 
 
-def _load(stub: Stub, archive: bytes) -> pb.LoadResponse:
+def _load(stub: Stub, archive: bytes) -> pb.LoadResult:
     chunks = [archive[i : i + (1 << 20)] for i in range(0, len(archive), 1 << 20)]
     requests = (pb.LoadRequest(chunk=c) for c in chunks)
-    responses: list[pb.LoadResponse] = list(stub.Load(requests, timeout=60))
-    return responses[-1]
+    return load_result(list(stub.Load(requests, timeout=60)))
 
 
 def test_a_multi_platform_image_round_trips_through_save_and_load(
@@ -46,13 +46,15 @@ def test_a_multi_platform_image_round_trips_through_save_and_load(
     stub.Remove(pb.RemoveRequest(images=[name], force=True), timeout=30)
     stub.Prune(pb.PruneRequest(all=True), timeout=30)
     loaded = _load(stub, archive)
-    named = [list(image.names) for image in loaded.images]
+    named = [[n.familiar for n in image.names] for image in loaded.images]
     assert sorted(named) == [[], [f"{published.host}/{MULTI}"]]  # the name, once
     for arch in ("amd64", "arm64"):
         _, config, diff_ids = published.images[f"{MULTI}@{arch}"]
-        inspected = stub.Inspect(pb.InspectRequest(image=name, platform=f"linux/{arch}"))
+        inspected = stub.Inspect(
+            pb.InspectRequest(image=name, platform=request_platform(f"linux/{arch}"))
+        )
         assert (inspected.image.id, list(inspected.diff_ids)) == (config, diff_ids)
-    assert stub.Check(pb.CheckRequest(), timeout=60).ok
+    assert check_summary(stub).ok
     assert len(json.loads(raw)["manifests"]) == 2
 
 
@@ -67,6 +69,6 @@ def test_a_partly_pulled_index_is_saved_only_by_platform(stub: Stub, published: 
     _, arm_config, _ = published.images[f"{MULTI}@arm64"]
     stub.Remove(pb.RemoveRequest(images=[name], force=True), timeout=30)
     loaded = _load(stub, archive)
-    assert [(i.id, list(i.names)) for i in loaded.images] == [
+    assert [(i.id, [n.familiar for n in i.names]) for i in loaded.images] == [
         (arm_config, [f"{published.host}/{MULTI}"])
     ]

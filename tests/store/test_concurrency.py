@@ -7,11 +7,12 @@ import contextlib
 import random
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from imagestore import errors
 from imagestore.store import check as check_module
-from imagestore.store.models import CheckReport
+from imagestore.store.models import CheckReport, Name
 from imagestore.store.store import Store
 
 from tests.store.builders import build_image, layer_tar
@@ -95,10 +96,10 @@ def test_reads_proceed_while_a_write_transaction_and_a_check_are_in_progress(
     writing, hashing, release = threading.Event(), threading.Event(), threading.Event()
     hash_file = check_module.hash_file
 
-    def held_hash(path: Path) -> check_module.Hashed:
+    def held_hash(path: Path, *args: Any) -> check_module.Hashed:
         hashing.set()
         release.wait()
-        return hash_file(path)
+        return hash_file(path, *args)
 
     monkeypatch.setattr(check_module, "hash_file", held_hash)
 
@@ -129,7 +130,8 @@ def test_reads_proceed_while_a_write_transaction_and_a_check_are_in_progress(
         reader.start()
         reader.join(STUCK)
         assert not reader.is_alive(), "a read waited for the write or for Check"
-        assert seen == [built.image_id, ("example/app:1",), built.layers[0].digest]
+        tags = (Name("example/app:1", "docker.io/example/app:1"),)
+        assert seen == [built.image_id, tags, built.layers[0].digest]
     finally:
         release.set()
         for thread in busy:

@@ -15,7 +15,7 @@ from imagestore.oci import mediatypes as mt
 from imagestore.oci.manifests import Descriptor
 from imagestore.oci.references import parse_reference
 from imagestore.store.filters import parse_list_filters, parse_prune_filters
-from imagestore.store.models import RemoveEvent
+from imagestore.store.models import Name, RemoveResult
 from imagestore.store.records import NameRow, TargetRow
 from imagestore.store.store import Store
 
@@ -57,7 +57,9 @@ def test_tag_by_id_prefix_and_records_last_tag_time(store: Store) -> None:
     assert store.inspect(image.image_id).last_tag_time is None
     store.tag(image.image_id[7:19], "localhost:5000/team/x:1")
     details = store.inspect("localhost:5000/team/x:1")
-    assert details.summary.repo_tags == ("localhost:5000/team/x:1",)
+    assert details.summary.repo_tags == (
+        Name("localhost:5000/team/x:1", "localhost:5000/team/x:1"),
+    )
     assert details.last_tag_time is not None
 
 
@@ -90,12 +92,17 @@ def test_short_ids_resolve_and_ambiguous_prefixes_name_the_candidates(store: Sto
         store.resolve_image("abc")  # shorter than 4 hex: a name, and unknown
 
 
+def named(familiar: str) -> Name:
+    """A name in both forms, from its familiar one."""
+    return Name(familiar, str(parse_reference(familiar, default_tag=False)))
+
+
 # ---- remove ----------------------------------------------------------------
 
 
 def test_removing_one_of_several_names_only_untags(store: Store) -> None:
     image = app(store, b"x", "a:1", "b:1")
-    assert store.remove(["a:1"]) == [RemoveEvent("untagged", "a:1")]
+    assert store.remove(["a:1"]) == [RemoveResult("a:1", (named("a:1"),))]
     assert store.inspect("b:1").summary.id == image.image_id
 
 
@@ -103,10 +110,10 @@ def test_removing_the_last_name_deletes_the_image_and_frees_its_own_blobs(store:
     keep = app(store, b"keep", "keep:1")
     gone = app(store, b"gone", "gone:1")
     before = files(store)
-    events = store.remove(["gone:1"])
-    assert events[0] == RemoveEvent("untagged", "gone:1")
-    assert events[1] == RemoveEvent("deleted", gone.image_id)
-    freed = {e.value for e in events[2:]}
+    (result,) = store.remove(["gone:1"])
+    assert result.untagged == (named("gone:1"),)
+    assert result.deleted_images == (gone.image_id,)
+    freed = set(result.freed_blobs)
     assert freed == {gone.manifest.digest, gone.layers[1].digest}
     assert gone.layers[0].digest == keep.layers[0].digest  # the shared base layer
     assert files(store) == before - freed - {gone.image_id}
@@ -116,31 +123,32 @@ def test_removing_the_last_name_deletes_the_image_and_frees_its_own_blobs(store:
 
 def test_remove_by_id_with_two_repositories_needs_force(store: Store) -> None:
     image = app(store, b"x", "one:1", "two:1")
-    with pytest.raises(errors.FailedPrecondition) as failure:
-        store.remove([image.image_id])
-    assert str(failure.value) == (
+    (refused,) = store.remove([image.image_id])
+    assert isinstance(refused.error, errors.RemoveConflict)
+    assert refused.untagged == ()
+    assert refused.deleted_images == refused.freed_blobs == ()
+    assert str(refused.error) == (
         f"conflict: unable to delete {image.image_id[7:19]} (must be forced)"
         " - image is referenced in multiple repositories"
     )
-    events = store.remove([image.image_id], force=True)
-    assert events[:3] == [
-        RemoveEvent("untagged", "one:1"),
-        RemoveEvent("untagged", "two:1"),
-        RemoveEvent("deleted", image.image_id),
-    ]
+    (result,) = store.remove([image.image_id], force=True)
+    assert result.untagged == (named("one:1"), named("two:1"))
+    assert result.deleted_images == (image.image_id,)
     assert listed(store, show_all=True) == []
 
 
 def test_remove_by_id_with_two_tags_of_one_repository_needs_force(store: Store) -> None:
     image = app(store, b"x", "one:1", "one:2")
-    with pytest.raises(errors.FailedPrecondition, match="must be forced"):
-        store.remove([image.image_id[7:19]])
+    (result,) = store.remove([image.image_id[7:19]])
+    assert isinstance(result.error, errors.FailedPrecondition)
+    assert "must be forced" in str(result.error)
 
 
 def test_remove_by_id_with_a_single_tag_deletes(store: Store) -> None:
     image = app(store, b"x", "one:1")
-    events = store.remove([image.image_id[7:19]])
-    assert events[:2] == [RemoveEvent("untagged", "one:1"), RemoveEvent("deleted", image.image_id)]
+    (result,) = store.remove([image.image_id[7:19]])
+    assert result.untagged == (named("one:1"),)
+    assert result.deleted_images == (image.image_id,)
 
 
 def test_removing_the_last_tag_of_a_repository_drops_its_digest_references(store: Store) -> None:
@@ -148,13 +156,10 @@ def test_removing_the_last_tag_of_a_repository_drops_its_digest_references(store
     digest_name = f"web@{image.manifest.digest}"
     with store.lease() as lease:
         store.commit_target(lease, image.manifest, [parse_reference(digest_name)])
-    assert store.inspect("web:1").summary.repo_digests == (digest_name,)
-    events = store.remove(["web:1"])
-    assert events[:3] == [
-        RemoveEvent("untagged", "web:1"),
-        RemoveEvent("untagged", digest_name),
-        RemoveEvent("deleted", image.image_id),
-    ]
+    assert store.inspect("web:1").summary.repo_digests == (named(digest_name),)
+    (result,) = store.remove(["web:1"])
+    assert result.untagged == (named("web:1"), named(digest_name))
+    assert result.deleted_images == (image.image_id,)
 
 
 def test_remove_by_digest_reference(store: Store) -> None:
@@ -163,11 +168,9 @@ def test_remove_by_digest_reference(store: Store) -> None:
         store.commit_target(
             lease, image.manifest, [parse_reference(f"web@{image.manifest.digest}")]
         )
-    events = store.remove([f"web@{image.manifest.digest}"])
-    assert events[:2] == [
-        RemoveEvent("untagged", f"web@{image.manifest.digest}"),
-        RemoveEvent("deleted", image.image_id),
-    ]
+    (result,) = store.remove([f"web@{image.manifest.digest}"])
+    assert result.untagged == (named(f"web@{image.manifest.digest}"),)
+    assert result.deleted_images == (image.image_id,)
 
 
 def test_an_image_pulled_by_digest_is_not_dangling(store: Store) -> None:
@@ -182,8 +185,26 @@ def test_an_image_pulled_by_digest_is_not_dangling(store: Store) -> None:
 
 
 def test_remove_unknown_is_not_found(store: Store) -> None:
-    with pytest.raises(errors.NotFound, match="No such image: ghost:latest"):
-        store.remove(["ghost"])
+    (result,) = store.remove(["ghost"])
+    assert isinstance(result.error, errors.ImageNotFound)
+    assert str(result.error) == "No such image: ghost:latest"
+
+
+def test_remove_applies_each_item_on_its_own(store: Store) -> None:
+    shared = app(store, b"shared", "one:1", "two:1")
+    gone = app(store, b"gone", "gone:1")
+    results = store.remove(["gone:1", "ghost", shared.image_id, "one:1"], force=False)
+    assert [r.item for r in results] == ["gone:1", "ghost", shared.image_id, "one:1"]
+    assert results[0].deleted_images == (gone.image_id,)
+    assert results[0].error is None
+    assert isinstance(results[1].error, errors.ImageNotFound)
+    assert isinstance(results[2].error, errors.RemoveConflict)
+    assert results[3].untagged == (named("one:1"),)
+    assert results[3].error is None
+    assert listed(store, show_all=True) == [shared.image_id]  # "two:1" still names it
+    # force only settles conflicts: an unknown name still fails
+    (forced,) = store.remove(["ghost"], force=True)
+    assert isinstance(forced.error, errors.ImageNotFound)
 
 
 # ---- list ------------------------------------------------------------------
@@ -195,7 +216,7 @@ def test_list_is_newest_first_with_all_names(store: Store) -> None:
     mid = app(store, b"3", "c:1", created="2021-06-01T00:00:00.5Z")
     page = store.list_images()
     assert [i.id for i in page.images] == [new.image_id, mid.image_id, old.image_id]
-    assert page.images[0].repo_tags == ("b:1", "b:2")
+    assert page.images[0].repo_tags == (named("b:1"), named("b:2"))
     assert page.images[0].created == datetime(2023, 1, 1, tzinfo=UTC)
     assert page.next_page_token == ""
 
@@ -353,7 +374,7 @@ def test_prune_all_removes_every_matching_image(store: Store) -> None:
     gone = app(store, b"2", "b:1", labels={"env": "ci"})
     result = store.prune(parse_prune_filters(["label!=keep"]), all_images=True)
     assert result.deleted_images == (gone.image_id,)
-    assert result.untagged == ("b:1",)
+    assert result.untagged == (named("b:1"),)
     result = store.prune(parse_prune_filters(["label=keep=no"]), all_images=True)
     assert result.deleted_images == ()
 

@@ -12,12 +12,14 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from imagestore import __version__, errors, hashing
 from imagestore.api.admission import Limits
+from imagestore.api.interceptors import status_message
 from imagestore.archive.load import LoadedImage, LoadLimits, LoadProgress
 from imagestore.dockerconfig import Credentials
 from imagestore.oci.manifests import MAX_DOCUMENT_SIZE, Descriptor
-from imagestore.oci.platforms import Platform
+from imagestore.oci.platforms import Platform, parse_platform
+from imagestore.oci.references import parse_reference
 from imagestore.registry.options import RegistryOptions
-from imagestore.registry.progress import ProgressEvent
+from imagestore.registry.progress import Phase, ProgressEvent
 from imagestore.registry.pull import PullResult
 from imagestore.registry.push import PushResult
 from imagestore.store import models
@@ -50,6 +52,33 @@ def platform(value: Platform) -> pb.Platform:
 
 def descriptor(value: Descriptor) -> pb.Descriptor:
     return pb.Descriptor(media_type=value.media_type, digest=value.digest, size=value.size)
+
+
+def image_name(canonical: str) -> pb.ImageName:
+    """A name in both of Docker's forms, from its canonical one
+    ("docker.io/library/redis:latest" -> familiar "redis:latest")."""
+    familiar = parse_reference(canonical, default_tag=False).familiar()
+    return pb.ImageName(familiar=familiar, canonical=canonical)
+
+
+def request_platform(value: pb.Platform) -> str:
+    """A request's Platform as the normalised "os/arch[/variant]" text the store
+    and the registry take; "" when unset (the default). One that does not
+    parse, or an architecture or variant without an os, is PlatformInvalid."""
+    if not (value.os or value.architecture or value.variant):
+        return ""
+    if not value.os:
+        raise errors.PlatformInvalid(
+            "a platform needs its os (e.g. os: linux, architecture: arm64)",
+            metadata={"platform": f"/{value.architecture}/{value.variant}"[:100]},
+        )
+    if value.variant and not value.architecture:
+        raise errors.PlatformInvalid(
+            "a platform with a variant needs its architecture",
+            metadata={"platform": f"{value.os}//{value.variant}"[:100]},
+        )
+    text = "/".join(part for part in (value.os, value.architecture, value.variant) if part)
+    return str(parse_platform(text))  # refused here, where the field is known
 
 
 # Bytes a nested message's length prefix may grow by once labels are put back.
@@ -97,19 +126,42 @@ def _fit_labels(message: Message, maps: Sequence[MutableMapping[str, str]], max_
             labels.clear()
 
 
+def name(value: models.Name) -> pb.ImageName:
+    """A store's name, already in both forms (no parsing: a listing has 10,000s)."""
+    return pb.ImageName(familiar=value.familiar, canonical=value.canonical)
+
+
+def named_index(value: models.NamedIndex) -> pb.NamedIndex:
+    """A name on an index, with every child (present here or not)."""
+    return pb.NamedIndex(
+        name=name(value.name),
+        index=descriptor(value.index),
+        children=[
+            pb.IndexChild(
+                platform=platform(child.platform) if child.platform is not None else None,
+                manifest=descriptor(child.manifest),
+                present=child.image_id is not None,
+                image_id=child.image_id or "",
+            )
+            for child in value.children
+        ],
+    )
+
+
 def image_summary(value: models.ImageSummary, *, max_bytes: int | None = None) -> pb.ImageSummary:
     """The row as ListImages sends it; with ``max_bytes``, labels that would make
     it larger are left out and ``labels_truncated`` says so."""
     message = pb.ImageSummary(
         id=value.id,
-        repo_tags=value.repo_tags,
-        repo_digests=value.repo_digests,
+        repo_tags=[name(tag) for tag in value.repo_tags],
+        repo_digests=[name(reference) for reference in value.repo_digests],
         created=timestamp(value.created_ns),
         size=value.size,
         content_size=value.content_size,
         labels=value.labels,
         platform=platform(value.platform),
         stored_at=timestamp(value.stored_at_ns),
+        indexes=[named_index(index) for index in value.indexes],
     )
     if max_bytes is not None and message.ByteSize() > max_bytes:
         message.labels_truncated = True
@@ -197,16 +249,24 @@ def history_entry(value: models.HistoryRow) -> pb.HistoryEntry:
     )
 
 
-def remove_event(value: models.RemoveEvent) -> pb.RemoveEvent:
-    if value.kind == "untagged":
-        return pb.RemoveEvent(untagged=value.value)
-    return pb.RemoveEvent(deleted=value.value)
+def remove_result(value: models.RemoveResult, position: int) -> pb.RemoveResult:
+    """One requested item's result; its error (at ``images[position]``) as the
+    google.rpc.Status a call failing with it would carry."""
+    if value.error is not None:
+        field = f"images[{position}]" if value.error.status == "INVALID_ARGUMENT" else None
+        return pb.RemoveResult(item=value.item, error=status_message(value.error, field))
+    return pb.RemoveResult(
+        item=value.item,
+        untagged=[name(untagged) for untagged in value.untagged],
+        deleted_image_ids=value.deleted_images,
+        freed_blobs=value.freed_blobs,
+    )
 
 
 def prune_response(value: models.PruneResult) -> pb.PruneResponse:
     return pb.PruneResponse(
         deleted_image_ids=value.deleted_images,
-        untagged=value.untagged,
+        untagged=[name(untagged) for untagged in value.untagged],
         deleted_blobs=value.deleted_blobs,
         reclaimed_bytes=value.reclaimed,
         stale_ingests=value.stale_ingests,
@@ -215,11 +275,12 @@ def prune_response(value: models.PruneResult) -> pb.PruneResponse:
 
 
 def disk_usage_response(value: models.DiskUsage) -> pb.DiskUsageResponse:
+    """One page of image rows, with the totals."""
     return pb.DiskUsageResponse(
         images=[
             pb.ImageUsage(
                 id=image.id,
-                repo_tags=image.repo_tags,
+                repo_tags=[name(tag) for tag in image.repo_tags],
                 content_size=image.content_size,
                 shared_size=image.shared_size,
                 unique_size=image.unique_size,
@@ -231,46 +292,137 @@ def disk_usage_response(value: models.DiskUsage) -> pb.DiskUsageResponse:
         reclaimable=value.reclaimable,
         image_count=value.image_count,
         blob_count=value.blob_count,
+        next_page_token=value.next_page_token,
     )
 
 
-def check_response(value: models.CheckReport) -> pb.CheckResponse:
+def check_response(value: models.CheckEvent) -> pb.CheckResponse:
+    """One message of the Check stream."""
+    if isinstance(value, models.CheckProgress):
+        return pb.CheckResponse(
+            progress=pb.CheckProgress(
+                blobs_checked=value.blobs_checked,
+                blobs_total=value.blobs_total,
+                bytes_checked=value.bytes_checked,
+                bytes_total=value.bytes_total,
+            )
+        )
+    if isinstance(value, models.Problem):
+        return pb.CheckResponse(
+            problem=pb.CheckProblem(kind=value.kind, subject=value.subject, detail=value.detail)
+        )
+    if isinstance(value, models.UnrecordedBlob):
+        return pb.CheckResponse(unrecorded_blob=value.digest)
     return pb.CheckResponse(
-        ok=value.ok,
-        problems=[
-            pb.CheckProblem(kind=p.kind, subject=p.subject, detail=p.detail) for p in value.problems
-        ],
-        blobs_checked=value.blobs_checked,
-        images_checked=value.images_checked,
-        unrecorded_blobs=value.unrecorded_blobs,
+        summary=pb.CheckSummary(
+            ok=value.ok,
+            problems=value.problems,
+            blobs_checked=value.blobs_checked,
+            images_checked=value.images_checked,
+            unrecorded_blobs=value.unrecorded_blobs,
+        )
     )
+
+
+#: a Load member's action -> its phase (the action stays the line's text)
+_LOAD_PHASES: dict[str, pb.Phase] = {
+    "stored": pb.PHASE_COMPLETE,
+    "reused": pb.PHASE_ALREADY_EXISTS,
+    "kept": pb.PHASE_SKIPPED,
+    "ignored": pb.PHASE_SKIPPED,
+}
 
 
 def load_progress(value: LoadProgress) -> pb.LoadResponse:
+    """One archive member handled, under its path."""
     return pb.LoadResponse(
-        progress=pb.Progress(id=value.path, status=value.action, current=value.bytes_read)
+        progress=pb.Progress(
+            phase=_LOAD_PHASES.get(value.action, pb.PHASE_UNSPECIFIED),
+            text=value.action,
+            subject=value.path,
+            current=value.bytes_read,
+        )
     )
 
 
 def load_result(images: list[LoadedImage]) -> pb.LoadResponse:
+    """The last message of a Load."""
     return pb.LoadResponse(
-        images=[
-            pb.LoadedImage(id=image.image_id, names=image.names, moved=image.moved)
-            for image in images
-        ]
+        result=pb.LoadResult(
+            images=[
+                pb.LoadedImage(
+                    id=image.image_id,
+                    names=[image_name(name) for name in image.names],
+                    moved=[image_name(name) for name in image.moved],
+                )
+                for image in images
+            ]
+        )
     )
 
 
+#: the domain's phases -> the API's (one entry each: a test holds them equal)
+PHASES: dict[Phase, pb.Phase] = {
+    Phase.RESOLVING: pb.PHASE_RESOLVING,
+    Phase.WAITING: pb.PHASE_WAITING,
+    Phase.DOWNLOADING: pb.PHASE_DOWNLOADING,
+    Phase.VERIFYING: pb.PHASE_VERIFYING,
+    Phase.DOWNLOADED: pb.PHASE_DOWNLOADED,
+    Phase.COMPLETE: pb.PHASE_COMPLETE,
+    Phase.ALREADY_EXISTS: pb.PHASE_ALREADY_EXISTS,
+    Phase.RETRYING: pb.PHASE_RETRYING,
+    Phase.PREPARING: pb.PHASE_PREPARING,
+    Phase.PUSHING: pb.PHASE_PUSHING,
+    Phase.PUSHED: pb.PHASE_PUSHED,
+    Phase.EXISTS_REMOTELY: pb.PHASE_EXISTS_REMOTELY,
+    Phase.MOUNTED: pb.PHASE_MOUNTED,
+    Phase.SKIPPED: pb.PHASE_SKIPPED,
+    Phase.SUMMARY: pb.PHASE_SUMMARY,
+}
+
+
 def progress(value: ProgressEvent) -> pb.Progress:
-    return pb.Progress(id=value.id, status=value.status, current=value.current, total=value.total)
+    """A pull's or push's progress line."""
+    message = pb.Progress(
+        phase=PHASES[value.phase],
+        text=value.text,
+        blob=descriptor(value.blob) if value.blob is not None else None,
+        subject=value.subject,
+        current=value.current,
+        retry_after=duration(value.retry_after) if value.retry_after is not None else None,
+    )
+    if value.total is not None:
+        message.total = value.total
+    return message
 
 
 def pull_result(value: PullResult) -> pb.PullResponse:
-    return pb.PullResponse(digest=value.digest, image_ids=value.image_ids, status=value.status)
+    """The last message of a Pull."""
+    return pb.PullResponse(
+        result=pb.PullResult(
+            name=image_name(value.name),
+            digest=value.digest,
+            image_ids=value.image_ids,
+            updated=value.updated,
+            status=value.status,
+            tags=[
+                pb.PulledTag(
+                    name=image_name(tag.name),
+                    digest=tag.digest,
+                    image_ids=tag.image_ids,
+                    updated=tag.updated,
+                )
+                for tag in value.tags
+            ],
+        )
+    )
 
 
 def push_result(value: PushResult) -> pb.PushResponse:
-    return pb.PushResponse(tag=value.tag, digest=value.digest, size=value.size)
+    """The last message of a Push."""
+    return pb.PushResponse(
+        result=pb.PushResult(name=image_name(value.name), digest=value.digest, size=value.size)
+    )
 
 
 def credentials(value: pb.RegistryAuth) -> Credentials:

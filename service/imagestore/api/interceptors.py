@@ -44,7 +44,12 @@ def _packed(message: Message) -> any_pb2.Any:
 
 
 def rich_status(exc: errors.ImageStoreError, field: str | None = None) -> bytes:
-    """A serialized google.rpc.Status for ``exc``: its ErrorInfo first (reason,
+    """:func:`status_message` serialized (a call's ``grpc-status-details-bin``)."""
+    return bytes(status_message(exc, field).SerializeToString())
+
+
+def status_message(exc: errors.ImageStoreError, field: str | None = None) -> status_pb2.Status:
+    """The google.rpc.Status for ``exc``: its ErrorInfo first (reason,
     domain, metadata), then a RetryInfo when it says when to retry, a BadRequest
     naming ``field`` (an INVALID_ARGUMENT's request field, when known), and a
     ResourceInfo when it is about a resource (a NOT_FOUND's)."""
@@ -74,8 +79,7 @@ def rich_status(exc: errors.ImageStoreError, field: str | None = None) -> bytes:
                 )
             )
         )
-    status = status_pb2.Status(code=code.value[0], message=exc.message, details=details)
-    return bytes(status.SerializeToString())
+    return status_pb2.Status(code=code.value[0], message=exc.message, details=details)
 
 
 async def abort(

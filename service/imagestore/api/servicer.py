@@ -20,7 +20,7 @@ from imagestore.api.admission import DEFAULT_MAX_RESPONSE_BYTES, Limits
 from imagestore.api.pools import Pools
 from imagestore.archive.load import LoadLimits, LoadProgress, load
 from imagestore.archive.save import save
-from imagestore.bridges import with_events
+from imagestore.bridges import InputCancelledError, with_events
 from imagestore.dockerconfig import Credentials
 from imagestore.oci.digests import parse_digest
 from imagestore.oci.references import normalize_domain
@@ -29,7 +29,7 @@ from imagestore.registry.progress import ProgressEvent
 from imagestore.registry.pull import Puller
 from imagestore.registry.push import Pusher
 from imagestore.store.filters import parse_list_filters, parse_prune_filters
-from imagestore.store.models import ImageSummary
+from imagestore.store.models import CheckProgress, ImageSummary
 from imagestore.store.store import Store
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
@@ -47,6 +47,8 @@ LIST_PAGE_OVERHEAD = 1 << 10
 # Image IDs a StatBlob lists: a base layer may be shared by thousands of images,
 # and the answer must stay small; the count says how many there are.
 STAT_BLOB_IMAGES = 100
+# Check progress messages in all, about: one per percent of blobs or bytes.
+CHECK_PROGRESS_STEPS = 100
 
 
 def _wrapped(
@@ -67,6 +69,21 @@ def _at_offsets(
         for chunk in chunks:
             yield pb.ReadBlobResponse(chunk=chunk, offset=offset)
             offset += len(chunk)
+
+
+def _platform(value: pb.Platform, field: str = "platform") -> str:
+    """A request's platform as the text the store and the registry take ("": unset)."""
+    with errors.about_field(field):
+        return convert.request_platform(value)
+
+
+def _progressed(sent: CheckProgress, now: CheckProgress) -> bool:
+    """Worth a Check progress message: a percent more blobs or bytes, or the end."""
+    if now.blobs_checked == now.blobs_total:
+        return now.blobs_checked != sent.blobs_checked
+    blobs = (now.blobs_checked - sent.blobs_checked) * CHECK_PROGRESS_STEPS
+    size = (now.bytes_checked - sent.bytes_checked) * CHECK_PROGRESS_STEPS
+    return blobs >= now.blobs_total or size >= now.bytes_total
 
 
 def local_peer(peer: str) -> bool:
@@ -159,8 +176,10 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         )
 
     async def Inspect(self, request: pb.InspectRequest, context: Context) -> pb.InspectResponse:
+        platform = _platform(request.platform)
+
         def inspect() -> pb.InspectResponse:  # on a worker: a large answer takes a while
-            details = self.store.inspect(request.image, request.platform or None)
+            details = self.store.inspect(request.image, platform or None)
             return convert.inspect_response(
                 details, include_raw=request.include_raw, max_bytes=self.max_response_bytes
             )
@@ -168,15 +187,14 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         return await self._pools.unary.run(inspect)
 
     async def History(self, request: pb.HistoryRequest, context: Context) -> pb.HistoryResponse:
-        rows = await self._pools.unary.run(
-            self.store.history, request.image, request.platform or None
-        )
+        platform = _platform(request.platform)
+        rows = await self._pools.unary.run(self.store.history, request.image, platform or None)
         return pb.HistoryResponse(entries=[convert.history_entry(row) for row in rows])
 
     async def Tag(self, request: pb.TagRequest, context: Context) -> pb.TagResponse:
         result = await self._pools.unary.run(self.store.tag, request.source, request.target)
         return pb.TagResponse(
-            target=result.target,
+            target=convert.name(result.target),
             image_ids=result.image_ids,
             displaced_image_ids=result.displaced,
         )
@@ -184,10 +202,12 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
     async def Remove(self, request: pb.RemoveRequest, context: Context) -> pb.RemoveResponse:
         if not request.images:
             raise errors.ArgumentMissing("name at least one image to remove", field="images")
-        events = await self._pools.unary.run(
+        results = await self._pools.unary.run(
             self.store.remove, list(request.images), force=request.force
         )
-        return pb.RemoveResponse(events=[convert.remove_event(e) for e in events])
+        return pb.RemoveResponse(
+            results=[convert.remove_result(result, i) for i, result in enumerate(results)]
+        )
 
     async def Prune(self, request: pb.PruneRequest, context: Context) -> pb.PruneResponse:
         filters = parse_prune_filters(request.filters)
@@ -199,10 +219,23 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
     async def DiskUsage(
         self, request: pb.DiskUsageRequest, context: Context
     ) -> pb.DiskUsageResponse:
-        return convert.disk_usage_response(await self._pools.unary.run(self.store.disk_usage))
+        usage = await self._pools.unary.run(
+            self.store.disk_usage, page_size=request.page_size, page_token=request.page_token
+        )
+        return convert.disk_usage_response(usage)
 
-    async def Check(self, request: pb.CheckRequest, context: Context) -> pb.CheckResponse:
-        return convert.check_response(await self._pools.unary.run(self.store.check))
+    async def Check(
+        self, request: pb.CheckRequest, context: Context
+    ) -> AsyncIterator[pb.CheckResponse]:
+        """Findings as they come; progress thinned to about one message per
+        percent (the store reports each batch of reads). Leaving stops the check."""
+        sent: CheckProgress | None = None
+        async for event in self._pools.streams.stream(self.store.check_stream, STREAM_AHEAD):
+            if isinstance(event, CheckProgress):
+                if sent is not None and not _progressed(sent, event):
+                    continue
+                sent = event
+            yield convert.check_response(event)
 
     async def GetServerInfo(
         self, request: pb.GetServerInfoRequest, context: Context
@@ -225,13 +258,20 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         self, request: pb.PullRequest, context: Context
     ) -> AsyncIterator[pb.PullResponse]:
         credentials = self._credentials(request.auth, context)
-        platforms = list(request.platforms)
+        platforms = [_platform(p, "platforms") for p in request.platforms]
 
         async def job(emit: Callable[[pb.PullResponse], None]) -> pb.PullResponse:
             def progress(event: ProgressEvent) -> None:
                 emit(pb.PullResponse(progress=convert.progress(event)))
 
-            result = await self.puller.pull(request.image, platforms, credentials, progress)
+            result = await self.puller.pull(
+                request.image,
+                platforms,
+                credentials,
+                progress,
+                all_platforms=request.all_platforms,
+                all_tags=request.all_tags,
+            )
             return convert.pull_result(result)
 
         async for response in with_events(job):
@@ -241,12 +281,13 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         self, request: pb.PushRequest, context: Context
     ) -> AsyncIterator[pb.PushResponse]:
         credentials = self._credentials(request.auth, context)
+        platform = _platform(request.platform)
 
         async def job(emit: Callable[[pb.PushResponse], None]) -> pb.PushResponse:
             def progress(event: ProgressEvent) -> None:
                 emit(pb.PushResponse(progress=convert.progress(event)))
 
-            result = await self.pusher.push(request.image, credentials, request.platform, progress)
+            result = await self.pusher.push(request.image, credentials, platform, progress)
             return convert.push_result(result)
 
         async for response in with_events(job):
@@ -266,9 +307,10 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         self, request: pb.SaveRequest, context: Context
     ) -> AsyncIterator[pb.SaveResponse]:
         images = list(request.images)
+        platform = _platform(request.platform)
 
         def responses() -> Generator[pb.SaveResponse, None, None]:
-            return _wrapped(save(self.store, images, request.platform), pb.SaveResponse)
+            return _wrapped(save(self.store, images, platform), pb.SaveResponse)
 
         async for response in self._pools.streams.stream(responses, STREAM_AHEAD):
             yield response
@@ -304,9 +346,15 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         """Chunks flow to a loader thread, at most LOAD_QUEUE_CHUNKS ahead; its
         progress flows back. If the client goes away, the loader's input ends in
         InputCancelledError, and its lease removes whatever it had stored before
-        the call ends."""
+        the call ends.
+
+        Only the first message may be a header: a later one fails the call
+        (INVALID_ARGUMENT about ``header``), and whatever was stored is removed."""
         first = await anext(aiter(request_iterator), None)
-        declared = first.declared_size if first is not None and first.declared_size > 0 else None
+        header = first.header if first is not None and first.HasField("header") else None
+        declared = header.declared_size if header is not None and header.declared_size > 0 else None
+        # the feeder's failure reaches the loader only as "input cancelled": this says why
+        misplaced: list[errors.InvalidArgument] = []
 
         async def chunks() -> AsyncIterator[bytes]:
             if first is None:
@@ -314,6 +362,14 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
             if first.chunk:
                 yield first.chunk
             async for message in request_iterator:
+                if message.HasField("header"):
+                    misplaced.append(
+                        errors.InvalidArgument(
+                            "a LoadRequest header may only be the first message of the stream",
+                            field="header",
+                        )
+                    )
+                    raise misplaced[0]
                 yield message.chunk
 
         def work(
@@ -332,6 +388,10 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
                         limits=self.load_limits,
                     )
                 )
+            except InputCancelledError:
+                if misplaced:
+                    raise misplaced[0] from None
+                raise
             except errors.ImageStoreError as exc:
                 # An expected refusal needs no traceback; without it, the loader's
                 # frames and their megabyte buffers are freed now, not by a later GC.

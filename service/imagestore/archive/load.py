@@ -56,7 +56,8 @@ class LoadLimits:
 
 @dataclass(frozen=True, slots=True)
 class LoadProgress:
-    """A member handled: stored, reused (already in the store), kept or ignored."""
+    """A member handled: ``action`` is "stored", "reused" (already in the store),
+    "kept" (read later) or "ignored"; ``bytes_read`` counts the archive so far."""
 
     path: str
     action: str
@@ -66,8 +67,8 @@ class LoadProgress:
 @dataclass(frozen=True, slots=True)
 class LoadedImage:
     image_id: str
-    names: tuple[str, ...]  # familiar names now pointing at it
-    moved: tuple[str, ...]  # of those, names that used to point elsewhere
+    names: tuple[str, ...]  # canonical names now pointing at it
+    moved: tuple[str, ...]  # of those, names that used to point elsewhere (canonical)
 
 
 @dataclass
@@ -396,10 +397,11 @@ class Loader:
         result = self.store.commit_target(
             self.lease, Descriptor(media_type, info.digest, info.size), names
         )
-        familiar = tuple(n.familiar() for n in names)
+        canonical = {n.familiar(): str(n) for n in names}
+        moved = tuple(canonical[name] for name in result.moved_names)
         # an index's names are reported once, with its first image, as docker prints them
         return [
-            LoadedImage(image_id, familiar, result.moved_names)
+            LoadedImage(image_id, tuple(canonical.values()), moved)
             if position == 0
             else LoadedImage(image_id, (), ())
             for position, image_id in enumerate(result.image_ids)

@@ -9,8 +9,9 @@ from typing import Any
 from imagestore import errors
 from imagestore.cli import humanize, views
 from imagestore.cli.output import say, tabwrite, write_objects, write_rows
+from imagestore.cli.progress import CheckMeter
 from imagestore.cli.sanitize import printable
-from imagestore.client import ImageStoreClient
+from imagestore.client import CheckProblem, CheckProgress, CheckSummary, ImageStoreClient
 
 PRUNE_WARNING = "WARNING! This will remove all dangling images."
 PRUNE_ALL_WARNING = (
@@ -97,7 +98,8 @@ def inspect_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
     missing: list[str] = []
     for image in args.images:
         try:
-            objects.append(views.inspect_object(client.inspect(image, platform=args.platform)))
+            details = client.inspect(image, platform=args.platform or None)
+            objects.append(views.inspect_object(details))
         except errors.NotFound as failure:
             missing.append(failure.message)
     if objects or not args.format:
@@ -108,8 +110,8 @@ def inspect_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
 
 
 def show_history(client: ImageStoreClient, args: argparse.Namespace) -> int:
-    details = client.inspect(args.image, platform=args.platform)
-    entries = client.history(args.image, platform=args.platform)
+    details = client.inspect(args.image, platform=args.platform or None)
+    entries = client.history(args.image, platform=args.platform or None)
     rows = views.history_rows(details.image.id, entries, truncate=not args.no_trunc)
     fmt = "{{.ID}}" if args.quiet else args.format
     write_rows(
@@ -124,22 +126,22 @@ def tag_image(client: ImageStoreClient, args: argparse.Namespace) -> int:
 
 
 def remove_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
-    """docker rmi: each image in turn; with -f, unknown images are only reported."""
-    status = 0
-    for image in args.images:
-        try:
-            events = client.remove([image], force=args.force, no_prune=args.no_prune)
-        except errors.NotFound as error:
-            say(f"Error: {error.message}", out=sys.stderr)
-            status = status if args.force else 1
+    """docker rmi: each image on its own; what each did, then the failures on
+    stderr (exit 1, unless -f and every failure is an unknown image)."""
+    results = client.remove(args.images, force=args.force, no_prune=args.no_prune)
+    failures: list[errors.ImageStoreError] = []
+    for result in results:
+        if result.error is not None:
+            failures.append(result.error)
             continue
-        except errors.FailedPrecondition as error:
-            say(f"Error response from imagestore: {error.message}", out=sys.stderr)
-            status = 1
-            continue
-        for event in events:
-            say(f"{event.kind.capitalize()}: {event.value}")
-    return status
+        for name in result.untagged:
+            say(f"Untagged: {name.familiar}")
+        for deleted in (*result.deleted_image_ids, *result.freed_blobs):
+            say(f"Deleted: {deleted}")
+    for failure in failures:
+        say(f"Error response from daemon: {failure.message}", out=sys.stderr)
+    fatal = [f for f in failures if not (args.force and isinstance(f, errors.NotFound))]
+    return 1 if fatal else 0
 
 
 def _confirm(message: str) -> bool:
@@ -158,7 +160,7 @@ def prune_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
     if result.untagged or result.deleted_image_ids:
         say("Would delete Images:" if args.dry_run else "Deleted Images:")
         for name in result.untagged:
-            say(f"untagged: {name}")
+            say(f"untagged: {name.familiar}")
         for image_id in result.deleted_image_ids:
             say(f"deleted: {image_id}")
         say()
@@ -168,14 +170,16 @@ def prune_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
 
 
 def disk_usage(client: ImageStoreClient, args: argparse.Namespace) -> int:
-    usage = client.disk_usage()
     if args.verbose:
+        usage = client.disk_usage()  # every page: the columns fit the widest row
         header = "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE\tSHARED SIZE\tUNIQUE SIZE\tCONTAINERS"
         # a name's own tab must not start a column: each cell escaped before the join
         rows = [(*views.usage_row(image), "0") for image in usage.images]
         lines = ["\t".join(printable(cell) for cell in row) for row in rows]
         sys.stdout.write("Images space usage:\n\n" + tabwrite([header, *lines]))
         return 0
+    # the totals are on every page: one row's page is enough
+    usage = next(client.disk_usage_pages(page_size=1))
     percent = usage.reclaimable * 100 // usage.total_size if usage.total_size else 0
     reclaimable = f"{humanize.size(usage.reclaimable)} ({percent}%)"
     lines = [
@@ -187,14 +191,24 @@ def disk_usage(client: ImageStoreClient, args: argparse.Namespace) -> int:
 
 
 def check_store(client: ImageStoreClient, args: argparse.Namespace) -> int:
-    report = client.check()
-    for problem in report.problems:
-        say(f"{problem.kind}: {problem.subject}: {problem.detail}")
-    verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
-    say(f"{verdict}: {report.blobs_checked} blobs and {report.images_checked} images checked")
-    if report.unrecorded_blobs:
+    """Each problem as the server confirms it (a progress bar meanwhile on a
+    terminal), then the summary; exit 1 when anything is wrong."""
+    summary: CheckSummary | None = None
+    with CheckMeter(sys.stdout) as meter:
+        for event in client.check():
+            if isinstance(event, CheckProgress):
+                meter.update(event)
+            elif isinstance(event, CheckProblem):
+                meter.line(f"{event.kind}: {event.subject}: {event.detail}")
+            elif isinstance(event, CheckSummary):
+                summary = event
+    if summary is None:
+        raise errors.Unavailable("the check ended without a summary")
+    verdict = "ok" if summary.ok else f"{summary.problems} problem(s)"
+    say(f"{verdict}: {summary.blobs_checked} blobs and {summary.images_checked} images checked")
+    if summary.unrecorded_blobs:
         say(
-            f"{len(report.unrecorded_blobs)} blob file(s) without a record"
+            f"{summary.unrecorded_blobs} blob file(s) without a record"
             " (garbage, not damage; prune removes them)"
         )
-    return 0 if report.ok else 1
+    return 0 if summary.ok else 1

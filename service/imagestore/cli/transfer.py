@@ -14,16 +14,29 @@ from imagestore.cli.login import credentials_for
 from imagestore.cli.output import say
 from imagestore.cli.progress import ProgressView
 from imagestore.client import (
+    ImageName,
     ImageStoreClient,
     LoadResult,
+    Phase,
     Progress,
+    PullResult,
+    PushResult,
 )
 from imagestore.oci.references import parse_reference
+
+#: `--platform all`: every platform an index lists
+ALL_PLATFORMS = "all"
 
 
 def add_parsers(commands: Any) -> None:
     pull = commands.add_parser("pull", help="download an image from a registry")
     pull.add_argument("image", metavar="NAME[:TAG|@DIGEST]")
+    pull.add_argument(
+        "-a",
+        "--all-tags",
+        action="store_true",
+        help="download all tagged images in the repository",
+    )
     pull.add_argument(
         "--platform",
         action="append",
@@ -65,12 +78,17 @@ def _default_tag_note(image: str, quiet: bool) -> None:
         say("Using default tag: latest")
 
 
-def _follow(events: Iterator[Progress | T], quiet: bool, what: str) -> T:
-    """Show a stream's progress (unless quiet); return its last item, the result."""
+def _follow(
+    events: Iterator[Progress | T], quiet: bool, what: str, summaries: list[str] | None = None
+) -> T:
+    """Show a stream's progress (unless quiet); return its last item, the result.
+    The texts of lines about the whole operation go to ``summaries``."""
     result: T | None = None
     with ProgressView(sys.stdout, terminal=False if quiet else None) as view:
         for event in events:
             if isinstance(event, Progress):
+                if event.phase is Phase.SUMMARY and summaries is not None:
+                    summaries.append(event.text)
                 if not quiet:
                     view.show(event)
             else:
@@ -80,23 +98,59 @@ def _follow(events: Iterator[Progress | T], quiet: bool, what: str) -> T:
     return result
 
 
+def _canonical(name: ImageName, image: str, *, default_tag: bool = True) -> str:
+    """The name as docker prints it last ("docker.io/library/redis:latest"): the
+    server's, else the one asked for, normalised."""
+    return name.canonical or str(parse_reference(image, default_tag=default_tag))
+
+
 def pull_image(client: ImageStoreClient, args: argparse.Namespace) -> int:
-    _default_tag_note(args.image, args.quiet)
+    if args.all_tags:
+        reference = parse_reference(args.image, default_tag=False)
+        if reference.tag is not None or reference.digest is not None:
+            raise errors.InvalidArgument("tag can't be used with --all-tags/-a")
+    else:
+        _default_tag_note(args.image, args.quiet)
+    everything = ALL_PLATFORMS in args.platform
+    platforms = [p for p in args.platform if p != ALL_PLATFORMS]
     auth = credentials_for(args, args.image)
-    events = client.pull(args.image, platforms=args.platform, auth=auth)
-    result = _follow(events, args.quiet, "pull")
+    events = client.pull(
+        args.image,
+        platforms=platforms,
+        all_platforms=everything,
+        all_tags=args.all_tags,
+        auth=auth,
+    )
+    summaries: list[str] = []
+    result: PullResult = _follow(events, args.quiet, "pull", summaries)
     if not args.quiet:
-        say(f"Status: {result.status}")
-    say(str(parse_reference(args.image)))
+        if result.digest and not any(t.startswith("Digest: ") for t in summaries):
+            say(f"Digest: {result.digest}")
+        say(f"Status: {_status(result)}")
+    say(_canonical(result.name, args.image, default_tag=not args.all_tags))
     return 0
+
+
+def _status(result: PullResult) -> str:
+    """docker's last status line, from whether anything changed and the name."""
+    if not result.name.familiar:  # a server that names nothing: its own words
+        return result.status
+    if result.updated:
+        return f"Downloaded newer image for {result.name.familiar}"
+    return f"Image is up to date for {result.name.familiar}"
 
 
 def push_image(client: ImageStoreClient, args: argparse.Namespace) -> int:
     _default_tag_note(args.image, args.quiet)
     auth = credentials_for(args, args.image)
-    _follow(client.push(args.image, platform=args.platform, auth=auth), args.quiet, "push")
+    summaries: list[str] = []
+    events = client.push(args.image, platform=args.platform or None, auth=auth)
+    result: PushResult = _follow(events, args.quiet, "push", summaries)
     if args.quiet:
-        say(str(parse_reference(args.image)))
+        say(_canonical(result.name, args.image))
+    elif result.digest and not any(": digest: " in t for t in summaries):
+        reference = parse_reference(result.name.canonical or args.image)
+        say(f"{reference.tag or result.digest}: digest: {result.digest} size: {result.size}")
     return 0
 
 
@@ -112,7 +166,14 @@ def load_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
         """Members stream by; a person watches one bar of archive bytes."""
         for event in client.load(source):
             if isinstance(event, Progress):
-                yield Progress("archive", "Loading", event.current, total)
+                # no phase of its own: a member's "complete" must not fill the bar
+                yield Progress(
+                    Phase.UNSPECIFIED,
+                    "Loading",
+                    subject="archive",
+                    current=event.current,
+                    total=total or None,
+                )
             else:
                 yield event
 
@@ -120,7 +181,7 @@ def load_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
     result = _follow(one_bar(), quiet, "load")
     for image in result.images:
         for name in image.names:
-            say(f"Loaded image: {name}")
+            say(f"Loaded image: {name.familiar}")
         if not image.names:
             say(f"Loaded image ID: {image.id}")
     return 0
@@ -128,14 +189,14 @@ def load_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
 
 def save_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
     if args.output:
-        client.save_to(args.images, args.output, args.platform)
+        client.save_to(args.images, args.output, args.platform or None)
         return 0
     if sys.stdout.isatty():
         raise errors.InvalidArgument(
             "cowardly refusing to save to a terminal. Use the -o flag or redirect"
         )
     out = sys.stdout.buffer
-    for chunk in client.save(args.images, args.platform):
+    for chunk in client.save(args.images, args.platform or None):
         out.write(chunk)
     out.flush()
     return 0

@@ -64,11 +64,11 @@ def image_rows(image: Image, *, digests: bool, truncate: bool) -> list[Struct]:
     """One row per (repository, tag) as ``docker images`` prints them."""
     tags: dict[str, list[str]] = {}
     by_repo: dict[str, list[str]] = {}
-    for reference in image.repo_tags:
-        repo, tag = split_name(reference)
+    for name in image.repo_tags:
+        repo, tag = split_name(name.familiar)
         tags.setdefault(repo, []).append(tag)
-    for reference in image.repo_digests:
-        repo, digest = split_name(reference)
+    for name in image.repo_digests:
+        repo, digest = split_name(name.familiar)
         by_repo.setdefault(repo, []).append(digest)
     found: list[tuple[str, str, str]] = []
     if not tags and not by_repo:
@@ -105,8 +105,8 @@ def inspect_object(details: ImageDetails) -> Struct:
     image, config = details.image, details.config
     return Struct(
         Id=image.id,
-        RepoTags=list(image.repo_tags),
-        RepoDigests=list(image.repo_digests),
+        RepoTags=[name.familiar for name in image.repo_tags],
+        RepoDigests=[name.familiar for name in image.repo_digests],
         Comment=details.comment,
         Created=humanize.rfc3339(image.created),
         Author=details.author,
@@ -160,7 +160,7 @@ def history_rows(image_id: str, entries: list[HistoryEntry], *, truncate: bool) 
 
 
 def usage_row(usage: ImageUsage) -> tuple[str, str, str, str, str, str, str]:
-    repo, tag = split_name(usage.repo_tags[0]) if usage.repo_tags else (NONE, NONE)
+    repo, tag = split_name(usage.repo_tags[0].familiar) if usage.repo_tags else (NONE, NONE)
     return (
         repo,
         tag,

@@ -9,13 +9,16 @@ reading it) cancels the call on the server.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, Self, TypeVar
 
 import grpc
 
+from imagestore import errors
 from imagestore.client import convert, models
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
@@ -24,6 +27,8 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 CHUNK = 1 << 20
 MAX_MESSAGE = 16 << 20
 T = TypeVar("T")
+#: a platform as the methods take it: "os/arch[/variant]" or a Platform; "" or None: none
+PlatformArg = str | models.Platform | None
 
 
 class ImageStoreClient:
@@ -109,28 +114,35 @@ class ImageStoreClient:
                 return images
 
     def inspect(
-        self, image: str, *, platform: str = "", include_raw: bool = False
+        self, image: str, *, platform: PlatformArg = None, include_raw: bool = False
     ) -> models.ImageDetails:
-        request = pb.InspectRequest(image=image, platform=platform, include_raw=include_raw)
+        """One image; ``platform`` picks one of a multi-platform name's images
+        (default: the server's own)."""
+        request = pb.InspectRequest(
+            image=image, platform=convert.platform_message(platform), include_raw=include_raw
+        )
         return convert.details(self._unary(self._stub.Inspect, request))
 
-    def history(self, image: str, *, platform: str = "") -> list[models.HistoryEntry]:
-        response = self._unary(
-            self._stub.History, pb.HistoryRequest(image=image, platform=platform)
-        )
+    def history(self, image: str, *, platform: PlatformArg = None) -> list[models.HistoryEntry]:
+        """The image's config history, newest first."""
+        request = pb.HistoryRequest(image=image, platform=convert.platform_message(platform))
+        response = self._unary(self._stub.History, request)
         return [convert.history_entry(e) for e in response.entries]
 
     def tag(self, source: str, target: str) -> models.TagResult:
+        """Point the name ``target`` at what ``source`` names."""
         response = self._unary(self._stub.Tag, pb.TagRequest(source=source, target=target))
-        return models.TagResult(
-            response.target, tuple(response.image_ids), tuple(response.displaced_image_ids)
-        )
+        return convert.tag_result(response)
 
     def remove(
         self, images: Sequence[str], *, force: bool = False, no_prune: bool = False
-    ) -> list[models.RemoveEvent]:
+    ) -> list[models.RemoveResult]:
+        """Each item applied on its own, like ``docker rmi a b``: one result per
+        item, in order; a failed item's ``error`` is the exception it stands for
+        (the call raises only when the request itself is malformed)."""
         request = pb.RemoveRequest(images=images, force=force, no_prune=no_prune)
-        return [convert.remove_event(e) for e in self._unary(self._stub.Remove, request).events]
+        response = self._unary(self._stub.Remove, request)
+        return [convert.remove_result(r) for r in response.results]
 
     def prune(
         self, *, all: bool = False, filters: Sequence[str] = (), dry_run: bool = False
@@ -138,11 +150,55 @@ class ImageStoreClient:
         request = pb.PruneRequest(all=all, filters=filters, dry_run=dry_run)
         return convert.prune_result(self._unary(self._stub.Prune, request))
 
-    def disk_usage(self) -> models.DiskUsage:
-        return convert.disk_usage(self._unary(self._stub.DiskUsage, pb.DiskUsageRequest()))
+    def disk_usage(self, *, page_size: int = 0) -> models.DiskUsage:
+        """The store's usage with every image row (all pages walked)."""
+        rows: list[models.ImageUsage] = []
+        page = None
+        for page in self.disk_usage_pages(page_size=page_size):
+            rows += page.images
+        assert page is not None  # the walk yields at least one page
+        return replace(page, images=tuple(rows), next_page_token="")
 
-    def check(self) -> models.CheckReport:
-        return convert.check_report(self._unary(self._stub.Check, pb.CheckRequest()))
+    def disk_usage_pages(self, *, page_size: int = 0) -> Iterator[models.DiskUsage]:
+        """The store's usage a page of image rows at a time (``page_size`` rows;
+        0: the server's default); the totals are the same on every page."""
+        token = ""
+        while True:
+            request = pb.DiskUsageRequest(page_size=page_size, page_token=token)
+            page = convert.disk_usage(self._unary(self._stub.DiskUsage, request))
+            yield page
+            token = page.next_page_token
+            if not token:
+                return
+
+    def check(self) -> Iterator[models.CheckEvent]:
+        """Re-verify every blob and the catalog: CheckProgress messages, each
+        CheckProblem and UnrecordedBlob as the server confirms it, then the
+        CheckSummary last. Closing the iterator early stops the server's work."""
+        call = self._stub.Check(pb.CheckRequest(), metadata=self._metadata)
+        for message in self._stream(call):
+            event = convert.check_event(message)
+            if event is not None:
+                yield event
+
+    def check_report(self) -> models.CheckReport:
+        """A whole :meth:`check` collected: the findings and the summary's counts."""
+        problems: list[models.CheckProblem] = []
+        unrecorded: list[str] = []
+        for event in self.check():
+            if isinstance(event, models.CheckProblem):
+                problems.append(event)
+            elif isinstance(event, models.UnrecordedBlob):
+                unrecorded.append(event.digest)
+            elif isinstance(event, models.CheckSummary):
+                return models.CheckReport(
+                    event.ok,
+                    tuple(problems),
+                    event.blobs_checked,
+                    event.images_checked,
+                    tuple(unrecorded),
+                )
+        raise errors.Unavailable("the check ended without a summary")
 
     def server_info(self) -> models.ServerInfo:
         """The server's versions, gzip backend, catalog, root, TLS and auth mode,
@@ -162,29 +218,49 @@ class ImageStoreClient:
         self,
         image: str,
         *,
-        platforms: Sequence[str] = (),
+        platforms: Sequence[str | models.Platform] = (),
+        all_platforms: bool = False,
+        all_tags: bool = False,
         auth: models.RegistryAuth | None = None,
     ) -> Iterator[models.Progress | models.PullResult]:
-        """Progress lines, then the result as the last item."""
-        request = pb.PullRequest(image=image, platforms=platforms, auth=convert.auth(auth))
+        """Progress, then the result as the last item. ``platforms`` ("os/arch
+        [/variant]" or Platform) picks children of an index (default: the
+        server's own); ``all_platforms`` stores them all; ``all_tags`` pulls
+        every tag of the repository (``docker pull --all-tags``)."""
+        request = pb.PullRequest(
+            image=image,
+            platforms=[_platform(p) for p in platforms],
+            all_platforms=all_platforms,
+            all_tags=all_tags,
+            auth=convert.auth(auth),
+        )
         call = self._stub.Pull(request, metadata=self._metadata)
         for message in self._stream(call):
-            if message.HasField("progress"):
+            kind = message.WhichOneof("response")
+            if kind == "progress":
                 yield convert.progress(message.progress)
-            else:
-                yield models.PullResult(message.digest, tuple(message.image_ids), message.status)
+            elif kind == "result":
+                yield convert.pull_result(message.result)
 
     def push(
-        self, image: str, *, platform: str = "", auth: models.RegistryAuth | None = None
+        self,
+        image: str,
+        *,
+        platform: PlatformArg = None,
+        auth: models.RegistryAuth | None = None,
     ) -> Iterator[models.Progress | models.PushResult]:
-        """Progress lines, then the result as the last item."""
-        request = pb.PushRequest(image=image, platform=platform, auth=convert.auth(auth))
+        """Progress, then the result as the last item; ``platform`` pushes one
+        platform of an index with absent children."""
+        request = pb.PushRequest(
+            image=image, platform=convert.platform_message(platform), auth=convert.auth(auth)
+        )
         call = self._stub.Push(request, metadata=self._metadata)
         for message in self._stream(call):
-            if message.HasField("progress"):
+            kind = message.WhichOneof("response")
+            if kind == "progress":
                 yield convert.progress(message.progress)
-            else:
-                yield models.PushResult(message.tag, message.digest, message.size)
+            elif kind == "result":
+                yield convert.push_result(message.result)
 
     def login(self, registry: str, auth: models.RegistryAuth) -> str:
         """Have the server check credentials against a registry ("" = Docker Hub);
@@ -201,23 +277,24 @@ class ImageStoreClient:
         try:
             call = self._stub.Load(_load_requests(handle), metadata=self._metadata)
             for message in self._stream(call):
-                if message.HasField("progress"):
+                kind = message.WhichOneof("response")
+                if kind == "progress":
                     yield convert.progress(message.progress)
-                else:
-                    yield convert.loaded(message)
+                elif kind == "result":
+                    yield convert.load_result(message.result)
         finally:
             if handle is not source:
                 handle.close()
 
-    def save(self, images: Sequence[str], platform: str = "") -> Iterator[bytes]:
+    def save(self, images: Sequence[str], platform: PlatformArg = None) -> Iterator[bytes]:
         """The archive (docker-archive and OCI layout in one tar), in chunks;
         ``platform`` saves one platform of a multi-platform name."""
-        request = pb.SaveRequest(images=images, platform=platform)
+        request = pb.SaveRequest(images=images, platform=convert.platform_message(platform))
         call = self._stub.Save(request, metadata=self._metadata)
         for message in self._stream(call):
             yield message.chunk
 
-    def save_to(self, images: Sequence[str], path: str | Path, platform: str = "") -> int:
+    def save_to(self, images: Sequence[str], path: str | Path, platform: PlatformArg = None) -> int:
         """Write the archive to ``path`` (whole or not at all); returns its size."""
         target = Path(path)
         fd, partial = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
@@ -255,14 +332,32 @@ def _read(path: str | Path | None) -> bytes | None:
     return None if path is None else Path(path).read_bytes()
 
 
-def _load_requests(handle: IO[bytes]) -> Iterable[pb.LoadRequest]:
+def _platform(value: str | models.Platform) -> pb.Platform:
+    chosen = convert.platform_message(value)
+    if chosen is None:
+        raise errors.PlatformInvalid(
+            "an empty platform: want os[/arch[/variant]]", field="platforms"
+        )
+    return chosen
+
+
+def _declared_size(handle: IO[bytes]) -> int:
+    """The bytes left in a regular file from its position; 0 when not known
+    (a pipe, a socket, a file object without a descriptor)."""
     try:
-        declared = os.fstat(handle.fileno()).st_size
+        status = os.fstat(handle.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            return 0
+        return max(status.st_size - handle.tell(), 0)
     except (OSError, AttributeError, ValueError):
-        declared = 0
-    first = True
+        return 0
+
+
+def _load_requests(handle: IO[bytes]) -> Iterable[pb.LoadRequest]:
+    """A header when the size is known (so the server can refuse a load larger
+    than its free disk up front), then the archive's chunks."""
+    declared = _declared_size(handle)
+    if declared:
+        yield pb.LoadRequest(header=pb.LoadHeader(declared_size=declared))
     while chunk := handle.read(CHUNK):
-        yield pb.LoadRequest(chunk=chunk, declared_size=declared if first else 0)
-        first = False
-    if first:
-        yield pb.LoadRequest(declared_size=declared)
+        yield pb.LoadRequest(chunk=chunk)

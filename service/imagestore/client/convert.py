@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2
+from google.protobuf.any_pb2 import Any as AnyMessage
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from imagestore import errors
@@ -24,11 +26,44 @@ def platform(value: pb.Platform) -> models.Platform:
     return models.Platform(value.os, value.architecture, value.variant)
 
 
+def platform_message(value: str | models.Platform | None) -> pb.Platform | None:
+    """A platform as a request carries it: "os/arch[/variant]" or a Platform;
+    None or "" for none."""
+    if not value:
+        return None
+    chosen = models.Platform.parse(value) if isinstance(value, str) else value
+    return pb.Platform(os=chosen.os, architecture=chosen.architecture, variant=chosen.variant)
+
+
+def name(value: pb.ImageName) -> models.ImageName:
+    return models.ImageName(value.familiar, value.canonical)
+
+
+def names(values: Iterable[pb.ImageName]) -> tuple[models.ImageName, ...]:
+    return tuple(name(v) for v in values)
+
+
+def named_index(value: pb.NamedIndex) -> models.NamedIndex:
+    return models.NamedIndex(
+        name=name(value.name),
+        index=descriptor(value.index),
+        children=tuple(
+            models.IndexChild(
+                platform=platform(c.platform) if c.HasField("platform") else None,
+                manifest=descriptor(c.manifest),
+                present=c.present,
+                image_id=c.image_id,
+            )
+            for c in value.children
+        ),
+    )
+
+
 def image(value: pb.ImageSummary) -> models.Image:
     return models.Image(
         id=value.id,
-        repo_tags=tuple(value.repo_tags),
-        repo_digests=tuple(value.repo_digests),
+        repo_tags=names(value.repo_tags),
+        repo_digests=names(value.repo_digests),
         created=_time(value.created, value.HasField("created")),
         size=value.size,
         content_size=value.content_size,
@@ -36,6 +71,7 @@ def image(value: pb.ImageSummary) -> models.Image:
         platform=platform(value.platform),
         stored_at=_time(value.stored_at, value.HasField("stored_at")),
         labels_truncated=value.labels_truncated,
+        indexes=tuple(named_index(i) for i in value.indexes),
     )
 
 
@@ -83,16 +119,27 @@ def history_entry(value: pb.HistoryEntry) -> models.HistoryEntry:
     )
 
 
-def remove_event(value: pb.RemoveEvent) -> models.RemoveEvent:
-    if value.untagged:
-        return models.RemoveEvent("untagged", value.untagged)
-    return models.RemoveEvent("deleted", value.deleted)
+def tag_result(value: pb.TagResponse) -> models.TagResult:
+    return models.TagResult(
+        name(value.target), tuple(value.image_ids), tuple(value.displaced_image_ids)
+    )
+
+
+def remove_result(value: pb.RemoveResult) -> models.RemoveResult:
+    failed = value.HasField("error") and value.error.code != grpc.StatusCode.OK.value[0]
+    return models.RemoveResult(
+        item=value.item,
+        untagged=names(value.untagged),
+        deleted_image_ids=tuple(value.deleted_image_ids),
+        freed_blobs=tuple(value.freed_blobs),
+        error=status_error(value.error) if failed else None,
+    )
 
 
 def prune_result(value: pb.PruneResponse) -> models.PruneResult:
     return models.PruneResult(
         tuple(value.deleted_image_ids),
-        tuple(value.untagged),
+        names(value.untagged),
         tuple(value.deleted_blobs),
         value.reclaimed_bytes,
         value.stale_ingests,
@@ -105,7 +152,7 @@ def disk_usage(value: pb.DiskUsageResponse) -> models.DiskUsage:
         images=tuple(
             models.ImageUsage(
                 u.id,
-                tuple(u.repo_tags),
+                names(u.repo_tags),
                 u.content_size,
                 u.shared_size,
                 u.unique_size,
@@ -117,17 +164,28 @@ def disk_usage(value: pb.DiskUsageResponse) -> models.DiskUsage:
         reclaimable=value.reclaimable,
         image_count=value.image_count,
         blob_count=value.blob_count,
+        next_page_token=value.next_page_token,
     )
 
 
-def check_report(value: pb.CheckResponse) -> models.CheckReport:
-    return models.CheckReport(
-        ok=value.ok,
-        problems=tuple(models.CheckProblem(p.kind, p.subject, p.detail) for p in value.problems),
-        blobs_checked=value.blobs_checked,
-        images_checked=value.images_checked,
-        unrecorded_blobs=tuple(value.unrecorded_blobs),
-    )
+def check_event(value: pb.CheckResponse) -> models.CheckEvent | None:
+    """One message of the Check stream; None for a kind this client does not know."""
+    kind = value.WhichOneof("response")
+    if kind == "progress":
+        done = value.progress
+        return models.CheckProgress(
+            done.blobs_checked, done.blobs_total, done.bytes_checked, done.bytes_total
+        )
+    if kind == "problem":
+        return models.CheckProblem(value.problem.kind, value.problem.subject, value.problem.detail)
+    if kind == "unrecorded_blob":
+        return models.UnrecordedBlob(value.unrecorded_blob)
+    if kind == "summary":
+        end = value.summary
+        return models.CheckSummary(
+            end.ok, end.problems, end.blobs_checked, end.images_checked, end.unrecorded_blobs
+        )
+    return None
 
 
 def blob_stat(value: pb.StatBlobResponse) -> models.BlobStat:
@@ -193,13 +251,46 @@ def server_info(value: pb.GetServerInfoResponse) -> models.ServerInfo:
     )
 
 
+def _phase(value: int) -> models.Phase:
+    try:
+        return models.Phase[pb.Phase.Name(value).removeprefix("PHASE_")]
+    except (KeyError, ValueError):  # a phase newer than this client
+        return models.Phase.UNSPECIFIED
+
+
 def progress(value: pb.Progress) -> models.Progress:
-    return models.Progress(value.id, value.status, value.current, value.total)
+    return models.Progress(
+        phase=_phase(value.phase),
+        text=value.text,
+        blob=descriptor(value.blob) if value.HasField("blob") else None,
+        subject=value.subject,
+        current=value.current,
+        total=value.total if value.HasField("total") else None,
+        retry_after=(value.retry_after.ToTimedelta() if value.HasField("retry_after") else None),
+    )
 
 
-def loaded(value: pb.LoadResponse) -> models.LoadResult:
+def pull_result(value: pb.PullResult) -> models.PullResult:
+    return models.PullResult(
+        name=name(value.name),
+        digest=value.digest,
+        image_ids=tuple(value.image_ids),
+        updated=value.updated,
+        status=value.status,
+        tags=tuple(
+            models.PulledTag(name(t.name), t.digest, tuple(t.image_ids), t.updated)
+            for t in value.tags
+        ),
+    )
+
+
+def push_result(value: pb.PushResult) -> models.PushResult:
+    return models.PushResult(name(value.name), value.digest, value.size)
+
+
+def load_result(value: pb.LoadResult) -> models.LoadResult:
     return models.LoadResult(
-        tuple(models.LoadedImage(i.id, tuple(i.names), tuple(i.moved)) for i in value.images)
+        tuple(models.LoadedImage(i.id, names(i.names), names(i.moved)) for i in value.images)
     )
 
 
@@ -231,6 +322,10 @@ _BY_REASON = {cls.reason: cls for cls in _classes(errors.ImageStoreError)[1:] if
 _BY_STATUS = {cls.status: cls for cls in errors.ImageStoreError.__subclasses__()}
 
 
+#: grpc's status codes by number (google.rpc.Status carries the number)
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
 def error(failure: grpc.RpcError) -> errors.ImageStoreError:
     """The domain exception a failed call stands for: by its ErrorInfo reason
     when the server sent one, else by status code. It holds what the server
@@ -238,14 +333,26 @@ def error(failure: grpc.RpcError) -> errors.ImageStoreError:
     ``retry_after`` (RetryInfo), ``field`` (BadRequest) and ``resource``
     (ResourceInfo)."""
     call: Any = failure
-    code: grpc.StatusCode = call.code()
-    message = call.details() or code.name.lower().replace("_", " ")
+    status = rpc_status.from_call(call)
+    return _exception(call.code(), call.details(), status.details if status is not None else ())
+
+
+def status_error(status: status_pb2.Status) -> errors.ImageStoreError:
+    """The domain exception a ``google.rpc.Status`` stands for (one item's error
+    in a result, as Remove returns them), mapped as :func:`error` maps a call's."""
+    code = _CODES.get(status.code, grpc.StatusCode.UNKNOWN)
+    return _exception(code, status.message, status.details)
+
+
+def _exception(
+    code: grpc.StatusCode, details: str | None, found: Iterable[AnyMessage]
+) -> errors.ImageStoreError:
+    message = details or code.name.lower().replace("_", " ")
     reason, metadata = "", {}
     retry_after: float | None = None
     field: str | None = None
     resource: errors.Resource | None = None
-    status = rpc_status.from_call(call)
-    for detail in status.details if status is not None else ():
+    for detail in found:
         info = error_details_pb2.ErrorInfo()
         retry = error_details_pb2.RetryInfo()
         bad = error_details_pb2.BadRequest()

@@ -2,19 +2,47 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from imagestore import errors
+
 
 @dataclass(frozen=True, slots=True)
 class Platform:
+    """An OS, CPU architecture and variant; ``str()`` gives "os/arch[/variant]"."""
+
     os: str
-    architecture: str
+    architecture: str = ""
     variant: str = ""
 
     def __str__(self) -> str:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+    @classmethod
+    def parse(cls, text: str) -> Platform:
+        """``"os[/arch[/variant]]"`` → Platform; PlatformInvalid when malformed."""
+        parts = text.split("/")
+        if len(parts) > 3 or not all(parts):
+            raise errors.PlatformInvalid(
+                f"invalid platform {text!r}: want os[/arch[/variant]]",
+                metadata={"platform": text},
+                field="platform",
+            )
+        return cls(*parts)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageName:
+    """A name in both of docker's forms; ``str()`` gives the familiar one."""
+
+    familiar: str  # as docker prints it: "redis:latest"
+    canonical: str = ""  # fully qualified: "docker.io/library/redis:latest"
+
+    def __str__(self) -> str:
+        return self.familiar
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,8 +50,8 @@ class Image:
     """One image (config digest) with all its names, as ListImages shows it."""
 
     id: str
-    repo_tags: tuple[str, ...]
-    repo_digests: tuple[str, ...]
+    repo_tags: tuple[ImageName, ...]
+    repo_digests: tuple[ImageName, ...]
     created: datetime | None
     size: int  # uncompressed layers
     content_size: int  # its blobs on disk
@@ -32,13 +60,36 @@ class Image:
     stored_at: datetime | None
     #: some labels were left out to keep the server's answer under its size limit
     labels_truncated: bool = False
+    #: the multi-platform indexes that names reaching this image point at
+    indexes: tuple[NamedIndex, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Descriptor:
+    """Points at a blob: its media type, digest and size."""
+
     media_type: str
     digest: str
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class IndexChild:
+    """One manifest an index lists, stored here (``present``) or not."""
+
+    platform: Platform | None  # None when the index gives none
+    manifest: Descriptor
+    present: bool
+    image_id: str = ""  # when present
+
+
+@dataclass(frozen=True, slots=True)
+class NamedIndex:
+    """A name pointing at a multi-platform index, with every child it lists."""
+
+    name: ImageName
+    index: Descriptor
+    children: tuple[IndexChild, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,23 +136,33 @@ class HistoryEntry:
 
 @dataclass(frozen=True, slots=True)
 class TagResult:
-    target: str
+    """The name set, the images it now reaches, those it reached before."""
+
+    target: ImageName
     image_ids: tuple[str, ...]
     displaced_image_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class RemoveEvent:
-    """``untagged`` a name, or ``deleted`` an image ID or blob digest."""
+class RemoveResult:
+    """What Remove did for one requested item, or why it failed (``error``:
+    the exception a call failing that way would raise)."""
 
-    kind: str
-    value: str
+    item: str
+    untagged: tuple[ImageName, ...] = ()
+    deleted_image_ids: tuple[str, ...] = ()
+    freed_blobs: tuple[str, ...] = ()  # other than the images' configs
+    error: errors.ImageStoreError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 @dataclass(frozen=True, slots=True)
 class PruneResult:
     deleted_image_ids: tuple[str, ...]
-    untagged: tuple[str, ...]
+    untagged: tuple[ImageName, ...]
     deleted_blobs: tuple[str, ...]
     reclaimed_bytes: int
     stale_ingests: int
@@ -111,7 +172,7 @@ class PruneResult:
 @dataclass(frozen=True, slots=True)
 class ImageUsage:
     id: str
-    repo_tags: tuple[str, ...]
+    repo_tags: tuple[ImageName, ...]
     content_size: int
     shared_size: int
     unique_size: int
@@ -120,22 +181,62 @@ class ImageUsage:
 
 @dataclass(frozen=True, slots=True)
 class DiskUsage:
+    """Disk usage: image rows (one page of them, or all) and the store's totals."""
+
     images: tuple[ImageUsage, ...]
     total_size: int
     reclaimable: int
     image_count: int
     blob_count: int
+    #: of one page: pass it to get the next page; "" on the last (and on a walk of all)
+    next_page_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckProgress:
+    """How far a Check has come."""
+
+    blobs_checked: int
+    blobs_total: int
+    bytes_checked: int
+    bytes_total: int
 
 
 @dataclass(frozen=True, slots=True)
 class CheckProblem:
+    """One confirmed finding of Check ("corrupt-blob", "missing-blob", …)."""
+
     kind: str
     subject: str
     detail: str
 
 
 @dataclass(frozen=True, slots=True)
+class UnrecordedBlob:
+    """A blob file without a catalog record: garbage (prune removes it), not damage."""
+
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSummary:
+    """The last message of a Check: counts of what it sent and checked."""
+
+    ok: bool
+    problems: int
+    blobs_checked: int
+    images_checked: int
+    unrecorded_blobs: int
+
+
+#: one message of the Check stream
+CheckEvent = CheckProgress | CheckProblem | UnrecordedBlob | CheckSummary
+
+
+@dataclass(frozen=True, slots=True)
 class CheckReport:
+    """A whole Check collected (``check_report``): the summary and every finding."""
+
     ok: bool
     problems: tuple[CheckProblem, ...]
     blobs_checked: int
@@ -144,26 +245,73 @@ class CheckReport:
     unrecorded_blobs: tuple[str, ...] = ()
 
 
+class Phase(enum.Enum):
+    """What a progress message is about (the proto's Phase, without its prefix)."""
+
+    UNSPECIFIED = "unspecified"
+    RESOLVING = "resolving"
+    WAITING = "waiting"
+    DOWNLOADING = "downloading"
+    VERIFYING = "verifying"
+    DOWNLOADED = "downloaded"
+    COMPLETE = "complete"
+    ALREADY_EXISTS = "already-exists"
+    RETRYING = "retrying"
+    PREPARING = "preparing"
+    PUSHING = "pushing"
+    PUSHED = "pushed"
+    EXISTS_REMOTELY = "exists-remotely"
+    MOUNTED = "mounted"
+    SKIPPED = "skipped"
+    SUMMARY = "summary"
+
+
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """One progress line of a pull, push or load (``id``: a layer, a tag, or "")."""
+    """One progress message of a pull, push or load.
 
-    id: str
-    status: str
+    ``text`` is docker's words for it, ``subject`` what docker shows as the
+    line's ID (12 hex of a blob's digest, a tag, a Load member's path, or ""),
+    ``blob`` the blob it is about (None for lines about the whole operation).
+    """
+
+    phase: Phase
+    text: str
+    blob: Descriptor | None = None
+    subject: str = ""
     current: int = 0
-    total: int = 0
+    total: int | None = None  # None: not known
+    retry_after: timedelta | None = None  # with Phase.RETRYING
+
+
+@dataclass(frozen=True, slots=True)
+class PulledTag:
+    """One tag of a pull with ``all_tags``."""
+
+    name: ImageName
+    digest: str
+    image_ids: tuple[str, ...]
+    updated: bool
 
 
 @dataclass(frozen=True, slots=True)
 class PullResult:
-    digest: str
+    """What a pull stored: ``updated`` is docker's "Downloaded newer image"
+    (False: "Image is up to date"); with ``all_tags``, one entry per tag."""
+
+    name: ImageName  # with all_tags: the repository
+    digest: str  # the manifest or index ("" with all_tags)
     image_ids: tuple[str, ...]
-    status: str  # Docker's last line: "Downloaded newer image for …"
+    updated: bool
+    status: str  # docker's final status line, as the server words it
+    tags: tuple[PulledTag, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class PushResult:
-    tag: str
+    """What a push sent: the name, and the manifest (or index) digest and size."""
+
+    name: ImageName
     digest: str
     size: int
 
@@ -171,8 +319,8 @@ class PushResult:
 @dataclass(frozen=True, slots=True)
 class LoadedImage:
     id: str
-    names: tuple[str, ...]
-    moved: tuple[str, ...]  # names that pointed at another image before
+    names: tuple[ImageName, ...]
+    moved: tuple[ImageName, ...]  # names that pointed at another image before
 
 
 @dataclass(frozen=True, slots=True)

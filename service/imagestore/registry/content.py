@@ -8,7 +8,9 @@ included, under its blob deadline.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -302,3 +304,82 @@ async def put_manifest(repo: Repository, reference: str, data: bytes, media_type
         return digest
 
     return await repo.transport.with_retries(attempt, None)
+
+
+#: tags asked for per page of a repository's tag list (a registry may send fewer)
+TAGS_PAGE_SIZE = 1000
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_NEXT_LINK = re.compile(r'<([^>]*)>\s*;[^,]*\brel="?next"?', re.IGNORECASE)
+
+
+async def list_tags(repo: Repository, *, limit: int, on_retry: OnRetry | None = None) -> list[str]:
+    """Every tag of the repository (``GET tags/list``), in the registry's order,
+    following its ``Link: <…>; rel="next"`` pages.
+
+    More than ``limit`` bytes of tag lists in all are refused as
+    SIZE_LIMIT_EXCEEDED; a page that is not a tag list, names an invalid tag,
+    links to another origin or adds no new tag (a registry paging forever) as
+    DATA_LOSS (RegistryResponseInvalid)."""
+    what = f"tag list of {repo.domain}/{repo.path}"
+    url: URL | None = repo.url("tags/list").with_query({"n": str(TAGS_PAGE_SIZE)})
+    tags: dict[str, None] = {}
+    left = limit
+    while url is not None:
+        data, link = await _tag_list_page(repo, url, left, what, on_retry)
+        left -= len(data)
+        before = len(tags)
+        tags.update((tag, None) for tag in _tag_page(data, what))
+        url = _next_page(repo, url, link, what)
+        if url is not None and len(tags) == before:
+            raise errors.RegistryResponseInvalid(f"{what}: a page without new tags links on")
+    return list(tags)
+
+
+async def _tag_list_page(
+    repo: Repository, url: URL, limit: int, what: str, on_retry: OnRetry | None
+) -> tuple[bytes, str]:
+    """One page of a tag list (at most ``limit`` bytes) and its ``Link`` header."""
+
+    async def attempt() -> tuple[bytes, str]:
+        response = await repo.request("GET", url, headers={"Accept": "application/json"}, what=what)
+        async with response:
+            if response.status != 200:
+                raise await fail_for(response, what)
+            try:
+                data = await read_limited(response, limit, what, repo.transport.speed_floor)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise connection_failure(exc, what) from None
+            return data, response.headers.get("Link", "")
+
+    async with repo.transport.deadline(what):
+        return await repo.transport.with_retries(attempt, on_retry)
+
+
+def _tag_page(data: bytes, what: str) -> list[str]:
+    """The tags of one page: ``{"name": …, "tags": [...]}`` (``tags`` may be null)."""
+    try:
+        document = json.loads(data)
+    except ValueError:
+        raise errors.RegistryResponseInvalid(f"{what}: not JSON") from None
+    tags = document.get("tags") if isinstance(document, dict) else None
+    tags = [] if tags is None and isinstance(document, dict) else tags
+    if not isinstance(tags, list):
+        raise errors.RegistryResponseInvalid(f"{what}: no list of tags")
+    for tag in tags:
+        if not isinstance(tag, str) or not _TAG.fullmatch(tag):
+            raise errors.RegistryResponseInvalid(
+                f"{what}: invalid tag {str(tag)[:130]!r}", metadata={"tag": str(tag)[:130]}
+            )
+    return tags
+
+
+def _next_page(repo: Repository, current: URL, link: str, what: str) -> URL | None:
+    """The next page a ``Link`` header names, on the repository's own origin; None
+    on the last page."""
+    match = _NEXT_LINK.search(link)
+    if match is None:
+        return None
+    target = current.join(URL(match.group(1)))
+    if target.origin() != repo.base_url.origin():
+        raise errors.RegistryResponseInvalid(f"{what}: the next page is on another origin")
+    return target

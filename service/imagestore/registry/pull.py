@@ -35,13 +35,16 @@ from imagestore.registry.content import (
     RemoteDocument,
     get_manifest,
     get_small_blob,
+    list_tags,
     open_blob,
 )
 from imagestore.registry.options import RegistryOptions
 from imagestore.registry.progress import (
     ByteProgress,
     Emit,
+    Phase,
     ProgressEvent,
+    layer_event,
     layer_id,
     retry_reporter,
 )
@@ -56,10 +59,26 @@ WRITE_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
+class PulledTag:
+    """One tag of a pull of all tags."""
+
+    name: str  # canonical: "docker.io/library/redis:7"
+    digest: str  # the manifest or index it points at
+    image_ids: tuple[str, ...]
+    updated: bool  # content or the name changed
+
+
+@dataclass(frozen=True, slots=True)
 class PullResult:
+    """What a pull stored: ``name`` is canonical (the repository for all tags,
+    where ``digest`` is "" and ``tags`` has one entry per tag)."""
+
+    name: str
     digest: str  # the manifest or index pulled
     image_ids: tuple[str, ...]
+    updated: bool  # content or a name changed ("Downloaded newer image")
     status: str  # Docker's last line
+    tags: tuple[PulledTag, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,11 +153,76 @@ class Puller:
         platforms: Sequence[str],
         credentials: Credentials | None,
         emit: Emit,
+        *,
+        all_platforms: bool = False,
+        all_tags: bool = False,
     ) -> PullResult:
-        reference = parse_reference(image)
-        wanted = _platforms(platforms)
+        """Pull ``image`` for ``platforms`` ("os/arch[/variant]"; none: the server's
+        own; ``all_platforms``: every one an index lists). With ``all_tags``,
+        ``image`` is a repository and each of its tags is pulled in turn."""
+        wanted = _platforms(platforms, all_platforms)
+        if all_tags:
+            return await self._pull_all_tags(image, wanted, credentials, emit)
+        return await self._pull_one(parse_reference(image), wanted, credentials, emit)
+
+    async def _pull_all_tags(
+        self,
+        image: str,
+        wanted: list[Platform] | None,
+        credentials: Credentials | None,
+        emit: Emit,
+    ) -> PullResult:
+        """``docker pull --all-tags``: each tag the registry lists, in its order."""
+        reference = parse_reference(image, default_tag=False)
+        if reference.tag is not None or reference.digest is not None:
+            raise errors.ReferenceInvalid(
+                "tag can't be used with --all-tags/-a",
+                metadata={"reference": image[:300]},
+                field="image",
+            )
+        pulled: list[PulledTag] = []
+        for tag in await self._tags(reference, credentials, emit):
+            result = await self._pull_one(reference.with_tag(tag), wanted, credentials, emit)
+            pulled.append(PulledTag(result.name, result.digest, result.image_ids, result.updated))
+        updated = any(tag.updated for tag in pulled)
+        image_ids = tuple(dict.fromkeys(i for tag in pulled for i in tag.image_ids))
+        status = _status(reference.familiar_name, updated)
+        return PullResult(str(reference), "", image_ids, updated, status, tuple(pulled))
+
+    async def _tags(
+        self, reference: Reference, credentials: Credentials | None, emit: Emit
+    ) -> list[str]:
+        """The repository's tags from the first endpoint that answers (mirrors, then
+        the registry); their lists may take --max-manifest-bytes-per-pull bytes."""
+        endpoints = self.client.endpoints(reference.domain, for_push=False)
+        limit = self.client.options.max_manifest_bytes_per_pull
+        for position, endpoint in enumerate(endpoints):
+            try:
+                repo = await self.client.repository(reference, endpoint, credentials)
+                return await list_tags(repo, limit=limit, on_retry=retry_reporter(emit))
+            except errors.SizeLimitExceeded as exc:
+                raise errors.SizeLimitExceeded(
+                    f"{exc.message} (--max-manifest-bytes-per-pull)",
+                    metadata={"limit": str(limit)},
+                ) from None
+            except (errors.NotFound, errors.Unavailable, errors.PermissionDenied):
+                if position == len(endpoints) - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _pull_one(
+        self,
+        reference: Reference,
+        wanted: list[Platform] | None,
+        credentials: Credentials | None,
+        emit: Emit,
+    ) -> PullResult:
         emit(
-            ProgressEvent(reference.digest or reference.tag or "", f"Pulling from {reference.path}")
+            ProgressEvent(
+                Phase.RESOLVING,
+                f"Pulling from {reference.path}",
+                subject=reference.digest or reference.tag or "",
+            )
         )
         budget = _Budget(self.client.options)
         repo, document = await self._resolve(reference, credentials, emit, budget.bytes_left)
@@ -164,7 +248,7 @@ class Puller:
             try:
                 repo = await self.client.repository(reference, endpoint, credentials)
                 document = await get_manifest(
-                    repo, tag_or_digest, retry_reporter(emit, ""), limit=limit
+                    repo, tag_or_digest, retry_reporter(emit), limit=limit
                 )
                 return repo, document
             except (errors.NotFound, errors.Unavailable, errors.PermissionDenied):
@@ -198,7 +282,7 @@ class Puller:
             for child in children:  # one at a time: a pull holds one child's bytes
                 with errors.concerning(child.digest, "manifest"):
                     child_document = await get_manifest(
-                        repo, child.digest, retry_reporter(emit, ""), size=child.size
+                        repo, child.digest, retry_reporter(emit, child), size=child.size
                     )
                     child_parsed = _remote(child_document.data, child.media_type)
                     if not isinstance(child_parsed, Manifest):
@@ -215,8 +299,8 @@ class Puller:
             await self._manifest(lease, repo, document, parsed, layers, budget, emit)
             documents.append(parsed.config.digest)
 
-        for digest in layers:
-            emit(ProgressEvent(layer_id(digest), "Pulling fs layer"))
+        for layer in layers.values():
+            emit(layer_event(Phase.WAITING, "Pulling fs layer", layer.descriptor))
         jobs = (self._layer(lease, repo, layer, emit) for layer in layers.values())
         fetched = await run_all(jobs, self.client.options.max_concurrent_downloads)
         downloaded = any(fetched)
@@ -229,13 +313,15 @@ class Puller:
         await in_thread(
             store.record_blob_sources, [*documents, *layers], reference.domain, reference.path
         )
-        emit(ProgressEvent("", f"Digest: {document.digest}"))
-        shown = reference.familiar()
+        emit(ProgressEvent(Phase.SUMMARY, f"Digest: {document.digest}"))
         changed = downloaded or bool(result.new_names) or bool(result.new_images)
-        status = (
-            f"Downloaded newer image for {shown}" if changed else f"Image is up to date for {shown}"
+        return PullResult(
+            str(reference),
+            document.digest,
+            result.image_ids,
+            changed,
+            _status(reference.familiar(), changed),
         )
-        return PullResult(document.digest, result.image_ids, status)
 
     async def _manifest(
         self,
@@ -269,7 +355,7 @@ class Puller:
         lease.add(descriptor.digest)
         with errors.concerning(descriptor.digest, "config"):
             data = await get_small_blob(
-                repo, descriptor.digest, descriptor.size, retry_reporter(emit, "")
+                repo, descriptor.digest, descriptor.size, retry_reporter(emit, descriptor)
             )
             await in_thread(
                 self.store.put_blob, lease, data, descriptor.media_type, descriptor.digest
@@ -301,18 +387,18 @@ class Puller:
             return await self._present(lease, repo, layer, emit)
 
     async def _present(self, lease: Lease, repo: Repository, layer: _Layer, emit: Emit) -> bool:
-        digest = layer.descriptor.digest
-        short = layer_id(digest)
+        blob = layer.descriptor
+        digest = blob.digest
         key = (repo.origin, digest)
         lease.add(digest)  # before looking: GC either sees the lease or is done
         while True:
             other = self._in_flight.get(key)
             if other is not None:  # another pull is downloading it: wait, then look
-                emit(ProgressEvent(short, "Waiting"))
+                emit(layer_event(Phase.WAITING, "Waiting", blob))
                 await asyncio.wait({other})
                 continue
             if await in_thread(self.store.layer_present, digest):
-                emit(ProgressEvent(short, "Already exists"))
+                emit(layer_event(Phase.ALREADY_EXISTS, "Already exists", blob))
                 return False
             if key not in self._in_flight:  # nobody started it while we looked
                 break
@@ -324,13 +410,12 @@ class Puller:
             if self._in_flight.get(key) is done:
                 del self._in_flight[key]
             done.set_result(None)
-        emit(ProgressEvent(short, "Pull complete"))
+        emit(layer_event(Phase.COMPLETE, "Pull complete", blob))
         return downloaded
 
     async def _download(self, lease: Lease, repo: Repository, layer: _Layer, emit: Emit) -> bool:
         """Stream a layer into a verified ingest, resuming with Range after a break."""
         descriptor = layer.descriptor
-        short = layer_id(descriptor.digest)
         ingest_context = self.store.ingest(
             lease,
             descriptor.digest,
@@ -340,9 +425,9 @@ class Puller:
         )
         async with entered_in_thread(ingest_context) as ingest:
             if ingest.exists:  # stored meanwhile (a Load, say)
-                emit(ProgressEvent(short, "Already exists"))
+                emit(layer_event(Phase.ALREADY_EXISTS, "Already exists", descriptor))
                 return False
-            progress = ByteProgress(emit, descriptor.digest, "Downloading", descriptor.size)
+            progress = ByteProgress(emit, descriptor, Phase.DOWNLOADING, "Downloading")
             what = f"blob {descriptor.digest}"
             slots = self.client.downloads
 
@@ -350,7 +435,7 @@ class Puller:
                 # a slot per try: released while waiting to retry (a Retry-After of a
                 # minute must not keep the registry's other layers waiting)
                 if slots.busy(repo.origin):
-                    emit(ProgressEvent(short, "Waiting"))
+                    emit(layer_event(Phase.WAITING, "Waiting", descriptor))
                 async with slots.hold(repo.origin):
                     response = await open_blob(repo, descriptor.digest, ingest.written)
                     async with response, repo.transport.speed_floor.meter(what) as meter:
@@ -375,10 +460,11 @@ class Puller:
                     )
 
             async with repo.transport.deadline(what):
-                await repo.transport.with_retries(attempt, retry_reporter(emit, short))
-            emit(ProgressEvent(short, "Verifying Checksum"))
+                on_retry = retry_reporter(emit, descriptor, layer_id(descriptor.digest))
+                await repo.transport.with_retries(attempt, on_retry)
+            emit(layer_event(Phase.VERIFYING, "Verifying Checksum", descriptor))
             await in_thread(self.store.commit, ingest, lease, descriptor.media_type)
-            emit(ProgressEvent(short, "Download complete"))
+            emit(layer_event(Phase.DOWNLOADED, "Download complete", descriptor))
             return True
 
 
@@ -414,9 +500,15 @@ def _write_all(ingest: Ingest, pieces: list[bytes]) -> None:
         ingest.write(piece)
 
 
-def _platforms(requested: Sequence[str]) -> list[Platform] | None:
-    """The platforms asked for (default: this server's); None means all of them."""
-    if any(p.strip().lower() == "all" for p in requested):
+def _status(shown: str, changed: bool) -> str:
+    """Docker's last line of a pull of ``shown`` (a familiar name)."""
+    return f"Downloaded newer image for {shown}" if changed else f"Image is up to date for {shown}"
+
+
+def _platforms(requested: Sequence[str], all_platforms: bool) -> list[Platform] | None:
+    """The platforms asked for ("os/arch[/variant]"; default: this server's); None
+    means all of them."""
+    if all_platforms:
         return None
     if not requested:
         return [host_platform()]

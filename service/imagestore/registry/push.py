@@ -40,7 +40,9 @@ from imagestore.registry.content import (
 from imagestore.registry.progress import (
     ByteProgress,
     Emit,
+    Phase,
     ProgressEvent,
+    layer_event,
     layer_id,
     retry_reporter,
 )
@@ -51,10 +53,15 @@ from imagestore.store.store import Store
 
 log = logging.getLogger("imagestore.registry")
 
+#: emits a line about the blob at hand (a layer's; a config's are not shown)
+_Say = Callable[[Phase, str], None]
+
 
 @dataclass(frozen=True, slots=True)
 class PushResult:
-    tag: str  # the tag pushed ("" when pushed by digest)
+    """What a push sent: ``name`` is canonical, as pushed ("…/app:1", "…/app@sha256:…")."""
+
+    name: str
     digest: str  # of the manifest or index the registry now has
     size: int  # its size in bytes
 
@@ -69,11 +76,15 @@ class Pusher:
     async def push(
         self, image: str, credentials: Credentials | None, platform: str, emit: Emit
     ) -> PushResult:
+        """Push ``image``; ``platform`` ("os/arch[/variant]", "" for the whole index)
+        picks one child of an index with absent children."""
         reference = parse_reference(image)
         lease = self.store.open_lease()
         try:
             target = await in_thread(self._target, reference, lease)
-            emit(ProgressEvent("", f"The push refers to repository [{reference.name}]"))
+            emit(
+                ProgressEvent(Phase.RESOLVING, f"The push refers to repository [{reference.name}]")
+            )
             documents = await in_thread(
                 select_documents, self.store, target, platform, lease, "push"
             )
@@ -105,8 +116,8 @@ class Pusher:
         finally:
             await in_thread(self.store.end_lease, lease)
         size = len(pushed.data)
-        emit(ProgressEvent("", f"{tag or digest}: digest: {digest} size: {size}"))
-        return PushResult(tag or "", digest, size)
+        emit(ProgressEvent(Phase.SUMMARY, f"{tag or digest}: digest: {digest} size: {size}"))
+        return PushResult(str(reference), digest, size)
 
     def _target(self, reference: Reference, lease: Lease) -> Descriptor:
         try:
@@ -137,7 +148,7 @@ class Pusher:
                 blobs.setdefault(document.parsed.config.digest, (document.parsed.config, False))
         for descriptor, shown in blobs.values():
             if shown:
-                emit(ProgressEvent(layer_id(descriptor.digest), "Preparing"))
+                emit(layer_event(Phase.PREPARING, "Preparing", descriptor))
         await run_all(
             (
                 self._blob(repo, reference, descriptor, shown, emit)
@@ -154,22 +165,22 @@ class Pusher:
         shown: bool,
         emit: Emit,
     ) -> None:
-        def say(status: str) -> None:
+        def say(phase: Phase, text: str) -> None:
             if shown:
-                emit(ProgressEvent(layer_id(descriptor.digest), status))
+                emit(layer_event(phase, text, descriptor))
 
         # a push runs at most max_concurrent_uploads of these at once (run_all), and
         # the registry's upload slots bound the transfers across pushes
         with errors.concerning(descriptor.digest, "layer" if shown else "config"):
             if await blob_exists(repo, descriptor.digest):
-                say("Layer already exists")
+                say(Phase.EXISTS_REMOTELY, "Layer already exists")
                 return
             mounted, location = await self._mount(repo, reference, descriptor.digest, say)
             if not mounted:
                 await self._send(repo, descriptor, location, say, emit, shown)
 
     async def _mount(
-        self, repo: Repository, reference: Reference, digest: str, say: Callable[[str], None]
+        self, repo: Repository, reference: Reference, digest: str, say: _Say
     ) -> tuple[bool, URL | None]:
         """Mount from each recorded source in turn: (True, None) once mounted; else
         (False, the upload session the last source opened instead, if any). A
@@ -187,7 +198,7 @@ class Pusher:
                 log.info("not mounting %s from %s: %s", digest, source, exc.message)
                 continue
             if location is None:
-                say(f"Mounted from {source}")
+                say(Phase.MOUNTED, f"Mounted from {source}")
                 return True, None
         return False, location
 
@@ -196,7 +207,7 @@ class Pusher:
         repo: Repository,
         descriptor: Descriptor,
         location: URL | None,
-        say: Callable[[str], None],
+        say: _Say,
         emit: Emit,
         shown: bool,
     ) -> None:
@@ -206,15 +217,15 @@ class Pusher:
         async def attempt() -> None:
             nonlocal location
             if slots.busy(repo.origin):
-                say("Waiting")
+                say(Phase.WAITING, "Waiting")
             async with slots.hold(repo.origin):  # a slot per try: none held while waiting
                 session = location or await start_upload(repo)
                 location = None  # a failed session is not reused
                 await self._upload(repo, session, descriptor, emit if shown else None)
 
-        on_retry = retry_reporter(emit, layer_id(descriptor.digest))
+        on_retry = retry_reporter(emit, descriptor, layer_id(descriptor.digest))
         await repo.transport.with_retries(attempt, on_retry)
-        say("Pushed")
+        say(Phase.PUSHED, "Pushed")
 
     def _verified(self, checked: list[str], digest: str) -> None:
         """The blob hashed to its name on the way out; else it is marked for repair.
@@ -227,7 +238,7 @@ class Pusher:
     ) -> None:
         digest = descriptor.digest
         checked: list[str] = []
-        progress = ByteProgress(emit, digest, "Pushing", descriptor.size) if emit else None
+        progress = ByteProgress(emit, descriptor, Phase.PUSHING, "Pushing") if emit else None
 
         async def body() -> AsyncIterator[bytes]:
             chunks = self.store.read_blob(digest)

@@ -25,6 +25,7 @@ from imagestore.store.records import (
     ImageRow,
     IndexChild,
     ManifestBlob,
+    NamedIndexChild,
     NameRow,
     TargetRow,
 )
@@ -76,6 +77,12 @@ class CatalogReader(Protocol):
         ...
 
     def index_children(self, index_digest: str) -> list[IndexChild]: ...
+    def named_index_children(self, image_id: str | None = None) -> list[NamedIndexChild]:
+        """Every child of every index a name points at, by name, then position
+        (one query for a whole listing); with ``image_id``, of the indexes
+        listing one of that image's manifests only."""
+        ...
+
     def image(self, image_id: str) -> ImageRow | None: ...
     def images(self, after: tuple[int, str] | None = None) -> Iterator[ImageRow]:
         """Images newest first (by created, then ID descending), lazily; ``after``

@@ -16,26 +16,33 @@ on while it runs (Inspect, Tag, Remove, Prune, Load...). It goes in three steps:
    their manifests' layer rows. Short: a directory listing and a few queries.
 2. *Verify*, with no lock held, on a thread of its own at nice +10: hash every
    blob file (1 MiB reads; the native SHA-256 and the reads release the GIL)
-   and parse every image config.
-3. *Confirm*, under the locks again, briefly: each finding must still hold.
-   A blob a concurrent prune or remove deleted meanwhile is not a problem; a
-   blob found corrupt is reported only if it is still the very file that was
-   hashed (same device, inode, size, mtime and ctime) or, when it was replaced
-   meanwhile, if the replacement is corrupt too.
+   and parse every image config. The caller's stream gets progress as the
+   reads go, and each corrupt blob as soon as it is confirmed: under the GC
+   lock, briefly, it must still be the very file that was hashed (same device,
+   inode, size, mtime and ctime); one deleted meanwhile is not a problem, and
+   one replaced meanwhile is hashed again at the end and reported only if the
+   replacement is corrupt too.
+3. *Confirm* the rest, under the locks again, briefly: each finding must still
+   hold (a blob a concurrent prune or remove deleted meanwhile is not missing).
+
+Closing the stream stops the hashing between two reads and waits for the
+thread, so a cancelled Check reads no further and frees its place.
 
 Files are hashed in digest order. One Check runs at a time per store: a second
-caller gets :class:`~imagestore.errors.Aborted` with a retry delay of
-:data:`CHECK_RETRY_DELAY` seconds (sent as a ``google.rpc.RetryInfo``).
+caller gets :class:`~imagestore.errors.CheckRunning` (ABORTED) with a retry delay
+of :data:`CHECK_RETRY_DELAY` seconds (sent as a ``google.rpc.RetryInfo``); one
+that comes while a cancelled Check is stopping waits for it instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import stat
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from imagestore import errors, hashing
@@ -44,7 +51,14 @@ from imagestore.oci.manifests import parse_config
 from imagestore.store.blobs import READ_CHUNK
 from imagestore.store.catalog import CatalogReader
 from imagestore.store.content import now_ns
-from imagestore.store.models import CheckReport, Problem
+from imagestore.store.models import (
+    CheckEvent,
+    CheckProgress,
+    CheckReport,
+    CheckSummary,
+    Problem,
+    UnrecordedBlob,
+)
 from imagestore.store.parts import Parts
 from imagestore.store.records import BlobRow, ManifestBlob
 
@@ -100,6 +114,7 @@ class Snapshot:
     """What one Check verifies, read under the locks in one go."""
 
     files: list[str] = field(default_factory=list)
+    file_bytes: int = 0  #: the files' sizes when listed
     sizes: dict[str, int] = field(default_factory=dict)  #: recorded blob sizes
     referenced: set[str] = field(default_factory=set)
     dangling_names: list[tuple[str, str]] = field(default_factory=list)  #: (name, target)
@@ -110,76 +125,215 @@ class Snapshot:
 
 
 def check(parts: Parts) -> CheckReport:
+    """:func:`check_stream` run to its end, its findings collected."""
+    problems: list[Problem] = []
+    unrecorded: list[str] = []
+    summary: CheckSummary | None = None
+    for event in check_stream(parts):
+        if isinstance(event, Problem):
+            problems.append(event)
+        elif isinstance(event, UnrecordedBlob):
+            unrecorded.append(event.digest)
+        elif isinstance(event, CheckSummary):
+            summary = event
+    assert summary is not None  # the stream always ends with its summary
+    return CheckReport(
+        tuple(problems),
+        blobs_checked=summary.blobs_checked,
+        images_checked=summary.images_checked,
+        unrecorded_blobs=tuple(unrecorded),
+    )
+
+
+def check_stream(parts: Parts) -> Generator[CheckEvent, None, None]:
     """Verify the store without blocking it; one Check at a time.
 
-    Raises Aborted (with ``retry_after``) when another Check is running.
+    Yields progress (blobs and bytes hashed of the total) while it hashes,
+    each corrupt blob as soon as it is confirmed, the other problems and the
+    unrecorded blobs at the end, then a :class:`CheckSummary`. Closing the
+    generator stops the hashing (between 1 MiB reads) and frees the check.
+    Raises CheckRunning (with ``retry_after``) on its first step when another
+    Check is running.
     """
-    running = parts.check_lock
-    if not running.acquire(blocking=False):
+    gate = parts.check_gate
+    if not gate.enter(wait=CHECK_RETRY_DELAY):
         raise errors.CheckRunning(
             "a check is already running; retry when it has finished",
             retry_after=CHECK_RETRY_DELAY,
         )
     try:
-        return _check(parts)
+        yield from _check(parts)
     finally:
-        running.release()
+        gate.leave()
 
 
-def _check(parts: Parts) -> CheckReport:
+def _check(parts: Parts) -> Generator[CheckEvent, None, None]:
     snapshot = _snapshot(parts)
+    progress = CheckProgress(0, len(snapshot.files), 0, snapshot.file_bytes)
     hashed: dict[str, Hashed] = {}
     images: dict[str, list[Finding]] = {}
-
-    def verify() -> None:
-        for digest in snapshot.files:
-            hashed[digest] = hash_file(parts.blobs.path(digest))
-        for image_id, manifests in snapshot.manifests.items():
-            images[image_id] = _image_findings(parts, image_id, manifests)
-
-    _in_background(verify)
-    content, others, replaced = _confirm(parts, snapshot, hashed, images)
+    content: list[Problem] = []
+    replaced: list[str] = []
+    with _Hasher(parts, snapshot) as hasher:
+        yield progress
+        for batch in hasher.batches():
+            found: list[Problem] = []
+            for item in batch:
+                if isinstance(item, int):
+                    progress = replace(progress, bytes_checked=progress.bytes_checked + item)
+                elif isinstance(item, _HashedBlob):
+                    progress = replace(progress, blobs_checked=progress.blobs_checked + 1)
+                    hashed[item.digest] = item.seen
+                    if _corrupt_now(parts, item.digest, item.seen, replaced):
+                        found.append(_corrupt(item.digest, item.seen))
+                else:
+                    images = item
+            yield from found
+            content += found
+            yield progress
+    others, sized = _confirm(parts, snapshot, hashed, images)
+    for problem in sized:
+        yield problem
     for digest in replaced:  # replaced while Check ran: verify the new file once
         again = hash_file(parts.blobs.path(digest))
         if again.identity is not None and again.digest != digest:
-            content.append(_corrupt(digest, again))
-    content.sort(key=lambda problem: problem.subject)
-    damaged = {p.subject: p.kind for p in content if p.kind in DAMAGE_KINDS}
+            problem = _corrupt(digest, again)
+            sized.append(problem)
+            yield problem
+    damaged = {p.subject: p.kind for p in content + sized if p.kind in DAMAGE_KINDS}
     _record_verdict(parts, damaged, checked=snapshot.files)
-    problems = content + others
+    problems = len(content) + len(sized)
+    for problem in others:
+        yield problem
+    problems += len(others)
     for path in parts.blobs.stale_ingests():
         detail = "an ingest nobody owns; prune or the next start removes it"
-        problems.append(Problem("stale-ingest", path.name, detail))
-    return CheckReport(
-        tuple(problems),
+        yield Problem("stale-ingest", path.name, detail)
+        problems += 1
+    unrecorded = _unrecorded(parts, snapshot)
+    for digest in unrecorded:
+        yield UnrecordedBlob(digest)
+    yield CheckSummary(
+        problems=problems,
         blobs_checked=len(snapshot.files),
         images_checked=snapshot.images,
-        unrecorded_blobs=_unrecorded(parts, snapshot),
+        unrecorded_blobs=len(unrecorded),
     )
 
 
-def _in_background(work: Callable[[], None]) -> None:
-    """Run ``work`` on a thread of its own at a lower CPU priority, and wait.
+@dataclass(frozen=True, slots=True)
+class _HashedBlob:
+    digest: str
+    seen: Hashed
+
+
+#: what the hashing thread hands over: bytes read, a blob hashed, the image
+#: findings (last)
+_Item = int | _HashedBlob | dict[str, list[Finding]]
+#: items handed over at most, unread: bounds what a Check nobody reads holds
+_QUEUE_ITEMS = 64
+#: items taken in one go when the reader lags behind
+_BATCH_ITEMS = 256
+
+
+class _End:
+    """The hashing thread has ended (``failure``: why, when it failed)."""
+
+    def __init__(self, failure: BaseException | None) -> None:
+        self.failure = failure
+
+
+class _Hasher:
+    """Hashes the snapshot's files, then parses the image configs, on a thread
+    of its own at a lower CPU priority, handing each result over as it comes.
 
     Hashing a store keeps a core busy for a while; at ``CHECK_NICENESS`` the
     calls that answer users (on the event loop and the worker threads) come
-    first. Linux's nice is per thread; where it is not, Check runs as is.
+    first. Linux's nice is per thread; where it is not, Check runs as is. On
+    leaving the block the thread is told to stop (it does between 1 MiB reads)
+    and waited for, so a cancelled Check reads no further.
     """
-    failure: list[BaseException] = []
 
-    def run() -> None:
+    def __init__(self, parts: Parts, snapshot: Snapshot) -> None:
+        self._parts = parts
+        self._snapshot = snapshot
+        self._items: queue.Queue[_Item | _End] = queue.Queue(_QUEUE_ITEMS)
+        self._stop = threading.Event()
+        self._ended = False
+        self._thread = threading.Thread(target=self._run, name="imagestore-check", daemon=True)
+
+    def __enter__(self) -> _Hasher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._ended:
+            self._parts.check_gate.stopping()
+            self._stop.set()
+            while not isinstance(self._items.get(), _End):
+                pass  # let it hand over what it holds, then end
+            self._ended = True
+        self._thread.join()
+
+    def batches(self) -> Iterator[list[_Item]]:
+        """What the thread hands over, a batch at a time (all that is waiting);
+        raises what the thread raised."""
+        while not self._ended:
+            batch: list[_Item] = []
+            item = self._items.get()
+            while True:
+                if isinstance(item, _End):
+                    self._ended = True
+                    if item.failure is not None:
+                        raise item.failure
+                    break
+                batch.append(item)
+                if len(batch) >= _BATCH_ITEMS:
+                    break
+                try:
+                    item = self._items.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                yield batch
+
+    def _run(self) -> None:
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CHECK_NICENESS)
+        failure: BaseException | None = None
         try:
-            work()
-        except BaseException as exc:  # raised again on the caller's thread
-            failure.append(exc)
+            for digest in self._snapshot.files:
+                seen = hash_file(self._parts.blobs.path(digest), self._stop, self._items.put)
+                if self._stop.is_set():
+                    return
+                self._items.put(_HashedBlob(digest, seen))
+            self._items.put(
+                {
+                    image_id: _image_findings(self._parts, image_id, manifests)
+                    for image_id, manifests in self._snapshot.manifests.items()
+                }
+            )
+        except BaseException as exc:  # raised again on the reader's thread
+            failure = exc
+        finally:
+            self._items.put(_End(failure))
 
-    thread = threading.Thread(target=run, name="imagestore-check", daemon=True)
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
+
+def _corrupt_now(parts: Parts, digest: str, seen: Hashed, replaced: list[str]) -> bool:
+    """A blob that did not hash to its name is corrupt if it is still the very
+    file that was hashed (checked under the GC lock, briefly); one replaced
+    meanwhile goes to ``replaced``, to hash again at the end; one deleted
+    meanwhile (prune, remove) is no problem."""
+    if seen.identity is None or seen.digest == digest:
+        return False
+    with parts.collector.lock:
+        now = _identity_at(parts.blobs.path(digest))
+    if now is None:
+        return False
+    if now == seen.identity or seen.error:
+        return True
+    replaced.append(digest)
+    return False
 
 
 # ---- 1. snapshot (under the locks) ------------------------------------------
@@ -189,6 +343,7 @@ def _snapshot(parts: Parts) -> Snapshot:
     found = Snapshot()
     with parts.collector.lock, parts.catalog.reading() as db:
         found.files = sorted(blob_files(parts.blobs.blob_dir))
+        found.file_bytes = sum(_size_at(parts.blobs.path(digest)) for digest in found.files)
         rows = {row.digest: row for row in db.blobs()}
         found.sizes = {digest: row.size for digest, row in rows.items()}
         found.referenced = db.referenced_blobs()
@@ -239,8 +394,14 @@ def blob_files(blob_dir: Path) -> Iterator[str]:
 # ---- 2. verify (no lock held) -----------------------------------------------
 
 
-def hash_file(path: Path) -> Hashed:
-    """Hash one blob file in 1 MiB reads; a file that vanished has no identity."""
+def hash_file(
+    path: Path,
+    stop: threading.Event | None = None,
+    on_read: Callable[[int], object] | None = None,
+) -> Hashed:
+    """Hash one blob file in 1 MiB reads; a file that vanished has no identity.
+    ``on_read`` is told each read's byte count; once ``stop`` is set, reading
+    ends (the result is then incomplete: ignore it)."""
     try:
         handle = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by the with below
     except FileNotFoundError:
@@ -255,6 +416,10 @@ def hash_file(path: Path) -> Hashed:
             while count := handle.readinto(buffer):
                 hasher.update(view[:count])
                 size += count
+                if on_read is not None:
+                    on_read(count)
+                if stop is not None and stop.is_set():
+                    break
             identity = _identity(os.fstat(handle.fileno()))
         except OSError as exc:
             return Hashed(None, size, _identity_at(path), exc.strerror or str(exc))
@@ -269,6 +434,13 @@ def _identity(status: os.stat_result) -> Identity:
         status.st_mtime_ns,
         status.st_ctime_ns,
     )
+
+
+def _size_at(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def _identity_at(path: Path) -> Identity | None:
@@ -324,27 +496,16 @@ def _confirm(
     snapshot: Snapshot,
     hashed: dict[str, Hashed],
     images: dict[str, list[Finding]],
-) -> tuple[list[Problem], list[Problem], list[str]]:
-    """The findings that still hold: about content (corrupt, size), about
-    the rest, and the blobs found corrupt that were replaced meanwhile."""
+) -> tuple[list[Problem], list[Problem]]:
+    """The findings other than corrupt blobs that still hold: about the
+    rest, and size mismatches (content)."""
     content: list[Problem] = []
     others: list[Problem] = []
-    replaced: list[str] = []
 
     def present(digest: str) -> Identity | None:
         return _identity_at(parts.blobs.path(digest))
 
     with parts.collector.lock, parts.catalog.reading() as db:
-        for digest, seen in hashed.items():
-            if seen.identity is None or seen.digest == digest:
-                continue
-            now = present(digest)
-            if now is None:
-                continue  # deleted meanwhile (prune, remove): not a problem
-            if now == seen.identity or seen.error:
-                content.append(_corrupt(digest, seen))
-            else:
-                replaced.append(digest)
         sized = {
             digest: seen.size
             for digest, seen in hashed.items()
@@ -378,7 +539,7 @@ def _confirm(
         for image_id, findings in images.items():
             if findings and db.image(image_id) is not None:
                 others += _still_true(db, image_id, findings, present)
-    return content, others, replaced
+    return others, content
 
 
 def _still_true(

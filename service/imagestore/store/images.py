@@ -29,10 +29,25 @@ from imagestore.oci.references import Reference
 from imagestore.store.catalog import CatalogReader, CatalogWriter
 from imagestore.store.content import now_ns
 from imagestore.store.leases import Lease
-from imagestore.store.models import CommitResult, HistoryRow, ImageDetails, ImageSummary
-from imagestore.store.names import familiar, name_row, resolve_image
+from imagestore.store.models import (
+    CommitResult,
+    HistoryRow,
+    ImageDetails,
+    ImageSummary,
+    IndexMember,
+    Name,
+    NamedIndex,
+)
+from imagestore.store.names import both_forms, name_row, resolve_image
 from imagestore.store.parts import Parts
-from imagestore.store.records import BlobRow, ImageRow, IndexChild, ManifestBlob, TargetRow
+from imagestore.store.records import (
+    BlobRow,
+    ImageRow,
+    IndexChild,
+    ManifestBlob,
+    NamedIndexChild,
+    TargetRow,
+)
 
 
 def from_ns(value: int | None) -> datetime | None:
@@ -48,12 +63,14 @@ def _platform(os: str, architecture: str, variant: str) -> Platform:
     return Platform(os, architecture, variant)
 
 
-def summary(image: ImageRow, names: Iterable[str]) -> ImageSummary:
-    """A list row from an image and its canonical names."""
-    tags: list[str] = []
-    digests: list[str] = []
+def summary(
+    image: ImageRow, names: Iterable[str], indexes: tuple[NamedIndex, ...] = ()
+) -> ImageSummary:
+    """A list row from an image, its canonical names and its named indexes."""
+    tags: list[Name] = []
+    digests: list[Name] = []
     for name in names:
-        (digests if "@" in name else tags).append(familiar(name))
+        (digests if "@" in name else tags).append(both_forms(name))
     return ImageSummary(
         image.id,
         tuple(sorted(set(tags))) if len(tags) > 1 else tuple(tags),
@@ -64,14 +81,53 @@ def summary(image: ImageRow, names: Iterable[str]) -> ImageSummary:
         image.labels,
         _platform(image.os, image.architecture, image.variant),
         image.stored_at,
+        indexes,
     )
+
+
+def _child_platform(text: str) -> Platform | None:
+    if not text:
+        return None
+    os, _, rest = text.partition("/")
+    architecture, _, variant = rest.partition("/")
+    return _platform(os, architecture, variant)
+
+
+def named_indexes(
+    db: CatalogReader, image_id: str | None = None
+) -> dict[str, tuple[NamedIndex, ...]]:
+    """For each image a named index reaches (a stored child), the names that
+    point at an index with that index's every child; one query for all images
+    (or for those sharing an index with ``image_id``)."""
+    rows: dict[str, list[NamedIndexChild]] = {}
+    for row in db.named_index_children(image_id):
+        rows.setdefault(row.name, []).append(row)
+    by_image: dict[str, list[NamedIndex]] = {}
+    for name, children in rows.items():
+        first = children[0]
+        named = NamedIndex(
+            both_forms(name),
+            Descriptor(first.index_media_type, first.index_digest, first.index_size),
+            tuple(
+                IndexMember(
+                    _child_platform(row.child.platform),
+                    Descriptor(row.child.media_type, row.child.child_digest, row.child.size),
+                    row.image_id,
+                )
+                for row in children
+            ),
+        )
+        for image_id in dict.fromkeys(row.image_id for row in children if row.image_id):
+            by_image.setdefault(image_id, []).append(named)
+    return {image_id: tuple(found) for image_id, found in by_image.items()}
 
 
 def image_summary(db: CatalogReader, image_id: str) -> ImageSummary:
     image = db.image(image_id)
     if image is None:
         raise errors.ImageNotFound(f"No such image: {image_id}", metadata={"image": image_id})
-    return summary(image, [n.name for n in db.names_of_image(image_id)])
+    indexes = named_indexes(db, image_id).get(image_id, ())
+    return summary(image, [n.name for n in db.names_of_image(image_id)], indexes)
 
 
 def _layer_size(row: BlobRow | None, layer: Descriptor) -> int:
@@ -206,7 +262,11 @@ class Images:
             manifests = db.manifests_of_image(image_id)
             if image is None or not manifests:
                 raise errors.ImageNotFound(f"No such image: {text}", metadata={"image": text[:300]})
-            image_row = summary(image, [n.name for n in db.names_of_image(image_id)])
+            image_row = summary(
+                image,
+                [n.name for n in db.names_of_image(image_id)],
+                named_indexes(db, image_id).get(image_id, ()),
+            )
             manifest_row = manifests[0]
         raw_manifest = self._blobs.read_bytes(manifest_row.digest)
         manifest = parse_document(raw_manifest, manifest_row.media_type)

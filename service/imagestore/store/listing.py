@@ -14,7 +14,7 @@ from imagestore import errors
 from imagestore.oci.globs import Glob, compile_glob
 from imagestore.oci.references import parse_reference
 from imagestore.store.filters import ListFilters
-from imagestore.store.images import from_ns, image_summary, summary
+from imagestore.store.images import from_ns, image_summary, named_indexes, summary
 from imagestore.store.models import ImageSummary
 from imagestore.store.names import resolve_image
 from imagestore.store.parts import Parts
@@ -133,6 +133,7 @@ def list_images(
         oldest_before = min((t for t in before if t is not None), default=None)
         newest_since = max((t for t in since if t is not None), default=None)
         names = db.name_strings_by_image()
+        indexes = named_indexes(db)
         for image in db.images(after):
             image_names = names.get(image.id, [])
             dangling = not image_names
@@ -154,7 +155,7 @@ def list_images(
             if len(rows) == size:
                 more = True
                 break
-            row = summary(image, image_names)
+            row = summary(image, image_names, indexes.get(image.id, ()))
             if max_bytes is not None and measure is not None:
                 row_bytes = measure(row)
                 if rows and used + row_bytes > max_bytes:

@@ -5,10 +5,36 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
+from imagestore import errors
 from imagestore.oci.manifests import Descriptor
 from imagestore.oci.platforms import Platform
+
+
+class Name(NamedTuple):
+    """A name in both of Docker's forms; sorts by the familiar one."""
+
+    familiar: str  # "redis:latest"
+    canonical: str  # "docker.io/library/redis:latest"
+
+
+@dataclass(frozen=True, slots=True)
+class IndexMember:
+    """One manifest a named index lists, stored here or not."""
+
+    platform: Platform | None  # None when the index gives none
+    manifest: Descriptor
+    image_id: str | None  # the config digest, when the manifest is stored
+
+
+@dataclass(frozen=True, slots=True)
+class NamedIndex:
+    """A name pointing at an index, and every child the index lists."""
+
+    name: Name
+    index: Descriptor
+    children: tuple[IndexMember, ...]
 
 
 class ImageSummary(NamedTuple):
@@ -18,14 +44,15 @@ class ImageSummary(NamedTuple):
     builds 10,000s of them."""
 
     id: str
-    repo_tags: tuple[str, ...]  # familiar "repo:tag"
-    repo_digests: tuple[str, ...]  # familiar "repo@sha256:…"
+    repo_tags: tuple[Name, ...]  # "repo:tag", by familiar form
+    repo_digests: tuple[Name, ...]  # "repo@sha256:…", by familiar form
     created_ns: int | None  # the config's "created", ns since the epoch
     size: int  # uncompressed layers
     content_size: int  # bytes its blobs take on disk
     labels: Mapping[str, str]
     platform: Platform
     stored_at_ns: int  # when it was first stored here
+    indexes: tuple[NamedIndex, ...] = ()  # names reaching it that point at an index
 
     @property
     def created(self) -> datetime | None:
@@ -69,16 +96,20 @@ class HistoryRow:
 
 
 @dataclass(frozen=True, slots=True)
-class RemoveEvent:
-    """Docker's ordered rm output: untagged names, then deleted IDs and blobs."""
+class RemoveResult:
+    """What ``docker rmi`` did for one requested item, in Docker's order; or
+    why that item failed (``error``; the other fields are then empty)."""
 
-    kind: Literal["untagged", "deleted"]
-    value: str  # a familiar name, an image ID, or a freed blob digest
+    item: str  # as requested
+    untagged: tuple[Name, ...] = ()
+    deleted_images: tuple[str, ...] = ()
+    freed_blobs: tuple[str, ...] = ()  # other than the deleted images' configs
+    error: errors.ImageStoreError | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class TagResult:
-    target: str  # familiar name just set
+    target: Name  # the name just set
     image_ids: tuple[str, ...]
     displaced: tuple[str, ...]  # images the name used to reach and no longer does
 
@@ -97,7 +128,7 @@ class CommitResult:
 @dataclass(frozen=True, slots=True)
 class PruneResult:
     deleted_images: tuple[str, ...]
-    untagged: tuple[str, ...]
+    untagged: tuple[Name, ...]
     deleted_blobs: tuple[str, ...]
     reclaimed: int  # bytes on disk
     stale_ingests: int
@@ -107,7 +138,7 @@ class PruneResult:
 @dataclass(frozen=True, slots=True)
 class ImageUsage:
     id: str
-    repo_tags: tuple[str, ...]
+    repo_tags: tuple[Name, ...]
     created: datetime | None
     content_size: int
     shared_size: int
@@ -116,11 +147,12 @@ class ImageUsage:
 
 @dataclass(frozen=True, slots=True)
 class DiskUsage:
-    images: tuple[ImageUsage, ...]
+    images: tuple[ImageUsage, ...]  # one page of them
     total_size: int  # every blob on disk, once
     reclaimable: int  # what a default prune would free (same code as its dry run)
     image_count: int
     blob_count: int
+    next_page_token: str = ""  # "" on the last page
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +162,41 @@ class Problem:
     kind: str  # e.g. "corrupt-blob", "missing-blob", "dangling-name"
     subject: str  # the digest or name concerned
     detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckProgress:
+    """How far a Check has come in hashing the blob files."""
+
+    blobs_checked: int
+    blobs_total: int
+    bytes_checked: int
+    bytes_total: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnrecordedBlob:
+    """A blob file without a catalog record: garbage, not damage."""
+
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSummary:
+    """The end of a Check: what it counted."""
+
+    problems: int
+    blobs_checked: int
+    images_checked: int
+    unrecorded_blobs: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+#: what a Check stream yields: progress and findings as they come, the summary last
+CheckEvent = CheckProgress | Problem | UnrecordedBlob | CheckSummary
 
 
 @dataclass(frozen=True, slots=True)

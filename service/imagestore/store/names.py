@@ -19,7 +19,7 @@ from imagestore.oci.platforms import Platform, best_match, host_platform, parse_
 from imagestore.oci.references import Reference, parse_reference, parse_tag_target
 from imagestore.store.catalog import CatalogReader, CatalogWriter
 from imagestore.store.content import now_ns
-from imagestore.store.models import RemoveEvent, TagResult
+from imagestore.store.models import Name, RemoveResult, TagResult
 from imagestore.store.parts import Parts
 from imagestore.store.records import NameRow
 
@@ -55,6 +55,12 @@ def name_row(reference: Reference, target: str, when: int) -> NameRow:
 def familiar(canonical: str) -> str:
     """A stored (canonical) name in Docker's familiar form."""
     return parse_reference(canonical, default_tag=False).familiar()
+
+
+@lru_cache(maxsize=1 << 16)
+def both_forms(canonical: str) -> Name:
+    """A stored (canonical) name in both forms."""
+    return Name(familiar(canonical), canonical)
 
 
 def resolve(db: CatalogReader, text: str) -> Resolved:
@@ -141,44 +147,51 @@ class Names:
                     i for i in db.images_of_target(previous) if i not in resolved.image_ids
                 ]
             db.set_last_tag_time(resolved.image_ids, when)
-        return TagResult(reference.familiar(), resolved.image_ids, tuple(displaced))
+        return TagResult(
+            Name(reference.familiar(), str(reference)), resolved.image_ids, tuple(displaced)
+        )
 
-    def remove(self, items: Sequence[str], *, force: bool = False) -> list[RemoveEvent]:
-        """``docker rmi``: untag names; delete images that have none left."""
-        events: list[RemoveEvent] = []
+    def remove(self, items: Sequence[str], *, force: bool = False) -> list[RemoveResult]:
+        """``docker rmi a b``: each item on its own (its own transaction), in
+        order; one that fails (unknown, conflict) does not stop the others and
+        carries its error in its result. ``force`` only lets an image be
+        deleted by ID while several names reach it; unknown items still fail."""
+        results: list[RemoveResult] = []
         for item in items:
-            events += self._remove_one(item, force)
-        return events
+            try:
+                results.append(self._remove_one(item, force))
+            except errors.ImageStoreError as exc:
+                results.append(RemoveResult(item, error=exc.with_traceback(None)))
+        return results
 
-    def _remove_one(self, item: str, force: bool) -> list[RemoveEvent]:
-        events: list[RemoveEvent] = []
+    def _remove_one(self, item: str, force: bool) -> RemoveResult:
+        untagged: list[Name] = []
         with self._collector.lock:
             with self._catalog.transaction() as db:
                 resolved = resolve(db, item)
                 if resolved.name is not None:
-                    events += _untag(db, resolved.name)
+                    untagged += _untag(db, resolved.name)
                     doomed = [i for i in resolved.image_ids if not db.names_of_image(i)]
                 else:
                     image_id = resolved.image_ids[0]
-                    events += _untag_all(db, image_id, force)
+                    untagged += _untag_all(db, image_id, force)
                     doomed = [image_id]
                 candidates: set[str] = set()
                 for image_id in doomed:
                     candidates |= _image_blobs(db, image_id)
                     db.delete_image(image_id)
-                    events.append(RemoveEvent("deleted", image_id))
                 candidates |= set(db.unnamed_indexes())
             sweep = self._collector.collect(candidates)
-        events += [RemoveEvent("deleted", d) for d in sweep.blobs if d not in doomed]
-        return events
+        freed = tuple(d for d in sweep.blobs if d not in doomed)
+        return RemoveResult(item, tuple(untagged), tuple(doomed), freed)
 
 
-def _untag(db: CatalogWriter, name: NameRow) -> list[RemoveEvent]:
+def _untag(db: CatalogWriter, name: NameRow) -> list[Name]:
     """Remove one name; removing a repository's last tag of an image also
     removes that repository's digest references to it (Docker's rule)."""
     images = set(db.images_of_target(name.target))
     db.delete_name(name.name)
-    events = [RemoveEvent("untagged", familiar(name.name))]
+    events = [both_forms(name.name)]
     if name.digest is None:
         remaining = [
             n
@@ -189,11 +202,11 @@ def _untag(db: CatalogWriter, name: NameRow) -> list[RemoveEvent]:
         if not any(n.digest is None for n in remaining):
             for n in sorted({n.name: n for n in remaining}.values(), key=lambda n: n.name):
                 db.delete_name(n.name)
-                events.append(RemoveEvent("untagged", familiar(n.name)))
+                events.append(both_forms(n.name))
     return events
 
 
-def _untag_all(db: CatalogWriter, image_id: str, force: bool) -> list[RemoveEvent]:
+def _untag_all(db: CatalogWriter, image_id: str, force: bool) -> list[Name]:
     """Remove every name of an image removed by ID; one in several repositories,
     or with several tags, only with ``force`` (Docker's conflict)."""
     names = db.names_of_image(image_id)
@@ -207,7 +220,7 @@ def _untag_all(db: CatalogWriter, image_id: str, force: bool) -> list[RemoveEven
     events = []
     for name in sorted(names, key=lambda n: (n.digest is not None, n.name)):
         db.delete_name(name.name)
-        events.append(RemoveEvent("untagged", familiar(name.name)))
+        events.append(both_forms(name.name))
     return events
 
 

@@ -19,7 +19,7 @@ from imagestore.store.blobs import BlobStore
 from imagestore.store.catalog import Catalog
 from imagestore.store.gc import Collector
 from imagestore.store.leases import Leases
-from imagestore.store.lock import RootLock
+from imagestore.store.lock import Gate, RootLock
 from imagestore.store.sqlite import SqliteCatalog
 
 #: the store root's mode: the owner's alone
@@ -49,7 +49,7 @@ class Parts:
     collector: Collector
     #: one prune at a time; one check at a time
     prune_lock: threading.Lock = field(default_factory=threading.Lock)
-    check_lock: threading.Lock = field(default_factory=threading.Lock)
+    check_gate: Gate = field(default_factory=Gate)
 
     @classmethod
     def open(cls, root: Path, catalog: CatalogFactory, max_layer_size: int) -> Parts:

@@ -6,13 +6,15 @@ runs, inside a transaction that is rolled back.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 from imagestore import errors
 from imagestore.store.filters import PruneFilters
 from imagestore.store.images import from_ns
-from imagestore.store.models import DiskUsage, ImageUsage, PruneResult
-from imagestore.store.names import familiar
+from imagestore.store.listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, decode_token, encode_token
+from imagestore.store.models import DiskUsage, ImageUsage, Name, PruneResult
+from imagestore.store.names import both_forms
 from imagestore.store.parts import Parts
 from imagestore.store.records import ImageRow, NameRow
 
@@ -52,7 +54,7 @@ def run_prune(
     dangling_only = filters.dangling if filters.dangling is not None else not all_images
     collector = parts.collector
     deleted: list[str] = []
-    untagged: list[str] = []
+    untagged: list[Name] = []
     with collector.lock, parts.leases.lock:
         with parts.catalog.transaction(rollback=dry_run) as db:
             names = db.names_by_image()
@@ -63,7 +65,7 @@ def run_prune(
                 for name in sorted(image_names, key=lambda n: n.name):
                     if db.name(name.name) is not None:
                         db.delete_name(name.name)
-                        untagged.append(familiar(name.name))
+                        untagged.append(both_forms(name.name))
                 db.delete_image(image.id)
                 deleted.append(image.id)
             sweep = collector.plan(db)
@@ -82,13 +84,31 @@ def run_prune(
     )
 
 
-def disk_usage(parts: Parts) -> DiskUsage:
-    """``docker system df -v`` for images: per image content, shared and unique bytes."""
+#: what a DiskUsage page token is bound to (the request has no filters)
+_DISK_USAGE_QUERY = "disk-usage"
+
+
+def disk_usage(parts: Parts, *, page_size: int = 0, page_token: str = "") -> DiskUsage:
+    """``docker system df -v`` for images: per image content, shared and unique
+    bytes, one page of images at a time (newest first, as ListImages; keyset
+    pages: 0 means 1,000, capped at 10,000); the totals are on every page."""
+    if page_size < 0:
+        raise errors.PageSizeInvalid(
+            "page_size must not be negative", metadata={"page_size": str(page_size)}
+        )
+    size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    after = decode_token(page_token, _DISK_USAGE_QUERY) if page_token else None
     with parts.catalog.reading() as db:
-        images = list(db.images())
+        image_count = db.image_count()
+        page = list(itertools.islice(db.images(after), size + 1))
         names = db.names_by_image()
         sizes = {row.digest: row.size for row in db.blobs()}
         owned = db.blobs_by_image()
+    more = len(page) > size
+    images = page[:size]
+    token = ""
+    if more and images:
+        token = encode_token((images[-1].created or 0, images[-1].id), _DISK_USAGE_QUERY)
     users = Counter(digest for blobs in owned.values() for digest in blobs)
     usage = []
     for image in images:
@@ -99,7 +119,7 @@ def disk_usage(parts: Parts) -> DiskUsage:
             ImageUsage(
                 id=image.id,
                 repo_tags=tuple(
-                    sorted(familiar(n.name) for n in names.get(image.id, []) if not n.digest)
+                    sorted({both_forms(n.name) for n in names.get(image.id, []) if not n.digest})
                 ),
                 created=from_ns(image.created),
                 content_size=content,
@@ -112,6 +132,7 @@ def disk_usage(parts: Parts) -> DiskUsage:
         images=tuple(usage),
         total_size=sum(sizes.values()),
         reclaimable=reclaimable,
-        image_count=len(images),
+        image_count=image_count,
         blob_count=len(sizes),
+        next_page_token=token,
     )

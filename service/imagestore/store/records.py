@@ -76,3 +76,15 @@ class IndexChild:
     media_type: str
     size: int
     platform: str  #: os/arch[/variant], "" if none
+
+
+@dataclass(frozen=True, slots=True)
+class NamedIndexChild:
+    """One child of an index a name points at (one row per name and child)."""
+
+    name: str  #: the canonical name
+    index_digest: str
+    index_media_type: str
+    index_size: int  #: the index blob's recorded size (0 without a record)
+    child: IndexChild
+    image_id: str | None  #: the child's image, when its manifest is stored

@@ -27,6 +27,7 @@ from imagestore.store.records import (
     ImageRow,
     IndexChild,
     ManifestBlob,
+    NamedIndexChild,
     NameRow,
     TargetRow,
 )
@@ -361,6 +362,32 @@ class SqliteReader:
                 "SELECT position, child_digest, media_type, size, platform FROM index_children"
                 " WHERE index_digest = ? ORDER BY position",
                 (index_digest,),
+            )
+        ]
+
+    def named_index_children(self, image_id: str | None = None) -> list[NamedIndexChild]:
+        # Driven by the index rows (few), never by the names (one per image).
+        indexes = "SELECT DISTINCT index_digest FROM index_children"
+        arguments: tuple[str, ...] = ()
+        if image_id is not None:
+            indexes += (
+                " WHERE child_digest IN"
+                " (SELECT digest FROM targets WHERE image_id = ? AND kind = 'manifest')"
+            )
+            arguments = (image_id,)
+        return [
+            NamedIndexChild(row[0], row[1], row[2], row[3], IndexChild(*row[4:9]), row[9])
+            for row in self.db.execute(
+                f"WITH wanted(digest) AS ({indexes})"
+                " SELECT n.name, n.target, t.media_type, COALESCE(b.size, 0),"
+                " c.position, c.child_digest, c.media_type, c.size, c.platform, m.image_id"
+                " FROM wanted w JOIN names n ON n.target = w.digest"
+                " JOIN targets t ON t.digest = n.target AND t.kind = 'index'"
+                " LEFT JOIN blobs b ON b.digest = n.target"
+                " JOIN index_children c ON c.index_digest = n.target"
+                " LEFT JOIN targets m ON m.digest = c.child_digest AND m.kind = 'manifest'"
+                " ORDER BY n.name, c.position",
+                arguments,
             )
         ]
 

@@ -12,7 +12,7 @@ synchronous and thread-safe: the API layer calls it from worker threads.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +28,14 @@ from imagestore.store.filters import ListFilters, PruneFilters
 from imagestore.store.images import Images
 from imagestore.store.leases import Lease
 from imagestore.store.models import (
+    CheckEvent,
     CheckReport,
     CommitResult,
     DiskUsage,
     HistoryRow,
     ImageDetails,
     PruneResult,
-    RemoveEvent,
+    RemoveResult,
     TagResult,
 )
 from imagestore.store.names import Names, Resolved, resolve, resolve_image
@@ -283,8 +284,11 @@ class Store:
         """``docker tag``: the target name always moves to the source's image."""
         return self._names.tag(source, target)
 
-    def remove(self, items: Sequence[str], *, force: bool = False) -> list[RemoveEvent]:
-        """``docker rmi``: untag names; delete images that have none left."""
+    def remove(self, items: Sequence[str], *, force: bool = False) -> list[RemoveResult]:
+        """``docker rmi a b``: untag names, delete images that have none left;
+        each item on its own and in order, one result per item (a failed item
+        carries its error and does not stop the others). ``force`` only allows
+        deleting by ID an image several names reach."""
         return self._names.remove(items, force=force)
 
     # ---- listing, prune, check -----------------------------------------------
@@ -318,12 +322,20 @@ class Store:
         ``all_images``), then unreferenced blobs and stale ingests; one at a time."""
         return prune.prune(self._parts, filters, all_images=all_images, dry_run=dry_run)
 
-    def disk_usage(self) -> DiskUsage:
-        """``docker system df -v`` for images."""
-        return prune.disk_usage(self._parts)
+    def disk_usage(self, *, page_size: int = 0, page_token: str = "") -> DiskUsage:
+        """``docker system df -v`` for images: one keyset page of image rows
+        (``page_size`` 0 means 1,000), the totals on every page."""
+        return prune.disk_usage(self._parts, page_size=page_size, page_token=page_token)
+
+    def check_stream(self) -> Generator[CheckEvent, None, None]:
+        """Verify every blob and the catalog without blocking the store; one at
+        a time (CheckRunning otherwise, on the first step). Yields progress and
+        each finding as it is confirmed, then a CheckSummary; closing the
+        generator stops the hashing and frees the check."""
+        return check.check_stream(self._parts)
 
     def check(self) -> CheckReport:
-        """Verify every blob and the catalog without blocking the store; one at a time."""
+        """:meth:`check_stream` run to its end, its findings collected."""
         return check.check(self._parts)
 
 
