@@ -275,7 +275,8 @@ def _add_registry_options(parser: argparse.ArgumentParser) -> None:
             "max-manifest-bytes-per-pull",
             int,
             defaults.max_manifest_bytes_per_pull,
-            "bytes of manifests, indexes and configs one pull may fetch (64 MiB)",
+            "bytes of manifests, indexes, configs and (with all_tags) tag lists one pull may"
+            " fetch (64 MiB)",
         ),
         (
             "max-layers-per-pull",
