@@ -38,7 +38,31 @@ FINAL = frozenset(
 HEADINGS = frozenset({Phase.RESOLVING, Phase.SUMMARY})
 
 
-class ProgressView:
+class _LiveBars:
+    """Rich bars started and stopped by a ``with`` block (None: not a terminal)."""
+
+    _bars: Progress | None = None
+
+    def __enter__(self) -> Self:
+        if self._bars is not None:
+            self._bars.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self._bars is not None:
+            self._bars.stop()
+            self._stopped()
+
+    def _stopped(self) -> None:
+        """What follows the bars once they stop."""
+
+
+class ProgressView(_LiveBars):
     """Shows a stream of progress events; use as a context manager."""
 
     def __init__(self, out: TextIO, *, terminal: bool | None = None) -> None:
@@ -63,22 +87,10 @@ class ProgressView:
     def terminal(self) -> bool:
         return self._terminal
 
-    def __enter__(self) -> Self:
-        if self._bars is not None:
-            self._bars.start()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        if self._bars is not None:
-            self._bars.stop()
-            for text in self._after:
-                self._out.write(text + "\n")
-            self._out.flush()
+    def _stopped(self) -> None:
+        for text in self._after:
+            self._out.write(text + "\n")
+        self._out.flush()
 
     def line(self, text: str) -> None:
         """A line: above the bars before any layer showed, after them once one has."""
@@ -125,7 +137,7 @@ class ProgressView:
         return event.phase in HEADINGS
 
 
-class CheckMeter:
+class CheckMeter(_LiveBars):
     """A check's progress: on a terminal, one bar of blobs checked that goes
     away at the end, with each problem printed above it as it comes; otherwise
     only the problems, one line each. Use as a context manager."""
@@ -143,20 +155,6 @@ class CheckMeter:
                 console=Console(file=out, highlight=False, markup=False, emoji=False),
                 transient=True,
             )
-
-    def __enter__(self) -> Self:
-        if self._bars is not None:
-            self._bars.start()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        if self._bars is not None:
-            self._bars.stop()
 
     def update(self, done: CheckProgress) -> None:
         """Move the bar (blobs checked of all; bytes beside them)."""
