@@ -54,6 +54,7 @@ class Reason(StrEnum):
     ARGUMENT_MISSING = "ARGUMENT_MISSING"
     MALFORMED_CONTENT = "MALFORMED_CONTENT"
     OPTION_INVALID = "OPTION_INVALID"
+    MESSAGE_ORDER_INVALID = "MESSAGE_ORDER_INVALID"
     # NOT_FOUND
     IMAGE_NOT_FOUND = "IMAGE_NOT_FOUND"
     BLOB_NOT_FOUND = "BLOB_NOT_FOUND"
@@ -335,6 +336,12 @@ class ArgumentMissing(InvalidArgument):
     """A request without something it must have (its ``field`` says what)."""
 
     reason = Reason.ARGUMENT_MISSING
+
+
+class MessageOrderInvalid(InvalidArgument):
+    """A client stream's messages out of their order (a Load header after a chunk)."""
+
+    reason = Reason.MESSAGE_ORDER_INVALID
 
 
 class MalformedContent(InvalidArgument):

@@ -619,6 +619,20 @@ def test_argument_missing(world: World) -> None:
     expect(error, Code.INVALID_ARGUMENT, Reason.ARGUMENT_MISSING, {}, field="images")
 
 
+@reaches(Reason.MESSAGE_ORDER_INVALID)
+def test_message_order_invalid(world: World) -> None:
+    # the start of an archive whose first member is larger than what is sent:
+    # the loader waits for more, and the header comes instead
+    start = tar_of({"big/layer.tar": b"x" * MiB})[:4096]
+
+    def requests() -> Iterator[pb.LoadRequest]:
+        yield pb.LoadRequest(chunk=start)
+        yield pb.LoadRequest(header=pb.LoadHeader(declared_size=1024))
+
+    error = failure(lambda: list(world.stub.Load(requests(), timeout=30)))
+    expect(error, Code.INVALID_ARGUMENT, Reason.MESSAGE_ORDER_INVALID, {}, field="header")
+
+
 @reaches(Reason.MALFORMED_CONTENT)
 def test_malformed_content(world: World) -> None:
     error = failure(lambda: load(world.stub, b"not a tar" * 100))

@@ -674,7 +674,7 @@ def test_a_load_header_after_the_first_message_is_invalid_and_stores_nothing(
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "header" in str(caught.value.details())
     info = error_info(caught.value)
-    assert info.reason == "INVALID_ARGUMENT"
+    assert info.reason == "MESSAGE_ORDER_INVALID"
     trailers: dict[str, Any] = dict(caught.value.trailing_metadata() or ())  # type: ignore[arg-type]
     status = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
     violations = [

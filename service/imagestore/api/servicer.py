@@ -354,7 +354,7 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         header = first.header if first is not None and first.HasField("header") else None
         declared = header.declared_size if header is not None and header.declared_size > 0 else None
         # the feeder's failure reaches the loader only as "input cancelled": this says why
-        misplaced: list[errors.InvalidArgument] = []
+        misplaced: list[errors.MessageOrderInvalid] = []
 
         async def chunks() -> AsyncIterator[bytes]:
             if first is None:
@@ -364,7 +364,7 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
             async for message in request_iterator:
                 if message.HasField("header"):
                     misplaced.append(
-                        errors.InvalidArgument(
+                        errors.MessageOrderInvalid(
                             "a LoadRequest header may only be the first message of the stream",
                             field="header",
                         )

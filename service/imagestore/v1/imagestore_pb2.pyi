@@ -61,6 +61,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ARGUMENT_MISSING: _ClassVar[ErrorReason]
     MALFORMED_CONTENT: _ClassVar[ErrorReason]
     OPTION_INVALID: _ClassVar[ErrorReason]
+    MESSAGE_ORDER_INVALID: _ClassVar[ErrorReason]
     IMAGE_NOT_FOUND: _ClassVar[ErrorReason]
     BLOB_NOT_FOUND: _ClassVar[ErrorReason]
     PLATFORM_NOT_FOUND: _ClassVar[ErrorReason]
@@ -145,6 +146,7 @@ IMAGE_ID_AMBIGUOUS: ErrorReason
 ARGUMENT_MISSING: ErrorReason
 MALFORMED_CONTENT: ErrorReason
 OPTION_INVALID: ErrorReason
+MESSAGE_ORDER_INVALID: ErrorReason
 IMAGE_NOT_FOUND: ErrorReason
 BLOB_NOT_FOUND: ErrorReason
 PLATFORM_NOT_FOUND: ErrorReason
