@@ -17,7 +17,6 @@ from imagestore.archive.load import LoadedImage, LoadLimits, LoadProgress
 from imagestore.dockerconfig import Credentials
 from imagestore.oci.manifests import MAX_DOCUMENT_SIZE, Descriptor
 from imagestore.oci.platforms import Platform, parse_platform
-from imagestore.oci.references import parse_reference
 from imagestore.registry.options import RegistryOptions
 from imagestore.registry.progress import Phase, ProgressEvent
 from imagestore.registry.pull import PullResult
@@ -57,8 +56,7 @@ def descriptor(value: Descriptor) -> pb.Descriptor:
 def image_name(canonical: str) -> pb.ImageName:
     """A name in both of Docker's forms, from its canonical one
     ("docker.io/library/redis:latest" -> familiar "redis:latest")."""
-    familiar = parse_reference(canonical, default_tag=False).familiar()
-    return pb.ImageName(familiar=familiar, canonical=canonical)
+    return name(models.name_of(canonical))
 
 
 def request_platform(value: pb.Platform) -> str:

@@ -37,8 +37,9 @@ from imagestore.store.models import (
     IndexMember,
     Name,
     NamedIndex,
+    name_of,
 )
-from imagestore.store.names import both_forms, name_row, resolve_image
+from imagestore.store.names import name_row, resolve_image
 from imagestore.store.parts import Parts
 from imagestore.store.records import (
     BlobRow,
@@ -70,7 +71,7 @@ def summary(
     tags: list[Name] = []
     digests: list[Name] = []
     for name in names:
-        (digests if "@" in name else tags).append(both_forms(name))
+        (digests if "@" in name else tags).append(name_of(name))
     return ImageSummary(
         image.id,
         tuple(sorted(set(tags))) if len(tags) > 1 else tuple(tags),
@@ -106,7 +107,7 @@ def named_indexes(
     for name, children in rows.items():
         first = children[0]
         named = NamedIndex(
-            both_forms(name),
+            name_of(name),
             Descriptor(first.index_media_type, first.index_digest, first.index_size),
             tuple(
                 IndexMember(

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from imagestore import errors
 from imagestore.oci.manifests import Descriptor
 from imagestore.oci.platforms import Platform
+from imagestore.oci.references import parse_reference
 
 
 class Name(NamedTuple):
@@ -17,6 +19,13 @@ class Name(NamedTuple):
 
     familiar: str  # "redis:latest"
     canonical: str  # "docker.io/library/redis:latest"
+
+
+@lru_cache(maxsize=1 << 16)
+def name_of(canonical: str) -> Name:
+    """A stored (canonical) name in both forms; cached, as listings meet the same
+    names again and again."""
+    return Name(parse_reference(canonical, default_tag=False).familiar(), canonical)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 from imagestore import errors
 from imagestore.oci.digests import is_id_prefix, short_id
@@ -19,7 +18,7 @@ from imagestore.oci.platforms import Platform, best_match, host_platform, parse_
 from imagestore.oci.references import Reference, parse_reference, parse_tag_target
 from imagestore.store.catalog import CatalogReader, CatalogWriter
 from imagestore.store.content import now_ns
-from imagestore.store.models import Name, RemoveResult, TagResult
+from imagestore.store.models import Name, RemoveResult, TagResult, name_of
 from imagestore.store.parts import Parts
 from imagestore.store.records import NameRow
 
@@ -49,18 +48,6 @@ def name_row(reference: Reference, target: str, when: int) -> NameRow:
         created_at=when,
         updated_at=when,
     )
-
-
-@lru_cache(maxsize=1 << 16)
-def familiar(canonical: str) -> str:
-    """A stored (canonical) name in Docker's familiar form."""
-    return parse_reference(canonical, default_tag=False).familiar()
-
-
-@lru_cache(maxsize=1 << 16)
-def both_forms(canonical: str) -> Name:
-    """A stored (canonical) name in both forms."""
-    return Name(familiar(canonical), canonical)
 
 
 def resolve(db: CatalogReader, text: str) -> Resolved:
@@ -191,7 +178,7 @@ def _untag(db: CatalogWriter, name: NameRow) -> list[Name]:
     removes that repository's digest references to it (Docker's rule)."""
     images = set(db.images_of_target(name.target))
     db.delete_name(name.name)
-    events = [both_forms(name.name)]
+    events = [name_of(name.name)]
     if name.digest is None:
         remaining = [
             n
@@ -202,7 +189,7 @@ def _untag(db: CatalogWriter, name: NameRow) -> list[Name]:
         if not any(n.digest is None for n in remaining):
             for n in sorted({n.name: n for n in remaining}.values(), key=lambda n: n.name):
                 db.delete_name(n.name)
-                events.append(both_forms(n.name))
+                events.append(name_of(n.name))
     return events
 
 
@@ -220,7 +207,7 @@ def _untag_all(db: CatalogWriter, image_id: str, force: bool) -> list[Name]:
     events = []
     for name in sorted(names, key=lambda n: (n.digest is not None, n.name)):
         db.delete_name(name.name)
-        events.append(both_forms(name.name))
+        events.append(name_of(name.name))
     return events
 
 

@@ -13,8 +13,7 @@ from imagestore import errors
 from imagestore.store.filters import PruneFilters
 from imagestore.store.images import from_ns
 from imagestore.store.listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, decode_token, encode_token
-from imagestore.store.models import DiskUsage, ImageUsage, Name, PruneResult
-from imagestore.store.names import both_forms
+from imagestore.store.models import DiskUsage, ImageUsage, Name, PruneResult, name_of
 from imagestore.store.parts import Parts
 from imagestore.store.records import ImageRow, NameRow
 
@@ -65,7 +64,7 @@ def run_prune(
                 for name in sorted(image_names, key=lambda n: n.name):
                     if db.name(name.name) is not None:
                         db.delete_name(name.name)
-                        untagged.append(both_forms(name.name))
+                        untagged.append(name_of(name.name))
                 db.delete_image(image.id)
                 deleted.append(image.id)
             sweep = collector.plan(db)
@@ -119,7 +118,7 @@ def disk_usage(parts: Parts, *, page_size: int = 0, page_token: str = "") -> Dis
             ImageUsage(
                 id=image.id,
                 repo_tags=tuple(
-                    sorted({both_forms(n.name) for n in names.get(image.id, []) if not n.digest})
+                    sorted({name_of(n.name) for n in names.get(image.id, []) if not n.digest})
                 ),
                 created=from_ns(image.created),
                 content_size=content,
