@@ -39,3 +39,17 @@ def run(*args: str | Path, cwd: Path | None = None) -> str:
             f"{' '.join(map(str, args))} failed ({result.returncode}):\n{result.stderr[-3000:]}"
         )
     return result.stdout
+
+
+def feed_until_closed(fd: int) -> bool:
+    """Write to a FIFO until its reader closes it (True: EPIPE came); closes ``fd``.
+
+    Each write wakes a reader blocked on the FIFO; a reader that stopped closes
+    its end, and the next write fails. A reader that never stops blocks this."""
+    try:
+        while True:
+            os.write(fd, b"x" * 4096)
+    except BrokenPipeError:
+        return True
+    finally:
+        os.close(fd)

@@ -26,6 +26,7 @@ from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 from tests.api.conftest import Server, start_server, wait_until
 from tests.archives import ImageSpec, docker_archive, sha, tar_of
 from tests.store.builders import build_image, build_index, layer_tar
+from tests.tools import feed_until_closed
 
 Stub = pb_grpc.ImageStoreServiceStub
 BASE = layer_tar({"etc/os-release": b"ID=test\n"})
@@ -336,14 +337,7 @@ def test_a_cancelled_check_stops_and_a_concurrent_one_is_refused(
     assert refused.value.code() == grpc.StatusCode.ABORTED
     assert error_info(refused.value).reason == "CHECK_RUNNING"
     running.cancel()
-    stopped = False
-    try:
-        while True:  # each write wakes the hashing; once stopped, it closes its end
-            os.write(writer[0], b"x" * 4096)
-    except BrokenPipeError:
-        stopped = True
-    finally:
-        os.close(writer[0])
+    stopped = feed_until_closed(writer[0])  # each write wakes the hashing
     assert stopped  # the FIFO never ended: the cancelled check stopped mid-file
     fifo.unlink()
     summary = check_summary(stub)  # the check is free again and runs to the end

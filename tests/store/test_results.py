@@ -22,6 +22,7 @@ from imagestore.store.models import (
 from imagestore.store.store import Store
 
 from tests.store.builders import build_image, build_index, layer_tar
+from tests.tools import feed_until_closed
 
 ABSENT = "sha256:" + "e" * 64
 
@@ -158,14 +159,7 @@ def test_closing_a_check_stops_its_hashing_and_frees_the_next_one(store: Store) 
 
     closing = threading.Thread(target=running.close)
     closing.start()
-    stopped = False
-    try:
-        while True:  # each write wakes the hashing; once stopped, it closed its end
-            os.write(writer[0], b"x" * 4096)
-    except BrokenPipeError:
-        stopped = True
-    finally:
-        os.close(writer[0])
+    stopped = feed_until_closed(writer[0])  # each write wakes the hashing
     closing.join()
     assert stopped  # the FIFO never ended: the hashing stopped mid-file
     os.unlink(fifo)
