@@ -78,17 +78,13 @@ def _default_tag_note(image: str, quiet: bool) -> None:
         say("Using default tag: latest")
 
 
-def _follow(
-    events: Iterator[Progress | T], quiet: bool, what: str, summaries: list[str] | None = None
-) -> T:
-    """Show a stream's progress (unless quiet); return its last item, the result.
-    The texts of lines about the whole operation go to ``summaries``."""
+def _follow(events: Iterator[Progress | T], quiet: bool, what: str) -> T:
+    """Show a stream's progress (unless quiet), docker's digest line included (the
+    server sends it as a summary line); return its last item, the result."""
     result: T | None = None
     with ProgressView(sys.stdout, terminal=False if quiet else None) as view:
         for event in events:
             if isinstance(event, Progress):
-                if event.phase is Phase.SUMMARY and summaries is not None:
-                    summaries.append(event.text)
                 if not quiet:
                     view.show(event)
             else:
@@ -121,11 +117,8 @@ def pull_image(client: ImageStoreClient, args: argparse.Namespace) -> int:
         all_tags=args.all_tags,
         auth=auth,
     )
-    summaries: list[str] = []
-    result: PullResult = _follow(events, args.quiet, "pull", summaries)
+    result: PullResult = _follow(events, args.quiet, "pull")
     if not args.quiet:
-        if result.digest and not any(t.startswith("Digest: ") for t in summaries):
-            say(f"Digest: {result.digest}")
         say(f"Status: {_status(result)}")
     say(_canonical(result.name, args.image, default_tag=not args.all_tags))
     return 0
@@ -143,14 +136,10 @@ def _status(result: PullResult) -> str:
 def push_image(client: ImageStoreClient, args: argparse.Namespace) -> int:
     _default_tag_note(args.image, args.quiet)
     auth = credentials_for(args, args.image)
-    summaries: list[str] = []
     events = client.push(args.image, platform=args.platform or None, auth=auth)
-    result: PushResult = _follow(events, args.quiet, "push", summaries)
+    result: PushResult = _follow(events, args.quiet, "push")
     if args.quiet:
         say(_canonical(result.name, args.image))
-    elif result.digest and not any(": digest: " in t for t in summaries):
-        reference = parse_reference(result.name.canonical or args.image)
-        say(f"{reference.tag or result.digest}: digest: {result.digest} size: {result.size}")
     return 0
 
 
