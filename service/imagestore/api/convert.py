@@ -261,15 +261,45 @@ def remove_result(value: models.RemoveResult, position: int) -> pb.RemoveResult:
     )
 
 
-def prune_response(value: models.PruneResult) -> pb.PruneResponse:
-    return pb.PruneResponse(
-        deleted_image_ids=value.deleted_images,
-        untagged=[name(untagged) for untagged in value.untagged],
-        deleted_blobs=value.deleted_blobs,
+def prune_response(value: models.PruneResult, max_bytes: int) -> pb.PruneResponse:
+    """Prune's answer in at most ``max_bytes``: the lists are cut when they do not
+    fit (image IDs first, then names, then blobs); the counts stay whole."""
+    response = pb.PruneResponse(
         reclaimed_bytes=value.reclaimed,
         stale_ingests=value.stale_ingests,
         dry_run=value.dry_run,
+        deleted_image_count=len(value.deleted_images),
+        untagged_count=len(value.untagged),
+        deleted_blob_count=len(value.deleted_blobs),
     )
+    untagged = [name(item) for item in value.untagged]
+    whole = pb.PruneResponse(
+        deleted_image_ids=value.deleted_images, untagged=untagged, deleted_blobs=value.deleted_blobs
+    )
+    whole.MergeFrom(response)
+    if whole.ByteSize() <= max_bytes:
+        return whole
+    response.truncated = True
+    room = max_bytes - response.ByteSize()
+
+    def fits(size: int) -> bool:
+        nonlocal room
+        room -= 1 + _varint_bytes(size) + size  # one element of a repeated field
+        return room >= 0
+
+    for image_id in value.deleted_images:
+        if not fits(len(image_id)):
+            return response
+        response.deleted_image_ids.append(image_id)
+    for item in untagged:
+        if not fits(item.ByteSize()):
+            return response
+        response.untagged.append(item)
+    for digest in value.deleted_blobs:
+        if not fits(len(digest)):
+            return response
+        response.deleted_blobs.append(digest)
+    return response  # not reached: the whole answer did not fit
 
 
 def disk_usage_response(value: models.DiskUsage) -> pb.DiskUsageResponse:

@@ -17,6 +17,7 @@ from imagestore import errors
 from imagestore.addresses import is_loopback
 from imagestore.api import convert
 from imagestore.api.admission import DEFAULT_MAX_RESPONSE_BYTES, Limits
+from imagestore.api.answers import RecentAnswers
 from imagestore.api.pools import Pools
 from imagestore.archive.load import LoadLimits, LoadProgress, load
 from imagestore.archive.save import save
@@ -146,6 +147,10 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
             registry=registry.options,
         )
         self._pools = pools
+        self._answers = RecentAnswers(store)
+
+    async def _unary(self, job: Callable[[], T]) -> T:
+        return await self._pools.unary.run(job)
 
     async def ListImages(
         self, request: pb.ListImagesRequest, context: Context
@@ -184,12 +189,20 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
                 details, include_raw=request.include_raw, max_bytes=self.max_response_bytes
             )
 
-        return await self._pools.unary.run(inspect)
+        return await self._answers.answer(
+            "Inspect", request, lambda: self._pools.unary.run(inspect)
+        )
 
     async def History(self, request: pb.HistoryRequest, context: Context) -> pb.HistoryResponse:
         platform = _platform(request.platform)
-        rows = await self._pools.unary.run(self.store.history, request.image, platform or None)
-        return pb.HistoryResponse(entries=[convert.history_entry(row) for row in rows])
+
+        def history() -> pb.HistoryResponse:
+            rows = self.store.history(request.image, platform or None)
+            return pb.HistoryResponse(entries=[convert.history_entry(row) for row in rows])
+
+        return await self._answers.answer(
+            "History", request, lambda: self._pools.unary.run(history)
+        )
 
     async def Tag(self, request: pb.TagRequest, context: Context) -> pb.TagResponse:
         result = await self._pools.unary.run(self.store.tag, request.source, request.target)
@@ -214,7 +227,7 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         result = await self._pools.unary.run(
             self.store.prune, filters, all_images=request.all, dry_run=request.dry_run
         )
-        return convert.prune_response(result)
+        return convert.prune_response(result, self.max_response_bytes)
 
     async def DiskUsage(
         self, request: pb.DiskUsageRequest, context: Context

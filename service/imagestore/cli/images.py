@@ -163,6 +163,10 @@ def prune_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
             say(f"untagged: {name.familiar}")
         for image_id in result.deleted_image_ids:
             say(f"deleted: {image_id}")
+        if result.truncated:  # more than one answer holds: the counts are whole
+            names = result.untagged_count - len(result.untagged)
+            images = result.deleted_image_count - len(result.deleted_image_ids)
+            say(f"… and {names} more untagged, {images} more deleted (not listed)")
         say()
     what = "Total reclaimable space" if args.dry_run else "Total reclaimed space"
     say(f"{what}: {humanize.size(result.reclaimed_bytes, 4)}")

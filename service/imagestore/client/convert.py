@@ -144,6 +144,10 @@ def prune_result(value: pb.PruneResponse) -> models.PruneResult:
         value.reclaimed_bytes,
         value.stale_ingests,
         value.dry_run,
+        value.deleted_image_count,
+        value.untagged_count,
+        value.deleted_blob_count,
+        value.truncated,
     )
 
 

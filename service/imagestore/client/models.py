@@ -167,6 +167,13 @@ class PruneResult:
     reclaimed_bytes: int
     stale_ingests: int
     dry_run: bool = False
+    #: how many image IDs, names and blobs there are in all (the lists are cut
+    #: to fit one response when a prune removes more than it holds)
+    deleted_image_count: int = 0
+    untagged_count: int = 0
+    deleted_blob_count: int = 0
+    #: some list was cut to fit; the counts are whole
+    truncated: bool = False
 
 
 @dataclass(frozen=True, slots=True)

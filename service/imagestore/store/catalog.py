@@ -208,6 +208,13 @@ class Catalog(Protocol):
         """The implementation's name, shown to operators (e.g. "sqlite")."""
         ...
 
+    @property
+    def generation(self) -> int | None:
+        """A number that changes when a transaction ends, for caches of answers
+        read from the catalog; None when changes can come from elsewhere unseen
+        (another process), and nothing read may be kept."""
+        ...
+
     def reading(self) -> AbstractContextManager[CatalogReader]:
         """One consistent snapshot for the block. It does not wait for a writer
         (or for garbage collection), and does not see a transaction in progress."""

@@ -21,13 +21,12 @@ from imagestore.oci.manifests import (
     ImageConfig,
     Index,
     Manifest,
-    parse_config,
-    parse_document,
 )
 from imagestore.oci.platforms import Platform
 from imagestore.oci.references import Reference
 from imagestore.store.catalog import CatalogReader, CatalogWriter
 from imagestore.store.content import now_ns
+from imagestore.store.documents import Documents
 from imagestore.store.leases import Lease
 from imagestore.store.models import (
     CommitResult,
@@ -139,8 +138,9 @@ def _layer_size(row: BlobRow | None, layer: Descriptor) -> int:
 class Images:
     """Commit and read images of one store."""
 
-    def __init__(self, parts: Parts) -> None:
+    def __init__(self, parts: Parts, documents: Documents) -> None:
         self._blobs = parts.blobs
+        self._documents = documents
         self._catalog = parts.catalog
         self._collector = parts.collector
 
@@ -160,7 +160,7 @@ class Images:
                     metadata={"reference": reference.familiar()[:300], "digest": target.digest},
                 )
         lease.add(target.digest)
-        document = parse_document(self._blobs.read_bytes(target.digest), target.media_type)
+        _, document = self._documents.manifest(target.digest, target.media_type)
         manifests: list[tuple[Descriptor, Manifest, ImageConfig]] = []
         children: list[IndexChild] = []
         if isinstance(document, Index):
@@ -216,14 +216,14 @@ class Images:
     def _load_manifest(
         self, lease: Lease, descriptor: Descriptor
     ) -> tuple[Descriptor, Manifest, ImageConfig]:
-        document = parse_document(self._blobs.read_bytes(descriptor.digest), descriptor.media_type)
+        _, document = self._documents.manifest(descriptor.digest, descriptor.media_type)
         if not isinstance(document, Manifest):
             raise errors.UnsupportedContent(
                 f"{descriptor.digest} is an index nested in an index; not supported",
                 metadata={"digest": descriptor.digest},
             )
         lease.add(document.config.digest, *(layer.digest for layer in document.layers))
-        config = parse_config(self._blobs.read_bytes(document.config.digest))
+        _, config = self._documents.config(document.config.digest)
         if len(config.diff_ids) != len(document.layers):
             raise errors.MalformedContent(
                 f"manifest {descriptor.digest} has {len(document.layers)} layers but its config"
@@ -269,11 +269,11 @@ class Images:
                 named_indexes(db, image_id).get(image_id, ()),
             )
             manifest_row = manifests[0]
-        raw_manifest = self._blobs.read_bytes(manifest_row.digest)
-        manifest = parse_document(raw_manifest, manifest_row.media_type)
+        raw_manifest, manifest = self._documents.manifest(
+            manifest_row.digest, manifest_row.media_type
+        )
         assert isinstance(manifest, Manifest)
-        raw_config = self._blobs.read_bytes(image_id)
-        config = parse_config(raw_config)
+        raw_config, config = self._documents.config(image_id)
         comment = config.history[-1].comment if config.history else ""
         return ImageDetails(
             summary=image_row,
@@ -293,7 +293,7 @@ class Images:
     def history(self, text: str, platform: str | None = None) -> list[HistoryRow]:
         """``docker history``: one row per config history entry, newest first."""
         details = self.inspect(text, platform)
-        config = parse_config(details.raw_config)
+        _, config = self._documents.config(details.summary.id)
         with self._catalog.reading() as db:
             sizes = {layer.digest: _layer_size(db.blob(layer.digest), layer)
                      for layer in details.layers}  # fmt: skip

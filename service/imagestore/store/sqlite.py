@@ -191,6 +191,7 @@ class SqliteCatalog:
         self._write_lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
         self._idle_lock = threading.Lock()
+        self._generation = 0
         _make_private(path)
         try:
             self._db = _connect(path)
@@ -242,6 +243,16 @@ class SqliteCatalog:
                 raise
             else:
                 self._db.execute("ROLLBACK" if rollback else "COMMIT")
+            finally:
+                # Counted once the change is visible (or undone), however it
+                # ended: an answer read after seeing the new number has the change.
+                self._generation += 1
+
+    @property
+    def generation(self) -> int:
+        # This process alone writes the file (the root lock), so every change is
+        # one of its own transactions.
+        return self._generation
 
     @contextmanager
     def reading(self) -> Iterator[SqliteReader]:

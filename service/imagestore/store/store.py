@@ -24,6 +24,7 @@ from imagestore.oci.references import Reference
 from imagestore.store import check, listing, prune
 from imagestore.store.blobs import BlobInfo, Encoding, Ingest
 from imagestore.store.content import ORPHAN_GRACE_PERIOD, BlobStat, Content
+from imagestore.store.documents import Documents
 from imagestore.store.filters import ListFilters, PruneFilters
 from imagestore.store.images import Images
 from imagestore.store.leases import Lease
@@ -68,7 +69,8 @@ class Store:
         self.root = root
         self._parts = Parts.open(root, catalog, max_layer_size)
         self._content = Content(self._parts)
-        self._images = Images(self._parts)
+        documents = Documents(self._parts.blobs, self._content.found_corrupt)
+        self._images = Images(self._parts, documents)
         self._names = Names(self._parts)
         try:
             # Crash leftovers: nothing else can own an ingest while we hold the lock.
@@ -115,6 +117,12 @@ class Store:
     def catalog_kind(self) -> str:
         """The catalog's implementation, e.g. "sqlite"."""
         return self._parts.catalog.kind
+
+    @property
+    def generation(self) -> int | None:
+        """Changes whenever the catalog may have: an answer read at one
+        generation holds while it lasts (None: keep no answers)."""
+        return self._parts.catalog.generation
 
     def totals(self) -> Totals:
         """How many images and blobs there are, and the blobs' bytes (one snapshot)."""

@@ -454,20 +454,28 @@ class PruneRequest(_message.Message):
     def __init__(self, all: _Optional[bool] = ..., filters: _Optional[_Iterable[str]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class PruneResponse(_message.Message):
-    __slots__ = ("deleted_image_ids", "untagged", "deleted_blobs", "reclaimed_bytes", "stale_ingests", "dry_run")
+    __slots__ = ("deleted_image_ids", "untagged", "deleted_blobs", "reclaimed_bytes", "stale_ingests", "dry_run", "deleted_image_count", "untagged_count", "deleted_blob_count", "truncated")
     DELETED_IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
     UNTAGGED_FIELD_NUMBER: _ClassVar[int]
     DELETED_BLOBS_FIELD_NUMBER: _ClassVar[int]
     RECLAIMED_BYTES_FIELD_NUMBER: _ClassVar[int]
     STALE_INGESTS_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    DELETED_IMAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    UNTAGGED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DELETED_BLOB_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     deleted_image_ids: _containers.RepeatedScalarFieldContainer[str]
     untagged: _containers.RepeatedCompositeFieldContainer[ImageName]
     deleted_blobs: _containers.RepeatedScalarFieldContainer[str]
     reclaimed_bytes: int
     stale_ingests: int
     dry_run: bool
-    def __init__(self, deleted_image_ids: _Optional[_Iterable[str]] = ..., untagged: _Optional[_Iterable[_Union[ImageName, _Mapping]]] = ..., deleted_blobs: _Optional[_Iterable[str]] = ..., reclaimed_bytes: _Optional[int] = ..., stale_ingests: _Optional[int] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+    deleted_image_count: int
+    untagged_count: int
+    deleted_blob_count: int
+    truncated: bool
+    def __init__(self, deleted_image_ids: _Optional[_Iterable[str]] = ..., untagged: _Optional[_Iterable[_Union[ImageName, _Mapping]]] = ..., deleted_blobs: _Optional[_Iterable[str]] = ..., reclaimed_bytes: _Optional[int] = ..., stale_ingests: _Optional[int] = ..., dry_run: _Optional[bool] = ..., deleted_image_count: _Optional[int] = ..., untagged_count: _Optional[int] = ..., deleted_blob_count: _Optional[int] = ..., truncated: _Optional[bool] = ...) -> None: ...
 
 class RegistryAuth(_message.Message):
     __slots__ = ("username", "password", "identity_token", "registry_token")

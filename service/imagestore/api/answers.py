@@ -1,0 +1,74 @@
+"""Recent answers of read-only RPCs, kept until the store next changes.
+
+A service that polls Inspect asks the same question many times between two
+changes. The answer is looked up on the event loop, in memory only: a repeated
+read costs no hop to a worker thread and no catalog query, and a lookup can
+never block the loop. An answer is stored under the store's generation seen
+before it was read (``Store.generation``), and served only while that
+generation lasts: after any change, every question is read afresh. A catalog
+that cannot tell when it changes (generation None) gets no answers kept.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from google.protobuf.message import Message
+from imagestore.store.store import Store
+
+#: answers kept, and their bytes in all; a larger single answer is not kept
+MAX_ANSWERS = 1024
+MAX_ANSWER_BYTES = 16 << 20
+MAX_KEPT_ANSWER_BYTES = 1 << 20
+
+Answer = TypeVar("Answer", bound=Message)
+
+
+class RecentAnswers:
+    """Answers by (method, request), valid for one store generation.
+
+    Used from the event loop only (no lock): ``answer`` looks up, and reads on
+    a miss with the coroutine it is given. Kept messages are shared by every
+    caller that gets them, and nobody changes them."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._generation: int | None = None
+        self._answers: OrderedDict[tuple[str, bytes], Message] = OrderedDict()
+        self._bytes = 0
+
+    async def answer(
+        self, method: str, request: Message, read: Callable[[], Awaitable[Answer]]
+    ) -> Answer:
+        """The kept answer to ``request``, or ``await read()``'s, then kept."""
+        generation = self._store.generation
+        if generation != self._generation:
+            self._answers.clear()
+            self._bytes = 0
+            self._generation = generation
+        key = (method, request.SerializeToString(deterministic=True))
+        kept = self._answers.get(key)
+        if kept is not None:
+            self._answers.move_to_end(key)
+            return kept  # type: ignore[return-value]
+        answer = await read()
+        size = answer.ByteSize()
+        if (
+            generation is not None
+            and generation == self._generation == self._store.generation
+            and size <= MAX_KEPT_ANSWER_BYTES
+        ):
+            self._keep(key, answer, size)
+        return answer
+
+    def _keep(self, key: tuple[str, bytes], answer: Message, size: int) -> None:
+        previous = self._answers.pop(key, None)
+        if previous is not None:
+            self._bytes -= previous.ByteSize()
+        self._answers[key] = answer
+        self._bytes += size
+        while len(self._answers) > MAX_ANSWERS or self._bytes > MAX_ANSWER_BYTES:
+            _, dropped = self._answers.popitem(last=False)
+            self._bytes -= dropped.ByteSize()
