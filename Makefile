@@ -18,7 +18,9 @@ DEPS_STAMP := $(VENV)/.deps.stamp
 NODE_STAMP := node_modules/.installed.stamp
 BUF := node_modules/.bin/buf
 PROTOS := $(wildcard protos/imagestore/v1/*.proto)
-GENERATED := service/imagestore/v1
+# The client distribution (client/) holds the generated code; the server its
+# descriptor set (for reflection).
+GENERATED := client/src/imagestore/v1
 NATIVE_STAMP := $(BUILD)/native.stamp
 NATIVE_SOURCES := native/imagestore_native.c native/imagestore_native.h native/build_native.py \
 	setup.py pyproject.toml
@@ -101,26 +103,28 @@ baseline: $(NODE_STAMP) ## Take the API baseline again from protos/ (only for an
 	@mkdir -p $(dir $(BASELINE))
 	$(BUF) build --exclude-source-info -o $(BASELINE)
 
-# Beside the generated code, the descriptor set of protos/ with its comments
-# (source info): shipped in the package, reflection serves it so that
-# `grpcurl describe` prints the documentation. $(1) is the output root.
-DESCRIPTOR_SET := imagestore/v1/imagestore.binpb
+# The generated code goes to the client distribution; the descriptor set of
+# protos/ with its comments (source info) to the server's package, whose
+# reflection serves it so that `grpcurl describe` prints the documentation.
+# $(1) is the output root of the code, $(2) the descriptor set's path.
+DESCRIPTOR_SET := service/imagestore/api/imagestore.binpb
 PROTOC = $(PY) -m grpc_tools.protoc -Iprotos --python_out=$(1) --pyi_out=$(1) \
-	--grpc_python_out=$(1) --include_source_info --descriptor_set_out=$(1)/$(DESCRIPTOR_SET) \
-	$(PROTOS)
+	--grpc_python_out=$(1) --include_source_info --descriptor_set_out=$(2) $(PROTOS)
 
 .PHONY: protos
-protos: $(DEPS_STAMP) ## Regenerate service/imagestore/v1: Python code, descriptor set
-	$(call PROTOC,service)
+protos: $(DEPS_STAMP) ## Regenerate client/src/imagestore/v1 and the server's descriptor set
+	$(call PROTOC,client/src,$(DESCRIPTOR_SET))
 
 .PHONY: protos-check
 protos-check: $(DEPS_STAMP) ## Fail when the committed generated code or descriptor set is stale
-	@rm -rf $(BUILD)/protos-check && mkdir -p $(BUILD)/protos-check/$(dir $(DESCRIPTOR_SET))
-	@$(call PROTOC,$(BUILD)/protos-check)
+	@rm -rf $(BUILD)/protos-check && mkdir -p $(BUILD)/protos-check
+	@$(call PROTOC,$(BUILD)/protos-check,$(BUILD)/protos-check/imagestore.binpb)
 	@for f in $(BUILD)/protos-check/imagestore/v1/*; do \
 		cmp -s $$f $(GENERATED)/$$(basename $$f) || \
 			{ echo "stale: $(GENERATED)/$$(basename $$f) (run make protos)"; exit 1; }; \
 	done
+	@cmp -s $(BUILD)/protos-check/imagestore.binpb $(DESCRIPTOR_SET) || \
+		{ echo "stale: $(DESCRIPTOR_SET) (run make protos)"; exit 1; }
 	@echo "generated code and descriptor set are up to date"
 
 .PHONY: fmt
@@ -140,7 +144,7 @@ test-debs:
 
 .PHONY: clean
 clean: ## Remove build output (keeps .venv)
-	rm -rf $(BUILD) service/imagestore/*.so service/*.egg-info .native-build
+	rm -rf $(BUILD) service/imagestore/*.so service/*.egg-info client/src/*.egg-info .native-build
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
 
 .PHONY: distclean
@@ -163,7 +167,7 @@ $(DEPS_STAMP): requirements/dev.in $(CONSTRAINTS)
 $(NATIVE_STAMP): $(DEPS_STAMP) $(NATIVE_SOURCES)
 	@scripts/ensure-debs $(BUILD_DEBS)
 	@scripts/ensure-debs --optional libisal-dev
-	$(PIP) install --no-deps --no-build-isolation -e .
+	$(PIP) install --no-deps --no-build-isolation -e ./client -e .
 	@mkdir -p $(BUILD) && touch $@
 
 $(ZLIB_NATIVE): $(DEPS_STAMP) $(NATIVE_SOURCES)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 
 PROJECT = Path(__file__).resolve().parents[2]

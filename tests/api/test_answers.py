@@ -12,11 +12,11 @@ from typing import Any
 
 import grpc
 import pytest
+
 from imagestore.api import answers
 from imagestore.api.answers import RecentAnswers
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
-
 from tests.api.test_service import load
 from tests.archives import ImageSpec
 from tests.store.builders import layer_tar

@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import pytest
+
 from imagestore import bridges
 from imagestore.api import pools as server_pools
 from imagestore.api.pools import Pools

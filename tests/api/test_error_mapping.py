@@ -12,6 +12,7 @@ import grpc
 import pytest
 from google.protobuf import message as protobuf_message
 from google.rpc import error_details_pb2, status_pb2
+
 from imagestore import errors
 from imagestore.api.interceptors import ErrorMapping
 from imagestore.client import convert

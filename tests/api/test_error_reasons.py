@@ -46,6 +46,7 @@ import grpc
 import pytest
 from aiohttp import web
 from google.rpc import error_details_pb2, status_pb2
+
 from imagestore import errors
 from imagestore.api.admission import Limits
 from imagestore.api.server import ServerConfig, serve
@@ -55,7 +56,6 @@ from imagestore.oci import mediatypes as mt
 from imagestore.store.store import Store
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
-
 from tests.api.conftest import Server, start_server
 from tests.archives import ImageSpec, docker_archive, sha, tar_of
 from tests.pki import make_pki

@@ -18,9 +18,9 @@ from grpc_reflection.v1alpha import reflection_pb2 as v1alpha_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+
 from imagestore.api import reflection
 from imagestore.v1 import imagestore_pb2 as pb
-
 from tests.api.conftest import PROJECT, Server
 from tests.api.test_service import Stub, app, load
 from tests.tools import require, run
@@ -263,7 +263,7 @@ def test_both_reflection_versions_serve_the_source_info(
 
 
 def _shipped_descriptor_set() -> bytes:
-    return (resources.files("imagestore.v1") / "imagestore.binpb").read_bytes()
+    return (resources.files("imagestore.api") / "imagestore.binpb").read_bytes()
 
 
 def test_a_descriptor_set_that_differs_from_the_generated_code_is_not_served() -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from imagestore.v1 import imagestore_pb2 as pb
 
+from imagestore.v1 import imagestore_pb2 as pb
 from tests.api.conftest import Server
 from tests.api.test_service import Stub
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
+
 from imagestore.api import convert
 from imagestore.store import models
 from imagestore.store.models import name_of
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
-
 from tests.api.conftest import start_server
 from tests.api.test_service import load
 from tests.archives import ImageSpec

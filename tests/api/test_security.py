@@ -16,9 +16,9 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
-
 from tests.api.conftest import PROJECT, Server, start_server, wait_until
 from tests.api.test_service import error_info, load
 from tests.archives import ImageSpec

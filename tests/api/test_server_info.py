@@ -11,7 +11,8 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf.json_format import MessageToDict
-from imagestore import __version__, errors, hashing
+
+from imagestore import errors, hashing
 from imagestore.api.admission import Limits
 from imagestore.archive.load import LoadLimits
 from imagestore.oci import mediatypes as mt
@@ -20,7 +21,7 @@ from imagestore.registry.options import RegistryOptions
 from imagestore.store.store import DEFAULT_MAX_LAYER_SIZE, Store
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
-
+from imagestore.version import __version__
 from tests.api.conftest import Server, start_server
 from tests.api.test_grpcurl import SERVICE, grpcurl
 from tests.api.test_service import Stub, app, error_info, load

@@ -16,13 +16,13 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from imagestore import errors
 from imagestore.api import convert
 from imagestore.registry.progress import Phase
 from imagestore.store.store import Store
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
-
 from tests.api.conftest import Server, start_server, wait_until
 from tests.archives import ImageSpec, docker_archive, sha, tar_of
 from tests.store.builders import build_image, build_index, layer_tar

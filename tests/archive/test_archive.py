@@ -12,12 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from imagestore import errors
 from imagestore.archive.load import LoadProgress, load
 from imagestore.archive.save import save
 from imagestore.oci import mediatypes as mt
 from imagestore.store.store import Store
-
 from tests.archives import sha, tar_of
 from tests.store.builders import build_image, layer_tar
 from tests.tools import require, run

@@ -11,13 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from imagestore import errors
 from imagestore.archive.load import load
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.manifests import Descriptor
 from imagestore.oci.references import parse_reference
 from imagestore.store.store import Store
-
 from tests.archives import ImageSpec, docker_archive, sha, tar_of
 
 VICTIM = ImageSpec(tags=["library/alpine:3"], layers=[tar_of({"etc/alpine": b"3"})])

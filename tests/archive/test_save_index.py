@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from imagestore import errors
 from imagestore.archive.load import load
 from imagestore.archive.save import save
@@ -19,7 +20,6 @@ from imagestore.oci.manifests import Descriptor
 from imagestore.oci.references import parse_reference
 from imagestore.store.models import CommitResult
 from imagestore.store.store import Store
-
 from tests.store.builders import Built, build_image, build_index, layer_tar
 from tests.tools import require, run
 

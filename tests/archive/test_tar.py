@@ -19,12 +19,12 @@ from typing import NoReturn
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from imagestore import errors
 from imagestore.archive.decompress import decompressed
 from imagestore.archive.load import load
 from imagestore.archive.tar import MemberKind, TarLimits, TarMember, TarReader, parse_pax_records
 from imagestore.store.store import Store
-
 from tests.archives import (
     ImageSpec,
     docker_archive,

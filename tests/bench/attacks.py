@@ -25,9 +25,9 @@ from pathlib import Path
 
 import grpc
 from aiohttp import web
+
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
-
 from tests.archives import ImageSpec, docker_archive, sha, tar_of
 from tests.registry.hostile import OCI_MANIFEST, HostileRegistry, Image, make_image
 

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
-
 from tests.api.conftest import start_server
 from tests.archives import ImageSpec, docker_archive
 from tests.bench.bench_store import make_docker_archive

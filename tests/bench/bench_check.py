@@ -25,6 +25,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.manifests import Descriptor
 from imagestore.oci.references import parse_reference
@@ -33,7 +34,6 @@ from imagestore.store.leases import Lease
 from imagestore.store.store import Store
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
-
 from tests.api.conftest import start_server
 
 MiB = 1 << 20

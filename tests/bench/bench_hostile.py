@@ -35,10 +35,10 @@ from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 
 import grpc
-import imagestore
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+import imagestore.hashing
 from tests.api.conftest import Server
 from tests.bench.attacks import Attack, Context, MiB, Sizes, all_attacks
 from tests.hostile.conftest import start_target
@@ -303,7 +303,8 @@ def main() -> None:
         idle_p99 = percentile(idle, 0.99)
         print(
             f"\nHealth/Check latency while each attack runs (imagestore at"
-            f" {Path(imagestore.__file__).parent}; a fresh server per attack; probes one at a"
+            f" {Path(imagestore.hashing.__file__).parent}; a fresh server per attack;"
+            " probes one at a"
             f" time every {PROBE_INTERVAL * 1e3:.0f} ms, {PROBE_DEADLINE:.0f} s deadline;"
             f" attacks repeated to >= {args.probes} probes within {args.budget:.0f} s)"
         )

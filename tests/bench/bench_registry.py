@@ -30,9 +30,9 @@ from pathlib import Path
 
 import grpc
 import psutil
+
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
-
 from tests.api.conftest import Server, start_server
 from tests.registry.distribution import Distribution, start_distribution
 

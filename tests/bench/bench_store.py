@@ -27,7 +27,6 @@ from pathlib import Path
 
 from imagestore.archive.load import load
 from imagestore.store.store import Store
-
 from tests.store.builders import build_image, layer_tar
 
 LAYER_TARGET = 200 * 10**6

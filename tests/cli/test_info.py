@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from imagestore import __version__, hashing
-
+from imagestore import hashing
+from imagestore.version import __version__
 from tests.api.conftest import start_server
 from tests.archives import ImageSpec, docker_archive, tar_of
 from tests.cli.conftest import Cli

@@ -7,6 +7,7 @@ import io
 import json
 
 import pytest
+
 from imagestore.cli.output import go_json, say, tabwrite, write_objects, write_rows
 from imagestore.cli.progress import CheckMeter, ProgressView
 from imagestore.cli.sanitize import printable, printable_lines, safe_json

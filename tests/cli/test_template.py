@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from imagestore import errors
 from imagestore.cli import humanize
 from imagestore.cli.output import go_json, tabwrite

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from imagestore.registry.pull import WRITE_CHUNK
 
+from imagestore.registry.pull import WRITE_CHUNK
 from tests.api.conftest import PROJECT
 from tests.archives import tar_of
 from tests.cli.conftest import Cli

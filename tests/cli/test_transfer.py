@@ -10,8 +10,8 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from imagestore.registry.pull import WRITE_CHUNK
 
+from imagestore.registry.pull import WRITE_CHUNK
 from tests.api.conftest import Server, wait_until
 from tests.archives import tar_of
 from tests.cli.conftest import Cli

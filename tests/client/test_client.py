@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from imagestore import errors
 from imagestore.client import (
     CheckProblem,
@@ -24,7 +25,6 @@ from imagestore.client import (
     PushResult,
     RegistryAuth,
 )
-
 from tests.api.conftest import Server, start_server
 from tests.archives import ImageSpec, docker_archive, sha, tar_of
 from tests.pki import make_pki

@@ -9,10 +9,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from imagestore import __version__, errors, hashing
+
+from imagestore import errors, hashing
 from imagestore.client import BlobChunk, BlobStat, Descriptor, ImageStoreClient, ServerInfo
 from imagestore.oci import mediatypes as mt
-
+from imagestore.version import __version__
 from tests.api.conftest import Server
 from tests.archives import ImageSpec, docker_archive, tar_of
 

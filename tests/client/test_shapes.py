@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+
 from imagestore import errors
 from imagestore.client import (
     CheckProblem,

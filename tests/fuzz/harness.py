@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable
 
 import atheris
+
 from imagestore import errors
 
 Target = Callable[[bytes], object]

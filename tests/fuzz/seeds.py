@@ -20,7 +20,6 @@ import tarfile
 from pathlib import Path
 
 from imagestore.oci import mediatypes as mt
-
 from tests.archives import ImageSpec, docker_archive, pax_record, tar_end, tar_member, tar_of
 from tests.fuzz.run import CORPUS
 

@@ -25,9 +25,9 @@ import psutil
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
-
 from tests.api.conftest import Server, start_server
 from tests.archives import ImageSpec, docker_archive, tar_of
 

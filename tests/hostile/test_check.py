@@ -33,9 +33,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from imagestore.store.check import CHECK_RETRY_DELAY
 from imagestore.v1 import imagestore_pb2 as pb
-
 from tests.archives import ImageSpec, docker_archive, tar_of
 from tests.hostile.conftest import SEED, Target, load_archive, retry_delay, rpc_error
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from imagestore.v1 import imagestore_pb2 as pb
 
+from imagestore.v1 import imagestore_pb2 as pb
 from tests.hostile.conftest import SEED, MiB, Target, rpc_error
 
 ATTACK = "*a*a*a*a*a*a*a*a*a*b"

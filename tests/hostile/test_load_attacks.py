@@ -16,8 +16,8 @@ from collections.abc import Iterable, Iterator
 
 import grpc
 import pytest
-from imagestore.v1 import imagestore_pb2 as pb
 
+from imagestore.v1 import imagestore_pb2 as pb
 from tests.archives import (
     ImageSpec,
     docker_archive,

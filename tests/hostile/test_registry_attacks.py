@@ -41,6 +41,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from imagestore import errors
 from imagestore.dockerconfig import ANONYMOUS
 from imagestore.registry.auth import MAX_CACHED_TOKEN, Challenge, TokenCache
@@ -49,7 +50,6 @@ from imagestore.registry.options import RegistryOptions
 from imagestore.registry.slots import HostSlots
 from imagestore.registry.trust import TLS_CACHE_SIZE, Trust
 from imagestore.v1 import imagestore_pb2 as pb
-
 from tests.api.conftest import wait_until
 from tests.archives import tar_of
 from tests.hostile.conftest import MiB, Target, rpc_error

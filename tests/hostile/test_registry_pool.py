@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 from aiohttp import web
+
 from imagestore.registry.pool import MAX_IDLE_CONNECTIONS
 from imagestore.v1 import imagestore_pb2 as pb
-
 from tests.hostile.conftest import MiB, Target, rpc_error
 
 REGISTRIES = 120

@@ -37,9 +37,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
-
 from tests.archives import ImageSpec, docker_archive, tar_of
 from tests.hostile.conftest import (
     PROBE_BOUND,

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from imagestore.v1 import imagestore_pb2 as pb
 
+from imagestore.v1 import imagestore_pb2 as pb
 from tests.archives import tar_of
 from tests.hostile.conftest import Target, rpc_error, start_target
 from tests.registry.conftest import pull, push

@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from imagestore.v1 import imagestore_pb2 as pb
 
+from imagestore.v1 import imagestore_pb2 as pb
 from tests.archives import ImageSpec, docker_archive, tar_of
 from tests.hostile.conftest import SEED, MiB, Target, load_archive, start_target
 from tests.registry.conftest import pull

@@ -22,6 +22,7 @@ import psutil
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from imagestore import errors, hashing
 
 EMPTY_SHA256 = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"

@@ -10,9 +10,9 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 import pytest
+
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
-
 from tests.api.conftest import Server, start_server
 from tests.archives import ImageSpec, docker_archive, sha, tar_of
 from tests.registry.distribution import (

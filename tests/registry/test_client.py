@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 from aiohttp import web
+
 from imagestore import errors
 from imagestore.oci.references import parse_reference
 from imagestore.registry.client import RegistryClient

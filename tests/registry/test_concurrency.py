@@ -6,8 +6,8 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from imagestore.v1 import imagestore_pb2 as pb
 
+from imagestore.v1 import imagestore_pb2 as pb
 from tests.api.test_service import check_summary
 from tests.archives import tar_of
 from tests.registry.conftest import Stub, Transfer, pull

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from imagestore import errors
 from imagestore.dockerconfig import ANONYMOUS, Credentials, DockerConfig
 from imagestore.registry.auth import Challenge, parse_challenges
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
-
 from tests.api.conftest import Server, start_server
 from tests.archives import tar_of
 from tests.registry.conftest import FAST_RETRIES, Published, Stub, pull, stop_cleanly

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 from google.protobuf.json_format import MessageToDict
-from imagestore.v1 import imagestore_pb2 as pb
 
+from imagestore.v1 import imagestore_pb2 as pb
 from tests.api.conftest import Server
 from tests.api.test_grpcurl import SERVICE, grpcurl, json_stream
 from tests.api.test_service import Stub, app

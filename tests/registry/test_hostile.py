@@ -8,9 +8,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
-
 from tests.api.conftest import Server, start_server, wait_until
 from tests.api.test_service import check_summary, error_info
 from tests.archives import sha, tar_of

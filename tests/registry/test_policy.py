@@ -12,6 +12,8 @@ import asyncio
 import ipaddress
 
 import pytest
+from yarl import URL
+
 from imagestore import errors
 from imagestore.addresses import AddressClass, address_class, parse_address
 from imagestore.api.servicer import check_credentials_transport
@@ -20,7 +22,6 @@ from imagestore.registry.client import RegistryClient
 from imagestore.registry.guard import AddressGuard, GuardedResolver, RefusalError
 from imagestore.registry.options import RegistryOptions
 from imagestore.registry.proxies import Proxies
-from yarl import URL
 
 PUBLIC, PRIVATE, LINK_LOCAL, LOOPBACK = (
     AddressClass.PUBLIC,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from imagestore.v1 import imagestore_pb2 as pb
 
+from imagestore.v1 import imagestore_pb2 as pb
 from tests.api.test_service import check_summary, error_info
 from tests.registry.conftest import Published, Stub, good_auth, pull, request_platform
 from tests.registry.distribution import Distribution, skopeo

@@ -10,8 +10,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import grpc
 import pytest
-from imagestore.v1 import imagestore_pb2 as pb
 
+from imagestore.v1 import imagestore_pb2 as pb
 from tests.api.conftest import Server, wait_until
 from tests.api.test_service import check_summary, error_info, load
 from tests.archives import ImageSpec, sha, tar_of

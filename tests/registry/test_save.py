@@ -11,8 +11,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from imagestore.v1 import imagestore_pb2 as pb
 
+from imagestore.v1 import imagestore_pb2 as pb
 from tests.api.test_service import check_summary, error_info, load_result
 from tests.registry.conftest import Published, Stub, pull, request_platform
 from tests.registry.distribution import skopeo

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 
+from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 from tests.api.conftest import start_server
 from tests.pki import make_pki
 from tests.registry.conftest import FAST_RETRIES, Published, pull, stop_cleanly

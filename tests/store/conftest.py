@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from imagestore.store.parts import CatalogFactory, sqlite_catalog
 from imagestore.store.store import Store
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from imagestore import errors
 from imagestore.store.store import Store
-
 from tests.store.builders import build_image, layer_tar
 from tests.store.conftest import CATALOGS
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from imagestore.oci import mediatypes as mt
 from imagestore.store.catalog import Catalog
 from imagestore.store.records import (
@@ -20,7 +21,6 @@ from imagestore.store.records import (
     NameRow,
     TargetRow,
 )
-
 from tests.store.conftest import CATALOGS
 
 #: seconds before a thread that should have finished is declared stuck (a

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from imagestore import errors
 from imagestore.store import check as check_module
 from imagestore.store.models import CheckReport, Name
 from imagestore.store.store import Store
-
 from tests.store.builders import build_image, layer_tar
 from tests.store.conftest import OpenStore
 

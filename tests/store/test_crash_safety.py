@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from imagestore import errors
 from imagestore.store.store import Store
-
 from tests.store.conftest import OpenStore
 
 TRIALS = 60

@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+
 from imagestore import errors
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.manifests import Manifest
 from imagestore.store.documents import Documents
 from imagestore.store.store import Store
-
 from tests.store.builders import build_image, layer_tar
 from tests.store.conftest import OpenStore
 from tests.store.test_repair import damage

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from imagestore import errors
 from imagestore.oci import globs
 from imagestore.oci.globs import Glob, compile_glob, path_match

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+
 from imagestore import errors
 from imagestore.oci.platforms import host_platform
 from imagestore.store.store import Store
-
 from tests.store.builders import build_image, build_index, layer_tar
 
 

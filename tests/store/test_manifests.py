@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from imagestore import errors
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.manifests import Index, Manifest, parse_config, parse_document, parse_time

@@ -10,6 +10,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from imagestore import errors
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.manifests import Descriptor
@@ -18,7 +19,6 @@ from imagestore.store.filters import parse_list_filters, parse_prune_filters
 from imagestore.store.models import Name, RemoveResult
 from imagestore.store.records import NameRow, TargetRow
 from imagestore.store.store import Store
-
 from tests.store.builders import Built, build_image, layer_tar
 from tests.store.conftest import OpenStore
 

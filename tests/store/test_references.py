@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from imagestore import errors
 from imagestore.oci.digests import parse_digest
 from imagestore.oci.platforms import Platform, best_match, parse_platform

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from imagestore import hashing
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.manifests import Descriptor
@@ -31,7 +32,6 @@ from imagestore.store.blobs import Encoding
 from imagestore.store.catalog import MAX_SOURCES_PER_BLOB
 from imagestore.store.check import REPAIR_BLOB
 from imagestore.store.store import ORPHAN_GRACE_PERIOD, Store
-
 from tests.store.builders import build_image, layer_tar
 from tests.store.conftest import OpenStore
 

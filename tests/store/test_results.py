@@ -8,6 +8,7 @@ import os
 import threading
 
 import pytest
+
 from imagestore import errors
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.platforms import Platform
@@ -20,7 +21,6 @@ from imagestore.store.models import (
     UnrecordedBlob,
 )
 from imagestore.store.store import Store
-
 from tests.store.builders import build_image, build_index, layer_tar
 from tests.tools import feed_until_closed
 

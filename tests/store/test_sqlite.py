@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from imagestore import errors
 from imagestore.store.sqlite import MIGRATIONS, SqliteCatalog
 from imagestore.store.store import Store
-
 from tests.store.builders import build_image, layer_tar
 
 

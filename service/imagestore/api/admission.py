@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+
 from imagestore import errors
 from imagestore.api.interceptors import Behavior, Continuation, Handler, wrap_handler
 

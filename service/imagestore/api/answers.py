@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from google.protobuf.message import Message
+
 from imagestore.store.store import Store
 
 #: answers kept, and their bytes in all; a larger single answer is not kept

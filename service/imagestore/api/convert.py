@@ -10,7 +10,8 @@ from typing import Any
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from imagestore import __version__, errors, hashing
+
+from imagestore import errors, hashing
 from imagestore.api.admission import Limits
 from imagestore.api.interceptors import status_message
 from imagestore.archive.load import LoadedImage, LoadLimits, LoadProgress
@@ -24,6 +25,7 @@ from imagestore.registry.push import PushResult
 from imagestore.store import models
 from imagestore.store.store import BlobStat, Totals
 from imagestore.v1 import imagestore_pb2 as pb
+from imagestore.version import __version__
 
 
 def timestamp(value: datetime | int | None) -> Timestamp | None:

@@ -19,6 +19,7 @@ from google.protobuf import any_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
+
 from imagestore import errors
 from imagestore.api.metrics import Metrics
 

@@ -31,8 +31,9 @@ log = logging.getLogger("imagestore.reflection")
 
 V1_PACKAGE = "grpc.reflection.v1"
 V1_SERVICE = f"{V1_PACKAGE}.ServerReflection"
-#: the descriptor set `make protos` writes beside the generated modules
-DESCRIPTOR_SET_PACKAGE = "imagestore.v1"
+#: the descriptor set `make protos` writes beside this module (the server's own:
+#: the client distribution ships the generated modules, not this)
+DESCRIPTOR_SET_PACKAGE = "imagestore.api"
 DESCRIPTOR_SET_NAME = "imagestore.binpb"
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
 from imagestore import errors
 from imagestore.addresses import is_loopback
 from imagestore.api import reflection

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import Any, TypeVar
 
 import grpc
+
 from imagestore import errors
 from imagestore.addresses import is_loopback
 from imagestore.api import convert

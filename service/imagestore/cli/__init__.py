@@ -12,10 +12,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from imagestore import __version__, errors
+from imagestore import errors
 from imagestore.cli import images, info, login, serve, transfer
 from imagestore.cli.output import say
 from imagestore.client import DEFAULT_TARGET, ImageStoreClient
+from imagestore.version import __version__
 
 #: how a status reads in the one-line error message
 _MEANING = {

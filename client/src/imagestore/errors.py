@@ -55,6 +55,7 @@ class Reason(StrEnum):
     MALFORMED_CONTENT = "MALFORMED_CONTENT"
     OPTION_INVALID = "OPTION_INVALID"
     MESSAGE_ORDER_INVALID = "MESSAGE_ORDER_INVALID"
+    CURSOR_INVALID = "CURSOR_INVALID"
     # NOT_FOUND
     IMAGE_NOT_FOUND = "IMAGE_NOT_FOUND"
     BLOB_NOT_FOUND = "BLOB_NOT_FOUND"
@@ -99,8 +100,10 @@ class Reason(StrEnum):
     TRUNCATED_COMPRESSED_DATA = "TRUNCATED_COMPRESSED_DATA"
     TRAILING_DATA = "TRAILING_DATA"
     UNSUPPORTED_COMPRESSION = "UNSUPPORTED_COMPRESSION"
-    # OUT_OF_RANGE (the one situation of its code: its reason is specific)
+    # OUT_OF_RANGE (a read past the end is the code's first situation: its reason
+    # is specific)
     OUT_OF_RANGE = "OUT_OF_RANGE"
+    CURSOR_EXPIRED = "CURSOR_EXPIRED"
     # UNAVAILABLE
     REGISTRY_UNAVAILABLE = "REGISTRY_UNAVAILABLE"
     REGISTRY_CERTIFICATE_UNTRUSTED = "REGISTRY_CERTIFICATE_UNTRUSTED"
@@ -317,6 +320,18 @@ class PageSizeInvalid(InvalidArgument):
 
     reason = Reason.PAGE_SIZE_INVALID
     field = "page_size"
+
+
+class CursorInvalid(InvalidArgument):
+    """A WatchEvents cursor this store never handed out (past its last event)."""
+
+    reason = Reason.CURSOR_INVALID
+
+
+class CursorExpired(OutOfRange):
+    """A WatchEvents cursor older than the events journal keeps."""
+
+    reason = Reason.CURSOR_EXPIRED
 
 
 class RangeInvalid(InvalidArgument):

@@ -8,8 +8,8 @@ from typing import Any
 
 import grpc
 from google.protobuf.any_pb2 import Any as AnyMessage
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from imagestore import errors
 from imagestore.client import models
@@ -328,6 +328,8 @@ _BY_STATUS = {cls.status: cls for cls in errors.ImageStoreError.__subclasses__()
 
 #: grpc's status codes by number (google.rpc.Status carries the number)
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+#: the trailer a failed call's google.rpc.Status travels in (gRPC's richer error model)
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
 def error(failure: grpc.RpcError) -> errors.ImageStoreError:
@@ -337,8 +339,20 @@ def error(failure: grpc.RpcError) -> errors.ImageStoreError:
     ``retry_after`` (RetryInfo), ``field`` (BadRequest) and ``resource``
     (ResourceInfo)."""
     call: Any = failure
-    status = rpc_status.from_call(call)
+    status = _rich_status(call.trailing_metadata() or ())
     return _exception(call.code(), call.details(), status.details if status is not None else ())
+
+
+def _rich_status(trailers: Any) -> status_pb2.Status | None:
+    """The google.rpc.Status a failed call carries in its trailers, if any (what
+    grpcio-status's ``from_call`` reads, without depending on it)."""
+    for key, value in trailers:
+        if key == _STATUS_DETAILS_KEY and isinstance(value, bytes):
+            try:
+                return status_pb2.Status.FromString(value)
+            except DecodeError:
+                return None  # not ours to trust: the code and message still say enough
+    return None
 
 
 def status_error(status: status_pb2.Status) -> errors.ImageStoreError:

@@ -37,6 +37,17 @@ class AuthMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUTH_MODE_NONE: _ClassVar[AuthMode]
     AUTH_MODE_TOKENS: _ClassVar[AuthMode]
 
+class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVENT_KIND_UNSPECIFIED: _ClassVar[EventKind]
+    EVENT_KIND_TAG: _ClassVar[EventKind]
+    EVENT_KIND_UNTAG: _ClassVar[EventKind]
+    EVENT_KIND_DELETE: _ClassVar[EventKind]
+    EVENT_KIND_PULL: _ClassVar[EventKind]
+    EVENT_KIND_PUSH: _ClassVar[EventKind]
+    EVENT_KIND_LOAD: _ClassVar[EventKind]
+    EVENT_KIND_PRUNE: _ClassVar[EventKind]
+
 class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ERROR_REASON_UNSPECIFIED: _ClassVar[ErrorReason]
@@ -62,6 +73,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MALFORMED_CONTENT: _ClassVar[ErrorReason]
     OPTION_INVALID: _ClassVar[ErrorReason]
     MESSAGE_ORDER_INVALID: _ClassVar[ErrorReason]
+    CURSOR_INVALID: _ClassVar[ErrorReason]
     IMAGE_NOT_FOUND: _ClassVar[ErrorReason]
     BLOB_NOT_FOUND: _ClassVar[ErrorReason]
     PLATFORM_NOT_FOUND: _ClassVar[ErrorReason]
@@ -100,6 +112,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRAILING_DATA: _ClassVar[ErrorReason]
     UNSUPPORTED_COMPRESSION: _ClassVar[ErrorReason]
     OUT_OF_RANGE: _ClassVar[ErrorReason]
+    CURSOR_EXPIRED: _ClassVar[ErrorReason]
     REGISTRY_UNAVAILABLE: _ClassVar[ErrorReason]
     REGISTRY_CERTIFICATE_UNTRUSTED: _ClassVar[ErrorReason]
     CREDENTIAL_HELPER_TIMEOUT: _ClassVar[ErrorReason]
@@ -124,6 +137,14 @@ PHASE_SUMMARY: Phase
 AUTH_MODE_UNSPECIFIED: AuthMode
 AUTH_MODE_NONE: AuthMode
 AUTH_MODE_TOKENS: AuthMode
+EVENT_KIND_UNSPECIFIED: EventKind
+EVENT_KIND_TAG: EventKind
+EVENT_KIND_UNTAG: EventKind
+EVENT_KIND_DELETE: EventKind
+EVENT_KIND_PULL: EventKind
+EVENT_KIND_PUSH: EventKind
+EVENT_KIND_LOAD: EventKind
+EVENT_KIND_PRUNE: EventKind
 ERROR_REASON_UNSPECIFIED: ErrorReason
 INVALID_ARGUMENT: ErrorReason
 NOT_FOUND: ErrorReason
@@ -147,6 +168,7 @@ ARGUMENT_MISSING: ErrorReason
 MALFORMED_CONTENT: ErrorReason
 OPTION_INVALID: ErrorReason
 MESSAGE_ORDER_INVALID: ErrorReason
+CURSOR_INVALID: ErrorReason
 IMAGE_NOT_FOUND: ErrorReason
 BLOB_NOT_FOUND: ErrorReason
 PLATFORM_NOT_FOUND: ErrorReason
@@ -185,6 +207,7 @@ TRUNCATED_COMPRESSED_DATA: ErrorReason
 TRAILING_DATA: ErrorReason
 UNSUPPORTED_COMPRESSION: ErrorReason
 OUT_OF_RANGE: ErrorReason
+CURSOR_EXPIRED: ErrorReason
 REGISTRY_UNAVAILABLE: ErrorReason
 REGISTRY_CERTIFICATE_UNTRUSTED: ErrorReason
 CREDENTIAL_HELPER_TIMEOUT: ErrorReason
@@ -880,3 +903,50 @@ class StatBlobResponse(_message.Message):
     damaged: bool
     damage: str
     def __init__(self, blob: _Optional[_Union[Descriptor, _Mapping]] = ..., diff_id: _Optional[str] = ..., uncompressed_size: _Optional[int] = ..., stored_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., referenced: _Optional[bool] = ..., image_ids: _Optional[_Iterable[str]] = ..., image_count: _Optional[int] = ..., damaged: _Optional[bool] = ..., damage: _Optional[str] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("cursor", "time", "kind", "image_id", "name", "target_digest", "labels", "remote", "reclaimed_bytes")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TARGET_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_FIELD_NUMBER: _ClassVar[int]
+    RECLAIMED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    cursor: int
+    time: _timestamp_pb2.Timestamp
+    kind: EventKind
+    image_id: str
+    name: ImageName
+    target_digest: str
+    labels: _containers.ScalarMap[str, str]
+    remote: str
+    reclaimed_bytes: int
+    def __init__(self, cursor: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[EventKind, str]] = ..., image_id: _Optional[str] = ..., name: _Optional[_Union[ImageName, _Mapping]] = ..., target_digest: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., remote: _Optional[str] = ..., reclaimed_bytes: _Optional[int] = ...) -> None: ...
+
+class WatchEventsRequest(_message.Message):
+    __slots__ = ("cursor", "since_oldest", "filters")
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    SINCE_OLDEST_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    cursor: int
+    since_oldest: bool
+    filters: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cursor: _Optional[int] = ..., since_oldest: _Optional[bool] = ..., filters: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class WatchEventsResponse(_message.Message):
+    __slots__ = ("event", "caught_up")
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    CAUGHT_UP_FIELD_NUMBER: _ClassVar[int]
+    event: Event
+    caught_up: int
+    def __init__(self, event: _Optional[_Union[Event, _Mapping]] = ..., caught_up: _Optional[int] = ...) -> None: ...

@@ -131,6 +131,11 @@ class ImageStoreServiceStub:
                 request_serializer=imagestore_dot_v1_dot_imagestore__pb2.StatBlobRequest.SerializeToString,
                 response_deserializer=imagestore_dot_v1_dot_imagestore__pb2.StatBlobResponse.FromString,
                 _registered_method=True)
+        self.WatchEvents = channel.unary_stream(
+                '/imagestore.v1.ImageStoreService/WatchEvents',
+                request_serializer=imagestore_dot_v1_dot_imagestore__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=imagestore_dot_v1_dot_imagestore__pb2.WatchEventsResponse.FromString,
+                _registered_method=True)
 
 
 class ImageStoreServiceServicer:
@@ -270,6 +275,18 @@ class ImageStoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchEvents(self, request, context):
+        """Streams the store's changes as they are committed, like `docker events`:
+        first the journal's events after the request's cursor, then each new one
+        as it happens, until the call ends. Every event carries its cursor; a
+        watcher that reconnects with the last one it saw misses nothing and sees
+        nothing twice. A cursor older than the journal keeps is OUT_OF_RANGE
+        (CURSOR_EXPIRED, with the oldest cursor available in its metadata).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImageStoreServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -352,6 +369,11 @@ def add_ImageStoreServiceServicer_to_server(servicer, server):
                     servicer.StatBlob,
                     request_deserializer=imagestore_dot_v1_dot_imagestore__pb2.StatBlobRequest.FromString,
                     response_serializer=imagestore_dot_v1_dot_imagestore__pb2.StatBlobResponse.SerializeToString,
+            ),
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=imagestore_dot_v1_dot_imagestore__pb2.WatchEventsRequest.FromString,
+                    response_serializer=imagestore_dot_v1_dot_imagestore__pb2.WatchEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -803,6 +825,33 @@ class ImageStoreService:
             '/imagestore.v1.ImageStoreService/StatBlob',
             imagestore_dot_v1_dot_imagestore__pb2.StatBlobRequest.SerializeToString,
             imagestore_dot_v1_dot_imagestore__pb2.StatBlobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/imagestore.v1.ImageStoreService/WatchEvents',
+            imagestore_dot_v1_dot_imagestore__pb2.WatchEventsRequest.SerializeToString,
+            imagestore_dot_v1_dot_imagestore__pb2.WatchEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,
