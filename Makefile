@@ -23,7 +23,7 @@ PROTOS := $(wildcard protos/imagestore/v1/*.proto)
 GENERATED := client/src/imagestore/v1
 NATIVE_STAMP := $(BUILD)/native.stamp
 NATIVE_SOURCES := native/imagestore_native.c native/imagestore_native.h native/build_native.py \
-	setup.py pyproject.toml
+	setup.py pyproject.toml client/pyproject.toml
 ZLIB_NATIVE := $(BUILD)/zlib/_native.so
 ASAN_NATIVE := $(BUILD)/asan/_native.so
 
@@ -73,6 +73,8 @@ bench: native test-debs $(ZLIB_NATIVE) ## Benchmarks beside their peers (stdlib,
 	IMAGESTORE_TEST_NATIVE=$(ZLIB_NATIVE) $(PY) -m tests.bench.bench_native
 	$(PY) -m tests.bench.bench_store
 	$(PY) -m tests.bench.bench_api
+	$(PY) -m tests.bench.bench_clients
+	$(PY) -m tests.bench.bench_events
 	$(PY) -m tests.bench.bench_registry
 	$(PY) -m tests.bench.bench_check
 	$(PY) -m tests.bench.bench_hostile

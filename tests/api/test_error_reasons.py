@@ -1245,6 +1245,35 @@ def test_out_of_range(world: World) -> None:
     )
 
 
+@reaches(Reason.CURSOR_INVALID)
+def test_cursor_invalid(world: World) -> None:
+    past = 1 << 60  # no store hands out that many events
+    request = pb.WatchEventsRequest(cursor=past)
+    error = failure(lambda: list(world.stub.WatchEvents(request, timeout=30)))
+    got = expect(
+        error, Code.INVALID_ARGUMENT, Reason.CURSOR_INVALID, {"cursor", "last"}, field="cursor"
+    )
+    assert got.metadata["cursor"] == str(past)
+    assert int(got.metadata["last"]) >= 0
+
+
+@reaches(Reason.CURSOR_EXPIRED)
+def test_cursor_expired(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "root", "--listen=127.0.0.1:0", "--events-max-count=2")
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = Stub(channel)  # type: ignore[no-untyped-call]
+            archive = docker_archive(ImageSpec(tags=["cursor:0"], layers=[tar_of({"a": b"a"})]))
+            list(stub.Load(iter([pb.LoadRequest(chunk=archive)]), timeout=30))  # event 1
+            for number in range(1, 4):  # events 2, 3, 4: the journal keeps 3 and 4
+                stub.Tag(pb.TagRequest(source="cursor:0", target=f"cursor:{number}"), timeout=30)
+            request = pb.WatchEventsRequest(cursor=1)
+            error = failure(lambda: list(stub.WatchEvents(request, timeout=30)))
+            expect(error, Code.OUT_OF_RANGE, Reason.CURSOR_EXPIRED, {"cursor": "1", "oldest": "3"})
+    finally:
+        assert server.stop() == 0
+
+
 @reaches(Reason.REGISTRY_UNAVAILABLE)
 def test_registry_unavailable(world: World) -> None:
     image = make_image([tar_of({"etc/later": b"come back later"})])

@@ -7,6 +7,7 @@ import io
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -14,7 +15,6 @@ from imagestore import errors
 from imagestore.client import (
     CheckProblem,
     CheckProgress,
-    CheckSummary,
     ImageName,
     ImageStoreClient,
     LoadResult,
@@ -24,6 +24,7 @@ from imagestore.client import (
     PullResult,
     PushResult,
     RegistryAuth,
+    ResultStream,
 )
 from tests.api.conftest import Server, start_server
 from tests.archives import ImageSpec, docker_archive, sha, tar_of
@@ -47,10 +48,15 @@ def archive(tmp_path: Path) -> Path:
     return path
 
 
-def _result(events: Iterator[object]) -> tuple[list[Progress], object]:
-    items = list(events)
-    assert all(isinstance(i, Progress) for i in items[:-1])
-    return items[:-1], items[-1]  # type: ignore[return-value]
+R = TypeVar("R")
+
+
+def _result(call: ResultStream[Progress, R]) -> tuple[list[Progress], R]:
+    """Every progress item, then the result."""
+    with call:
+        progress = list(call)
+        assert all(isinstance(p, Progress) for p in progress)
+        return progress, call.result()
 
 
 def test_load_from_a_path_and_from_a_file_object(client: ImageStoreClient, archive: Path) -> None:
@@ -233,14 +239,15 @@ def test_remove_applies_each_item_on_its_own(client: ImageStoreClient, archive: 
 
 def test_check_streams_progress_then_the_summary(client: ImageStoreClient, archive: Path) -> None:
     list(client.load(archive))
-    events = list(client.check())
-    assert isinstance(events[-1], CheckSummary)
-    summary = events[-1]
-    assert (summary.ok, summary.problems, summary.images_checked) == (True, 0, 1)
+    with client.check() as call:
+        events = list(call)
+        report = call.result()
+    assert (report.ok, report.problems, report.images_checked) == (True, (), 1)
     stored = client.server_info().blob_count
-    assert summary.blobs_checked == stored
+    assert report.blobs_checked == stored
     progress = [e for e in events if isinstance(e, CheckProgress)]
     assert progress
+    assert len(progress) == len(events)  # the summary ends the stream: it is the result
     assert progress[-1].blobs_checked == progress[-1].blobs_total == stored
     assert not [e for e in events if isinstance(e, CheckProblem)]
 

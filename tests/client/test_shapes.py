@@ -25,7 +25,7 @@ from imagestore.client import (
     UnrecordedBlob,
     convert,
 )
-from imagestore.client.connection import CHUNK, _load_requests
+from imagestore.client.requests import CHUNK, load_requests
 from imagestore.v1 import imagestore_pb2 as pb
 
 DIGEST = "sha256:" + "ab" * 32
@@ -197,11 +197,11 @@ def test_load_sends_a_header_when_the_size_is_known(tmp_path: Path) -> None:
     archive = tmp_path / "a.tar"
     archive.write_bytes(b"x" * (CHUNK + 5))
     with archive.open("rb") as handle:
-        sent = list(_load_requests(handle))
+        sent = list(load_requests(handle))
     assert [m.WhichOneof("request") for m in sent] == ["header", "chunk", "chunk"]
     assert sent[0].header.declared_size == CHUNK + 5
     with archive.open("rb") as handle:
         handle.seek(5)  # what is left of it is what will be sent
-        assert next(iter(_load_requests(handle))).header.declared_size == CHUNK
-    unknown = list(_load_requests(io.BytesIO(b"y" * 10)))
+        assert next(iter(load_requests(handle))).header.declared_size == CHUNK
+    unknown = list(load_requests(io.BytesIO(b"y" * 10)))
     assert [(m.WhichOneof("request"), m.chunk) for m in unknown] == [("chunk", b"y" * 10)]

@@ -14,7 +14,7 @@ from imagestore.oci.manifests import Descriptor
 from imagestore.oci.references import Reference, parse_reference
 from imagestore.store.blobs import Encoding
 from imagestore.store.leases import Lease
-from imagestore.store.models import CommitResult
+from imagestore.store.models import CommitResult, EventKind
 from imagestore.store.store import Store
 
 
@@ -51,10 +51,12 @@ def build_image(
     history: list[dict[str, object]] | None = None,
     commit: bool = True,
     lease: Lease | None = None,
+    event: EventKind = EventKind.TAG,
 ) -> Built:
     """Compress the layer tars into the store, write config and manifest, commit.
 
     Without ``lease`` it takes its own, so uncommitted blobs go when it returns.
+    ``event`` is who commits, for the events journal (pull, load, or tag).
     """
     with nullcontext(lease) if lease is not None else store.lease() as lease:
         descriptors = []
@@ -98,7 +100,7 @@ def build_image(
         target = Descriptor(manifest_type, manifest_info.digest, manifest_info.size)
         references: list[Reference] = [parse_reference(n) for n in names]
         result = (
-            store.commit_target(lease, target, references)
+            store.commit_target(lease, target, references, event=event)
             if commit
             else CommitResult(target.digest, (), (), ())
         )
@@ -111,6 +113,7 @@ def build_index(
     *,
     names: Sequence[str] = (),
     absent: Sequence[tuple[str, str]] = (),
+    event: EventKind = EventKind.TAG,
 ) -> CommitResult:
     """An OCI index over built (uncommitted is fine) manifests with their platforms;
     ``absent`` adds (digest, platform) entries whose manifests are not stored."""
@@ -132,7 +135,7 @@ def build_index(
     with store.lease() as lease:
         info = store.put_blob(lease, body, mt.OCI_INDEX)
         target = Descriptor(mt.OCI_INDEX, info.digest, info.size)
-        return store.commit_target(lease, target, [parse_reference(n) for n in names])
+        return store.commit_target(lease, target, [parse_reference(n) for n in names], event=event)
 
 
 def _platform_json(text: str) -> dict[str, str]:

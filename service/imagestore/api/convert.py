@@ -537,3 +537,26 @@ def stat_blob_response(value: BlobStat) -> pb.StatBlobResponse:
         damaged=value.damage is not None,
         damage=value.damage or "",
     )
+
+
+_EVENT_KINDS: dict[models.EventKind, pb.EventKind] = {
+    kind: pb.EventKind.Value("EVENT_KIND_" + kind.name)  # type: ignore[misc]
+    for kind in models.EventKind
+}
+
+
+def event(value: models.Event) -> pb.Event:
+    """A journal event as WatchEvents sends it."""
+    message = pb.Event(
+        cursor=value.cursor,
+        time=timestamp(value.time_ns),
+        kind=_EVENT_KINDS[value.kind],
+        image_id=value.image_id,
+        target_digest=value.target_digest,
+        labels=value.labels,
+        remote=value.remote,
+        reclaimed_bytes=value.reclaimed_bytes,
+    )
+    if value.name is not None:
+        message.name.CopyFrom(name(value.name))
+    return message

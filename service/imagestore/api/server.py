@@ -28,6 +28,7 @@ from imagestore.api.servicer import ImageStoreServicer
 from imagestore.archive.load import LoadLimits
 from imagestore.registry.client import RegistryClient
 from imagestore.registry.options import RegistryOptions
+from imagestore.store.events import DEFAULT_EVENTS_MAX_AGE, DEFAULT_EVENTS_MAX_COUNT
 from imagestore.store.store import DEFAULT_MAX_LAYER_SIZE, ORPHAN_GRACE_PERIOD, Store
 from imagestore.v1 import imagestore_pb2, imagestore_pb2_grpc
 
@@ -60,6 +61,9 @@ class ServerConfig:
     grace_period: float = 10.0
     max_layer_size: int = DEFAULT_MAX_LAYER_SIZE
     orphan_grace_period: float = ORPHAN_GRACE_PERIOD
+    #: the events journal's retention: at most this many events, this many seconds
+    events_max_count: int = DEFAULT_EVENTS_MAX_COUNT
+    events_max_age: float = DEFAULT_EVENTS_MAX_AGE
     limits: Limits = field(default_factory=Limits)
     load: LoadLimits = field(default_factory=LoadLimits)
     registry: RegistryOptions = field(default_factory=RegistryOptions)
@@ -165,6 +169,8 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         config.root,
         max_layer_size=config.max_layer_size,
         orphan_grace_period=config.orphan_grace_period,
+        events_max_count=config.events_max_count,
+        events_max_age=config.events_max_age,
     )
     registry = RegistryClient(config.registry)
     try:
@@ -220,6 +226,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         log.info("shutting down: letting calls finish for up to %.0f s", config.grace_period)
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        servicer.events.close()  # a watch would otherwise last the whole grace period
         await server.stop(config.grace_period)
         await pools.shutdown()  # the jobs of cancelled calls end before the store closes
     finally:

@@ -19,6 +19,7 @@ from imagestore.addresses import is_loopback
 from imagestore.api import convert
 from imagestore.api.admission import DEFAULT_MAX_RESPONSE_BYTES, Limits
 from imagestore.api.answers import RecentAnswers
+from imagestore.api.events import EventHub
 from imagestore.api.pools import Pools
 from imagestore.archive.load import LoadLimits, LoadProgress, load
 from imagestore.archive.save import save
@@ -30,7 +31,11 @@ from imagestore.registry.client import RegistryClient
 from imagestore.registry.progress import ProgressEvent
 from imagestore.registry.pull import Puller
 from imagestore.registry.push import Pusher
-from imagestore.store.filters import parse_list_filters, parse_prune_filters
+from imagestore.store.filters import (
+    parse_event_filters,
+    parse_list_filters,
+    parse_prune_filters,
+)
 from imagestore.store.models import CheckProgress, ImageSummary
 from imagestore.store.store import Store
 from imagestore.v1 import imagestore_pb2 as pb
@@ -149,6 +154,8 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         )
         self._pools = pools
         self._answers = RecentAnswers(store)
+        #: the watchers of WatchEvents; the server closes it when it stops
+        self.events = EventHub(store, pools)
 
     async def _unary(self, job: Callable[[], T]) -> T:
         return await self._pools.unary.run(job)
@@ -250,6 +257,19 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
                     continue
                 sent = event
             yield convert.check_response(event)
+
+    async def WatchEvents(
+        self, request: pb.WatchEventsRequest, context: Context
+    ) -> AsyncIterator[pb.WatchEventsResponse]:
+        """The journal after the request's cursor, ``caught_up``, then each change
+        as it commits, until the call ends or the server stops."""
+        filters = parse_event_filters(request.filters)
+        async for response in self.events.watch(request.cursor, request.since_oldest, filters):
+            yield response
+        # the hub closed: the server is stopping; the caller resumes elsewhere or later
+        raise errors.Unavailable(
+            "the server is stopping: watch again with the cursor of the last event received"
+        )
 
     async def GetServerInfo(
         self, request: pb.GetServerInfoRequest, context: Context

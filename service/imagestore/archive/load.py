@@ -33,6 +33,7 @@ from imagestore.oci.manifests import MAX_DOCUMENT_SIZE, Descriptor, Index, Manif
 from imagestore.oci.references import Reference, parse_reference, parse_tag_target
 from imagestore.store.blobs import BlobInfo, Encoding, Ingest
 from imagestore.store.leases import Lease
+from imagestore.store.models import EventKind
 from imagestore.store.store import Store
 
 READ_SIZE = 1 << 20
@@ -395,7 +396,7 @@ class Loader:
     ) -> list[LoadedImage]:
         info = self.store.put_blob(self.lease, body, media_type, digest)
         result = self.store.commit_target(
-            self.lease, Descriptor(media_type, info.digest, info.size), names
+            self.lease, Descriptor(media_type, info.digest, info.size), names, event=EventKind.LOAD
         )
         canonical = {n.familiar(): str(n) for n in names}
         moved = tuple(canonical[name] for name in result.moved_names)

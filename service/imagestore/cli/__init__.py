@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from imagestore import errors
 from imagestore.cli import images, info, login, serve, transfer
@@ -38,21 +36,23 @@ EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imagestore", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"imagestore {__version__}")
-    env = os.environ.get
+    # None: the client's own default, from the same IMAGESTORE_* variable
     parser.add_argument(
         "-H",
         "--host",
-        default=env("IMAGESTORE_HOST", DEFAULT_TARGET),
+        default=None,
         help=f"server: host:port or unix:///path (IMAGESTORE_HOST; default {DEFAULT_TARGET})",
     )
-    parser.add_argument("--tls", action="store_true", help="use TLS (system CAs)")
-    parser.add_argument("--tls-ca", default=env("IMAGESTORE_TLS_CA"), help="trust this CA (PEM)")
-    parser.add_argument("--tls-cert", default=env("IMAGESTORE_TLS_CERT"), help="client cert")
-    parser.add_argument("--tls-key", default=env("IMAGESTORE_TLS_KEY"), help="client key")
+    parser.add_argument(
+        "--tls", action="store_true", default=None, help="use TLS (system CAs; IMAGESTORE_TLS)"
+    )
+    parser.add_argument("--tls-ca", help="trust this CA (PEM; IMAGESTORE_TLS_CA)")
+    parser.add_argument("--tls-cert", help="client cert (IMAGESTORE_TLS_CERT)")
+    parser.add_argument("--tls-key", help="client key (IMAGESTORE_TLS_KEY)")
     parser.add_argument(
         "--token-file",
-        default=env("IMAGESTORE_TOKEN_FILE"),
-        help="file holding the server's bearer token (IMAGESTORE_TOKEN_FILE)",
+        help="file holding the server's bearer token (IMAGESTORE_TOKEN_FILE;"
+        " or the token itself in IMAGESTORE_TOKEN)",
     )
     parser.add_argument(
         "--config",
@@ -69,17 +69,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _connect(args: argparse.Namespace) -> ImageStoreClient:
-    token = None
-    if args.token_file:
-        token = Path(args.token_file).read_text().strip().splitlines()[0]
-    target = args.host.removeprefix("tcp://")
+    """The client of the global options; what they leave out, the client takes
+    from its IMAGESTORE_* variables."""
     return ImageStoreClient(
-        target,
+        args.host,
         tls=args.tls,
         ca_file=args.tls_ca,
         cert_file=args.tls_cert,
         key_file=args.tls_key,
-        token=token,
+        token_file=args.token_file,
     )
 
 
@@ -100,11 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream=sys.stderr,
         )
         return int(args.run(args))
+    host = args.host or DEFAULT_TARGET
     try:
         with _connect(args) as client:
+            host = client.target
             return int(args.run(client, args) or 0)
     except errors.ImageStoreError as error:
-        say(f"imagestore: {describe(error, args.host)}", out=sys.stderr)
+        say(f"imagestore: {describe(error, host)}", out=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         say("imagestore: cancelled", out=sys.stderr)

@@ -11,7 +11,7 @@ from imagestore.cli import humanize, views
 from imagestore.cli.output import say, tabwrite, write_objects, write_rows
 from imagestore.cli.progress import CheckMeter
 from imagestore.cli.sanitize import printable
-from imagestore.client import CheckProblem, CheckProgress, CheckSummary, ImageStoreClient
+from imagestore.client import CheckProblem, CheckProgress, ImageStoreClient
 
 PRUNE_WARNING = "WARNING! This will remove all dangling images."
 PRUNE_ALL_WARNING = (
@@ -197,22 +197,18 @@ def disk_usage(client: ImageStoreClient, args: argparse.Namespace) -> int:
 def check_store(client: ImageStoreClient, args: argparse.Namespace) -> int:
     """Each problem as the server confirms it (a progress bar meanwhile on a
     terminal), then the summary; exit 1 when anything is wrong."""
-    summary: CheckSummary | None = None
-    with CheckMeter(sys.stdout) as meter:
-        for event in client.check():
+    with client.check() as call, CheckMeter(sys.stdout) as meter:
+        for event in call:
             if isinstance(event, CheckProgress):
                 meter.update(event)
             elif isinstance(event, CheckProblem):
                 meter.line(f"{event.kind}: {event.subject}: {event.detail}")
-            elif isinstance(event, CheckSummary):
-                summary = event
-    if summary is None:
-        raise errors.Unavailable("the check ended without a summary")
-    verdict = "ok" if summary.ok else f"{summary.problems} problem(s)"
-    say(f"{verdict}: {summary.blobs_checked} blobs and {summary.images_checked} images checked")
-    if summary.unrecorded_blobs:
+        report = call.result()
+    verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+    say(f"{verdict}: {report.blobs_checked} blobs and {report.images_checked} images checked")
+    if report.unrecorded_blobs:
         say(
-            f"{summary.unrecorded_blobs} blob file(s) without a record"
+            f"{len(report.unrecorded_blobs)} blob file(s) without a record"
             " (garbage, not damage; prune removes them)"
         )
-    return 0 if summary.ok else 1
+    return 0 if report.ok else 1

@@ -7,11 +7,17 @@ import os
 from pathlib import Path
 from typing import Any
 
+from imagestore import errors
 from imagestore.api.admission import Limits
 from imagestore.api.server import ServerConfig, default_root, run
 from imagestore.archive.load import LoadLimits
 from imagestore.archive.tar import TarLimits
 from imagestore.registry.options import DOCKER_CERTS_DIR, RegistryOptions
+from imagestore.store.events import (
+    DEFAULT_EVENTS_MAX_AGE,
+    DEFAULT_EVENTS_MAX_COUNT,
+    parse_age,
+)
 from imagestore.store.store import DEFAULT_MAX_LAYER_SIZE, ORPHAN_GRACE_PERIOD
 
 
@@ -74,6 +80,20 @@ def add_parser(commands: Any) -> None:
         default=int(_env("max-layer-size", DEFAULT_MAX_LAYER_SIZE)),
         help="largest uncompressed layer accepted, in bytes (default 64 GiB)",
     )
+    parser.add_argument(
+        "--events-max-count",
+        type=int,
+        default=int(_env("events-max-count", DEFAULT_EVENTS_MAX_COUNT)),
+        help="events the journal keeps for WatchEvents: a watcher whose cursor is older"
+        f" gets CURSOR_EXPIRED (default {DEFAULT_EVENTS_MAX_COUNT:,})",
+    )
+    parser.add_argument(
+        "--events-max-age",
+        type=_age,
+        default=_env("events-max-age", DEFAULT_EVENTS_MAX_AGE),
+        help="how long the journal keeps an event: seconds, or a duration such as 24h,"
+        " 7d or 1h30m (default 7d)",
+    )
     limits = Limits()
     _add_numbers(
         parser,
@@ -117,6 +137,14 @@ def add_parser(commands: Any) -> None:
         choices=["debug", "info", "warning", "error"],
     )
     parser.set_defaults(run=_run)
+
+
+def _age(text: str) -> float:
+    """``--events-max-age``: seconds or a duration (``24h``, ``7d``, ``1h30m``)."""
+    try:
+        return parse_age(text)
+    except errors.OptionInvalid as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
 
 
 def _list(name: str) -> list[str]:
@@ -339,6 +367,8 @@ def _run(args: argparse.Namespace) -> int:
         grace_period=args.grace_period,
         max_layer_size=args.max_layer_size,
         orphan_grace_period=args.orphan_grace_period,
+        events_max_count=args.events_max_count,
+        events_max_age=float(args.events_max_age),
         limits=Limits(
             max_concurrent_rpcs=args.max_concurrent_rpcs,
             max_concurrent_streams=args.max_concurrent_streams,

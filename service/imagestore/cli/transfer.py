@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from imagestore import errors
@@ -16,11 +16,10 @@ from imagestore.cli.progress import ProgressView
 from imagestore.client import (
     ImageName,
     ImageStoreClient,
-    LoadResult,
     Phase,
     Progress,
     PullResult,
-    PushResult,
+    ResultStream,
 )
 from imagestore.oci.references import parse_reference
 
@@ -68,7 +67,7 @@ def add_parsers(commands: Any) -> None:
     save.set_defaults(run=save_images)
 
 
-T = TypeVar("T")
+R = TypeVar("R")
 
 
 def _default_tag_note(image: str, quiet: bool) -> None:
@@ -78,20 +77,19 @@ def _default_tag_note(image: str, quiet: bool) -> None:
         say("Using default tag: latest")
 
 
-def _follow(events: Iterator[Progress | T], quiet: bool, what: str) -> T:
+def _follow(
+    call: ResultStream[Progress, R],
+    quiet: bool,
+    shown: Callable[[Progress], Progress] | None = None,
+) -> R:
     """Show a stream's progress (unless quiet), docker's digest line included (the
-    server sends it as a summary line); return its last item, the result."""
-    result: T | None = None
-    with ProgressView(sys.stdout, terminal=False if quiet else None) as view:
-        for event in events:
-            if isinstance(event, Progress):
-                if not quiet:
-                    view.show(event)
-            else:
-                result = event
-    if result is None:
-        raise errors.Unavailable(f"the {what} ended without a result")
-    return result
+    server sends it as a summary line), then return its result. Leaving early
+    (Ctrl-C) cancels the call."""
+    with call, ProgressView(sys.stdout, terminal=False if quiet else None) as view:
+        for progress in call:
+            if not quiet:
+                view.show(shown(progress) if shown is not None else progress)
+        return call.result()
 
 
 def _canonical(name: ImageName, image: str, *, default_tag: bool = True) -> str:
@@ -110,14 +108,14 @@ def pull_image(client: ImageStoreClient, args: argparse.Namespace) -> int:
     everything = ALL_PLATFORMS in args.platform
     platforms = [p for p in args.platform if p != ALL_PLATFORMS]
     auth = credentials_for(args, args.image)
-    events = client.pull(
+    call = client.pull(
         args.image,
         platforms=platforms,
         all_platforms=everything,
         all_tags=args.all_tags,
         auth=auth,
     )
-    result: PullResult = _follow(events, args.quiet, "pull")
+    result = _follow(call, args.quiet)
     if not args.quiet:
         say(f"Status: {_status(result)}")
     say(_canonical(result.name, args.image, default_tag=not args.all_tags))
@@ -136,8 +134,7 @@ def _status(result: PullResult) -> str:
 def push_image(client: ImageStoreClient, args: argparse.Namespace) -> int:
     _default_tag_note(args.image, args.quiet)
     auth = credentials_for(args, args.image)
-    events = client.push(args.image, platform=args.platform or None, auth=auth)
-    result: PushResult = _follow(events, args.quiet, "push")
+    result = _follow(client.push(args.image, platform=args.platform or None, auth=auth), args.quiet)
     if args.quiet:
         say(_canonical(result.name, args.image))
     return 0
@@ -151,23 +148,19 @@ def load_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
         )
     total = os.path.getsize(args.input) if args.input else 0
 
-    def one_bar() -> Iterator[Progress | LoadResult]:
+    def one_bar(progress: Progress) -> Progress:
         """Members stream by; a person watches one bar of archive bytes."""
-        for event in client.load(source):
-            if isinstance(event, Progress):
-                # no phase of its own: a member's "complete" must not fill the bar
-                yield Progress(
-                    Phase.UNSPECIFIED,
-                    "Loading",
-                    subject="archive",
-                    current=event.current,
-                    total=total or None,
-                )
-            else:
-                yield event
+        # no phase of its own: a member's "complete" must not fill the bar
+        return Progress(
+            Phase.UNSPECIFIED,
+            "Loading",
+            subject="archive",
+            current=progress.current,
+            total=total or None,
+        )
 
     quiet = args.quiet or not sys.stdout.isatty()  # docker prints no load progress to pipes
-    result = _follow(one_bar(), quiet, "load")
+    result = _follow(client.load(source), quiet, one_bar)
     for image in result.images:
         for name in image.names:
             say(f"Loaded image: {name.familiar}")
@@ -185,7 +178,8 @@ def save_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
             "cowardly refusing to save to a terminal. Use the -o flag or redirect"
         )
     out = sys.stdout.buffer
-    for chunk in client.save(args.images, args.platform or None):
-        out.write(chunk)
+    with client.save(args.images, args.platform or None) as chunks:
+        for chunk in chunks:
+            out.write(chunk)
     out.flush()
     return 0

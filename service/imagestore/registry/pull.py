@@ -20,6 +20,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import aiohttp
 
@@ -52,6 +53,7 @@ from imagestore.registry.repository import Repository
 from imagestore.registry.retry import connection_failure
 from imagestore.store.blobs import Encoding, Ingest
 from imagestore.store.leases import Lease
+from imagestore.store.models import EventKind
 from imagestore.store.store import Store
 
 #: bytes handed to the decoder at once: fewer thread hops, still bounded memory
@@ -308,7 +310,9 @@ class Puller:
         names = [reference]
         if reference.digest is None:
             names.append(reference.repository().with_digest(document.digest))
-        result = await in_thread(store.commit_target, lease, target, names)
+        result = await in_thread(
+            partial(store.commit_target, event=EventKind.PULL), lease, target, names
+        )
         # that repository holds all of these: a push to its registry may mount them
         await in_thread(
             store.record_blob_sources, [*documents, *layers], reference.domain, reference.path

@@ -106,12 +106,15 @@ class Pusher:
                 pushed.descriptor,
                 [reference.repository().with_digest(digest)],
             )
-            # the registry now holds all of these there: later pushes may mount them
+            # the registry now holds all of these there: later pushes may mount them;
+            # and the journal gets the push's event, in the same transaction
             await in_thread(
-                self.store.record_blob_sources,
+                self.store.record_push,
                 _digests(documents),
                 reference.domain,
                 reference.path,
+                str(reference),
+                pushed.descriptor.digest,
             )
         finally:
             await in_thread(self.store.end_lease, lease)

@@ -4,7 +4,9 @@ It records blob records (size, media type, and for layers diff_id and
 uncompressed size), targets (manifests and indexes), the images (one per
 config digest) and the names (tags and digest references) that point at
 targets; and, per blob, the registry repositories it was pulled from or pushed
-to (push's mount sources) and whether Check found it damaged.
+to (push's mount sources) and whether Check found it damaged; and the events
+journal: every change, written in the transaction that makes it, under a
+cursor counted in commit order.
 
 The catalog holds rows, not policy: what an operation means lives in the store
 modules that call it (``content``, ``images``, ``names``, ``gc``...). Every
@@ -22,6 +24,7 @@ from typing import Protocol
 
 from imagestore.store.records import (
     BlobRow,
+    EventRow,
     ImageRow,
     IndexChild,
     ManifestBlob,
@@ -143,6 +146,17 @@ class CatalogReader(Protocol):
         """Which of ``digests`` the catalog needs (see :meth:`referenced_blobs`)."""
         ...
 
+    # ---- the events journal ----
+    def event_bounds(self) -> tuple[int, int]:
+        """The journal's ``(oldest, last)`` cursors: the oldest event kept (``last
+        + 1`` when none is) and the last cursor ever given (0 before the first)."""
+        ...
+
+    def events_after(self, cursor: int, limit: int) -> list[EventRow]:
+        """The first ``limit`` events kept whose cursor is above ``cursor``, in
+        cursor order."""
+        ...
+
 
 class CatalogWriter(CatalogReader, Protocol):
     """Changes inside one transaction (reads see them)."""
@@ -195,6 +209,18 @@ class CatalogWriter(CatalogReader, Protocol):
         ...
 
     def delete_name(self, name: str) -> None: ...
+
+    def append_events(self, events: Sequence[EventRow], when: int) -> int:
+        """Append events at time ``when`` under the next cursors (the last one
+        given plus 1, 2…: no gaps) and return the last. The counter is read and
+        bumped in this transaction, so cursors follow commit order, and a
+        transaction rolled back gives none away."""
+        ...
+
+    def trim_events(self, keep: int, not_before: int) -> None:
+        """Retention: forget all but the newest ``keep`` events, and the oldest
+        events up to the first one recorded at ``not_before`` (ns) or later."""
+        ...
 
 
 class Catalog(Protocol):

@@ -12,11 +12,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from imagestore import errors, hashing
 from imagestore.store.blobs import BlobInfo, Encoding, Ingest
+from imagestore.store.events import Journal, image_event
 from imagestore.store.leases import Lease
+from imagestore.store.models import EventKind
 from imagestore.store.parts import Parts
 from imagestore.store.records import BlobRow
 
@@ -47,10 +49,11 @@ class BlobStat:
 class Content:
     """The blob-level operations of one store."""
 
-    def __init__(self, parts: Parts) -> None:
+    def __init__(self, parts: Parts, journal: Journal) -> None:
         self._parts = parts
         self._blobs = parts.blobs
         self._catalog = parts.catalog
+        self._journal = journal
         self._leases = parts.leases
 
     # ---- leases and ingests --------------------------------------------------
@@ -233,6 +236,20 @@ class Content:
         Blobs without a record are skipped; forgetting a blob forgets its sources."""
         with self._catalog.transaction() as db:
             db.record_blob_sources(digests, registry, repository, now_ns())
+
+    def record_push(
+        self, digests: Iterable[str], registry: str, repository: str, name: str, target: str
+    ) -> None:
+        """A push of ``target`` as ``name`` (canonical) ended well: ``repository`` on
+        ``registry`` now holds these blobs (as :meth:`record_blob_sources`), and
+        the journal gets its PUSH event (the image, when the target is one), in
+        one transaction."""
+        with self._journal.transaction() as (db, events):
+            db.record_blob_sources(digests, registry, repository, now_ns())
+            images = db.images_of_target(target)
+            image_id = images[0] if len(images) == 1 else ""  # an index: several
+            event = image_event(db, EventKind.PUSH, image_id, name, target)
+            events.append(replace(event, remote=f"{registry}/{repository}"))
 
     def blob_sources(self, digest: str, registry: str) -> list[str]:
         """Repositories of ``registry`` known to hold ``digest``, most recently

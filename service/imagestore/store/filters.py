@@ -1,7 +1,9 @@
-"""Filters of ListImages and Prune, parsed from Docker's ``key=value`` strings.
+"""Filters of ListImages, Prune and WatchEvents, parsed from Docker's
+``key=value`` strings.
 
-Keys and error texts follow ``docker image ls --filter`` and ``docker image
-prune --filter`` (daemon/internal/filters, daemon/internal/timestamp).
+Keys and error texts follow ``docker image ls --filter``, ``docker image
+prune --filter`` and ``docker events --filter`` (daemon/internal/filters,
+daemon/internal/timestamp, daemon/events/filter.go).
 """
 
 from __future__ import annotations
@@ -10,9 +12,14 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 from imagestore import errors
+from imagestore.oci.digests import is_id_prefix
+from imagestore.oci.globs import Glob, compile_glob
+from imagestore.oci.references import Reference, parse_reference
 from imagestore.oci.times import parse_rfc3339
+from imagestore.store.models import Event, EventKind
 
 LIST_KEYS = ("dangling", "label", "before", "since", "reference", "until")
 #: filters in one request: docker users give a handful; each reference glob is
@@ -21,6 +28,14 @@ MAX_FILTERS = 64
 #: a reference pattern's length: a reference is at most 255 characters plus its domain
 MAX_PATTERN_LENGTH = 1024
 PRUNE_KEYS = ("dangling", "label", "label!", "until")
+EVENT_KEYS = ("type", "event", "image", "reference", "label")
+#: docker's event types: only images have events here; the others select none
+EVENT_TYPES = (
+    "image", "container", "volume", "network", "daemon", "plugin", "node", "service",
+    "secret", "config",
+)  # fmt: skip
+#: the shortest image ID prefix an ``image=`` event filter takes (docker's short ID)
+MIN_EVENT_ID_PREFIX = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +74,107 @@ class PruneFilters:
     until: datetime | None = None  # stored here before this time
     labels: tuple[LabelFilter, ...] = ()  # ANDed
     not_labels: tuple[LabelFilter, ...] = ()  # an image with any of these is kept
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilters:
+    """``docker events --filter``: the same key ORed, different keys ANDed;
+    labels, as docker matches them, all ANDed. Empty: every event."""
+
+    types: frozenset[str] = frozenset()
+    kinds: frozenset[EventKind] = frozenset()
+    id_prefixes: tuple[str, ...] = ()  #: hex of image IDs (image=<ID or prefix>)
+    names: frozenset[str] = frozenset()  #: canonical names (image=<name:tag>)
+    repositories: frozenset[str] = frozenset()  #: canonical repositories (image=<name>)
+    references: tuple[Glob, ...] = ()  #: path.Match globs on the name's forms
+    labels: tuple[LabelFilter, ...] = ()
+    has_image: bool = False  #: an image= filter was given
+
+    def matches(self, event: Event) -> bool:
+        """Whether docker's filter would show this event."""
+        if self.types and "image" not in self.types:
+            return False
+        if self.kinds and event.kind not in self.kinds:
+            return False
+        canonical = event.name.canonical if event.name is not None else ""
+        if self.has_image and not self._image_matches(event.image_id, canonical):
+            return False
+        if self.references:
+            if not canonical:
+                return False
+            forms = reference_forms(canonical)
+            if not any(glob.match(form) for glob in self.references for form in forms):
+                return False
+        return all(label.matches(event.labels) for label in self.labels)
+
+    def _image_matches(self, image_id: str, canonical: str) -> bool:
+        hex_id = image_id.removeprefix("sha256:")
+        if hex_id and any(hex_id.startswith(prefix) for prefix in self.id_prefixes):
+            return True
+        if not canonical:
+            return False
+        return canonical in self.names or _repository(canonical) in self.repositories
+
+
+@lru_cache(maxsize=4096)
+def _parsed(canonical: str) -> Reference:
+    return parse_reference(canonical, default_tag=False)
+
+
+def _repository(canonical: str) -> str:
+    return _parsed(canonical).name
+
+
+def reference_forms(canonical: str) -> tuple[str, ...]:
+    """The strings a reference filter may match: familiar and canonical, with
+    and without tag or digest."""
+    reference = _parsed(canonical)
+    return (reference.familiar(), reference.familiar_name, str(reference), reference.name)
+
+
+def parse_event_filters(items: Iterable[str]) -> EventFilters:
+    """WatchEvents' filters; FilterInvalid for an unknown key or a bad value."""
+    groups = split_filters(items, EVENT_KEYS)
+    for value in groups.get("type", []):
+        if value not in EVENT_TYPES:
+            raise _invalid("type", value)
+    kinds = set()
+    for value in groups.get("event", []):
+        try:
+            kinds.add(EventKind(value))
+        except ValueError:
+            raise _invalid("event", value) from None
+    prefixes: list[str] = []
+    names: set[str] = set()
+    repositories: set[str] = set()
+    for value in groups.get("image", []):
+        hex_part = value.removeprefix("sha256:")
+        as_id = is_id_prefix(value) and (
+            value.startswith("sha256:") or len(hex_part) >= MIN_EVENT_ID_PREFIX
+        )
+        if as_id:
+            prefixes.append(hex_part)
+        try:
+            reference = parse_reference(value, default_tag=False)
+        except errors.InvalidArgument:
+            if not as_id:
+                raise _invalid("image", value) from None
+            continue
+        if reference.tag is None and reference.digest is None:
+            repositories.add(reference.name)
+        else:
+            names.add(str(reference))
+    globs = [compile_glob(pattern) for pattern in groups.get("reference", [])]
+    return EventFilters(
+        types=frozenset(groups.get("type", [])),
+        kinds=frozenset(kinds),
+        id_prefixes=tuple(prefixes),
+        names=frozenset(names),
+        repositories=frozenset(repositories),
+        references=tuple(globs),
+        labels=_labels(groups, "label"),
+        has_image="image" in groups,
+    )
 
 
 def _invalid(key: str, value: str) -> errors.FilterInvalid:

@@ -27,9 +27,11 @@ from imagestore.oci.references import Reference
 from imagestore.store.catalog import CatalogReader, CatalogWriter
 from imagestore.store.content import now_ns
 from imagestore.store.documents import Documents
+from imagestore.store.events import Journal, image_event
 from imagestore.store.leases import Lease
 from imagestore.store.models import (
     CommitResult,
+    EventKind,
     HistoryRow,
     ImageDetails,
     ImageSummary,
@@ -38,10 +40,11 @@ from imagestore.store.models import (
     NamedIndex,
     name_of,
 )
-from imagestore.store.names import name_row, resolve_image
+from imagestore.store.names import name_row, resolve_image, untag_events
 from imagestore.store.parts import Parts
 from imagestore.store.records import (
     BlobRow,
+    EventRow,
     ImageRow,
     IndexChild,
     ManifestBlob,
@@ -130,6 +133,37 @@ def image_summary(db: CatalogReader, image_id: str) -> ImageSummary:
     return summary(image, [n.name for n in db.names_of_image(image_id)], indexes)
 
 
+def _commit_events(
+    db: CatalogReader,
+    event: EventKind,
+    target: str,
+    image_ids: list[str],
+    names: list[str],
+    arrived: list[str],
+) -> list[EventRow]:
+    """The events of a commit (see :meth:`Images.commit_target`)."""
+    names = list(dict.fromkeys(names))
+    if event is EventKind.PULL:  # docker's pull event is one per name
+        only = image_ids[0] if len(image_ids) == 1 else ""
+        return [image_event(db, EventKind.PULL, only, name, target) for name in names]
+    events: list[EventRow] = []
+    tagged = names
+    if event is EventKind.LOAD:  # one per image; an index's names go with its first image
+        first = names[0] if names else ""
+        events += [
+            image_event(db, EventKind.LOAD, image_id, first if position == 0 else "", target)
+            for position, image_id in enumerate(image_ids)
+        ]
+        tagged = names[1:]
+    events += [
+        image_event(db, EventKind.TAG, image_id, name, target)
+        for name in tagged
+        if name in arrived
+        for image_id in image_ids
+    ]
+    return events
+
+
 def _layer_size(row: BlobRow | None, layer: Descriptor) -> int:
     """A layer's uncompressed size when known, else its blob's."""
     return row.uncompressed_size if row and row.uncompressed_size is not None else layer.size
@@ -138,21 +172,35 @@ def _layer_size(row: BlobRow | None, layer: Descriptor) -> int:
 class Images:
     """Commit and read images of one store."""
 
-    def __init__(self, parts: Parts, documents: Documents) -> None:
+    def __init__(self, parts: Parts, documents: Documents, journal: Journal) -> None:
         self._blobs = parts.blobs
         self._documents = documents
         self._catalog = parts.catalog
+        self._journal = journal
         self._collector = parts.collector
 
     # ---- making images visible -----------------------------------------------
 
     def commit_target(
-        self, lease: Lease, target: Descriptor, names: Sequence[Reference] = ()
+        self,
+        lease: Lease,
+        target: Descriptor,
+        names: Sequence[Reference] = (),
+        *,
+        event: EventKind = EventKind.TAG,
     ) -> CommitResult:
         """Record a manifest or index whose blobs are all stored, and point
         ``names`` at it, in one transaction. Layers are checked against the
         config's diff_ids first; nothing becomes visible unless all of it is whole.
+
+        ``event`` says who commits, for the journal: PULL (one event per name),
+        LOAD (one per image, with its first name; TAG for its other names that
+        moved here), or TAG (a TAG per image for each name that moved here).
+        Each name that left another target also gives UNTAG for the images it
+        no longer reaches, first.
         """
+        if event not in (EventKind.PULL, EventKind.LOAD, EventKind.TAG):
+            raise ValueError(f"commit_target records pull, load or tag events, not {event}")
         for reference in names:  # a digest name always equals its target's digest
             if reference.digest is not None and reference.digest != target.digest:
                 raise errors.ReferenceInvalid(
@@ -181,7 +229,7 @@ class Images:
             manifests.append(self._load_manifest(lease, target))
 
         when = now_ns()
-        with self._collector.lock, self._catalog.transaction() as db:
+        with self._collector.lock, self._journal.transaction() as (db, events):
             image_ids: list[str] = []
             new_images: list[str] = []
             for descriptor, manifest, config in manifests:
@@ -195,16 +243,25 @@ class Images:
                 db.add_index(TargetRow(target.digest, document.media_type, "index", None, when),
                              children)  # fmt: skip
             moved, new_names = [], []
+            arrived: list[str] = []  # canonical names that did not point here before
             for reference in names:
-                previous = db.set_name(name_row(reference, target.digest, when))
+                row = name_row(reference, target.digest, when)
+                previous = db.set_name(row)
                 if previous != target.digest:
                     new_names.append(reference.familiar())
+                    arrived.append(row.name)
                     if previous is not None:
                         moved.append(reference.familiar())
+                        left = [i for i in db.images_of_target(previous) if i not in image_ids]
+                        events += untag_events(db, row.name, previous, left)
             if any(n.digest is None for n in names):
                 db.set_last_tag_time(image_ids, when)
             for image_id in set(image_ids):
                 db.update_content_size(image_id)
+            canonical = [name_row(reference, target.digest, when).name for reference in names]
+            events += _commit_events(
+                db, event, target.digest, list(dict.fromkeys(image_ids)), canonical, arrived
+            )
         return CommitResult(
             target.digest,
             tuple(dict.fromkeys(image_ids)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -222,3 +223,44 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+class EventKind(StrEnum):
+    """What an event says happened, in docker's words (``docker events``)."""
+
+    TAG = "tag"  #: a name now points at the image (new, or moved from another)
+    UNTAG = "untag"  #: a name no longer reaches the image (removed, or moved away)
+    DELETE = "delete"  #: the image was deleted
+    PULL = "pull"  #: a pull stored the image under the name
+    PUSH = "push"  #: a push sent the image to a registry
+    LOAD = "load"  #: a load stored the image (under the name, when it has one)
+    PRUNE = "prune"  #: a prune ended; its own untag and delete events came before
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change to the store, as the journal recorded it in its transaction."""
+
+    cursor: int  #: where it is in the journal: resume after it to miss nothing
+    time_ns: int  #: when the change was committed, ns since the epoch
+    kind: EventKind
+    image_id: str  #: the image concerned (config digest), "" for none
+    name: Name | None  #: the name concerned, when there is one
+    target_digest: str  #: the manifest or index the name points at, "" when unknown
+    labels: Mapping[str, str]  #: the image's config labels
+    remote: str = ""  #: a push's registry and repository, "host/path"
+    reclaimed_bytes: int = 0  #: a prune's bytes freed on disk
+
+    @property
+    def time(self) -> datetime:
+        """The commit time as a datetime (UTC; microseconds)."""
+        return datetime.fromtimestamp(self.time_ns / 1e9, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """Events read from the journal, and its bounds in the same snapshot."""
+
+    events: tuple[Event, ...]
+    oldest: int  #: the oldest cursor kept (``last + 1`` when the journal is empty)
+    last: int  #: the last cursor given (0 before the first event)

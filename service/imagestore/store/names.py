@@ -18,9 +18,10 @@ from imagestore.oci.platforms import Platform, best_match, host_platform, parse_
 from imagestore.oci.references import Reference, parse_reference, parse_tag_target
 from imagestore.store.catalog import CatalogReader, CatalogWriter
 from imagestore.store.content import now_ns
-from imagestore.store.models import Name, RemoveResult, TagResult, name_of
+from imagestore.store.events import Journal, image_event
+from imagestore.store.models import EventKind, Name, RemoveResult, TagResult, name_of
 from imagestore.store.parts import Parts
-from imagestore.store.records import NameRow
+from imagestore.store.records import EventRow, NameRow
 
 #: the shortest image ID prefix accepted without its ``sha256:``
 MIN_ID_PREFIX = 4
@@ -105,18 +106,27 @@ def resolve_image(db: CatalogReader, text: str, platform: str | None = None) -> 
     return str(choice)
 
 
-class Names:
-    """Tag and remove on one store."""
+def untag_events(
+    db: CatalogReader, name: str, target: str, images: Sequence[str]
+) -> list[EventRow]:
+    """UNTAG events: ``name`` (canonical), once pointing at ``target``, no longer
+    reaches these images."""
+    return [image_event(db, EventKind.UNTAG, i, name, target) for i in images]
 
-    def __init__(self, parts: Parts) -> None:
-        self._catalog = parts.catalog
+
+class Names:
+    """Tag and remove on one store; each change writes its events (tag, untag,
+    delete) in its own transaction."""
+
+    def __init__(self, parts: Parts, journal: Journal) -> None:
+        self._journal = journal
         self._collector = parts.collector
 
     def tag(self, source: str, target: str) -> TagResult:
         """``docker tag``: the target name always moves to the source's image."""
         reference = parse_tag_target(target)
         when = now_ns()
-        with self._collector.lock, self._catalog.transaction() as db:
+        with self._collector.lock, self._journal.transaction() as (db, events):
             resolved = resolve(db, source)
             if resolved.target is not None:
                 destination = resolved.target
@@ -127,12 +137,18 @@ class Names:
                         f"No such image: {source}", metadata={"image": source[:300]}
                     )
                 destination = manifests[0].digest
-            previous = db.set_name(name_row(reference, destination, when))
+            row = name_row(reference, destination, when)
+            previous = db.set_name(row)
             displaced: list[str] = []
             if previous is not None and previous != destination:
                 displaced = [
                     i for i in db.images_of_target(previous) if i not in resolved.image_ids
                 ]
+            # a cache watching the image the name left learns it first
+            events += untag_events(db, row.name, previous or "", displaced)
+            events += [
+                image_event(db, EventKind.TAG, i, row.name, destination) for i in resolved.image_ids
+            ]
             db.set_last_tag_time(resolved.image_ids, when)
         return TagResult(
             Name(reference.familiar(), str(reference)), resolved.image_ids, tuple(displaced)
@@ -154,18 +170,19 @@ class Names:
     def _remove_one(self, item: str, force: bool) -> RemoveResult:
         untagged: list[Name] = []
         with self._collector.lock:
-            with self._catalog.transaction() as db:
+            with self._journal.transaction() as (db, events):
                 resolved = resolve(db, item)
                 if resolved.name is not None:
-                    untagged += _untag(db, resolved.name)
+                    untagged += _untag(db, resolved.name, events)
                     doomed = [i for i in resolved.image_ids if not db.names_of_image(i)]
                 else:
                     image_id = resolved.image_ids[0]
-                    untagged += _untag_all(db, image_id, force)
+                    untagged += _untag_all(db, image_id, force, events)
                     doomed = [image_id]
                 candidates: set[str] = set()
                 for image_id in doomed:
                     candidates |= _image_blobs(db, image_id)
+                    events.append(image_event(db, EventKind.DELETE, image_id))
                     db.delete_image(image_id)
                 candidates |= set(db.unnamed_indexes())
             sweep = self._collector.collect(candidates)
@@ -173,12 +190,18 @@ class Names:
         return RemoveResult(item, tuple(untagged), tuple(doomed), freed)
 
 
-def _untag(db: CatalogWriter, name: NameRow) -> list[Name]:
+def _delete_name(db: CatalogWriter, name: NameRow, events: list[EventRow]) -> Name:
+    """Delete one name, adding its UNTAG events (one per image it reached)."""
+    events += untag_events(db, name.name, name.target, db.images_of_target(name.target))
+    db.delete_name(name.name)
+    return name_of(name.name)
+
+
+def _untag(db: CatalogWriter, name: NameRow, recorded: list[EventRow]) -> list[Name]:
     """Remove one name; removing a repository's last tag of an image also
     removes that repository's digest references to it (Docker's rule)."""
     images = set(db.images_of_target(name.target))
-    db.delete_name(name.name)
-    events = [name_of(name.name)]
+    events = [_delete_name(db, name, recorded)]
     if name.digest is None:
         remaining = [
             n
@@ -188,12 +211,13 @@ def _untag(db: CatalogWriter, name: NameRow) -> list[Name]:
         ]
         if not any(n.digest is None for n in remaining):
             for n in sorted({n.name: n for n in remaining}.values(), key=lambda n: n.name):
-                db.delete_name(n.name)
-                events.append(name_of(n.name))
+                events.append(_delete_name(db, n, recorded))
     return events
 
 
-def _untag_all(db: CatalogWriter, image_id: str, force: bool) -> list[Name]:
+def _untag_all(
+    db: CatalogWriter, image_id: str, force: bool, recorded: list[EventRow]
+) -> list[Name]:
     """Remove every name of an image removed by ID; one in several repositories,
     or with several tags, only with ``force`` (Docker's conflict)."""
     names = db.names_of_image(image_id)
@@ -204,11 +228,10 @@ def _untag_all(db: CatalogWriter, image_id: str, force: bool) -> list[Name]:
             " - image is referenced in multiple repositories",
             metadata={"image": image_id},
         )
-    events = []
-    for name in sorted(names, key=lambda n: (n.digest is not None, n.name)):
-        db.delete_name(name.name)
-        events.append(name_of(name.name))
-    return events
+    return [
+        _delete_name(db, name, recorded)
+        for name in sorted(names, key=lambda n: (n.digest is not None, n.name))
+    ]
 
 
 def _image_blobs(db: CatalogReader, image_id: str) -> set[str]:

@@ -10,12 +10,14 @@ import itertools
 from collections import Counter
 
 from imagestore import errors
+from imagestore.store.events import Journal, image_event
 from imagestore.store.filters import PruneFilters
 from imagestore.store.images import from_ns
 from imagestore.store.listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, decode_token, encode_token
-from imagestore.store.models import DiskUsage, ImageUsage, Name, PruneResult, name_of
+from imagestore.store.models import DiskUsage, EventKind, ImageUsage, Name, PruneResult, name_of
+from imagestore.store.names import untag_events
 from imagestore.store.parts import Parts
-from imagestore.store.records import ImageRow, NameRow
+from imagestore.store.records import EventRow, ImageRow, NameRow
 
 
 def _selected(
@@ -32,6 +34,7 @@ def _selected(
 
 def prune(
     parts: Parts,
+    journal: Journal,
     filters: PruneFilters | None = None,
     *,
     all_images: bool = False,
@@ -42,36 +45,50 @@ def prune(
     if not parts.prune_lock.acquire(blocking=False):
         raise errors.PruneRunning("a prune operation is already running")
     try:
-        return run_prune(parts, filters or PruneFilters(), all_images=all_images, dry_run=dry_run)
+        return run_prune(
+            parts, journal, filters or PruneFilters(), all_images=all_images, dry_run=dry_run
+        )
     finally:
         parts.prune_lock.release()
 
 
 def run_prune(
-    parts: Parts, filters: PruneFilters, *, all_images: bool, dry_run: bool
+    parts: Parts, journal: Journal, filters: PruneFilters, *, all_images: bool, dry_run: bool
 ) -> PruneResult:
+    """The prune itself, with its untag and delete events and one prune event
+    last, all in its transaction (a dry run rolls them back with the rest)."""
     dangling_only = filters.dangling if filters.dangling is not None else not all_images
     collector = parts.collector
     deleted: list[str] = []
     untagged: list[Name] = []
+    blobs = parts.blobs
     with collector.lock, parts.leases.lock:
-        with parts.catalog.transaction(rollback=dry_run) as db:
+        with journal.transaction(rollback=dry_run) as (db, events):
             names = db.names_by_image()
+            deletions: list[EventRow] = []
             for image in list(db.images()):
                 image_names = names.get(image.id, [])
                 if not _selected(image, image_names, filters, dangling_only):
                     continue
                 for name in sorted(image_names, key=lambda n: n.name):
-                    if db.name(name.name) is not None:
+                    row = db.name(name.name)
+                    if row is not None:
+                        events += untag_events(
+                            db, row.name, row.target, db.images_of_target(row.target)
+                        )
                         db.delete_name(name.name)
                         untagged.append(name_of(name.name))
+                deletions.append(image_event(db, EventKind.DELETE, image.id))
                 db.delete_image(image.id)
                 deleted.append(image.id)
             sweep = collector.plan(db)
             collector.apply(db, sweep)
+            # the stale ingests it will remove once committed count as reclaimed
+            reclaimed = sweep.reclaimed + sum(blobs.stale_ingests().values())
+            events += deletions
+            events.append(EventRow(EventKind.PRUNE.value, reclaimed=reclaimed))
         if not dry_run:
             collector.unlink(sweep)
-    blobs = parts.blobs
     stale = blobs.stale_ingests() if dry_run else blobs.remove_stale_ingests()
     return PruneResult(
         deleted_images=tuple(deleted),
@@ -87,7 +104,9 @@ def run_prune(
 _DISK_USAGE_QUERY = "disk-usage"
 
 
-def disk_usage(parts: Parts, *, page_size: int = 0, page_token: str = "") -> DiskUsage:
+def disk_usage(
+    parts: Parts, journal: Journal, *, page_size: int = 0, page_token: str = ""
+) -> DiskUsage:
     """``docker system df -v`` for images: per image content, shared and unique
     bytes, one page of images at a time (newest first, as ListImages; keyset
     pages: 0 means 1,000, capped at 10,000); the totals are on every page."""
@@ -126,7 +145,9 @@ def disk_usage(parts: Parts, *, page_size: int = 0, page_token: str = "") -> Dis
                 unique_size=content - shared,
             )
         )
-    reclaimable = run_prune(parts, PruneFilters(), all_images=False, dry_run=True).reclaimed
+    reclaimable = run_prune(
+        parts, journal, PruneFilters(), all_images=False, dry_run=True
+    ).reclaimed
     return DiskUsage(
         images=tuple(usage),
         total_size=sum(sizes.values()),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 
@@ -88,3 +89,20 @@ class NamedIndexChild:
     index_size: int  #: the index blob's recorded size (0 without a record)
     child: IndexChild
     image_id: str | None  #: the child's image, when its manifest is stored
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """One change in the events journal. Its ``cursor`` and ``time`` are given
+    when the journal appends it, inside the transaction of the change (0 until
+    then)."""
+
+    kind: str  #: "tag", "untag", "delete", "pull", "push", "load" or "prune"
+    image_id: str = ""  #: the image concerned, "" for none
+    name: str = ""  #: the canonical name concerned, "" for none
+    target: str = ""  #: the manifest or index the name points at, "" when unknown
+    labels: Mapping[str, str] = field(default_factory=dict)  #: the image's config labels
+    remote: str = ""  #: a push's "host/path"
+    reclaimed: int = 0  #: a prune's bytes freed on disk
+    cursor: int = 0  #: position in the journal: consecutive, in commit order
+    time: int = 0  #: commit time, ns since the epoch

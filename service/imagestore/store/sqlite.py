@@ -24,6 +24,7 @@ from imagestore import errors
 from imagestore.store.catalog import MAX_SOURCES_PER_BLOB
 from imagestore.store.records import (
     BlobRow,
+    EventRow,
     ImageRow,
     IndexChild,
     ManifestBlob,
@@ -141,6 +142,28 @@ MIGRATIONS: tuple[str, ...] = (
                n.created_at, n.updated_at
         FROM names n JOIN target_images ti ON ti.target = n.target;
     """,
+    """
+    -- the events journal: each change, written in the transaction that makes it
+    CREATE TABLE events (
+        cursor            INTEGER PRIMARY KEY,  -- from events_state: commit order, no gaps
+        time              INTEGER NOT NULL,     -- commit time, ns since epoch
+        kind              TEXT NOT NULL,        -- tag, untag, delete, pull, push, load, prune
+        image_id          TEXT NOT NULL,        -- "" for none
+        name              TEXT NOT NULL,        -- canonical, "" for none
+        target            TEXT NOT NULL,        -- the manifest or index named, "" for none
+        labels            TEXT NOT NULL,        -- JSON object: the image's config labels
+        remote            TEXT NOT NULL,        -- a push's host/path
+        reclaimed         INTEGER NOT NULL      -- a prune's bytes freed
+    );
+
+    -- the last cursor given, one row: read and bumped by each transaction that
+    -- writes events, whose lock on it orders them (no AUTOINCREMENT: portable)
+    CREATE TABLE events_state (
+        id                INTEGER PRIMARY KEY CHECK (id = 0),
+        last_cursor       INTEGER NOT NULL
+    );
+    INSERT INTO events_state (id, last_cursor) VALUES (0, 0);
+    """,
 )
 
 
@@ -150,6 +173,7 @@ _IMAGE_COLUMNS = (
 )
 _NAME_COLUMNS = "name, repository, tag, digest, target, created_at, updated_at"
 _TARGET_COLUMNS = "digest, media_type, kind, image_id, stored_at"
+_EVENT_COLUMNS = "kind, image_id, name, target, labels, remote, reclaimed, cursor, time"
 #: host parameters per statement when a query takes a set of digests
 _CHUNK = 500
 
@@ -167,6 +191,21 @@ def _image(row: tuple[Any, ...]) -> ImageRow:
         row[7],
         {} if labels == "{}" else json.loads(labels),
         row[9],
+    )
+
+
+def _event(row: tuple[Any, ...]) -> EventRow:
+    labels = row[4]
+    return EventRow(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        {} if labels == "{}" else json.loads(labels),
+        row[5],
+        row[6],
+        row[7],
+        row[8],
     )
 
 
@@ -554,6 +593,23 @@ class SqliteReader:
             )
         return live
 
+    # ---- the events journal --------------------------------------------------
+
+    def event_bounds(self) -> tuple[int, int]:
+        oldest, last = self.db.execute(
+            "SELECT (SELECT MIN(cursor) FROM events), last_cursor FROM events_state"
+        ).fetchone()
+        return (int(last) + 1 if oldest is None else int(oldest)), int(last)
+
+    def events_after(self, cursor: int, limit: int) -> list[EventRow]:
+        return [
+            _event(row)
+            for row in self.db.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE cursor > ? ORDER BY cursor LIMIT ?",
+                (cursor, limit),
+            )
+        ]
+
 
 class SqliteWriter(SqliteReader):
     """Changes on the writer connection, inside its transaction."""
@@ -708,6 +764,50 @@ class SqliteWriter(SqliteReader):
 
     def delete_name(self, name: str) -> None:
         self.db.execute("DELETE FROM names WHERE name = ?", (name,))
+
+    def append_events(self, events: Sequence[EventRow], when: int) -> int:
+        # Bumping the counter takes the write lock first (BEGIN IMMEDIATE holds
+        # it already): the cursors follow the order transactions commit in.
+        last = int(
+            self.db.execute(
+                "UPDATE events_state SET last_cursor = last_cursor + ? WHERE id = 0"
+                " RETURNING last_cursor",
+                (len(events),),
+            ).fetchone()[0]
+        )
+        first = last - len(events) + 1
+        self.db.executemany(
+            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                (
+                    event.kind,
+                    event.image_id,
+                    event.name,
+                    event.target,
+                    json.dumps(dict(event.labels), sort_keys=True),
+                    event.remote,
+                    event.reclaimed,
+                    first + position,
+                    when,
+                )
+                for position, event in enumerate(events)
+            ),
+        )
+        return last
+
+    def trim_events(self, keep: int, not_before: int) -> None:
+        self.db.execute(
+            "DELETE FROM events WHERE cursor <= (SELECT last_cursor FROM events_state) - ?",
+            (keep,),
+        )
+        # From the oldest up to the first young enough event: the scan in cursor
+        # order stops there, so a trim that removes nothing reads one row.
+        self.db.execute(
+            "DELETE FROM events WHERE cursor < COALESCE("
+            "  (SELECT cursor FROM events WHERE time >= ? ORDER BY cursor LIMIT 1),"
+            "  (SELECT last_cursor + 1 FROM events_state))",
+            (not_before,),
+        )
 
 
 #: the catalog and its companions: SQLite gives the journal files the catalog's own mode

@@ -12,7 +12,8 @@ synchronous and thread-safe: the API layer calls it from worker threads.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator, Sequence
+import time
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,13 @@ from imagestore.store import check, listing, prune
 from imagestore.store.blobs import BlobInfo, Encoding, Ingest
 from imagestore.store.content import ORPHAN_GRACE_PERIOD, BlobStat, Content
 from imagestore.store.documents import Documents
+from imagestore.store.events import (
+    DEFAULT_EVENTS_MAX_AGE,
+    DEFAULT_EVENTS_MAX_COUNT,
+    Clock,
+    Journal,
+    Listener,
+)
 from imagestore.store.filters import ListFilters, PruneFilters
 from imagestore.store.images import Images
 from imagestore.store.leases import Lease
@@ -33,6 +41,8 @@ from imagestore.store.models import (
     CheckReport,
     CommitResult,
     DiskUsage,
+    EventKind,
+    EventPage,
     HistoryRow,
     ImageDetails,
     PruneResult,
@@ -65,13 +75,26 @@ class Store:
         max_layer_size: int = DEFAULT_MAX_LAYER_SIZE,
         orphan_grace_period: float = ORPHAN_GRACE_PERIOD,
         catalog: CatalogFactory = sqlite_catalog,
+        events_max_count: int = DEFAULT_EVENTS_MAX_COUNT,
+        events_max_age: float = DEFAULT_EVENTS_MAX_AGE,
+        events_clock: Clock = time.time_ns,
     ) -> None:
         self.root = root
         self._parts = Parts.open(root, catalog, max_layer_size)
-        self._content = Content(self._parts)
+        try:
+            self._journal = Journal(
+                self._parts.catalog,
+                max_count=events_max_count,
+                max_age=events_max_age,
+                clock=events_clock,
+            )
+        except BaseException:
+            self._parts.close()
+            raise
+        self._content = Content(self._parts, self._journal)
         documents = Documents(self._parts.blobs, self._content.found_corrupt)
-        self._images = Images(self._parts, documents)
-        self._names = Names(self._parts)
+        self._images = Images(self._parts, documents, self._journal)
+        self._names = Names(self._parts, self._journal)
         try:
             # Crash leftovers: nothing else can own an ingest while we hold the lock.
             self.stale_ingests_removed = len(self._parts.blobs.remove_stale_ingests())
@@ -88,15 +111,24 @@ class Store:
         max_layer_size: int = DEFAULT_MAX_LAYER_SIZE,
         orphan_grace_period: float = ORPHAN_GRACE_PERIOD,
         catalog: CatalogFactory = sqlite_catalog,
+        events_max_count: int = DEFAULT_EVENTS_MAX_COUNT,
+        events_max_age: float = DEFAULT_EVENTS_MAX_AGE,
+        events_clock: Clock = time.time_ns,
     ) -> Self:
         """Open (create) a store: take the root lock, open and migrate the catalog
         (``catalog(root)``; SQLite in the root by default), remove stale ingests
-        and the blob files without a record older than ``orphan_grace_period`` s."""
+        and the blob files without a record older than ``orphan_grace_period`` s.
+
+        The events journal keeps at most ``events_max_count`` events, none older
+        than ``events_max_age`` seconds by ``events_clock`` (ns since the epoch)."""
         return cls(
             root,
             max_layer_size=max_layer_size,
             orphan_grace_period=orphan_grace_period,
             catalog=catalog,
+            events_max_count=events_max_count,
+            events_max_age=events_max_age,
+            events_clock=events_clock,
         )
 
     def close(self) -> None:
@@ -228,6 +260,14 @@ class Store:
         """Note that ``registry``/``repository`` holds these blobs (push mounts from it)."""
         self._content.record_blob_sources(digests, registry, repository)
 
+    def record_push(
+        self, digests: Sequence[str], registry: str, repository: str, name: str, target: str
+    ) -> None:
+        """A push of ``target`` as ``name`` (canonical) succeeded: record
+        ``registry``/``repository`` as holding ``digests`` and write the PUSH
+        event, in one transaction."""
+        self._content.record_push(digests, registry, repository, name, target)
+
     def blob_sources(self, digest: str, registry: str) -> list[str]:
         """Repositories of ``registry`` known to hold ``digest``, most recent first."""
         return self._content.blob_sources(digest, registry)
@@ -249,11 +289,18 @@ class Store:
     # ---- images (images.py) --------------------------------------------------
 
     def commit_target(
-        self, lease: Lease, target: Descriptor, names: Sequence[Reference] = ()
+        self,
+        lease: Lease,
+        target: Descriptor,
+        names: Sequence[Reference] = (),
+        *,
+        event: EventKind = EventKind.TAG,
     ) -> CommitResult:
         """Record a manifest or index whose blobs are stored, and point ``names``
-        at it, in one transaction (layers checked against the config first)."""
-        return self._images.commit_target(lease, target, names)
+        at it, in one transaction (layers checked against the config first).
+        ``event`` is who commits, for the journal: PULL, LOAD, or TAG (the
+        names only)."""
+        return self._images.commit_target(lease, target, names, event=event)
 
     def inspect(self, text: str, platform: str | None = None) -> ImageDetails:
         """``docker image inspect``: by name, ID or unique ID prefix."""
@@ -328,12 +375,16 @@ class Store:
     ) -> PruneResult:  # fmt: skip
         """``docker image prune``: dangling images (every matching one with
         ``all_images``), then unreferenced blobs and stale ingests; one at a time."""
-        return prune.prune(self._parts, filters, all_images=all_images, dry_run=dry_run)
+        return prune.prune(
+            self._parts, self._journal, filters, all_images=all_images, dry_run=dry_run
+        )
 
     def disk_usage(self, *, page_size: int = 0, page_token: str = "") -> DiskUsage:
         """``docker system df -v`` for images: one keyset page of image rows
         (``page_size`` 0 means 1,000), the totals on every page."""
-        return prune.disk_usage(self._parts, page_size=page_size, page_token=page_token)
+        return prune.disk_usage(
+            self._parts, self._journal, page_size=page_size, page_token=page_token
+        )
 
     def check_stream(self) -> Generator[CheckEvent, None, None]:
         """Verify every blob and the catalog without blocking the store; one at
@@ -345,6 +396,29 @@ class Store:
     def check(self) -> CheckReport:
         """:meth:`check_stream` run to its end, its findings collected."""
         return check.check(self._parts)
+
+    # ---- the events journal (events.py) --------------------------------------
+
+    @property
+    def events_retention(self) -> tuple[int, float]:
+        """The journal's retention: at most this many events, this many seconds."""
+        return self._journal.max_count, self._journal.max_age
+
+    def event_bounds(self) -> tuple[int, int]:
+        """``(oldest, last)``: the oldest cursor the journal keeps (``last + 1``
+        when it keeps none) and the last cursor given (0 before any event)."""
+        return self._journal.bounds()
+
+    def read_events(self, after: int, limit: int) -> EventPage:
+        """Up to ``limit`` events after cursor ``after``, in cursor order, with
+        the journal's bounds, from one snapshot."""
+        return self._journal.read(after, limit)
+
+    def subscribe_events(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(last_cursor)`` after each change that wrote events has
+        committed (on the writer's thread: quick, must not block). Returns the
+        function that unsubscribes it."""
+        return self._journal.subscribe(listener)
 
 
 __all__ = [

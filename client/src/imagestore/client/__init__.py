@@ -1,6 +1,21 @@
-"""The Python client of imagestore: ``with ImageStoreClient() as c: c.list_images()``."""
+"""The Python clients of imagestore, blocking and asyncio, with the same methods,
+models and errors::
 
-from imagestore.client.connection import DEFAULT_TARGET, ImageStoreClient
+    with ImageStoreClient() as client:               # IMAGESTORE_HOST, or 127.0.0.1:50051
+        images = client.list_images()
+
+    async with AsyncImageStoreClient() as client:
+        images = await client.list_images()
+
+Server streams are objects: iterate their items, ``result()`` the final value,
+``cancel()`` to end them early (``calls.py``, ``aio_calls.py``). Failures are
+``imagestore.errors`` exceptions.
+"""
+
+from imagestore.client.aio import AsyncImageStoreClient
+from imagestore.client.aio_calls import AsyncEventStream, AsyncResultStream, AsyncStream
+from imagestore.client.calls import EventStream, ResultStream, Stream
+from imagestore.client.connection import ImageStoreClient
 from imagestore.client.models import (
     BlobChunk,
     BlobStat,
@@ -9,9 +24,12 @@ from imagestore.client.models import (
     CheckProgress,
     CheckReport,
     CheckSummary,
+    CheckUpdate,
     ContainerConfig,
     Descriptor,
     DiskUsage,
+    Event,
+    EventKind,
     HistoryEntry,
     Image,
     ImageDetails,
@@ -37,9 +55,14 @@ from imagestore.client.models import (
     TagResult,
     UnrecordedBlob,
 )
+from imagestore.client.settings import DEFAULT_TARGET, Settings
 
 __all__ = [
     "DEFAULT_TARGET",
+    "AsyncEventStream",
+    "AsyncImageStoreClient",
+    "AsyncResultStream",
+    "AsyncStream",
     "BlobChunk",
     "BlobStat",
     "CheckEvent",
@@ -47,9 +70,13 @@ __all__ = [
     "CheckProgress",
     "CheckReport",
     "CheckSummary",
+    "CheckUpdate",
     "ContainerConfig",
     "Descriptor",
     "DiskUsage",
+    "Event",
+    "EventKind",
+    "EventStream",
     "HistoryEntry",
     "Image",
     "ImageDetails",
@@ -71,8 +98,11 @@ __all__ = [
     "RegistryAuth",
     "RegistryLimits",
     "RemoveResult",
+    "ResultStream",
     "ServerInfo",
     "ServiceLimits",
+    "Settings",
+    "Stream",
     "TagResult",
     "UnrecordedBlob",
 ]

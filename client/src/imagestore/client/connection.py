@@ -1,74 +1,91 @@
-"""ImageStoreClient: one method per RPC over a gRPC channel, synchronous.
+"""ImageStoreClient: one method per RPC over a blocking gRPC channel.
 
 Every failure comes back as the ``imagestore.errors`` exception the server
 raised (matched by its ErrorInfo reason), so callers catch ``NotFound``, not
-``grpc.RpcError``. Streams are iterators; leaving one early (or Ctrl-C while
-reading it) cancels the call on the server.
+``grpc.RpcError``. Server streams are stream objects (``calls.py``): iterate
+their items, ``result()`` for the final value, ``cancel()`` or leave the
+``with`` block to end them early. Requests are built by ``requests.py`` and
+answers converted by ``convert.py``, which the asyncio client shares.
 """
 
 from __future__ import annotations
 
-import os
-import stat
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import grpc
 
-from imagestore import errors
-from imagestore.client import convert, models
-from imagestore.v1 import imagestore_pb2 as pb
+from imagestore.client import convert, models, readers, requests
+from imagestore.client.calls import EventStream, ResultStream, Stream
+from imagestore.client.files import PartialFile
+from imagestore.client.requests import CHUNK, PlatformArg, Source
+from imagestore.client.settings import DEFAULT_TARGET, Settings, channel_options
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 
-DEFAULT_TARGET = "127.0.0.1:50051"
-CHUNK = 1 << 20
-MAX_MESSAGE = 16 << 20
+__all__ = ["CHUNK", "DEFAULT_TARGET", "ImageStoreClient", "PlatformArg"]
+
 T = TypeVar("T")
-#: a platform as the methods take it: "os/arch[/variant]" or a Platform; "" or None: none
-PlatformArg = str | models.Platform | None
 
 
 class ImageStoreClient:
-    """A connection to an imagestore server.
+    """A blocking connection to an imagestore server; use it as a context
+    manager, or ``close()`` it.
 
-    ``target`` is ``host:port`` or ``unix:///path``. With ``tls`` (or any of
-    the TLS files) the channel is TLS: ``ca_file`` to trust a private CA,
-    ``cert_file``/``key_file`` for mutual TLS. ``token`` is sent as a bearer
-    token on every call. ``timeout`` (seconds) bounds each unary call.
+    ``target`` is ``host:port`` or ``unix:///path`` (default: IMAGESTORE_HOST,
+    else 127.0.0.1:50051). With ``tls`` (or any of the TLS files) the channel
+    is TLS: ``ca_file`` to trust a private CA, ``cert_file``/``key_file`` for
+    mutual TLS. ``token`` (or the first line of ``token_file``) is sent as a
+    bearer token on every call. What is not given comes from the IMAGESTORE_*
+    variables (``settings.Settings.resolve``). ``timeout`` (seconds) bounds each
+    unary call unless the call passes its own; streams have no deadline unless
+    the call passes a ``timeout``.
+
+    The channel connects lazily: an unreachable server is ``errors.Unavailable``
+    at the first call. One client may be shared by threads.
     """
 
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: str | None = None,
         *,
-        tls: bool = False,
+        tls: bool | None = None,
         ca_file: str | Path | None = None,
         cert_file: str | Path | None = None,
         key_file: str | Path | None = None,
         token: str | None = None,
+        token_file: str | Path | None = None,
         timeout: float | None = None,
     ) -> None:
-        options = [
-            ("grpc.max_receive_message_length", MAX_MESSAGE),
-            ("grpc.max_send_message_length", MAX_MESSAGE),
-        ]
-        if tls or ca_file or cert_file or key_file:
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates=_read(ca_file),
-                private_key=_read(key_file),
-                certificate_chain=_read(cert_file),
+        self.settings = Settings.resolve(
+            target,
+            tls=tls,
+            ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
+            token=token,
+            token_file=token_file,
+        )
+        credentials = self.settings.credentials()
+        if credentials is not None:
+            self._channel = grpc.secure_channel(
+                self.settings.target, credentials, options=channel_options()
             )
-            self._channel = grpc.secure_channel(target, credentials, options=options)
         else:
-            self._channel = grpc.insecure_channel(target, options=options)
+            self._channel = grpc.insecure_channel(self.settings.target, options=channel_options())
         self._stub = pb_grpc.ImageStoreServiceStub(self._channel)  # type: ignore[no-untyped-call]
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._metadata = self.settings.metadata()
+        #: the default deadline of unary calls, in seconds (None: none)
         self.timeout = timeout
 
+    @property
+    def target(self) -> str:
+        """The server this client talks to, as resolved."""
+        return self.settings.target
+
     def close(self) -> None:
+        """Close the channel; calls in progress are cancelled."""
         self._channel.close()
 
     def __enter__(self) -> Self:
@@ -79,137 +96,162 @@ class ImageStoreClient:
 
     # ---- plumbing --------------------------------------------------------------
 
-    def _unary(self, method: Callable[..., T], request: Any) -> T:
+    def _unary(self, method: Callable[..., T], request: Any, timeout: float | None) -> T:
         try:
-            return method(request, timeout=self.timeout, metadata=self._metadata)
+            return method(
+                request,
+                timeout=self.timeout if timeout is None else timeout,
+                metadata=self._metadata,
+            )
         except grpc.RpcError as failure:
             raise convert.error(failure) from None
 
-    def _stream(self, call: Any) -> Iterator[Any]:
-        """Messages of a server stream; closing the iterator cancels the call."""
-        try:
-            yield from call
-        except grpc.RpcError as failure:
-            raise convert.error(failure) from None
-        finally:
-            call.cancel()
+    def _open(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
+        """A server stream's call; its deadline is the call's ``timeout`` only."""
+        return method(request, timeout=timeout, metadata=self._metadata)
 
     # ---- images ----------------------------------------------------------------
 
     def list_images(
-        self, *, all: bool = False, filters: Sequence[str] = (), page_size: int = 0
+        self,
+        *,
+        all: bool = False,
+        filters: Sequence[str] = (),
+        page_size: int = 0,
+        timeout: float | None = None,
     ) -> list[models.Image]:
-        """Every image (newest first), following pages; ``filters`` as docker's
-        ``--filter`` strings ("dangling=true", "label=k=v", "reference=app*")."""
+        """Every image, newest first, following the pages (``page_size`` rows a
+        page; 0: the server's default). Dangling images only with ``all``.
+        ``filters`` are docker's ``--filter`` strings ("dangling=true",
+        "label=k=v", "reference=app*", "before=…", "since=…", "until=…").
+        ``timeout`` bounds the whole walk. Raises FilterInvalid."""
+        deadline = requests.Deadline(timeout)
         images: list[models.Image] = []
         token = ""
         while True:
-            request = pb.ListImagesRequest(
+            request = requests.list_images(
                 all=all, filters=filters, page_size=page_size, page_token=token
             )
-            page = self._unary(self._stub.ListImages, request)
+            page = self._unary(self._stub.ListImages, request, deadline.left())
             images += [convert.image(i) for i in page.images]
             token = page.next_page_token
             if not token:
                 return images
 
     def inspect(
-        self, image: str, *, platform: PlatformArg = None, include_raw: bool = False
+        self,
+        image: str,
+        *,
+        platform: PlatformArg = None,
+        include_raw: bool = False,
+        timeout: float | None = None,
     ) -> models.ImageDetails:
-        """One image; ``platform`` picks one of a multi-platform name's images
-        (default: the server's own)."""
-        request = pb.InspectRequest(
-            image=image, platform=convert.platform_message(platform), include_raw=include_raw
-        )
-        return convert.details(self._unary(self._stub.Inspect, request))
+        """One image (a name, an ID or a unique ID prefix), as ``docker image
+        inspect`` shows it; ``platform`` ("os/arch[/variant]" or a Platform)
+        picks one of a multi-platform name's images (default: the server's);
+        ``include_raw`` adds the manifest and config bytes. Raises
+        ImageNotFound, PlatformNotFound, ImageIdAmbiguous, PlatformInvalid."""
+        request = requests.inspect(image, platform=platform, include_raw=include_raw)
+        return convert.details(self._unary(self._stub.Inspect, request, timeout))
 
-    def history(self, image: str, *, platform: PlatformArg = None) -> list[models.HistoryEntry]:
-        """The image's config history, newest first."""
-        request = pb.HistoryRequest(image=image, platform=convert.platform_message(platform))
-        response = self._unary(self._stub.History, request)
+    def history(
+        self, image: str, *, platform: PlatformArg = None, timeout: float | None = None
+    ) -> list[models.HistoryEntry]:
+        """The image's build history, newest first (``docker history``).
+        Raises ImageNotFound, PlatformNotFound."""
+        request = requests.history(image, platform=platform)
+        response = self._unary(self._stub.History, request, timeout)
         return [convert.history_entry(e) for e in response.entries]
 
-    def tag(self, source: str, target: str) -> models.TagResult:
-        """Point the name ``target`` at what ``source`` names."""
-        response = self._unary(self._stub.Tag, pb.TagRequest(source=source, target=target))
+    def tag(self, source: str, target: str, *, timeout: float | None = None) -> models.TagResult:
+        """Point the name ``target`` at what ``source`` names (the name moves if
+        it named another image: see ``displaced_image_ids``). Raises
+        ImageNotFound, ReferenceInvalid."""
+        response = self._unary(self._stub.Tag, requests.tag(source, target), timeout)
         return convert.tag_result(response)
 
     def remove(
-        self, images: Sequence[str], *, force: bool = False, no_prune: bool = False
+        self,
+        images: Sequence[str],
+        *,
+        force: bool = False,
+        no_prune: bool = False,
+        timeout: float | None = None,
     ) -> list[models.RemoveResult]:
         """Each item applied on its own, like ``docker rmi a b``: one result per
         item, in order; a failed item's ``error`` is the exception it stands for
-        (the call raises only when the request itself is malformed)."""
-        request = pb.RemoveRequest(images=images, force=force, no_prune=no_prune)
-        response = self._unary(self._stub.Remove, request)
+        (ImageNotFound, RemoveConflict without ``force``). The call itself raises
+        only when the request is malformed."""
+        request = requests.remove(images, force=force, no_prune=no_prune)
+        response = self._unary(self._stub.Remove, request, timeout)
         return [convert.remove_result(r) for r in response.results]
 
     def prune(
-        self, *, all: bool = False, filters: Sequence[str] = (), dry_run: bool = False
+        self,
+        *,
+        all: bool = False,
+        filters: Sequence[str] = (),
+        dry_run: bool = False,
+        timeout: float | None = None,
     ) -> models.PruneResult:
-        request = pb.PruneRequest(all=all, filters=filters, dry_run=dry_run)
-        return convert.prune_result(self._unary(self._stub.Prune, request))
+        """Remove dangling images (with ``all``: every image passing
+        ``filters``: "until=…", "label=…", "label!=…"), then unreferenced blobs;
+        ``dry_run`` only says what would go. Raises PruneRunning, FilterInvalid."""
+        request = requests.prune(all=all, filters=filters, dry_run=dry_run)
+        return convert.prune_result(self._unary(self._stub.Prune, request, timeout))
 
-    def disk_usage(self, *, page_size: int = 0) -> models.DiskUsage:
-        """The store's usage with every image row (all pages walked)."""
+    def disk_usage(self, *, page_size: int = 0, timeout: float | None = None) -> models.DiskUsage:
+        """The store's usage with every image row (all pages walked; ``timeout``
+        bounds the whole walk)."""
         rows: list[models.ImageUsage] = []
         page = None
-        for page in self.disk_usage_pages(page_size=page_size):
+        for page in self.disk_usage_pages(page_size=page_size, timeout=timeout):
             rows += page.images
         assert page is not None  # the walk yields at least one page
         return replace(page, images=tuple(rows), next_page_token="")
 
-    def disk_usage_pages(self, *, page_size: int = 0) -> Iterator[models.DiskUsage]:
+    def disk_usage_pages(
+        self, *, page_size: int = 0, timeout: float | None = None
+    ) -> Iterator[models.DiskUsage]:
         """The store's usage a page of image rows at a time (``page_size`` rows;
-        0: the server's default); the totals are the same on every page."""
+        0: the server's default); the totals are the same on every page.
+        ``timeout`` bounds the whole walk."""
+        deadline = requests.Deadline(timeout)
         token = ""
         while True:
-            request = pb.DiskUsageRequest(page_size=page_size, page_token=token)
-            page = convert.disk_usage(self._unary(self._stub.DiskUsage, request))
+            request = requests.disk_usage(page_size=page_size, page_token=token)
+            page = convert.disk_usage(self._unary(self._stub.DiskUsage, request, deadline.left()))
             yield page
             token = page.next_page_token
             if not token:
                 return
 
-    def check(self) -> Iterator[models.CheckEvent]:
-        """Re-verify every blob and the catalog: CheckProgress messages, each
-        CheckProblem and UnrecordedBlob as the server confirms it, then the
-        CheckSummary last. Closing the iterator early stops the server's work."""
-        call = self._stub.Check(pb.CheckRequest(), metadata=self._metadata)
-        for message in self._stream(call):
-            event = convert.check_event(message)
-            if event is not None:
-                yield event
+    def check(
+        self, *, timeout: float | None = None
+    ) -> ResultStream[models.CheckUpdate, models.CheckReport]:
+        """Re-verify every blob and the catalog. Iterating yields CheckProgress,
+        and each CheckProblem and UnrecordedBlob as the server confirms it;
+        ``result()`` is the CheckReport (the summary's counts and every finding).
+        Cancelling stops the server's work. Raises CheckRunning (another check
+        runs; ``retry_after`` says when to try again)."""
+        call = self._open(self._stub.Check, requests.check(), timeout)
+        return ResultStream(call, readers.Check())
 
-    def check_report(self) -> models.CheckReport:
-        """A whole :meth:`check` collected: the findings and the summary's counts."""
-        problems: list[models.CheckProblem] = []
-        unrecorded: list[str] = []
-        for event in self.check():
-            if isinstance(event, models.CheckProblem):
-                problems.append(event)
-            elif isinstance(event, models.UnrecordedBlob):
-                unrecorded.append(event.digest)
-            elif isinstance(event, models.CheckSummary):
-                return models.CheckReport(
-                    event.ok,
-                    tuple(problems),
-                    event.blobs_checked,
-                    event.images_checked,
-                    tuple(unrecorded),
-                )
-        raise errors.Unavailable("the check ended without a summary")
+    def check_report(self, *, timeout: float | None = None) -> models.CheckReport:
+        """A whole :meth:`check`: ``check().result()``."""
+        with self.check(timeout=timeout) as call:
+            return call.result()
 
-    def server_info(self) -> models.ServerInfo:
+    def server_info(self, *, timeout: float | None = None) -> models.ServerInfo:
         """The server's versions, gzip backend, catalog, root, TLS and auth mode,
         limits, and how many images and blobs it holds (``docker info``)."""
-        response = self._unary(self._stub.GetServerInfo, pb.GetServerInfoRequest())
-        return convert.server_info(response)
+        request = requests.server_info()
+        return convert.server_info(self._unary(self._stub.GetServerInfo, request, timeout))
 
-    def stat_blob(self, digest: str) -> models.BlobStat:
-        """A stored blob's size, media type, damage and the images using it;
-        NotFound when the server holds no such blob."""
-        response = self._unary(self._stub.StatBlob, pb.StatBlobRequest(digest=digest))
+    def stat_blob(self, digest: str, *, timeout: float | None = None) -> models.BlobStat:
+        """A stored blob's size, media type, damage and the images using it.
+        Raises BlobNotFound, DigestInvalid."""
+        response = self._unary(self._stub.StatBlob, requests.stat_blob(digest), timeout)
         return convert.blob_stat(response)
 
     # ---- registries ------------------------------------------------------------
@@ -222,25 +264,24 @@ class ImageStoreClient:
         all_platforms: bool = False,
         all_tags: bool = False,
         auth: models.RegistryAuth | None = None,
-    ) -> Iterator[models.Progress | models.PullResult]:
-        """Progress, then the result as the last item. ``platforms`` ("os/arch
-        [/variant]" or Platform) picks children of an index (default: the
-        server's own); ``all_platforms`` stores them all; ``all_tags`` pulls
-        every tag of the repository (``docker pull --all-tags``)."""
-        request = pb.PullRequest(
-            image=image,
-            platforms=[_platform(p) for p in platforms],
+        timeout: float | None = None,
+    ) -> ResultStream[models.Progress, models.PullResult]:
+        """Pull from a registry: iterating yields Progress, ``result()`` is the
+        PullResult. ``platforms`` ("os/arch[/variant]" or Platform) picks
+        children of an index (default: the server's own); ``all_platforms``
+        stores them all; ``all_tags`` pulls every tag of the repository
+        (``docker pull --all-tags``); ``auth`` the registry credentials.
+        Cancelling leaves nothing behind. Raises ManifestUnknown,
+        RegistryUnauthorized, RegistryUnavailable, PlatformNotFound…"""
+        request = requests.pull(
+            image,
+            platforms=platforms,
             all_platforms=all_platforms,
             all_tags=all_tags,
-            auth=convert.auth(auth),
+            auth=auth,
         )
-        call = self._stub.Pull(request, metadata=self._metadata)
-        for message in self._stream(call):
-            kind = message.WhichOneof("response")
-            if kind == "progress":
-                yield convert.progress(message.progress)
-            elif kind == "result":
-                yield convert.pull_result(message.result)
+        call = self._open(self._stub.Pull, request, timeout)
+        return ResultStream(call, readers.Transfer("pull", convert.pull_result))
 
     def push(
         self,
@@ -248,116 +289,105 @@ class ImageStoreClient:
         *,
         platform: PlatformArg = None,
         auth: models.RegistryAuth | None = None,
-    ) -> Iterator[models.Progress | models.PushResult]:
-        """Progress, then the result as the last item; ``platform`` pushes one
-        platform of an index with absent children."""
-        request = pb.PushRequest(
-            image=image, platform=convert.platform_message(platform), auth=convert.auth(auth)
-        )
-        call = self._stub.Push(request, metadata=self._metadata)
-        for message in self._stream(call):
-            kind = message.WhichOneof("response")
-            if kind == "progress":
-                yield convert.progress(message.progress)
-            elif kind == "result":
-                yield convert.push_result(message.result)
+        timeout: float | None = None,
+    ) -> ResultStream[models.Progress, models.PushResult]:
+        """Push to the name's registry: iterating yields Progress, ``result()``
+        is the PushResult. ``platform`` pushes one platform of an index with
+        absent children. Raises ImageNotFound, IndexIncomplete,
+        RegistryUnauthorized, RegistryUnavailable…"""
+        request = requests.push(image, platform=platform, auth=auth)
+        call = self._open(self._stub.Push, request, timeout)
+        return ResultStream(call, readers.Transfer("push", convert.push_result))
 
-    def login(self, registry: str, auth: models.RegistryAuth) -> str:
+    def login(
+        self, registry: str, auth: models.RegistryAuth, *, timeout: float | None = None
+    ) -> str:
         """Have the server check credentials against a registry ("" = Docker Hub);
-        returns "Login Succeeded" or raises PermissionDenied. Stores nothing."""
-        request = pb.LoginRequest(registry=registry, auth=convert.auth(auth))
-        return str(self._unary(self._stub.Login, request).status)
+        returns "Login Succeeded". Stores nothing. Raises RegistryUnauthorized,
+        CredentialsInsecure."""
+        request = requests.login(registry, auth)
+        return str(self._unary(self._stub.Login, request, timeout).status)
 
     # ---- archives and blobs ----------------------------------------------------
 
-    def load(self, source: str | Path | IO[bytes]) -> Iterator[models.Progress | models.LoadResult]:
+    def load(
+        self, source: Source, *, timeout: float | None = None
+    ) -> ResultStream[models.Progress, models.LoadResult]:
         """Send a ``docker save`` archive or an OCI layout tar, from a path or a
-        binary file object; progress lines, then the result as the last item."""
-        handle = open(source, "rb") if isinstance(source, str | Path) else source  # noqa: SIM115
+        binary file object (a regular file's size is sent first): iterating
+        yields a Progress per archive member, ``result()`` is the LoadResult.
+        Cancelling loads nothing. Raises MalformedContent, SizeLimitExceeded,
+        DiskFull…; OSError when the path cannot be opened."""
+        handle, owned = requests.open_source(source)
         try:
-            call = self._stub.Load(_load_requests(handle), metadata=self._metadata)
-            for message in self._stream(call):
-                kind = message.WhichOneof("response")
-                if kind == "progress":
-                    yield convert.progress(message.progress)
-                elif kind == "result":
-                    yield convert.load_result(message.result)
-        finally:
-            if handle is not source:
-                handle.close()
-
-    def save(self, images: Sequence[str], platform: PlatformArg = None) -> Iterator[bytes]:
-        """The archive (docker-archive and OCI layout in one tar), in chunks;
-        ``platform`` saves one platform of a multi-platform name."""
-        request = pb.SaveRequest(images=images, platform=convert.platform_message(platform))
-        call = self._stub.Save(request, metadata=self._metadata)
-        for message in self._stream(call):
-            yield message.chunk
-
-    def save_to(self, images: Sequence[str], path: str | Path, platform: PlatformArg = None) -> int:
-        """Write the archive to ``path`` (whole or not at all); returns its size."""
-        target = Path(path)
-        fd, partial = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
-        written = 0
-        try:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(fd, 0o666 & ~umask)  # as a plain open() would create it
-            with os.fdopen(fd, "wb") as out:
-                for chunk in self.save(images, platform):
-                    out.write(chunk)
-                    written += len(chunk)
-            os.replace(partial, target)
+            call = self._open(self._stub.Load, requests.load_requests(handle, close=owned), timeout)
         except BaseException:
-            Path(partial).unlink(missing_ok=True)
+            if owned:
+                handle.close()
             raise
-        return written
+        return ResultStream(call, readers.Transfer("load", convert.load_result))
 
-    def read_blob(self, digest: str, *, offset: int = 0, limit: int = 0) -> Iterator[bytes]:
-        """A stored blob's bytes from ``offset`` (at most ``limit``; 0: to the end).
-        An offset past the end raises OutOfRange; at the end, nothing comes."""
-        for chunk in self.read_blob_chunks(digest, offset=offset, limit=limit):
-            yield chunk.data
+    def save(
+        self, images: Sequence[str], platform: PlatformArg = None, *, timeout: float | None = None
+    ) -> Stream[bytes]:
+        """The archive (docker-archive and OCI layout in one tar) in chunks;
+        ``platform`` saves one platform of a multi-platform name. Raises
+        ImageNotFound, IndexIncomplete, BlobCorrupt (mid-stream)."""
+        call = self._open(self._stub.Save, requests.save(images, platform), timeout)
+        return Stream(call, readers.chunks("save"))
+
+    def save_to(
+        self,
+        images: Sequence[str],
+        path: str | Path,
+        platform: PlatformArg = None,
+        *,
+        timeout: float | None = None,
+    ) -> int:
+        """Write the archive to ``path``, whole or not at all; returns its size."""
+        with PartialFile(path) as out, self.save(images, platform, timeout=timeout) as chunks:
+            for chunk in chunks:
+                out.write(chunk)
+            return out.commit()
+
+    def read_blob(
+        self, digest: str, *, offset: int = 0, limit: int = 0, timeout: float | None = None
+    ) -> Stream[bytes]:
+        """A stored blob's bytes from ``offset`` (at most ``limit``; 0: to the
+        end), in chunks. Raises BlobNotFound, OutOfRange (an offset past the
+        end; at the end, nothing comes), BlobCorrupt (a whole read, mid-stream)."""
+        request = requests.read_blob(digest, offset=offset, limit=limit)
+        call = self._open(self._stub.ReadBlob, request, timeout)
+        return Stream(call, readers.chunks("read"))
 
     def read_blob_chunks(
-        self, digest: str, *, offset: int = 0, limit: int = 0
-    ) -> Iterator[models.BlobChunk]:
+        self, digest: str, *, offset: int = 0, limit: int = 0, timeout: float | None = None
+    ) -> Stream[models.BlobChunk]:
         """As :meth:`read_blob`, each chunk with its offset in the blob."""
-        request = pb.ReadBlobRequest(digest=digest, offset=offset, limit=limit)
-        for message in self._stream(self._stub.ReadBlob(request, metadata=self._metadata)):
-            yield models.BlobChunk(message.offset, message.chunk)
+        request = requests.read_blob(digest, offset=offset, limit=limit)
+        call = self._open(self._stub.ReadBlob, request, timeout)
+        return Stream(call, readers.blob_chunks())
 
+    # ---- events ----------------------------------------------------------------
 
-def _read(path: str | Path | None) -> bytes | None:
-    return None if path is None else Path(path).read_bytes()
-
-
-def _platform(value: str | models.Platform) -> pb.Platform:
-    chosen = convert.platform_message(value)
-    if chosen is None:
-        raise errors.PlatformInvalid(
-            "an empty platform: want os[/arch[/variant]]", field="platforms"
-        )
-    return chosen
-
-
-def _declared_size(handle: IO[bytes]) -> int:
-    """The bytes left in a regular file from its position; 0 when not known
-    (a pipe, a socket, a file object without a descriptor)."""
-    try:
-        status = os.fstat(handle.fileno())
-        if not stat.S_ISREG(status.st_mode):
-            return 0
-        return max(status.st_size - handle.tell(), 0)
-    except (OSError, AttributeError, ValueError):
-        return 0
-
-
-def _load_requests(handle: IO[bytes]) -> Iterable[pb.LoadRequest]:
-    """A header when the size is known (so the server can refuse a load larger
-    than its free disk up front), then the archive's chunks."""
-    declared = _declared_size(handle)
-    if declared:
-        yield pb.LoadRequest(header=pb.LoadHeader(declared_size=declared))
-    while chunk := handle.read(CHUNK):
-        yield pb.LoadRequest(chunk=chunk)
+    def watch_events(
+        self,
+        cursor: int = 0,
+        *,
+        since_oldest: bool = False,
+        filters: Sequence[str] = (),
+        timeout: float | None = None,
+        on_caught_up: Callable[[int], object] | None = None,
+    ) -> EventStream:
+        """The store's changes as Event models, in commit order, until the call
+        ends. ``cursor``: continue after that event (0: from now on, or with
+        ``since_oldest`` every event the journal keeps). ``filters`` as
+        ``docker events --filter``: "event=tag", "image=…", "reference=…",
+        "label=k[=v]", "type=image". Once the replay is done the stream's
+        ``caught_up`` is set and ``on_caught_up(cursor)`` called; resume from
+        the stream's ``cursor`` to lose nothing. Raises CursorExpired (its
+        ``metadata["oldest"]`` is the oldest cursor kept), CursorInvalid,
+        FilterInvalid."""
+        request = requests.watch_events(cursor, since_oldest=since_oldest, filters=filters)
+        call = self._open(self._stub.WatchEvents, request, timeout)
+        return EventStream(call, readers.Events(cursor, on_caught_up))

@@ -23,6 +23,7 @@ def _time(value: Any, present: bool) -> datetime | None:
 
 
 def platform(value: pb.Platform) -> models.Platform:
+    """A Platform message as the client's Platform."""
     return models.Platform(value.os, value.architecture, value.variant)
 
 
@@ -36,14 +37,17 @@ def platform_message(value: str | models.Platform | None) -> pb.Platform | None:
 
 
 def name(value: pb.ImageName) -> models.ImageName:
+    """A name in both its forms."""
     return models.ImageName(value.familiar, value.canonical)
 
 
 def names(values: Iterable[pb.ImageName]) -> tuple[models.ImageName, ...]:
+    """Names in both their forms, in order."""
     return tuple(name(v) for v in values)
 
 
 def named_index(value: pb.NamedIndex) -> models.NamedIndex:
+    """A name on a multi-platform index, with every child it lists."""
     return models.NamedIndex(
         name=name(value.name),
         index=descriptor(value.index),
@@ -60,6 +64,7 @@ def named_index(value: pb.NamedIndex) -> models.NamedIndex:
 
 
 def image(value: pb.ImageSummary) -> models.Image:
+    """One image as ListImages and Inspect summarise it."""
     return models.Image(
         id=value.id,
         repo_tags=names(value.repo_tags),
@@ -76,10 +81,12 @@ def image(value: pb.ImageSummary) -> models.Image:
 
 
 def descriptor(value: pb.Descriptor) -> models.Descriptor:
+    """A blob's media type, digest and size."""
     return models.Descriptor(value.media_type, value.digest, value.size)
 
 
 def details(value: pb.InspectResponse) -> models.ImageDetails:
+    """An Inspect answer."""
     config = value.config
     return models.ImageDetails(
         image=image(value.image),
@@ -109,6 +116,7 @@ def details(value: pb.InspectResponse) -> models.ImageDetails:
 
 
 def history_entry(value: pb.HistoryEntry) -> models.HistoryEntry:
+    """One History row."""
     return models.HistoryEntry(
         created=_time(value.created, value.HasField("created")),
         created_by=value.created_by,
@@ -120,12 +128,14 @@ def history_entry(value: pb.HistoryEntry) -> models.HistoryEntry:
 
 
 def tag_result(value: pb.TagResponse) -> models.TagResult:
+    """A Tag answer."""
     return models.TagResult(
         name(value.target), tuple(value.image_ids), tuple(value.displaced_image_ids)
     )
 
 
 def remove_result(value: pb.RemoveResult) -> models.RemoveResult:
+    """One Remove item, its error as the exception a failed call would raise."""
     failed = value.HasField("error") and value.error.code != grpc.StatusCode.OK.value[0]
     return models.RemoveResult(
         item=value.item,
@@ -137,6 +147,7 @@ def remove_result(value: pb.RemoveResult) -> models.RemoveResult:
 
 
 def prune_result(value: pb.PruneResponse) -> models.PruneResult:
+    """A Prune answer."""
     return models.PruneResult(
         tuple(value.deleted_image_ids),
         names(value.untagged),
@@ -152,6 +163,7 @@ def prune_result(value: pb.PruneResponse) -> models.PruneResult:
 
 
 def disk_usage(value: pb.DiskUsageResponse) -> models.DiskUsage:
+    """One DiskUsage page."""
     return models.DiskUsage(
         images=tuple(
             models.ImageUsage(
@@ -193,6 +205,7 @@ def check_event(value: pb.CheckResponse) -> models.CheckEvent | None:
 
 
 def blob_stat(value: pb.StatBlobResponse) -> models.BlobStat:
+    """A StatBlob answer."""
     return models.BlobStat(
         blob=descriptor(value.blob),
         diff_id=value.diff_id,
@@ -211,6 +224,7 @@ _AUTH_MODES = {pb.AUTH_MODE_NONE: "none", pb.AUTH_MODE_TOKENS: "tokens"}
 
 
 def server_info(value: pb.GetServerInfoResponse) -> models.ServerInfo:
+    """A GetServerInfo answer."""
     limits, load, registry = value.limits, value.load_limits, value.registry_limits
     return models.ServerInfo(
         server_version=value.server_version,
@@ -263,6 +277,7 @@ def _phase(value: int) -> models.Phase:
 
 
 def progress(value: pb.Progress) -> models.Progress:
+    """One progress message of Pull, Push or Load."""
     return models.Progress(
         phase=_phase(value.phase),
         text=value.text,
@@ -275,6 +290,7 @@ def progress(value: pb.Progress) -> models.Progress:
 
 
 def pull_result(value: pb.PullResult) -> models.PullResult:
+    """The last message of a Pull."""
     return models.PullResult(
         name=name(value.name),
         digest=value.digest,
@@ -289,16 +305,41 @@ def pull_result(value: pb.PullResult) -> models.PullResult:
 
 
 def push_result(value: pb.PushResult) -> models.PushResult:
+    """The last message of a Push."""
     return models.PushResult(name(value.name), value.digest, value.size)
 
 
 def load_result(value: pb.LoadResult) -> models.LoadResult:
+    """The last message of a Load."""
     return models.LoadResult(
         tuple(models.LoadedImage(i.id, names(i.names), names(i.moved)) for i in value.images)
     )
 
 
+def _event_kind(value: int) -> models.EventKind:
+    try:
+        return models.EventKind[pb.EventKind.Name(value).removeprefix("EVENT_KIND_")]
+    except (KeyError, ValueError):  # a kind newer than this client
+        return models.EventKind.UNSPECIFIED
+
+
+def event(value: pb.Event) -> models.Event:
+    """One journal event of the WatchEvents stream."""
+    return models.Event(
+        cursor=value.cursor,
+        time=_time(value.time, value.HasField("time")),
+        kind=_event_kind(value.kind),
+        image_id=value.image_id,
+        name=name(value.name) if value.HasField("name") else None,
+        target_digest=value.target_digest,
+        labels=dict(value.labels),
+        remote=value.remote,
+        reclaimed_bytes=value.reclaimed_bytes,
+    )
+
+
 def auth(value: models.RegistryAuth | None) -> pb.RegistryAuth | None:
+    """Registry credentials as a request carries them (None: anonymous)."""
     if value is None:
         return None
     return pb.RegistryAuth(

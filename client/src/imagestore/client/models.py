@@ -94,6 +94,8 @@ class NamedIndex:
 
 @dataclass(frozen=True, slots=True)
 class ContainerConfig:
+    """The container defaults of an image's config (``Config`` in docker inspect)."""
+
     env: tuple[str, ...] = ()
     cmd: tuple[str, ...] = ()
     entrypoint: tuple[str, ...] = ()
@@ -126,6 +128,8 @@ class ImageDetails:
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
+    """One row of ``history``: a config history entry (or, without history, a layer)."""
+
     created: datetime | None
     created_by: str
     size: int
@@ -156,11 +160,14 @@ class RemoveResult:
 
     @property
     def ok(self) -> bool:
+        """The item was applied (no ``error``)."""
         return self.error is None
 
 
 @dataclass(frozen=True, slots=True)
 class PruneResult:
+    """What a prune removed (or, with ``dry_run``, would remove) and the bytes freed."""
+
     deleted_image_ids: tuple[str, ...]
     untagged: tuple[ImageName, ...]
     deleted_blobs: tuple[str, ...]
@@ -178,6 +185,8 @@ class PruneResult:
 
 @dataclass(frozen=True, slots=True)
 class ImageUsage:
+    """One image's disk usage: its blobs, those shared with other images, its own."""
+
     id: str
     repo_tags: tuple[ImageName, ...]
     content_size: int
@@ -238,6 +247,8 @@ class CheckSummary:
 
 #: one message of the Check stream
 CheckEvent = CheckProgress | CheckProblem | UnrecordedBlob | CheckSummary
+#: what iterating a check yields (its summary ends it: ``result()`` is the CheckReport)
+CheckUpdate = CheckProgress | CheckProblem | UnrecordedBlob
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +336,8 @@ class PushResult:
 
 @dataclass(frozen=True, slots=True)
 class LoadedImage:
+    """One image a load stored, with the names it now has."""
+
     id: str
     names: tuple[ImageName, ...]
     moved: tuple[ImageName, ...]  # names that pointed at another image before
@@ -332,6 +345,8 @@ class LoadedImage:
 
 @dataclass(frozen=True, slots=True)
 class LoadResult:
+    """What a load stored: each image with its names."""
+
     images: tuple[LoadedImage, ...]
 
 
@@ -426,3 +441,38 @@ class ServerInfo:
     limits: ServiceLimits
     load_limits: LoadLimits
     registry_limits: RegistryLimits
+
+
+class EventKind(enum.Enum):
+    """What an event says happened (the proto's EventKind, without its prefix;
+    the values are docker's words, as ``events --filter event=`` takes them)."""
+
+    UNSPECIFIED = "unspecified"  # also: a kind newer than this client
+    TAG = "tag"
+    UNTAG = "untag"
+    DELETE = "delete"
+    PULL = "pull"
+    PUSH = "push"
+    LOAD = "load"
+    PRUNE = "prune"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change to the store, as its journal recorded it (``watch_events``).
+
+    ``cursor`` orders events in commit order: pass it back to continue after
+    this event. ``name`` is None when the change is about no name (a delete, a
+    prune); ``remote`` is a push's "host/repository"; ``reclaimed_bytes`` a
+    prune's freed bytes.
+    """
+
+    cursor: int
+    time: datetime | None
+    kind: EventKind
+    image_id: str = ""
+    name: ImageName | None = None
+    target_digest: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    remote: str = ""
+    reclaimed_bytes: int = 0
