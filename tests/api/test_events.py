@@ -20,6 +20,7 @@ from imagestore.v1 import imagestore_pb2 as pb
 from tests.api.conftest import Server, start_server
 from tests.api.test_grpcurl import json_stream
 from tests.api.test_service import Stub, app, error_info, load
+from tests.client.serverlog import wait_for_failed_ends
 from tests.tools import require
 
 SERVICE = "imagestore.v1.ImageStoreService"
@@ -283,6 +284,46 @@ def test_a_watch_ends_when_the_server_stops(tmp_path: Path) -> None:
             assert watcher.error is not None
             assert watcher.error.code() == grpc.StatusCode.UNAVAILABLE
     assert server.stop() == 0
+
+
+def test_watches_have_a_cap_of_their_own(tmp_path: Path) -> None:
+    """A watch does not take a call's slot (idle watchers cannot shut out other
+    calls), and watches past --max-concurrent-watches are refused."""
+    server = start_server(
+        tmp_path / "root",
+        "--listen=127.0.0.1:0",
+        "--grace-period=5",
+        "--max-concurrent-rpcs=1",
+        "--max-concurrent-watches=2",
+    )
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = Stub(channel)  # type: ignore[no-untyped-call]
+            watchers = [Watcher(stub, pb.WatchEventsRequest()) for _ in range(2)]
+            for watcher in watchers:
+                watcher.wait_caught_up()
+            # the only call slot is free: the two watches do not hold it
+            assert stub.ListImages(pb.ListImagesRequest(), timeout=WAIT).images == []
+            with pytest.raises(grpc.RpcError) as refused:
+                list(stub.WatchEvents(pb.WatchEventsRequest(), timeout=WAIT))
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            info = error_info(refused.value)
+            assert info.reason == "TOO_MANY_CONCURRENT_CALLS"
+            assert dict(info.metadata) == {"limit": "max-concurrent-watches", "max": "2"}
+            watchers[0].stop()  # a slot comes back when the server has ended the watch
+            wait_for_failed_ends(server, "WatchEvents", 2)  # the refused one, then this
+            again = Watcher(stub, pb.WatchEventsRequest())
+            again.wait_caught_up()
+            again.stop()
+            watchers[1].stop()
+            assert (
+                stub.GetServerInfo(
+                    pb.GetServerInfoRequest(), timeout=WAIT
+                ).limits.max_concurrent_watches
+                == 2
+            )
+    finally:
+        assert server.stop() == 0
 
 
 @contextmanager

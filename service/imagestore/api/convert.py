@@ -496,6 +496,7 @@ def server_info(setup: ServerSetup, totals: Totals) -> pb.GetServerInfoResponse:
         limits=pb.ServiceLimits(
             max_concurrent_rpcs=setup.limits.max_concurrent_rpcs,
             max_concurrent_streams=setup.limits.max_concurrent_streams,
+            max_concurrent_watches=setup.limits.max_concurrent_watches,
             max_response_bytes=setup.limits.max_response_bytes,
             max_layer_size=setup.max_layer_size,
             max_document_bytes=MAX_DOCUMENT_SIZE,

@@ -108,6 +108,9 @@ def sections(info: ServerInfo) -> list[Section]:
                 _count(
                     "Max Concurrent Streams", "MaxConcurrentStreams", limits.max_concurrent_streams
                 ),
+                _count(
+                    "Max Concurrent Watches", "MaxConcurrentWatches", limits.max_concurrent_watches
+                ),
                 _bytes("Max Response Size", "MaxResponseBytes", limits.max_response_bytes),
                 _bytes("Max Layer Size", "MaxLayerSize", limits.max_layer_size),
                 _bytes("Max Document Size", "MaxDocumentBytes", limits.max_document_bytes),

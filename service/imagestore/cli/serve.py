@@ -120,6 +120,13 @@ def add_parser(commands: Any) -> None:
                 " stream a few MiB of buffers); more are refused like extra calls",
             ),
             (
+                "max-concurrent-watches",
+                int,
+                limits.max_concurrent_watches,
+                "WatchEvents calls open at once, counted apart from other calls (a watch"
+                " lasts; each reads the events journal once per change); more are refused",
+            ),
+            (
                 "max-response-bytes",
                 int,
                 limits.max_response_bytes,
@@ -372,6 +379,7 @@ def _run(args: argparse.Namespace) -> int:
         limits=Limits(
             max_concurrent_rpcs=args.max_concurrent_rpcs,
             max_concurrent_streams=args.max_concurrent_streams,
+            max_concurrent_watches=args.max_concurrent_watches,
             max_response_bytes=args.max_response_bytes,
         ),
         load=_load_limits(args),

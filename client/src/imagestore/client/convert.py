@@ -244,6 +244,7 @@ def server_info(value: pb.GetServerInfoResponse) -> models.ServerInfo:
             max_response_bytes=limits.max_response_bytes,
             max_layer_size=limits.max_layer_size,
             max_document_bytes=limits.max_document_bytes,
+            max_concurrent_watches=limits.max_concurrent_watches,
         ),
         load_limits=models.LoadLimits(
             max_header_bytes=load.max_header_bytes,

@@ -392,6 +392,7 @@ class ServiceLimits:
     max_response_bytes: int
     max_layer_size: int
     max_document_bytes: int
+    max_concurrent_watches: int = 0  #: 0 from a server older than WatchEvents
 
 
 @dataclass(frozen=True, slots=True)

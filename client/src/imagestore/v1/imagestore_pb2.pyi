@@ -789,18 +789,20 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServiceLimits(_message.Message):
-    __slots__ = ("max_concurrent_rpcs", "max_concurrent_streams", "max_response_bytes", "max_layer_size", "max_document_bytes")
+    __slots__ = ("max_concurrent_rpcs", "max_concurrent_streams", "max_response_bytes", "max_layer_size", "max_document_bytes", "max_concurrent_watches")
     MAX_CONCURRENT_RPCS_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENT_STREAMS_FIELD_NUMBER: _ClassVar[int]
     MAX_RESPONSE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_LAYER_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_DOCUMENT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_WATCHES_FIELD_NUMBER: _ClassVar[int]
     max_concurrent_rpcs: int
     max_concurrent_streams: int
     max_response_bytes: int
     max_layer_size: int
     max_document_bytes: int
-    def __init__(self, max_concurrent_rpcs: _Optional[int] = ..., max_concurrent_streams: _Optional[int] = ..., max_response_bytes: _Optional[int] = ..., max_layer_size: _Optional[int] = ..., max_document_bytes: _Optional[int] = ...) -> None: ...
+    max_concurrent_watches: int
+    def __init__(self, max_concurrent_rpcs: _Optional[int] = ..., max_concurrent_streams: _Optional[int] = ..., max_response_bytes: _Optional[int] = ..., max_layer_size: _Optional[int] = ..., max_document_bytes: _Optional[int] = ..., max_concurrent_watches: _Optional[int] = ...) -> None: ...
 
 class LoadLimits(_message.Message):
     __slots__ = ("max_header_bytes", "max_name_bytes", "max_members", "max_kept_bytes", "max_expanded_bytes")

@@ -41,7 +41,8 @@ class ImageStoreServiceStub:
     another prune runs, DATA_LOSS for content that fails verification,
     TOO_MANY_CONCURRENT_CALLS (RESOURCE_EXHAUSTED) when the server already runs
     as many calls (`--max-concurrent-rpcs`) or Load/Save/ReadBlob streams
-    (`--max-concurrent-streams`) as it allows: try again after a short delay.
+    (`--max-concurrent-streams`) or WatchEvents calls (`--max-concurrent-watches`)
+    as it allows: try again after a short delay.
     Health checks and reflection are never refused that way.
     """
 
@@ -154,7 +155,8 @@ class ImageStoreServiceServicer:
     another prune runs, DATA_LOSS for content that fails verification,
     TOO_MANY_CONCURRENT_CALLS (RESOURCE_EXHAUSTED) when the server already runs
     as many calls (`--max-concurrent-rpcs`) or Load/Save/ReadBlob streams
-    (`--max-concurrent-streams`) as it allows: try again after a short delay.
+    (`--max-concurrent-streams`) or WatchEvents calls (`--max-concurrent-watches`)
+    as it allows: try again after a short delay.
     Health checks and reflection are never refused that way.
     """
 
@@ -399,7 +401,8 @@ class ImageStoreService:
     another prune runs, DATA_LOSS for content that fails verification,
     TOO_MANY_CONCURRENT_CALLS (RESOURCE_EXHAUSTED) when the server already runs
     as many calls (`--max-concurrent-rpcs`) or Load/Save/ReadBlob streams
-    (`--max-concurrent-streams`) as it allows: try again after a short delay.
+    (`--max-concurrent-streams`) or WatchEvents calls (`--max-concurrent-watches`)
+    as it allows: try again after a short delay.
     Health checks and reflection are never refused that way.
     """
 
