@@ -143,9 +143,12 @@ def _commit_events(
 ) -> list[EventRow]:
     """The events of a commit (see :meth:`Images.commit_target`)."""
     names = list(dict.fromkeys(names))
-    if event is EventKind.PULL:  # docker's pull event is one per name
+    if event is EventKind.PULL:
+        # docker's pull event: one per name pulled, not for the digest name a
+        # pull by tag records beside it
         only = image_ids[0] if len(image_ids) == 1 else ""
-        return [image_event(db, EventKind.PULL, only, name, target) for name in names]
+        pulled = [name for name in names if "@" not in name] or names
+        return [image_event(db, EventKind.PULL, only, name, target) for name in pulled]
     events: list[EventRow] = []
     tagged = names
     if event is EventKind.LOAD:  # one per image; an index's names go with its first image
