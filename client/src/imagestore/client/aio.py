@@ -23,7 +23,7 @@ from imagestore.client.aio_calls import AsyncEventStream, AsyncResultStream, Asy
 from imagestore.client.connection import ImageStoreClient
 from imagestore.client.files import PartialFile
 from imagestore.client.requests import PlatformArg, Source
-from imagestore.client.settings import Settings, channel_options
+from imagestore.client.settings import Settings
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
@@ -71,15 +71,7 @@ class AsyncImageStoreClient:
             token=token,
             token_file=token_file,
         )
-        credentials = self.settings.credentials()
-        if credentials is not None:
-            self._channel = grpc.aio.secure_channel(
-                self.settings.target, credentials, options=channel_options()
-            )
-        else:
-            self._channel = grpc.aio.insecure_channel(
-                self.settings.target, options=channel_options()
-            )
+        self._channel: grpc.aio.Channel = self.settings.channel(grpc.aio)
         self._stub = pb_grpc.ImageStoreServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._metadata = self.settings.metadata()
         #: the default deadline of unary calls, in seconds (None: none)

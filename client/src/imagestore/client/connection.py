@@ -21,7 +21,7 @@ from imagestore.client import convert, models, readers, requests
 from imagestore.client.calls import EventStream, ResultStream, Stream
 from imagestore.client.files import PartialFile
 from imagestore.client.requests import CHUNK, PlatformArg, Source
-from imagestore.client.settings import DEFAULT_TARGET, Settings, channel_options
+from imagestore.client.settings import DEFAULT_TARGET, Settings
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 
 __all__ = ["CHUNK", "DEFAULT_TARGET", "ImageStoreClient", "PlatformArg"]
@@ -67,13 +67,7 @@ class ImageStoreClient:
             token=token,
             token_file=token_file,
         )
-        credentials = self.settings.credentials()
-        if credentials is not None:
-            self._channel = grpc.secure_channel(
-                self.settings.target, credentials, options=channel_options()
-            )
-        else:
-            self._channel = grpc.insecure_channel(self.settings.target, options=channel_options())
+        self._channel: grpc.Channel = self.settings.channel(grpc)
         self._stub = pb_grpc.ImageStoreServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._metadata = self.settings.metadata()
         #: the default deadline of unary calls, in seconds (None: none)

@@ -11,10 +11,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import grpc
 
 from imagestore import errors
+
+#: ``grpc`` or ``grpc.aio``: where a client's channels come from
+ChannelKind = ModuleType
 
 #: the server when neither an argument nor IMAGESTORE_HOST names one
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -98,6 +103,14 @@ class Settings:
             private_key=_read(self.key_file),
             certificate_chain=_read(self.cert_file),
         )
+
+    def channel(self, kind: ChannelKind) -> Any:
+        """A channel to the target from ``kind`` (the ``grpc`` module, or
+        ``grpc.aio``: both open channels with the same calls), TLS or not."""
+        credentials = self.credentials()
+        if credentials is None:
+            return kind.insecure_channel(self.target, options=channel_options())
+        return kind.secure_channel(self.target, credentials, options=channel_options())
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         """What every call carries: the bearer token, when there is one."""
