@@ -141,7 +141,7 @@ def test_error_lines_escape_the_registrys_message_and_the_users_argument(cli: Cl
     assert failed.returncode == 1
     assert_inert(failed.stdout + failed.stderr)
     [line] = failed.stderr.splitlines()  # the registry's newline did not make a second line
-    assert line.startswith("imagestore: permission denied: ")
+    assert line.startswith("Error response from daemon: ")
     assert "gone \\x1b]0;pwned\\x07\\x1b[2J\\x9b31m\\nforged: line" in line
 
     missing = cli("inspect", f"nope{CLEAR}")
@@ -152,7 +152,7 @@ def test_error_lines_escape_the_registrys_message_and_the_users_argument(cli: Cl
     # bytes that are not UTF-8 (a lone 0x9b, CSI in Latin-1): one line, no traceback
     not_utf8 = cli.binary("tag", "nope:1", os.fsdecode(b"a\x9bb"))
     assert not_utf8.returncode == 1
-    assert not_utf8.stderr == b"imagestore: invalid argument: not UTF-8: a\\udc9bb\n"
+    assert not_utf8.stderr == b"Error: invalid argument: not UTF-8: a\\udc9bb\n"
 
 
 @pytest.fixture

@@ -104,27 +104,6 @@ def test_plain_progress_lines_are_escaped() -> None:
     assert out.getvalue() == "abc\\x1b[2J: Mounted from \\x9b31m\nStatus: \\x1b]0;t\\x07\n"
 
 
-def test_rich_bars_print_ids_and_statuses_as_plain_text() -> None:
-    # rich would read "[bold]" as markup and ":smile:" as an emoji code
-    out = io.StringIO()
-    with ProgressView(out, terminal=True) as view:
-        view.show(
-            Progress(
-                Phase.DOWNLOADING,
-                "Downloading [red]x[/] :smile: \x9b1m",
-                subject="[bold]abc\x1b[2J",
-                current=5,
-                total=10,
-            )
-        )
-        view.show(Progress(Phase.SUMMARY, "Status: [blink]\x1b]0;t\x07"))
-    shown = out.getvalue()
-    assert "[bold]abc\\x1b[2J: Downloading [red]x[/] :smile: \\x9b1m" in shown
-    assert "Status: [blink]\\x1b]0;t\\x07" in shown
-    assert "\x1b" not in shown
-    assert "\x9b" not in shown
-
-
 def test_check_findings_are_escaped_on_a_terminal_or_not() -> None:
     for terminal in (False, True):
         out = io.StringIO()

@@ -1,40 +1,125 @@
 """imagestore: the server (serve) and docker's image commands against it.
 
 The commands other than `serve` talk to a server the way the docker CLI talks to
-its daemon: same columns, sizes, ages, --filter and --format, and exit codes."""
+its daemon: same columns, sizes, ages, --filter and --format, and exit codes.
+
+Start-up stays short: ``--version`` imports nothing but the version; `serve`'s
+options (and with them the server's modules) are built only when `serve` runs;
+every other command imports the client and the command modules, never the
+server. Errors are one line on stderr: ``Error response from daemon: …`` for
+what the server answered, ``Error: …`` for what the CLI found itself
+(:mod:`imagestore.cli.output`).
+"""
 
 from __future__ import annotations
 
-import argparse
-import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from imagestore import errors
-from imagestore.cli import images, info, login, serve, transfer
-from imagestore.cli.output import say
-from imagestore.client import DEFAULT_TARGET, ImageStoreClient
-from imagestore.version import __version__
+if TYPE_CHECKING:
+    import argparse
 
-#: how a status reads in the one-line error message
-_MEANING = {
-    "INVALID_ARGUMENT": "invalid argument",
-    "NOT_FOUND": "not found",
-    "FAILED_PRECONDITION": "failed precondition",
-    "ABORTED": "aborted",
-    "PERMISSION_DENIED": "permission denied",
-    "UNAUTHENTICATED": "unauthenticated",
-    "RESOURCE_EXHAUSTED": "resource exhausted",
-    "DATA_LOSS": "data loss",
-    "UNAVAILABLE": "unavailable",
-    "DEADLINE_EXCEEDED": "deadline exceeded",
-    "CANCELLED": "cancelled",
-}
+    from imagestore import errors
+    from imagestore.client import ImageStoreClient
+
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+DESCRIPTION = "imagestore: the server (serve) and docker's image commands against it."
+#: the global options that take a value (the command word is found before parsing)
+_VALUED = frozenset({"-H", "--host", "--tls-ca", "--tls-cert", "--tls-key", "--token-file"})
+_VALUED_ALSO = frozenset({"--config"})
+#: docker's long forms: `imagestore image ls` is `imagestore ls`, with the same parser
+IMAGE_COMMANDS = ("ls", "rm", "prune", "inspect", "history", "tag", "pull", "push", "load", "save")
+#: commands that need no server: run with the parsed arguments alone
+_STANDALONE = frozenset({"serve", "completion"})
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imagestore", description=__doc__.splitlines()[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    """The `imagestore` command: its exit code (0; 1 on an error; 130 after Ctrl-C)."""
+    # gRPC core writes its own log lines to stderr (a TLS handshake with a plaintext
+    # server, a busy port); the CLI says what went wrong in one line of its own
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:  # Ctrl-C at any point: while importing, or during a call
+        return cancelled()
+
+
+def cancelled() -> int:
+    """What Ctrl-C prints; the exit code to return."""
+    sys.stderr.write("imagestore: cancelled\n")
+    sys.stderr.flush()
+    return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str]) -> int:
+    command = command_word(argv)
+    if command is None and "--version" in argv[: _globals_end(argv)]:
+        from imagestore.version import __version__
+
+        print(f"imagestore {__version__}")
+        return 0
+    args = build_parser(serve_options=command == "serve").parse_args(argv)
+    if args.command in _STANDALONE:
+        return int(args.run(args))
+    return _run_against_server(args)
+
+
+def _globals_end(argv: list[str]) -> int:
+    """Where the global options end (the index of the command word, or the end)."""
+    skip = False
+    for index, token in enumerate(argv):
+        if skip:
+            skip = False
+        elif token == "--":
+            return index
+        elif token in _VALUED or token in _VALUED_ALSO:
+            skip = True
+        elif not token.startswith("-") or token == "-":
+            return index
+    return len(argv)
+
+
+def command_word(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names (None: none, as in ``--version`` or ``--help``)."""
+    tokens = list(argv)
+    end = _globals_end(tokens)
+    if end < len(tokens) and tokens[end] == "--":
+        end += 1
+    return tokens[end] if end < len(tokens) else None
+
+
+class _Only:
+    """A subparsers action that keeps only the named commands: the command modules
+    define their parsers once, and `image` takes the long forms from them."""
+
+    def __init__(self, commands: Any, names: Sequence[str]) -> None:
+        self._commands = commands
+        self._names = frozenset(names)
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        import argparse
+
+        if name in self._names:
+            kwargs.setdefault("aliases", {"ls": ["list"], "rm": ["remove"]}.get(name, []))
+            if name == "ls":  # its own name here, not an alias of `images`
+                kwargs["help"] = "list images"
+            parser: argparse.ArgumentParser = self._commands.add_parser(name, **kwargs)
+            return parser
+        return argparse.ArgumentParser(add_help=False)  # not one of docker's long forms
+
+
+def build_parser(*, serve_options: bool) -> argparse.ArgumentParser:
+    """The whole command line. ``serve_options``: `serve` with its options (which
+    imports the server's modules for their defaults); else only its help line."""
+    import argparse
+
+    from imagestore.cli import completion, images, info, login, serve, transfer, version
+    from imagestore.client import DEFAULT_TARGET
+    from imagestore.version import __version__
+
+    parser = argparse.ArgumentParser(prog="imagestore", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"imagestore {__version__}")
     # None: the client's own default, from the same IMAGESTORE_* variable
     parser.add_argument(
@@ -60,17 +145,31 @@ def _parser() -> argparse.ArgumentParser:
         help="docker config folder for registry logins (default $DOCKER_CONFIG or ~/.docker)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve.add_parser(commands)
+    if serve_options:
+        serve.add_parser(commands)
+    else:
+        serve.add_stub(commands)
     images.add_parsers(commands)
     transfer.add_parsers(commands)
+    image = commands.add_parser(
+        "image", help="docker's long forms: image ls, rm, prune, inspect, history, tag…"
+    )
+    long_forms = image.add_subparsers(dest="image_command", required=True, metavar="COMMAND")
+    only = _Only(long_forms, IMAGE_COMMANDS)
+    images.add_parsers(only)
+    transfer.add_parsers(only)
     login.add_parsers(commands)
     info.add_parsers(commands)
+    version.add_parsers(commands)
+    completion.add_parsers(commands)
     return parser
 
 
-def _connect(args: argparse.Namespace) -> ImageStoreClient:
+def connect(args: argparse.Namespace) -> ImageStoreClient:
     """The client of the global options; what they leave out, the client takes
     from its IMAGESTORE_* variables."""
+    from imagestore.client import ImageStoreClient
+
     return ImageStoreClient(
         args.host,
         tls=args.tls,
@@ -81,40 +180,68 @@ def _connect(args: argparse.Namespace) -> ImageStoreClient:
     )
 
 
-def describe(error: errors.ImageStoreError, host: str) -> str:
-    """One line: what kind of failure, and the server's message."""
-    meaning = _MEANING.get(error.status, error.status.lower().replace("_", " "))
-    if error.status == "UNAVAILABLE" and "failed to connect" in error.message:
-        return f"{meaning}: cannot reach the imagestore server at {host} (is it running?)"
-    return f"{meaning}: {error.message}"
+def _run_against_server(args: argparse.Namespace) -> int:
+    from imagestore import errors
+    from imagestore.cli.output import local_error, say
+    from imagestore.client import DEFAULT_TARGET
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "serve":
-        logging.basicConfig(
-            level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-            format="%(asctime)s %(levelname)s %(name)s %(message)s",
-            stream=sys.stderr,
-        )
-        return int(args.run(args))
     host = args.host or DEFAULT_TARGET
     try:
-        with _connect(args) as client:
+        with connect(args) as client:
             host = client.target
             return int(args.run(client, args) or 0)
     except errors.ImageStoreError as error:
-        say(f"imagestore: {describe(error, host)}", out=sys.stderr)
+        say(describe(error, host, args), out=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        say("imagestore: cancelled", out=sys.stderr)
-        return EXIT_INTERRUPTED
     except UnicodeEncodeError as error:  # an argument's bytes were not UTF-8
-        say(f"imagestore: invalid argument: not UTF-8: {error.object}", out=sys.stderr)
+        say(local_error(f"invalid argument: not UTF-8: {error.object}"), out=sys.stderr)
         return EXIT_ERROR
     except BrokenPipeError:  # `imagestore images | head`
         sys.stderr.close()
         return EXIT_ERROR
     except OSError as error:
-        say(f"imagestore: {error.strerror or error}: {error.filename or ''}", out=sys.stderr)
+        where = f"{error.filename}: " if error.filename else ""
+        say(local_error(f"{where}{(error.strerror or str(error)).lower()}"), out=sys.stderr)
         return EXIT_ERROR
+
+
+def describe(error: errors.ImageStoreError, host: str, args: argparse.Namespace | None) -> str:
+    """The one line an error prints: the server cannot be reached (and why), or
+    the server's answer, or what the CLI found itself."""
+    from imagestore.cli.output import error_line
+
+    if error.status == "UNAVAILABLE" and "failed to connect" in error.message:
+        return _cannot_connect(error.message, host)
+    line = error_line(error)
+    if error.reason == "REGISTRY_UNAUTHORIZED" and args is not None:
+        hint = _login_hint(args)
+        if hint:
+            line += f" (log in with: {hint})"
+    return line
+
+
+def _cannot_connect(message: str, host: str) -> str:
+    """docker's "Cannot connect to the Docker daemon at …", with the reason when
+    the connection was made but TLS was not spoken on both sides."""
+    where = f"Cannot connect to the imagestore server at {host}"
+    if "WRONG_VERSION_NUMBER" in message:  # a TLS hello answered in plaintext
+        return f"{where}: the server does not speak TLS (drop --tls, or unset IMAGESTORE_TLS)"
+    if "handshake" in message.lower():
+        detail = message.rsplit(": ", 2)[-2] if message.count(": ") >= 2 else message
+        return f"{where}: TLS handshake failed: {detail}"
+    return f"{where}. Is the imagestore server running?"
+
+
+def _login_hint(args: argparse.Namespace) -> str:
+    """`imagestore login REGISTRY` for the registry a pull or push named."""
+    image = getattr(args, "image", None)
+    if args.command not in ("pull", "push", "image") or not isinstance(image, str):
+        return ""
+    from imagestore import errors
+    from imagestore.oci.references import DEFAULT_DOMAIN, parse_reference
+
+    try:
+        domain = parse_reference(image).domain
+    except errors.ImageStoreError:
+        return ""
+    return "imagestore login" if domain == DEFAULT_DOMAIN else f"imagestore login {domain}"

@@ -65,3 +65,12 @@ def rfc3339(when: datetime | None) -> str:
         return ""
     text = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0").rstrip(".")
     return text + "Z"
+
+
+def rfc3339_seconds(when: datetime | None) -> str:
+    """Go's ``time.RFC3339`` in local time, whole seconds ("2024-05-06T07:08:09Z",
+    "…+02:00"): docker history's CREATED AT and ``--human=false`` times."""
+    if when is None:
+        return ""
+    text = when.astimezone().isoformat(timespec="seconds")
+    return text[:-6] + "Z" if text.endswith("+00:00") else text

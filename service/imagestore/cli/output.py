@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
+from imagestore import errors
 from imagestore.cli.sanitize import printable, printable_lines, safe_json
 from imagestore.cli.template import Struct, Template
 
@@ -29,6 +30,42 @@ def say(text: str = "", *, out: TextIO | None = None) -> None:
     """Print one line the CLI composed, which may quote untrusted text (a name, a
     server's message): every control character in it is escaped."""
     print(printable(text), file=out or sys.stdout)
+
+
+def daemon_error(error: errors.ImageStoreError) -> str:
+    """The line for an error the server returned, in docker's words for its
+    daemon's errors (scripts matching docker's output keep working)."""
+    return f"Error response from daemon: {error.message}"
+
+
+def local_error(text: str) -> str:
+    """The line for an error the CLI found itself, before or without a call."""
+    return f"Error: {text}"
+
+
+#: modules whose errors are the CLI's own findings (a bad argument, a local
+#: file), not answers of the server
+_LOCAL_MODULES = (
+    "imagestore.cli.",
+    "imagestore.oci.",
+    "imagestore.dockerconfig",
+    "imagestore.client.models",
+    "imagestore.client.requests",
+    "imagestore.client.settings",
+)
+
+
+def error_line(error: errors.ImageStoreError) -> str:
+    """:func:`daemon_error` or :func:`local_error`, by where ``error`` was raised
+    (the client raises the server's answers; the CLI and the client's argument
+    checks raise their own)."""
+    trace = error.__traceback__
+    while trace is not None and trace.tb_next is not None:
+        trace = trace.tb_next
+    module = str(trace.tb_frame.f_globals.get("__name__", "")) if trace is not None else ""
+    if module == "imagestore.cli" or module.startswith(_LOCAL_MODULES):
+        return local_error(error.message)
+    return daemon_error(error)
 
 
 def tabwrite(lines: Iterable[str]) -> str:
@@ -54,10 +91,10 @@ def tabwrite(lines: Iterable[str]) -> str:
 
 
 def go_json(value: Any) -> str:
-    """Go's ``json.Marshal``: compact, with <, > and & escaped (and, unlike Go,
-    every character a terminal would obey: see :func:`safe_json`)."""
-    text = safe_json(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    """docker's ``json`` template function: compact, and <, > and & as they are
+    (its encoder has SetEscapeHTML(false)); unlike Go, every character a
+    terminal would obey is escaped (see :func:`safe_json`)."""
+    return safe_json(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
 
 
 def _unescape(source: str) -> str:

@@ -1,39 +1,96 @@
-"""`imagestore serve`: every option is a flag and an IMAGESTORE_* variable."""
+"""`imagestore serve`: every option is a flag and an IMAGESTORE_* variable.
+
+Only `serve` reads them: for any other command the CLI registers :func:`add_stub`
+(the help line), so it neither imports the server nor reads a server variable
+(a malformed ``IMAGESTORE_GRACE_PERIOD`` cannot break ``imagestore images``).
+The server's modules are imported when `serve` itself runs or shows its help.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from imagestore import errors
-from imagestore.api.admission import Limits
-from imagestore.api.server import ServerConfig, default_root, run
-from imagestore.archive.load import LoadLimits
-from imagestore.archive.tar import TarLimits
-from imagestore.registry.options import DOCKER_CERTS_DIR, RegistryOptions
-from imagestore.store.events import (
-    DEFAULT_EVENTS_MAX_AGE,
-    DEFAULT_EVENTS_MAX_COUNT,
-    parse_age,
-)
-from imagestore.store.store import DEFAULT_MAX_LAYER_SIZE, ORPHAN_GRACE_PERIOD
+from imagestore.cli.durations import format_duration, parse_duration
+
+if TYPE_CHECKING:
+    from imagestore.archive.load import LoadLimits
+    from imagestore.registry.options import RegistryOptions
+
+HELP = "run the gRPC server"
+DESCRIPTION = "Serve the image store over gRPC (reflection and health always on)."
+#: the options naming a file the server reads at start (checked first: one clear line)
+_FILES = ("tls_cert", "tls_key", "tls_client_ca", "auth_token_file", "registry_config")
+#: how much of a --tls-* file is read to see that it is PEM (a header may follow comments)
+_PEM_PEEK = 64 << 10
+
+
+class _FromEnv(str):
+    """A default read from IMAGESTORE_<NAME>: argparse converts a string default
+    with the option's type, and the type's error then names the variable."""
+
+    variable: str
+
+    def __new__(cls, value: str, variable: str) -> _FromEnv:
+        text = super().__new__(cls, value)
+        text.variable = variable
+        return text
 
 
 def _env(name: str, default: Any = None) -> Any:
-    return os.environ.get("IMAGESTORE_" + name.upper().replace("-", "_"), default)
+    variable = "IMAGESTORE_" + name.upper().replace("-", "_")
+    value = os.environ.get(variable)
+    return default if value is None else _FromEnv(value, variable)
+
+
+def _typed(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    """An argparse type converting with ``kind``; its error names the variable
+    when the text came from one."""
+
+    def convert(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError as exc:
+            detail = str(exc) if kind is parse_duration else f"invalid {what}: {text[:100]!r}"
+            if isinstance(text, _FromEnv):  # one line naming the variable, not usage
+                sys.exit(_fail(f"{text.variable}: {detail}"))
+            raise argparse.ArgumentTypeError(detail) from None
+
+    convert.__name__ = what
+    return convert
+
+
+_int = _typed(int, "integer")
+_float = _typed(float, "number")
+_duration = _typed(parse_duration, "duration")
 
 
 def _path(value: str | None) -> Path | None:
     return None if value in (None, "") else Path(str(value))
 
 
+def add_stub(commands: Any) -> None:
+    """`serve` in the command list, without its options (nor the server's imports)."""
+    commands.add_parser("serve", help=HELP, description=DESCRIPTION)
+
+
 def add_parser(commands: Any) -> None:
+    """`serve` with every option (this imports the server's modules for their defaults)."""
+    from imagestore.api.admission import Limits
+    from imagestore.api.server import default_root
+    from imagestore.store.events import DEFAULT_EVENTS_MAX_AGE, DEFAULT_EVENTS_MAX_COUNT
+    from imagestore.store.store import DEFAULT_MAX_LAYER_SIZE, ORPHAN_GRACE_PERIOD
+
     parser: argparse.ArgumentParser = commands.add_parser(
         "serve",
-        help="run the gRPC server",
-        description="Serve the image store over gRPC (reflection and health always on).",
+        help=HELP,
+        description=DESCRIPTION + " Durations are seconds, or Go / systemd durations such as"
+        " 500ms, 10s, 1m30s, 2h or 7d.",
     )
     parser.add_argument(
         "--listen",
@@ -70,29 +127,29 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument(
         "--grace-period",
-        type=float,
-        default=float(_env("grace-period", 10)),
-        help="seconds in-flight calls get at shutdown (default 10)",
+        type=_duration,
+        default=_env("grace-period", 10.0),
+        help="how long in-flight calls may run on at shutdown (default 10s)",
     )
     parser.add_argument(
         "--max-layer-size",
-        type=int,
-        default=int(_env("max-layer-size", DEFAULT_MAX_LAYER_SIZE)),
+        type=_int,
+        default=_env("max-layer-size", DEFAULT_MAX_LAYER_SIZE),
         help="largest uncompressed layer accepted, in bytes (default 64 GiB)",
     )
     parser.add_argument(
         "--events-max-count",
-        type=int,
-        default=int(_env("events-max-count", DEFAULT_EVENTS_MAX_COUNT)),
+        type=_int,
+        default=_env("events-max-count", DEFAULT_EVENTS_MAX_COUNT),
         help="events the journal keeps for WatchEvents: a watcher whose cursor is older"
         f" gets CURSOR_EXPIRED (default {DEFAULT_EVENTS_MAX_COUNT:,})",
     )
     parser.add_argument(
         "--events-max-age",
-        type=_age,
+        type=_duration,
         default=_env("events-max-age", DEFAULT_EVENTS_MAX_AGE),
-        help="how long the journal keeps an event: seconds, or a duration such as 24h,"
-        " 7d or 1h30m (default 7d)",
+        help="how long the journal keeps an event, a duration such as 24h, 7d or 1h30m"
+        f" (default {format_duration(DEFAULT_EVENTS_MAX_AGE)})",
     )
     limits = Limits()
     _add_numbers(
@@ -100,35 +157,35 @@ def add_parser(commands: Any) -> None:
         [
             (
                 "orphan-grace-period",
-                float,
+                _duration,
                 ORPHAN_GRACE_PERIOD,
-                "seconds after which a blob file without a catalog record is removed at"
+                "age after which a blob file without a catalog record is removed at"
                 " start (younger ones may be another process's commit in flight)",
             ),
             (
                 "max-concurrent-rpcs",
-                int,
+                _int,
                 limits.max_concurrent_rpcs,
                 "calls of the image service in flight at once; more are refused with"
                 " RESOURCE_EXHAUSTED and a retry delay (health and reflection never are)",
             ),
             (
                 "max-concurrent-streams",
-                int,
+                _int,
                 limits.max_concurrent_streams,
                 "Load, Save and ReadBlob streams at once (each Load holds a thread, each"
                 " stream a few MiB of buffers); more are refused like extra calls",
             ),
             (
                 "max-concurrent-watches",
-                int,
+                _int,
                 limits.max_concurrent_watches,
                 "WatchEvents calls open at once, counted apart from other calls (a watch"
                 " lasts; each reads the events journal once per change); more are refused",
             ),
             (
                 "max-response-bytes",
-                int,
+                _int,
                 limits.max_response_bytes,
                 "largest ListImages page or Inspect answer: a page ends before it, labels"
                 " that would not fit are left out and flagged; keep it under the 4 MiB"
@@ -146,47 +203,41 @@ def add_parser(commands: Any) -> None:
     parser.set_defaults(run=_run)
 
 
-def _age(text: str) -> float:
-    """``--events-max-age``: seconds or a duration (``24h``, ``7d``, ``1h30m``)."""
-    try:
-        return parse_age(text)
-    except errors.OptionInvalid as exc:
-        raise argparse.ArgumentTypeError(exc.message) from None
-
-
 def _list(name: str) -> list[str]:
     """A repeatable flag's default from IMAGESTORE_<NAME>, comma-separated."""
     return [item.strip() for item in str(_env(name, "")).split(",") if item.strip()]
 
 
 def _add_load_options(parser: argparse.ArgumentParser) -> None:
+    from imagestore.archive.load import LoadLimits
+
     group = parser.add_argument_group("archives (Load)")
     defaults = LoadLimits()
     refused = "; beyond it a Load is refused with RESOURCE_EXHAUSTED"
-    numbers: list[tuple[str, type, Any, str]] = [
+    numbers: list[tuple[str, Callable[[str], Any], Any, str]] = [
         (
             "load-max-header-bytes",
-            int,
+            _int,
             defaults.tar.max_header_bytes,
             "data of one PAX or GNU long-name tar header (xattrs ride in these)" + refused,
         ),
         (
             "load-max-name-bytes",
-            int,
+            _int,
             defaults.tar.max_name_bytes,
             "a member's path or link target" + refused,
         ),
-        ("load-max-members", int, defaults.tar.max_members, "members of one archive" + refused),
+        ("load-max-members", _int, defaults.tar.max_members, "members of one archive" + refused),
         (
             "load-max-kept-bytes",
-            int,
+            _int,
             defaults.max_kept_bytes,
             "JSON documents and paths one Load holds in memory until its manifests are read"
             + refused,
         ),
         (
             "load-max-expanded-bytes",
-            int,
+            _int,
             defaults.max_expanded_bytes,
             "what a gzip, bzip2 or xz archive may expand to (an uncompressed one is not"
             " capped: its sender pays for every byte)" + refused,
@@ -196,6 +247,9 @@ def _add_load_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_limits(args: argparse.Namespace) -> LoadLimits:
+    from imagestore.archive.load import LoadLimits
+    from imagestore.archive.tar import TarLimits
+
     return LoadLimits(
         tar=TarLimits(
             max_header_bytes=args.load_max_header_bytes,
@@ -208,6 +262,8 @@ def _load_limits(args: argparse.Namespace) -> LoadLimits:
 
 
 def _add_registry_options(parser: argparse.ArgumentParser) -> None:
+    from imagestore.registry.options import DOCKER_CERTS_DIR, RegistryOptions
+
     group = parser.add_argument_group("registries (pull and push)")
     group.add_argument(
         "--registry-config",
@@ -263,59 +319,69 @@ def _add_registry_options(parser: argparse.ArgumentParser) -> None:
         help=argparse.SUPPRESS,
     )
     defaults = RegistryOptions()
-    numbers: list[tuple[str, type, Any, str]] = [
+    numbers: list[tuple[str, Callable[[str], Any], Any, str]] = [
         (
             "max-concurrent-downloads",
-            int,
+            _int,
             defaults.max_concurrent_downloads,
             "layers downloading at once from one registry (each registry has its own)",
         ),
         (
             "max-concurrent-uploads",
-            int,
+            _int,
             defaults.max_concurrent_uploads,
             "blobs uploading at once to one registry (each registry has its own)",
         ),
-        ("registry-attempts", int, defaults.attempts, "tries per request, the first included"),
-        ("registry-backoff", float, defaults.backoff, "seconds before the first retry; doubles"),
-        ("registry-connect-timeout", float, defaults.connect_timeout, "seconds"),
-        ("registry-idle-timeout", float, defaults.idle_timeout, "seconds of silence allowed"),
+        ("registry-attempts", _int, defaults.attempts, "tries per request, the first included"),
+        ("registry-backoff", _duration, defaults.backoff, "delay before the first retry; doubles"),
+        (
+            "registry-connect-timeout",
+            _duration,
+            defaults.connect_timeout,
+            "longest wait for a connection",
+        ),
+        (
+            "registry-idle-timeout",
+            _duration,
+            defaults.idle_timeout,
+            "longest silence allowed while reading an answer",
+        ),
         (
             "registry-min-speed",
-            int,
+            _int,
             defaults.min_speed,
             "slowest download accepted, bytes/s averaged over --registry-speed-window;"
             " a slower try fails and is retried like a stall (0: no floor)",
         ),
         (
             "registry-speed-window",
-            float,
+            _duration,
             defaults.speed_window,
-            "seconds the minimum speed is averaged over",
+            "how long the minimum speed is averaged over",
         ),
         (
             "registry-blob-timeout",
-            float,
+            _duration,
             defaults.blob_timeout,
-            "seconds one blob or manifest download may take, retries included (0: none;"
+            "how long one blob or manifest download may take, retries included (0: none;"
             " 2 h moves a 10 GiB layer at 12 Mbit/s)",
         ),
         (
             "max-index-children",
-            int,
+            _int,
             defaults.max_index_children,
             "entries a pulled index may list; refused before any is fetched",
         ),
         (
             "max-manifest-bytes-per-pull",
-            int,
+            _int,
             defaults.max_manifest_bytes_per_pull,
             "bytes of manifests, indexes, configs and (with all_tags) tag lists one pull may"
             " fetch (64 MiB)",
         ),
         (
             "max-layers-per-pull",
-            int,
+            _int,
             defaults.max_layers_per_pull,
             "distinct layers one pull may bring in",
         ),
@@ -325,19 +391,23 @@ def _add_registry_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_numbers(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup,
-    numbers: list[tuple[str, type, Any, str]],
+    numbers: list[tuple[str, Callable[[str], Any], Any, str]],
 ) -> None:
-    """Numeric options: ``--name``, read from IMAGESTORE_NAME by default."""
+    """Numeric options: ``--name``, read from IMAGESTORE_NAME by default (converted
+    by argparse, so a malformed variable is one line naming it)."""
     for name, kind, default, meaning in numbers:
+        shown = format_duration(default) if kind is _duration else default
         parser.add_argument(
             f"--{name}",
             type=kind,
-            default=kind(_env(name, default)),
-            help=f"{meaning} (default {default})",
+            default=_env(name, default),
+            help=f"{meaning} (default {shown})",
         )
 
 
 def _registry_options(args: argparse.Namespace) -> RegistryOptions:
+    from imagestore.registry.options import RegistryOptions
+
     return RegistryOptions(
         insecure_registries=tuple(args.insecure_registry),
         ca_files=tuple(Path(p) for p in args.registry_ca),
@@ -362,6 +432,18 @@ def _registry_options(args: argparse.Namespace) -> RegistryOptions:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """Start the server; a start-up failure is one line on stderr and exit 1."""
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    unreadable = _unreadable_file(args)
+    if unreadable:
+        return _fail(unreadable)
+    from imagestore.api.admission import Limits
+    from imagestore.api.server import ServerConfig, run
+
     config = ServerConfig(
         listen=args.listen,
         root=Path(args.root),
@@ -385,4 +467,40 @@ def _run(args: argparse.Namespace) -> int:
         load=_load_limits(args),
         registry=_registry_options(args),
     )
-    return run(config)
+    try:
+        return run(config)
+    except OSError as exc:  # the store's root, mostly: a path the server cannot use
+        return _fail(_os_error(exc, Path(args.root)))
+
+
+def _unreadable_file(args: argparse.Namespace) -> str:
+    """The first file option naming a file that cannot be read, said in one line."""
+    named = [(dest, getattr(args, dest)) for dest in _FILES]
+    named += [("registry_ca", path) for path in args.registry_ca]
+    for dest, value in named:
+        if not value:
+            continue
+        option = "--" + dest.replace("_", "-")
+        try:
+            with open(value, "rb") as file:
+                head = file.read(_PEM_PEEK)
+        except OSError as exc:
+            return f"{option} {value}: {(exc.strerror or str(exc)).lower()}"
+        if dest.startswith("tls_") and b"-----BEGIN " not in head:
+            return f"{option} {value}: not a PEM file"
+    return ""
+
+
+def _os_error(exc: OSError, root: Path) -> str:
+    """``exc`` in one line, naming --root when the path is the store's."""
+    where, text = str(exc.filename or ""), (exc.strerror or str(exc)).lower()
+    if where == str(root):
+        return f"--root {root}: {text}"
+    if where.startswith(str(root).rstrip("/") + "/"):
+        return f"--root {root}: {where}: {text}"
+    return f"{where}: {text}" if where else text
+
+
+def _fail(message: str) -> int:
+    print(f"imagestore serve: {message}", file=sys.stderr)
+    return 1

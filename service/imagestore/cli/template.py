@@ -41,6 +41,15 @@ def _error(message: str) -> errors.InvalidArgument:
     return errors.InvalidArgument(f"template: {message}")
 
 
+#: docker's prefix for a template that does not parse (its formatter's words)
+PARSE_ERROR = "template parsing error: "
+
+
+def _parse_error(line: int, message: str) -> errors.InvalidArgument:
+    """Go's ``template: NAME:LINE: message``; docker's templates have no name."""
+    return errors.InvalidArgument(f"{PARSE_ERROR}template: :{line}: {message}")
+
+
 # ---- printing --------------------------------------------------------------
 
 
@@ -102,20 +111,66 @@ def _spaces(count: Any) -> str:
     return " " * width
 
 
+#: one verb of Go's fmt: flags, width, precision, verb (``%-10s``, ``%.3s``, ``%5d``)
+_VERB = re.compile(r"%%|%([-+# 0]*)(\d+)?(?:\.(\d*))?([a-zA-Z])")
+
+
 def _printf(fmt: str, *args: Any) -> str:
+    """Go's ``fmt.Sprintf`` for the verbs templates use: v s q d t x X f e g,
+    with flags, width and precision ("%.3s" keeps 3 characters, "%-10s" pads)."""
     values = iter(args)
 
     def verb(match: re.Match[str]) -> str:
         if match.group(0) == "%%":
             return "%"
-        value = next(values, "%!" + match.group(1) + "(MISSING)")
-        if match.group(1) == "q":
-            return json.dumps(go_string(value))
-        if match.group(1) == "d":
-            return str(int(value))
-        return go_string(value)
+        flags, width, precision, letter = match.groups()
+        value = next(values, _MISSING)
+        if value is _MISSING:
+            return f"%!{letter}(MISSING)"
+        return _format_one(flags, width or "", precision, letter, value)
 
-    return re.sub(r"%%|%[-+# 0-9.]*([vsdqt])", verb, fmt)
+    text = _VERB.sub(verb, fmt)
+    extra = list(values)
+    if extra:  # Go appends what no verb took
+        text += "%!(EXTRA " + ", ".join(f"{_go_type(v)}={go_string(v)}" for v in extra) + ")"
+    return text
+
+
+_MISSING = object()
+
+
+def _go_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float64"
+    if isinstance(value, str):
+        return "string"
+    return type(value).__name__
+
+
+def _format_one(flags: str, width: str, precision: str | None, letter: str, value: Any) -> str:
+    """One verb, through Python's %-formatting (C's flags, as Go's)."""
+    dot = "" if precision is None else "." + (precision or "0")
+    spec = "%" + flags + width
+    if letter in "vs":
+        return (spec + dot + "s") % go_string(value)
+    if letter == "q":
+        return (spec + "s") % json.dumps(go_string(value), ensure_ascii=False)
+    if letter == "t":
+        if not isinstance(value, bool):
+            return f"%!t({_go_type(value)}={go_string(value)})"
+        return (spec + "s") % go_string(value)
+    if letter in "dxXo" and isinstance(value, int) and not isinstance(value, bool):
+        return (spec + dot + letter) % value
+    if letter in "xX" and isinstance(value, str):
+        digits = value.encode().hex()
+        return (spec + "s") % (digits.upper() if letter == "X" else digits)
+    if letter in "feEgG" and isinstance(value, int | float) and not isinstance(value, bool):
+        return (spec + (dot or ("" if letter in "gG" else ".6")) + letter) % float(value)
+    return f"%!{letter}({_go_type(value)}={go_string(value)})"
 
 
 def _index(item: Any, *keys: Any) -> Any:
@@ -253,8 +308,18 @@ def _parse(source: str) -> list[_Node]:
     parts = re.split(r"(\{\{-?\s*/\*.*?\*/\s*-?\}\}|\{\{.*?\}\})", source, flags=re.DOTALL)
     root: list[_Node] = []
     stack: list[tuple[_Node | None, list[_Node]]] = [(None, root)]
+    seen = 0  # characters of source before this part: the line of an error
     for i, part in enumerate(parts):
+        start, seen = seen, seen + len(part)
         if i % 2 == 0:
+            if "{{" in part:  # an action that never closes, as Go's lexer says it
+                opened = start + part.index("{{")
+                what = (
+                    "comment"
+                    if part[part.index("{{") + 2 :].lstrip("- ").startswith("/*")
+                    else "action"
+                )
+                raise _parse_error(source[:opened].count("\n") + 1, f"unclosed {what}")
             if part:
                 stack[-1][1].append(_Node("text", part))
             continue
@@ -312,7 +377,12 @@ class Template:
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self._nodes = _parse(source)
+        try:
+            self._nodes = _parse(source)
+        except errors.InvalidArgument as failure:  # docker says where it failed: parsing
+            if failure.message.startswith(PARSE_ERROR):
+                raise
+            raise errors.InvalidArgument(PARSE_ERROR + failure.message) from None
 
     def render(self, data: Any) -> str:
         out: list[str] = []

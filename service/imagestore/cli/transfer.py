@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from imagestore import errors
@@ -77,18 +76,15 @@ def _default_tag_note(image: str, quiet: bool) -> None:
         say("Using default tag: latest")
 
 
-def _follow(
-    call: ResultStream[Progress, R],
-    quiet: bool,
-    shown: Callable[[Progress], Progress] | None = None,
-) -> R:
+def _follow(call: ResultStream[Progress, R], quiet: bool, *, hide_present: bool = False) -> R:
     """Show a stream's progress (unless quiet), docker's digest line included (the
     server sends it as a summary line), then return its result. Leaving early
     (Ctrl-C) cancels the call."""
-    with call, ProgressView(sys.stdout, terminal=False if quiet else None) as view:
+    view = ProgressView(sys.stdout, terminal=False if quiet else None, hide_present=hide_present)
+    with call, view:
         for progress in call:
             if not quiet:
-                view.show(shown(progress) if shown is not None else progress)
+                view.show(progress)
         return call.result()
 
 
@@ -115,7 +111,7 @@ def pull_image(client: ImageStoreClient, args: argparse.Namespace) -> int:
         all_tags=args.all_tags,
         auth=auth,
     )
-    result = _follow(call, args.quiet)
+    result = _follow(call, args.quiet, hide_present=True)
     if not args.quiet:
         say(f"Status: {_status(result)}")
     say(_canonical(result.name, args.image, default_tag=not args.all_tags))
@@ -141,27 +137,36 @@ def push_image(client: ImageStoreClient, args: argparse.Namespace) -> int:
 
 
 def load_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
+    """docker load: one bar of the archive's bytes on a terminal (it ends full),
+    docker's line for each name that moved from another image, then each image."""
     source = args.input or sys.stdin.buffer
     if not args.input and sys.stdin.isatty():
         raise errors.InvalidArgument(
             "requested load from stdin, but stdin is empty (use -i FILE or redirect)"
         )
     total = os.path.getsize(args.input) if args.input else 0
-
-    def one_bar(progress: Progress) -> Progress:
-        """Members stream by; a person watches one bar of archive bytes."""
-        # no phase of its own: a member's "complete" must not fill the bar
-        return Progress(
-            Phase.UNSPECIFIED,
-            "Loading",
-            subject="archive",
-            current=progress.current,
-            total=total or None,
-        )
-
+    # the names' images before: docker says which image a moved name leaves
+    before = {name.familiar: image.id for image in client.list_images(all=True)
+              for name in image.repo_tags}  # fmt: skip
     quiet = args.quiet or not sys.stdout.isatty()  # docker prints no load progress to pipes
-    result = _follow(client.load(source), quiet, one_bar)
+    view = ProgressView(sys.stdout, terminal=False if quiet else None)
+    done = 0
+    with client.load(source) as call, view:
+        for progress in call:
+            done = progress.current
+            if not quiet:  # members stream by; a person watches one bar of archive bytes
+                view.show(_archive_bar(done, total))
+        result = call.result()
+        if not quiet and total and done < total:  # the tar's end blocks: counted, not sent
+            view.show(_archive_bar(total, total))
     for image in result.images:
+        for name in image.moved:
+            old = before.get(name.familiar)
+            if old and old != image.id:
+                say(
+                    f"The image {name.familiar} already exists, renaming the old one with ID"
+                    f" {old} to empty string"
+                )
         for name in image.names:
             say(f"Loaded image: {name.familiar}")
         if not image.names:
@@ -169,17 +174,51 @@ def load_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def _archive_bar(current: int, total: int) -> Progress:
+    """Load's one line: no layer ID, no phase (a member's "complete" is not the end)."""
+    return Progress(Phase.UNSPECIFIED, "Loading", current=current, total=total or None)
+
+
 def save_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
+    images = _every_tag(client, args.images)
     if args.output:
-        client.save_to(args.images, args.output, args.platform or None)
+        client.save_to(images, args.output, args.platform or None)
         return 0
     if sys.stdout.isatty():
         raise errors.InvalidArgument(
             "cowardly refusing to save to a terminal. Use the -o flag or redirect"
         )
     out = sys.stdout.buffer
-    with client.save(args.images, args.platform or None) as chunks:
+    with client.save(images, args.platform or None) as chunks:
         for chunk in chunks:
             out.write(chunk)
     out.flush()
     return 0
+
+
+def _every_tag(client: ImageStoreClient, images: list[str]) -> list[str]:
+    """docker save: REPO without a tag or digest means every tag of the repository
+    (found through ListImages' reference filter); REPO:TAG, a digest or an image
+    ID mean themselves. A REPO without any tag is left as given: the server says
+    what is missing."""
+    wanted: list[str] = []
+    for image in images:
+        try:
+            reference = parse_reference(image, default_tag=False)
+        except errors.InvalidArgument:  # an image ID, or a name the server will refuse
+            wanted.append(image)
+            continue
+        if reference.tag is not None or reference.digest is not None:
+            wanted.append(image)
+            continue
+        repository = reference.familiar_name
+        tags = sorted(
+            {
+                name.familiar
+                for found in client.list_images(filters=[f"reference={repository}"])
+                for name in found.repo_tags
+                if parse_reference(name.familiar).familiar_name == repository
+            }
+        )
+        wanted += tags or [image]
+    return list(dict.fromkeys(wanted))

@@ -38,12 +38,11 @@ from imagestore.registry.lru import LRU
 from imagestore.registry.options import RegistryOptions
 from imagestore.registry.repository import Host, Repository
 from imagestore.registry.responses import fail_for, glance, registry_error
-from imagestore.registry.retry import Retryable
+from imagestore.registry.retry import DOCKER_HUB_HOST, Retryable
 from imagestore.registry.slots import HostSlots
-from imagestore.registry.transport import REDIRECTS, Transport
+from imagestore.registry.transport import REDIRECTS, OnRetry, Transport
 from imagestore.registry.trust import Trust
 
-DOCKER_HUB_HOST = "registry-1.docker.io"
 #: the ping's body ("{}") is read up to this, so the connection can be reused; a
 #: longer one is not read at all: the connection is closed instead
 MAX_PING_BODY = 64 << 10
@@ -87,6 +86,7 @@ class RegistryClient:
         credentials: Credentials | None,
         *,
         push: bool = False,
+        on_retry: OnRetry | None = None,
     ) -> Repository:
         """A repository handle at ``endpoint``, after the ``/v2/`` ping (scheme
         and auth discovery).
@@ -94,8 +94,9 @@ class RegistryClient:
         Request credentials go only to the reference's own registry; a mirror
         gets the server-side credentials configured for the mirror's host, or
         none. Server-side credentials apply only to the registries the config
-        file names."""
-        host = await self._host(endpoint)
+        file names. ``on_retry`` hears of each retry of the ping (a registry that
+        refuses connections: "Retrying in N seconds")."""
+        host = await self._host(endpoint, on_retry)
         is_mirror = reference.domain == DEFAULT_DOMAIN and not endpoint.endswith(DOCKER_HUB_HOST)
         if is_mirror:
             chosen = await self._server_credentials(host.base_url.raw_authority)
@@ -145,11 +146,11 @@ class RegistryClient:
 
         await self.transport.with_retries(attempt, None)
 
-    async def _host(self, endpoint: str) -> Host:
+    async def _host(self, endpoint: str, on_retry: OnRetry | None = None) -> Host:
         async with self._pings.hold(endpoint):
             host = self._hosts.get(endpoint)
             if host is None or host.refused:
-                host = await self.transport.with_retries(lambda: self._ping(endpoint), None)
+                host = await self.transport.with_retries(lambda: self._ping(endpoint), on_retry)
                 # refused hosts are dropped first: they hold no place another host needs
                 self._hosts.discard_if(lambda known: known.refused)
                 self._hosts.put(endpoint, host)

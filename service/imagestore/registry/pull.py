@@ -200,7 +200,9 @@ class Puller:
         limit = self.client.options.max_manifest_bytes_per_pull
         for position, endpoint in enumerate(endpoints):
             try:
-                repo = await self.client.repository(reference, endpoint, credentials)
+                repo = await self.client.repository(
+                    reference, endpoint, credentials, on_retry=retry_reporter(emit)
+                )
                 return await list_tags(repo, limit=limit, on_retry=retry_reporter(emit))
             except errors.SizeLimitExceeded as exc:
                 raise errors.SizeLimitExceeded(
@@ -248,7 +250,9 @@ class Puller:
         tag_or_digest = reference.digest or reference.tag or "latest"
         for position, endpoint in enumerate(endpoints):
             try:
-                repo = await self.client.repository(reference, endpoint, credentials)
+                repo = await self.client.repository(
+                    reference, endpoint, credentials, on_retry=retry_reporter(emit)
+                )
                 document = await get_manifest(
                     repo, tag_or_digest, retry_reporter(emit), limit=limit
                 )

@@ -89,7 +89,9 @@ class Pusher:
                 select_documents, self.store, target, platform, lease, "push"
             )
             endpoint = self.client.endpoints(reference.domain, for_push=True)[0]
-            repo = await self.client.repository(reference, endpoint, credentials, push=True)
+            repo = await self.client.repository(
+                reference, endpoint, credentials, push=True, on_retry=retry_reporter(emit)
+            )
             await self._blobs(repo, reference, documents, emit)
             pushed = documents[-1]
             for document in documents[:-1]:  # an index's children, by digest

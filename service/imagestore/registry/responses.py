@@ -23,11 +23,16 @@ MAX_ERROR_BODY = 64 << 10
 GLANCE_TIMEOUT = 10.0
 
 _NO_FLOOR = SpeedFloor(0, 0)
+#: what docker says for a refusal that comes without an OCI error body
+_DOCKER_WORDS = {
+    401: "unauthorized: authentication required",
+    403: "denied: requested access to the resource is denied",
+}
 
 
 def registry_error(status: int, body: bytes, what: str) -> errors.ImageStoreError:
     """The domain error for a registry's non-success answer."""
-    detail = _error_detail(body) or f"HTTP {status}"
+    detail = _error_detail(body) or _DOCKER_WORDS.get(status, f"HTTP {status}")
     message = f"{what}: {detail}"
     metadata = {"status": str(status)}
     if status in (401, 403):

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import socket
+
 import aiohttp
 
 from imagestore import errors
 
+#: Docker Hub's registry host: a name that does not resolve there hints at a mirror
+DOCKER_HUB_HOST = "registry-1.docker.io"
 #: the longest ``Retry-After`` honoured (a registry asking for more is asked sooner)
 MAX_RETRY_AFTER = 60.0
 
@@ -32,9 +37,22 @@ def connection_failure(exc: BaseException, what: str) -> Retryable:
     if isinstance(exc, TimeoutError):
         return Retryable(errors.RegistryUnavailable(f"{what}: the registry stopped answering"))
     if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror or str(exc.os_error)
+        errno = exc.os_error.errno
+        # asyncio's "Connect call failed (…)" hides the reason the errno gives
+        reason = os.strerror(errno).lower() if errno else exc.os_error.strerror or str(exc)
         detail = f"cannot connect to {exc.host}:{exc.port}: {reason}"
         metadata = {"host": str(exc.host)[:253]}
         return Retryable(errors.RegistryUnavailable(f"{what}: {detail}", metadata=metadata))
     detail = str(exc) or type(exc).__name__
     return Retryable(errors.RegistryUnavailable(f"{what}: {detail}"))
+
+
+def unresolved(host: str, failure: socket.gaierror, what: str) -> errors.RegistryUnavailable:
+    """A registry name that does not resolve: final, not retried (a typo, or no
+    DNS here; Docker Hub unreachable this way may be reached through a mirror)."""
+    reason = failure.strerror or str(failure)
+    detail = reason if "does not resolve" in reason else f"{host} does not resolve ({reason})"
+    hint = (
+        "check the name, or use --registry-mirror" if host == DOCKER_HUB_HOST else "check the name"
+    )
+    return errors.RegistryUnavailable(f"{what}: {detail}; {hint}", metadata={"host": host[:253]})

@@ -21,6 +21,7 @@ import asyncio
 import copy
 import logging
 import random
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -35,7 +36,7 @@ from imagestore.registry.guard import AddressGuard, GuardedResolver, RefusalErro
 from imagestore.registry.options import RegistryOptions
 from imagestore.registry.pool import BoundedConnector
 from imagestore.registry.proxies import Proxies
-from imagestore.registry.retry import Retryable, connection_failure
+from imagestore.registry.retry import Retryable, connection_failure, unresolved
 from imagestore.registry.timing import SpeedFloor, deadline
 from imagestore.registry.trust import Trust
 
@@ -139,6 +140,9 @@ class Transport:
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, RefusalError):
                 raise _about(exc.os_error.error, what) from None
+            if isinstance(exc.os_error, socket.gaierror) and proxy is None:
+                # a name that does not resolve will not resolve in a second either
+                raise unresolved(url.raw_host or "", exc.os_error, what) from None
             raise connection_failure(exc, what) from None
         except (aiohttp.ClientError, TimeoutError, ssl.SSLError) as exc:
             raise connection_failure(exc, what) from None

@@ -200,8 +200,9 @@ def split_filters(items: Iterable[str], accepted: tuple[str, ...]) -> dict[str, 
                 metadata={"filter": item[:100]},
             )
         if key not in accepted:
-            raise errors.FilterInvalid(
-                f"invalid filter '{key[:100]}'", metadata={"filter": key[:100]}
+            raise errors.FilterInvalid(  # the valid keys, as the user needs them next
+                f"invalid filter '{key[:100]}' (valid filters: {', '.join(sorted(accepted))})",
+                metadata={"filter": key[:100]},
             )
         if key == "reference" and len(value) > MAX_PATTERN_LENGTH:
             raise errors.FilterInvalid(
