@@ -8,8 +8,8 @@ that need a worker thread or a read-ahead buffer (Load, Save, ReadBlob:
 thread, and must not use up the slots of the calls that come and go. A call
 over a cap is refused at once with RESOURCE_EXHAUSTED and an ErrorInfo naming
 the limit, rather than queued: a queue would hold the caller's request, its
-deadline and its connection, and say nothing. Health and reflection are never counted nor refused, so probes
-keep answering while the service is saturated.
+deadline and its connection, and say nothing. Health and reflection are never
+counted nor refused, so probes keep answering while the service is saturated.
 
 This is an interceptor of our own rather than grpc's ``maximum_concurrent_rpcs``,
 which counts every method (health included) and refuses without an ErrorInfo.
