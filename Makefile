@@ -55,13 +55,16 @@ test: native test-debs protos-check $(NODE_STAMP) $(ZLIB_NATIVE) ## Set up what 
 		$(PYTEST) tests/native -m "not slow" -q
 	$(MAKE) sanitize
 
+# Under ASan the resident size includes its quarantine of freed memory, so the
+# test that memory stays flat runs on the normal build only (in `make test`).
 .PHONY: sanitize
 sanitize: native $(ASAN_NATIVE) ## Run the native tests under ASan + UBSan
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:check_initialization_order=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	IMAGESTORE_TEST_NATIVE=$(ASAN_NATIVE) HYPOTHESIS_PROFILE=ci \
-		$(PYTEST) tests/native -q
+		$(PYTEST) tests/native -q \
+		--deselect tests/native/test_hashing.py::test_memory_stays_flat_while_streaming_1_gib
 
 .PHONY: fuzz
 fuzz: native ## Fuzz each harness (FUZZ=names picks) FUZZ_SECONDS s (600); finds in build/fuzz
