@@ -62,6 +62,7 @@ def test_server_info_reports_versions_store_counts_and_default_limits(
         max_response_bytes=defaults.max_response_bytes,
         max_layer_size=DEFAULT_MAX_LAYER_SIZE,
         max_document_bytes=MAX_DOCUMENT_SIZE,
+        max_concurrent_watches=defaults.max_concurrent_watches,
     )
     assert info.load_limits.max_members == load_defaults.tar.max_members
     assert info.load_limits.max_expanded_bytes == load_defaults.max_expanded_bytes
