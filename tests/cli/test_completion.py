@@ -3,14 +3,12 @@ complete commands and flags (zsh and fish are run only when installed)."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.api.conftest import PROJECT
+from tests.tools import require
 
 
 def _script(shell: str) -> str:
@@ -69,11 +67,10 @@ def test_zsh_script_is_made_and_parses(tmp_path: Path) -> None:
     assert text.startswith("#compdef imagestore\n")
     assert "compdef _imagestore imagestore" in text
     assert " images " in text  # the commands are in it
-    if shutil.which("zsh") is None:
-        pytest.skip("zsh is not installed: the script was made, not run")
+    zsh = require("zsh")
     script = tmp_path / "_imagestore"
     script.write_text(text)
-    subprocess.run(["zsh", "-n", str(script)], timeout=60, check=True)
+    subprocess.run([zsh, "-n", str(script)], timeout=60, check=True)
 
 
 def test_fish_script_is_made_and_parses(tmp_path: Path) -> None:
@@ -81,8 +78,7 @@ def test_fish_script_is_made_and_parses(tmp_path: Path) -> None:
     assert "complete -c imagestore -f -n \"test (__imagestore_path) = 'root'\" -a pull" in text
     assert "complete -c imagestore -f -n \"test (__imagestore_path) = 'root image'\" -a ls" in text
     assert "-l all-tags" in text
-    if shutil.which("fish") is None:
-        pytest.skip("fish is not installed: the script was made, not run")
+    fish = require("fish")
     script = tmp_path / "imagestore.fish"
     script.write_text(text)
-    subprocess.run(["fish", "--no-execute", str(script)], timeout=60, check=True)
+    subprocess.run([fish, "--no-execute", str(script)], timeout=60, check=True)
