@@ -16,44 +16,35 @@ stream: past it, reading raises ``errors.DeadlineExceeded``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any, Generic, Self, TypeVar
 
 import grpc
 
 from imagestore import errors
 from imagestore.client import convert, models
-from imagestore.client.readers import EventPosition, Events, Reader
+from imagestore.client.readers import (
+    END,
+    EventPosition,
+    Events,
+    Reader,
+    StreamState,
+    final_result,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: what ``_advance`` returns once the stream has ended
-_END: Any = object()
 
-
-class AsyncStream(Generic[T]):
+class AsyncStream(StreamState[T]):
     """A server stream's items, read as they arrive (iterate it once)."""
-
-    def __init__(
-        self,
-        call: Any,
-        reader: Reader[T, object],
-        on_end: Callable[[], object] | None = None,
-    ) -> None:
-        self._call = call
-        self._reader = reader
-        self._on_end = on_end
-        self._ended = False
-        #: what ended the call, raised again to whoever reads on
-        self._failure: errors.ImageStoreError | None = None
 
     def __aiter__(self) -> AsyncIterator[T]:
         return self._items()
 
     async def _items(self) -> AsyncIterator[T]:
         try:
-            while (item := await self._advance()) is not _END:
+            while (item := await self._advance()) is not END:
                 yield item
         finally:
             if not self._ended:  # left early: nobody will read the rest
@@ -65,11 +56,6 @@ class AsyncStream(Generic[T]):
     async def __aexit__(self, *exc: object) -> None:
         self.cancel()
 
-    @property
-    def done(self) -> bool:
-        """The stream has ended: read to its end, failed or cancelled."""
-        return self._ended
-
     def cancel(self) -> None:
         """Cancel the call on the server; reading on raises Cancelled. Nothing
         happens once the stream has ended."""
@@ -78,7 +64,7 @@ class AsyncStream(Generic[T]):
             self._call.cancel()
 
     async def _advance(self) -> Any:
-        """The next item, or _END; raises the error the call ended with."""
+        """The next item, or END; raises the error the call ended with."""
         while not self._ended:
             try:
                 message = await self._call.read()
@@ -96,15 +82,7 @@ class AsyncStream(Generic[T]):
             item = self._reader.read(message)
             if item is not None:
                 return item
-        if self._failure is not None:
-            raise self._failure
-        return _END
-
-    def _end(self, failure: errors.ImageStoreError | None) -> None:
-        self._ended = True
-        self._failure = failure
-        if self._on_end is not None:
-            self._on_end()
+        return self._finished()
 
 
 def _being_cancelled() -> bool:
@@ -121,12 +99,9 @@ class AsyncResultStream(AsyncStream[T], Generic[T, R]):
         """Read what is left of the stream (dropping its items), then return
         the result; raises the call's error, and Unavailable when the stream
         ended without its result."""
-        while await self._advance() is not _END:
+        while await self._advance() is not END:
             pass
-        found = self._reader.result()
-        if found is None:
-            raise errors.Unavailable(f"the {self._reader.what} ended without its result")
-        return found
+        return final_result(self._reader)
 
 
 class AsyncEventStream(AsyncStream[models.Event], EventPosition):

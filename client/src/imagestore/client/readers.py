@@ -11,12 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
+from imagestore import errors
 from imagestore.client import convert, models
 
 T = TypeVar("T")
 R = TypeVar("R")
 T_co = TypeVar("T_co", covariant=True)
 R_co = TypeVar("R_co", covariant=True)
+
+
+#: what a stream object's read step returns once the stream has ended
+END: Any = object()
 
 
 class Reader(Protocol[T_co, R_co]):
@@ -161,3 +166,47 @@ class EventPosition:
         repeating an event: the last event read, or the caught-up mark when
         later. With ``cursor=0`` (from now on), meaningful once caught up."""
         return self._reader.cursor
+
+
+class StreamState(Generic[T]):
+    """What both clients' stream objects keep: the call, its reader, and how
+    the stream ended (their read loops differ: blocking or awaited)."""
+
+    def __init__(
+        self,
+        call: Any,
+        reader: Reader[T, object],
+        on_end: Callable[[], object] | None = None,
+    ) -> None:
+        self._call = call
+        self._reader = reader
+        self._on_end = on_end
+        self._ended = False
+        #: what ended the call, raised again to whoever reads on
+        self._failure: errors.ImageStoreError | None = None
+
+    @property
+    def done(self) -> bool:
+        """The stream has ended: read to its end, failed or cancelled."""
+        return self._ended
+
+    def _end(self, failure: errors.ImageStoreError | None) -> None:
+        self._ended = True
+        self._failure = failure
+        if self._on_end is not None:
+            self._on_end()
+
+    def _finished(self) -> Any:
+        """What a read step returns once the stream has ended: END, or the
+        error the call ended with, raised."""
+        if self._failure is not None:
+            raise self._failure
+        return END
+
+
+def final_result(reader: Reader[Any, R]) -> R:
+    """The result a drained stream ended with; Unavailable when none came."""
+    found = reader.result()
+    if found is None:
+        raise errors.Unavailable(f"the {reader.what} ended without its result")
+    return found
