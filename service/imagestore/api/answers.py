@@ -37,7 +37,8 @@ class RecentAnswers:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._generation: int | None = None
-        self._answers: OrderedDict[tuple[str, bytes], Message] = OrderedDict()
+        #: each answer with its size, as counted into ``_bytes``
+        self._answers: OrderedDict[tuple[str, bytes], tuple[Message, int]] = OrderedDict()
         self._bytes = 0
 
     async def answer(
@@ -53,7 +54,7 @@ class RecentAnswers:
         kept = self._answers.get(key)
         if kept is not None:
             self._answers.move_to_end(key)
-            return kept  # type: ignore[return-value]
+            return kept[0]  # type: ignore[return-value]
         answer = await read()
         size = answer.ByteSize()
         if (
@@ -67,9 +68,9 @@ class RecentAnswers:
     def _keep(self, key: tuple[str, bytes], answer: Message, size: int) -> None:
         previous = self._answers.pop(key, None)
         if previous is not None:
-            self._bytes -= previous.ByteSize()
-        self._answers[key] = answer
+            self._bytes -= previous[1]
+        self._answers[key] = (answer, size)
         self._bytes += size
         while len(self._answers) > MAX_ANSWERS or self._bytes > MAX_ANSWER_BYTES:
-            _, dropped = self._answers.popitem(last=False)
-            self._bytes -= dropped.ByteSize()
+            _, (_, dropped) = self._answers.popitem(last=False)
+            self._bytes -= dropped
