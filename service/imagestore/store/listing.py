@@ -12,8 +12,7 @@ from datetime import datetime
 
 from imagestore import errors
 from imagestore.oci.globs import Glob, compile_glob
-from imagestore.oci.references import parse_reference
-from imagestore.store.filters import ListFilters
+from imagestore.store.filters import ListFilters, reference_forms
 from imagestore.store.images import from_ns, image_summary, named_indexes, summary
 from imagestore.store.models import ImageSummary
 from imagestore.store.names import resolve_image
@@ -65,18 +64,12 @@ def decode_token(token: str, query: str) -> tuple[int, str]:
     return key
 
 
-def name_forms(name: str) -> tuple[str, ...]:
-    """The strings a reference filter may match (familiar and canonical)."""
-    reference = parse_reference(name, default_tag=False)
-    return (reference.familiar(), reference.familiar_name, str(reference), reference.name)
-
-
 def matching_names(names: list[str], globs: list[Glob]) -> list[str]:
     """The names a reference filter keeps (docker lists only those for the image)."""
     return [
         name
         for name in names
-        if any(glob.match(form) for form in name_forms(name) for glob in globs)
+        if any(glob.match(form) for form in reference_forms(name) for glob in globs)
     ]
 
 
