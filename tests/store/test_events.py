@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from imagestore import errors
-from imagestore.store.events import parse_age
 from imagestore.store.filters import parse_event_filters, parse_prune_filters
 from imagestore.store.models import Event, EventKind
 from imagestore.store.store import Store
@@ -260,21 +259,6 @@ def test_retention_options_are_checked(tmp_path: Path, open_store: OpenStore) ->
         open_store(tmp_path / "b", events_max_age=0)
     with open_store(tmp_path / "a") as store:  # the refused open released the root
         assert store.event_bounds() == (1, 0)
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("90", 90.0), ("1.5", 1.5), ("24h", 86400.0), ("7d", 604800.0), ("1h30m", 5400.0),
-     ("2d12h", 216000.0)],
-)  # fmt: skip
-def test_ages_parse_as_seconds_or_durations(text: str, seconds: float) -> None:
-    assert parse_age(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "0", "-5", "soon", "7w", "d", "nan"])
-def test_bad_ages_are_refused(text: str) -> None:
-    with pytest.raises(errors.OptionInvalid):
-        parse_age(text)
 
 
 def test_event_filters_select_what_docker_would(store: Store) -> None:

@@ -20,7 +20,6 @@ from contextlib import contextmanager
 
 from imagestore import errors
 from imagestore.store.catalog import Catalog, CatalogReader, CatalogWriter
-from imagestore.store.filters import parse_go_duration
 from imagestore.store.models import Event, EventKind, EventPage, name_of
 from imagestore.store.records import EventRow
 
@@ -35,31 +34,6 @@ Listener = Callable[[int], None]
 Clock = Callable[[], int]
 
 log = logging.getLogger("imagestore.store")
-
-
-def parse_age(text: str) -> float:
-    """An ``--events-max-age``: seconds as a number, or a Go / systemd duration
-    (``90s``, ``1h30m``, ``24h``, ``7d``). OptionInvalid otherwise."""
-    value = text.strip()
-    seconds: float | None
-    try:
-        seconds = float(value)
-    except ValueError:
-        days, sep, rest = value.partition("d")
-        seconds = None
-        if sep and days.isdigit():
-            tail = parse_go_duration(rest) if rest else None
-            if not rest or tail is not None:
-                seconds = int(days) * 86400.0 + (tail.total_seconds() if tail else 0.0)
-        elif (duration := parse_go_duration(value)) is not None:
-            seconds = duration.total_seconds()
-    if seconds is None or seconds != seconds or seconds <= 0:  # NaN, none, negative
-        raise errors.OptionInvalid(
-            f"--events-max-age must be a positive number of seconds or a duration"
-            f" such as 24h, 7d or 1h30m (got {text[:100]!r})",
-            metadata={"option": "events-max-age"},
-        )
-    return seconds
 
 
 def check_retention(max_count: int, max_age: float) -> None:
