@@ -384,6 +384,7 @@ def load_result(images: list[LoadedImage]) -> pb.LoadResponse:
                     id=image.image_id,
                     names=[image_name(name) for name in image.names],
                     moved=[image_name(name) for name in image.moved],
+                    moved_from=image.moved_from,
                 )
                 for image in images
             ]

@@ -70,6 +70,7 @@ class LoadedImage:
     image_id: str
     names: tuple[str, ...]  # canonical names now pointing at it
     moved: tuple[str, ...]  # of those, names that used to point elsewhere (canonical)
+    moved_from: tuple[str, ...] = ()  # beside each moved name, its image before ("": none)
 
 
 @dataclass
@@ -402,7 +403,7 @@ class Loader:
         moved = tuple(canonical[name] for name in result.moved_names)
         # an index's names are reported once, with its first image, as docker prints them
         return [
-            LoadedImage(image_id, tuple(canonical.values()), moved)
+            LoadedImage(image_id, tuple(canonical.values()), moved, result.moved_from)
             if position == 0
             else LoadedImage(image_id, (), ())
             for position, image_id in enumerate(result.image_ids)

@@ -145,9 +145,6 @@ def load_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
             "requested load from stdin, but stdin is empty (use -i FILE or redirect)"
         )
     total = os.path.getsize(args.input) if args.input else 0
-    # the names' images before: docker says which image a moved name leaves
-    before = {name.familiar: image.id for image in client.list_images(all=True)
-              for name in image.repo_tags}  # fmt: skip
     quiet = args.quiet or not sys.stdout.isatty()  # docker prints no load progress to pipes
     view = ProgressView(sys.stdout, terminal=False if quiet else None)
     done = 0
@@ -160,8 +157,7 @@ def load_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
         if not quiet and total and done < total:  # the tar's end blocks: counted, not sent
             view.show(_archive_bar(total, total))
     for image in result.images:
-        for name in image.moved:
-            old = before.get(name.familiar)
+        for name, old in zip(image.moved, image.moved_from, strict=False):
             if old and old != image.id:
                 say(
                     f"The image {name.familiar} already exists, renaming the old one with ID"

@@ -245,7 +245,7 @@ class Images:
                 _record_blob_row(db, target, when)
                 db.add_index(TargetRow(target.digest, document.media_type, "index", None, when),
                              children)  # fmt: skip
-            moved, new_names = [], []
+            moved, moved_from, new_names = [], [], []
             arrived: list[str] = []  # canonical names that did not point here before
             for reference in names:
                 row = name_row(reference, target.digest, when)
@@ -255,7 +255,9 @@ class Images:
                     arrived.append(row.name)
                     if previous is not None:
                         moved.append(reference.familiar())
-                        left = [i for i in db.images_of_target(previous) if i not in image_ids]
+                        reached = db.images_of_target(previous)
+                        moved_from.append(reached[0] if reached else "")
+                        left = [i for i in reached if i not in image_ids]
                         events += untag_events(db, row.name, previous, left)
             if any(n.digest is None for n in names):
                 db.set_last_tag_time(image_ids, when)
@@ -271,6 +273,7 @@ class Images:
             tuple(dict.fromkeys(new_images)),
             tuple(moved),
             tuple(new_names),
+            tuple(moved_from),
         )
 
     def _load_manifest(

@@ -133,6 +133,8 @@ class CommitResult:
     new_images: tuple[str, ...]  # images that were not in the store before
     moved_names: tuple[str, ...]  # names that pointed at another target before
     new_names: tuple[str, ...] = ()  # names that did not point here before (new or moved)
+    #: beside each of moved_names, the image it reached before ("" when none did)
+    moved_from: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

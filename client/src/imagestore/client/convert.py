@@ -313,7 +313,10 @@ def push_result(value: pb.PushResult) -> models.PushResult:
 def load_result(value: pb.LoadResult) -> models.LoadResult:
     """The last message of a Load."""
     return models.LoadResult(
-        tuple(models.LoadedImage(i.id, names(i.names), names(i.moved)) for i in value.images)
+        tuple(
+            models.LoadedImage(i.id, names(i.names), names(i.moved), tuple(i.moved_from))
+            for i in value.images
+        )
     )
 
 

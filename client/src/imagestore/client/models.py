@@ -341,6 +341,8 @@ class LoadedImage:
     id: str
     names: tuple[ImageName, ...]
     moved: tuple[ImageName, ...]  # names that pointed at another image before
+    #: beside each of ``moved``, the image ID it reached before ("" when none)
+    moved_from: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -637,14 +637,16 @@ class LoadRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[LoadHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class LoadedImage(_message.Message):
-    __slots__ = ("id", "names", "moved")
+    __slots__ = ("id", "names", "moved", "moved_from")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAMES_FIELD_NUMBER: _ClassVar[int]
     MOVED_FIELD_NUMBER: _ClassVar[int]
+    MOVED_FROM_FIELD_NUMBER: _ClassVar[int]
     id: str
     names: _containers.RepeatedCompositeFieldContainer[ImageName]
     moved: _containers.RepeatedCompositeFieldContainer[ImageName]
-    def __init__(self, id: _Optional[str] = ..., names: _Optional[_Iterable[_Union[ImageName, _Mapping]]] = ..., moved: _Optional[_Iterable[_Union[ImageName, _Mapping]]] = ...) -> None: ...
+    moved_from: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., names: _Optional[_Iterable[_Union[ImageName, _Mapping]]] = ..., moved: _Optional[_Iterable[_Union[ImageName, _Mapping]]] = ..., moved_from: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LoadResult(_message.Message):
     __slots__ = ("images",)
