@@ -151,6 +151,7 @@ def test_digests_are_sha256_and_never_a_path(text: str, error: str | None) -> No
         ("linux/x86_64", Platform("linux", "amd64")),
         ("linux/aarch64", Platform("linux", "arm64")),
         ("linux/arm64/v8", Platform("linux", "arm64")),
+        ("linux/arm64/8.0", Platform("linux", "arm64")),  # found by the fuzzer
         ("linux/arm64/v9", Platform("linux", "arm64", "v9")),
         ("linux/armhf", Platform("linux", "arm", "v7")),
         ("linux/arm", Platform("linux", "arm", "v7")),

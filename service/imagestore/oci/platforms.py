@@ -48,10 +48,11 @@ def _normalize_arch(arch: str, variant: str) -> tuple[str, str]:
     arch, variant = arch.lower(), variant.lower()
     if arch in ("i386",):
         return "386", ""
+    # arm64's default variant is v8, written "8", "v8", "8.0" or "v8.0"
     if arch in ("x86_64", "x86-64", "amd64"):
         return "amd64", "" if variant in ("", "v1", "1") else _v(variant)
     if arch in ("aarch64", "arm64"):
-        return "arm64", "" if variant in ("", "8", "v8", "v8.0") else _v(variant)
+        return "arm64", "" if _v(variant) in ("v", "v8", "v8.0") else _v(variant)
     if arch == "armhf":
         return "arm", "v7"
     if arch == "armel":
