@@ -30,7 +30,7 @@ ASAN_NATIVE := $(BUILD)/asan/_native.so
 # Debian packages: what the native build needs, what the tests use.
 BUILD_DEBS := zlib1g-dev libssl-dev
 TEST_DEBS := $(BUILD_DEBS) libisal-dev gzip skopeo umoci openssl docker-registry apache2-utils tmux \
-	zsh fish
+	zsh fish systemd
 
 # Root installs libisal-dev before the first build, so the tests expect ISA-L.
 EXPECT_BACKEND := $(shell [ "$$(id -u)" = 0 ] && echo isa-l)
@@ -82,6 +82,7 @@ bench: native test-debs $(ZLIB_NATIVE) ## Benchmarks beside their peers (stdlib,
 	$(PY) -m tests.bench.bench_registry
 	$(PY) -m tests.bench.bench_check
 	$(PY) -m tests.bench.bench_hostile
+	$(PY) -m tests.bench.bench_cli
 
 .PHONY: lint
 lint: $(DEPS_STAMP) $(NODE_STAMP) ## ruff, mypy --strict, buf lint, buf format, buf breaking
