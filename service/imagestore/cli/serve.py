@@ -1,21 +1,24 @@
-"""`imagestore serve`: every option is a flag and an IMAGESTORE_* variable.
+"""`imagestore serve`: every option is a flag, an IMAGESTORE_* variable and a key
+of the configuration file (:mod:`imagestore.cli.config_file`).
 
 Only `serve` reads them: for any other command the CLI registers :func:`add_stub`
-(the help line), so it neither imports the server nor reads a server variable
-(a malformed ``IMAGESTORE_GRACE_PERIOD`` cannot break ``imagestore images``).
+(the help line), so it neither imports the server nor reads a server variable or
+file (a malformed ``IMAGESTORE_GRACE_PERIOD`` cannot break ``imagestore images``).
 The server's modules are imported when `serve` itself runs or shows its help.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import functools
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from imagestore.cli import config_file
+from imagestore.cli.config_file import OptionType
 from imagestore.cli.durations import format_duration, parse_duration
 
 if TYPE_CHECKING:
@@ -28,46 +31,29 @@ DESCRIPTION = "Serve the image store over gRPC (reflection and health always on)
 _FILES = ("tls_cert", "tls_key", "tls_client_ca", "auth_token_file", "registry_config")
 #: how much of a --tls-* file is read to see that it is PEM (a header may follow comments)
 _PEM_PEEK = 64 << 10
+#: serve's options that are not settings: they say which file to read, or what to do
+_NOT_SETTINGS = frozenset({"config_file", "print_config"})
 
 
-class _FromEnv(str):
-    """A default read from IMAGESTORE_<NAME>: argparse converts a string default
-    with the option's type, and the type's error then names the variable."""
-
-    variable: str
-
-    def __new__(cls, value: str, variable: str) -> _FromEnv:
-        text = super().__new__(cls, value)
-        text.variable = variable
-        return text
+def _shown_duration(seconds: float) -> str | float:
+    """A duration as the configuration shows it: ``"1m30s"``, or plain seconds
+    when no such form reads back as the same number."""
+    text = format_duration(seconds)
+    try:
+        return text if parse_duration(text) == seconds else seconds
+    except ValueError:
+        return seconds
 
 
-def _env(name: str, default: Any = None) -> Any:
-    variable = "IMAGESTORE_" + name.upper().replace("-", "_")
-    value = os.environ.get(variable)
-    return default if value is None else _FromEnv(value, variable)
-
-
-def _typed(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
-    """An argparse type converting with ``kind``; its error names the variable
-    when the text came from one."""
-
-    def convert(text: str) -> Any:
-        try:
-            return kind(text)
-        except ValueError as exc:
-            detail = str(exc) if kind is parse_duration else f"invalid {what}: {text[:100]!r}"
-            if isinstance(text, _FromEnv):  # one line naming the variable, not usage
-                sys.exit(_fail(f"{text.variable}: {detail}"))
-            raise argparse.ArgumentTypeError(detail) from None
-
-    convert.__name__ = what
-    return convert
-
-
-_int = _typed(int, "integer")
-_float = _typed(float, "number")
-_duration = _typed(parse_duration, "duration")
+_int = OptionType(int, "integer", expected="an integer", toml=(int,))
+_duration = OptionType(
+    parse_duration,
+    "duration",
+    expected='a duration (seconds, or a string such as "1m30s")',
+    toml=(int, float, str),
+    explains=True,
+    show=_shown_duration,
+)
 
 
 def _path(value: str | None) -> Path | None:
@@ -90,64 +76,75 @@ def add_parser(commands: Any) -> None:
         "serve",
         help=HELP,
         description=DESCRIPTION + " Durations are seconds, or Go / systemd durations such as"
-        " 500ms, 10s, 1m30s, 2h or 7d.",
+        " 500ms, 10s, 1m30s, 2h or 7d. Each option can also be set by its IMAGESTORE_*"
+        " variable (--grace-period: IMAGESTORE_GRACE_PERIOD) or by the key of its name in"
+        ' the configuration file (grace-period = "10s"); a flag wins over a variable,'
+        " a variable over the file.",
+    )
+    parser.add_argument(
+        "--config",
+        dest="config_file",
+        metavar="PATH",
+        help=f"configuration file, TOML (IMAGESTORE_CONFIG; default {config_file.DEFAULT_PATH}"
+        " when present; an empty PATH reads none)",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the effective configuration as TOML, each value's origin after it, and exit",
     )
     parser.add_argument(
         "--listen",
-        default=_env("listen", "127.0.0.1:50051"),
+        default="127.0.0.1:50051",
         help="host:port or unix:///path (default 127.0.0.1:50051)",
     )
     parser.add_argument(
         "--root",
-        default=_env("root", str(default_root())),
+        default=str(default_root()),
         help="store directory (default $XDG_DATA_HOME/imagestore)",
     )
-    parser.add_argument("--tls-cert", default=_env("tls-cert"), help="server certificate (PEM)")
-    parser.add_argument("--tls-key", default=_env("tls-key"), help="server key (PEM)")
+    parser.add_argument("--tls-cert", help="server certificate (PEM)")
+    parser.add_argument("--tls-key", help="server key (PEM)")
     parser.add_argument(
         "--tls-client-ca",
-        default=_env("tls-client-ca"),
         help="require client certificates signed by this CA (mutual TLS)",
     )
     parser.add_argument(
         "--auth-token-file",
-        default=_env("auth-token-file"),
         help="file of accepted bearer tokens, one per line",
     )
     parser.add_argument(
         "--insecure",
         action="store_true",
-        default=_env("insecure", "") in ("1", "true", "yes"),
         help="allow a non-loopback listener without TLS",
     )
     parser.add_argument(
         "--metrics-listen",
-        default=_env("metrics-listen"),
         help="host:port for Prometheus metrics (off by default)",
     )
     parser.add_argument(
         "--grace-period",
         type=_duration,
-        default=_env("grace-period", 10.0),
+        default=10.0,
         help="how long in-flight calls may run on at shutdown (default 10s)",
     )
     parser.add_argument(
         "--max-layer-size",
         type=_int,
-        default=_env("max-layer-size", DEFAULT_MAX_LAYER_SIZE),
+        default=DEFAULT_MAX_LAYER_SIZE,
         help="largest uncompressed layer accepted, in bytes (default 64 GiB)",
     )
     parser.add_argument(
         "--events-max-count",
         type=_int,
-        default=_env("events-max-count", DEFAULT_EVENTS_MAX_COUNT),
+        default=DEFAULT_EVENTS_MAX_COUNT,
         help="events the journal keeps for WatchEvents: a watcher whose cursor is older"
         f" gets CURSOR_EXPIRED (default {DEFAULT_EVENTS_MAX_COUNT:,})",
     )
     parser.add_argument(
         "--events-max-age",
         type=_duration,
-        default=_env("events-max-age", DEFAULT_EVENTS_MAX_AGE),
+        default=DEFAULT_EVENTS_MAX_AGE,
         help="how long the journal keeps an event, a duration such as 24h, 7d or 1h30m"
         f" (default {format_duration(DEFAULT_EVENTS_MAX_AGE)})",
     )
@@ -197,15 +194,18 @@ def add_parser(commands: Any) -> None:
     _add_registry_options(parser)
     parser.add_argument(
         "--log-level",
-        default=_env("log-level", "info"),
+        default="info",
         choices=["debug", "info", "warning", "error"],
+        help="least severe log records written (default info)",
     )
-    parser.set_defaults(run=_run)
-
-
-def _list(name: str) -> list[str]:
-    """A repeatable flag's default from IMAGESTORE_<NAME>, comma-separated."""
-    return [item.strip() for item in str(_env(name, "")).split(",") if item.strip()]
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="log lines as text, or as one JSON object each (default text)",
+    )
+    settings = config_file.Settings(parser, exclude=_NOT_SETTINGS)
+    parser.set_defaults(run=functools.partial(_run, settings=settings))
 
 
 def _add_load_options(parser: argparse.ArgumentParser) -> None:
@@ -267,13 +267,12 @@ def _add_registry_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("registries (pull and push)")
     group.add_argument(
         "--registry-config",
-        default=_env("registry-config"),
         help="server-side registry credentials, Docker config.json format (off by default)",
     )
     group.add_argument(
         "--insecure-registry",
         action="append",
-        default=_list("insecure-registry"),
+        default=[],
         metavar="HOST[:PORT]|CIDR",
         help="allow plain HTTP or unverified TLS to this registry (repeatable;"
         " loopback registries may always use HTTP)",
@@ -281,20 +280,20 @@ def _add_registry_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--registry-ca",
         action="append",
-        default=_list("registry-ca"),
+        default=[],
         metavar="PEM",
         help="extra CA bundle trusted for registries (repeatable)",
     )
     group.add_argument(
         "--registry-certs-dir",
-        default=_env("registry-certs-dir", str(DOCKER_CERTS_DIR)),
+        default=str(DOCKER_CERTS_DIR),
         help="Docker-style <dir>/<host:port>/{ca.crt,client.cert,client.key}"
         f" (default {DOCKER_CERTS_DIR})",
     )
     group.add_argument(
         "--registry-mirror",
         action="append",
-        default=_list("registry-mirror"),
+        default=[],
         metavar="URL",
         help="mirror tried first for docker.io pulls (repeatable); it gets the"
         " --registry-config credentials of its own host, never a request's",
@@ -302,7 +301,7 @@ def _add_registry_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--registry-allow-internal",
         action="append",
-        default=_list("registry-allow-internal"),
+        default=[],
         metavar="CIDR",
         help="network whose addresses count as public for the URLs registries hand back"
         " (redirects, upload sessions, token realms), e.g. a LAN registry redirecting to"
@@ -315,7 +314,7 @@ def _add_registry_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--registry-test-resolve",
         action="append",
-        default=_list("registry-test-resolve"),
+        default=[],
         help=argparse.SUPPRESS,
     )
     defaults = RegistryOptions()
@@ -393,14 +392,13 @@ def _add_numbers(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     numbers: list[tuple[str, Callable[[str], Any], Any, str]],
 ) -> None:
-    """Numeric options: ``--name``, read from IMAGESTORE_NAME by default (converted
-    by argparse, so a malformed variable is one line naming it)."""
+    """Numeric options: ``--name``, with its default and meaning in the help."""
     for name, kind, default, meaning in numbers:
         shown = format_duration(default) if kind is _duration else default
         parser.add_argument(
             f"--{name}",
             type=kind,
-            default=_env(name, default),
+            default=default,
             help=f"{meaning} (default {shown})",
         )
 
@@ -431,13 +429,21 @@ def _registry_options(args: argparse.Namespace) -> RegistryOptions:
     )
 
 
-def _run(args: argparse.Namespace) -> int:
-    """Start the server; a start-up failure is one line on stderr and exit 1."""
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+def _run(args: argparse.Namespace, *, settings: config_file.Settings) -> int:
+    """Start the server (or print its configuration); a start-up failure is one
+    line on stderr and exit 1."""
+    try:
+        source = config_file.locate(args.config_file, os.environ)
+        from_file = config_file.read(source, settings) if source else {}
+        resolved = settings.resolve(args, os.environ, from_file, source)
+        if args.print_config:
+            sys.stdout.write(config_file.dump(resolved, source))
+            return 0
+    except config_file.ConfigError as exc:
+        return _fail(str(exc))
+    from imagestore.logs import configure_logging
+
+    configure_logging(args.log_level, args.log_format)
     unreadable = _unreadable_file(args)
     if unreadable:
         return _fail(unreadable)
