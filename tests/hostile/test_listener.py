@@ -2,7 +2,7 @@
 
 Bounds enforced: a second server on an address already served (TCP port,
 metrics port or live unix socket) exits 1 with one line saying ``address
-already in use`` and never announces itself, while the first keeps serving;
+already in use`` and never reports itself ready, while the first keeps serving;
 ports outside 0..65535 are refused (exit 1, the flag named) instead of being
 taken modulo 65536; so are admission limits the server cannot honour (a cap
 below 1, a response budget outside 64 KiB..8 MiB).
@@ -10,38 +10,68 @@ below 1, a response budget outside 64 KiB..8 MiB).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.api.conftest import PROJECT, Server, start_server
+from tests.api.conftest import (
+    PROJECT,
+    Server,
+    close_notify_socket,
+    notify_socket,
+    read_notification,
+    start_server,
+)
 
 TIMEOUT = 60
 
 
-def serve(root: Path, *options: str) -> subprocess.CompletedProcess[str]:
+@dataclass
+class Attempt:
+    result: subprocess.CompletedProcess[str]
+    #: the datagrams the server sent its NOTIFY_SOCKET
+    notifications: list[dict[str, str]]
+
+
+def serve(root: Path, *options: str) -> Attempt:
     """``imagestore serve`` expected to give up on its own (a timeout fails the test)."""
-    return subprocess.run(
-        [sys.executable, "-m", "imagestore", "serve", "--root", str(root), *options],
-        cwd=PROJECT,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
+    receiver = notify_socket()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "imagestore", "serve", "--root", str(root), *options],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            env={**os.environ, "NOTIFY_SOCKET": receiver.getsockname()},
+        )
+        receiver.setblocking(False)  # the process is gone: what it sent is queued
+        notifications = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                notifications.append(read_notification(receiver.recv(4096)))
+    finally:
+        close_notify_socket(receiver)
+    return Attempt(result, notifications)
 
 
-def assert_refused(result: subprocess.CompletedProcess[str], *phrases: str) -> None:
-    """Exit 1, never listening, the last line of stderr naming the problem, no traceback."""
+def assert_refused(attempt: Attempt, *phrases: str) -> None:
+    """Exit 1, never reported ready, nothing on stdout, the last line of stderr naming
+    the problem, no traceback."""
+    result = attempt.result
     assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
-    assert "listening on" not in result.stdout
+    assert not [fields for fields in attempt.notifications if fields.get("READY") == "1"]
+    assert result.stdout == ""
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("imagestore serve: "), last
@@ -119,6 +149,61 @@ def test_a_leftover_unix_socket_file_is_replaced(tmp_path: Path, socket_dir: Pat
     try:
         assert_serving(f"unix:{path}")
         assert oct(os.stat(path).st_mode & 0o777) == oct(0o600)
+    finally:
+        assert running.stop() == 0
+
+
+def _connects_as(uid: int, gid: int, path: Path) -> bool:
+    """Whether a process of ``uid``/``gid`` (no other groups) may connect to the
+    unix socket at ``path``: a forked child drops root and tries, since root
+    itself passes every permission check."""
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child exits at once
+        code = 2
+        try:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            with socket.socket(socket.AF_UNIX) as client:
+                client.connect(str(path))
+            code = 0
+        except PermissionError:
+            code = 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) in (0, 1), "the child failed otherwise"
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_socket_mode_0660_lets_the_group_connect_and_no_one_else(
+    tmp_path: Path, socket_dir: Path
+) -> None:
+    path = socket_dir / "imagestore.sock"
+    socket_dir.chmod(0o755)  # only the socket's own mode decides
+    running = start_server(tmp_path / "root", "--listen", f"unix://{path}", "--socket-mode", "0660")
+    try:
+        assert_serving(f"unix:{path}")
+        assert oct(os.stat(path).st_mode & 0o777) == oct(0o660)
+        group = os.stat(path).st_gid  # the server's group
+        outsider = 65534  # nobody / nogroup
+        assert _connects_as(outsider, group, path)
+        assert not _connects_as(outsider, outsider, path)
+    finally:
+        assert running.stop() == 0
+
+
+def test_a_socket_open_to_every_user_needs_insecure(tmp_path: Path, socket_dir: Path) -> None:
+    path = socket_dir / "imagestore.sock"
+    listen = f"unix://{path}"
+    refused = serve(tmp_path / "root", "--listen", listen, "--socket-mode", "0666")
+    assert_refused(refused, "socket mode of 0666", "--insecure")
+    running = start_server(
+        tmp_path / "root", "--listen", listen, "--socket-mode", "0666", "--insecure"
+    )
+    try:
+        assert oct(os.stat(path).st_mode & 0o777) == oct(0o666)
     finally:
         assert running.stop() == 0
 

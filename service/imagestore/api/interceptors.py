@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from imagestore import errors
 from imagestore.api.metrics import Metrics
+from imagestore.logs import REQUEST_ID
 
 log = logging.getLogger("imagestore.rpc")
 
@@ -269,7 +271,13 @@ class TokenAuth(grpc.aio.ServerInterceptor):
 
 
 class AccessLog(grpc.aio.ServerInterceptor):
-    """One log line and the metrics per RPC: method, code, duration, bytes."""
+    """One log line and the metrics per RPC: request ID, peer, method, the
+    image it names, code, duration, bytes.
+
+    Every call gets a request ID (the client's ``x-request-id`` when it is
+    short and printable, else a new one), sent back first thing in the
+    response's initial metadata, so that failed calls have it too, and set
+    in :data:`~imagestore.logs.REQUEST_ID` for every record of the call."""
 
     def __init__(self, metrics: Metrics | None) -> None:
         self._metrics = metrics
@@ -279,6 +287,10 @@ class AccessLog(grpc.aio.ServerInterceptor):
         continuation: Continuation,
         details: grpc.HandlerCallDetails,
     ) -> Handler | None:
+        # Interceptors and handler run in the call's own task: the variable
+        # is the call's alone, and the inner interceptors' records carry it.
+        request_id = accepted_request_id(details.invocation_metadata) or new_request_id()
+        REQUEST_ID.set(request_id)
         handler = await continuation(details)
         if handler is None:
             return handler
@@ -287,6 +299,8 @@ class AccessLog(grpc.aio.ServerInterceptor):
 
         def done(
             context: grpc.aio.ServicerContext[Any, Any],
+            request: Any,
+            peer: str,
             start: float,
             sent: int,
             received: int,
@@ -299,31 +313,40 @@ class AccessLog(grpc.aio.ServerInterceptor):
             if failed is not None and not isinstance(failed, Exception):
                 name = "CANCELLED"
             seconds = time.perf_counter() - start
-            log.info(
-                "rpc method=%s code=%s duration_ms=%.1f bytes_in=%d bytes_out=%d",
-                method,
-                name,
-                seconds * 1000,
-                received,
-                sent,
-            )
+            entry: dict[str, Any] = {
+                "method": method,
+                "code": name,
+                "duration_ms": round(seconds * 1000, 1),
+                "bytes_in": received,
+                "bytes_out": sent,
+            }
+            entry.update(request_subjects(request))
+            entry["peer"] = peer
+            entry["request_id"] = request_id
+            log.info("rpc", extra=entry)
             if metrics is not None:
                 metrics.observe(method, name, seconds, received, sent)
 
         def size(message: Any) -> int:
             return int(message.ByteSize()) if hasattr(message, "ByteSize") else 0
 
+        async def announce(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+
         def unary(behavior: Behavior) -> Behavior:
             async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                start, received = time.perf_counter(), 0
+                # the peer asked up front, as stream() below must
+                start, peer = time.perf_counter(), context.peer()
                 counted = _CountingIterator(request) if hasattr(request, "__aiter__") else None
                 try:
+                    await announce(context)
                     response = await behavior(counted or request, context)
                 except BaseException as exc:
-                    done(context, start, 0, counted.bytes if counted else size(request), exc)
+                    received = counted.bytes if counted else size(request)
+                    done(context, request, peer, start, 0, received, exc)
                     raise
                 received = counted.bytes if counted else size(request)
-                done(context, start, size(response), received, None)
+                done(context, request, peer, start, size(response), received, None)
                 return response
 
             return wrapper
@@ -332,10 +355,12 @@ class AccessLog(grpc.aio.ServerInterceptor):
             async def wrapper(
                 request: Any, context: grpc.aio.ServicerContext[Any, Any]
             ) -> AsyncIterator[Any]:
-                start, sent = time.perf_counter(), 0
+                # asked now: the finally below may run after grpc has released the call
+                start, sent, peer = time.perf_counter(), 0, context.peer()
                 counted = _CountingIterator(request) if hasattr(request, "__aiter__") else None
                 failed: BaseException | None = None
                 try:
+                    await announce(context)
                     async for response in behavior(counted or request, context):
                         sent += size(response)
                         yield response
@@ -343,11 +368,62 @@ class AccessLog(grpc.aio.ServerInterceptor):
                     failed = exc
                     raise
                 finally:
-                    done(context, start, sent, counted.bytes if counted else size(request), failed)
+                    received = counted.bytes if counted else size(request)
+                    done(context, request, peer, start, sent, received, failed)
 
             return wrapper
 
         return wrap_handler(handler, unary, stream)
+
+
+#: the metadata key of a call's request ID, both ways
+REQUEST_ID_KEY = "x-request-id"
+#: the longest request ID accepted from a client
+MAX_REQUEST_ID = 64
+#: the request fields that name what a call is about, and the access log's
+#: key for each (Tag's ``source`` is its image, Remove's and Save's list too)
+SUBJECT_FIELDS = {
+    "image": "image",
+    "images": "image",
+    "source": "image",
+    "target": "target",
+    "registry": "registry",
+    "digest": "digest",
+}
+#: the longest subject value logged; longer ones are cut
+MAX_SUBJECT = 128
+
+
+def accepted_request_id(metadata: Any) -> str | None:
+    """The client's ``x-request-id`` when it is 1 to 64 visible ASCII
+    characters; None when absent or unfit (the server then makes one)."""
+    for key, value in metadata or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str):
+            fits = 0 < len(value) <= MAX_REQUEST_ID and all("!" <= c <= "~" for c in value)
+            return value if fits else None
+    return None
+
+
+def new_request_id() -> str:
+    """16 random hex digits."""
+    return secrets.token_hex(8)
+
+
+def request_subjects(request: Any) -> dict[str, str]:
+    """What a unary request names, by access-log key: ``{"image": "redis"}``,
+    ``{"image": "a,b"}`` for a list, ``{"image": "x", "target": "y"}`` for a
+    Tag; long values cut. Empty for a request stream or a request naming
+    nothing (ListImages)."""
+    if not isinstance(request, Message):
+        return {}
+    found: dict[str, str] = {}
+    for descriptor, value in request.ListFields():
+        key = SUBJECT_FIELDS.get(descriptor.name)
+        if key is None or descriptor.type != FieldDescriptor.TYPE_STRING or key in found:
+            continue
+        text = ",".join(value) if descriptor.is_repeated else str(value)
+        found[key] = text if len(text) <= MAX_SUBJECT else text[: MAX_SUBJECT - 1] + "…"
+    return found
 
 
 class _CountingIterator:

@@ -22,7 +22,8 @@ from imagestore.addresses import is_loopback
 from imagestore.api import reflection
 from imagestore.api.admission import Admission, Limits
 from imagestore.api.interceptors import AccessLog, ErrorMapping, TokenAuth
-from imagestore.api.metrics import Metrics
+from imagestore.api.metrics import Metrics, MetricsListener
+from imagestore.api.notify import Notifier
 from imagestore.api.pools import Pools
 from imagestore.api.servicer import ImageStoreServicer
 from imagestore.archive.load import LoadLimits
@@ -30,6 +31,7 @@ from imagestore.registry.client import RegistryClient
 from imagestore.registry.options import RegistryOptions
 from imagestore.store.events import DEFAULT_EVENTS_MAX_AGE, DEFAULT_EVENTS_MAX_COUNT
 from imagestore.store.store import DEFAULT_MAX_LAYER_SIZE, ORPHAN_GRACE_PERIOD, Store
+from imagestore.telemetry import Telemetry
 from imagestore.v1 import imagestore_pb2, imagestore_pb2_grpc
 
 log = logging.getLogger("imagestore.server")
@@ -57,6 +59,8 @@ class ServerConfig:
     tls_client_ca: Path | None = None
     auth_token_file: Path | None = None
     insecure: bool = False
+    #: a unix socket's mode once it listens (0660 lets the server's group connect)
+    socket_mode: int = 0o600
     metrics_listen: str | None = None
     grace_period: float = 10.0
     max_layer_size: int = DEFAULT_MAX_LAYER_SIZE
@@ -108,6 +112,13 @@ def check_exposure(config: ServerConfig) -> None:
     tls = config.tls_cert is not None
     for name, address in _listeners(config):
         if address.startswith("unix:"):
+            if config.socket_mode & 0o007 and not config.insecure:
+                raise errors.ListenerInsecure(
+                    f"refusing a socket mode of {config.socket_mode:04o} for {address}: every"
+                    " local user could call the server; give a group (0660), or --insecure"
+                    " to accept that",
+                    metadata={"option": "socket-mode"},
+                )
             continue
         host, _ = split_host_port(address)
         if not is_loopback(host) and not tls and not config.insecure:
@@ -151,10 +162,6 @@ def _tokens(path: Path | None) -> set[str]:
     return tokens
 
 
-def _store_bytes(store: Store) -> float:
-    return float(store.stored_bytes())
-
-
 async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT; then stop taking calls, let streams finish
     within the grace period, and close the store."""
@@ -163,6 +170,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
     config.limits.validate(MAX_MESSAGE)
     logging.getLogger("grpc._cython.cygrpc").addFilter(_SendToAGoneClient())
     stop = _stop_on_signals()  # before announcing readiness: a quick SIGTERM is handled too
+    notifier = Notifier.from_environment()
     credentials = _credentials(config)
     tokens = _tokens(config.auth_token_file)
     store = Store.open(
@@ -172,9 +180,11 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         events_max_count=config.events_max_count,
         events_max_age=config.events_max_age,
     )
-    registry = RegistryClient(config.registry)
+    telemetry = Telemetry()
+    registry = RegistryClient(config.registry, telemetry=telemetry)
+    listener: MetricsListener | None = None
     try:
-        metrics = Metrics(lambda: _store_bytes(store)) if config.metrics_listen else None
+        metrics = Metrics(telemetry, store) if config.metrics_listen else None
         interceptors: list[grpc.aio.ServerInterceptor] = [AccessLog(metrics)]
         if tokens:
             interceptors.append(TokenAuth(tokens))
@@ -204,6 +214,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
             limits=config.limits,
             mutual_tls=config.tls_client_ca is not None,
             token_auth=bool(tokens),
+            telemetry=telemetry,
         )
         add_servicer = imagestore_pb2_grpc.add_ImageStoreServiceServicer_to_server
         add_servicer(servicer, server)  # type: ignore[no-untyped-call]
@@ -212,24 +223,32 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         reflection.enable(server, [SERVICE_NAME, health.SERVICE_NAME])
         address = _bind(server, config.listen, credentials)
         if metrics is not None and config.metrics_listen is not None:
-            _serve_metrics(metrics, config.metrics_listen)
+            listener = _serve_metrics(metrics, config.metrics_listen)
         await server.start()
         if config.listen.startswith("unix:"):
-            os.chmod(config.listen.removeprefix("unix:").removeprefix("//"), 0o600)
+            os.chmod(config.listen.removeprefix("unix:").removeprefix("//"), config.socket_mode)
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if metrics is not None:
+            metrics.ready.set()
         log.info("imagestore serving on %s (root %s)", address, config.root)
-        print(f"listening on {address}", flush=True)
+        notifier.ready(address)
         if ready is not None:
             ready.set()
         await stop.wait()
+        if metrics is not None:
+            metrics.ready.clear()  # /readyz: 503 from now on
+        notifier.stopping()
         log.info("shutting down: letting calls finish for up to %.0f s", config.grace_period)
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         servicer.events.close()  # a watch would otherwise last the whole grace period
         await server.stop(config.grace_period)
         await pools.shutdown()  # the jobs of cancelled calls end before the store closes
+        await _calls_wound_down(config.grace_period)
     finally:
+        if listener is not None:
+            listener.close()  # before the store closes: no scrape reads a closed catalog
         await registry.close()
         store.close()
 
@@ -286,16 +305,19 @@ def _cannot_listen(address: str, host: str, port: int, fallback: str) -> errors.
     return errors.ListenFailed(f"cannot listen on {address}: {reason.lower()}")
 
 
-def _serve_metrics(metrics: Metrics, address: str) -> None:
+def _serve_metrics(metrics: Metrics, address: str) -> MetricsListener:
     host, port = split_host_port(address)
     try:
-        metrics.serve(host, port)
+        listener = metrics.serve(host, port)
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise errors.ListenFailed(
             f"cannot listen on {address} (--metrics-listen): {reason.lower()}",
             metadata={"option": "metrics-listen"},
         ) from None
+    shown = f"[{host}]" if ":" in host else host
+    log.info("metrics, /healthz and /readyz on http://%s:%d", shown, listener.port)
+    return listener
 
 
 def _remove_stale_socket(path: str) -> None:
@@ -334,6 +356,15 @@ class _SendToAGoneClient(logging.Filter):
             record.levelno, record.levelname = logging.INFO, "INFO"
             record.exc_info = record.exc_text = None
         return True
+
+
+async def _calls_wound_down(timeout: float) -> None:
+    """Wait for the tasks still running: grpc's own tasks of cancelled calls,
+    whose handlers end once their jobs have. Left to asyncio.run, they would be
+    cancelled, and grpc logs each cancellation with a traceback."""
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    if others:
+        await asyncio.wait(others, timeout=timeout)
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -20,6 +20,7 @@ from imagestore.api import convert
 from imagestore.api.admission import DEFAULT_MAX_RESPONSE_BYTES, Limits
 from imagestore.api.answers import RecentAnswers
 from imagestore.api.events import EventHub
+from imagestore.api.metrics import count_load, count_pull, count_push
 from imagestore.api.pools import Pools
 from imagestore.archive.load import LoadLimits, LoadProgress, load
 from imagestore.archive.save import save
@@ -38,6 +39,7 @@ from imagestore.store.filters import (
 )
 from imagestore.store.models import CheckProgress, ImageSummary
 from imagestore.store.store import Store
+from imagestore.telemetry import Telemetry
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 
@@ -132,6 +134,7 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         limits: Limits | None = None,
         mutual_tls: bool = False,
         token_auth: bool = False,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.store = store
         self.load_limits = load_limits or LoadLimits()
@@ -153,6 +156,8 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
             registry=registry.options,
         )
         self._pools = pools
+        #: where pulls, pushes and loads are counted (by default, beside the registry's requests)
+        self.telemetry = telemetry if telemetry is not None else registry.transport.telemetry
         self._answers = RecentAnswers(store)
         #: the watchers of WatchEvents; the server closes it when it stops
         self.events = EventHub(store, pools)
@@ -296,16 +301,18 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
 
         async def job(emit: Callable[[pb.PullResponse], None]) -> pb.PullResponse:
             def progress(event: ProgressEvent) -> None:
+                count_pull(self.telemetry, event)
                 emit(pb.PullResponse(progress=convert.progress(event)))
 
-            result = await self.puller.pull(
-                request.image,
-                platforms,
-                credentials,
-                progress,
-                all_platforms=request.all_platforms,
-                all_tags=request.all_tags,
-            )
+            with self.telemetry.in_progress.labels("pull").track_inprogress():
+                result = await self.puller.pull(
+                    request.image,
+                    platforms,
+                    credentials,
+                    progress,
+                    all_platforms=request.all_platforms,
+                    all_tags=request.all_tags,
+                )
             return convert.pull_result(result)
 
         async for response in with_events(job):
@@ -319,9 +326,11 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
 
         async def job(emit: Callable[[pb.PushResponse], None]) -> pb.PushResponse:
             def progress(event: ProgressEvent) -> None:
+                count_push(self.telemetry, event)
                 emit(pb.PushResponse(progress=convert.progress(event)))
 
-            result = await self.pusher.push(request.image, credentials, platform, progress)
+            with self.telemetry.in_progress.labels("push").track_inprogress():
+                result = await self.pusher.push(request.image, credentials, platform, progress)
             return convert.push_result(result)
 
         async for response in with_events(job):
@@ -410,18 +419,19 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
             incoming: Iterator[bytes], emit: Callable[[pb.LoadResponse], None]
         ) -> pb.LoadResponse:
             def progress(event: LoadProgress) -> None:
+                count_load(self.telemetry, event)
                 emit(convert.load_progress(event))
 
             try:
-                return convert.load_result(
-                    load(
+                with self.telemetry.in_progress.labels("load").track_inprogress():
+                    loaded = load(
                         self.store,
                         incoming,
                         declared_size=declared,
                         progress=progress,
                         limits=self.load_limits,
                     )
-                )
+                return convert.load_result(loaded)
             except InputCancelledError:
                 if misplaced:
                     raise misplaced[0] from None

@@ -58,11 +58,13 @@ class LoadLimits:
 @dataclass(frozen=True, slots=True)
 class LoadProgress:
     """A member handled: ``action`` is "stored", "reused" (already in the store),
-    "kept" (read later) or "ignored"; ``bytes_read`` counts the archive so far."""
+    "kept" (read later) or "ignored"; ``bytes_read`` counts the archive so far,
+    ``size`` the member's own bytes."""
 
     path: str
     action: str
     bytes_read: int
+    size: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +249,7 @@ class Loader:
 
     def _count(self, path: str, action: str, size: int) -> None:
         self.bytes_read += size
-        self.progress(LoadProgress(path, action, self.bytes_read))
+        self.progress(LoadProgress(path, action, self.bytes_read, size))
 
     # ---- images ----------------------------------------------------------------
 

@@ -46,6 +46,33 @@ def _shown_duration(seconds: float) -> str | float:
 
 
 _int = OptionType(int, "integer", expected="an integer", toml=(int,))
+
+
+def _parse_socket_mode(text: str) -> int:
+    """``0660``-style permissions of the unix socket: the owner must keep read
+    and write (the server's own clients), nothing beyond rwx bits."""
+    try:
+        mode = int(text.strip().removeprefix("0o"), 8)
+    except ValueError:
+        raise ValueError(
+            f"invalid socket mode {text[:20]!r}: octal permissions such as 0660"
+        ) from None
+    if mode > 0o777 or mode & 0o600 != 0o600:
+        raise ValueError(
+            f"invalid socket mode {text[:20]!r}: octal permissions such as 0660, with"
+            " read and write for the owner"
+        )
+    return mode
+
+
+_socket_mode = OptionType(
+    _parse_socket_mode,
+    "socket mode",
+    expected='octal permissions as a string, such as "0660"',
+    toml=(str,),
+    explains=True,
+    show=lambda mode: f"{mode:04o}",
+)
 _duration = OptionType(
     parse_duration,
     "duration",
@@ -117,6 +144,14 @@ def add_parser(commands: Any) -> None:
         "--insecure",
         action="store_true",
         help="allow a non-loopback listener without TLS",
+    )
+    parser.add_argument(
+        "--socket-mode",
+        type=_socket_mode,
+        default=0o600,
+        help="permissions of a unix:// listener's socket: 0660 lets the server's group"
+        " connect (run the server with that group); access for others needs --insecure"
+        " (default 0600)",
     )
     parser.add_argument(
         "--metrics-listen",
@@ -458,6 +493,7 @@ def _run(args: argparse.Namespace, *, settings: config_file.Settings) -> int:
         tls_client_ca=_path(args.tls_client_ca),
         auth_token_file=_path(args.auth_token_file),
         insecure=args.insecure,
+        socket_mode=args.socket_mode,
         metrics_listen=args.metrics_listen or None,
         grace_period=args.grace_period,
         max_layer_size=args.max_layer_size,

@@ -42,6 +42,7 @@ from imagestore.registry.retry import DOCKER_HUB_HOST, Retryable
 from imagestore.registry.slots import HostSlots
 from imagestore.registry.transport import REDIRECTS, OnRetry, Transport
 from imagestore.registry.trust import Trust
+from imagestore.telemetry import Telemetry
 
 #: the ping's body ("{}") is read up to this, so the connection can be reused; a
 #: longer one is not read at all: the connection is closed instead
@@ -53,13 +54,20 @@ HOST_CACHE_SIZE = 256
 class RegistryClient:
     """Registry access for the whole server; :meth:`close` at shutdown."""
 
-    def __init__(self, options: RegistryOptions, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        options: RegistryOptions,
+        environ: Mapping[str, str] | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self.options = options
         self.server_credentials = (
             DockerConfig(options.config_file) if options.config_file is not None else None
         )
         self.trust = Trust(options)
-        self.transport = Transport(options, self.trust, os.environ if environ is None else environ)
+        self.transport = Transport(
+            options, self.trust, os.environ if environ is None else environ, telemetry
+        )
         self.tokens = TokenCache()
         self._hosts: LRU[str, Host] = LRU(HOST_CACHE_SIZE)
         #: one ping at a time per endpoint (the others wait for its answer)

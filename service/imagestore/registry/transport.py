@@ -13,16 +13,21 @@ and, when sent, by the guard.
 The policy that wraps a request (or a whole download) is here too: retries
 (:meth:`Transport.with_retries`), the total deadline of a blob or manifest
 download (:meth:`Transport.deadline`) and the speed floor bodies are read under.
+Each request is counted (host, status, time to its answer) and carries
+imagestore's User-Agent; each retry is counted under the host the failed try
+went to.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import logging
 import random
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
@@ -39,11 +44,17 @@ from imagestore.registry.proxies import Proxies
 from imagestore.registry.retry import Retryable, connection_failure, unresolved
 from imagestore.registry.timing import SpeedFloor, deadline
 from imagestore.registry.trust import Trust
+from imagestore.telemetry import NO_ANSWER, Telemetry
+from imagestore.version import __version__
 
 log = logging.getLogger("imagestore.registry")
 T = TypeVar("T")
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+USER_AGENT = f"imagestore/{__version__}"
+
+#: the host label of the last request this task sent: a retry is counted under it
+_last_host: contextvars.ContextVar[str] = contextvars.ContextVar("last_registry_host", default="")
 
 #: called with the delay before the next try (for "Retrying in N seconds")
 OnRetry = Callable[[float], None]
@@ -53,8 +64,15 @@ class Transport:
     """Sessions, the one ``send``, redirect checks, retries and deadlines for
     every registry; :meth:`close` at shutdown."""
 
-    def __init__(self, options: RegistryOptions, trust: Trust, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        options: RegistryOptions,
+        trust: Trust,
+        environ: Mapping[str, str],
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self.options = options
+        self.telemetry = telemetry if telemetry is not None else Telemetry()
         self.trust = trust
         self.guard = AddressGuard(options.allow_internal, options.test_resolve)
         self.proxies = Proxies(environ)
@@ -113,15 +131,19 @@ class Transport:
             raise _about(exc, what) from None
         proxy = self.proxies.for_url(url)
         session = self.session(None if proxy is not None else reach)
-        sent = dict(headers or {})
+        sent = {**(headers or {}), "User-Agent": USER_AGENT}
         proxy_headers: dict[str, str] | None = None
         if proxy is not None and proxy.authorization is not None:
             if url.scheme == "https":  # on the CONNECT only: the tunnel carries the rest
                 proxy_headers = {"Proxy-Authorization": proxy.authorization}
             else:  # a plain request is itself sent to the proxy
                 sent["Proxy-Authorization"] = proxy.authorization
+        host = self.telemetry.registry_host(url.host_port_subcomponent or "")
+        _last_host.set(host)
+        status = NO_ANSWER
+        started = time.monotonic()
         try:
-            return await session.request(
+            response = await session.request(
                 method,
                 url,
                 headers=sent,
@@ -131,6 +153,8 @@ class Transport:
                 proxy=proxy.url if proxy is not None else None,
                 proxy_headers=proxy_headers,
             )
+            status = str(response.status)
+            return response
         except aiohttp.ClientConnectorCertificateError as exc:
             raise errors.RegistryCertificateUntrusted(
                 f"{what}: TLS certificate of {url.raw_authority} is not trusted:"
@@ -146,6 +170,8 @@ class Transport:
             raise connection_failure(exc, what) from None
         except (aiohttp.ClientError, TimeoutError, ssl.SSLError) as exc:
             raise connection_failure(exc, what) from None
+        finally:
+            self.telemetry.registry_request(host, status, time.monotonic() - started)
 
     def redirect_target(self, current: URL, location: str, hops: int, what: str) -> URL:
         """Where a redirect leads, refused when it is the ``hops``-th past the
@@ -184,6 +210,7 @@ class Transport:
                 if delay is None:
                     delay = self.options.backoff * (2**number) * random.uniform(0.9, 1.1)
                 log.info("retrying in %.3f s: %s", delay, exc.final.message)
+                self.telemetry.registry_retries.labels(_last_host.get() or "unknown").inc()
                 if on_retry is not None:
                     on_retry(delay)
                 await asyncio.sleep(delay)

@@ -1,0 +1,123 @@
+"""The server's metric objects, on a Prometheus registry of their own.
+
+Every layer that counts something (the registry transport, the API) is handed
+one :class:`Telemetry`, so nothing lands in prometheus_client's global default
+registry and several servers in one process keep their counts apart. Serving
+them is the API's business (``api/metrics.py``).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+#: registry hosts given a label of their own; requests to any further host are
+#: counted under OTHER_HOST, so callers naming registries cannot grow the series
+MAX_REGISTRY_HOSTS = 64
+OTHER_HOST = "other"
+#: a registry request's label when no answer came (refused, reset, timed out)
+NO_ANSWER = "error"
+
+#: seconds until a registry's answer begins: a ping on a LAN to a slow token service
+REGISTRY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+PULL_OUTCOMES = ("downloaded", "present")
+PUSH_OUTCOMES = ("uploaded", "mounted", "present")
+LOAD_OUTCOMES = ("stored", "present")
+OPERATIONS = ("pull", "push", "load")
+
+
+class LayerCounts:
+    """Layers of one kind of transfer, and their bytes, by what became of each."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        operation: str,
+        outcomes: tuple[str, ...],
+        bytes_help: str,
+    ) -> None:
+        self.layers = Counter(
+            f"imagestore_{operation}_layers",
+            f"Layers handled by {operation}s, by outcome",
+            ["outcome"],
+            registry=registry,
+        )
+        self.bytes = Counter(
+            f"imagestore_{operation}_bytes", bytes_help, ["outcome"], registry=registry
+        )
+        for outcome in outcomes:  # present from the start, at 0
+            self.layers.labels(outcome)
+            self.bytes.labels(outcome)
+
+    def count(self, outcome: str, size: int) -> None:
+        self.layers.labels(outcome).inc()
+        self.bytes.labels(outcome).inc(size)
+
+
+class Telemetry:
+    """Transfers by outcome, transfers running, and registry requests and retries."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.pull = LayerCounts(
+            registry,
+            "pull",
+            PULL_OUTCOMES,
+            "Compressed bytes of the layers pulls downloaded or found present, by outcome",
+        )
+        self.push = LayerCounts(
+            registry,
+            "push",
+            PUSH_OUTCOMES,
+            "Bytes of the layers pushes uploaded, mounted or found at the registry, by outcome",
+        )
+        self.load = LayerCounts(
+            registry,
+            "load",
+            LOAD_OUTCOMES,
+            "Bytes of the archive members loads read as layers, by outcome",
+        )
+        self.in_progress = Gauge(
+            "imagestore_transfers_in_progress",
+            "Pulls, pushes and loads running",
+            ["operation"],
+            registry=registry,
+        )
+        for operation in OPERATIONS:
+            self.in_progress.labels(operation)
+        self.registry_requests = Counter(
+            "imagestore_registry_requests",
+            f"Requests sent to registries (and their token services and storage),"
+            f" by host and HTTP status ({NO_ANSWER!r}: no answer)",
+            ["host", "status"],
+            registry=registry,
+        )
+        self.registry_latency = Histogram(
+            "imagestore_registry_request_duration_seconds",
+            "Time from sending a registry request to its answer's headers (or its failure)",
+            ["host"],
+            buckets=REGISTRY_BUCKETS,
+            registry=registry,
+        )
+        self.registry_retries = Counter(
+            "imagestore_registry_retries",
+            "Registry requests and downloads tried again, by the host the failed try went to",
+            ["host"],
+            registry=registry,
+        )
+        self._hosts: set[str] = set()
+
+    def registry_host(self, host: str) -> str:
+        """The label for ``host``: itself while few hosts are known, else OTHER_HOST."""
+        if host in self._hosts:
+            return host
+        if len(self._hosts) >= MAX_REGISTRY_HOSTS:
+            return OTHER_HOST
+        self._hosts.add(host)
+        return host
+
+    def registry_request(self, host: str, status: str, seconds: float) -> None:
+        """One request to ``host`` (a label from :meth:`registry_host`) ended."""
+        self.registry_requests.labels(host, status).inc()
+        self.registry_latency.labels(host).observe(seconds)
