@@ -1,4 +1,5 @@
-"""Test-wide setup: hypothesis profiles and the native-variant switch.
+"""Test-wide setup: hypothesis profiles, the native-variant switch, and the
+session's PostgreSQL cluster.
 
 IMAGESTORE_TEST_NATIVE names a built ``_native`` module (the zlib or sanitizer
 variant); it is loaded as ``imagestore._native`` before any test imports
@@ -8,10 +9,13 @@ variant); it is loaded as ``imagestore._native`` before any test imports
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 from tests import native_variant
+from tests.pg import Cluster, cluster
 
 settings.register_profile(
     "ci",
@@ -26,3 +30,12 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 
 
 native_variant.load_from_environment()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    """The session's PostgreSQL cluster (tests/pg.py), started by this process
+    before any child process looks for it, and stopped at the session's end."""
+    started = cluster()
+    yield started
+    started.stop()

@@ -928,6 +928,19 @@ def test_a_catalog_from_a_newer_imagestore_or_not_a_catalog(tmp_path: Path) -> N
     expect_raised(refused, "DATA_LOSS", Reason.CATALOG_CORRUPT, {})
 
 
+@reaches(Reason.CATALOG_UNAVAILABLE)
+def test_a_catalog_database_that_cannot_be_reached(tmp_path: Path) -> None:
+    # A socket directory where no PostgreSQL listens: refused at once, at start.
+    # (A connection lost while serving: tests/api/test_postgres.py.)
+    nowhere = tmp_path / "no-server"
+    nowhere.mkdir()
+    url = f"postgresql://postgres@/imagestore?host={nowhere}"
+    refused = _start_fails(ServerConfig(listen="127.0.0.1:0", root=tmp_path / "root", catalog=url))
+    expect_raised(refused, "UNAVAILABLE", Reason.CATALOG_UNAVAILABLE, {})
+    assert refused.retry_after == 1.0
+    assert str(nowhere) in refused.message
+
+
 @reaches(Reason.LISTENER_INSECURE)
 def test_listener_insecure(tmp_path: Path) -> None:
     # refused before anything binds: no packet could reach another machine

@@ -1,8 +1,9 @@
 """The store contract suite: every test in ``tests/store`` runs once per catalog
 implementation (the ``catalog`` parameter), through the same ``Store``.
 
-A new implementation (PostgreSQL) joins by adding its factory to ``CATALOGS``;
-no test changes.
+An implementation joins by adding its factory to ``CATALOGS``; no test
+changes. PostgreSQL runs on the session's throwaway cluster (``tests/pg.py``),
+one database per store root.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import pytest
 
 from imagestore.store.parts import CatalogFactory, sqlite_catalog
 from imagestore.store.store import Store
+from tests.pg import postgres_catalog
 
 #: catalog implementations by name: each opens the catalog of a store root
-CATALOGS: dict[str, CatalogFactory] = {"sqlite": sqlite_catalog}
+CATALOGS: dict[str, CatalogFactory] = {"sqlite": sqlite_catalog, "postgresql": postgres_catalog}
 
 OpenStore = Callable[..., Store]
 
@@ -25,6 +27,8 @@ OpenStore = Callable[..., Store]
 @pytest.fixture(params=sorted(CATALOGS))
 def catalog_name(request: pytest.FixtureRequest) -> str:
     """The catalog implementation under test."""
+    if request.param == "postgresql":  # started before any child process looks for it
+        request.getfixturevalue("postgres_cluster")
     return str(request.param)
 
 

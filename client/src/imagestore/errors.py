@@ -110,6 +110,7 @@ class Reason(StrEnum):
     CREDENTIAL_HELPER_TIMEOUT = "CREDENTIAL_HELPER_TIMEOUT"
     IO_ERROR = "IO_ERROR"
     LISTEN_FAILED = "LISTEN_FAILED"
+    CATALOG_UNAVAILABLE = "CATALOG_UNAVAILABLE"
 
 
 @dataclass(frozen=True)
@@ -668,6 +669,14 @@ class ListenFailed(Unavailable):
     """A listener that cannot bind (at start)."""
 
     reason = Reason.LISTEN_FAILED
+
+
+class CatalogUnavailable(Unavailable):
+    """A catalog database that cannot be reached, or whose connection was lost
+    (RetryInfo: 1 s)."""
+
+    reason = Reason.CATALOG_UNAVAILABLE
+    retry_after: float | None = 1.0
 
 
 # ---- helpers -------------------------------------------------------------------

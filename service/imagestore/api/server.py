@@ -30,7 +30,12 @@ from imagestore.archive.load import LoadLimits
 from imagestore.registry.client import RegistryClient
 from imagestore.registry.options import RegistryOptions
 from imagestore.store.events import DEFAULT_EVENTS_MAX_AGE, DEFAULT_EVENTS_MAX_COUNT
-from imagestore.store.store import DEFAULT_MAX_LAYER_SIZE, ORPHAN_GRACE_PERIOD, Store
+from imagestore.store.store import (
+    DEFAULT_MAX_LAYER_SIZE,
+    ORPHAN_GRACE_PERIOD,
+    Store,
+    catalog_factory,
+)
 from imagestore.telemetry import Telemetry
 from imagestore.v1 import imagestore_pb2, imagestore_pb2_grpc
 
@@ -54,6 +59,8 @@ class ServerConfig:
 
     listen: str = "127.0.0.1:50051"
     root: Path = field(default_factory=default_root)
+    #: the catalog's location: None for SQLite in the root, or a PostgreSQL URL
+    catalog: str | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
@@ -175,6 +182,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
     tokens = _tokens(config.auth_token_file)
     store = Store.open(
         config.root,
+        catalog=catalog_factory(config.catalog),
         max_layer_size=config.max_layer_size,
         orphan_grace_period=config.orphan_grace_period,
         events_max_count=config.events_max_count,

@@ -130,6 +130,13 @@ def add_parser(commands: Any) -> None:
         default=str(default_root()),
         help="store directory (default $XDG_DATA_HOME/imagestore)",
     )
+    parser.add_argument(
+        "--catalog",
+        metavar="URL",
+        help="the catalog's database: a PostgreSQL URL (postgresql://user@host/db; give"
+        " the password through ~/.pgpass or PGPASSWORD, not the URL); default the SQLite"
+        " file catalog.db in --root",
+    )
     parser.add_argument("--tls-cert", help="server certificate (PEM)")
     parser.add_argument("--tls-key", help="server key (PEM)")
     parser.add_argument(
@@ -488,6 +495,7 @@ def _run(args: argparse.Namespace, *, settings: config_file.Settings) -> int:
     config = ServerConfig(
         listen=args.listen,
         root=Path(args.root),
+        catalog=args.catalog or None,
         tls_cert=_path(args.tls_cert),
         tls_key=_path(args.tls_key),
         tls_client_ca=_path(args.tls_client_ca),

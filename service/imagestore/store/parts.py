@@ -36,6 +36,36 @@ def sqlite_catalog(root: Path) -> Catalog:
     return SqliteCatalog(root / "catalog.db")
 
 
+def postgres_catalog(url: str) -> CatalogFactory:
+    """A PostgreSQL database (``postgresql://…``), the same whatever the root."""
+
+    def opener(root: Path) -> Catalog:
+        # Imported here: a store on SQLite never loads the PostgreSQL driver.
+        from imagestore.store.postgres import PostgresCatalog
+
+        return PostgresCatalog(url)
+
+    return opener
+
+
+#: the URL schemes --catalog takes for PostgreSQL (libpq's)
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def catalog_factory(location: str | None) -> CatalogFactory:
+    """What ``--catalog`` names: nothing (the SQLite file in the root) or a
+    PostgreSQL URL; anything else is OptionInvalid."""
+    if not location:
+        return sqlite_catalog
+    if location.startswith(POSTGRES_SCHEMES):
+        return postgres_catalog(location)
+    raise errors.OptionInvalid(
+        "--catalog takes a PostgreSQL URL (postgresql://…); leave it unset for the"
+        " SQLite catalog in the root",
+        metadata={"option": "catalog"},
+    )
+
+
 @dataclass(eq=False)
 class Parts:
     """One open store root: its lock, blob files, catalog, leases and collector."""

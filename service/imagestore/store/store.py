@@ -51,6 +51,7 @@ from imagestore.store.models import (
 )
 from imagestore.store.names import Names, Resolved, resolve, resolve_image
 from imagestore.store.parts import CatalogFactory, Parts, sqlite_catalog
+from imagestore.store.parts import catalog_factory as catalog_factory  # --catalog, for the server
 from imagestore.store.records import BlobRow
 
 DEFAULT_MAX_LAYER_SIZE = 64 << 30

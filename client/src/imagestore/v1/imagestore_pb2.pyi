@@ -118,6 +118,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CREDENTIAL_HELPER_TIMEOUT: _ClassVar[ErrorReason]
     IO_ERROR: _ClassVar[ErrorReason]
     LISTEN_FAILED: _ClassVar[ErrorReason]
+    CATALOG_UNAVAILABLE: _ClassVar[ErrorReason]
 PHASE_UNSPECIFIED: Phase
 PHASE_RESOLVING: Phase
 PHASE_WAITING: Phase
@@ -213,6 +214,7 @@ REGISTRY_CERTIFICATE_UNTRUSTED: ErrorReason
 CREDENTIAL_HELPER_TIMEOUT: ErrorReason
 IO_ERROR: ErrorReason
 LISTEN_FAILED: ErrorReason
+CATALOG_UNAVAILABLE: ErrorReason
 
 class Platform(_message.Message):
     __slots__ = ("os", "architecture", "variant")

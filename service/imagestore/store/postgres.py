@@ -1,0 +1,981 @@
+"""The PostgreSQL catalog: the same tables and migrations as the SQLite one,
+in a database that several imagestore processes can share.
+
+**Writers are serialised**, by a transaction-level advisory lock taken as the
+first statement of every transaction (``pg_advisory_xact_lock``), at READ
+COMMITTED. The store runs its own code inside :meth:`transaction` (it reads,
+decides, then writes), so a transaction cannot be replayed by the catalog:
+SERIALIZABLE would need a retry of the whole block on every serialisation
+failure, which a context manager cannot do. Under the lock no other writer
+runs, and at READ COMMITTED each statement sees every transaction committed
+before it (the lock is granted only after the previous holder's commit is
+visible), so the store's read-modify-write sequences are as safe as under
+SQLite's ``BEGIN IMMEDIATE``, with no serialisation failures or deadlocks to
+retry: readers take no locks that a writer waits for. The events journal's
+cursors are consecutive and in commit order for the same reason. Inside one
+process a lock also keeps waiting writers from holding pooled connections.
+
+**Reads** run at REPEATABLE READ, READ ONLY: one snapshot for the block that
+never waits for a writer (MVCC) and never fails with a serialisation error.
+
+**The generation** is a counter row (``catalog_state.generation``) that every
+committing transaction bumps in its last statement, so it moves when any
+process changes the catalog. Reading it costs one query on a connection of its
+own (never one from the pool: it is asked on the event loop); when the database
+cannot be reached it is None (no answers are kept) rather than an error.
+
+The schema version is in ``catalog_state`` too (SQLite's ``PRAGMA
+user_version``); migrations run under the writers' lock, so two processes
+opening one database at once migrate it once. Text columns use the "C"
+collation: ordering and prefix ranges compare bytes, as SQLite does, whatever
+the database's locale. A lost connection is CatalogUnavailable (UNAVAILABLE):
+the pool checks its idle connections then, and the next call gets fresh ones.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import psycopg
+from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
+
+from imagestore import errors
+from imagestore.store.catalog import MAX_SOURCES_PER_BLOB
+from imagestore.store.records import (
+    BlobRow,
+    EventRow,
+    ImageRow,
+    IndexChild,
+    ManifestBlob,
+    NamedIndexChild,
+    NameRow,
+    TargetRow,
+)
+
+#: connections kept open at least, and at most (readers, the writer, a migration)
+POOL_MIN_SIZE = 2
+POOL_MAX_SIZE = 20
+#: seconds to wait for a connection (the database at start, or a free pooled one)
+CONNECT_TIMEOUT = 30.0
+#: seconds the generation's query may take, and its connection's attempt (at least 2)
+PROBE_TIMEOUT = 2
+#: seconds between attempts to reach the database again for the generation
+PROBE_RETRY_INTERVAL = 1.0
+#: the advisory lock every writing transaction holds until it ends ("imgstore")
+WRITE_LOCK_KEY = 0x696D6773746F7265
+
+#: the catalog's own state: its schema version, and the generation every commit bumps
+STATE_TABLE = """
+    CREATE TABLE IF NOT EXISTS catalog_state (
+        id                SMALLINT PRIMARY KEY CHECK (id = 0),
+        schema_version    INTEGER NOT NULL,
+        generation        BIGINT NOT NULL
+    );
+    INSERT INTO catalog_state (id, schema_version, generation) VALUES (0, 0, 0)
+        ON CONFLICT (id) DO NOTHING;
+"""
+
+# Each entry migrates the schema from version i to i + 1 (as sqlite.MIGRATIONS).
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE blobs (
+        digest            TEXT COLLATE "C" PRIMARY KEY,
+        size              BIGINT NOT NULL,
+        media_type        TEXT COLLATE "C" NOT NULL,
+        diff_id           TEXT COLLATE "C",
+        uncompressed_size BIGINT,
+        stored_at         BIGINT NOT NULL
+    );
+    CREATE INDEX blobs_by_diff_id ON blobs(diff_id) WHERE diff_id IS NOT NULL;
+
+    CREATE TABLE images (
+        id                TEXT COLLATE "C" PRIMARY KEY,   -- config digest
+        created           BIGINT,                         -- config "created", ns since epoch
+        stored_at         BIGINT NOT NULL,                -- when first stored here, ns
+        size              BIGINT NOT NULL,                -- sum of uncompressed layer sizes
+        content_size      BIGINT NOT NULL,                -- its distinct blobs' bytes on disk
+        os                TEXT COLLATE "C" NOT NULL,
+        architecture      TEXT COLLATE "C" NOT NULL,
+        variant           TEXT COLLATE "C" NOT NULL,
+        labels            TEXT COLLATE "C" NOT NULL,      -- JSON object
+        last_tag_time     BIGINT
+    );
+    CREATE INDEX images_newest_first ON images((COALESCE(created, 0)) DESC, id DESC);
+
+    CREATE TABLE targets (
+        digest            TEXT COLLATE "C" PRIMARY KEY,   -- a manifest or an index blob
+        media_type        TEXT COLLATE "C" NOT NULL,
+        kind              TEXT COLLATE "C" NOT NULL CHECK (kind IN ('manifest', 'index')),
+        image_id          TEXT COLLATE "C" REFERENCES images(id),  -- manifests only
+        stored_at         BIGINT NOT NULL
+    );
+    CREATE INDEX targets_by_image ON targets(image_id);
+
+    -- manifest -> its config (position 0) and layers (1..n), base first
+    CREATE TABLE manifest_blobs (
+        manifest_digest   TEXT COLLATE "C" NOT NULL REFERENCES targets(digest),
+        position          INTEGER NOT NULL,
+        blob_digest       TEXT COLLATE "C" NOT NULL,
+        media_type        TEXT COLLATE "C" NOT NULL,
+        size              BIGINT NOT NULL,
+        PRIMARY KEY (manifest_digest, position)
+    );
+    CREATE INDEX manifest_blobs_by_blob ON manifest_blobs(blob_digest);
+
+    -- index -> child manifests, present locally or not
+    CREATE TABLE index_children (
+        index_digest      TEXT COLLATE "C" NOT NULL REFERENCES targets(digest),
+        position          INTEGER NOT NULL,
+        child_digest      TEXT COLLATE "C" NOT NULL,
+        media_type        TEXT COLLATE "C" NOT NULL,
+        size              BIGINT NOT NULL,
+        platform          TEXT COLLATE "C" NOT NULL,      -- os/arch[/variant], "" if none
+        PRIMARY KEY (index_digest, position)
+    );
+    CREATE INDEX index_children_by_child ON index_children(child_digest);
+
+    CREATE TABLE names (
+        name              TEXT COLLATE "C" PRIMARY KEY,   -- canonical: repo:tag or repo@digest
+        repository        TEXT COLLATE "C" NOT NULL,
+        tag               TEXT COLLATE "C",
+        digest            TEXT COLLATE "C",
+        target            TEXT COLLATE "C" NOT NULL REFERENCES targets(digest),
+        created_at        BIGINT NOT NULL,
+        updated_at        BIGINT NOT NULL
+    );
+    CREATE INDEX names_by_target ON names(target);
+    """,
+    """
+    -- where a blob was pulled from or pushed to: push mounts from these
+    CREATE TABLE blob_sources (
+        seq               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,  -- larger: later
+        digest            TEXT COLLATE "C" NOT NULL REFERENCES blobs(digest) ON DELETE CASCADE,
+        registry          TEXT COLLATE "C" NOT NULL,      -- a reference's domain
+        repository        TEXT COLLATE "C" NOT NULL,      -- the path on it
+        recorded_at       BIGINT NOT NULL,
+        UNIQUE (digest, registry, repository)
+    );
+    CREATE INDEX blob_sources_newest ON blob_sources(digest, registry, seq);
+
+    -- blob files Check found damaged: the next pull or load of them writes them again
+    CREATE TABLE damaged_blobs (
+        digest            TEXT COLLATE "C" PRIMARY KEY,
+        problem           TEXT COLLATE "C" NOT NULL,      -- Check's kind, e.g. corrupt-blob
+        found_at          BIGINT NOT NULL
+    );
+    """,
+    """
+    -- the images a name pointing at a target reaches: a manifest's own image, and
+    -- the images of an index's stored children (the one join names and images share)
+    CREATE VIEW target_images (target, image_id) AS
+        SELECT digest, image_id FROM targets WHERE kind = 'manifest'
+        UNION ALL
+        SELECT c.index_digest, t.image_id FROM index_children c
+        JOIN targets t ON t.digest = c.child_digest AND t.kind = 'manifest';
+
+    -- every image's names, through the targets they point at
+    CREATE VIEW image_names AS
+        SELECT ti.image_id, n.name, n.repository, n.tag, n.digest, n.target,
+               n.created_at, n.updated_at
+        FROM names n JOIN target_images ti ON ti.target = n.target;
+    """,
+    """
+    -- the events journal: each change, written in the transaction that makes it
+    CREATE TABLE events (
+        cursor            BIGINT PRIMARY KEY,             -- from events_state: commit order
+        time              BIGINT NOT NULL,                -- commit time, ns since epoch
+        kind              TEXT COLLATE "C" NOT NULL,      -- tag, untag, delete, pull...
+        image_id          TEXT COLLATE "C" NOT NULL,      -- "" for none
+        name              TEXT COLLATE "C" NOT NULL,      -- canonical, "" for none
+        target            TEXT COLLATE "C" NOT NULL,      -- the manifest or index named
+        labels            TEXT COLLATE "C" NOT NULL,      -- JSON object: the image's labels
+        remote            TEXT COLLATE "C" NOT NULL,      -- a push's host/path
+        reclaimed         BIGINT NOT NULL                 -- a prune's bytes freed
+    );
+
+    -- the last cursor given, one row: read and bumped by each transaction that
+    -- writes events (under the writers' lock: commit order)
+    CREATE TABLE events_state (
+        id                INTEGER PRIMARY KEY CHECK (id = 0),
+        last_cursor       BIGINT NOT NULL
+    );
+    INSERT INTO events_state (id, last_cursor) VALUES (0, 0);
+    """,
+)
+
+#: the first statements of every writing transaction: the writers' lock, at READ COMMITTED
+_BEGIN_WRITE = (
+    f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"
+)
+#: the last ones: the generation moves with the change, atomically
+_COMMIT_WRITE = "UPDATE catalog_state SET generation = generation + 1 WHERE id = 0; COMMIT"
+_BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+_GENERATION = "SELECT generation FROM catalog_state WHERE id = 0"
+
+_BLOB_COLUMNS = "digest, size, media_type, diff_id, uncompressed_size, stored_at"
+_IMAGE_COLUMNS = (
+    "id, created, stored_at, size, content_size, os, architecture, variant, labels, last_tag_time"
+)
+_NAME_COLUMNS = "name, repository, tag, digest, target, created_at, updated_at"
+_TARGET_COLUMNS = "digest, media_type, kind, image_id, stored_at"
+_EVENT_COLUMNS = "kind, image_id, name, target, labels, remote, reclaimed, cursor, time"
+
+
+def _image(row: tuple[Any, ...]) -> ImageRow:
+    labels = row[8]
+    return ImageRow(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        {} if labels == "{}" else json.loads(labels),
+        row[9],
+    )
+
+
+def _event(row: tuple[Any, ...]) -> EventRow:
+    labels = row[4]
+    return EventRow(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        {} if labels == "{}" else json.loads(labels),
+        row[5],
+        row[6],
+        row[7],
+        row[8],
+    )
+
+
+def describe(url: str) -> str:
+    """The database a URL names, for messages: no password, no other options."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "PostgreSQL (a URL that does not parse)"
+    database = params.get("dbname") or params.get("user") or "?"
+    host = params.get("host") or "the default socket"
+    port = f":{params['port']}" if params.get("port") else ""
+    return f"PostgreSQL database {database} on {host}{port}"
+
+
+class PostgresCatalog:
+    """The catalog in a PostgreSQL database. Implements
+    :class:`~imagestore.store.catalog.Catalog`."""
+
+    def __init__(
+        self, url: str, *, min_size: int = POOL_MIN_SIZE, max_size: int = POOL_MAX_SIZE
+    ) -> None:
+        self.url = url
+        self.where = describe(url)
+        try:
+            conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise errors.OptionInvalid(
+                f"--catalog: not a PostgreSQL URL: {exc}", metadata={"option": "catalog"}
+            ) from None
+        self._write_lock = threading.Lock()
+        self._probe_lock = threading.Lock()
+        self._probe: psycopg.Connection[Any] | None = None
+        self._probe_retry_at = 0.0
+        self._pool = ConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs={"autocommit": True, "fallback_application_name": "imagestore"},
+            timeout=CONNECT_TIMEOUT,
+            name="imagestore-catalog",
+            open=False,
+        )
+        try:
+            # One connection first: a database that cannot be reached fails the
+            # open at once with libpq's reason, not after the pool's retries.
+            self._probe = self._connect_probe()
+            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+            self._migrate()
+        except psycopg.OperationalError as exc:
+            self.close()
+            raise self._unavailable(exc) from None
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        with self._write_lock, self._probe_lock:
+            if self._probe is not None:
+                self._probe.close()
+                self._probe = None
+            self._pool.close()
+
+    @property
+    def kind(self) -> str:
+        return "postgresql"
+
+    @property
+    def schema_version(self) -> int:
+        with self._connection() as db, self._mapped():
+            row = db.execute("SELECT schema_version FROM catalog_state WHERE id = 0").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def _migrate(self) -> None:
+        # Each step in its own transaction, under the writers' lock: a process
+        # that waited for another's migration finds the version moved on.
+        while True:
+            with self.transaction() as writer:
+                writer.db.execute(STATE_TABLE)
+                row = writer.db.execute(
+                    "SELECT schema_version FROM catalog_state WHERE id = 0"
+                ).fetchone()
+                version = int(row[0]) if row is not None else 0
+                if version > len(MIGRATIONS):
+                    raise errors.CatalogTooNew(
+                        f"catalog schema version {version} ({self.where}) is newer than"
+                        f" this imagestore ({len(MIGRATIONS)}); upgrade imagestore",
+                        metadata={"version": str(version), "supported": str(len(MIGRATIONS))},
+                    )
+                if version == len(MIGRATIONS):
+                    return
+                writer.db.execute(MIGRATIONS[version])
+                writer.db.execute(
+                    "UPDATE catalog_state SET schema_version = %s WHERE id = 0", (version + 1,)
+                )
+
+    # ---- connections and their failures --------------------------------------
+
+    def _unavailable(self, exc: psycopg.Error) -> errors.CatalogUnavailable:
+        """The error a lost or unreachable database is; the pool then checks its
+        idle connections, so that the next call does not meet a dead one."""
+        if not self._pool.closed:
+            self._pool.check()
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return errors.CatalogUnavailable(f"catalog {self.where} is unavailable: {detail}")
+
+    @contextmanager
+    def _mapped(self) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc) from None
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            with self._pool.connection() as db:
+                yield db
+        except psycopg.OperationalError as exc:  # no connection to be had
+            raise self._unavailable(exc) from None
+
+    # ---- transactions and snapshots ------------------------------------------
+
+    @contextmanager
+    def transaction(self, *, rollback: bool = False) -> Iterator[PostgresWriter]:
+        """One atomic, durable change at READ COMMITTED under the writers' lock."""
+        with self._write_lock, self._connection() as db:
+            with self._mapped():
+                db.execute(_BEGIN_WRITE)
+            try:
+                yield PostgresWriter(db)
+            except BaseException as exc:
+                _roll_back(db)
+                if isinstance(exc, psycopg.OperationalError):
+                    raise self._unavailable(exc) from None
+                raise
+            with self._mapped():
+                db.execute("ROLLBACK" if rollback else _COMMIT_WRITE)
+
+    @contextmanager
+    def reading(self) -> Iterator[PostgresReader]:
+        """One snapshot (REPEATABLE READ, READ ONLY): it waits for no writer."""
+        with self._connection() as db:
+            with self._mapped():
+                db.execute(_BEGIN_READ)
+            try:
+                yield PostgresReader(db)
+            except BaseException as exc:
+                _roll_back(db)
+                if isinstance(exc, psycopg.OperationalError):
+                    raise self._unavailable(exc) from None
+                raise
+            with self._mapped():
+                db.execute("COMMIT")
+
+    @property
+    def generation(self) -> int | None:
+        # Asked on the event loop: a connection of its own, never a wait for the
+        # pool; an unreachable database keeps no answers (None) and is tried
+        # again at most once per PROBE_RETRY_INTERVAL.
+        with self._probe_lock:
+            if self._probe is None:
+                if time.monotonic() < self._probe_retry_at or self._pool.closed:
+                    return None
+                try:
+                    self._probe = self._connect_probe()
+                except psycopg.Error:
+                    self._probe_retry_at = time.monotonic() + PROBE_RETRY_INTERVAL
+                    return None
+            try:
+                row = self._probe.execute(_GENERATION).fetchone()
+            except psycopg.Error:
+                self._probe.close()
+                self._probe = None
+                return None
+            return None if row is None else int(row[0])
+
+    def _connect_probe(self) -> psycopg.Connection[Any]:
+        probe = psycopg.connect(
+            self.url,
+            autocommit=True,
+            connect_timeout=PROBE_TIMEOUT,
+            fallback_application_name="imagestore",
+        )
+        probe.execute(f"SET statement_timeout = {PROBE_TIMEOUT * 1000}")
+        return probe
+
+
+def _roll_back(db: psycopg.Connection[Any]) -> None:
+    """End a failed block's transaction; a broken connection is left to the pool
+    (which discards it)."""
+    if db.closed or db.info.transaction_status not in (
+        pq.TransactionStatus.INTRANS,
+        pq.TransactionStatus.INERROR,
+    ):
+        return
+    with suppress(psycopg.Error):
+        db.execute("ROLLBACK")
+
+
+class PostgresReader:
+    """Queries on one connection inside one snapshot."""
+
+    def __init__(self, db: psycopg.Connection[Any]) -> None:
+        self.db = db
+
+    # ---- blobs ---------------------------------------------------------------
+
+    def blob(self, digest: str) -> BlobRow | None:
+        row = self.db.execute(
+            f"SELECT {_BLOB_COLUMNS} FROM blobs WHERE digest = %s", (digest,)
+        ).fetchone()
+        return None if row is None else BlobRow(*row)
+
+    def blobs(self) -> list[BlobRow]:
+        return [BlobRow(*row) for row in self.db.execute(f"SELECT {_BLOB_COLUMNS} FROM blobs")]
+
+    def blob_sizes(self, digests: Iterable[str]) -> dict[str, int]:
+        wanted = sorted(set(digests))
+        if not wanted:
+            return {}
+        rows = self.db.execute(
+            "SELECT digest, size FROM blobs WHERE digest = ANY(%s)", (wanted,)
+        ).fetchall()
+        return dict(rows)
+
+    def total_blob_bytes(self) -> int:
+        row = self.db.execute("SELECT COALESCE(SUM(size), 0)::BIGINT FROM blobs").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def blob_count(self) -> int:
+        row = self.db.execute("SELECT COUNT(*) FROM blobs").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def blob_by_diff_id(self, diff_id: str) -> BlobRow | None:
+        row = self.db.execute(
+            f"SELECT {_BLOB_COLUMNS} FROM blobs"
+            " WHERE diff_id = %s AND digest != diff_id"
+            "   AND digest NOT IN (SELECT digest FROM damaged_blobs)"
+            " ORDER BY stored_at LIMIT 1",
+            (diff_id,),
+        ).fetchone()
+        return None if row is None else BlobRow(*row)
+
+    def is_damaged(self, digest: str) -> bool:
+        found = self.db.execute(
+            "SELECT 1 FROM damaged_blobs WHERE digest = %s", (digest,)
+        ).fetchone()
+        return found is not None
+
+    def damaged(self) -> dict[str, str]:
+        rows = self.db.execute("SELECT digest, problem FROM damaged_blobs").fetchall()
+        return dict(rows)
+
+    def damage(self, digest: str) -> str | None:
+        row = self.db.execute(
+            "SELECT problem FROM damaged_blobs WHERE digest = %s", (digest,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def blob_sources(self, digest: str, registry: str) -> list[str]:
+        return [
+            row[0]
+            for row in self.db.execute(
+                "SELECT repository FROM blob_sources WHERE digest = %s AND registry = %s"
+                " ORDER BY seq DESC",
+                (digest, registry),
+            )
+        ]
+
+    # ---- targets and images --------------------------------------------------
+
+    def target(self, digest: str) -> TargetRow | None:
+        row = self.db.execute(
+            f"SELECT {_TARGET_COLUMNS} FROM targets WHERE digest = %s", (digest,)
+        ).fetchone()
+        return None if row is None else TargetRow(*row)
+
+    def manifest_blobs(self, manifest_digest: str) -> list[ManifestBlob]:
+        return [
+            ManifestBlob(*row)
+            for row in self.db.execute(
+                "SELECT position, blob_digest, media_type, size FROM manifest_blobs"
+                " WHERE manifest_digest = %s ORDER BY position",
+                (manifest_digest,),
+            )
+        ]
+
+    def index_children(self, index_digest: str) -> list[IndexChild]:
+        return [
+            IndexChild(*row)
+            for row in self.db.execute(
+                "SELECT position, child_digest, media_type, size, platform FROM index_children"
+                " WHERE index_digest = %s ORDER BY position",
+                (index_digest,),
+            )
+        ]
+
+    def named_index_children(self, image_id: str | None = None) -> list[NamedIndexChild]:
+        # Driven by the index rows (few), never by the names (one per image).
+        indexes = "SELECT DISTINCT index_digest FROM index_children"
+        arguments: tuple[str, ...] = ()
+        if image_id is not None:
+            indexes += (
+                " WHERE child_digest IN"
+                " (SELECT digest FROM targets WHERE image_id = %s AND kind = 'manifest')"
+            )
+            arguments = (image_id,)
+        return [
+            NamedIndexChild(row[0], row[1], row[2], row[3], IndexChild(*row[4:9]), row[9])
+            for row in self.db.execute(
+                f"WITH wanted(digest) AS ({indexes})"
+                " SELECT n.name, n.target, t.media_type, COALESCE(b.size, 0),"
+                " c.position, c.child_digest, c.media_type, c.size, c.platform, m.image_id"
+                " FROM wanted w JOIN names n ON n.target = w.digest"
+                " JOIN targets t ON t.digest = n.target AND t.kind = 'index'"
+                " LEFT JOIN blobs b ON b.digest = n.target"
+                " JOIN index_children c ON c.index_digest = n.target"
+                " LEFT JOIN targets m ON m.digest = c.child_digest AND m.kind = 'manifest'"
+                " ORDER BY n.name, c.position",
+                arguments,
+            )
+        ]
+
+    def image(self, image_id: str) -> ImageRow | None:
+        row = self.db.execute(
+            f"SELECT {_IMAGE_COLUMNS} FROM images WHERE id = %s", (image_id,)
+        ).fetchone()
+        return None if row is None else _image(row)
+
+    def images(self, after: tuple[int, str] | None = None) -> Iterator[ImageRow]:
+        order = "ORDER BY COALESCE(created, 0) DESC, id DESC"
+        if after is None:
+            cursor = self.db.execute(f"SELECT {_IMAGE_COLUMNS} FROM images {order}")
+        else:
+            cursor = self.db.execute(
+                f"SELECT {_IMAGE_COLUMNS} FROM images"
+                f" WHERE (COALESCE(created, 0), id) < (%s::BIGINT, %s) {order}",
+                after,
+            )
+        return map(_image, cursor.fetchall())
+
+    def images_by_prefix(self, hex_prefix: str) -> list[str]:
+        low = "sha256:" + hex_prefix
+        return [
+            row[0]
+            for row in self.db.execute(
+                "SELECT id FROM images WHERE id >= %s AND id < %s ORDER BY id LIMIT 10",
+                (low, low + "\x7f"),
+            )
+        ]
+
+    def manifests_of_image(self, image_id: str) -> list[TargetRow]:
+        return [
+            TargetRow(*row)
+            for row in self.db.execute(
+                f"SELECT {_TARGET_COLUMNS} FROM targets"
+                " WHERE image_id = %s ORDER BY stored_at DESC, digest",
+                (image_id,),
+            )
+        ]
+
+    def blobs_by_image(self) -> dict[str, set[str]]:
+        owned: dict[str, set[str]] = {}
+        for image_id, digest in self.db.execute(
+            "SELECT t.image_id, mb.blob_digest FROM manifest_blobs mb"
+            " JOIN targets t ON t.digest = mb.manifest_digest"
+            " UNION ALL SELECT image_id, digest FROM targets WHERE kind = 'manifest'"
+        ):
+            owned.setdefault(image_id, set()).add(digest)
+        return owned
+
+    def image_count(self) -> int:
+        row = self.db.execute("SELECT COUNT(*) FROM images").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def images_using_blob(self, digest: str, limit: int) -> tuple[list[str], int]:
+        # The count is taken over every user before LIMIT cuts the list (one
+        # row at least, so that a limit of 0 still learns the count).
+        rows = self.db.execute(
+            "WITH users(image_id) AS ("
+            "   SELECT t.image_id FROM manifest_blobs mb"
+            "   JOIN targets t ON t.digest = mb.manifest_digest"
+            "   WHERE mb.blob_digest = %(digest)s"
+            "   UNION SELECT image_id FROM target_images WHERE target = %(digest)s"
+            "     AND (target IN (SELECT digest FROM targets WHERE kind = 'manifest')"
+            "          OR target IN (SELECT target FROM names)))"
+            " SELECT image_id, COUNT(*) OVER () FROM users WHERE image_id IS NOT NULL"
+            " ORDER BY image_id LIMIT %(limit)s",
+            {"digest": digest, "limit": max(limit, 1)},
+        ).fetchall()
+        if not rows:
+            return [], 0
+        return [row[0] for row in rows[:limit]], int(rows[0][1])
+
+    def unnamed_indexes(self) -> list[str]:
+        return [
+            row[0]
+            for row in self.db.execute(
+                "SELECT digest FROM targets WHERE kind = 'index'"
+                " AND digest NOT IN (SELECT target FROM names)"
+            )
+        ]
+
+    # ---- names ---------------------------------------------------------------
+
+    def name(self, name: str) -> NameRow | None:
+        row = self.db.execute(
+            f"SELECT {_NAME_COLUMNS} FROM names WHERE name = %s", (name,)
+        ).fetchone()
+        return None if row is None else NameRow(*row)
+
+    def names(self) -> list[NameRow]:
+        return [NameRow(*row) for row in self.db.execute(f"SELECT {_NAME_COLUMNS} FROM names")]
+
+    def names_of_image(self, image_id: str) -> list[NameRow]:
+        return [
+            NameRow(*row)
+            for row in self.db.execute(
+                f"SELECT DISTINCT {_NAME_COLUMNS} FROM image_names WHERE image_id = %s"
+                " ORDER BY name",
+                (image_id,),
+            )
+        ]
+
+    def names_by_image(self) -> dict[str, list[NameRow]]:
+        result: dict[str, list[NameRow]] = {}
+        for row in self.db.execute(f"SELECT DISTINCT image_id, {_NAME_COLUMNS} FROM image_names"):
+            result.setdefault(row[0], []).append(NameRow(*row[1:]))
+        return result
+
+    def name_strings_by_image(self) -> dict[str, list[str]]:
+        result: dict[str, list[str]] = {}
+        # An index may list one image twice: a name can come back; callers
+        # (the image summary) keep each name once.
+        for image_id, name in self.db.execute("SELECT image_id, name FROM image_names"):
+            if image_id in result:
+                result[image_id].append(name)
+            else:
+                result[image_id] = [name]
+        return result
+
+    def images_of_target(self, target: str) -> list[str]:
+        return [
+            row[0]
+            for row in self.db.execute(
+                "SELECT DISTINCT image_id FROM target_images WHERE target = %s", (target,)
+            )
+        ]
+
+    # ---- reachability --------------------------------------------------------
+
+    def referenced_blobs(self) -> set[str]:
+        live = {row[0] for row in self.db.execute("SELECT blob_digest FROM manifest_blobs")}
+        live.update(
+            row[0]
+            for row in self.db.execute(
+                "SELECT digest FROM targets WHERE kind = 'manifest'"
+                " OR digest IN (SELECT target FROM names)"
+            )
+        )
+        return live
+
+    def referenced_among(self, digests: Iterable[str]) -> set[str]:
+        wanted = sorted(set(digests))
+        if not wanted:
+            return set()
+        return {
+            row[0]
+            for row in self.db.execute(
+                "SELECT blob_digest FROM manifest_blobs WHERE blob_digest = ANY(%(wanted)s)"
+                " UNION SELECT digest FROM targets WHERE digest = ANY(%(wanted)s)"
+                "   AND (kind = 'manifest' OR digest IN (SELECT target FROM names))",
+                {"wanted": wanted},
+            )
+        }
+
+    # ---- the events journal --------------------------------------------------
+
+    def event_bounds(self) -> tuple[int, int]:
+        row = self.db.execute(
+            "SELECT (SELECT MIN(cursor) FROM events), last_cursor FROM events_state"
+        ).fetchone()
+        assert row is not None  # the migration inserts the one row
+        oldest, last = row
+        return (int(last) + 1 if oldest is None else int(oldest)), int(last)
+
+    def events_after(self, cursor: int, limit: int) -> list[EventRow]:
+        return [
+            _event(row)
+            for row in self.db.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE cursor > %s ORDER BY cursor LIMIT %s",
+                (cursor, limit),
+            )
+        ]
+
+
+class PostgresWriter(PostgresReader):
+    """Changes on the writer's connection, inside its transaction."""
+
+    def record_blob(self, blob: BlobRow) -> None:
+        self.db.execute(
+            f"INSERT INTO blobs ({_BLOB_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (digest) DO UPDATE SET"
+            "   size = excluded.size,"
+            "   diff_id = COALESCE(excluded.diff_id, blobs.diff_id),"
+            "   uncompressed_size = COALESCE(excluded.uncompressed_size, blobs.uncompressed_size)",
+            (
+                blob.digest,
+                blob.size,
+                blob.media_type,
+                blob.diff_id,
+                blob.uncompressed_size,
+                blob.stored_at,
+            ),
+        )
+
+    def delete_blobs(self, digests: Iterable[str]) -> None:
+        wanted = sorted(set(digests))
+        if not wanted:
+            return
+        self.db.execute("DELETE FROM blob_sources WHERE digest = ANY(%s)", (wanted,))
+        self.db.execute("DELETE FROM damaged_blobs WHERE digest = ANY(%s)", (wanted,))
+        self.db.execute("DELETE FROM blobs WHERE digest = ANY(%s)", (wanted,))
+
+    def mark_damaged(self, problems: dict[str, str], when: int) -> None:
+        if not problems:
+            return
+        self.db.cursor().executemany(
+            "INSERT INTO damaged_blobs (digest, problem, found_at) VALUES (%s, %s, %s)"
+            " ON CONFLICT (digest) DO UPDATE SET problem = excluded.problem,"
+            "   found_at = excluded.found_at",
+            [(digest, kind, when) for digest, kind in problems.items()],
+        )
+
+    def clear_damaged(self, digests: Iterable[str]) -> None:
+        wanted = sorted(set(digests))
+        if wanted:
+            self.db.execute("DELETE FROM damaged_blobs WHERE digest = ANY(%s)", (wanted,))
+
+    def record_blob_sources(
+        self, digests: Iterable[str], registry: str, repository: str, when: int
+    ) -> None:
+        wanted = list(dict.fromkeys(digests))
+        if not wanted:
+            return
+        arguments = {
+            "wanted": wanted,
+            "registry": registry,
+            "repository": repository,
+            "when": when,
+            "keep": MAX_SOURCES_PER_BLOB,
+        }
+        # Delete and insert again: the new row sorts as the newest.
+        self.db.execute(
+            "DELETE FROM blob_sources WHERE digest = ANY(%(wanted)s)"
+            " AND registry = %(registry)s AND repository = %(repository)s",
+            arguments,
+        )
+        self.db.execute(
+            "INSERT INTO blob_sources (digest, registry, repository, recorded_at)"
+            " SELECT b.digest, %(registry)s, %(repository)s, %(when)s FROM blobs b"
+            " WHERE b.digest = ANY(%(wanted)s)",
+            arguments,
+        )
+        self.db.execute(
+            "DELETE FROM blob_sources WHERE seq IN ("
+            "  SELECT seq FROM ("
+            "    SELECT seq, row_number() OVER (PARTITION BY digest ORDER BY seq DESC) AS age"
+            "    FROM blob_sources WHERE digest = ANY(%(wanted)s) AND registry = %(registry)s"
+            "  ) ranked WHERE age > %(keep)s)",
+            arguments,
+        )
+
+    def add_manifest(self, target: TargetRow, blobs: Sequence[ManifestBlob]) -> None:
+        self.db.execute(
+            f"INSERT INTO targets ({_TARGET_COLUMNS}) VALUES (%s, %s, 'manifest', %s, %s)"
+            " ON CONFLICT DO NOTHING",
+            (target.digest, target.media_type, target.image_id, target.stored_at),
+        )
+        if blobs:
+            self.db.cursor().executemany(
+                "INSERT INTO manifest_blobs"
+                " (manifest_digest, position, blob_digest, media_type, size)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                [(target.digest, b.position, b.blob_digest, b.media_type, b.size) for b in blobs],
+            )
+
+    def add_index(self, target: TargetRow, children: Sequence[IndexChild]) -> None:
+        self.db.execute(
+            f"INSERT INTO targets ({_TARGET_COLUMNS}) VALUES (%s, %s, 'index', NULL, %s)"
+            " ON CONFLICT DO NOTHING",
+            (target.digest, target.media_type, target.stored_at),
+        )
+        if children:
+            self.db.cursor().executemany(
+                "INSERT INTO index_children"
+                " (index_digest, position, child_digest, media_type, size, platform)"
+                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                [
+                    (target.digest, c.position, c.child_digest, c.media_type, c.size, c.platform)
+                    for c in children
+                ],
+            )
+
+    def add_image(self, image: ImageRow) -> None:
+        self.db.execute(
+            f"INSERT INTO images ({_IMAGE_COLUMNS})"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (
+                image.id,
+                image.created,
+                image.stored_at,
+                image.size,
+                image.content_size,
+                image.os,
+                image.architecture,
+                image.variant,
+                json.dumps(image.labels, sort_keys=True),
+                image.last_tag_time,
+            ),
+        )
+
+    def update_content_size(self, image_id: str) -> None:
+        self.db.execute(
+            "UPDATE images SET content_size = COALESCE(("
+            "  SELECT SUM(size) FROM ("
+            "    SELECT mb.blob_digest, mb.size FROM manifest_blobs mb"
+            "    JOIN targets t ON t.digest = mb.manifest_digest WHERE t.image_id = %(id)s"
+            "    UNION"
+            "    SELECT b.digest, b.size FROM targets t JOIN blobs b ON b.digest = t.digest"
+            "    WHERE t.image_id = %(id)s) owned), 0)"
+            " WHERE id = %(id)s",
+            {"id": image_id},
+        )
+
+    def set_last_tag_time(self, image_ids: Iterable[str], when: int) -> None:
+        wanted = sorted(set(image_ids))
+        if wanted:
+            self.db.execute(
+                "UPDATE images SET last_tag_time = %s WHERE id = ANY(%s)", (when, wanted)
+            )
+
+    def delete_image(self, image_id: str) -> list[str]:
+        manifests = [t.digest for t in self.manifests_of_image(image_id)]
+        if manifests:
+            self.db.execute(
+                "DELETE FROM manifest_blobs WHERE manifest_digest = ANY(%s)", (manifests,)
+            )
+            self.db.execute("DELETE FROM targets WHERE digest = ANY(%s)", (manifests,))
+        self.db.execute("DELETE FROM images WHERE id = %s", (image_id,))
+        return manifests
+
+    def delete_index(self, index_digest: str) -> None:
+        self.db.execute("DELETE FROM index_children WHERE index_digest = %s", (index_digest,))
+        self.db.execute("DELETE FROM targets WHERE digest = %s AND kind = 'index'", (index_digest,))
+
+    def set_name(self, row: NameRow) -> str | None:
+        previous = self.db.execute(
+            "SELECT target FROM names WHERE name = %s", (row.name,)
+        ).fetchone()
+        self.db.execute(
+            f"INSERT INTO names ({_NAME_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET target = excluded.target,"
+            "   updated_at = excluded.updated_at",
+            (
+                row.name,
+                row.repository,
+                row.tag,
+                row.digest,
+                row.target,
+                row.created_at,
+                row.updated_at,
+            ),
+        )
+        return None if previous is None else str(previous[0])
+
+    def delete_name(self, name: str) -> None:
+        self.db.execute("DELETE FROM names WHERE name = %s", (name,))
+
+    def append_events(self, events: Sequence[EventRow], when: int) -> int:
+        # The writers' lock is held since the transaction began: the cursors
+        # follow the order transactions commit in.
+        row = self.db.execute(
+            "UPDATE events_state SET last_cursor = last_cursor + %s WHERE id = 0"
+            " RETURNING last_cursor",
+            (len(events),),
+        ).fetchone()
+        assert row is not None  # the migration inserts the one row
+        last = int(row[0])
+        first = last - len(events) + 1
+        self.db.cursor().executemany(
+            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    event.kind,
+                    event.image_id,
+                    event.name,
+                    event.target,
+                    json.dumps(dict(event.labels), sort_keys=True),
+                    event.remote,
+                    event.reclaimed,
+                    first + position,
+                    when,
+                )
+                for position, event in enumerate(events)
+            ],
+        )
+        return last
+
+    def trim_events(self, keep: int, not_before: int) -> None:
+        self.db.execute(
+            "DELETE FROM events WHERE cursor <= (SELECT last_cursor FROM events_state) - %s",
+            (keep,),
+        )
+        # From the oldest up to the first young enough event: the scan in cursor
+        # order stops there, so a trim that removes nothing reads one row.
+        self.db.execute(
+            "DELETE FROM events WHERE cursor < COALESCE("
+            "  (SELECT cursor FROM events WHERE time >= %s ORDER BY cursor LIMIT 1),"
+            "  (SELECT last_cursor + 1 FROM events_state))",
+            (not_before,),
+        )

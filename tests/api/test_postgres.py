@@ -1,0 +1,139 @@
+"""The real server on a PostgreSQL catalog (``serve --catalog postgresql://…``).
+
+A server serves Load, ListImages, Inspect, Tag and Remove from PostgreSQL; a
+second server on another root and the same database sees the first one's
+changes on its next call (the catalog's generation is the database's, so no
+answer it keeps outlives another process's commit); and a lost database
+connection fails the call that meets it with CATALOG_UNAVAILABLE while the
+next call reconnects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+
+from imagestore.v1 import imagestore_pb2 as pb
+from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
+from tests.api.conftest import Server, start_server
+from tests.api.test_service import error_info, load
+from tests.archives import ImageSpec
+from tests.pg import Cluster, database_for
+from tests.store.builders import layer_tar
+
+Stub = pb_grpc.ImageStoreServiceStub
+
+
+@pytest.fixture
+def url(postgres_cluster: Cluster, tmp_path: Path) -> Iterator[str]:
+    database = database_for(tmp_path)
+    yield postgres_cluster.create_database(database)
+    postgres_cluster.drop_database(database)
+
+
+def serve(root: Path, url: str) -> Server:
+    return start_server(root, "--catalog", url, "--listen", "127.0.0.1:0", "--grace-period", "5")
+
+
+def stub_of(server: Server) -> tuple[grpc.Channel, Stub]:
+    channel = grpc.insecure_channel(server.address)
+    grpc.channel_ready_future(channel).result(timeout=10)
+    return channel, pb_grpc.ImageStoreServiceStub(channel)  # type: ignore[no-untyped-call]
+
+
+def tags(stub: Stub, image: str) -> list[str]:
+    return [n.familiar for n in stub.Inspect(pb.InspectRequest(image=image)).image.repo_tags]
+
+
+def listed(stub: Stub) -> list[list[str]]:
+    images = stub.ListImages(pb.ListImagesRequest()).images
+    return sorted(sorted(n.familiar for n in image.repo_tags) for image in images)
+
+
+def test_a_server_on_postgresql_loads_lists_inspects_tags_and_removes(
+    tmp_path: Path, url: str
+) -> None:
+    server = serve(tmp_path / "root", url)
+    channel, stub = stub_of(server)
+    try:
+        info = stub.GetServerInfo(pb.GetServerInfoRequest())
+        assert info.catalog == "postgresql"
+        load(stub, ImageSpec(tags=["app:1"], layers=[layer_tar({"a": b"1"})]))
+        load(stub, ImageSpec(tags=["other:1"], layers=[layer_tar({"b": b"2"})]))
+        assert listed(stub) == [["app:1"], ["other:1"]]
+        assert tags(stub, "app:1") == ["app:1"]
+        stub.Tag(pb.TagRequest(source="app:1", target="app:2"))
+        assert tags(stub, "app:1") == ["app:1", "app:2"]
+        stub.Remove(pb.RemoveRequest(images=["app:1"]))
+        assert tags(stub, "app:2") == ["app:2"]
+        stub.Remove(pb.RemoveRequest(images=["app:2"]))
+        with pytest.raises(grpc.RpcError) as gone:
+            stub.Inspect(pb.InspectRequest(image="app:2"))
+        assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+        assert listed(stub) == [["other:1"]]
+    finally:
+        channel.close()
+        assert server.stop() == 0, "".join(server.stderr_lines)[-3000:]
+    assert not (tmp_path / "root" / "catalog.db").exists()  # the catalog is the database
+
+
+def test_a_second_server_on_the_same_database_sees_the_first_ones_changes(
+    tmp_path: Path, url: str
+) -> None:
+    first = serve(tmp_path / "first", url)
+    # The blob files are shared as the scale-out will share them: one directory
+    # (Inspect reads the image's config file).
+    (tmp_path / "second").mkdir(mode=0o700)
+    (tmp_path / "second" / "blobs").symlink_to(tmp_path / "first" / "blobs")
+    second = serve(tmp_path / "second", url)
+    first_channel, first_stub = stub_of(first)
+    second_channel, second_stub = stub_of(second)
+    try:
+        load(first_stub, ImageSpec(tags=["app:1"], layers=[layer_tar({"a": b"1"})]))
+        # Asked twice: the second server keeps its answer until the catalog changes.
+        assert tags(second_stub, "app:1") == ["app:1"]
+        assert tags(second_stub, "app:1") == ["app:1"]
+        assert listed(second_stub) == [["app:1"]]
+        first_stub.Tag(pb.TagRequest(source="app:1", target="app:2"))
+        assert tags(second_stub, "app:1") == ["app:1", "app:2"]
+        assert listed(second_stub) == [["app:1", "app:2"]]
+        second_stub.Tag(pb.TagRequest(source="app:2", target="app:3"))
+        assert tags(first_stub, "app:1") == ["app:1", "app:2", "app:3"]
+    finally:
+        for channel in (first_channel, second_channel):
+            channel.close()
+        for server in (first, second):
+            assert server.stop() == 0, "".join(server.stderr_lines)[-3000:]
+
+
+def test_a_lost_connection_is_catalog_unavailable_and_the_next_call_reconnects(
+    tmp_path: Path, url: str, postgres_cluster: Cluster
+) -> None:
+    server = serve(tmp_path / "root", url)
+    channel, stub = stub_of(server)
+    try:
+        load(stub, ImageSpec(tags=["app:1"], layers=[layer_tar({"a": b"1"})]))
+        assert tags(stub, "app:1") == ["app:1"]
+        with psycopg.connect(postgres_cluster.url("postgres"), autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                (database_for(tmp_path),),
+            ).fetchall()
+        assert ended
+        assert all(row[0] for row in ended)  # each one gone before we go on
+        # Every connection the server had is dead: the next read meets one.
+        with pytest.raises(grpc.RpcError) as lost:
+            stub.ListImages(pb.ListImagesRequest())
+        assert lost.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert error_info(lost.value).reason == "CATALOG_UNAVAILABLE"
+        assert listed(stub) == [["app:1"]]  # the pool checked its connections: fresh ones
+        stub.Tag(pb.TagRequest(source="app:1", target="app:2"))
+        assert tags(stub, "app:1") == ["app:1", "app:2"]
+    finally:
+        channel.close()
+        assert server.stop() == 0, "".join(server.stderr_lines)[-3000:]

@@ -1,0 +1,212 @@
+"""The PostgreSQL catalog's own behaviour, where several processes share one
+database (each ``PostgresCatalog`` here stands for one: its own pool and
+locks): migrations run once, writers take turns in commit order, a read waits
+for no writer, the generation moves with another process's commit; and the
+schema's version and ``--catalog``'s values. (What every catalog must do is
+the contract suite in the other modules of ``tests/store``.)"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from imagestore import errors
+from imagestore.store.parts import catalog_factory, sqlite_catalog
+from imagestore.store.postgres import MIGRATIONS, STATE_TABLE, PostgresCatalog
+from imagestore.store.records import BlobRow, EventRow
+from tests.pg import Cluster
+
+#: seconds before a thread that should have finished is declared stuck (a
+#: failure detector for a deadlock, not a wait for a race)
+STUCK = 60
+
+
+def blob(n: int) -> BlobRow:
+    return BlobRow("sha256:" + f"{n:064x}", 3, "application/octet-stream", None, None, n)
+
+
+@pytest.fixture
+def url(postgres_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    database = "t_" + request.node.name.lower()[:40].replace("[", "_").replace("]", "")
+    postgres_cluster.drop_database(database)
+    yield postgres_cluster.create_database(database)
+    postgres_cluster.drop_database(database)
+
+
+@pytest.fixture
+def admin(url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(url, autocommit=True) as connection:
+        yield connection
+
+
+def test_a_version_1_catalog_is_migrated_and_keeps_its_rows(
+    url: str, admin: psycopg.Connection
+) -> None:
+    with admin.transaction():
+        admin.execute(STATE_TABLE)
+        admin.execute(MIGRATIONS[0])
+        admin.execute("UPDATE catalog_state SET schema_version = 1")
+        admin.execute(
+            "INSERT INTO blobs VALUES (%s, 3, 'application/octet-stream', NULL, NULL, 1)",
+            (blob(1).digest,),
+        )
+    catalog = PostgresCatalog(url)
+    try:
+        assert catalog.schema_version == len(MIGRATIONS) == 4
+        with catalog.transaction() as writer:
+            writer.record_blob_sources([blob(1).digest], "registry.test", "team/app", 2)
+        with catalog.reading() as reader:
+            assert reader.blob(blob(1).digest) == blob(1)
+            assert reader.blob_sources(blob(1).digest, "registry.test") == ["team/app"]
+            assert reader.event_bounds() == (1, 0)
+    finally:
+        catalog.close()
+
+
+def test_a_catalog_from_a_newer_imagestore_is_refused(url: str, admin: psycopg.Connection) -> None:
+    PostgresCatalog(url).close()
+    admin.execute("UPDATE catalog_state SET schema_version = 999")
+    with pytest.raises(errors.CatalogTooNew, match="newer than this imagestore") as refused:
+        PostgresCatalog(url)
+    assert refused.value.metadata == {"version": "999", "supported": "4"}
+
+
+def test_processes_opening_a_new_database_at_once_migrate_it_once(url: str) -> None:
+    start = threading.Barrier(4)
+
+    def open_catalog() -> int:
+        start.wait(STUCK)
+        catalog = PostgresCatalog(url)
+        try:
+            return catalog.schema_version
+        finally:
+            catalog.close()
+
+    with ThreadPoolExecutor(4) as pool:
+        versions = list(pool.map(lambda _: open_catalog(), range(4), timeout=STUCK))
+    assert versions == [4] * 4
+
+
+def _waiting_for_the_writers_lock(admin: psycopg.Connection) -> int:
+    row = admin.execute(
+        "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def test_writers_of_two_processes_take_turns_and_cursors_follow_commit_order(
+    url: str,
+    admin: psycopg.Connection,
+) -> None:
+    first, second = PostgresCatalog(url), PostgresCatalog(url)
+    release = threading.Event()
+    holding = threading.Event()
+    try:
+
+        def hold_the_lock() -> int:
+            with first.transaction() as db:
+                holding.set()
+                assert release.wait(STUCK)
+                db.record_blob(blob(1))
+                return db.append_events([EventRow("tag", name="a:1")] * 2, 1)
+
+        def write_after() -> tuple[int, bool]:
+            with second.transaction() as db:
+                seen = db.blob(blob(1).digest) is not None  # the first one's commit
+                return db.append_events([EventRow("tag", name="b:1")], 2), seen
+
+        with ThreadPoolExecutor(2) as pool:
+            held = pool.submit(hold_the_lock)
+            assert holding.wait(STUCK)
+            waiting = pool.submit(write_after)
+            # The second writer's BEGIN waits for the lock: polled in pg_locks.
+            while _waiting_for_the_writers_lock(admin) == 0:
+                assert not waiting.done(), waiting.result()
+                admin.execute("SELECT pg_sleep(0.01)")
+            release.set()
+            assert held.result(STUCK) == 2
+            assert waiting.result(STUCK) == (3, True)
+        with second.reading() as reader:
+            assert [(e.cursor, e.name) for e in reader.events_after(0, 10)] == [
+                (1, "a:1"),
+                (2, "a:1"),
+                (3, "b:1"),
+            ]
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_read_waits_for_no_writer_of_another_process(url: str) -> None:
+    writer, reader = PostgresCatalog(url), PostgresCatalog(url)
+    try:
+        with writer.transaction() as db:
+            db.record_blob(blob(1))
+            with reader.reading() as snapshot:  # another process, same moment
+                assert snapshot.blob(blob(1).digest) is None
+                assert snapshot.blob_count() == 0
+        with reader.reading() as snapshot:
+            assert snapshot.blob(blob(1).digest) == blob(1)
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_the_generation_moves_with_another_process_s_commit(url: str) -> None:
+    first, second = PostgresCatalog(url), PostgresCatalog(url)
+    try:
+        before = second.generation
+        assert before is not None
+        assert second.generation == before  # nothing changed: answers may be kept
+        with first.transaction() as db:
+            db.record_blob(blob(1))
+            assert second.generation == before  # not committed yet
+        moved = second.generation
+        assert moved is not None
+        assert moved != before
+        with first.transaction(rollback=True) as db:
+            db.record_blob(blob(2))
+        assert second.generation == moved  # undone: nothing to see
+    finally:
+        first.close()
+        second.close()
+
+
+def test_the_generation_is_none_while_the_database_cannot_be_reached(
+    url: str,
+    admin: psycopg.Connection,
+) -> None:
+    catalog = PostgresCatalog(url)
+    try:
+        assert catalog.generation is not None
+        admin.execute(
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert catalog.generation is None  # its connection was lost: keep nothing
+        with pytest.raises(errors.CatalogUnavailable), catalog.reading() as reader:
+            reader.blob_count()
+        with catalog.reading() as reader:  # the pool replaced its connections
+            assert reader.blob_count() == 0
+    finally:
+        catalog.close()
+
+
+def test_the_catalog_option_names_sqlite_or_a_postgresql_url(url: str) -> None:
+    assert catalog_factory(None) is sqlite_catalog
+    assert catalog_factory("") is sqlite_catalog
+    for wrong in ("sqlite:///tmp/catalog.db", "/var/lib/catalog.db", "mysql://db/x"):
+        with pytest.raises(errors.OptionInvalid) as refused:
+            catalog_factory(wrong)
+        assert refused.value.metadata == {"option": "catalog"}
+    catalog = catalog_factory(url)(Path("/nonexistent"))  # the root plays no part
+    try:
+        assert catalog.kind == "postgresql"
+    finally:
+        catalog.close()
