@@ -18,7 +18,7 @@ from prometheus_client import (
 
 # Each counter would also export a `_created` timestamp series per label set,
 # doubling what a scrape carries for nothing a dashboard uses.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 #: registry hosts given a label of their own; requests to any further host are
 #: counted under OTHER_HOST, so callers naming registries cannot grow the series

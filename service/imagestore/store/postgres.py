@@ -391,6 +391,12 @@ class PostgresCatalog:
                 _roll_back(db)
                 if isinstance(exc, psycopg.OperationalError):
                     raise self._unavailable(exc) from None
+                if isinstance(exc, psycopg.DataError):
+                    # Values SQLite keeps and PostgreSQL cannot (a NUL in a
+                    # config's strings): the content is refused, nothing stored.
+                    raise errors.MalformedContent(
+                        f"the catalog cannot store this content: {exc}"
+                    ) from None
                 raise
             with self._mapped():
                 db.execute("ROLLBACK" if rollback else _COMMIT_WRITE)
