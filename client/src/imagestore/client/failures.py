@@ -36,17 +36,31 @@ _BY_STATUS = {cls.status: cls for cls in errors.ImageStoreError.__subclasses__()
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 #: the trailer a failed call's google.rpc.Status travels in (gRPC's richer error model)
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
+#: the header the server names each call by (also on its log lines)
+REQUEST_ID_KEY = "x-request-id"
 
 
 def error(failure: grpc.RpcError) -> errors.ImageStoreError:
     """The domain exception a failed call stands for: by its ErrorInfo reason
     when the server sent one, else by status code. It holds what the server
     sent: ``reason`` (as sent; "" without an ErrorInfo), ``metadata``,
-    ``retry_after`` (RetryInfo), ``field`` (BadRequest) and ``resource``
-    (ResourceInfo)."""
+    ``retry_after`` (RetryInfo), ``field`` (BadRequest), ``resource``
+    (ResourceInfo) and ``request_id`` (the call's ``x-request-id`` header)."""
     call: Any = failure
     status = _rich_status(call.trailing_metadata() or ())
-    return _exception(call.code(), call.details(), status.details if status is not None else ())
+    exception = _exception(
+        call.code(), call.details(), status.details if status is not None else ()
+    )
+    headers = call.initial_metadata() if hasattr(call, "initial_metadata") else None
+    exception.request_id = _request_id(headers or ())
+    return exception
+
+
+def _request_id(headers: Any) -> str | None:
+    for key, value in headers:
+        if key == REQUEST_ID_KEY and isinstance(value, str):
+            return value
+    return None
 
 
 def _rich_status(trailers: Any) -> status_pb2.Status | None:
