@@ -1,5 +1,5 @@
 """The server's logging: one line per record on stderr, as text or as JSON
-(in text, a record's traceback follows on lines of its own).
+(in text, a record's traceback follows on indented lines of its own).
 
 Text: ``2026-11-30T04:50:01.123Z INFO imagestore.rpc rpc method=… code=OK …``;
 JSON: ``{"time": …, "level": …, "logger": …, "message": …, <fields>}``. The
@@ -127,7 +127,7 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     """``time LEVEL logger message key=value …``; the message on one line (a
-    newline in it shows as ``\\n``), a traceback on the lines after it."""
+    newline in it shows as ``\\n``), a traceback on indented lines after it."""
 
     def format(self, record: logging.LogRecord) -> str:
         parts = [timestamp(record), record.levelname, record.name, one_line(record.getMessage())]
@@ -136,10 +136,17 @@ class TextFormatter(logging.Formatter):
         if record.exc_info:
             record.exc_text = record.exc_text or self.formatException(record.exc_info)
         if record.exc_text:
-            line += "\n" + record.exc_text
+            line += indented(record.exc_text)
         if record.stack_info:
-            line += "\n" + self.formatStack(record.stack_info)
+            line += indented(self.formatStack(record.stack_info))
         return line
+
+
+def indented(text: str) -> str:
+    """A traceback's lines, each on a line of its own that starts with a space:
+    an exception's message can hold a newline (a name a client sent), and what
+    follows it must not pass for a record of its own."""
+    return "".join(f"\n    {one_line(part)}" for part in text.split("\n"))
 
 
 def one_line(text: str) -> str:

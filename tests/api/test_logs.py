@@ -212,18 +212,21 @@ def test_a_load_cancelled_as_the_server_stops_ends_in_its_access_line_alone(
     server waits for it (no grpc traceback about a task cancelled at exit) and
     its access line is written after grpc has let the call go."""
     archive = docker_archive(ImageSpec(["z:1"], [layer_tar({"z": bytes(3 << 20)})]))
-    sent = threading.Event()
+    sent, cancelled = threading.Event(), threading.Event()
 
     def requests() -> Iterator[pb.LoadRequest]:
         yield pb.LoadRequest(chunk=archive[: len(archive) // 2])
         sent.set()
-        threading.Event().wait(30)  # hold the stream open until cancelled
+        cancelled.wait(60)  # hold the stream open until cancelled
 
     with running(tmp_path, "--log-format=json", "--grace-period=5") as (server, stub):
         call = stub.Load(requests(), metadata=[("x-request-id", "load-1")])
-        sent.wait(10)
-        next(call, None)  # a progress message came back: the server is mid-load
-        call.cancel()
+        try:
+            assert sent.wait(10)
+            next(call, None)  # a progress message came back: the server is mid-load
+            call.cancel()
+        finally:
+            cancelled.set()
     records = json_records(server.stderr_lines)  # no traceback lines among them
     # CANCELLED, or INVALID_ARGUMENT when the handler saw the stream end
     # (cut short) before it learnt of the cancellation
@@ -264,6 +267,20 @@ def test_text_lines_escape_what_would_break_them() -> None:
     assert text_value("") == '""'
     assert text_value("a=b") == '"a=b"'
     assert text_value(12.5) == "12.5"
+
+
+def test_a_text_traceback_cannot_forge_a_record_line() -> None:
+    """An exception's message can hold what a client sent, newlines included."""
+    forged = "2026-11-30T04:50:01.123Z INFO imagestore.rpc rpc code=OK"
+    try:
+        raise ValueError(f"no image 'x\n{forged}'\r\x1b[2K")
+    except ValueError:
+        failed = record("internal error", exc_info=sys.exc_info())
+    first, *rest = TextFormatter().format(failed).split("\n")
+    assert first.endswith(" internal error")
+    assert rest[0] == "    Traceback (most recent call last):"
+    assert f"    {forged}'\\r\\x1b[2K" in rest
+    assert all(line.startswith("    ") for line in rest), rest
 
 
 def test_the_filter_puts_the_current_request_id_on_records() -> None:

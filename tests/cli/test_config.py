@@ -381,15 +381,7 @@ def test_other_commands_read_no_configuration_file(cli: Cli, tmp_path: Path) -> 
     broken = write(tmp_path / "broken.toml", "listen = \n")
     env = {**cli.env(), "IMAGESTORE_CONFIG": str(broken)}
     for args in (["images", "-q"], ["--version"], ["serve", "--help"]):
-        result = subprocess.run(
-            [sys.executable, "-m", "imagestore", *args],
-            cwd=PROJECT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        result = imagestore(*args, env=env)
         assert (result.returncode, result.stderr) == (0, ""), args
     assert "--print-config" in result.stdout
     assert "--log-format {text,json}" in result.stdout

@@ -96,6 +96,7 @@ def add_parser(commands: Any) -> None:
     """`serve` with every option (this imports the server's modules for their defaults)."""
     from imagestore.api.admission import Limits
     from imagestore.api.server import default_root
+    from imagestore.logs import FORMATS, LEVELS
     from imagestore.store.events import DEFAULT_EVENTS_MAX_AGE, DEFAULT_EVENTS_MAX_COUNT
     from imagestore.store.store import DEFAULT_MAX_LAYER_SIZE, ORPHAN_GRACE_PERIOD
 
@@ -230,13 +231,13 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--log-level",
         default="info",
-        choices=["debug", "info", "warning", "error"],
+        choices=LEVELS,
         help="least severe log records written (default info)",
     )
     parser.add_argument(
         "--log-format",
         default="text",
-        choices=["text", "json"],
+        choices=FORMATS,
         help="log lines as text, or as one JSON object each (default text)",
     )
     settings = config_file.Settings(parser, exclude=_NOT_SETTINGS)
