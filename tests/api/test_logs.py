@@ -167,6 +167,40 @@ def test_records_logged_deep_inside_a_call_carry_its_request_id(tmp_path: Path) 
     assert access(records, "pull-1")["image"] == f"127.0.0.1:{port}/app:1"
 
 
+@contextmanager
+def silent_port() -> Iterator[int]:
+    """A loopback port that takes connections (the kernel's backlog) and never
+    answers: a registry request to it waits until something gives up."""
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(8)
+        yield listening.getsockname()[1]
+
+
+def test_a_call_past_its_deadline_is_logged_as_the_client_saw_it(tmp_path: Path) -> None:
+    """grpc cancels the handler of a call whose deadline passed, as it does
+    when the client cancels: the access line still says DEADLINE_EXCEEDED."""
+    with silent_port() as port, running(tmp_path, "--log-format=json") as (server, stub):
+        pull = stub.Pull(
+            pb.PullRequest(image=f"127.0.0.1:{port}/app:1"),
+            metadata=[("x-request-id", "late-1")],
+            timeout=1,
+        )
+        with pytest.raises(grpc.RpcError) as late:
+            list(pull)
+        assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        cancelled = stub.Pull(
+            pb.PullRequest(image=f"127.0.0.1:{port}/app:2"),
+            metadata=[("x-request-id", "gone-1")],
+            timeout=60,
+        )
+        assert sent_id(cancelled) == "gone-1"  # the handler runs: it answered with headers
+        cancelled.cancel()
+    records = json_records(server.stderr_lines)
+    assert access(records, "late-1")["code"] == "DEADLINE_EXCEEDED"
+    assert access(records, "gone-1")["code"] == "CANCELLED"
+
+
 def test_debug_level_leaves_library_loggers_at_warning(tmp_path: Path) -> None:
     with running(tmp_path, "--log-format=json", "--log-level=debug") as (server, stub):
         stub.ListImages(pb.ListImagesRequest())
