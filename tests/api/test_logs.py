@@ -210,9 +210,11 @@ def test_debug_level_leaves_library_loggers_at_warning(tmp_path: Path) -> None:
     assert any(r["logger"] == "imagestore.rpc" for r in records)
 
 
-def test_libraries_log_at_the_level_the_variable_names(tmp_path: Path) -> None:
-    variable = {"IMAGESTORE_LOG_LIBRARIES": "debug"}
-    with running(tmp_path, "--log-format=json", env=variable) as (server, stub):
+@pytest.mark.parametrize("how", ["flag", "variable"])
+def test_libraries_log_at_the_level_log_libraries_names(tmp_path: Path, how: str) -> None:
+    flag = ["--log-libraries=debug"] if how == "flag" else []
+    variable = {"IMAGESTORE_LOG_LIBRARIES": "debug"} if how == "variable" else {}
+    with running(tmp_path, "--log-format=json", *flag, env=variable) as (server, stub):
         stub.ListImages(pb.ListImagesRequest())
     records = json_records(server.stderr_lines)
     # asyncio says which selector its loop uses, at debug
