@@ -1,5 +1,5 @@
 """The server's logging: one line per record on stderr, as text or as JSON
-(in text, a record's traceback follows on lines of its own).
+(in text, a record's traceback follows on indented lines of its own).
 
 Text: ``2026-11-30T04:50:01.123Z INFO imagestore.rpc rpc method=… code=OK …``;
 JSON: ``{"time": …, "level": …, "logger": …, "message": …, <fields>}``. The
@@ -8,15 +8,13 @@ and the ID of the call it was logged in (:data:`REQUEST_ID`).
 
 ``--log-level`` sets the level of the ``imagestore`` loggers only: libraries
 (grpc, asyncio, aiohttp) stay at WARNING, since at debug they flood the log
-with their internals; ``IMAGESTORE_LOG_LIBRARIES=debug`` (or info, warning,
-error) sets theirs.
+with their internals; ``--log-libraries debug`` (or info, error) sets theirs.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
 import time
@@ -25,8 +23,7 @@ from typing import Any
 
 FORMATS = ("text", "json")
 LEVELS = ("debug", "info", "warning", "error")
-#: the variable that sets the third-party loggers' level
-LIBRARIES_VARIABLE = "IMAGESTORE_LOG_LIBRARIES"
+#: the third-party loggers' level unless --log-libraries says otherwise
 LIBRARIES_DEFAULT = "warning"
 
 #: the ID of the call being served (set by the access log's interceptor):
@@ -43,13 +40,13 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 _BARE = re.compile(r"[^\s\"=\\]+")
 
 
-def configure_logging(level: str, log_format: str = "text") -> None:
+def configure_logging(
+    level: str, log_format: str = "text", libraries: str = LIBRARIES_DEFAULT
+) -> None:
     """Send log records to stderr, one a line, in ``log_format`` (text or
-    json); the ``imagestore`` loggers at ``level``, libraries at the level
-    :data:`LIBRARIES_VARIABLE` names (WARNING by default)."""
+    json); the ``imagestore`` loggers at ``level``, libraries at ``libraries``."""
     if log_format not in FORMATS:
         raise ValueError(f"log format {log_format!r}: expected text or json")
-    libraries = os.environ.get(LIBRARIES_VARIABLE, "").strip().lower() or LIBRARIES_DEFAULT
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(RequestIdFilter())
@@ -57,17 +54,9 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     for previous in list(root.handlers):
         root.removeHandler(previous)
     root.addHandler(handler)
-    root.setLevel(_level(libraries if libraries in LEVELS else LIBRARIES_DEFAULT))
+    root.setLevel(_level(libraries))
     logging.getLogger("imagestore").setLevel(_level(level))
     logging.captureWarnings(True)  # warnings become records, in the same format
-    if libraries not in LEVELS:
-        logging.getLogger(__name__).warning(
-            "%s=%s is not one of %s: libraries log at %s",
-            LIBRARIES_VARIABLE,
-            libraries,
-            ", ".join(LEVELS),
-            LIBRARIES_DEFAULT,
-        )
 
 
 def _level(name: str) -> int:
@@ -127,7 +116,7 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     """``time LEVEL logger message key=value …``; the message on one line (a
-    newline in it shows as ``\\n``), a traceback on the lines after it."""
+    newline in it shows as ``\\n``), a traceback on indented lines after it."""
 
     def format(self, record: logging.LogRecord) -> str:
         parts = [timestamp(record), record.levelname, record.name, one_line(record.getMessage())]
@@ -136,10 +125,17 @@ class TextFormatter(logging.Formatter):
         if record.exc_info:
             record.exc_text = record.exc_text or self.formatException(record.exc_info)
         if record.exc_text:
-            line += "\n" + record.exc_text
+            line += indented(record.exc_text)
         if record.stack_info:
-            line += "\n" + self.formatStack(record.stack_info)
+            line += indented(self.formatStack(record.stack_info))
         return line
+
+
+def indented(text: str) -> str:
+    """A traceback's lines, each on a line of its own that starts with a space:
+    an exception's message can hold a newline (a name a client sent), and what
+    follows it must not pass for a record of its own."""
+    return "".join(f"\n    {one_line(part)}" for part in text.split("\n"))
 
 
 def one_line(text: str) -> str:

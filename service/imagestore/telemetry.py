@@ -8,6 +8,8 @@ them is the API's business (``api/metrics.py``).
 
 from __future__ import annotations
 
+from http import HTTPStatus
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -34,6 +36,7 @@ PULL_OUTCOMES = ("downloaded", "present")
 PUSH_OUTCOMES = ("uploaded", "mounted", "present")
 LOAD_OUTCOMES = ("stored", "present")
 OPERATIONS = ("pull", "push", "load")
+_NAMED_STATUSES = frozenset(HTTPStatus)
 
 
 class LayerCounts:
@@ -99,7 +102,8 @@ class Telemetry:
         self.registry_requests = Counter(
             "imagestore_registry_requests",
             f"Requests sent to registries (and their token services and storage),"
-            f" by host and HTTP status ({NO_ANSWER!r}: no answer)",
+            f" by host and HTTP status ({NO_ANSWER!r}: no answer; a status HTTP does not"
+            " name: its class, such as 5xx)",
             ["host", "status"],
             registry=registry,
         )
@@ -129,5 +133,14 @@ class Telemetry:
 
     def registry_request(self, host: str, status: str, seconds: float) -> None:
         """One request to ``host`` (a label from :meth:`registry_host`) ended."""
-        self.registry_requests.labels(host, status).inc()
+        self.registry_requests.labels(host, status_label(status)).inc()
         self.registry_latency.labels(host).observe(seconds)
+
+
+def status_label(status: str) -> str:
+    """An HTTP status as a label: itself when HTTP names it, else its class
+    (``599`` → ``5xx``), since a registry may answer with any number from 100
+    to 999 and each would be a series of its own."""
+    if not status.isdigit() or len(status) != 3:
+        return status  # NO_ANSWER
+    return status if int(status) in _NAMED_STATUSES else status[0] + "xx"

@@ -167,6 +167,40 @@ def test_records_logged_deep_inside_a_call_carry_its_request_id(tmp_path: Path) 
     assert access(records, "pull-1")["image"] == f"127.0.0.1:{port}/app:1"
 
 
+@contextmanager
+def silent_port() -> Iterator[int]:
+    """A loopback port that takes connections (the kernel's backlog) and never
+    answers: a registry request to it waits until something gives up."""
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(8)
+        yield listening.getsockname()[1]
+
+
+def test_a_call_past_its_deadline_is_logged_as_the_client_saw_it(tmp_path: Path) -> None:
+    """grpc cancels the handler of a call whose deadline passed, as it does
+    when the client cancels: the access line still says DEADLINE_EXCEEDED."""
+    with silent_port() as port, running(tmp_path, "--log-format=json") as (server, stub):
+        pull = stub.Pull(
+            pb.PullRequest(image=f"127.0.0.1:{port}/app:1"),
+            metadata=[("x-request-id", "late-1")],
+            timeout=1,
+        )
+        with pytest.raises(grpc.RpcError) as late:
+            list(pull)
+        assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        cancelled = stub.Pull(
+            pb.PullRequest(image=f"127.0.0.1:{port}/app:2"),
+            metadata=[("x-request-id", "gone-1")],
+            timeout=60,
+        )
+        assert sent_id(cancelled) == "gone-1"  # the handler runs: it answered with headers
+        cancelled.cancel()
+    records = json_records(server.stderr_lines)
+    assert access(records, "late-1")["code"] == "DEADLINE_EXCEEDED"
+    assert access(records, "gone-1")["code"] == "CANCELLED"
+
+
 def test_debug_level_leaves_library_loggers_at_warning(tmp_path: Path) -> None:
     with running(tmp_path, "--log-format=json", "--log-level=debug") as (server, stub):
         stub.ListImages(pb.ListImagesRequest())
@@ -176,9 +210,11 @@ def test_debug_level_leaves_library_loggers_at_warning(tmp_path: Path) -> None:
     assert any(r["logger"] == "imagestore.rpc" for r in records)
 
 
-def test_libraries_log_at_the_level_the_variable_names(tmp_path: Path) -> None:
-    variable = {"IMAGESTORE_LOG_LIBRARIES": "debug"}
-    with running(tmp_path, "--log-format=json", env=variable) as (server, stub):
+@pytest.mark.parametrize("how", ["flag", "variable"])
+def test_libraries_log_at_the_level_log_libraries_names(tmp_path: Path, how: str) -> None:
+    flag = ["--log-libraries=debug"] if how == "flag" else []
+    variable = {"IMAGESTORE_LOG_LIBRARIES": "debug"} if how == "variable" else {}
+    with running(tmp_path, "--log-format=json", *flag, env=variable) as (server, stub):
         stub.ListImages(pb.ListImagesRequest())
     records = json_records(server.stderr_lines)
     # asyncio says which selector its loop uses, at debug
@@ -212,18 +248,21 @@ def test_a_load_cancelled_as_the_server_stops_ends_in_its_access_line_alone(
     server waits for it (no grpc traceback about a task cancelled at exit) and
     its access line is written after grpc has let the call go."""
     archive = docker_archive(ImageSpec(["z:1"], [layer_tar({"z": bytes(3 << 20)})]))
-    sent = threading.Event()
+    sent, cancelled = threading.Event(), threading.Event()
 
     def requests() -> Iterator[pb.LoadRequest]:
         yield pb.LoadRequest(chunk=archive[: len(archive) // 2])
         sent.set()
-        threading.Event().wait(30)  # hold the stream open until cancelled
+        cancelled.wait(60)  # hold the stream open until cancelled
 
     with running(tmp_path, "--log-format=json", "--grace-period=5") as (server, stub):
         call = stub.Load(requests(), metadata=[("x-request-id", "load-1")])
-        sent.wait(10)
-        next(call, None)  # a progress message came back: the server is mid-load
-        call.cancel()
+        try:
+            assert sent.wait(10)
+            next(call, None)  # a progress message came back: the server is mid-load
+            call.cancel()
+        finally:
+            cancelled.set()
     records = json_records(server.stderr_lines)  # no traceback lines among them
     # CANCELLED, or INVALID_ARGUMENT when the handler saw the stream end
     # (cut short) before it learnt of the cancellation
@@ -264,6 +303,20 @@ def test_text_lines_escape_what_would_break_them() -> None:
     assert text_value("") == '""'
     assert text_value("a=b") == '"a=b"'
     assert text_value(12.5) == "12.5"
+
+
+def test_a_text_traceback_cannot_forge_a_record_line() -> None:
+    """An exception's message can hold what a client sent, newlines included."""
+    forged = "2026-11-30T04:50:01.123Z INFO imagestore.rpc rpc code=OK"
+    try:
+        raise ValueError(f"no image 'x\n{forged}'\r\x1b[2K")
+    except ValueError:
+        failed = record("internal error", exc_info=sys.exc_info())
+    first, *rest = TextFormatter().format(failed).split("\n")
+    assert first.endswith(" internal error")
+    assert rest[0] == "    Traceback (most recent call last):"
+    assert f"    {forged}'\\r\\x1b[2K" in rest
+    assert all(line.startswith("    ") for line in rest), rest
 
 
 def test_the_filter_puts_the_current_request_id_on_records() -> None:

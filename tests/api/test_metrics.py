@@ -6,7 +6,10 @@ test registry of tests/registry/hostile.py (which knows each blob's size)."""
 
 from __future__ import annotations
 
+import logging
 import signal
+import socket
+import struct
 import threading
 import urllib.error
 import urllib.request
@@ -19,9 +22,9 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from imagestore.api.metrics import Metrics
+from imagestore.api.metrics import Metrics, MetricsListener
 from imagestore.store.store import Store
-from imagestore.telemetry import MAX_REGISTRY_HOSTS, OTHER_HOST, Telemetry
+from imagestore.telemetry import MAX_REGISTRY_HOSTS, NO_ANSWER, OTHER_HOST, Telemetry
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 from imagestore.version import __version__
@@ -284,12 +287,88 @@ def test_the_listener_runs_in_process_on_port_zero(tmp_path: Path) -> None:
             urllib.request.urlopen(f"http://127.0.0.1:{listener.port}/healthz", timeout=10)
 
 
+@pytest.fixture
+def listener(tmp_path: Path) -> Iterator[MetricsListener]:
+    """A metrics listener in this process, on a free port."""
+    with Store.open(tmp_path / "root") as store:
+        serving = Metrics(Telemetry(), store).serve("127.0.0.1", 0)
+        try:
+            yield serving
+        finally:
+            serving.close()
+
+
+def test_a_request_target_that_does_not_parse_is_answered_400(
+    listener: MetricsListener, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with socket.create_connection(("127.0.0.1", listener.port), timeout=10) as client:
+        client.sendall(b"GET http://[/metrics HTTP/1.0\r\n\r\n")
+        answer = client.makefile("rb").read()
+    assert answer.startswith(b"HTTP/1.0 400 "), answer
+    assert get(listener.port, "/healthz")[0] == 200
+    assert capfd.readouterr().err == ""
+
+
+def test_a_scraper_that_resets_its_connection_is_one_debug_record(
+    listener: MetricsListener, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not socketserver's traceback on stderr, which would break the JSON log."""
+    caplog.set_level(logging.DEBUG, logger="imagestore.metrics")
+    with socket.create_connection(("127.0.0.1", listener.port), timeout=10) as client:
+        client.sendall(b"GET /metr")  # the handler waits for the rest of the line
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    # closed with linger 0: a reset, which the waiting handler reads
+
+    def reset_logged() -> bool:
+        return any("connection reset" in r.getMessage().lower() for r in caplog.records)
+
+    wait_until(reset_logged)
+    [record] = [r for r in caplog.records if r.name == "imagestore.metrics"]
+    assert record.levelno == logging.DEBUG
+    assert capfd.readouterr().err == ""
+
+
+def test_closing_cuts_off_a_scraper_that_stalls(listener: MetricsListener) -> None:
+    """close() runs on the server's event loop at shutdown: a scraper that sent
+    half a request must not hold it until the handler's 30 s timeout."""
+    with (
+        socket.create_connection(("127.0.0.1", listener.port), timeout=10) as stalled,
+        socket.create_connection(("127.0.0.1", listener.port), timeout=10) as later,
+    ):
+        stalled.sendall(b"GET /metr")
+        # accepted in order: once the later connection is answered, the stalled
+        # one has its handler, waiting for the rest of its request line
+        later.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        assert later.makefile("rb").read().startswith(b"HTTP/1.0 200 ")
+        closer = threading.Thread(target=listener.close)
+        closer.start()
+        try:
+            assert stalled.recv(100) == b""  # cut (the timeout would raise TimeoutError)
+        finally:
+            closer.join(60)
+        assert not closer.is_alive()
+
+
 def test_registry_hosts_beyond_the_cap_share_one_label() -> None:
     telemetry = Telemetry()
     hosts = [f"registry-{n}.example:5000" for n in range(MAX_REGISTRY_HOSTS)]
     assert [telemetry.registry_host(host) for host in hosts] == hosts
     assert telemetry.registry_host("one-more.example") == OTHER_HOST
     assert telemetry.registry_host(hosts[0]) == hosts[0]
+
+
+def test_statuses_http_does_not_name_share_their_class_label() -> None:
+    """A registry may answer 100 to 999: each number must not become a series."""
+    telemetry = Telemetry()
+    for status in ("200", "404", "599", "555", "299", NO_ANSWER):
+        telemetry.registry_request("r.example", status, 0.01)
+    labels = {
+        sample.labels["status"]
+        for family in telemetry.registry.collect()
+        if family.name == "imagestore_registry_requests"
+        for sample in family.samples
+    }
+    assert labels == {"200", "404", "5xx", "2xx", NO_ANSWER}
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -134,6 +134,26 @@ def test_a_reachable_listener_without_tls_is_refused_in_one_line(tmp_path: Path)
     assert server.stop() == 0
 
 
+def test_metrics_reachable_from_other_machines_need_insecure_even_with_tls(
+    tmp_path: Path, pki: Path
+) -> None:
+    """TLS secures the gRPC listener only: the metrics listener is plain HTTP."""
+    tls = ["--tls-cert", str(pki / "server.crt"), "--tls-key", str(pki / "server.key")]
+    command = [sys.executable, "-m", "imagestore", "serve", "--root", str(tmp_path / "r")]
+    result = subprocess.run(
+        [*command, "--listen", "127.0.0.1:0", *tls, "--metrics-listen", "0.0.0.0:0"],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "refusing to serve metrics on 0.0.0.0:0: plain HTTP" in result.stderr
+    assert "--insecure" in result.stderr
+
+
 def test_a_unix_socket_is_private_to_its_owner(tmp_path: Path) -> None:
     path = tmp_path / "imagestore.sock"
     server = start_server(tmp_path / "root", "--listen", f"unix://{path}")

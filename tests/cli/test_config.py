@@ -365,11 +365,25 @@ def test_a_named_file_that_cannot_be_read_is_one_line(tmp_path: Path) -> None:
             "xml",
             "invalid choice: 'xml' (choose from text, json)",
         ),
+        (
+            "IMAGESTORE_INSECURE",
+            "sure",
+            "expected a boolean (1, true, yes, on or 0, false, no, off), got 'sure'",
+        ),
     ],
 )
 def test_a_malformed_variable_is_one_line_naming_it(variable: str, value: str, error: str) -> None:
     result = serve("--print-config", env={variable: value})
     assert (result.returncode, result.stderr) == (1, f"imagestore serve: {variable}: {error}\n")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("TRUE", True), ("On", True), ("1", True), ("False", False), ("off", False), ("", False)],
+)
+def test_a_switch_variable_reads_the_usual_words_in_any_case(value: str, expected: bool) -> None:
+    _, settings = printed(env={"IMAGESTORE_INSECURE": value})
+    assert settings["insecure"] is expected
 
 
 def test_a_flag_over_a_malformed_variable_wins_without_reading_it() -> None:
@@ -381,15 +395,7 @@ def test_other_commands_read_no_configuration_file(cli: Cli, tmp_path: Path) -> 
     broken = write(tmp_path / "broken.toml", "listen = \n")
     env = {**cli.env(), "IMAGESTORE_CONFIG": str(broken)}
     for args in (["images", "-q"], ["--version"], ["serve", "--help"]):
-        result = subprocess.run(
-            [sys.executable, "-m", "imagestore", *args],
-            cwd=PROJECT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        result = imagestore(*args, env=env)
         assert (result.returncode, result.stderr) == (0, ""), args
     assert "--print-config" in result.stdout
     assert "--log-format {text,json}" in result.stdout

@@ -94,11 +94,84 @@ def test_version_and_help_import_neither_the_server_nor_grpc_for_version(
     assert _of(modules, SERVER_MODULES) == []
 
 
+#: what `images -q` has no use for: the other commands' modules, the template
+#: engine, the error classes and google.rpc's details (loaded once a call fails),
+#: the stream classes, the models of other calls, and the libraries of other commands
+NOT_FOR_IMAGES_Q = (
+    "imagestore.cli.completion",
+    "imagestore.cli.info",
+    "imagestore.cli.login",
+    "imagestore.cli.progress",
+    "imagestore.cli.serve",
+    "imagestore.cli.template",
+    "imagestore.cli.transfer",
+    "imagestore.cli.version",
+    "imagestore.dockerconfig",
+    "imagestore.oci",
+    "imagestore.errors",
+    "imagestore.client.failures",
+    "imagestore.client.aio",
+    "imagestore.client.calls",
+    "imagestore.client.files",
+    "imagestore.client.readers",
+    "imagestore.client.models.check",
+    "imagestore.client.models.events",
+    "imagestore.client.models.results",
+    "imagestore.client.models.server",
+    "imagestore.client.models.transfer",
+    "google.rpc.error_details_pb2",
+    "pathlib",
+    "rich",
+    "shutil",  # argparse imports it to find the terminal's width, unless told it
+    "tempfile",
+)
+
+
 def test_images_against_a_server_does_not_import_the_server(cli: Cli, tmp_path: Path) -> None:
     code, modules, out = _loaded(tmp_path, cli.env(), "images", "-q")
     assert (code, out) == (0, "")
     assert "grpc" in modules  # the call was made
     assert _of(modules, SERVER_MODULES) == []
+    assert _of(modules, NOT_FOR_IMAGES_Q) == []
+
+
+def test_a_failed_call_loads_the_errors_and_says_so_in_one_line(tmp_path: Path) -> None:
+    """The error classes load when a call fails: the line is the same as ever."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{unused.getsockname()[1]}"  # nothing listens once closed
+    env = {**os.environ, "IMAGESTORE_HOST": address}
+    code, modules, out = _loaded(tmp_path, env, "images", "-q")
+    assert (code, out) == (1, "")
+    assert "imagestore.errors" in modules
+    result = subprocess.run(
+        [sys.executable, "-m", "imagestore", "images", "-q"],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (
+        1,
+        f"Cannot connect to the imagestore server at {address}."
+        " Is the imagestore server running?\n",
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help", "images"],  # help before the command: every command listed
+        ["-H", "127.0.0.1:1", "--he", "images"],  # argparse takes the prefix
+    ],
+)
+def test_help_before_a_command_lists_every_command(tmp_path: Path, args: list[str]) -> None:
+    code, _, out = _loaded(tmp_path, dict(os.environ), *args)
+    assert code == 0
+    assert "completion" in out
+    assert "serve" in out
 
 
 def test_serve_help_shows_its_options(tmp_path: Path) -> None:

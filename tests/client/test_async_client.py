@@ -98,6 +98,7 @@ def test_one_client_serves_100_concurrent_calls_with_cancellations_and_deadlines
                 with pytest.raises(errors.ImageNotFound) as missing:
                     await client.inspect(f"absent/{i}:1")
                 assert missing.value.metadata == {"image": f"absent/{i}:1"}
+                assert missing.value.request_id  # the server's ID of the call
 
             async def tag(i: int) -> None:
                 tagged = await client.tag("app:1", f"tagged/{i}:x")

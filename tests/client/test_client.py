@@ -211,8 +211,33 @@ def test_errors_arrive_as_domain_exceptions_with_their_reason(
     assert client.list_images()[0].id == APP.image_id  # nothing of it was removed
     with pytest.raises(errors.FilterInvalid):
         client.list_images(filters=["colour=red"])
-    with pytest.raises(errors.PlatformInvalid):  # refused before anything is sent
+    with pytest.raises(errors.PlatformInvalid) as local:  # refused before anything is sent
         client.inspect("app:1", platform="linux//v7")
+    assert local.value.request_id is None
+
+
+def test_a_failed_call_names_the_request_id_of_its_server_log_line(
+    server: Server, client: ImageStoreClient
+) -> None:
+    """A unary failure and a stream's failure each carry the ID the server logged."""
+    with pytest.raises(errors.ImageNotFound) as missing:
+        client.inspect("nope")
+    with pytest.raises(errors.MalformedContent) as malformed:
+        list(client.load(io.BytesIO(b"this is not a tar archive" * 100)))
+    ids = [missing.value.request_id, malformed.value.request_id]
+    assert all(ids), ids
+    assert ids[0] != ids[1]
+    assert server.stop() == 0  # its log is complete
+    logged = dict(_access_lines(server))
+    assert f"request_id={ids[0]}" in logged["Inspect"]
+    assert f"request_id={ids[1]}" in logged["Load"]
+
+
+def _access_lines(server: Server) -> Iterator[tuple[str, str]]:
+    for line in server.stderr_lines:
+        if " rpc method=/imagestore.v1.ImageStoreService/" in line:
+            method = line.split("ImageStoreService/", 1)[1].split()[0]
+            yield method, line
 
 
 def test_remove_applies_each_item_on_its_own(client: ImageStoreClient, archive: Path) -> None:

@@ -147,6 +147,9 @@ class ImageStoreError(Exception):
     #: the metadata key holding the offending input: the API finds the request
     #: field that holds it when no field was named
     subject_key: ClassVar[str] = ""
+    #: the server's ID of the failed call (its ``x-request-id`` response header,
+    #: on each of its log lines): quote it when reporting the failure
+    request_id: str | None = None
 
     def __init__(
         self,

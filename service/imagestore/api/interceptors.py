@@ -302,6 +302,7 @@ class AccessLog(grpc.aio.ServerInterceptor):
             request: Any,
             peer: str,
             start: float,
+            deadline: float | None,
             sent: int,
             received: int,
             failed: BaseException | None,
@@ -311,7 +312,10 @@ class AccessLog(grpc.aio.ServerInterceptor):
                 code = grpc.StatusCode.UNKNOWN
             name = "OK" if code is None else getattr(code, "name", str(code))
             if failed is not None and not isinstance(failed, Exception):
-                name = "CANCELLED"
+                # grpc cancels the handler both when the client cancels and when
+                # the deadline passes: the clock tells which the client saw
+                expired = deadline is not None and time.perf_counter() >= deadline
+                name = "DEADLINE_EXCEEDED" if expired else "CANCELLED"
             seconds = time.perf_counter() - start
             entry: dict[str, Any] = {
                 "method": method,
@@ -337,16 +341,17 @@ class AccessLog(grpc.aio.ServerInterceptor):
             async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 # the peer asked up front, as stream() below must
                 start, peer = time.perf_counter(), context.peer()
+                deadline = _deadline(context, start)
                 counted = _CountingIterator(request) if hasattr(request, "__aiter__") else None
                 try:
                     await announce(context)
                     response = await behavior(counted or request, context)
                 except BaseException as exc:
                     received = counted.bytes if counted else size(request)
-                    done(context, request, peer, start, 0, received, exc)
+                    done(context, request, peer, start, deadline, 0, received, exc)
                     raise
                 received = counted.bytes if counted else size(request)
-                done(context, request, peer, start, size(response), received, None)
+                done(context, request, peer, start, deadline, size(response), received, None)
                 return response
 
             return wrapper
@@ -357,6 +362,7 @@ class AccessLog(grpc.aio.ServerInterceptor):
             ) -> AsyncIterator[Any]:
                 # asked now: the finally below may run after grpc has released the call
                 start, sent, peer = time.perf_counter(), 0, context.peer()
+                deadline = _deadline(context, start)
                 counted = _CountingIterator(request) if hasattr(request, "__aiter__") else None
                 failed: BaseException | None = None
                 try:
@@ -369,13 +375,28 @@ class AccessLog(grpc.aio.ServerInterceptor):
                     raise
                 finally:
                     received = counted.bytes if counted else size(request)
-                    done(context, request, peer, start, sent, received, failed)
+                    done(context, request, peer, start, deadline, sent, received, failed)
 
             return wrapper
 
         return wrap_handler(handler, unary, stream)
 
 
+def _deadline(context: grpc.aio.ServicerContext[Any, Any], now: float) -> float | None:
+    """When the call's deadline passes on perf_counter's clock, less a little:
+    the client gives up at its own deadline, which the server learns of a
+    moment before its copy of the deadline passes. None without one."""
+    remaining = context.time_remaining()
+    if remaining is None or remaining > DEADLINE_NONE:
+        return None
+    return now + remaining - DEADLINE_SLACK
+
+
+#: time_remaining() beyond this (about 3 years) means the call has no deadline
+DEADLINE_NONE = 1e8
+#: how early a cancellation may come and still count as the deadline's (the
+#: deadline travels as a timeout, so the server's copy ends a little later)
+DEADLINE_SLACK = 0.1
 #: the metadata key of a call's request ID, both ways
 REQUEST_ID_KEY = "x-request-id"
 #: the longest request ID accepted from a client

@@ -15,12 +15,15 @@ loads into their layer counts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import socketserver
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client import Counter, GCCollector, Histogram, PlatformCollector, ProcessCollector
@@ -152,6 +155,9 @@ class MetricsListener(ThreadingHTTPServer):
 
     def __init__(self, metrics: Metrics, host: str, port: int) -> None:
         self.metrics = metrics
+        #: the scrapers' connections being served, for close() to cut
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
         if ":" in host:
             self.address_family = socket.AF_INET6
         super().__init__((host, port), _Handler)
@@ -167,7 +173,31 @@ class MetricsListener(ThreadingHTTPServer):
 
     def close(self) -> None:
         self.shutdown()
+        with self._connections_lock:
+            # server_close() joins the handlers: one waiting on a scraper that
+            # stalls would hold the server's exit for CLIENT_TIMEOUT
+            for connection in self._connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
         self.server_close()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:  # before it is closed: close() never sees a closed one
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver would print the traceback to stderr, between the log's lines
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            log.debug("metrics request from %s: %s", client_address[0], error)
+        else:
+            log.exception("metrics request from %s failed", client_address[0])
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -177,7 +207,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         metrics = self.server.metrics
-        path = urlsplit(self.path).path
+        try:
+            path = urlsplit(self.path).path
+        except ValueError:  # an absolute URL with an unparsable host: "http://[/"
+            self._answer(400, b"bad request target\n")
+            return
         if path == "/metrics":
             encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
             try:

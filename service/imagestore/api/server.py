@@ -128,7 +128,16 @@ def check_exposure(config: ServerConfig) -> None:
                 )
             continue
         host, _ = split_host_port(address)
-        if not is_loopback(host) and not tls and not config.insecure:
+        if is_loopback(host) or config.insecure:
+            continue
+        if name == "--metrics-listen":  # plain HTTP whatever --tls-cert says
+            raise errors.ListenerInsecure(
+                f"refusing to serve metrics on {address}: plain HTTP reachable from other"
+                " machines; keep --metrics-listen on loopback (a proxy can add TLS), or"
+                " give --insecure to accept that",
+                metadata={"option": "metrics-listen"},
+            )
+        if not tls:
             raise errors.ListenerInsecure(
                 f"refusing to listen on {address} ({name}) without TLS: it is reachable from"
                 " other machines; give --tls-cert/--tls-key, or --insecure to accept that",

@@ -5,17 +5,17 @@ its daemon: same columns, sizes, ages, --filter and --format, and exit codes.
 
 Start-up stays short: ``--version`` imports nothing but the version; `serve`'s
 options (and with them the server's modules) are built only when `serve` runs;
-every other command imports the client and the command modules, never the
-server. Errors are one line on stderr: ``Error response from daemon: …`` for
-what the server answered, ``Error: …`` for what the CLI found itself
-(:mod:`imagestore.cli.output`).
+every other command imports the client and its own module (the parser is built
+from declarations, :mod:`imagestore.cli.parser`), never the server. Errors are
+one line on stderr: ``Error response from daemon: …`` for what the server
+answered, ``Error: …`` for what the CLI found itself (:mod:`imagestore.cli.output`).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -25,12 +25,9 @@ if TYPE_CHECKING:
     from imagestore.client import ImageStoreClient
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
-DESCRIPTION = "imagestore: the server (serve) and docker's image commands against it."
 #: the global options that take a value (the command word is found before parsing)
 _VALUED = frozenset({"-H", "--host", "--tls-ca", "--tls-cert", "--tls-key", "--token-file"})
 _VALUED_ALSO = frozenset({"--config"})
-#: docker's long forms: `imagestore image ls` is `imagestore ls`, with the same parser
-IMAGE_COMMANDS = ("ls", "rm", "prune", "inspect", "history", "tag", "pull", "push", "load", "save")
 #: commands that need no server: run with the parsed arguments alone
 _STANDALONE = frozenset({"serve", "completion"})
 
@@ -60,10 +57,22 @@ def _main(argv: list[str]) -> int:
 
         print(f"imagestore {__version__}")
         return 0
-    args = build_parser(serve_options=command == "serve").parse_args(argv)
+    only = None if _asks_for_help(argv[: _globals_end(argv)]) else command
+    args = build_parser(serve_options=command == "serve", only=only).parse_args(argv)
+    from imagestore.cli.parser import implementation
+
+    run = implementation(args.run)
     if args.command in _STANDALONE:
-        return int(args.run(args))
-    return _run_against_server(args)
+        return int(run(args))
+    return _run_against_server(run, args)
+
+
+def _asks_for_help(global_options: list[str]) -> bool:
+    """``-h`` or ``--help`` (or a prefix argparse takes for it) before the command:
+    the help lists every command."""
+    return any(
+        token == "-h" or (len(token) > 3 and "--help".startswith(token)) for token in global_options
+    )
 
 
 def _globals_end(argv: list[str]) -> int:
@@ -90,79 +99,11 @@ def command_word(argv: Sequence[str]) -> str | None:
     return tokens[end] if end < len(tokens) else None
 
 
-class _Only:
-    """A subparsers action that keeps only the named commands: the command modules
-    define their parsers once, and `image` takes the long forms from them."""
+def build_parser(*, serve_options: bool, only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line (:func:`imagestore.cli.parser.build_parser`)."""
+    from imagestore.cli import parser
 
-    def __init__(self, commands: Any, names: Sequence[str]) -> None:
-        self._commands = commands
-        self._names = frozenset(names)
-
-    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        import argparse
-
-        if name in self._names:
-            kwargs.setdefault("aliases", {"ls": ["list"], "rm": ["remove"]}.get(name, []))
-            if name == "ls":  # its own name here, not an alias of `images`
-                kwargs["help"] = "list images"
-            parser: argparse.ArgumentParser = self._commands.add_parser(name, **kwargs)
-            return parser
-        return argparse.ArgumentParser(add_help=False)  # not one of docker's long forms
-
-
-def build_parser(*, serve_options: bool) -> argparse.ArgumentParser:
-    """The whole command line. ``serve_options``: `serve` with its options (which
-    imports the server's modules for their defaults); else only its help line."""
-    import argparse
-
-    from imagestore.cli import completion, images, info, login, serve, transfer, version
-    from imagestore.client import DEFAULT_TARGET
-    from imagestore.version import __version__
-
-    parser = argparse.ArgumentParser(prog="imagestore", description=DESCRIPTION)
-    parser.add_argument("--version", action="version", version=f"imagestore {__version__}")
-    # None: the client's own default, from the same IMAGESTORE_* variable
-    parser.add_argument(
-        "-H",
-        "--host",
-        default=None,
-        help=f"server: host:port or unix:///path (IMAGESTORE_HOST; default {DEFAULT_TARGET})",
-    )
-    parser.add_argument(
-        "--tls", action="store_true", default=None, help="use TLS (system CAs; IMAGESTORE_TLS)"
-    )
-    parser.add_argument("--tls-ca", help="trust this CA (PEM; IMAGESTORE_TLS_CA)")
-    parser.add_argument("--tls-cert", help="client cert (IMAGESTORE_TLS_CERT)")
-    parser.add_argument("--tls-key", help="client key (IMAGESTORE_TLS_KEY)")
-    parser.add_argument(
-        "--token-file",
-        help="file holding the server's bearer token (IMAGESTORE_TOKEN_FILE;"
-        " or the token itself in IMAGESTORE_TOKEN)",
-    )
-    parser.add_argument(
-        "--config",
-        default=None,
-        help="docker config folder for registry logins (default $DOCKER_CONFIG or ~/.docker)",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    if serve_options:
-        serve.add_parser(commands)
-    else:
-        serve.add_stub(commands)
-    images.add_parsers(commands)
-    transfer.add_parsers(commands)
-    image = commands.add_parser(
-        "image", help="docker's long forms: image ls, rm, prune, inspect, history, tag…"
-    )
-    long_forms = image.add_subparsers(dest="image_command", required=True, metavar="COMMAND")
-    only = _Only(long_forms, IMAGE_COMMANDS)
-    images.add_parsers(only)
-    transfer.add_parsers(only)
-    login.add_parsers(commands)
-    info.add_parsers(commands)
-    version.add_parsers(commands)
-    completion.add_parsers(commands)
-    return parser
+    return parser.build_parser(serve_options=serve_options, only=only)
 
 
 def connect(args: argparse.Namespace) -> ImageStoreClient:
@@ -180,17 +121,16 @@ def connect(args: argparse.Namespace) -> ImageStoreClient:
     )
 
 
-def _run_against_server(args: argparse.Namespace) -> int:
-    from imagestore import errors
+def _run_against_server(run: Callable[..., Any], args: argparse.Namespace) -> int:
     from imagestore.cli.output import local_error, say
-    from imagestore.client import DEFAULT_TARGET
+    from imagestore.client.settings import DEFAULT_TARGET
 
     host = args.host or DEFAULT_TARGET
     try:
         with connect(args) as client:
             host = client.target
-            return int(args.run(client, args) or 0)
-    except errors.ImageStoreError as error:
+            return int(run(client, args) or 0)
+    except _domain_error() as error:
         say(describe(error, host, args), out=sys.stderr)
         return EXIT_ERROR
     except UnicodeEncodeError as error:  # an argument's bytes were not UTF-8
@@ -203,6 +143,14 @@ def _run_against_server(args: argparse.Namespace) -> int:
         where = f"{error.filename}: " if error.filename else ""
         say(local_error(f"{where}{(error.strerror or str(error)).lower()}"), out=sys.stderr)
         return EXIT_ERROR
+
+
+def _domain_error() -> type[errors.ImageStoreError]:
+    """The base of the domain errors, imported once a call has failed (an except
+    clause's class is looked up only when an exception reaches it)."""
+    from imagestore.errors import ImageStoreError
+
+    return ImageStoreError
 
 
 def describe(error: errors.ImageStoreError, host: str, args: argparse.Namespace | None) -> str:

@@ -17,18 +17,6 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-SHELLS = ("bash", "zsh", "fish")
-
-
-def add_parsers(commands: Any) -> None:
-    completion = commands.add_parser(
-        "completion",
-        help="print a shell completion script (bash, zsh or fish)",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-    )
-    completion.add_argument("shell", choices=SHELLS)
-    completion.set_defaults(run=print_script)
-
 
 @dataclass
 class Node:

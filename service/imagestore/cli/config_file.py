@@ -26,8 +26,10 @@ from typing import Any
 #: read when present, unless --config or IMAGESTORE_CONFIG names another file (or none)
 DEFAULT_PATH = Path("/etc/imagestore/config.toml")
 PATH_VARIABLE = "IMAGESTORE_CONFIG"
-#: what a variable says to turn a switch on (anything else leaves it off)
-_TRUE_WORDS = ("1", "true", "yes")
+#: what a variable says to turn a switch on ...
+_TRUE_WORDS = ("1", "true", "yes", "on")
+#: ... and off (empty: set but blank, as `IMAGESTORE_INSECURE=` leaves it)
+_FALSE_WORDS = ("0", "false", "no", "off", "")
 #: how much of a value an error message quotes
 _QUOTED = 100
 
@@ -245,8 +247,16 @@ def dump(resolved: list[Resolved], source: Source | None) -> str:
 
 def _from_variable(setting: Setting, text: str) -> Any:
     action = setting.action
-    if action.nargs == 0:
-        return action.const if text in _TRUE_WORDS else setting.default
+    if action.nargs == 0:  # a switch: on or off, said in any of the usual words
+        word = text.strip().lower()
+        if word in _TRUE_WORDS:
+            return action.const
+        if word in _FALSE_WORDS:
+            return setting.default
+        raise ConfigError(
+            f"{setting.variable}: expected a boolean (1, true, yes, on or 0, false, no, off),"
+            f" got {text[:_QUOTED]!r}"
+        )
     if isinstance(action, argparse._AppendAction):  # repeatable: comma-separated
         items = [item.strip() for item in text.split(",") if item.strip()]
         return [_parsed(action, item, setting.variable) for item in items]

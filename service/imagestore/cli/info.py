@@ -172,14 +172,6 @@ def info_object(info: ServerInfo) -> Struct:
     return top
 
 
-def add_parsers(commands: Any) -> None:
-    info = commands.add_parser(
-        "info", help="the server's version, settings, limits, and what it holds"
-    )
-    info.add_argument("-f", "--format", default="", help="json, or a Go template")
-    info.set_defaults(run=show_info)
-
-
 def show_info(client: ImageStoreClient, args: argparse.Namespace) -> int:
     info = client.server_info()
     if args.format:

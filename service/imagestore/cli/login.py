@@ -7,25 +7,12 @@ import argparse
 import getpass
 import sys
 from pathlib import Path
-from typing import Any
 
 from imagestore import errors
 from imagestore.cli.output import say
 from imagestore.client import ImageStoreClient, RegistryAuth
 from imagestore.dockerconfig import Credentials, DockerConfig, config_key, default_path
 from imagestore.oci.references import normalize_domain, parse_reference
-
-
-def add_parsers(commands: Any) -> None:
-    login = commands.add_parser("login", help="log in to a registry")
-    login.add_argument("server", nargs="?", default="", help="registry (default Docker Hub)")
-    login.add_argument("-u", "--username", default="")
-    login.add_argument("-p", "--password", default="", help="insecure: use --password-stdin")
-    login.add_argument("--password-stdin", action="store_true", help="read the password")
-    login.set_defaults(run=log_in)
-    logout = commands.add_parser("logout", help="log out from a registry")
-    logout.add_argument("server", nargs="?", default="", help="registry (default Docker Hub)")
-    logout.set_defaults(run=log_out)
 
 
 def config_file(args: argparse.Namespace) -> DockerConfig:

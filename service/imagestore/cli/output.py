@@ -13,14 +13,16 @@ and valid, with unsafe characters as ``\\uHHHH`` escapes.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from imagestore import errors
 from imagestore.cli.sanitize import printable, printable_lines, safe_json
-from imagestore.cli.template import Struct, Template
+from imagestore.cli.struct import Struct
+
+# the template engine is imported when a format needs it (not for `images -q`)
+if TYPE_CHECKING:
+    from imagestore import errors
 
 #: Go's tabwriter as docker sets it up: minwidth 10, padding 3
 MIN_WIDTH, PADDING = 10, 3
@@ -94,6 +96,8 @@ def go_json(value: Any) -> str:
     """docker's ``json`` template function: compact, and <, > and & as they are
     (its encoder has SetEscapeHTML(false)); unlike Go, every character a
     terminal would obey is escaped (see :func:`safe_json`)."""
+    import json
+
     return safe_json(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
 
 
@@ -117,6 +121,11 @@ def write_rows(
         return
     table = fmt == "table" or fmt.startswith("table ")
     source = (default_table if fmt == "table" else fmt).removeprefix("table").strip()
+    if not table and (values := _field_values(rows, source)) is not None:
+        out.write("".join(printable_lines(value) + "\n" for value in values))
+        return
+    from imagestore.cli.template import Template
+
     template = Template(_unescape(source))
     if not table:
         out.write("".join(printable_lines(template.render(row)) + "\n" for row in rows))
@@ -127,6 +136,17 @@ def write_rows(
         Struct({key: headers.get(key, key.upper()) for key in _keys(rows, headers)})
     )
     out.write(tabwrite([header, *rendered]))
+
+
+def _field_values(rows: Sequence[Struct], source: str) -> list[str] | None:
+    """What the template ``{{.Field}}`` renders for each row, when every row's
+    field is a string (which a template prints as it is); None for any other
+    template, which the engine renders."""
+    field = source.removeprefix("{{.").removesuffix("}}")
+    if len(field) + 5 != len(source) or not field.isidentifier():
+        return None
+    texts = [value for row in rows if isinstance(value := row.get(field), str)]
+    return texts if len(texts) == len(rows) else None
 
 
 def _keys(rows: Sequence[Struct], headers: Mapping[str, str]) -> list[str]:
@@ -148,6 +168,8 @@ def _printable_values(value: Any) -> Any:
 
 def write_objects(out: TextIO, objects: Sequence[Struct], fmt: str) -> None:
     """``inspect``: a JSON array (docker's indentation), or the template per object."""
+    import json
+
     if not fmt:
         out.write(safe_json(json.dumps(list(objects), indent=4, ensure_ascii=False)) + "\n")
         return
@@ -155,6 +177,8 @@ def write_objects(out: TextIO, objects: Sequence[Struct], fmt: str) -> None:
         for item in objects:
             out.write(safe_json(json.dumps(item, ensure_ascii=False)) + "\n")
         return
+    from imagestore.cli.template import Template
+
     template = Template(_unescape(fmt))
     for item in objects:
         out.write(printable_lines(template.render(item)) + "\n")

@@ -21,14 +21,24 @@ them (``ESC ] 0 ; title BEL`` renames the window, ``ESC [ 2 J`` clears the scree
 
 from __future__ import annotations
 
+import functools
 import re
 
 _UNSAFE_CLASS = (
     "\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
 )
-_UNSAFE = re.compile(f"[{_UNSAFE_CLASS}]")
-#: the CLI's own line and column breaks may stay in a rendered template
-_UNSAFE_BUT_LAYOUT = re.compile(f"(?![\n\t])[{_UNSAFE_CLASS}]")
+
+
+@functools.cache
+def _unsafe(*, keep_layout: bool) -> re.Pattern[str]:
+    """The unsafe characters; with ``keep_layout`` all but newline and tab (the
+    CLI's own line and column breaks may stay in a rendered template). Compiled
+    on first use: text that :meth:`str.isprintable` passes holds none of them
+    (each is a control, format, separator or surrogate character), and most
+    text does."""
+    if keep_layout:
+        return re.compile(f"(?![\n\t])[{_UNSAFE_CLASS}]")
+    return re.compile(f"[{_UNSAFE_CLASS}]")
 
 
 #: the escapes everyone reads at sight; the other characters are shown by number
@@ -50,13 +60,13 @@ def _json_escape(match: re.Match[str]) -> str:
 def printable(text: str) -> str:
     """``text`` with every unsafe character escaped (newlines and tabs too): for a
     value inside a line or a table cell."""
-    return _UNSAFE.sub(_visible, text)
+    return text if text.isprintable() else _unsafe(keep_layout=False).sub(_visible, text)
 
 
 def printable_lines(text: str) -> str:
     """``text`` with every unsafe character escaped except newline and tab: for a
     whole rendered template, whose line and column breaks are the user's format."""
-    return _UNSAFE_BUT_LAYOUT.sub(_visible, text)
+    return text if text.isprintable() else _unsafe(keep_layout=True).sub(_visible, text)
 
 
 def safe_json(text: str) -> str:
@@ -65,4 +75,4 @@ def safe_json(text: str) -> str:
 
     ``json.dumps`` escapes U+0000-U+001F inside strings itself, so a raw newline
     left in its output is indentation and stays."""
-    return _UNSAFE_BUT_LAYOUT.sub(_json_escape, text)
+    return text if text.isprintable() else _unsafe(keep_layout=True).sub(_json_escape, text)

@@ -96,6 +96,7 @@ def add_parser(commands: Any) -> None:
     """`serve` with every option (this imports the server's modules for their defaults)."""
     from imagestore.api.admission import Limits
     from imagestore.api.server import default_root
+    from imagestore.logs import FORMATS, LEVELS, LIBRARIES_DEFAULT
     from imagestore.store.events import DEFAULT_EVENTS_MAX_AGE, DEFAULT_EVENTS_MAX_COUNT
     from imagestore.store.store import DEFAULT_MAX_LAYER_SIZE, ORPHAN_GRACE_PERIOD
 
@@ -237,14 +238,22 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--log-level",
         default="info",
-        choices=["debug", "info", "warning", "error"],
+        choices=LEVELS,
         help="least severe log records written (default info)",
     )
     parser.add_argument(
         "--log-format",
         default="text",
-        choices=["text", "json"],
+        choices=FORMATS,
         help="log lines as text, or as one JSON object each (default text)",
+    )
+    parser.add_argument(
+        "--log-libraries",
+        default=LIBRARIES_DEFAULT,
+        choices=LEVELS,
+        help="least severe records of the libraries' loggers (grpc, asyncio, aiohttp),"
+        f" apart from --log-level since at debug they log their internals (default"
+        f" {LIBRARIES_DEFAULT})",
     )
     settings = config_file.Settings(parser, exclude=_NOT_SETTINGS)
     parser.set_defaults(run=functools.partial(_run, settings=settings))
@@ -485,7 +494,7 @@ def _run(args: argparse.Namespace, *, settings: config_file.Settings) -> int:
         return _fail(str(exc))
     from imagestore.logs import configure_logging
 
-    configure_logging(args.log_level, args.log_format)
+    configure_logging(args.log_level, args.log_format, args.log_libraries)
     unreadable = _unreadable_file(args)
     if unreadable:
         return _fail(unreadable)

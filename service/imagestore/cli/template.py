@@ -23,10 +23,7 @@ from typing import Any
 
 from imagestore import errors
 from imagestore.cli.sanitize import safe_json
-
-
-class Struct(dict[str, Any]):
-    """A Go struct: its fields are its keys; an unknown field is an error."""
+from imagestore.cli.struct import Struct as Struct  # where callers have found it
 
 
 class _NoValue:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from imagestore import errors
 from imagestore.cli.login import credentials_for
@@ -24,46 +24,6 @@ from imagestore.oci.references import parse_reference
 
 #: `--platform all`: every platform an index lists
 ALL_PLATFORMS = "all"
-
-
-def add_parsers(commands: Any) -> None:
-    pull = commands.add_parser("pull", help="download an image from a registry")
-    pull.add_argument("image", metavar="NAME[:TAG|@DIGEST]")
-    pull.add_argument(
-        "-a",
-        "--all-tags",
-        action="store_true",
-        help="download all tagged images in the repository",
-    )
-    pull.add_argument(
-        "--platform",
-        action="append",
-        default=[],
-        help="os/arch[/variant] of a multi-arch image, or all (repeat; default this server's)",
-    )
-    pull.add_argument("-q", "--quiet", action="store_true", help="print only the image name")
-    pull.set_defaults(run=pull_image)
-
-    push = commands.add_parser("push", help="upload an image to its registry")
-    push.add_argument("image", metavar="NAME[:TAG]")
-    push.add_argument("--platform", default="", help="push only this platform of an index")
-    push.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    push.set_defaults(run=push_image)
-
-    load = commands.add_parser("load", help="load images from a tar archive")
-    load.add_argument("-i", "--input", default="", help="archive file (default: stdin)")
-    load.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    load.set_defaults(run=load_images)
-
-    save = commands.add_parser("save", help="save images to a tar archive")
-    save.add_argument("images", nargs="+", metavar="IMAGE")
-    save.add_argument("-o", "--output", default="", help="file (default: stdout)")
-    save.add_argument(
-        "--platform",
-        default="",
-        help="save one platform (os[/arch[/variant]]) of a multi-platform image",
-    )
-    save.set_defaults(run=save_images)
 
 
 R = TypeVar("R")

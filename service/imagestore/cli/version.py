@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-from typing import Any
 
 from imagestore.cli.output import say, write_objects
 from imagestore.cli.template import Struct
@@ -19,12 +18,6 @@ from imagestore.version import __version__
 
 #: docker aligns the values of ``docker version`` at this column
 _WIDTH = 19
-
-
-def add_parsers(commands: Any) -> None:
-    version = commands.add_parser("version", help="the client's and the server's versions")
-    version.add_argument("-f", "--format", default="", help="json, or a Go template")
-    version.set_defaults(run=show_version)
 
 
 def _arch() -> str:

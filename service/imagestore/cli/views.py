@@ -4,11 +4,13 @@ objects, with docker's field names (``.ID``, ``.Repository``, ``.Config.Env``)."
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imagestore.cli import humanize
-from imagestore.cli.template import Struct
-from imagestore.client import DiskUsage, HistoryEntry, Image, ImageDetails, ImageUsage
+from imagestore.cli.struct import Struct
+
+if TYPE_CHECKING:
+    from imagestore.client import DiskUsage, HistoryEntry, Image, ImageDetails, ImageUsage
 
 NONE = "<none>"
 MISSING = "<missing>"

@@ -11,18 +11,21 @@ answers converted by ``convert.py``, which the asyncio client shares.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
-from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import grpc
 
-from imagestore.client import convert, models, readers, requests
-from imagestore.client.calls import EventStream, ResultStream, Stream
-from imagestore.client.files import PartialFile
+from imagestore.client import convert, models, requests
 from imagestore.client.requests import CHUNK, PlatformArg, Source
 from imagestore.client.settings import DEFAULT_TARGET, Settings
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
+
+# The stream classes (calls, readers) and files are imported by the methods that
+# use them: a command making one unary call starts without them.
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from imagestore.client.calls import EventStream, ResultStream, Stream
 
 __all__ = ["CHUNK", "DEFAULT_TARGET", "ImageStoreClient", "PlatformArg"]
 
@@ -202,6 +205,8 @@ class ImageStoreClient:
         for page in self.disk_usage_pages(page_size=page_size, timeout=timeout):
             rows += page.images
         assert page is not None  # the walk yields at least one page
+        from dataclasses import replace
+
         return replace(page, images=tuple(rows), next_page_token="")
 
     def disk_usage_pages(
@@ -228,6 +233,9 @@ class ImageStoreClient:
         ``result()`` is the CheckReport (the summary's counts and every finding).
         Cancelling stops the server's work. Raises CheckRunning (another check
         runs; ``retry_after`` says when to try again)."""
+        from imagestore.client import readers
+        from imagestore.client.calls import ResultStream
+
         call = self._open(self._stub.Check, requests.check(), timeout)
         return ResultStream(call, readers.Check())
 
@@ -267,6 +275,9 @@ class ImageStoreClient:
         (``docker pull --all-tags``); ``auth`` the registry credentials.
         Cancelling leaves nothing behind. Raises ManifestUnknown,
         RegistryUnauthorized, RegistryUnavailable, PlatformNotFound…"""
+        from imagestore.client import readers
+        from imagestore.client.calls import ResultStream
+
         request = requests.pull(
             image,
             platforms=platforms,
@@ -289,6 +300,9 @@ class ImageStoreClient:
         is the PushResult. ``platform`` pushes one platform of an index with
         absent children. Raises ImageNotFound, IndexIncomplete,
         RegistryUnauthorized, RegistryUnavailable…"""
+        from imagestore.client import readers
+        from imagestore.client.calls import ResultStream
+
         request = requests.push(image, platform=platform, auth=auth)
         call = self._open(self._stub.Push, request, timeout)
         return ResultStream(call, readers.Transfer("push", convert.push_result))
@@ -312,6 +326,9 @@ class ImageStoreClient:
         yields a Progress per archive member, ``result()`` is the LoadResult.
         Cancelling loads nothing. Raises MalformedContent, SizeLimitExceeded,
         DiskFull…; OSError when the path cannot be opened."""
+        from imagestore.client import readers
+        from imagestore.client.calls import ResultStream
+
         handle, owned = requests.open_source(source)
         try:
             call = self._open(self._stub.Load, requests.load_requests(handle, close=owned), timeout)
@@ -327,6 +344,9 @@ class ImageStoreClient:
         """The archive (docker-archive and OCI layout in one tar) in chunks;
         ``platform`` saves one platform of a multi-platform name. Raises
         ImageNotFound, IndexIncomplete, BlobCorrupt (mid-stream)."""
+        from imagestore.client import readers
+        from imagestore.client.calls import Stream
+
         call = self._open(self._stub.Save, requests.save(images, platform), timeout)
         return Stream(call, readers.chunks("save"))
 
@@ -339,6 +359,8 @@ class ImageStoreClient:
         timeout: float | None = None,
     ) -> int:
         """Write the archive to ``path``, whole or not at all; returns its size."""
+        from imagestore.client.files import PartialFile
+
         with PartialFile(path) as out, self.save(images, platform, timeout=timeout) as chunks:
             for chunk in chunks:
                 out.write(chunk)
@@ -350,6 +372,9 @@ class ImageStoreClient:
         """A stored blob's bytes from ``offset`` (at most ``limit``; 0: to the
         end), in chunks. Raises BlobNotFound, OutOfRange (an offset past the
         end; at the end, nothing comes), BlobCorrupt (a whole read, mid-stream)."""
+        from imagestore.client import readers
+        from imagestore.client.calls import Stream
+
         request = requests.read_blob(digest, offset=offset, limit=limit)
         call = self._open(self._stub.ReadBlob, request, timeout)
         return Stream(call, readers.chunks("read"))
@@ -358,6 +383,9 @@ class ImageStoreClient:
         self, digest: str, *, offset: int = 0, limit: int = 0, timeout: float | None = None
     ) -> Stream[models.BlobChunk]:
         """As :meth:`read_blob`, each chunk with its offset in the blob."""
+        from imagestore.client import readers
+        from imagestore.client.calls import Stream
+
         request = requests.read_blob(digest, offset=offset, limit=limit)
         call = self._open(self._stub.ReadBlob, request, timeout)
         return Stream(call, readers.blob_chunks())
@@ -382,6 +410,9 @@ class ImageStoreClient:
         the stream's ``cursor`` to lose nothing. Raises CursorExpired (its
         ``metadata["oldest"]`` is the oldest cursor kept), CursorInvalid,
         FilterInvalid."""
+        from imagestore.client import readers
+        from imagestore.client.calls import EventStream
+
         request = requests.watch_events(cursor, since_oldest=since_oldest, filters=filters)
         call = self._open(self._stub.WatchEvents, request, timeout)
         return EventStream(call, readers.Events(cursor, on_caught_up))

@@ -12,19 +12,24 @@ import os
 import stat
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Sequence
-from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, TypeAlias
 
-from imagestore import errors
-from imagestore.client import convert, models
+from imagestore.client import convert
 from imagestore.v1 import imagestore_pb2 as pb
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from imagestore.client import models
 
 #: bytes per Load chunk (the server takes messages of up to 8 MiB)
 CHUNK = 1 << 20
+# The aliases are strings: naming the classes would import them (the models, pathlib)
+# when the client starts, for annotations only.
 #: a platform as the methods take it: "os/arch[/variant]" or a Platform; "" or None: none
-PlatformArg = str | models.Platform | None
+PlatformArg: TypeAlias = "str | models.Platform | None"
 #: what Load reads an archive from
-Source = str | Path | IO[bytes]
+Source: TypeAlias = "str | Path | IO[bytes]"
 
 
 def list_images(
@@ -117,6 +122,8 @@ def watch_events(
 def _platform(value: str | models.Platform) -> pb.Platform:
     chosen = convert.platform_message(value)
     if chosen is None:
+        from imagestore import errors  # the errors load when one is raised
+
         raise errors.PlatformInvalid(
             "an empty platform: want os[/arch[/variant]]", field="platforms"
         )
@@ -129,7 +136,7 @@ def _platform(value: str | models.Platform) -> pb.Platform:
 def open_source(source: Source) -> tuple[IO[bytes], bool]:
     """The archive as a binary file, and whether the caller must close it (a
     path is opened here, so a missing file fails before anything is sent)."""
-    if isinstance(source, str | Path):
+    if isinstance(source, str | os.PathLike):
         return open(source, "rb"), True  # closed by the request stream
     return source, False
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import grpc
+# grpc, pathlib and the errors are imported where used: the CLI reads
+# DEFAULT_TARGET for its help without them
+if TYPE_CHECKING:
+    from pathlib import Path
 
-from imagestore import errors
+    import grpc
 
 #: ``grpc`` or ``grpc.aio``: where a client's channels come from
 ChannelKind = ModuleType
@@ -88,9 +90,9 @@ class Settings:
         return cls(
             target=chosen.removeprefix("tcp://"),
             tls=bool(wanted or ca or cert or key),
-            ca_file=Path(ca) if ca else None,
-            cert_file=Path(cert) if cert else None,
-            key_file=Path(key) if key else None,
+            ca_file=_path(ca),
+            cert_file=_path(cert),
+            key_file=_path(key),
             token=token or None,
         )
 
@@ -98,6 +100,8 @@ class Settings:
         """The channel's TLS credentials (None: plaintext); the files are read now."""
         if not self.tls:
             return None
+        import grpc
+
         return grpc.ssl_channel_credentials(
             root_certificates=_read(self.ca_file),
             private_key=_read(self.key_file),
@@ -127,11 +131,23 @@ def channel_options() -> list[tuple[str, int]]:
 
 def read_token(path: str | Path) -> str:
     """The first line of a token file, stripped; InvalidArgument when empty."""
+    from pathlib import Path
+
     lines = Path(path).read_text().strip().splitlines()
     if not lines or not lines[0].strip():
+        from imagestore import errors
+
         raise errors.InvalidArgument(f"the token file {path} is empty")
     return lines[0].strip()
 
 
 def _read(path: Path | None) -> bytes | None:
     return None if path is None else path.read_bytes()
+
+
+def _path(value: str | Path | None) -> Path | None:
+    if not value:
+        return None
+    from pathlib import Path
+
+    return Path(value)
