@@ -35,8 +35,10 @@ def url(postgres_cluster: Cluster, tmp_path: Path) -> Iterator[str]:
     postgres_cluster.drop_database(database)
 
 
-def serve(root: Path, url: str) -> Server:
-    return start_server(root, "--catalog", url, "--listen", "127.0.0.1:0", "--grace-period", "5")
+def serve(root: Path, url: str, *options: str) -> Server:
+    return start_server(
+        root, "--catalog", url, "--listen", "127.0.0.1:0", "--grace-period", "5", *options
+    )
 
 
 def stub_of(server: Server) -> tuple[grpc.Channel, Stub]:
@@ -84,12 +86,10 @@ def test_a_server_on_postgresql_loads_lists_inspects_tags_and_removes(
 def test_a_second_server_on_the_same_database_sees_the_first_ones_changes(
     tmp_path: Path, url: str
 ) -> None:
-    first = serve(tmp_path / "first", url)
-    # The blob files are shared as the scale-out will share them: one directory
-    # (Inspect reads the image's config file).
-    (tmp_path / "second").mkdir(mode=0o700)
-    (tmp_path / "second" / "blobs").symlink_to(tmp_path / "first" / "blobs")
-    second = serve(tmp_path / "second", url)
+    # One shared blob directory (Inspect reads the image's config file).
+    shared = str(tmp_path / "shared-blobs")
+    first = serve(tmp_path / "first", url, "--blob-dir", shared)
+    second = serve(tmp_path / "second", url, "--blob-dir", shared)
     first_channel, first_stub = stub_of(first)
     second_channel, second_stub = stub_of(second)
     try:

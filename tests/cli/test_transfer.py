@@ -182,7 +182,7 @@ def test_ctrl_c_during_a_pull_cancels_it_and_leaves_the_store_clean(
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert stderr.endswith("imagestore: cancelled\n")
-    wait_until(lambda: not list((server.root / "ingest").iterdir()), timeout=60)
+    wait_until(lambda: not list((server.root / "blobs" / "ingest").iterdir()), timeout=60)
     small_registry.release()  # too late: the server has dropped the pull
     assert cli.ok("images", "-a", "-q") == ""
     assert cli.ok("check").startswith("ok: ")

@@ -213,7 +213,11 @@ def test_one_client_serves_100_concurrent_calls_with_cancellations_and_deadlines
             needed = await _referenced(client)
             # a cancelled call's cleanup ends on the server after the client has
             # moved on: its lease sweeps what it stored, its ingest goes
-            wait_until(lambda: _blob_files(root) == needed and not any((root / "ingest").iterdir()))
+            wait_until(
+                lambda: (
+                    _blob_files(root) == needed and not any((root / "blobs" / "ingest").iterdir())
+                )
+            )
             report = await client.check_report()
             assert report.ok
             assert report.unrecorded_blobs == ()

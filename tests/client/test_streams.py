@@ -61,7 +61,7 @@ def stalled_archive() -> Iterator[IO[bytes]]:
 
 
 def _nothing_loading(server: Server) -> bool:
-    return not any((server.root / "ingest").iterdir())
+    return not any((server.root / "blobs" / "ingest").iterdir())
 
 
 def _assert_nothing_kept(client: ImageStoreClient, server: Server) -> None:

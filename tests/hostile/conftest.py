@@ -140,7 +140,7 @@ class Target:
         listed = self.stub.ListImages(pb.ListImagesRequest(all=True), timeout=30).images
         assert [image.id for image in listed] == [self.seed_id]
         assert list(self.stub.Check(pb.CheckRequest(), timeout=60))[-1].summary.ok
-        assert not list((self.server.root / "ingest").iterdir())
+        assert not list((self.server.root / "blobs" / "ingest").iterdir())
 
     def settle_threads(self, at_most: int, timeout: float = 30.0) -> None:
         """Wait (polling, with a deadline) until finished streams' threads are gone."""

@@ -283,7 +283,7 @@ def _in_background(
 
 def _wait_for_ingests_to_end(target: Target) -> None:
     """A cancelled pull cleans up after the call ends: wait (bounded) for it."""
-    wait_until(lambda: not list((target.server.root / "ingest").iterdir()), timeout=30)
+    wait_until(lambda: not list((target.server.root / "blobs" / "ingest").iterdir()), timeout=30)
 
 
 @pytest.fixture

@@ -51,7 +51,7 @@ def _assert_nothing_kept(stub: Stub, server: Server) -> None:
     assert check_summary(stub).ok
     assert stub.Prune(pb.PruneRequest(all=True)).reclaimed_bytes == 0
     assert not list((server.root / "blobs" / "sha256").iterdir())
-    assert not list((server.root / "ingest").iterdir())
+    assert not list((server.root / "blobs" / "ingest").iterdir())
 
 
 def _fails(stub: Stub, image: str, code: grpc.StatusCode, timeout: float = 30) -> grpc.RpcError:
@@ -257,7 +257,7 @@ def test_a_stalled_registry_meets_the_callers_deadline(
 
 
 def _wait_for_empty(server: Server) -> None:
-    wait_until(lambda: not list((server.root / "ingest").iterdir()))
+    wait_until(lambda: not list((server.root / "blobs" / "ingest").iterdir()))
 
 
 def test_a_layer_larger_than_its_descriptor_says_is_refused(

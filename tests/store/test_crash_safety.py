@@ -58,7 +58,7 @@ def test_sigkill_at_random_points_leaves_a_consistent_store(
                 expected[name] = image_id
             elif kind == "removed":
                 expected.pop(rest[0], None)
-        stale_before_open = len(list((root / "ingest").iterdir()))
+        stale_before_open = len(list((root / "blobs" / "ingest").iterdir()))
         with open_store(root) as store:
             found_stale += stale_before_open
             assert list(store._parts.blobs.ingest_dir.iterdir()) == []  # start-up removed them

@@ -61,6 +61,8 @@ class ServerConfig:
     root: Path = field(default_factory=default_root)
     #: the catalog's location: None for SQLite in the root, or a PostgreSQL URL
     catalog: str | None = None
+    #: the blob files' directory: None for ``<root>/blobs``; may be shared (PostgreSQL)
+    blob_dir: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
@@ -192,6 +194,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
     store = Store.open(
         config.root,
         catalog=catalog_factory(config.catalog),
+        blob_dir=config.blob_dir,
         max_layer_size=config.max_layer_size,
         orphan_grace_period=config.orphan_grace_period,
         events_max_count=config.events_max_count,

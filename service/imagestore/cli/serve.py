@@ -138,6 +138,12 @@ def add_parser(commands: Any) -> None:
         " the password through ~/.pgpass or PGPASSWORD, not the URL); default the SQLite"
         " file catalog.db in --root",
     )
+    parser.add_argument(
+        "--blob-dir",
+        metavar="DIR",
+        help="the blob files' directory (default blobs in --root); with a PostgreSQL"
+        " --catalog, several replicas may share one (NFS, CephFS, EFS)",
+    )
     parser.add_argument("--tls-cert", help="server certificate (PEM)")
     parser.add_argument("--tls-key", help="server key (PEM)")
     parser.add_argument(
@@ -505,6 +511,7 @@ def _run(args: argparse.Namespace, *, settings: config_file.Settings) -> int:
         listen=args.listen,
         root=Path(args.root),
         catalog=args.catalog or None,
+        blob_dir=_path(args.blob_dir),
         tls_cert=_path(args.tls_cert),
         tls_key=_path(args.tls_key),
         tls_client_ca=_path(args.tls_client_ca),

@@ -1,6 +1,10 @@
-"""Content-addressed blob files: ``<root>/blobs/sha256/<hex>``, written through ingests.
+"""Content-addressed blob files: ``<blob dir>/sha256/<hex>``, written through ingests.
 
-An ingest is a temp file in ``<root>/ingest/``, hashed while it is written
+The blob directory is ``<root>/blobs`` unless ``serve --blob-dir`` names another
+one, which several replicas may share (docs/design.md §4). An ingest is a temp
+file in ``<blob dir>/ingest/`` (the blob files' own filesystem, so that its
+final rename is atomic), named ``<replica ID>-<random>`` so that any replica
+can tell whose it is; it is hashed while it is written
 (native extension), fsynced, verified against the expected digest and size,
 made read-only, renamed into place, and the directory fsynced. A blob is
 either whole and verified, or absent: nothing that fails verification ever
@@ -19,7 +23,7 @@ import errno
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
@@ -71,14 +75,25 @@ def _disk_error(exc: OSError, doing: str) -> errors.ImageStoreError:
     return errors.IoError(f"I/O error while {doing}: {exc.strerror}")
 
 
-class BlobStore:
-    """The blob files of one store root."""
+#: separates the replica ID from the random part of an ingest file's name
+INGEST_OWNER_SEPARATOR = "-"
 
-    def __init__(self, root: Path) -> None:
+
+def ingest_owner(name: str) -> str:
+    """The replica ID an ingest file's name starts with ("" when it has none)."""
+    owner, separator, _ = name.partition(INGEST_OWNER_SEPARATOR)
+    return owner if separator else ""
+
+
+class BlobStore:
+    """The blob files of one store, written by one replica (``replica_id``)."""
+
+    def __init__(self, root: Path, replica_id: str) -> None:
         self.root = root
-        self.blob_dir = root / "blobs" / "sha256"
+        self.replica_id = replica_id
+        self.blob_dir = root / "sha256"
         self.ingest_dir = root / "ingest"
-        for directory in (root / "blobs", self.blob_dir, self.ingest_dir):
+        for directory in (root, self.blob_dir, self.ingest_dir):
             directory.mkdir(DIRECTORY_MODE, parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._digest_locks: dict[str, tuple[threading.Lock, int]] = {}
@@ -168,22 +183,29 @@ class BlobStore:
         """Unlink a blob file (missing is fine: deletion is idempotent)."""
         self.path(digest).unlink(missing_ok=True)
 
-    def stale_ingests(self) -> dict[Path, int]:
-        """Ingest files no live ingest of this process owns (crash leftovers), with sizes."""
+    def stale_ingests(self, live_replicas: Container[str] = ()) -> dict[Path, int]:
+        """Ingest files nobody is writing, with sizes: this replica's that no live
+        ingest owns (crash leftovers), and those of replicas not in ``live_replicas``
+        (dead ones, on a shared blob directory)."""
         found = {}
         with self._lock:
             for entry in os.scandir(self.ingest_dir):
-                if entry.name not in self._active_ingests:
+                owner = ingest_owner(entry.name)
+                if owner == self.replica_id:
+                    stale = entry.name not in self._active_ingests
+                else:
+                    stale = owner not in live_replicas
+                if stale:
                     try:
                         found[Path(entry.path)] = entry.stat().st_size
                     except FileNotFoundError:
                         continue
         return found
 
-    def remove_stale_ingests(self) -> dict[Path, int]:
+    def remove_stale_ingests(self, live_replicas: Container[str] = ()) -> dict[Path, int]:
         """Delete the stale ingest files; returns what was removed."""
         with self._lock:
-            stale = self.stale_ingests()
+            stale = self.stale_ingests(live_replicas)
             for path in stale:
                 path.unlink(missing_ok=True)
         return stale
@@ -273,7 +295,7 @@ class Ingest:
         self.exists = expected_digest is not None and (present or store.exists)(expected_digest)
         self.written = 0
         self.committed: BlobInfo | None = None
-        self._name = secrets.token_hex(16)
+        self._name = store.replica_id + INGEST_OWNER_SEPARATOR + secrets.token_hex(16)
         self._path = store.ingest_dir / self._name
         self._fd: int | None = None
         self._hasher: hashing.Sha256 | hashing.Decoder | hashing.Encoder

@@ -20,6 +20,7 @@ from imagestore.store.catalog import Catalog
 from imagestore.store.gc import Collector
 from imagestore.store.leases import Leases
 from imagestore.store.lock import Gate, RootLock
+from imagestore.store.replicas import replica_id
 from imagestore.store.sqlite import SqliteCatalog
 
 #: the store root's mode: the owner's alone
@@ -73,6 +74,8 @@ class Parts:
     root: Path
     max_layer_size: int
     lock: RootLock
+    #: this process's replica ID (``<root>/replica-id``)
+    replica_id: str
     blobs: BlobStore
     catalog: Catalog
     leases: Leases
@@ -82,19 +85,39 @@ class Parts:
     check_gate: Gate = field(default_factory=Gate)
 
     @classmethod
-    def open(cls, root: Path, catalog: CatalogFactory, max_layer_size: int) -> Parts:
-        """Make the root private, take its lock, open the blob files and the catalog."""
+    def open(
+        cls,
+        root: Path,
+        catalog: CatalogFactory,
+        max_layer_size: int,
+        blob_dir: Path | None = None,
+    ) -> Parts:
+        """Make the root private, take its lock, open the blob files (in
+        ``blob_dir``, default ``<root>/blobs``) and the catalog."""
         _make_private(root)
         lock = RootLock(root)
         try:
-            blobs = BlobStore(root)
+            replica = replica_id(root)
             opened = catalog(root)
+            try:
+                if blob_dir is not None and opened.kind == "sqlite":
+                    # One process owns a SQLite catalog: a blob directory shared
+                    # with another store would lose blobs to its collector.
+                    raise errors.OptionInvalid(
+                        "--blob-dir needs a PostgreSQL --catalog: with the SQLite catalog"
+                        " the blob files stay in the root",
+                        metadata={"option": "blob-dir"},
+                    )
+                blobs = BlobStore(blob_dir or root / "blobs", replica)
+            except BaseException:
+                opened.close()
+                raise
         except BaseException:
             lock.release()
             raise
         leases = Leases()
         collector = Collector(blobs, opened, leases)
-        return cls(root, max_layer_size, lock, blobs, opened, leases, collector)
+        return cls(root, max_layer_size, lock, replica, blobs, opened, leases, collector)
 
     def close(self) -> None:
         self.catalog.close()

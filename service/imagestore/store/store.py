@@ -76,12 +76,13 @@ class Store:
         max_layer_size: int = DEFAULT_MAX_LAYER_SIZE,
         orphan_grace_period: float = ORPHAN_GRACE_PERIOD,
         catalog: CatalogFactory = sqlite_catalog,
+        blob_dir: Path | None = None,
         events_max_count: int = DEFAULT_EVENTS_MAX_COUNT,
         events_max_age: float = DEFAULT_EVENTS_MAX_AGE,
         events_clock: Clock = time.time_ns,
     ) -> None:
         self.root = root
-        self._parts = Parts.open(root, catalog, max_layer_size)
+        self._parts = Parts.open(root, catalog, max_layer_size, blob_dir)
         try:
             self._journal = Journal(
                 self._parts.catalog,
@@ -112,12 +113,15 @@ class Store:
         max_layer_size: int = DEFAULT_MAX_LAYER_SIZE,
         orphan_grace_period: float = ORPHAN_GRACE_PERIOD,
         catalog: CatalogFactory = sqlite_catalog,
+        blob_dir: Path | None = None,
         events_max_count: int = DEFAULT_EVENTS_MAX_COUNT,
         events_max_age: float = DEFAULT_EVENTS_MAX_AGE,
         events_clock: Clock = time.time_ns,
     ) -> Self:
         """Open (create) a store: take the root lock, open and migrate the catalog
-        (``catalog(root)``; SQLite in the root by default), remove stale ingests
+        (``catalog(root)``; SQLite in the root by default), open the blob files
+        (``blob_dir``, default ``<root>/blobs``; another one needs PostgreSQL and
+        may be shared by several replicas), remove stale ingests
         and the blob files without a record older than ``orphan_grace_period`` s.
 
         The events journal keeps at most ``events_max_count`` events, none older
@@ -127,6 +131,7 @@ class Store:
             max_layer_size=max_layer_size,
             orphan_grace_period=orphan_grace_period,
             catalog=catalog,
+            blob_dir=blob_dir,
             events_max_count=events_max_count,
             events_max_age=events_max_age,
             events_clock=events_clock,
