@@ -3,6 +3,7 @@ process) on one PostgreSQL catalog and one shared blob directory."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,14 @@ from imagestore.store.blobs import ingest_owner
 from imagestore.store.catalog import Catalog
 from imagestore.store.postgres import PostgresCatalog
 from imagestore.store.store import Store
+from tests.api.conftest import wait_until
 from tests.pg import Cluster
+from tests.store.builders import build_image, layer_tar
+
+#: a short heartbeat and timeout, so that the tests see a replica die quickly;
+#: they wait on conditions (a replica counted dead), never for a time
+FAST = {"heartbeat_interval": 0.05, "replica_timeout": 1.0}
+MEDIA = "application/octet-stream"
 
 
 @pytest.fixture
@@ -24,11 +32,11 @@ def url(postgres_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[s
     postgres_cluster.drop_database(database)
 
 
-def replica(root: Path, url: str, blob_dir: Path, **options: object) -> Store:
+def replica(root: Path, url: str, blob_dir: Path, **options: float) -> Store:
     def catalog(_: Path) -> Catalog:
         return PostgresCatalog(url)
 
-    return Store.open(root, catalog=catalog, blob_dir=blob_dir, **options)  # type: ignore[arg-type]
+    return Store.open(root, catalog=catalog, blob_dir=blob_dir, **options)
 
 
 def test_a_replica_keeps_its_id_and_names_its_ingests_with_it(tmp_path: Path, url: str) -> None:
@@ -53,3 +61,67 @@ def test_the_sqlite_catalog_refuses_another_blob_directory(tmp_path: Path) -> No
         Store.open(tmp_path / "root", blob_dir=tmp_path / "elsewhere")
     with Store.open(tmp_path / "root"):  # the lock was released
         pass
+
+
+@pytest.fixture
+def pair(tmp_path: Path, url: str) -> Iterator[tuple[Store, Store]]:
+    """Two replicas on one database and one blob directory."""
+    shared = tmp_path / "shared"
+    with (
+        replica(tmp_path / "a", url, shared, **FAST) as a,
+        replica(tmp_path / "b", url, shared, **FAST) as b,
+    ):
+        yield a, b
+
+
+def test_a_lease_on_one_replica_protects_a_blob_from_the_others_prune(
+    pair: tuple[Store, Store],
+) -> None:
+    a, b = pair
+    lease = a.open_lease()
+    info = a.put_blob(lease, b"leased on a", MEDIA)
+    assert b.prune().deleted_blobs == ()
+    assert b.stored(info.digest)
+    a.end_lease(lease)  # nothing references it: its own lease's end sweeps it
+    assert not b.stored(info.digest)
+    assert not a._parts.blobs.exists(info.digest)
+
+
+def test_a_dead_replicas_leases_expire_and_its_ingests_are_swept(
+    pair: tuple[Store, Store],
+) -> None:
+    a, b = pair
+    with a.lease() as lease:
+        info = a.put_blob(lease, b"leased by a replica that dies", MEDIA)
+        with a.ingest(lease) as ingest:
+            ingest.write(b"half written")
+            (partial,) = list(a._parts.blobs.ingest_dir.iterdir())
+            assert b.prune().stale_ingests == 0  # a is alive: its ingest is its own
+            a._parts.replica.stop(forget=False)  # a hangs: no more heartbeats
+            wait_until(lambda: a._parts.replica.id not in b._parts.live_replicas())
+            result = b.prune()
+            assert info.digest in result.deleted_blobs
+            assert result.stale_ingests == 1
+            assert not partial.exists()
+            assert not b._parts.blobs.exists(info.digest)
+
+
+def test_a_read_in_progress_keeps_its_file_while_another_replica_deletes_the_row(
+    pair: tuple[Store, Store],
+) -> None:
+    a, b = pair
+    content = random.Random(1).randbytes(2 << 20)  # incompressible: two chunks or more
+    built = build_image(b, [layer_tar({"big": content})], names=["example/app:1"])
+    layer = built.layers[0].digest
+    with a.lease(reading=True) as lease:
+        lease.add(layer)
+        chunks = a.read_verified(layer)
+        first = next(chunks)  # the reader is mid-stream
+        b.remove(["example/app:1"])  # its collection waits for a's heartbeat
+        assert b.stored_record(layer) is None  # the row is gone...
+        assert a._parts.blobs.exists(layer)  # ...the file stays while a reads it
+        rest = b"".join(chunks)
+        assert len(first) + len(rest) == a._parts.blobs.size(layer)
+    # unread now: the next collection removes the orphan
+    assert layer in b.prune().deleted_blobs
+    assert not a._parts.blobs.exists(layer)

@@ -31,7 +31,9 @@ from imagestore.registry.client import RegistryClient
 from imagestore.registry.options import RegistryOptions
 from imagestore.store.events import DEFAULT_EVENTS_MAX_AGE, DEFAULT_EVENTS_MAX_COUNT
 from imagestore.store.store import (
+    DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_MAX_LAYER_SIZE,
+    DEFAULT_REPLICA_TIMEOUT,
     ORPHAN_GRACE_PERIOD,
     Store,
     catalog_factory,
@@ -74,6 +76,9 @@ class ServerConfig:
     grace_period: float = 10.0
     max_layer_size: int = DEFAULT_MAX_LAYER_SIZE
     orphan_grace_period: float = ORPHAN_GRACE_PERIOD
+    #: seconds between heartbeats, and without one before a replica counts as dead
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
+    replica_timeout: float = DEFAULT_REPLICA_TIMEOUT
     #: the events journal's retention: at most this many events, this many seconds
     events_max_count: int = DEFAULT_EVENTS_MAX_COUNT
     events_max_age: float = DEFAULT_EVENTS_MAX_AGE
@@ -197,6 +202,8 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         blob_dir=config.blob_dir,
         max_layer_size=config.max_layer_size,
         orphan_grace_period=config.orphan_grace_period,
+        heartbeat_interval=config.heartbeat_interval,
+        replica_timeout=config.replica_timeout,
         events_max_count=config.events_max_count,
         events_max_age=config.events_max_age,
     )

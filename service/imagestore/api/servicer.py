@@ -379,7 +379,7 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         self, digest: str, offset: int, limit: int | None
     ) -> Generator[bytes, None, None]:
         """The blob's bytes under a lease; a whole read is also re-verified."""
-        with self.store.lease() as lease:
+        with self.store.lease(reading=True) as lease:
             lease.add(digest)
             yield from self.store.read_verified(digest, offset, limit)
 

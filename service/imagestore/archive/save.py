@@ -230,7 +230,7 @@ def _blob_member(store: Store, digest: str) -> Iterator[bytes]:
 
 def save(store: Store, items: Sequence[str], platform: str = "") -> Generator[bytes, None, None]:
     """Stream the archive for ``items`` (names or IDs) in chunks of ≤ 1 MiB."""
-    with store.lease() as lease:
+    with store.lease(reading=True) as lease:
         chosen = _select(store, lease, items, platform)
         blobs: list[str] = []
         documents: dict[str, bytes] = {}

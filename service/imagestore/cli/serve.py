@@ -98,7 +98,12 @@ def add_parser(commands: Any) -> None:
     from imagestore.api.server import default_root
     from imagestore.logs import FORMATS, LEVELS, LIBRARIES_DEFAULT
     from imagestore.store.events import DEFAULT_EVENTS_MAX_AGE, DEFAULT_EVENTS_MAX_COUNT
-    from imagestore.store.store import DEFAULT_MAX_LAYER_SIZE, ORPHAN_GRACE_PERIOD
+    from imagestore.store.store import (
+        DEFAULT_HEARTBEAT_INTERVAL,
+        DEFAULT_MAX_LAYER_SIZE,
+        DEFAULT_REPLICA_TIMEOUT,
+        ORPHAN_GRACE_PERIOD,
+    )
 
     parser: argparse.ArgumentParser = commands.add_parser(
         "serve",
@@ -207,6 +212,20 @@ def add_parser(commands: Any) -> None:
                 ORPHAN_GRACE_PERIOD,
                 "age after which a blob file without a catalog record is removed at"
                 " start (younger ones may be another process's commit in flight)",
+            ),
+            (
+                "replica-timeout",
+                _duration,
+                DEFAULT_REPLICA_TIMEOUT,
+                "how long a replica sharing the catalog may go without a heartbeat before"
+                " it counts as dead: its leases expire, its ingest files are swept",
+            ),
+            (
+                "heartbeat-interval",
+                _duration,
+                DEFAULT_HEARTBEAT_INTERVAL,
+                "time between two heartbeats of this replica (a PostgreSQL catalog; a"
+                " collection waits about this long before it unlinks files)",
             ),
             (
                 "max-concurrent-rpcs",
@@ -522,6 +541,8 @@ def _run(args: argparse.Namespace, *, settings: config_file.Settings) -> int:
         grace_period=args.grace_period,
         max_layer_size=args.max_layer_size,
         orphan_grace_period=args.orphan_grace_period,
+        replica_timeout=float(args.replica_timeout),
+        heartbeat_interval=float(args.heartbeat_interval),
         events_max_count=args.events_max_count,
         events_max_age=float(args.events_max_age),
         limits=Limits(

@@ -79,7 +79,7 @@ class Pusher:
         """Push ``image``; ``platform`` ("os/arch[/variant]", "" for the whole index)
         picks one child of an index with absent children."""
         reference = parse_reference(image)
-        lease = self.store.open_lease()
+        lease = self.store.open_lease(reading=True)
         try:
             target = await in_thread(self._target, reference, lease)
             emit(

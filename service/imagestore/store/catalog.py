@@ -30,6 +30,7 @@ from imagestore.store.records import (
     ManifestBlob,
     NamedIndexChild,
     NameRow,
+    ReplicaRow,
     TargetRow,
 )
 
@@ -157,6 +158,24 @@ class CatalogReader(Protocol):
         cursor order."""
         ...
 
+    # ---- replicas and leases (docs/design.md §4) ----
+    def clock(self) -> int:
+        """The catalog's time, ns since the epoch: the one clock heartbeats are
+        stamped and judged by."""
+        ...
+
+    def replicas(self) -> list[ReplicaRow]:
+        """Every replica's last heartbeat."""
+        ...
+
+    def leased(self, replicas: Iterable[str]) -> set[str]:
+        """The digests the leases of ``replicas`` hold."""
+        ...
+
+    def collector_epoch(self) -> int:
+        """How many collections have deleted blob rows (bumped in their transaction)."""
+        ...
+
 
 class CatalogWriter(CatalogReader, Protocol):
     """Changes inside one transaction (reads see them)."""
@@ -217,6 +236,27 @@ class CatalogWriter(CatalogReader, Protocol):
         transaction rolled back gives none away."""
         ...
 
+    def add_lease(self, replica: str, lease: int, digests: Iterable[str]) -> None:
+        """Protect ``digests`` under one lease of ``replica``."""
+        ...
+
+    def release_lease(self, replica: str, lease: int) -> None:
+        """Forget one lease's rows."""
+        ...
+
+    def heartbeat(self, replica: str, seen_epoch: int, reading: Sequence[str]) -> None:
+        """Record that ``replica`` is alive now (the catalog's clock), had seen
+        ``seen_epoch``, and was reading ``reading``."""
+        ...
+
+    def forget_replica(self, replica: str) -> None:
+        """Forget a replica's heartbeat and its leases (it stopped, or died)."""
+        ...
+
+    def bump_collector_epoch(self) -> int:
+        """Count one more collection that deleted blob rows; the new epoch."""
+        ...
+
     def trim_events(self, keep: int, not_before: int) -> None:
         """Retention: forget all but the newest ``keep`` events, and the oldest
         events up to the first one recorded at ``not_before`` (ns) or later."""
@@ -246,11 +286,15 @@ class Catalog(Protocol):
         (or for garbage collection), and does not see a transaction in progress."""
         ...
 
-    def transaction(self, *, rollback: bool = False) -> AbstractContextManager[CatalogWriter]:
+    def transaction(
+        self, *, rollback: bool = False, bookkeeping: bool = False
+    ) -> AbstractContextManager[CatalogWriter]:
         """One atomic, durable change; transactions run one at a time.
 
         ``rollback`` runs the same statements and then undoes them: a dry run
-        uses the very code of the real change."""
+        uses the very code of the real change. ``bookkeeping`` marks a change
+        of leases and heartbeats only: the generation does not move (no answer
+        read from the catalog changes)."""
         ...
 
     def close(self) -> None: ...

@@ -206,7 +206,7 @@ def _check(parts: Parts) -> Generator[CheckEvent, None, None]:
     for problem in others:
         yield problem
     problems += len(others)
-    for path in parts.blobs.stale_ingests():
+    for path in parts.blobs.stale_ingests(parts.live_replicas()):
         detail = "an ingest nobody owns; prune or the next start removes it"
         yield Problem("stale-ingest", path.name, detail)
         problems += 1
@@ -575,9 +575,9 @@ def _unrecorded(parts: Parts, snapshot: Snapshot) -> tuple[str, ...]:
     candidates = set(snapshot.files) - set(snapshot.sizes)
     if not candidates:
         return ()
-    with parts.collector.lock, parts.leases.lock, parts.catalog.reading() as db:
+    with parts.collector.lock, parts.catalog.reading() as db:
         recorded = set(db.blob_sizes(candidates))
-        leased = parts.leases.protected()
+        leased = db.leased(parts.replica.live(db)) | parts.leases.protected()
         return tuple(
             sorted(
                 digest

@@ -58,9 +58,11 @@ class Content:
 
     # ---- leases and ingests --------------------------------------------------
 
-    def open_lease(self) -> Lease:
-        """A new lease; end it with :meth:`end_lease` (or use :meth:`lease`)."""
-        return self._leases.new()
+    def open_lease(self, *, reading: bool = False) -> Lease:
+        """A new lease; end it with :meth:`end_lease` (or use :meth:`lease`). A
+        ``reading`` one protects the files it holds while they are read (no
+        catalog write), not their rows: for operations that store nothing."""
+        return self._leases.new(reading=reading)
 
     def end_lease(self, lease: Lease) -> None:
         """Release a lease and sweep what it added that nothing references (a failed
@@ -70,9 +72,9 @@ class Content:
             self._parts.collector.collect(lease.added)
 
     @contextmanager
-    def lease(self) -> Iterator[Lease]:
+    def lease(self, *, reading: bool = False) -> Iterator[Lease]:
         """A lease for the block (see :meth:`end_lease`)."""
-        lease = self.open_lease()
+        lease = self.open_lease(reading=reading)
         try:
             yield lease
         finally:
@@ -269,17 +271,18 @@ class Content:
         """
         cutoff = time.time() - older_than
         removed: list[str] = []
-        with self._parts.collector.lock, self._leases.lock:
-            files = list(self._blobs.digests())
-            with self._catalog.reading() as db:
-                kept = set(db.blob_sizes(files)) | db.referenced_among(files)
+        files = list(self._blobs.digests())
+        # In a transaction: no lease can be taken (nor a blob recorded) on any
+        # replica between the look and the unlinks.
+        with self._parts.collector.lock, self._catalog.transaction() as db:
+            live = self._parts.replica.live(db)
+            kept = set(db.blob_sizes(files)) | db.referenced_among(files) | db.leased(live)
+            kept.update(digest for row in live.values() for digest in row.reading)
             kept |= self._leases.protected()
             for digest in files:
                 modified = None if digest in kept else self._blobs.modified(digest)
                 if modified is not None and modified < cutoff:
                     self._blobs.delete(digest)
                     removed.append(digest)
-            if removed:
-                with self._catalog.transaction() as db:
-                    db.clear_damaged(removed)
+            db.clear_damaged(removed)
         return removed

@@ -1,12 +1,16 @@
 """Garbage collection: mark from the catalog and the leases, sweep the rest.
 
 Live = every blob a stored manifest needs (its own blob, config, layers), every
-named index, and every leased digest. The collector decides and deletes while
-holding the GC lock and the lease lock, so no operation can lease or commit
-halfway through. Rows go first, in one durable transaction; files are unlinked
-only after it (a crash in between leaves orphan files, never a row without its
-file: an orphan does not count as stored, so a pull or load writes it again;
-the next prune removes it, and so does a start-up once it is old).
+named index, and every digest a live replica's lease rows hold. The collector
+decides and deletes rows inside one catalog transaction (transactions take
+turns, on every replica: no lease or commit lands halfway through), which also
+bumps the collector epoch. Files go only after it: once every live replica has
+heartbeaten past that epoch (its published read set then holds every read that
+could have found the deleted rows), in a second transaction that unlinks the
+files no lease row, blob row or read set claims; the others stay, as orphans,
+for a later collection. A crash in between leaves orphan files, never a row
+without its file: an orphan does not count as stored, so a pull or load writes
+it again; the next prune removes it, and so does a start-up once it is old.
 See docs/design.md §4.
 """
 
@@ -19,6 +23,7 @@ from dataclasses import dataclass, field
 from imagestore.store.blobs import BlobStore
 from imagestore.store.catalog import Catalog, CatalogReader, CatalogWriter
 from imagestore.store.leases import Leases
+from imagestore.store.replicas import Replica
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,17 +41,20 @@ class Sweep:
 class Collector:
     """Mark-and-sweep over one store. ``lock`` is the GC lock: hold it to commit."""
 
-    def __init__(self, blobs: BlobStore, catalog: Catalog, leases: Leases) -> None:
+    def __init__(
+        self, blobs: BlobStore, catalog: Catalog, leases: Leases, replica: Replica
+    ) -> None:
         self.blobs = blobs
         self.catalog = catalog
         self.leases = leases
+        self.replica = replica
         self.lock = threading.RLock()
 
     def plan(self, db: CatalogReader, only: set[str] | None = None) -> Sweep:
-        """What is unreachable now. Hold ``lock`` and ``leases.lock`` while using it."""
+        """What is unreachable now (inside the transaction that applies it)."""
         unnamed = db.unnamed_indexes()
         indexes = tuple(i for i in unnamed if only is None or i in only)
-        protected = self.leases.protected()
+        protected = db.leased(self.replica.live(db))
         if only is None:
             live = db.referenced_blobs() | protected
             rows = {row.digest: row.size for row in db.blobs()}
@@ -63,23 +71,38 @@ class Collector:
         return Sweep(sizes, indexes)
 
     @staticmethod
-    def apply(db: CatalogWriter, sweep: Sweep) -> None:
-        """Remove the swept rows; unlink the files once this transaction is durable."""
+    def apply(db: CatalogWriter, sweep: Sweep) -> int:
+        """Remove the swept rows; returns the collector epoch to pass to
+        :meth:`unlink` once this transaction is durable (0: no blob to unlink)."""
         for index in sweep.indexes:
             db.delete_index(index)
         db.delete_blobs(sweep.blobs)
+        return db.bump_collector_epoch() if sweep.blobs else 0
 
-    def unlink(self, sweep: Sweep) -> None:
-        for digest in sweep.blobs:
-            self.blobs.delete(digest)
+    def unlink(self, sweep: Sweep, epoch: int) -> list[str]:
+        """Unlink the swept files that nothing claims once every live replica has
+        heartbeaten past ``epoch`` (call with no lock held: it waits); returns
+        the digests unlinked."""
+        if not sweep.blobs or not self.replica.await_epoch(epoch):
+            return []
+        unlinked = []
+        with self.catalog.transaction(bookkeeping=True) as db:
+            live = self.replica.live(db)
+            claimed = db.leased(live) | set(db.blob_sizes(sweep.blobs))
+            claimed.update(digest for row in live.values() for digest in row.reading)
+            claimed |= self.leases.protected()
+            for digest in sweep.blobs:
+                if digest not in claimed:
+                    self.blobs.delete(digest)
+                    unlinked.append(digest)
+        return unlinked
 
     def collect(self, candidates: Iterable[str] | None = None, *, dry_run: bool = False) -> Sweep:
         """Delete unreachable blobs (only among ``candidates`` when given)."""
         only = None if candidates is None else set(candidates)
-        with self.lock, self.leases.lock:
-            with self.catalog.transaction(rollback=dry_run) as db:
-                sweep = self.plan(db, only)
-                self.apply(db, sweep)
-            if not dry_run:
-                self.unlink(sweep)
+        with self.lock, self.catalog.transaction(rollback=dry_run) as db:
+            sweep = self.plan(db, only)
+            epoch = self.apply(db, sweep)
+        if not dry_run:
+            self.unlink(sweep, epoch)
         return sweep

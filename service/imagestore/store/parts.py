@@ -20,7 +20,12 @@ from imagestore.store.catalog import Catalog
 from imagestore.store.gc import Collector
 from imagestore.store.leases import Leases
 from imagestore.store.lock import Gate, RootLock
-from imagestore.store.replicas import replica_id
+from imagestore.store.replicas import (
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_REPLICA_TIMEOUT,
+    Replica,
+    replica_id,
+)
 from imagestore.store.sqlite import SqliteCatalog
 
 #: the store root's mode: the owner's alone
@@ -80,6 +85,8 @@ class Parts:
     catalog: Catalog
     leases: Leases
     collector: Collector
+    #: this process's heartbeat, and who else is alive
+    replica: Replica
     #: one prune at a time; one check at a time
     prune_lock: threading.Lock = field(default_factory=threading.Lock)
     check_gate: Gate = field(default_factory=Gate)
@@ -91,6 +98,9 @@ class Parts:
         catalog: CatalogFactory,
         max_layer_size: int,
         blob_dir: Path | None = None,
+        *,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+        replica_timeout: float = DEFAULT_REPLICA_TIMEOUT,
     ) -> Parts:
         """Make the root private, take its lock, open the blob files (in
         ``blob_dir``, default ``<root>/blobs``) and the catalog."""
@@ -109,18 +119,35 @@ class Parts:
                         metadata={"option": "blob-dir"},
                     )
                 blobs = BlobStore(blob_dir or root / "blobs", replica)
+                leases = Leases(opened, replica)
+                heartbeat = Replica(
+                    replica,
+                    opened,
+                    leases.protected,
+                    shared=opened.kind != "sqlite",
+                    interval=heartbeat_interval,
+                    timeout=replica_timeout,
+                )
+                heartbeat.start()
             except BaseException:
                 opened.close()
                 raise
         except BaseException:
             lock.release()
             raise
-        leases = Leases()
-        collector = Collector(blobs, opened, leases)
-        return cls(root, max_layer_size, lock, replica, blobs, opened, leases, collector)
+        collector = Collector(blobs, opened, leases, heartbeat)
+        return cls(root, max_layer_size, lock, replica, blobs, opened, leases, collector, heartbeat)
+
+    def live_replicas(self) -> set[str]:
+        """The IDs of the replicas alive now (this one included)."""
+        with self.catalog.reading() as db:
+            return set(self.replica.live(db))
 
     def close(self) -> None:
-        self.catalog.close()
+        try:
+            self.replica.stop()
+        finally:
+            self.catalog.close()
         self.lock.release()
 
 

@@ -56,6 +56,7 @@ from imagestore.store.records import (
     ManifestBlob,
     NamedIndexChild,
     NameRow,
+    ReplicaRow,
     TargetRow,
 )
 
@@ -207,6 +208,32 @@ MIGRATIONS: tuple[str, ...] = (
         last_cursor       BIGINT NOT NULL
     );
     INSERT INTO events_state (id, last_cursor) VALUES (0, 0);
+    """,
+    """
+    -- replicas sharing the catalog: each one's last heartbeat (docs/design.md §4)
+    CREATE TABLE replicas (
+        id                TEXT COLLATE "C" PRIMARY KEY,  -- <root>/replica-id
+        last_seen         BIGINT NOT NULL,      -- the catalog's clock, ns since epoch
+        seen_epoch        BIGINT NOT NULL,      -- the collector epoch it had seen then
+        reading           TEXT COLLATE "C" NOT NULL        -- JSON list: the digests it was reading
+    );
+
+    -- what each live operation protects from garbage collection
+    CREATE TABLE leases (
+        replica           TEXT COLLATE "C" NOT NULL,
+        lease             BIGINT NOT NULL,       -- the lease's number in its replica
+        digest            TEXT COLLATE "C" NOT NULL,
+        PRIMARY KEY (replica, lease, digest)
+    );
+    CREATE INDEX leases_by_digest ON leases(digest);
+
+    -- collections that deleted blob rows, counted: a heartbeat that has seen
+    -- epoch n published its read set after the collection n committed
+    CREATE TABLE collector_state (
+        id                INTEGER PRIMARY KEY CHECK (id = 0),
+        epoch             BIGINT NOT NULL
+    );
+    INSERT INTO collector_state (id, epoch) VALUES (0, 0);
     """,
 )
 
@@ -380,7 +407,9 @@ class PostgresCatalog:
     # ---- transactions and snapshots ------------------------------------------
 
     @contextmanager
-    def transaction(self, *, rollback: bool = False) -> Iterator[PostgresWriter]:
+    def transaction(
+        self, *, rollback: bool = False, bookkeeping: bool = False
+    ) -> Iterator[PostgresWriter]:
         """One atomic, durable change at READ COMMITTED under the writers' lock."""
         with self._write_lock, self._connection() as db:
             with self._mapped():
@@ -399,7 +428,8 @@ class PostgresCatalog:
                     ) from None
                 raise
             with self._mapped():
-                db.execute("ROLLBACK" if rollback else _COMMIT_WRITE)
+                # Leases and heartbeats change no answer: the generation stays.
+                db.execute("ROLLBACK" if rollback else "COMMIT" if bookkeeping else _COMMIT_WRITE)
 
     @contextmanager
     def reading(self) -> Iterator[PostgresReader]:
@@ -758,6 +788,39 @@ class PostgresReader:
             )
         ]
 
+    # ---- replicas and leases -------------------------------------------------
+
+    def clock(self) -> int:
+        row = self.db.execute(
+            "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000"
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def replicas(self) -> list[ReplicaRow]:
+        return [
+            ReplicaRow(row[0], row[1], row[2], tuple(json.loads(row[3])))
+            for row in self.db.execute(
+                "SELECT id, last_seen, seen_epoch, reading FROM replicas ORDER BY id"
+            )
+        ]
+
+    def leased(self, replicas: Iterable[str]) -> set[str]:
+        wanted = sorted(set(replicas))
+        if not wanted:
+            return set()
+        return {
+            row[0]
+            for row in self.db.execute(
+                "SELECT DISTINCT digest FROM leases WHERE replica = ANY(%s)", (wanted,)
+            )
+        }
+
+    def collector_epoch(self) -> int:
+        row = self.db.execute("SELECT epoch FROM collector_state WHERE id = 0").fetchone()
+        assert row is not None  # the migration inserts the one row
+        return int(row[0])
+
 
 class PostgresWriter(PostgresReader):
     """Changes on the writer's connection, inside its transaction."""
@@ -985,3 +1048,34 @@ class PostgresWriter(PostgresReader):
             "  (SELECT last_cursor + 1 FROM events_state))",
             (not_before,),
         )
+
+    # ---- replicas and leases -------------------------------------------------
+
+    def add_lease(self, replica: str, lease: int, digests: Iterable[str]) -> None:
+        self.db.cursor().executemany(
+            "INSERT INTO leases (replica, lease, digest) VALUES (%s, %s, %s)"
+            " ON CONFLICT DO NOTHING",
+            [(replica, lease, digest) for digest in set(digests)],
+        )
+
+    def release_lease(self, replica: str, lease: int) -> None:
+        self.db.execute("DELETE FROM leases WHERE replica = %s AND lease = %s", (replica, lease))
+
+    def heartbeat(self, replica: str, seen_epoch: int, reading: Sequence[str]) -> None:
+        self.db.execute(
+            "INSERT INTO replicas (id, last_seen, seen_epoch, reading) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen,"
+            "   seen_epoch = excluded.seen_epoch, reading = excluded.reading",
+            (replica, self.clock(), seen_epoch, json.dumps(sorted(set(reading)))),
+        )
+
+    def forget_replica(self, replica: str) -> None:
+        self.db.execute("DELETE FROM leases WHERE replica = %s", (replica,))
+        self.db.execute("DELETE FROM replicas WHERE id = %s", (replica,))
+
+    def bump_collector_epoch(self) -> int:
+        row = self.db.execute(
+            "UPDATE collector_state SET epoch = epoch + 1 WHERE id = 0 RETURNING epoch"
+        ).fetchone()
+        assert row is not None
+        return int(row[0])

@@ -62,34 +62,37 @@ def run_prune(
     deleted: list[str] = []
     untagged: list[Name] = []
     blobs = parts.blobs
-    with collector.lock, parts.leases.lock:
-        with journal.transaction(rollback=dry_run) as (db, events):
-            names = db.names_by_image()
-            deletions: list[EventRow] = []
-            for image in list(db.images()):
-                image_names = names.get(image.id, [])
-                if not _selected(image, image_names, filters, dangling_only):
-                    continue
-                for name in sorted(image_names, key=lambda n: n.name):
-                    row = db.name(name.name)
-                    if row is not None:
-                        events += untag_events(
-                            db, row.name, row.target, db.images_of_target(row.target)
-                        )
-                        db.delete_name(name.name)
-                        untagged.append(name_of(name.name))
-                deletions.append(image_event(db, EventKind.DELETE, image.id))
-                db.delete_image(image.id)
-                deleted.append(image.id)
-            sweep = collector.plan(db)
-            collector.apply(db, sweep)
-            # the stale ingests it will remove once committed count as reclaimed
-            reclaimed = sweep.reclaimed + sum(blobs.stale_ingests().values())
-            events += deletions
-            events.append(EventRow(EventKind.PRUNE.value, reclaimed=reclaimed))
-        if not dry_run:
-            collector.unlink(sweep)
-    stale = blobs.stale_ingests() if dry_run else blobs.remove_stale_ingests()
+    with collector.lock, journal.transaction(rollback=dry_run) as (db, events):
+        live = parts.replica.live(db)
+        for replica in db.replicas():  # dead: its leases protect nothing any more
+            if replica.id not in live:
+                db.forget_replica(replica.id)
+        names = db.names_by_image()
+        deletions: list[EventRow] = []
+        for image in list(db.images()):
+            image_names = names.get(image.id, [])
+            if not _selected(image, image_names, filters, dangling_only):
+                continue
+            for name in sorted(image_names, key=lambda n: n.name):
+                row = db.name(name.name)
+                if row is not None:
+                    events += untag_events(
+                        db, row.name, row.target, db.images_of_target(row.target)
+                    )
+                    db.delete_name(name.name)
+                    untagged.append(name_of(name.name))
+            deletions.append(image_event(db, EventKind.DELETE, image.id))
+            db.delete_image(image.id)
+            deleted.append(image.id)
+        sweep = collector.plan(db)
+        epoch = collector.apply(db, sweep)
+        # the stale ingests it will remove once committed count as reclaimed
+        reclaimed = sweep.reclaimed + sum(blobs.stale_ingests(live).values())
+        events += deletions
+        events.append(EventRow(EventKind.PRUNE.value, reclaimed=reclaimed))
+    if not dry_run:
+        collector.unlink(sweep, epoch)
+    stale = blobs.stale_ingests(live) if dry_run else blobs.remove_stale_ingests(live)
     return PruneResult(
         deleted_images=tuple(deleted),
         untagged=tuple(untagged),

@@ -106,3 +106,15 @@ class EventRow:
     reclaimed: int = 0  #: a prune's bytes freed on disk
     cursor: int = 0  #: position in the journal: consecutive, in commit order
     time: int = 0  #: commit time, ns since the epoch
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaRow:
+    """One replica's heartbeat: when it was last seen (the catalog's clock, ns),
+    the collector epoch its last heartbeat had seen, and the digests it was
+    reading then."""
+
+    id: str
+    last_seen: int
+    seen_epoch: int
+    reading: tuple[str, ...]

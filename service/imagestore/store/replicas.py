@@ -7,9 +7,16 @@ replica's heartbeat row are keyed by it (docs/design.md §4).
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from imagestore import errors
+from imagestore.store.catalog import Catalog, CatalogReader
+from imagestore.store.records import ReplicaRow
 
 #: the file in a store root that holds its replica ID
 REPLICA_ID_FILE = "replica-id"
@@ -34,3 +41,102 @@ def replica_id(root: Path) -> str:
         os.close(fd)
     os.replace(temporary, path)
     return new
+
+
+#: seconds between two heartbeats of a replica
+DEFAULT_HEARTBEAT_INTERVAL = 2.0
+#: seconds without a heartbeat after which a replica counts as dead: its leases
+#: no longer protect anything and its ingest files are stale
+DEFAULT_REPLICA_TIMEOUT = 60.0
+
+log = logging.getLogger("imagestore.store")
+
+
+class Replica:
+    """This process as one replica of a catalog: its heartbeat row, kept fresh by
+    a thread when the catalog is ``shared``, publishing ``reading()`` (the read
+    set) and the collector epoch it has seen."""
+
+    def __init__(
+        self,
+        replica_id: str,
+        catalog: Catalog,
+        reading: Callable[[], Iterable[str]],
+        *,
+        shared: bool,
+        interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+        timeout: float = DEFAULT_REPLICA_TIMEOUT,
+    ) -> None:
+        if not 0 < interval < timeout:
+            raise errors.OptionInvalid(
+                f"the heartbeat interval ({interval} s) must be positive and shorter than"
+                f" --replica-timeout ({timeout} s)",
+                metadata={"option": "replica-timeout"},
+            )
+        self.id = replica_id
+        self.interval = interval
+        self.timeout = timeout
+        self._catalog = catalog
+        self._reading = reading
+        self._shared = shared
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Register, forgetting what a previous run under this ID left (nothing
+        else runs under it while the root is locked); then heartbeat."""
+        with self._catalog.transaction(bookkeeping=True) as db:
+            db.forget_replica(self.id)
+            db.heartbeat(self.id, db.collector_epoch(), ())
+        if self._shared:
+            self._thread = threading.Thread(
+                target=self._run, name=f"heartbeat-{self.id[:8]}", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self, *, forget: bool = True) -> None:
+        """Stop heartbeating; ``forget`` also removes the row and the leases (a
+        clean stop: the others need not wait for the timeout)."""
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if forget:
+            try:
+                with self._catalog.transaction(bookkeeping=True) as db:
+                    db.forget_replica(self.id)
+            except errors.ImageStoreError as exc:
+                log.warning("replica %s not unregistered: %s", self.id, exc)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            try:
+                self.beat()
+            except errors.ImageStoreError as exc:
+                log.warning("heartbeat of replica %s failed: %s", self.id, exc)
+
+    def beat(self) -> None:
+        """Publish a heartbeat: the epoch is read first, the read set after it, so
+        a heartbeat that has seen epoch n holds every read registered before
+        collection n committed."""
+        with self._catalog.transaction(bookkeeping=True) as db:
+            epoch = db.collector_epoch()
+            db.heartbeat(self.id, epoch, sorted(set(self._reading())))
+
+    def live(self, db: CatalogReader) -> dict[str, ReplicaRow]:
+        """The replicas heard from within the timeout (this one always)."""
+        cutoff = db.clock() - int(self.timeout * 1e9)
+        return {r.id: r for r in db.replicas() if r.last_seen >= cutoff or r.id == self.id}
+
+    def await_epoch(self, epoch: int) -> bool:
+        """Wait until every live replica has heartbeaten after collection ``epoch``
+        committed (at most until the laggards time out); False if this replica
+        stopped meanwhile."""
+        self.beat()
+        while True:
+            with self._catalog.reading() as db:
+                behind = [r.id for r in self.live(db).values() if r.seen_epoch < epoch]
+            if not behind:
+                return True
+            if self._stopped.wait(min(self.interval / 4, 0.5)):
+                return False

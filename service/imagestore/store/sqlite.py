@@ -15,6 +15,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,7 @@ from imagestore.store.records import (
     ManifestBlob,
     NamedIndexChild,
     NameRow,
+    ReplicaRow,
     TargetRow,
 )
 
@@ -164,6 +166,32 @@ MIGRATIONS: tuple[str, ...] = (
     );
     INSERT INTO events_state (id, last_cursor) VALUES (0, 0);
     """,
+    """
+    -- replicas sharing the catalog: each one's last heartbeat (docs/design.md §4)
+    CREATE TABLE replicas (
+        id                TEXT PRIMARY KEY,     -- <root>/replica-id
+        last_seen         INTEGER NOT NULL,     -- the catalog's clock, ns since epoch
+        seen_epoch        INTEGER NOT NULL,     -- the collector epoch it had seen then
+        reading           TEXT NOT NULL         -- JSON list: the digests it was reading
+    );
+
+    -- what each live operation protects from garbage collection
+    CREATE TABLE leases (
+        replica           TEXT NOT NULL,
+        lease             INTEGER NOT NULL,     -- the lease's number in its replica
+        digest            TEXT NOT NULL,
+        PRIMARY KEY (replica, lease, digest)
+    );
+    CREATE INDEX leases_by_digest ON leases(digest);
+
+    -- collections that deleted blob rows, counted: a heartbeat that has seen
+    -- epoch n published its read set after the collection n committed
+    CREATE TABLE collector_state (
+        id                INTEGER PRIMARY KEY CHECK (id = 0),
+        epoch             INTEGER NOT NULL
+    );
+    INSERT INTO collector_state (id, epoch) VALUES (0, 0);
+    """,
 )
 
 
@@ -271,7 +299,9 @@ class SqliteCatalog:
                 writer.db.execute(f"PRAGMA user_version = {number + 1}")
 
     @contextmanager
-    def transaction(self, *, rollback: bool = False) -> Iterator[SqliteWriter]:
+    def transaction(
+        self, *, rollback: bool = False, bookkeeping: bool = False
+    ) -> Iterator[SqliteWriter]:
         """One atomic, durable change (BEGIN IMMEDIATE … COMMIT), one at a time."""
         with self._write_lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -285,7 +315,8 @@ class SqliteCatalog:
             finally:
                 # Counted once the change is visible (or undone), however it
                 # ended: an answer read after seeing the new number has the change.
-                self._generation += 1
+                if not bookkeeping:
+                    self._generation += 1
 
     @property
     def generation(self) -> int:
@@ -610,6 +641,34 @@ class SqliteReader:
             )
         ]
 
+    # ---- replicas and leases -------------------------------------------------
+
+    def clock(self) -> int:
+        return time.time_ns()
+
+    def replicas(self) -> list[ReplicaRow]:
+        return [
+            ReplicaRow(row[0], row[1], row[2], tuple(json.loads(row[3])))
+            for row in self.db.execute(
+                "SELECT id, last_seen, seen_epoch, reading FROM replicas ORDER BY id"
+            )
+        ]
+
+    def leased(self, replicas: Iterable[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(replicas):
+            marks = ", ".join("?" * len(chunk))
+            found.update(
+                row[0]
+                for row in self.db.execute(
+                    f"SELECT DISTINCT digest FROM leases WHERE replica IN ({marks})", chunk
+                )
+            )
+        return found
+
+    def collector_epoch(self) -> int:
+        return int(self.db.execute("SELECT epoch FROM collector_state WHERE id = 0").fetchone()[0])
+
 
 class SqliteWriter(SqliteReader):
     """Changes on the writer connection, inside its transaction."""
@@ -808,6 +867,33 @@ class SqliteWriter(SqliteReader):
             "  (SELECT last_cursor + 1 FROM events_state))",
             (not_before,),
         )
+
+    # ---- replicas and leases -------------------------------------------------
+
+    def add_lease(self, replica: str, lease: int, digests: Iterable[str]) -> None:
+        self.db.executemany(
+            "INSERT OR IGNORE INTO leases (replica, lease, digest) VALUES (?, ?, ?)",
+            [(replica, lease, digest) for digest in set(digests)],
+        )
+
+    def release_lease(self, replica: str, lease: int) -> None:
+        self.db.execute("DELETE FROM leases WHERE replica = ? AND lease = ?", (replica, lease))
+
+    def heartbeat(self, replica: str, seen_epoch: int, reading: Sequence[str]) -> None:
+        self.db.execute(
+            "INSERT INTO replicas (id, last_seen, seen_epoch, reading) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen,"
+            "   seen_epoch = excluded.seen_epoch, reading = excluded.reading",
+            (replica, self.clock(), seen_epoch, json.dumps(sorted(set(reading)))),
+        )
+
+    def forget_replica(self, replica: str) -> None:
+        self.db.execute("DELETE FROM leases WHERE replica = ?", (replica,))
+        self.db.execute("DELETE FROM replicas WHERE id = ?", (replica,))
+
+    def bump_collector_epoch(self) -> int:
+        self.db.execute("UPDATE collector_state SET epoch = epoch + 1 WHERE id = 0")
+        return self.collector_epoch()
 
 
 #: the catalog and its companions: SQLite gives the journal files the catalog's own mode

@@ -53,6 +53,7 @@ from imagestore.store.names import Names, Resolved, resolve, resolve_image
 from imagestore.store.parts import CatalogFactory, Parts, sqlite_catalog
 from imagestore.store.parts import catalog_factory as catalog_factory  # --catalog, for the server
 from imagestore.store.records import BlobRow
+from imagestore.store.replicas import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_REPLICA_TIMEOUT
 
 DEFAULT_MAX_LAYER_SIZE = 64 << 30
 
@@ -77,12 +78,21 @@ class Store:
         orphan_grace_period: float = ORPHAN_GRACE_PERIOD,
         catalog: CatalogFactory = sqlite_catalog,
         blob_dir: Path | None = None,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+        replica_timeout: float = DEFAULT_REPLICA_TIMEOUT,
         events_max_count: int = DEFAULT_EVENTS_MAX_COUNT,
         events_max_age: float = DEFAULT_EVENTS_MAX_AGE,
         events_clock: Clock = time.time_ns,
     ) -> None:
         self.root = root
-        self._parts = Parts.open(root, catalog, max_layer_size, blob_dir)
+        self._parts = Parts.open(
+            root,
+            catalog,
+            max_layer_size,
+            blob_dir,
+            heartbeat_interval=heartbeat_interval,
+            replica_timeout=replica_timeout,
+        )
         try:
             self._journal = Journal(
                 self._parts.catalog,
@@ -98,8 +108,10 @@ class Store:
         self._images = Images(self._parts, documents, self._journal)
         self._names = Names(self._parts, self._journal)
         try:
-            # Crash leftovers: nothing else can own an ingest while we hold the lock.
-            self.stale_ingests_removed = len(self._parts.blobs.remove_stale_ingests())
+            # Crash leftovers: this replica's own (nothing else runs under its ID
+            # while the root is locked), and dead replicas'.
+            live = self._parts.live_replicas()
+            self.stale_ingests_removed = len(self._parts.blobs.remove_stale_ingests(live))
             self.orphans_removed = len(self.sweep_orphans(orphan_grace_period))
         except BaseException:
             self.close()
@@ -114,6 +126,8 @@ class Store:
         orphan_grace_period: float = ORPHAN_GRACE_PERIOD,
         catalog: CatalogFactory = sqlite_catalog,
         blob_dir: Path | None = None,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+        replica_timeout: float = DEFAULT_REPLICA_TIMEOUT,
         events_max_count: int = DEFAULT_EVENTS_MAX_COUNT,
         events_max_age: float = DEFAULT_EVENTS_MAX_AGE,
         events_clock: Clock = time.time_ns,
@@ -121,7 +135,9 @@ class Store:
         """Open (create) a store: take the root lock, open and migrate the catalog
         (``catalog(root)``; SQLite in the root by default), open the blob files
         (``blob_dir``, default ``<root>/blobs``; another one needs PostgreSQL and
-        may be shared by several replicas), remove stale ingests
+        may be shared by several replicas), register this replica (a heartbeat
+        every ``heartbeat_interval`` s on a shared catalog; dead after
+        ``replica_timeout`` s without one), remove stale ingests
         and the blob files without a record older than ``orphan_grace_period`` s.
 
         The events journal keeps at most ``events_max_count`` events, none older
@@ -132,6 +148,8 @@ class Store:
             orphan_grace_period=orphan_grace_period,
             catalog=catalog,
             blob_dir=blob_dir,
+            heartbeat_interval=heartbeat_interval,
+            replica_timeout=replica_timeout,
             events_max_count=events_max_count,
             events_max_age=events_max_age,
             events_clock=events_clock,
@@ -169,15 +187,18 @@ class Store:
 
     # ---- leases and ingests (content.py) -------------------------------------
 
-    def lease(self) -> AbstractContextManager[Lease]:
+    def lease(self, *, reading: bool = False) -> AbstractContextManager[Lease]:
         """Protect digests for the block; blobs it added that nothing references
-        are deleted when it ends (a failed or cancelled operation leaves nothing)."""
-        return self._content.lease()
+        are deleted when it ends (a failed or cancelled operation leaves nothing).
+        A ``reading`` lease (an operation that stores nothing: Save, Push,
+        ReadBlob) keeps the files it holds while they are read, writing nothing
+        to the catalog; the blobs' rows may go meanwhile."""
+        return self._content.lease(reading=reading)
 
-    def open_lease(self) -> Lease:
+    def open_lease(self, *, reading: bool = False) -> Lease:
         """A lease to end with :meth:`end_lease` (for callers that end it elsewhere,
         such as on a worker thread of an async operation)."""
-        return self._content.open_lease()
+        return self._content.open_lease(reading=reading)
 
     def end_lease(self, lease: Lease) -> None:
         """Release a lease and sweep what it added that nothing references."""
@@ -428,7 +449,9 @@ class Store:
 
 
 __all__ = [
+    "DEFAULT_HEARTBEAT_INTERVAL",
     "DEFAULT_MAX_LAYER_SIZE",
+    "DEFAULT_REPLICA_TIMEOUT",
     "ORPHAN_GRACE_PERIOD",
     "BlobStat",
     "Resolved",
