@@ -32,11 +32,24 @@ def url(postgres_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[s
     postgres_cluster.drop_database(database)
 
 
-def replica(root: Path, url: str, blob_dir: Path, **options: float) -> Store:
+def replica(
+    root: Path,
+    url: str,
+    blob_dir: Path,
+    *,
+    heartbeat_interval: float = 2.0,
+    replica_timeout: float = 60.0,
+) -> Store:
     def catalog(_: Path) -> Catalog:
         return PostgresCatalog(url)
 
-    return Store.open(root, catalog=catalog, blob_dir=blob_dir, **options)
+    return Store.open(
+        root,
+        catalog=catalog,
+        blob_dir=blob_dir,
+        heartbeat_interval=heartbeat_interval,
+        replica_timeout=replica_timeout,
+    )
 
 
 def test_a_replica_keeps_its_id_and_names_its_ingests_with_it(tmp_path: Path, url: str) -> None:
