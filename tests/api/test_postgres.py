@@ -10,6 +10,9 @@ next call reconnects.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +22,7 @@ import pytest
 
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
-from tests.api.conftest import Server, start_server
+from tests.api.conftest import Server, start_server, wait_until
 from tests.api.test_service import error_info, load
 from tests.archives import ImageSpec
 from tests.pg import Cluster, database_for
@@ -137,3 +140,44 @@ def test_a_lost_connection_is_catalog_unavailable_and_the_next_call_reconnects(
     finally:
         channel.close()
         assert server.stop() == 0, "".join(server.stderr_lines)[-3000:]
+
+
+#: a short heartbeat and replica timeout: the tests see a killed replica die quickly
+FAST = ("--heartbeat-interval", "0.05", "--replica-timeout", "1")
+
+
+def test_a_killed_replicas_ingest_files_are_swept_by_another_replicas_prune(
+    tmp_path: Path, url: str
+) -> None:
+    shared = tmp_path / "shared-blobs"
+    first = serve(tmp_path / "first", url, "--blob-dir", str(shared), *FAST)
+    second = serve(tmp_path / "second", url, "--blob-dir", str(shared), *FAST)
+    channel, stub = stub_of(second)
+    try:
+        # what the first one's unfinished ingest leaves, named with its ID
+        first_id = (tmp_path / "first" / "replica-id").read_text().strip()
+        leftover = shared / "ingest" / f"{first_id}-0123456789abcdef"
+        leftover.write_bytes(b"half a layer")
+        assert stub.Prune(pb.PruneRequest()).stale_ingests == 0  # its owner is alive
+        assert leftover.exists()
+        first.stop(signal.SIGKILL)
+
+        def swept() -> bool:
+            stub.Prune(pb.PruneRequest())
+            return not leftover.exists()
+
+        wait_until(swept, timeout=30)  # once the first one's heartbeat is too old
+    finally:
+        channel.close()
+        first.stop()
+        assert second.stop() == 0, "".join(second.stderr_lines)[-3000:]
+
+
+def test_the_sqlite_catalog_refuses_another_blob_directory(tmp_path: Path) -> None:
+    refused = subprocess.run(
+        [sys.executable, "-m", "imagestore", "serve", "--root", str(tmp_path / "root"),
+         "--blob-dir", str(tmp_path / "blobs"), "--listen", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "--blob-dir needs a PostgreSQL --catalog" in refused.stderr

@@ -17,7 +17,7 @@ import pytest
 
 from imagestore import errors
 from imagestore.store.parts import catalog_factory, sqlite_catalog
-from imagestore.store.postgres import MIGRATIONS, STATE_TABLE, PostgresCatalog
+from imagestore.store.postgres import MIGRATIONS, STATE_TABLE, WRITE_LOCK_KEY, PostgresCatalog
 from imagestore.store.records import BlobRow, EventRow
 from imagestore.store.store import Store
 from tests.pg import Cluster, postgres_catalog
@@ -223,3 +223,51 @@ def test_content_postgresql_cannot_hold_is_refused_and_nothing_is_stored(
             build_image(store, [layer_tar({"a": b"1"})], names=["x/y:1"], architecture="a\x00")
         assert store.list_images(show_all=True).images == ()
         assert store.check().ok
+
+
+def test_a_writer_that_waits_too_long_for_the_writers_lock_is_unavailable(
+    url: str, admin: psycopg.Connection
+) -> None:
+    catalog = PostgresCatalog(url, write_lock_timeout=0.2)
+    try:
+        with admin.transaction():  # a hung process holding the lock
+            admin.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+            with (
+                pytest.raises(errors.CatalogUnavailable, match="writers' lock was not granted"),
+                catalog.transaction() as writer,
+            ):
+                writer.record_blob(blob(1))
+        with catalog.transaction() as writer:  # its connection was not left half-way
+            writer.record_blob(blob(1))
+        with catalog.reading() as reader:
+            assert reader.blob(blob(1).digest) == blob(1)
+    finally:
+        catalog.close()
+
+
+def test_a_transaction_left_idle_loses_its_session_and_the_writers_lock(url: str) -> None:
+    hung = PostgresCatalog(url, idle_in_transaction_timeout=0.3)
+    other = PostgresCatalog(url)
+    acquired = threading.Event()
+
+    def write() -> None:
+        with other.transaction() as writer:
+            writer.record_blob(blob(2))
+        acquired.set()
+
+    def hang(pool: ThreadPoolExecutor) -> None:
+        with hung.transaction() as writer:
+            writer.record_blob(blob(1))
+            pool.submit(write)
+            # idle in its transaction: PostgreSQL ends the session, the other goes on
+            assert acquired.wait(STUCK)
+
+    try:
+        with ThreadPoolExecutor(1) as pool, pytest.raises(errors.CatalogUnavailable):
+            hang(pool)
+        with other.reading() as reader:
+            assert reader.blob(blob(1).digest) is None  # never committed
+            assert reader.blob(blob(2).digest) == blob(2)
+    finally:
+        hung.close()
+        other.close()

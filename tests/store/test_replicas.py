@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from imagestore import errors
 from imagestore.store.blobs import ingest_owner
 from imagestore.store.catalog import Catalog
-from imagestore.store.postgres import PostgresCatalog
+from imagestore.store.postgres import SINGLETON_KEYS, PostgresCatalog
 from imagestore.store.store import Store
 from tests.api.conftest import wait_until
 from tests.pg import Cluster
@@ -22,6 +24,9 @@ from tests.store.builders import build_image, layer_tar
 #: they wait on conditions (a replica counted dead), never for a time
 FAST = {"heartbeat_interval": 0.05, "replica_timeout": 1.0}
 MEDIA = "application/octet-stream"
+#: seconds before a thread that should have finished is declared stuck (a
+#: failure detector for a deadlock, not a wait for a race)
+STUCK = 60
 
 
 @pytest.fixture
@@ -138,3 +143,44 @@ def test_a_read_in_progress_keeps_its_file_while_another_replica_deletes_the_row
     # unread now: the next collection removes the orphan
     assert layer in b.prune().deleted_blobs
     assert not a._parts.blobs.exists(layer)
+
+
+def advisory_lock_held(url: str, key: int) -> bool:
+    with psycopg.connect(url, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND ((classid::bigint << 32) | objid::bigint) = %s",
+            (key,),
+        ).fetchone()
+    return row is not None and row[0] > 0
+
+
+def test_a_prune_on_one_replica_refuses_a_prune_on_another(
+    pair: tuple[Store, Store], url: str
+) -> None:
+    a, b = pair
+    with b.lease() as lease:
+        b.put_blob(lease, b"garbage once the lease ends", MEDIA)
+    with ThreadPoolExecutor(1) as pool:
+        # a's prune takes the cluster's prune lock, then waits for the writers'
+        # lock, which this thread holds through b
+        with b._parts.catalog.transaction():
+            running = pool.submit(a.prune)
+            wait_until(lambda: advisory_lock_held(url, SINGLETON_KEYS["prune"]))
+            with pytest.raises(errors.PruneRunning, match="already running"):
+                b.prune()
+        assert running.result(timeout=STUCK).dry_run is False
+    assert not advisory_lock_held(url, SINGLETON_KEYS["prune"])
+    assert b.prune().deleted_blobs == ()  # free again
+
+
+def test_a_check_on_one_replica_refuses_a_check_on_another(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    build_image(a, [layer_tar({"a": b"1"})], names=["example/app:1"])
+    running = a.check_stream()
+    next(running)  # a's check holds the cluster's check lock
+    with pytest.raises(errors.CheckRunning, match="another replica") as refused:
+        b.check()
+    assert refused.value.retry_after is not None
+    running.close()  # stopping it frees the lock
+    assert b.check().ok

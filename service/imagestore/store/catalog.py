@@ -297,4 +297,10 @@ class Catalog(Protocol):
         read from the catalog changes)."""
         ...
 
+    def singleton(self, name: str) -> AbstractContextManager[bool]:
+        """Hold the lock ``name`` ("prune", "check") of every process sharing the
+        catalog for the block, if it is free: True; False when another holder
+        (a process or a thread) has it. It never waits."""
+        ...
+
     def close(self) -> None: ...

@@ -162,7 +162,13 @@ def check_stream(parts: Parts) -> Generator[CheckEvent, None, None]:
             retry_after=CHECK_RETRY_DELAY,
         )
     try:
-        yield from _check(parts)
+        with parts.catalog.singleton("check") as held:  # on every replica of the catalog
+            if not held:
+                raise errors.CheckRunning(
+                    "a check is already running on another replica; retry when it has finished",
+                    retry_after=CHECK_RETRY_DELAY,
+                )
+            yield from _check(parts)
     finally:
         gate.leave()
 

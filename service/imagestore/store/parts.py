@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import stat
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,8 +86,7 @@ class Parts:
     collector: Collector
     #: this process's heartbeat, and who else is alive
     replica: Replica
-    #: one prune at a time; one check at a time
-    prune_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: one check at a time in this process (the catalog's singleton: on every replica)
     check_gate: Gate = field(default_factory=Gate)
 
     @classmethod

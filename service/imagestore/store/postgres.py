@@ -71,6 +71,14 @@ PROBE_TIMEOUT = 2
 PROBE_RETRY_INTERVAL = 1.0
 #: the advisory lock every writing transaction holds until it ends ("imgstore")
 WRITE_LOCK_KEY = 0x696D6773746F7265
+#: the session-level advisory locks of the one-at-a-time operations (Store.prune, check)
+SINGLETON_KEYS = {"prune": WRITE_LOCK_KEY + 1, "check": WRITE_LOCK_KEY + 2}
+#: seconds a transaction waits for the writers' lock before it fails (UNAVAILABLE, to
+#: retry): a replica that hangs holding it must not stop the others for good
+WRITE_LOCK_TIMEOUT = 30.0
+#: seconds a connection may sit idle inside a transaction before PostgreSQL ends its
+#: session (and so releases the writers' lock a hung replica holds)
+IDLE_IN_TRANSACTION_TIMEOUT = 60.0
 
 #: the catalog's own state: its schema version, and the generation every commit bumps
 STATE_TABLE = """
@@ -237,12 +245,10 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-#: the first statements of every writing transaction: the writers' lock, at READ COMMITTED
-_BEGIN_WRITE = (
-    f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"
-)
 #: the last ones: the generation moves with the change, atomically
 _COMMIT_WRITE = "UPDATE catalog_state SET generation = generation + 1 WHERE id = 0; COMMIT"
+#: a lost connection: the network, the server, or the server ending an idle transaction
+_LOST = (psycopg.OperationalError, psycopg.errors.IdleInTransactionSessionTimeout)
 _BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 _GENERATION = "SELECT generation FROM catalog_state WHERE id = 0"
 
@@ -303,9 +309,22 @@ class PostgresCatalog:
     :class:`~imagestore.store.catalog.Catalog`."""
 
     def __init__(
-        self, url: str, *, min_size: int = POOL_MIN_SIZE, max_size: int = POOL_MAX_SIZE
+        self,
+        url: str,
+        *,
+        min_size: int = POOL_MIN_SIZE,
+        max_size: int = POOL_MAX_SIZE,
+        write_lock_timeout: float = WRITE_LOCK_TIMEOUT,
+        idle_in_transaction_timeout: float = IDLE_IN_TRANSACTION_TIMEOUT,
     ) -> None:
         self.url = url
+        self.write_lock_timeout = write_lock_timeout
+        self._idle_in_transaction_ms = int(idle_in_transaction_timeout * 1000)
+        self._begin_write = (
+            "BEGIN ISOLATION LEVEL READ COMMITTED;"
+            f" SET LOCAL lock_timeout = {int(write_lock_timeout * 1000)};"
+            f" SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"
+        )
         self.where = describe(url)
         try:
             conninfo_to_dict(url)
@@ -324,6 +343,7 @@ class PostgresCatalog:
             kwargs={"autocommit": True, "fallback_application_name": "imagestore"},
             timeout=CONNECT_TIMEOUT,
             name="imagestore-catalog",
+            configure=self._configure,
             open=False,
         )
         try:
@@ -381,6 +401,11 @@ class PostgresCatalog:
 
     # ---- connections and their failures --------------------------------------
 
+    def _configure(self, db: psycopg.Connection[Any]) -> None:
+        """Every pooled connection: a transaction left idle (a hung process) ends
+        with its session, releasing the writers' lock."""
+        db.execute(f"SET idle_in_transaction_session_timeout = {self._idle_in_transaction_ms}")
+
     def _unavailable(self, exc: psycopg.Error) -> errors.CatalogUnavailable:
         """The error a lost or unreachable database is; the pool then checks its
         idle connections, so that the next call does not meet a dead one."""
@@ -393,7 +418,7 @@ class PostgresCatalog:
     def _mapped(self) -> Iterator[None]:
         try:
             yield
-        except psycopg.OperationalError as exc:
+        except _LOST as exc:
             raise self._unavailable(exc) from None
 
     @contextmanager
@@ -412,13 +437,21 @@ class PostgresCatalog:
     ) -> Iterator[PostgresWriter]:
         """One atomic, durable change at READ COMMITTED under the writers' lock."""
         with self._write_lock, self._connection() as db:
-            with self._mapped():
-                db.execute(_BEGIN_WRITE)
+            try:
+                db.execute(self._begin_write)
+            except psycopg.errors.LockNotAvailable:
+                _roll_back(db)
+                raise errors.CatalogUnavailable(
+                    f"catalog {self.where}: the writers' lock was not granted within"
+                    f" {self.write_lock_timeout:g} s (another imagestore process holds it)"
+                ) from None
+            except _LOST as exc:
+                raise self._unavailable(exc) from None
             try:
                 yield PostgresWriter(db)
             except BaseException as exc:
                 _roll_back(db)
-                if isinstance(exc, psycopg.OperationalError):
+                if isinstance(exc, _LOST):
                     raise self._unavailable(exc) from None
                 if isinstance(exc, psycopg.DataError):
                     # Values SQLite keeps and PostgreSQL cannot (a NUL in a
@@ -441,11 +474,33 @@ class PostgresCatalog:
                 yield PostgresReader(db)
             except BaseException as exc:
                 _roll_back(db)
-                if isinstance(exc, psycopg.OperationalError):
+                if isinstance(exc, _LOST):
                     raise self._unavailable(exc) from None
                 raise
             with self._mapped():
                 db.execute("COMMIT")
+
+    @contextmanager
+    def singleton(self, name: str) -> Iterator[bool]:
+        """A session-level advisory lock on a connection of its own for the block:
+        a process that dies releases it with its session."""
+        try:
+            db = psycopg.connect(
+                self.url,
+                autocommit=True,
+                connect_timeout=int(CONNECT_TIMEOUT),
+                fallback_application_name="imagestore",
+            )
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc) from None
+        try:
+            with self._mapped():
+                row = db.execute(
+                    "SELECT pg_try_advisory_lock(%s)", (SINGLETON_KEYS[name],)
+                ).fetchone()
+            yield row is not None and bool(row[0])
+        finally:
+            db.close()  # the session's end releases the lock
 
     @property
     def generation(self) -> int | None:

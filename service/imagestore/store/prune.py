@@ -42,14 +42,12 @@ def prune(
 ) -> PruneResult:
     """``docker image prune``: dangling images by default, every matching one
     with ``all_images``; then unreferenced blobs and stale ingests. One at a time."""
-    if not parts.prune_lock.acquire(blocking=False):
-        raise errors.PruneRunning("a prune operation is already running")
-    try:
+    with parts.catalog.singleton("prune") as held:  # on every replica of the catalog
+        if not held:
+            raise errors.PruneRunning("a prune operation is already running")
         return run_prune(
             parts, journal, filters or PruneFilters(), all_images=all_images, dry_run=dry_run
         )
-    finally:
-        parts.prune_lock.release()
 
 
 def run_prune(

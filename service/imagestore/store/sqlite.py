@@ -256,6 +256,8 @@ class SqliteCatalog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._write_lock = threading.Lock()
+        self._singletons_lock = threading.Lock()
+        self._singletons: dict[str, threading.Lock] = {}
         self._idle: list[sqlite3.Connection] = []
         self._idle_lock = threading.Lock()
         self._generation = 0
@@ -317,6 +319,18 @@ class SqliteCatalog:
                 # ended: an answer read after seeing the new number has the change.
                 if not bookkeeping:
                     self._generation += 1
+
+    @contextmanager
+    def singleton(self, name: str) -> Iterator[bool]:
+        """A lock of this process (it alone opens the catalog: the root lock)."""
+        with self._singletons_lock:
+            lock = self._singletons.setdefault(name, threading.Lock())
+        held = lock.acquire(blocking=False)
+        try:
+            yield held
+        finally:
+            if held:
+                lock.release()
 
     @property
     def generation(self) -> int:
