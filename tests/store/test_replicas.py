@@ -184,3 +184,18 @@ def test_a_check_on_one_replica_refuses_a_check_on_another(pair: tuple[Store, St
     assert refused.value.retry_after is not None
     running.close()  # stopping it frees the lock
     assert b.check().ok
+
+
+def test_a_read_that_leases_after_another_replica_deleted_the_row_finds_nothing(
+    pair: tuple[Store, Store],
+) -> None:
+    a, b = pair
+    built = build_image(b, [layer_tar({"a": b"gone"})], names=["example/app:1"])
+    layer = built.layers[0].digest
+    b.remove(["example/app:1"])
+    with a.lease(reading=True) as lease:
+        lease.add(layer)
+        with pytest.raises(errors.BlobNotFound):
+            next(a.read_verified(layer))
+        with pytest.raises(errors.BlobNotFound):
+            a.read_blob(layer)

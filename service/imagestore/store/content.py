@@ -198,6 +198,7 @@ class Content:
         An ``offset`` past the end raises OutOfRange; at the end, nothing is read
         (google.bytestream's convention: the blob files' own reads enforce it)."""
         whole = offset == 0 and length is None
+        self.confirm_recorded(digest)
         with hashing.Sha256() as hasher:
             for chunk in self._blobs.read(digest, offset, length):
                 if whole:
@@ -205,6 +206,16 @@ class Content:
                 yield chunk
             if whole and hasher.finish()[0] != digest:
                 raise self.found_corrupt(digest)
+
+    def confirm_recorded(self, digest: str) -> None:
+        """Raise NotFound unless the blob has a record now. A reader calls it
+        after leasing the digest and before opening the file: a record seen
+        after the lease means any collection deleting it commits later, and
+        waits for a heartbeat that publishes the lease (docs/design.md §4), so
+        the file stays until the read ends, on any replica."""
+        with self._catalog.reading() as db:
+            if db.blob(digest) is None:
+                raise errors.BlobNotFound(f"blob {digest} not found", metadata={"digest": digest})
 
     def found_corrupt(self, digest: str) -> errors.DataLoss:
         """What a reader raises when a stored blob fails its hash: the blob is

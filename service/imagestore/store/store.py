@@ -257,7 +257,9 @@ class Store:
 
     def read_blob(self, digest: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         """A blob's bytes as they are on disk, in chunks of <= 1 MiB, unverified
-        (for a reader that hashes them itself, as Push does)."""
+        (for a reader that hashes them itself, as Push does); NotFound without
+        its record (lease the digest first)."""
+        self._content.confirm_recorded(digest)
         return self._parts.blobs.read(digest, offset, length)
 
     def read_small_blob(self, digest: str) -> bytes:
