@@ -14,12 +14,14 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 import psycopg
 import pytest
 
+from imagestore.store.postgres import SINGLETON_KEYS, WRITE_LOCK_KEY
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 from tests.api.conftest import Server, start_server, wait_until
@@ -27,6 +29,7 @@ from tests.api.test_service import error_info, load
 from tests.archives import ImageSpec
 from tests.pg import Cluster, database_for
 from tests.store.builders import layer_tar
+from tests.store.test_replicas import advisory_lock_held
 
 Stub = pb_grpc.ImageStoreServiceStub
 
@@ -181,3 +184,30 @@ def test_the_sqlite_catalog_refuses_another_blob_directory(tmp_path: Path) -> No
     )  # fmt: skip
     assert refused.returncode != 0
     assert "--blob-dir needs a PostgreSQL --catalog" in refused.stderr
+
+
+def test_a_prune_on_one_server_refuses_a_prune_on_another(tmp_path: Path, url: str) -> None:
+    shared = str(tmp_path / "shared-blobs")
+    first = serve(tmp_path / "first", url, "--blob-dir", shared)
+    second = serve(tmp_path / "second", url, "--blob-dir", shared)
+    first_channel, first_stub = stub_of(first)
+    second_channel, second_stub = stub_of(second)
+    try:
+        with ThreadPoolExecutor(1) as pool, psycopg.connect(url, autocommit=True) as hung:
+            # a process holding the writers' lock: the first prune takes the
+            # cluster's prune lock, then waits for it
+            with hung.transaction():
+                hung.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+                running = pool.submit(first_stub.Prune, pb.PruneRequest(), timeout=60)
+                wait_until(lambda: advisory_lock_held(url, SINGLETON_KEYS["prune"]))
+                with pytest.raises(grpc.RpcError) as refused:
+                    second_stub.Prune(pb.PruneRequest())
+            assert refused.value.code() == grpc.StatusCode.ABORTED
+            assert error_info(refused.value).reason == "PRUNE_RUNNING"
+            running.result(timeout=60)
+        second_stub.Prune(pb.PruneRequest())  # free again
+    finally:
+        for channel in (first_channel, second_channel):
+            channel.close()
+        for server in (first, second):
+            assert server.stop() == 0, "".join(server.stderr_lines)[-3000:]
