@@ -8,6 +8,7 @@ an Inspect after a Tag or a Remove sees the change.
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import grpc
@@ -15,15 +16,21 @@ import pytest
 
 from imagestore.api import answers
 from imagestore.api.answers import RecentAnswers
+from imagestore.bridges import WorkerPool
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 from tests.api.test_service import load
 from tests.archives import ImageSpec
 from tests.store.builders import layer_tar
 
+#: where a shared catalog's generation would be read (a store that is not shared uses none)
+POOL = WorkerPool("test-generation", 1)
+
 
 class FakeStore:
     """What RecentAnswers reads of a store: its generation."""
+
+    shared = False
 
     def __init__(self, generation: int | None = 1) -> None:
         self.generation = generation
@@ -61,7 +68,7 @@ def run(test: Any) -> None:
 def test_a_repeated_question_is_answered_once_per_generation() -> None:
     async def test() -> None:
         store = FakeStore()
-        kept = RecentAnswers(store)  # type: ignore[arg-type]
+        kept = RecentAnswers(store, POOL)  # type: ignore[arg-type]
         reads = Reads()
         first = await kept.answer("Inspect", request("a"), reads.of("a"))
         assert await kept.answer("Inspect", request("a"), reads.of("a")) is first
@@ -81,7 +88,7 @@ def test_a_repeated_question_is_answered_once_per_generation() -> None:
 def test_an_answer_read_while_the_store_changed_is_not_kept() -> None:
     async def test() -> None:
         store = FakeStore()
-        kept = RecentAnswers(store)  # type: ignore[arg-type]
+        kept = RecentAnswers(store, POOL)  # type: ignore[arg-type]
         reads = Reads(gate=asyncio.Event())
         reading = asyncio.ensure_future(kept.answer("Inspect", request("a"), reads.of("a")))
         await reads.started.wait()
@@ -97,9 +104,60 @@ def test_an_answer_read_while_the_store_changed_is_not_kept() -> None:
     run(test)
 
 
+class SharedStore:
+    """A shared catalog's store: its generation is read (on the pool's thread)
+    by ``confirm_generation``, which ``gate`` holds when it is cleared."""
+
+    shared = True
+    generation = None  # what its listener heard: not what kept answers go by
+
+    def __init__(self) -> None:
+        self.value = 1
+        self.confirmed = 0
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def confirm_generation(self) -> int:
+        self.confirmed += 1
+        value = self.value  # the counter as the query finds it
+        self.entered.set()
+        assert self.gate.wait(60)
+        return value
+
+
+def test_a_shared_catalog_s_generation_is_read_after_each_call_began_one_read_for_many() -> None:
+    async def test() -> None:
+        store = SharedStore()
+        kept = RecentAnswers(store, POOL)  # type: ignore[arg-type]
+        reads = Reads()
+        first = await kept.answer("Inspect", request("a"), reads.of("a"))
+        assert store.confirmed == 1
+        store.gate.clear()
+        store.entered.clear()
+        early = asyncio.ensure_future(kept.answer("Inspect", request("a"), reads.of("a")))
+        assert await asyncio.to_thread(store.entered.wait, 60)  # its read has begun
+        # Two calls begin during that read: it may predate a commit acknowledged
+        # before they began, so they wait for the next read, which they share.
+        late = [
+            asyncio.ensure_future(kept.answer("Inspect", request("a"), reads.of("a")))
+            for _ in range(2)
+        ]
+        await asyncio.sleep(0)  # one turn of the loop: both are waiting
+        store.value = 2  # another replica's commit
+        store.gate.set()
+        assert await early is first  # its generation was still 1
+        answers = await asyncio.gather(*late)
+        assert all(answer is not first for answer in answers)
+        assert store.confirmed == 3  # three calls, two reads after the first
+        assert await kept.answer("Inspect", request("a"), reads.of("a")) in answers
+
+    run(test)
+
+
 def test_nothing_is_kept_for_a_catalog_that_cannot_tell_its_changes() -> None:
     async def test() -> None:
-        kept = RecentAnswers(FakeStore(generation=None))  # type: ignore[arg-type]
+        kept = RecentAnswers(FakeStore(generation=None), POOL)  # type: ignore[arg-type]
         reads = Reads()
         await kept.answer("Inspect", request("a"), reads.of("a"))
         await kept.answer("Inspect", request("a"), reads.of("a"))
@@ -114,7 +172,7 @@ def test_answers_are_bounded_in_count_and_bytes(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(answers, "MAX_KEPT_ANSWER_BYTES", 2000)
 
     async def test() -> None:
-        kept = RecentAnswers(FakeStore())  # type: ignore[arg-type]
+        kept = RecentAnswers(FakeStore(), POOL)  # type: ignore[arg-type]
         reads = Reads()
         a = await kept.answer("Inspect", request("a"), reads.of("a"))
         await kept.answer("Inspect", request("b"), reads.of("b"))

@@ -15,7 +15,7 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -288,10 +288,20 @@ class SqliteCatalog:
                 self._generation += 1
 
     @property
+    def shared(self) -> bool:
+        return False
+
+    @property
     def generation(self) -> int:
         # This process alone writes the file (the root lock), so every change is
         # one of its own transactions.
         return self._generation
+
+    def confirm_generation(self) -> int:
+        return self._generation
+
+    def watch_changes(self, listener: Callable[[int], None]) -> None:
+        """Never called: nobody else writes the file."""
 
     @contextmanager
     def reading(self) -> Iterator[SqliteReader]:
