@@ -8,7 +8,6 @@ an Inspect after a Tag or a Remove sees the change.
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Any
 
 import grpc
@@ -16,15 +15,11 @@ import pytest
 
 from imagestore.api import answers
 from imagestore.api.answers import RecentAnswers
-from imagestore.bridges import WorkerPool
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 from tests.api.test_service import load
 from tests.archives import ImageSpec
 from tests.store.builders import layer_tar
-
-#: where a shared catalog's generation would be read (a store that is not shared uses none)
-POOL = WorkerPool("test-generation", 1)
 
 
 class FakeStore:
@@ -68,7 +63,7 @@ def run(test: Any) -> None:
 def test_a_repeated_question_is_answered_once_per_generation() -> None:
     async def test() -> None:
         store = FakeStore()
-        kept = RecentAnswers(store, POOL)  # type: ignore[arg-type]
+        kept = RecentAnswers(store)  # type: ignore[arg-type]
         reads = Reads()
         first = await kept.answer("Inspect", request("a"), reads.of("a"))
         assert await kept.answer("Inspect", request("a"), reads.of("a")) is first
@@ -88,7 +83,7 @@ def test_a_repeated_question_is_answered_once_per_generation() -> None:
 def test_an_answer_read_while_the_store_changed_is_not_kept() -> None:
     async def test() -> None:
         store = FakeStore()
-        kept = RecentAnswers(store, POOL)  # type: ignore[arg-type]
+        kept = RecentAnswers(store)  # type: ignore[arg-type]
         reads = Reads(gate=asyncio.Event())
         reading = asyncio.ensure_future(kept.answer("Inspect", request("a"), reads.of("a")))
         await reads.started.wait()
@@ -105,8 +100,8 @@ def test_an_answer_read_while_the_store_changed_is_not_kept() -> None:
 
 
 class SharedStore:
-    """A shared catalog's store: its generation is read (on the pool's thread)
-    by ``confirm_generation``, which ``gate`` holds when it is cleared."""
+    """A shared catalog's store: its generation is read by
+    ``confirm_generation_async``, which ``gate`` holds when it is cleared."""
 
     shared = True
     generation = None  # what its listener heard: not what kept answers go by
@@ -114,29 +109,29 @@ class SharedStore:
     def __init__(self) -> None:
         self.value = 1
         self.confirmed = 0
-        self.gate = threading.Event()
+        self.gate = asyncio.Event()
         self.gate.set()
-        self.entered = threading.Event()
+        self.entered = asyncio.Event()
 
-    def confirm_generation(self) -> int:
+    async def confirm_generation_async(self) -> int:
         self.confirmed += 1
         value = self.value  # the counter as the query finds it
         self.entered.set()
-        assert self.gate.wait(60)
+        await self.gate.wait()
         return value
 
 
 def test_a_shared_catalog_s_generation_is_read_after_each_call_began_one_read_for_many() -> None:
     async def test() -> None:
         store = SharedStore()
-        kept = RecentAnswers(store, POOL)  # type: ignore[arg-type]
+        kept = RecentAnswers(store)  # type: ignore[arg-type]
         reads = Reads()
         first = await kept.answer("Inspect", request("a"), reads.of("a"))
         assert store.confirmed == 1
         store.gate.clear()
         store.entered.clear()
         early = asyncio.ensure_future(kept.answer("Inspect", request("a"), reads.of("a")))
-        assert await asyncio.to_thread(store.entered.wait, 60)  # its read has begun
+        await store.entered.wait()  # its read has begun
         # Two calls begin during that read: it may predate a commit acknowledged
         # before they began, so they wait for the next read, which they share.
         late = [
@@ -157,7 +152,7 @@ def test_a_shared_catalog_s_generation_is_read_after_each_call_began_one_read_fo
 
 def test_nothing_is_kept_for_a_catalog_that_cannot_tell_its_changes() -> None:
     async def test() -> None:
-        kept = RecentAnswers(FakeStore(generation=None), POOL)  # type: ignore[arg-type]
+        kept = RecentAnswers(FakeStore(generation=None))  # type: ignore[arg-type]
         reads = Reads()
         await kept.answer("Inspect", request("a"), reads.of("a"))
         await kept.answer("Inspect", request("a"), reads.of("a"))
@@ -172,7 +167,7 @@ def test_answers_are_bounded_in_count_and_bytes(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(answers, "MAX_KEPT_ANSWER_BYTES", 2000)
 
     async def test() -> None:
-        kept = RecentAnswers(FakeStore(), POOL)  # type: ignore[arg-type]
+        kept = RecentAnswers(FakeStore())  # type: ignore[arg-type]
         reads = Reads()
         a = await kept.answer("Inspect", request("a"), reads.of("a"))
         await kept.answer("Inspect", request("b"), reads.of("b"))

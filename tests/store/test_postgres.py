@@ -9,6 +9,7 @@ the contract suite in the other modules of ``tests/store``.)"""
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 import time
@@ -194,6 +195,7 @@ def test_the_generation_moves_with_another_process_s_commit(url: str) -> None:
         moved = second.confirm_generation()  # at once: it reads the counter
         assert moved is not None
         assert moved > before
+        assert asyncio.run(second.confirm_generation_async()) == moved  # the loop's way
         assert heard.next() == 2  # the notification: the last cursor of the change
         assert second.generation == moved
         with first.transaction(rollback=True) as db:
@@ -239,6 +241,7 @@ def test_the_generation_is_none_while_the_database_cannot_be_reached(
     database = url.split("/")[3].split("?")[0]
     try:
         assert catalog.generation is not None
+        assert asyncio.run(catalog.confirm_generation_async()) == catalog.generation
         with psycopg.connect(postgres_cluster.url("postgres"), autocommit=True) as admin:
             admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
             try:
@@ -250,6 +253,7 @@ def test_the_generation_is_none_while_the_database_cannot_be_reached(
                 assert ended
                 assert all(row[0] for row in ended)
                 assert catalog.confirm_generation() is None  # its connection was lost
+                assert asyncio.run(catalog.confirm_generation_async()) is None
                 deadline = time.monotonic() + STUCK
                 while catalog.generation is not None:  # the listener finds it out
                     assert time.monotonic() < deadline, "the lost listener went unnoticed"

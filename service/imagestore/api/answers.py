@@ -11,9 +11,9 @@ that cannot tell when it changes (generation None) gets no answers kept.
 A shared catalog (PostgreSQL: other replicas commit too) hears of their
 commits by notification, a moment after they were acknowledged, so a kept
 answer is served only under a generation read from the database after the call
-began (``Store.confirm_generation``, on a thread of its own): one read at a time,
-and every call that arrives while it runs shares the next one
-(docs/design.md §4).
+began (``Store.confirm_generation_async``: a connection of the event loop's,
+which waits for the database without blocking): one read at a time, and every
+call that arrives while it runs shares the next one (docs/design.md §4).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from typing import TypeVar
 
 from google.protobuf.message import Message
 
-from imagestore.bridges import WorkerPool
 from imagestore.store.store import Store
 
 #: answers kept, and their bytes in all; a larger single answer is not kept
@@ -38,12 +37,11 @@ Answer = TypeVar("Answer", bound=Message)
 
 class Confirmations:
     """A shared catalog's generation, read after each caller began: one read
-    runs at a time on ``pool``, and the callers that arrive meanwhile wait for
-    the next one (which starts after they did), sharing it."""
+    runs at a time, and the callers that arrive meanwhile wait for the next one
+    (which starts after they did), sharing it."""
 
-    def __init__(self, store: Store, pool: WorkerPool) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
-        self._pool = pool
         #: the read that starts next, and the callers waiting for it
         self._next: asyncio.Future[int | None] | None = None
         self._reading: asyncio.Task[None] | None = None
@@ -61,8 +59,8 @@ class Confirmations:
             while self._next is not None:
                 waiting, self._next = self._next, None
                 try:
-                    generation = await self._pool.run(self._store.confirm_generation)
-                except Exception:  # the pool has closed: the server stops
+                    generation = await self._store.confirm_generation_async()
+                except Exception:  # keep nothing, answer anyway
                     generation = None
                 if not waiting.done():
                     waiting.set_result(generation)
@@ -81,9 +79,9 @@ class RecentAnswers:
     a miss with the coroutine it is given. Kept messages are shared by every
     caller that gets them, and nobody changes them."""
 
-    def __init__(self, store: Store, pool: WorkerPool) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
-        self._confirmations = Confirmations(store, pool)
+        self._confirmations = Confirmations(store)
         self._generation: int | None = None
         #: each answer with its size, as counted into ``_bytes``
         self._answers: OrderedDict[tuple[str, bytes], tuple[Message, int]] = OrderedDict()

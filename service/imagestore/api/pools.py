@@ -31,15 +31,13 @@ class Pools:
         self.unary = WorkerPool("imagestore-unary", UNARY_WORKERS)
         self.streams = WorkerPool("imagestore-stream", STREAM_WORKERS)
         self.loads = WorkerPool("imagestore-load", load_workers)
-        #: one thread that reads a shared catalog's generation for kept answers
-        self.generation = WorkerPool("imagestore-generation", 1)
 
     async def shutdown(self) -> None:
         """Take no more jobs, and wait until those still running have ended.
 
         The event loop keeps turning meanwhile, so a cancelled handler can
         still tell its job to stop (a Load waiting for chunks ends)."""
-        pools = (self.unary, self.streams, self.loads, self.generation)
+        pools = (self.unary, self.streams, self.loads)
         for pool in pools:
             pool.close()
         for pool in pools:

@@ -158,7 +158,7 @@ class ImageStoreServicer(pb_grpc.ImageStoreServiceServicer):
         self._pools = pools
         #: where pulls, pushes and loads are counted (by default, beside the registry's requests)
         self.telemetry = telemetry if telemetry is not None else registry.transport.telemetry
-        self._answers = RecentAnswers(store, pools.generation)
+        self._answers = RecentAnswers(store)
         #: the watchers of WatchEvents; the server closes it when it stops
         self.events = EventHub(store, pools)
 

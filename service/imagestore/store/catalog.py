@@ -255,6 +255,11 @@ class Catalog(Protocol):
         off the event loop); None when it cannot be known."""
         ...
 
+    async def confirm_generation_async(self) -> int | None:
+        """:meth:`confirm_generation` on the running event loop, which it does not
+        block; one call at a time."""
+        ...
+
     def watch_changes(self, listener: Callable[[int], None]) -> None:
         """Call ``listener(last_cursor)`` (on a thread of the catalog's) when
         another process commits a change that wrote events, and

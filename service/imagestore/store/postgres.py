@@ -30,8 +30,9 @@ connection is lost (it reconnects, reads the counter again, then tells its
 watchers that events may have been missed).
 Another process's commit reaches it a moment after that process saw it commit,
 so :meth:`confirm_generation` reads the counter itself, for answers that must
-not lag (docs/design.md §4), on a connection of its own; when the database
-cannot be reached it is None rather than an error.
+not lag (docs/design.md §4), on a connection of its own (and
+:meth:`confirm_generation_async` on one of the event loop's, which it does not
+block); when the database cannot be reached it is None rather than an error.
 
 The schema version is in ``catalog_state`` too (SQLite's ``PRAGMA
 user_version``); migrations run under the writers' lock, so two processes
@@ -320,6 +321,9 @@ class PostgresCatalog:
         self._probe_lock = threading.Lock()
         self._probe: psycopg.Connection[Any] | None = None
         self._probe_retry_at = 0.0
+        #: the event loop's connection for confirm_generation_async, opened by its first call
+        self._loop_probe: psycopg.AsyncConnection[Any] | None = None
+        self._loop_probe_retry_at = 0.0
         self._heard_lock = threading.Lock()
         #: the latest generation heard of (or committed here); None while not listening
         self._heard: int | None = None
@@ -363,6 +367,9 @@ class PostgresCatalog:
             if self._probe is not None:
                 self._probe.close()
                 self._probe = None
+            loop_probe, self._loop_probe = self._loop_probe, None
+            if loop_probe is not None:
+                loop_probe.pgconn.finish()  # its close() is a coroutine; the loop may be gone
             self._pool.close()
 
     @property
@@ -502,6 +509,32 @@ class PostgresCatalog:
                 self._probe = None
                 return None
             return None if row is None else int(row[0])
+
+    async def confirm_generation_async(self) -> int | None:
+        # One caller at a time (api/answers.py shares each read among callers).
+        db = self._loop_probe
+        if db is None or db.closed:
+            if time.monotonic() < self._loop_probe_retry_at or self._pool.closed:
+                return None
+            try:
+                db = await psycopg.AsyncConnection.connect(
+                    self.url,
+                    autocommit=True,
+                    connect_timeout=PROBE_TIMEOUT,
+                    fallback_application_name="imagestore",
+                )
+                await db.execute(f"SET statement_timeout = {PROBE_TIMEOUT * 1000}")
+            except psycopg.Error:
+                self._loop_probe_retry_at = time.monotonic() + PROBE_RETRY_INTERVAL
+                return None
+            self._loop_probe = db
+        try:
+            row = await (await db.execute(_GENERATION)).fetchone()
+        except psycopg.Error:
+            self._loop_probe = None
+            db.pgconn.finish()
+            return None
+        return None if row is None else int(row[0])
 
     def watch_changes(self, listener: ChangeListener) -> None:
         with self._heard_lock:

@@ -300,6 +300,9 @@ class SqliteCatalog:
     def confirm_generation(self) -> int:
         return self._generation
 
+    async def confirm_generation_async(self) -> int:
+        return self._generation
+
     def watch_changes(self, listener: Callable[[int], None]) -> None:
         """Never called: nobody else writes the file."""
 

@@ -169,6 +169,11 @@ class Store:
         the call (a query on a shared catalog: blocking). None: keep nothing."""
         return self._parts.catalog.confirm_generation()
 
+    async def confirm_generation_async(self) -> int | None:
+        """:meth:`confirm_generation` on the running event loop, without blocking
+        it; one call at a time."""
+        return await self._parts.catalog.confirm_generation_async()
+
     def totals(self) -> Totals:
         """How many images and blobs there are, and the blobs' bytes (one snapshot)."""
         with self._parts.catalog.reading() as db:
