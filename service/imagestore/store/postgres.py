@@ -77,6 +77,9 @@ POOL_MIN_SIZE = 2
 POOL_MAX_SIZE = 20
 #: seconds to wait for a connection (the database at start, or a free pooled one)
 CONNECT_TIMEOUT = 30.0
+#: ... once the database was found unreachable: calls fail fast (UNAVAILABLE,
+#: retry later) until a connection is had again, instead of each waiting 30 s
+UNREACHABLE_CONNECT_TIMEOUT = 1.0
 #: seconds the generation's query may take, and its connection's attempt (at least 2)
 PROBE_TIMEOUT = 2
 #: seconds between attempts to reach the database again for the generation
@@ -334,6 +337,8 @@ class PostgresCatalog:
         self._origin = secrets.token_hex(8)
         self._stop_channel = f"imagestore_stop_{self._origin}"
         self._listener: threading.Thread | None = None
+        #: the last attempt to reach the database failed (see UNREACHABLE_CONNECT_TIMEOUT)
+        self._unreachable = False
         self._pool = ConnectionPool(
             url,
             min_size=min_size,
@@ -410,6 +415,7 @@ class PostgresCatalog:
     def _unavailable(self, exc: psycopg.Error) -> errors.CatalogUnavailable:
         """The error a lost or unreachable database is; the pool then checks its
         idle connections, so that the next call does not meet a dead one."""
+        self._unreachable = True
         if not self._pool.closed:
             self._pool.check()
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -424,8 +430,10 @@ class PostgresCatalog:
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        timeout = UNREACHABLE_CONNECT_TIMEOUT if self._unreachable else CONNECT_TIMEOUT
         try:
-            with self._pool.connection() as db:
+            with self._pool.connection(timeout=timeout) as db:
+                self._unreachable = False
                 yield db
         except psycopg.OperationalError as exc:  # no connection to be had
             raise self._unavailable(exc) from None
