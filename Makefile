@@ -77,6 +77,7 @@ bench: native test-debs $(ZLIB_NATIVE) ## Benchmarks beside their peers (stdlib,
 	IMAGESTORE_TEST_NATIVE=$(ZLIB_NATIVE) $(PY) -m tests.bench.bench_native
 	$(PY) -m tests.bench.bench_store
 	$(PY) -m tests.bench.bench_api
+	$(PY) -m tests.bench.bench_answers
 	$(PY) -m tests.bench.bench_clients
 	$(PY) -m tests.bench.bench_events
 	$(PY) -m tests.bench.bench_registry

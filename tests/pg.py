@@ -135,13 +135,8 @@ def _as_postgres(command: list[str]) -> None:
     subprocess.run(command, check=True, capture_output=True, text=True)
 
 
-def _start(durable: bool) -> Cluster:
-    initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")  # fail before making anything
-    host = Path(tempfile.mkdtemp(prefix="imagestore-pg-"))
-    if os.geteuid() == 0:
-        user = pwd.getpwnam(SUPERUSER)
-        os.chown(host, user.pw_uid, user.pw_gid)
-    data = host / "data"
+def _settings(host: Path, durable: bool) -> str:
+    """The server's options: the unix socket in ``host`` only, and (not durable) no fsync."""
     settings = [
         "-c listen_addresses=''",
         f"-c unix_socket_directories='{host}'",
@@ -150,14 +145,51 @@ def _start(durable: bool) -> Cluster:
     ]
     if not durable:
         settings += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+    return " ".join(settings)
+
+
+def _start(durable: bool) -> Cluster:
+    initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")  # fail before making anything
+    host = Path(tempfile.mkdtemp(prefix="imagestore-pg-"))
+    if os.geteuid() == 0:
+        user = pwd.getpwnam(SUPERUSER)
+        os.chown(host, user.pw_uid, user.pw_gid)
+    data = host / "data"
     try:
         _as_postgres([initdb, "-D", str(data), "-U", SUPERUSER, "-A", "trust", "--no-sync",
                       "-E", "UTF8", "--locale=C.UTF-8"])  # fmt: skip
         _as_postgres([pg_ctl, "start", "-w", "-D", str(data), "-l", str(host / "log"),
-                      "-o", " ".join(settings)])  # fmt: skip
+                      "-o", _settings(host, durable)])  # fmt: skip
     except subprocess.CalledProcessError as exc:
         log = host / "log"
         tail = log.read_text()[-2000:] if log.exists() else ""
         shutil.rmtree(host, ignore_errors=True)
         raise RuntimeError(f"PostgreSQL did not start: {exc.stderr}{tail}") from None
     return Cluster(host, owned=True, durable=durable)
+
+
+@dataclass
+class PrivateCluster(Cluster):
+    """A durable cluster of one test's own, which the test may crash and restart."""
+
+    def crash(self) -> None:
+        """Stop it the way a crash would (``pg_ctl stop -m immediate``: no checkpoint;
+        the next start replays the WAL)."""
+        _as_postgres([_binary("pg_ctl"), "stop", "-D", str(self.host / "data"), "-m", "immediate"])
+
+    def stop(self) -> None:
+        if self.owned and not (self.host / "data" / "postmaster.pid").exists():  # crashed
+            self.owned = False
+            shutil.rmtree(self.host, ignore_errors=True)
+        super().stop()
+
+    def start(self) -> None:
+        data, log = str(self.host / "data"), str(self.host / "log")
+        options = _settings(self.host, durable=True)
+        _as_postgres([_binary("pg_ctl"), "start", "-w", "-D", data, "-l", log, "-o", options])
+
+
+def private_cluster() -> PrivateCluster:
+    """A durable cluster for one test, stopped and removed by ``stop()``."""
+    started = _start(durable=True)
+    return PrivateCluster(started.host, owned=True, durable=True)

@@ -25,6 +25,8 @@ from tests.store.builders import layer_tar
 class FakeStore:
     """What RecentAnswers reads of a store: its generation."""
 
+    shared = False
+
     def __init__(self, generation: int | None = 1) -> None:
         self.generation = generation
 
@@ -93,6 +95,57 @@ def test_an_answer_read_while_the_store_changed_is_not_kept() -> None:
         assert fresh is not stale
         assert reads.count == 2
         assert await kept.answer("Inspect", request("a"), reads.of("a")) is fresh
+
+    run(test)
+
+
+class SharedStore:
+    """A shared catalog's store: its generation is read by
+    ``confirm_generation_async``, which ``gate`` holds when it is cleared."""
+
+    shared = True
+    generation = None  # what its listener heard: not what kept answers go by
+
+    def __init__(self) -> None:
+        self.value = 1
+        self.confirmed = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.entered = asyncio.Event()
+
+    async def confirm_generation_async(self) -> int:
+        self.confirmed += 1
+        value = self.value  # the counter as the query finds it
+        self.entered.set()
+        await self.gate.wait()
+        return value
+
+
+def test_a_shared_catalog_s_generation_is_read_after_each_call_began_one_read_for_many() -> None:
+    async def test() -> None:
+        store = SharedStore()
+        kept = RecentAnswers(store)  # type: ignore[arg-type]
+        reads = Reads()
+        first = await kept.answer("Inspect", request("a"), reads.of("a"))
+        assert store.confirmed == 1
+        store.gate.clear()
+        store.entered.clear()
+        early = asyncio.ensure_future(kept.answer("Inspect", request("a"), reads.of("a")))
+        await store.entered.wait()  # its read has begun
+        # Two calls begin during that read: it may predate a commit acknowledged
+        # before they began, so they wait for the next read, which they share.
+        late = [
+            asyncio.ensure_future(kept.answer("Inspect", request("a"), reads.of("a")))
+            for _ in range(2)
+        ]
+        await asyncio.sleep(0)  # one turn of the loop: both are waiting
+        store.value = 2  # another replica's commit
+        store.gate.set()
+        assert await early is first  # its generation was still 1
+        answers = await asyncio.gather(*late)
+        assert all(answer is not first for answer in answers)
+        assert store.confirmed == 3  # three calls, two reads after the first
+        assert await kept.answer("Inspect", request("a"), reads.of("a")) in answers
 
     run(test)
 

@@ -1,13 +1,18 @@
 """The PostgreSQL catalog's own behaviour, where several processes share one
 database (each ``PostgresCatalog`` here stands for one: its own pool and
 locks): migrations run once, writers take turns in commit order, a read waits
-for no writer, the generation moves with another process's commit; and the
-schema's version and ``--catalog``'s values. (What every catalog must do is
+for no writer, the generation moves with another process's commit (read at
+once, heard by notification a moment later, None while the listener is cut
+off, and its watchers told when it is back); and the schema's version and
+``--catalog``'s values. (What every catalog must do is
 the contract suite in the other modules of ``tests/store``.)"""
 
 from __future__ import annotations
 
+import asyncio
+import queue
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -160,40 +165,106 @@ def test_a_read_waits_for_no_writer_of_another_process(url: str) -> None:
         reader.close()
 
 
+class Heard:
+    """What a catalog's change listener was told, in order (a queue to wait on)."""
+
+    def __init__(self, catalog: PostgresCatalog) -> None:
+        self.told: queue.Queue[int] = queue.Queue()
+        catalog.watch_changes(self.told.put)
+
+    def next(self) -> int:
+        return self.told.get(timeout=STUCK)
+
+
+def event(name: str) -> EventRow:
+    return EventRow("tag", "", name, "", {})
+
+
 def test_the_generation_moves_with_another_process_s_commit(url: str) -> None:
     first, second = PostgresCatalog(url), PostgresCatalog(url)
+    heard = Heard(second)
     try:
-        before = second.generation
+        before = second.confirm_generation()
         assert before is not None
-        assert second.generation == before  # nothing changed: answers may be kept
+        assert second.generation == before  # heard of every commit so far, no query
+        assert second.confirm_generation() == before  # nothing changed: answers may be kept
         with first.transaction() as db:
             db.record_blob(blob(1))
-            assert second.generation == before  # not committed yet
-        moved = second.generation
+            db.append_events([event("a:1"), event("a:2")], 1)
+            assert second.confirm_generation() == before  # not committed yet
+        moved = second.confirm_generation()  # at once: it reads the counter
         assert moved is not None
-        assert moved != before
+        assert moved > before
+        assert asyncio.run(second.confirm_generation_async()) == moved  # the loop's way
+        assert heard.next() == 2  # the notification: the last cursor of the change
+        assert second.generation == moved
         with first.transaction(rollback=True) as db:
             db.record_blob(blob(2))
-        assert second.generation == moved  # undone: nothing to see
+            db.append_events([event("b:1")], 2)
+        assert second.confirm_generation() == moved  # undone: nothing to see
+        with first.transaction() as db:
+            db.record_blob(blob(3))  # no events: nobody to wake, the generation moves
+        with first.transaction() as db:
+            db.append_events([event("c:1")], 3)
+        assert heard.next() == 3  # in commit order, the change without events not told
+        assert second.generation == moved + 2 == second.confirm_generation()
     finally:
         first.close()
         second.close()
 
 
+def test_a_process_s_own_commit_moves_its_generation_and_is_not_told_again(url: str) -> None:
+    # Opened last: its listener read the counter after every commit so far
+    # (opening one commits a migration step that notifies nobody's watchers).
+    other, catalog = PostgresCatalog(url), PostgresCatalog(url)
+    heard = Heard(catalog)
+    try:
+        before = catalog.generation
+        assert before is not None
+        with catalog.transaction() as db:
+            db.append_events([event("a:1")], 1)
+        assert catalog.generation == before + 1  # its own commit: known at once
+        with other.transaction() as db:  # after it, in commit order
+            db.append_events([event("b:1")], 2)
+        assert heard.next() == 2  # only the other process's change is told
+        assert catalog.generation == before + 2
+    finally:
+        catalog.close()
+        other.close()
+
+
 def test_the_generation_is_none_while_the_database_cannot_be_reached(
-    url: str,
-    admin: psycopg.Connection,
+    url: str, postgres_cluster: Cluster
 ) -> None:
     catalog = PostgresCatalog(url)
+    heard = Heard(catalog)
+    database = url.split("/")[3].split("?")[0]
     try:
         assert catalog.generation is not None
-        admin.execute(
-            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        assert catalog.generation is None  # its connection was lost: keep nothing
-        with pytest.raises(errors.CatalogUnavailable), catalog.reading() as reader:
-            reader.blob_count()
+        assert asyncio.run(catalog.confirm_generation_async()) == catalog.generation
+        with psycopg.connect(postgres_cluster.url("postgres"), autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+            try:
+                ended = admin.execute(
+                    "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
+                    " WHERE datname = %s",
+                    (database,),
+                ).fetchall()
+                assert ended
+                assert all(row[0] for row in ended)
+                assert catalog.confirm_generation() is None  # its connection was lost
+                assert asyncio.run(catalog.confirm_generation_async()) is None
+                deadline = time.monotonic() + STUCK
+                while catalog.generation is not None:  # the listener finds it out
+                    assert time.monotonic() < deadline, "the lost listener went unnoticed"
+                    time.sleep(0.01)  # a poll with a deadline: the loss has no event
+                with pytest.raises(errors.CatalogUnavailable), catalog.reading() as reader:
+                    reader.blob_count()
+            finally:
+                admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        assert heard.next() == 0  # back: whatever it missed, read it again
+        assert catalog.generation is not None
+        assert catalog.generation == catalog.confirm_generation()
         with catalog.reading() as reader:  # the pool replaced its connections
             assert reader.blob_count() == 0
     finally:

@@ -18,7 +18,7 @@ runs one contract suite over every implementation.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -275,10 +275,36 @@ class Catalog(Protocol):
         ...
 
     @property
+    def shared(self) -> bool:
+        """Whether other processes write the catalog too (PostgreSQL): then
+        :attr:`generation` learns of their commits a moment after they are made,
+        and :meth:`confirm_generation` is what a cache must ask."""
+        ...
+
+    @property
     def generation(self) -> int | None:
         """A number that changes when a transaction ends, for caches of answers
-        read from the catalog; None when changes can come from elsewhere unseen
-        (another process), and nothing read may be kept."""
+        read from the catalog, known without I/O; None when changes can come
+        from elsewhere unseen, and nothing read may be kept. On a shared catalog
+        it may lag another process's commit (until its notification arrives)."""
+        ...
+
+    def confirm_generation(self) -> int | None:
+        """The generation as of now: every commit acknowledged to anyone before
+        the call began is counted in it (a query on a shared catalog: call it
+        off the event loop); None when it cannot be known."""
+        ...
+
+    async def confirm_generation_async(self) -> int | None:
+        """:meth:`confirm_generation` on the running event loop, which it does not
+        block; one call at a time."""
+        ...
+
+    def watch_changes(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(last_cursor)`` (on a thread of the catalog's) when
+        another process commits a change that wrote events, and
+        ``listener(0)`` when some may have gone unheard (the catalog
+        reconnected). A catalog only this process writes never calls it."""
         ...
 
     def reading(self) -> AbstractContextManager[CatalogReader]:

@@ -6,8 +6,10 @@ The store modules that own a change (``names``, ``images``, ``prune``,
 the events that describe it; the journal appends them (cursors from the
 catalog's counter row: consecutive, in commit order, none given away by a
 transaction rolled back), trims what retention lets go, and, once the
-transaction has committed, tells its subscribers the last cursor. A watcher
-reads the journal after each such wake-up; nothing is kept in memory here.
+transaction has committed, tells its subscribers the last cursor; on a shared
+catalog, it tells them of other processes' changes too, as the catalog hears of
+them (and 0 when some may have gone unheard). A watcher reads the journal after
+each such wake-up; nothing is kept in memory here.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class Journal:
         self._clock = clock
         self._listeners: list[Listener] = []
         self._listeners_lock = threading.Lock()
+        catalog.watch_changes(self._notify)
 
     @contextmanager
     def transaction(
@@ -121,8 +124,9 @@ class Journal:
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(last_cursor)`` after each transaction that wrote events
-        commits (on the writer's thread: it must be quick and not raise).
-        Returns the function that unsubscribes it."""
+        commits (on the writer's thread, or the catalog's listener for another
+        process's: it must be quick and not raise); ``last_cursor`` is 0 when
+        changes may have gone unheard. Returns the function that unsubscribes it."""
         with self._listeners_lock:
             self._listeners.append(listener)
 

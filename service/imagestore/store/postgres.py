@@ -19,10 +19,20 @@ process a lock also keeps waiting writers from holding pooled connections.
 never waits for a writer (MVCC) and never fails with a serialisation error.
 
 **The generation** is a counter row (``catalog_state.generation``) that every
-committing transaction bumps in its last statement, so it moves when any
-process changes the catalog. Reading it costs one query on a connection of its
-own (never one from the pool: it is asked on the event loop); when the database
-cannot be reached it is None (no answers are kept) rather than an error.
+committing transaction bumps in its last statement, and announces in the same
+transaction with ``NOTIFY imagestore_changes, '<generation> <last cursor>
+<origin>'`` (delivered at commit, in commit order; the cursor is 0 when it
+wrote no events; the origin names the catalog object that committed, so that
+its own commits do not wake its watchers twice). Each catalog holds one
+listening connection on a thread of its own: :attr:`generation` is the latest
+number it heard (or this process committed), with no query, and None while that
+connection is lost (it reconnects, reads the counter again, then tells its
+watchers that events may have been missed).
+Another process's commit reaches it a moment after that process saw it commit,
+so :meth:`confirm_generation` reads the counter itself, for answers that must
+not lag (docs/design.md §4), on a connection of its own (and
+:meth:`confirm_generation_async` on one of the event loop's, which it does not
+block); when the database cannot be reached it is None rather than an error.
 
 The schema version is in ``catalog_state`` too (SQLite's ``PRAGMA
 user_version``); migrations run under the writers' lock, so two processes
@@ -35,9 +45,12 @@ the pool checks its idle connections then, and the next call gets fresh ones.
 from __future__ import annotations
 
 import json
+import logging
+import os
+import secrets
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -65,10 +78,17 @@ POOL_MIN_SIZE = 2
 POOL_MAX_SIZE = 20
 #: seconds to wait for a connection (the database at start, or a free pooled one)
 CONNECT_TIMEOUT = 30.0
+#: ... once the database was found unreachable: calls fail fast (UNAVAILABLE,
+#: retry later) until a connection is had again, instead of each waiting 30 s
+UNREACHABLE_CONNECT_TIMEOUT = 1.0
 #: seconds the generation's query may take, and its connection's attempt (at least 2)
 PROBE_TIMEOUT = 2
 #: seconds between attempts to reach the database again for the generation
 PROBE_RETRY_INTERVAL = 1.0
+#: the channel every commit notifies: "<generation> <last event cursor, 0 for none> <origin>"
+CHANGES_CHANNEL = "imagestore_changes"
+#: seconds the listener waits for a notification before it checks whether to stop
+LISTEN_WAKE_INTERVAL = 5.0
 #: the advisory lock every writing transaction holds until it ends ("imgstore")
 WRITE_LOCK_KEY = 0x696D6773746F7265
 #: the session-level advisory locks of the one-at-a-time operations (Store.prune, check)
@@ -245,10 +265,17 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-#: the last ones: the generation moves with the change, atomically
-_COMMIT_WRITE = "UPDATE catalog_state SET generation = generation + 1 WHERE id = 0; COMMIT"
 #: a lost connection: the network, the server, or the server ending an idle transaction
 _LOST = (psycopg.OperationalError, psycopg.errors.IdleInTransactionSessionTimeout)
+#: the last statements of a writing transaction: the generation moves with the
+#: change, atomically, and every listener hears of it at the commit (``{cursor}``
+#: an integer, ``{origin}`` hex digits to fill in)
+_COMMIT_WRITE = (
+    "WITH bumped AS (UPDATE catalog_state SET generation = generation + 1 WHERE id = 0"
+    "   RETURNING generation)"
+    f" SELECT generation, pg_notify('{CHANGES_CHANNEL}', generation || ' {{cursor}} {{origin}}')"
+    " FROM bumped; COMMIT"
+)
 _BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 _GENERATION = "SELECT generation FROM catalog_state WHERE id = 0"
 
@@ -290,6 +317,13 @@ def _event(row: tuple[Any, ...]) -> EventRow:
         row[7],
         row[8],
     )
+
+
+log = logging.getLogger("imagestore.store")
+
+#: told the last cursor of a change another process committed with events, or 0
+#: when changes may have been missed (the listener reconnected)
+ChangeListener = Callable[[int], None]
 
 
 def describe(url: str) -> str:
@@ -336,6 +370,21 @@ class PostgresCatalog:
         self._probe_lock = threading.Lock()
         self._probe: psycopg.Connection[Any] | None = None
         self._probe_retry_at = 0.0
+        #: the event loop's connection for confirm_generation_async, opened by its first call
+        self._loop_probe: psycopg.AsyncConnection[Any] | None = None
+        self._loop_probe_retry_at = 0.0
+        self._heard_lock = threading.Lock()
+        #: the latest generation heard of (or committed here); None while not listening
+        self._heard: int | None = None
+        self._change_listeners: list[ChangeListener] = []
+        self._stopping = threading.Event()
+        self._first_listen = threading.Event()
+        #: names this catalog object in its notifications
+        self._origin = secrets.token_hex(8)
+        self._stop_channel = f"imagestore_stop_{self._origin}"
+        self._listener: threading.Thread | None = None
+        #: the last attempt to reach the database failed (see UNREACHABLE_CONNECT_TIMEOUT)
+        self._unreachable = False
         self._pool = ConnectionPool(
             url,
             min_size=min_size,
@@ -352,6 +401,11 @@ class PostgresCatalog:
             self._probe = self._connect_probe()
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
             self._migrate()
+            self._listener = threading.Thread(
+                target=self._listen, name="imagestore-catalog-listener", daemon=True
+            )
+            self._listener.start()
+            self._first_listen.wait(CONNECT_TIMEOUT)
         except psycopg.OperationalError as exc:
             self.close()
             raise self._unavailable(exc) from None
@@ -360,10 +414,14 @@ class PostgresCatalog:
             raise
 
     def close(self) -> None:
+        self._stop_listening()
         with self._write_lock, self._probe_lock:
             if self._probe is not None:
                 self._probe.close()
                 self._probe = None
+            loop_probe, self._loop_probe = self._loop_probe, None
+            if loop_probe is not None:
+                loop_probe.pgconn.finish()  # its close() is a coroutine; the loop may be gone
             self._pool.close()
 
     @property
@@ -409,6 +467,7 @@ class PostgresCatalog:
     def _unavailable(self, exc: psycopg.Error) -> errors.CatalogUnavailable:
         """The error a lost or unreachable database is; the pool then checks its
         idle connections, so that the next call does not meet a dead one."""
+        self._unreachable = True
         if not self._pool.closed:
             self._pool.check()
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -423,8 +482,10 @@ class PostgresCatalog:
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        timeout = UNREACHABLE_CONNECT_TIMEOUT if self._unreachable else CONNECT_TIMEOUT
         try:
-            with self._pool.connection() as db:
+            with self._pool.connection(timeout=timeout) as db:
+                self._unreachable = False
                 yield db
         except psycopg.OperationalError as exc:  # no connection to be had
             raise self._unavailable(exc) from None
@@ -447,8 +508,9 @@ class PostgresCatalog:
                 ) from None
             except _LOST as exc:
                 raise self._unavailable(exc) from None
+            writer = PostgresWriter(db)
             try:
-                yield PostgresWriter(db)
+                yield writer
             except BaseException as exc:
                 _roll_back(db)
                 if isinstance(exc, _LOST):
@@ -460,9 +522,19 @@ class PostgresCatalog:
                         f"the catalog cannot store this content: {exc}"
                     ) from None
                 raise
+            if rollback:
+                with self._mapped():
+                    db.execute("ROLLBACK")
+                return
             with self._mapped():
-                # Leases and heartbeats change no answer: the generation stays.
-                db.execute("ROLLBACK" if rollback else "COMMIT" if bookkeeping else _COMMIT_WRITE)
+                if bookkeeping:  # leases and heartbeats change no answer: the generation stays
+                    db.execute("COMMIT")
+                    return
+                row = db.execute(
+                    _COMMIT_WRITE.format(cursor=int(writer.last_cursor), origin=self._origin)
+                ).fetchone()
+            if row is not None:
+                self._committed_here(int(row[0]))
 
     @contextmanager
     def reading(self) -> Iterator[PostgresReader]:
@@ -503,10 +575,19 @@ class PostgresCatalog:
             db.close()  # the session's end releases the lock
 
     @property
+    def shared(self) -> bool:
+        return True
+
+    @property
     def generation(self) -> int | None:
-        # Asked on the event loop: a connection of its own, never a wait for the
-        # pool; an unreachable database keeps no answers (None) and is tried
-        # again at most once per PROBE_RETRY_INTERVAL.
+        # What the listener heard: no query. It may lag another process's commit
+        # by the notification's delay (confirm_generation does not).
+        return self._heard
+
+    def confirm_generation(self) -> int | None:
+        # A connection of its own, never a wait for the pool; an unreachable
+        # database keeps no answers (None) and is tried again at most once per
+        # PROBE_RETRY_INTERVAL.
         with self._probe_lock:
             if self._probe is None:
                 if time.monotonic() < self._probe_retry_at or self._pool.closed:
@@ -523,6 +604,123 @@ class PostgresCatalog:
                 self._probe = None
                 return None
             return None if row is None else int(row[0])
+
+    async def confirm_generation_async(self) -> int | None:
+        # One caller at a time (api/answers.py shares each read among callers).
+        db = self._loop_probe
+        if db is None or db.closed:
+            if time.monotonic() < self._loop_probe_retry_at or self._pool.closed:
+                return None
+            try:
+                db = await psycopg.AsyncConnection.connect(
+                    self.url,
+                    autocommit=True,
+                    connect_timeout=PROBE_TIMEOUT,
+                    fallback_application_name="imagestore",
+                )
+                await db.execute(f"SET statement_timeout = {PROBE_TIMEOUT * 1000}")
+            except psycopg.Error:
+                self._loop_probe_retry_at = time.monotonic() + PROBE_RETRY_INTERVAL
+                return None
+            self._loop_probe = db
+        try:
+            row = await (await db.execute(_GENERATION)).fetchone()
+        except psycopg.Error:
+            self._loop_probe = None
+            db.pgconn.finish()
+            return None
+        return None if row is None else int(row[0])
+
+    def watch_changes(self, listener: ChangeListener) -> None:
+        with self._heard_lock:
+            self._change_listeners.append(listener)
+
+    # ---- notifications -------------------------------------------------------
+
+    def _committed_here(self, generation: int) -> None:
+        with self._heard_lock:
+            if self._heard is not None and generation > self._heard:
+                self._heard = generation
+
+    def _listen(self) -> None:
+        """The listener thread: LISTEN, read the counter, then follow the
+        notifications until the connection is lost; again after a pause."""
+        lost = False
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(
+                    self.url,
+                    autocommit=True,
+                    connect_timeout=PROBE_TIMEOUT,
+                    # which replica's it is, for operators (pg_stat_activity)
+                    fallback_application_name=f"imagestore-listener-{os.getpid()}",
+                    keepalives_idle=10,
+                    keepalives_interval=5,
+                    keepalives_count=3,
+                ) as db:
+                    # LISTEN first: a commit after the counter's read is heard.
+                    db.execute(f"LISTEN {CHANGES_CHANNEL}; LISTEN {self._stop_channel}")
+                    row = db.execute(_GENERATION).fetchone()
+                    if lost:
+                        log.info("catalog notifications are back (%s)", self.where)
+                    lost = False
+                    self._listening(None if row is None else int(row[0]))
+                    while not self._stopping.is_set():
+                        for note in db.notifies(timeout=LISTEN_WAKE_INTERVAL):
+                            if note.channel != CHANGES_CHANNEL:
+                                break  # the stop channel: close() is waiting
+                            self._heard_of(note.payload)
+            except Exception as exc:  # the thread must go on: it is the only listener
+                if not lost and not self._stopping.is_set():
+                    lost = True
+                    log.warning(
+                        "catalog notifications from %s lost, listening again: %s",
+                        self.where,
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc),
+                    )
+            finally:
+                with self._heard_lock:
+                    self._heard = None
+                self._first_listen.set()
+            self._stopping.wait(PROBE_RETRY_INTERVAL)
+
+    def _listening(self, generation: int | None) -> None:
+        with self._heard_lock:
+            self._heard = generation
+        self._first_listen.set()
+        self._tell(0)  # whatever was committed while nobody listened: read again
+
+    def _heard_of(self, payload: str) -> None:
+        try:
+            number, last_cursor, origin = payload.split()
+            generation, cursor = int(number), int(last_cursor)
+        except ValueError:
+            return
+        with self._heard_lock:
+            if self._heard is not None and generation > self._heard:
+                self._heard = generation
+        if cursor and origin != self._origin:  # its own: the journal told its watchers
+            self._tell(cursor)
+
+    def _tell(self, cursor: int) -> None:
+        with self._heard_lock:
+            listeners = list(self._change_listeners)
+        for listener in listeners:
+            try:
+                listener(cursor)
+            except Exception:  # a listener's failure must not stop the notifications
+                log.exception("catalog change listener failed")
+
+    def _stop_listening(self) -> None:
+        self._stopping.set()
+        listener, self._listener = self._listener, None
+        if listener is None:
+            return
+        # Wake its wait for notifications at once (it checks every
+        # LISTEN_WAKE_INTERVAL anyway, should the database be out of reach).
+        with suppress(psycopg.Error), self._pool.connection(timeout=PROBE_TIMEOUT) as db:
+            db.execute(f"NOTIFY {self._stop_channel}")
+        listener.join(LISTEN_WAKE_INTERVAL + PROBE_TIMEOUT)
 
     def _connect_probe(self) -> psycopg.Connection[Any]:
         probe = psycopg.connect(
@@ -880,6 +1078,11 @@ class PostgresReader:
 class PostgresWriter(PostgresReader):
     """Changes on the writer's connection, inside its transaction."""
 
+    def __init__(self, db: psycopg.Connection[Any]) -> None:
+        super().__init__(db)
+        #: the last event cursor this transaction gave (0: none), for its notification
+        self.last_cursor = 0
+
     def record_blob(self, blob: BlobRow) -> None:
         self.db.execute(
             f"INSERT INTO blobs ({_BLOB_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)"
@@ -1070,6 +1273,7 @@ class PostgresWriter(PostgresReader):
         ).fetchone()
         assert row is not None  # the migration inserts the one row
         last = int(row[0])
+        self.last_cursor = last
         first = last - len(events) + 1
         self.db.cursor().executemany(
             f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",

@@ -16,7 +16,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -333,10 +333,23 @@ class SqliteCatalog:
                 lock.release()
 
     @property
+    def shared(self) -> bool:
+        return False
+
+    @property
     def generation(self) -> int:
         # This process alone writes the file (the root lock), so every change is
         # one of its own transactions.
         return self._generation
+
+    def confirm_generation(self) -> int:
+        return self._generation
+
+    async def confirm_generation_async(self) -> int:
+        return self._generation
+
+    def watch_changes(self, listener: Callable[[int], None]) -> None:
+        """Never called: nobody else writes the file."""
 
     @contextmanager
     def reading(self) -> Iterator[SqliteReader]:

@@ -177,8 +177,25 @@ class Store:
     @property
     def generation(self) -> int | None:
         """Changes whenever the catalog may have: an answer read at one
-        generation holds while it lasts (None: keep no answers)."""
+        generation holds while it lasts (None: keep no answers). Known without
+        I/O; on a :attr:`shared` catalog it may lag another process's commit."""
         return self._parts.catalog.generation
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes change the catalog too (then caches that
+        must not lag ask :meth:`confirm_generation`)."""
+        return self._parts.catalog.shared
+
+    def confirm_generation(self) -> int | None:
+        """The generation as of now, counting every commit acknowledged before
+        the call (a query on a shared catalog: blocking). None: keep nothing."""
+        return self._parts.catalog.confirm_generation()
+
+    async def confirm_generation_async(self) -> int | None:
+        """:meth:`confirm_generation` on the running event loop, without blocking
+        it; one call at a time."""
+        return await self._parts.catalog.confirm_generation_async()
 
     def totals(self) -> Totals:
         """How many images and blobs there are, and the blobs' bytes (one snapshot)."""
@@ -445,8 +462,10 @@ class Store:
 
     def subscribe_events(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(last_cursor)`` after each change that wrote events has
-        committed (on the writer's thread: quick, must not block). Returns the
-        function that unsubscribes it."""
+        committed, here or (on a shared catalog) in another process, and
+        ``listener(0)`` when some may have gone unheard (on the committing or the
+        catalog's thread: quick, must not block). Returns the function that
+        unsubscribes it."""
         return self._journal.subscribe(listener)
 
 
