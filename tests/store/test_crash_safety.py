@@ -87,3 +87,20 @@ def _resolve(store: Store, name: str) -> str | None:
         return store.resolve_image(name)
     except errors.NotFound:
         return None
+
+
+def test_ingest_leftovers_of_an_earlier_release_are_removed_at_start(
+    tmp_path: Path, open_store: OpenStore
+) -> None:
+    """Releases before the shareable blob directory kept ingests in <root>/ingest."""
+    root = tmp_path / "store"
+    open_store(root).close()
+    legacy = root / "ingest"
+    legacy.mkdir()
+    (legacy / "tmp-1a2b").write_bytes(b"half a layer")
+    store = open_store(root)
+    try:
+        assert store.stale_ingests_removed == 1
+        assert not legacy.exists()
+    finally:
+        store.close()

@@ -1,7 +1,8 @@
 """Garbage collection: mark from the catalog and the leases, sweep the rest.
 
 Live = every blob a stored manifest needs (its own blob, config, layers), every
-named index, and every digest a live replica's lease rows hold. The collector
+named index, every digest this replica's leases hold, and on a shared catalog
+every digest a live replica's lease rows hold. The collector
 decides and deletes rows inside one catalog transaction (transactions take
 turns, on every replica: no lease or commit lands halfway through), which also
 bumps the collector epoch. Files go only after it: once every live replica has
@@ -54,7 +55,8 @@ class Collector:
         """What is unreachable now (inside the transaction that applies it)."""
         unnamed = db.unnamed_indexes()
         indexes = tuple(i for i in unnamed if only is None or i in only)
-        protected = db.leased(self.replica.live(db))
+        # This replica's leases are in memory (on SQLite, only there).
+        protected = db.leased(self.replica.live(db)) | self.leases.protected()
         if only is None:
             live = db.referenced_blobs() | protected
             rows = {row.digest: row.size for row in db.blobs()}

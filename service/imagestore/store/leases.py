@@ -4,15 +4,18 @@ An operation takes a lease on a digest *before* it checks whether the blob
 exists, so garbage collection either sees the lease or has already finished
 deleting (and the operation then finds the blob missing).
 
-A writing lease (pull, load, an ingest) is a catalog row per digest, under its
-replica's ID, written in a transaction of its own before ``add`` returns: the
-collector decides inside a catalog transaction too, and transactions take
-turns, so on every replica sharing the catalog it either sees the row or has
-committed its deletions first. A reading lease (Save, Push, ReadBlob) writes
-nothing: its digests join this replica's read set in memory, which the
-heartbeat publishes (docs/design.md §4: a collector deletes the rows, waits for
-every live replica's next heartbeat, and unlinks only the files no published
-read set holds). Every digest of every lease is in the read set.
+A writing lease (pull, load, an ingest) is taken inside a catalog transaction
+of its own before ``add`` returns: the collector decides inside a catalog
+transaction too, and transactions take turns, so it either sees the lease or
+has committed its deletions first. On a shared catalog (PostgreSQL) the lease
+is a row per digest under its replica's ID, which every replica's collector
+reads; on SQLite one process owns the catalog, the collector reads this
+process's leases from memory, and the transaction writes nothing (no fsync per
+lease). A reading lease (Save, Push, ReadBlob) takes no transaction: its
+digests join this replica's read set in memory, which the heartbeat publishes
+(docs/design.md §4: a collector deletes the rows, waits for every live
+replica's next heartbeat, and unlinks only the files no published read set
+holds). Every digest of every lease is in the read set.
 """
 
 from __future__ import annotations
@@ -47,15 +50,19 @@ class Leases:
 
     def _add(self, lease: Lease, digests: Iterable[str]) -> None:
         digests = list(digests)
-        with self.lock:
-            self._protected.update(digests)
-        if not lease.reading and digests:
-            with self._catalog.transaction(bookkeeping=True) as db:
+        if lease.reading or not digests:
+            with self.lock:
+                self._protected.update(digests)
+            return
+        with self._catalog.transaction(bookkeeping=True) as db:
+            with self.lock:
+                self._protected.update(digests)
+            if self._catalog.shared:
                 db.add_lease(self._replica_id, lease.id, digests)
 
     def _release(self, lease: Lease, digests: Iterable[str]) -> None:
         try:
-            if not lease.reading and lease.recorded:
+            if lease.recorded and self._catalog.shared:
                 with self._catalog.transaction(bookkeeping=True) as db:
                     db.release_lease(self._replica_id, lease.id)
         finally:
@@ -78,7 +85,8 @@ class Lease:
         self.recorded = False
 
     def add(self, *digests: str) -> None:
-        """Protect more digests until the lease ends (a row each, for a writing lease)."""
+        """Protect more digests until the lease ends (for a writing lease on a
+        shared catalog, a row each)."""
         self._held.extend(digests)
         self.recorded = self.recorded or not self.reading
         self._leases._add(self, digests)

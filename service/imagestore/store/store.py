@@ -112,6 +112,7 @@ class Store:
             # while the root is locked), and dead replicas'.
             live = self._parts.live_replicas()
             self.stale_ingests_removed = len(self._parts.blobs.remove_stale_ingests(live))
+            self.stale_ingests_removed += _remove_legacy_ingests(root)
             self.orphans_removed = len(self.sweep_orphans(orphan_grace_period))
         except BaseException:
             self.close()
@@ -479,3 +480,22 @@ __all__ = [
     "Store",
     "Totals",
 ]
+
+
+#: where ingest files were before the blob directory could be shared: a root
+#: written by an earlier release may hold crash leftovers there
+LEGACY_INGEST_DIR = "ingest"
+
+
+def _remove_legacy_ingests(root: Path) -> int:
+    """Remove ``<root>/ingest`` and the leftovers in it (only this process, which
+    holds the root lock, ever wrote there); returns how many files it held."""
+    legacy = root / LEGACY_INGEST_DIR
+    try:
+        leftovers = list(legacy.iterdir())
+    except FileNotFoundError:
+        return 0
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    legacy.rmdir()
+    return len(leftovers)
