@@ -22,6 +22,7 @@ from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 from tests.api.conftest import PROJECT, Server, start_server, wait_until
 from tests.api.test_service import error_info, load
 from tests.archives import ImageSpec
+from tests.hostile.test_listener import assert_refused, serve
 from tests.pki import make_pki
 from tests.store.builders import layer_tar
 
@@ -139,19 +140,11 @@ def test_metrics_reachable_from_other_machines_need_insecure_even_with_tls(
 ) -> None:
     """TLS secures the gRPC listener only: the metrics listener is plain HTTP."""
     tls = ["--tls-cert", str(pki / "server.crt"), "--tls-key", str(pki / "server.key")]
-    command = [sys.executable, "-m", "imagestore", "serve", "--root", str(tmp_path / "r")]
-    result = subprocess.run(
-        [*command, "--listen", "127.0.0.1:0", *tls, "--metrics-listen", "0.0.0.0:0"],
-        cwd=PROJECT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    attempt = serve(
+        tmp_path / "r", "--listen", "127.0.0.1:0", *tls, "--metrics-listen", "0.0.0.0:0"
     )
-    assert result.returncode == 1
-    assert result.stderr.strip().count("\n") == 0, result.stderr
-    assert "refusing to serve metrics on 0.0.0.0:0: plain HTTP" in result.stderr
-    assert "--insecure" in result.stderr
+    assert attempt.result.stderr.strip().count("\n") == 0, attempt.result.stderr
+    assert_refused(attempt, "refusing to serve metrics on 0.0.0.0:0: plain HTTP", "--insecure")
 
 
 def test_a_unix_socket_is_private_to_its_owner(tmp_path: Path) -> None:

@@ -70,6 +70,8 @@ def test_templates_render_like_go(source: str, expected: str) -> None:
         ("{{and}}", "want at least 1 got 0"),
         ("{{or}}", "want at least 1 got 0"),
         ("{{pad .Os 1000000000 0}}", "pad width"),
+        ('{{printf "%33333333333333s" .Id}}', "width or precision"),  # found by the fuzzer
+        ('{{printf "%.9999999f" .Size}}', "width or precision"),
     ],
 )
 def test_template_mistakes_are_invalid_arguments(source: str, message: str) -> None:

@@ -266,11 +266,20 @@ def _from_variable(setting: Setting, text: str) -> Any:
 def _parsed(action: argparse.Action, text: str, variable: str) -> Any:
     """A variable's text converted as the flag's would be; the error names the variable."""
     try:
+        return _converted(action, text)
+    except ConfigError as exc:
+        raise ConfigError(f"{variable}: {exc}") from None
+
+
+def _converted(action: argparse.Action, text: str) -> Any:
+    """``text`` converted by the option's type and checked against its choices,
+    as argparse does for the flag."""
+    try:
         value = action.type(text) if callable(action.type) else text
     except (argparse.ArgumentTypeError, ValueError) as exc:
-        raise ConfigError(f"{variable}: {exc}") from None
+        raise ConfigError(str(exc)) from None
     if action.choices is not None and value not in action.choices:
-        raise ConfigError(f"{variable}: {_not_a_choice(action, value)}")
+        raise ConfigError(_not_a_choice(action, value))
     return value
 
 
@@ -295,14 +304,7 @@ def _scalar(action: argparse.Action, value: Any, expected: str) -> Any:
     accepted = kind.toml if isinstance(kind, OptionType) else (str,)
     if (isinstance(value, bool) and bool not in accepted) or not isinstance(value, accepted):
         raise ConfigError(f"expected {expected}, got {_quoted(value)}")
-    if callable(kind):
-        try:
-            value = kind(value if isinstance(value, str) else repr(value))
-        except (argparse.ArgumentTypeError, ValueError) as exc:
-            raise ConfigError(str(exc)) from None
-    if action.choices is not None and value not in action.choices:
-        raise ConfigError(_not_a_choice(action, value))
-    return value
+    return _converted(action, value if isinstance(value, str) else repr(value))
 
 
 def _expected(action: argparse.Action) -> str:

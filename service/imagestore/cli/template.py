@@ -97,7 +97,7 @@ def _last(name: str, values: tuple[Any, ...]) -> Any:
     return values[-1]
 
 
-#: ``pad`` widths beyond this are refused rather than allocated
+#: ``pad`` and ``printf`` widths beyond this are refused rather than allocated
 MAX_PAD = 4096
 
 
@@ -121,6 +121,9 @@ def _printf(fmt: str, *args: Any) -> str:
         if match.group(0) == "%%":
             return "%"
         flags, width, precision, letter = match.groups()
+        for number in (width, precision):
+            if number and int(number) > MAX_PAD:  # Go allows ~10**7; each would be allocated
+                raise ValueError(f"printf width or precision {number} is outside 0..{MAX_PAD}")
         value = next(values, _MISSING)
         if value is _MISSING:
             return f"%!{letter}(MISSING)"
