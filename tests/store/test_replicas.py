@@ -145,6 +145,25 @@ def test_a_read_in_progress_keeps_its_file_while_another_replica_deletes_the_row
     assert not a._parts.blobs.exists(layer)
 
 
+def test_a_collection_does_not_wait_for_the_others_next_heartbeat(tmp_path: Path, url: str) -> None:
+    """The others heartbeat when they hear of a collection (a notification),
+    not an hour later at their next scheduled beat."""
+    shared = tmp_path / "shared"
+    slow = {"heartbeat_interval": 3600.0, "replica_timeout": 7200.0}
+    with (
+        replica(tmp_path / "a", url, shared, **slow),
+        replica(tmp_path / "b", url, shared, **slow) as b,
+    ):
+        built = build_image(b, [layer_tar({"f": b"x"})], names=["example/app:1"])
+        layer = built.layers[0].digest
+        pool = ThreadPoolExecutor(1)
+        try:
+            pool.submit(b.remove, ["example/app:1"]).result(timeout=STUCK)
+        finally:
+            pool.shutdown(wait=False)  # if stuck, b's close ends its wait
+        assert not b._parts.blobs.exists(layer)
+
+
 def advisory_lock_held(url: str, key: int) -> bool:
     with psycopg.connect(url, autocommit=True) as admin:
         row = admin.execute(

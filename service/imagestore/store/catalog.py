@@ -307,6 +307,13 @@ class Catalog(Protocol):
         reconnected). A catalog only this process writes never calls it."""
         ...
 
+    def watch_collections(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(epoch)`` (on a thread of the catalog's) when a
+        collector commits collector epoch ``epoch``, so that a replica can
+        publish its read set at once instead of at its next heartbeat. A
+        catalog only this process writes never calls it."""
+        ...
+
     def reading(self) -> AbstractContextManager[CatalogReader]:
         """One consistent snapshot for the block. It does not wait for a writer
         (or for garbage collection), and does not see a transaction in progress."""

@@ -87,6 +87,8 @@ PROBE_TIMEOUT = 2
 PROBE_RETRY_INTERVAL = 1.0
 #: the channel every commit notifies: "<generation> <last event cursor, 0 for none> <origin>"
 CHANGES_CHANNEL = "imagestore_changes"
+#: the channel a collection notifies at its commit: "<collector epoch>"
+COLLECTIONS_CHANNEL = "imagestore_collections"
 #: seconds the listener waits for a notification before it checks whether to stop
 LISTEN_WAKE_INTERVAL = 5.0
 #: the advisory lock every writing transaction holds until it ends ("imgstore")
@@ -377,6 +379,7 @@ class PostgresCatalog:
         #: the latest generation heard of (or committed here); None while not listening
         self._heard: int | None = None
         self._change_listeners: list[ChangeListener] = []
+        self._collection_listeners: list[Callable[[int], None]] = []
         self._stopping = threading.Event()
         self._first_listen = threading.Event()
         #: names this catalog object in its notifications
@@ -635,6 +638,10 @@ class PostgresCatalog:
         with self._heard_lock:
             self._change_listeners.append(listener)
 
+    def watch_collections(self, listener: Callable[[int], None]) -> None:
+        with self._heard_lock:
+            self._collection_listeners.append(listener)
+
     # ---- notifications -------------------------------------------------------
 
     def _committed_here(self, generation: int) -> None:
@@ -659,7 +666,10 @@ class PostgresCatalog:
                     keepalives_count=3,
                 ) as db:
                     # LISTEN first: a commit after the counter's read is heard.
-                    db.execute(f"LISTEN {CHANGES_CHANNEL}; LISTEN {self._stop_channel}")
+                    db.execute(
+                        f"LISTEN {CHANGES_CHANNEL}; LISTEN {COLLECTIONS_CHANNEL};"
+                        f" LISTEN {self._stop_channel}"
+                    )
                     row = db.execute(_GENERATION).fetchone()
                     if lost:
                         log.info("catalog notifications are back (%s)", self.where)
@@ -667,9 +677,12 @@ class PostgresCatalog:
                     self._listening(None if row is None else int(row[0]))
                     while not self._stopping.is_set():
                         for note in db.notifies(timeout=LISTEN_WAKE_INTERVAL):
-                            if note.channel != CHANGES_CHANNEL:
+                            if note.channel == COLLECTIONS_CHANNEL:
+                                self._collected(note.payload)
+                            elif note.channel == CHANGES_CHANNEL:
+                                self._heard_of(note.payload)
+                            else:
                                 break  # the stop channel: close() is waiting
-                            self._heard_of(note.payload)
             except Exception as exc:  # the thread must go on: it is the only listener
                 if not lost and not self._stopping.is_set():
                     lost = True
@@ -701,6 +714,19 @@ class PostgresCatalog:
                 self._heard = generation
         if cursor and origin != self._origin:  # its own: the journal told its watchers
             self._tell(cursor)
+
+    def _collected(self, payload: str) -> None:
+        try:
+            epoch = int(payload)
+        except ValueError:
+            return
+        with self._heard_lock:
+            listeners = list(self._collection_listeners)
+        for listener in listeners:
+            try:
+                listener(epoch)
+            except Exception:  # a listener's failure must not stop the notifications
+                log.exception("catalog collection listener failed")
 
     def _tell(self, cursor: int) -> None:
         with self._heard_lock:
@@ -1333,8 +1359,11 @@ class PostgresWriter(PostgresReader):
         self.db.execute("DELETE FROM replicas WHERE id = %s", (replica,))
 
     def bump_collector_epoch(self) -> int:
+        # Every replica's listener hears it at the commit and heartbeats then.
         row = self.db.execute(
-            "UPDATE collector_state SET epoch = epoch + 1 WHERE id = 0 RETURNING epoch"
+            "WITH bumped AS (UPDATE collector_state SET epoch = epoch + 1 WHERE id = 0"
+            "   RETURNING epoch)"
+            f" SELECT epoch, pg_notify('{COLLECTIONS_CHANNEL}', epoch::text) FROM bumped"
         ).fetchone()
         assert row is not None
         return int(row[0])

@@ -80,6 +80,8 @@ class Replica:
         self._reading = reading
         self._shared = shared
         self._stopped = threading.Event()
+        #: set to heartbeat now (a collection elsewhere waits for it) or to stop
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -89,6 +91,7 @@ class Replica:
             db.forget_replica(self.id)
             db.heartbeat(self.id, db.collector_epoch(), ())
         if self._shared:
+            self._catalog.watch_collections(lambda epoch: self._wake.set())
             self._thread = threading.Thread(
                 target=self._run, name=f"heartbeat-{self.id[:8]}", daemon=True
             )
@@ -98,6 +101,7 @@ class Replica:
         """Stop heartbeating; ``forget`` also removes the row and the leases (a
         clean stop: the others need not wait for the timeout)."""
         self._stopped.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -109,7 +113,11 @@ class Replica:
                 log.warning("replica %s not unregistered: %s", self.id, exc)
 
     def _run(self) -> None:
-        while not self._stopped.wait(self.interval):
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stopped.is_set():
+                return
             try:
                 self.beat()
             except errors.ImageStoreError as exc:
@@ -133,10 +141,12 @@ class Replica:
         committed (at most until the laggards time out); False if this replica
         stopped meanwhile."""
         self.beat()
+        pause = 0.02  # the others heartbeat as soon as they hear of the collection
         while True:
             with self._catalog.reading() as db:
                 behind = [r.id for r in self.live(db).values() if r.seen_epoch < epoch]
             if not behind:
                 return True
-            if self._stopped.wait(min(self.interval / 4, 0.5)):
+            if self._stopped.wait(pause):
                 return False
+            pause = min(pause * 2, self.interval / 4)

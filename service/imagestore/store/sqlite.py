@@ -351,6 +351,9 @@ class SqliteCatalog:
     def watch_changes(self, listener: Callable[[int], None]) -> None:
         """Never called: nobody else writes the file."""
 
+    def watch_collections(self, listener: Callable[[int], None]) -> None:
+        """Never called: this process is the only replica."""
+
     @contextmanager
     def reading(self) -> Iterator[SqliteReader]:
         """One snapshot on a read connection of its own (WAL: no writer blocks it)."""

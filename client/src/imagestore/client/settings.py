@@ -121,11 +121,14 @@ class Settings:
         return (("authorization", f"Bearer {self.token}"),) if self.token else ()
 
 
-def channel_options() -> list[tuple[str, int]]:
-    """The options both clients open their channel with."""
+def channel_options() -> list[tuple[str, int | str]]:
+    """The options both clients open their channel with. Calls go round the
+    target's addresses (``ipv4:10.0.0.1:50051,10.0.0.2:50051``, or a DNS name
+    with several): every replica of a scaled-out service answers alike."""
     return [
         ("grpc.max_receive_message_length", MAX_MESSAGE),
         ("grpc.max_send_message_length", MAX_MESSAGE),
+        ("grpc.lb_policy_name", "round_robin"),
     ]
 
 
