@@ -91,6 +91,12 @@ def test_an_index_parses_with_platforms() -> None:
             "no valid size",
         ),
         (b" " * (4 << 20) + b"{}", None, errors.SizeLimitExceeded, "limit"),
+        (
+            manifest(layers=[{"mediaType": "a\x00b", "digest": DIGEST, "size": 1}]),
+            None,
+            errors.MalformedContent,
+            "mediaType contains a NUL",
+        ),
     ],
 )
 def test_bad_or_unsupported_documents_are_refused_clearly(

@@ -556,3 +556,22 @@ def test_an_until_beyond_what_a_clock_holds_is_an_invalid_argument(value: str) -
     # found by the fuzzer: these raised ValueError, OSError and OverflowError
     with pytest.raises(errors.InvalidArgument, match="invalid value for 'until' filter"):
         parse_prune_filters([f"until={value}"])
+
+
+@pytest.mark.parametrize(
+    "platform", [{"architecture": "a\x00"}, {"architecture": "arm", "variant": "v\x00"}]
+)
+def test_a_config_with_a_nul_in_a_platform_field_is_refused_on_every_catalog(
+    store: Store, platform: dict[str, str]
+) -> None:
+    # PostgreSQL's text holds no NUL character (SQLite's does): both refuse it.
+    with pytest.raises(errors.MalformedContent, match="NUL"):
+        build_image(
+            store,
+            [layer_tar({"a": b"1"})],
+            names=["x/y:1"],
+            architecture=platform["architecture"],
+            variant=platform.get("variant", ""),
+        )
+    assert store.list_images(show_all=True).images == ()
+    assert store.check().ok

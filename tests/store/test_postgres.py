@@ -24,9 +24,7 @@ from imagestore import errors
 from imagestore.store.parts import catalog_factory, sqlite_catalog
 from imagestore.store.postgres import MIGRATIONS, STATE_TABLE, WRITE_LOCK_KEY, PostgresCatalog
 from imagestore.store.records import BlobRow, EventRow
-from imagestore.store.store import Store
-from tests.pg import Cluster, postgres_catalog
-from tests.store.builders import build_image, layer_tar
+from tests.pg import Cluster
 
 #: seconds before a thread that should have finished is declared stuck (a
 #: failure detector for a deadlock, not a wait for a race)
@@ -283,17 +281,6 @@ def test_the_catalog_option_names_sqlite_or_a_postgresql_url(url: str) -> None:
         assert catalog.kind == "postgresql"
     finally:
         catalog.close()
-
-
-def test_content_postgresql_cannot_hold_is_refused_and_nothing_is_stored(
-    tmp_path: Path, postgres_cluster: Cluster
-) -> None:
-    # PostgreSQL's text holds no NUL character (SQLite's does).
-    with Store.open(tmp_path / "root", catalog=postgres_catalog) as store:
-        with pytest.raises(errors.MalformedContent, match="NUL"):
-            build_image(store, [layer_tar({"a": b"1"})], names=["x/y:1"], architecture="a\x00")
-        assert store.list_images(show_all=True).images == ()
-        assert store.check().ok
 
 
 def test_a_writer_that_waits_too_long_for_the_writers_lock_is_unavailable(

@@ -224,8 +224,8 @@ def add_parser(commands: Any) -> None:
                 "heartbeat-interval",
                 _duration,
                 DEFAULT_HEARTBEAT_INTERVAL,
-                "time between two heartbeats of this replica (a PostgreSQL catalog; a"
-                " collection waits about this long before it unlinks files)",
+                "time between two heartbeats of this replica on a PostgreSQL catalog"
+                " (it also beats at once when another replica collects garbage)",
             ),
             (
                 "max-concurrent-rpcs",

@@ -135,9 +135,13 @@ def parse_descriptor(obj: Any, what: str) -> Descriptor:
         digest = parse_digest(digest)
     except errors.InvalidArgument as exc:
         raise _malformed(what, exc.message) from None
+    _catalog_text(obj, "mediaType", what)
     platform = obj.get("platform")
     if platform is not None and not isinstance(platform, Mapping):
         raise _malformed(what, "platform is not an object")
+    if platform is not None:
+        for key in PLATFORM_FIELDS:
+            _catalog_text(platform, key, what)
     return Descriptor(
         media_type,
         digest,
@@ -225,6 +229,19 @@ def parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+#: platform fields, which the catalog indexes
+PLATFORM_FIELDS = ("os", "architecture", "variant", "os.version")
+
+
+def _catalog_text(document: Mapping[str, Any], key: str, what: str = "image config") -> str:
+    """A string the catalog keeps: no NUL (a PostgreSQL text cannot hold one,
+    and every catalog must answer alike)."""
+    value = str(document.get(key, "") or "")
+    if "\x00" in value:
+        raise _malformed(what, f"{key} contains a NUL character")
+    return value
+
+
 def parse_config(data: bytes) -> ImageConfig:
     """Parse an image config; diff_ids must be valid sha256 digests."""
     document = _load_json(data, "image config")
@@ -252,10 +269,10 @@ def parse_config(data: bytes) -> ImageConfig:
     if history and non_empty > len(diff_ids):
         raise _malformed("image config", "too many non-empty layers in History section")
     return ImageConfig(
-        architecture=str(document.get("architecture", "") or ""),
-        os=str(document.get("os", "") or ""),
-        variant=str(document.get("variant", "") or ""),
-        os_version=str(document.get("os.version", "") or ""),
+        architecture=_catalog_text(document, "architecture"),
+        os=_catalog_text(document, "os"),
+        variant=_catalog_text(document, "variant"),
+        os_version=_catalog_text(document, "os.version"),
         created=parse_time(document.get("created")),
         author=str(document.get("author", "") or ""),
         diff_ids=diff_ids,
