@@ -84,6 +84,15 @@ bench: native test-debs $(ZLIB_NATIVE) ## Benchmarks beside their peers (stdlib,
 	$(PY) -m tests.bench.bench_check
 	$(PY) -m tests.bench.bench_hostile
 	$(PY) -m tests.bench.bench_cli
+	$(PY) -m tests.bench.bench_replicas
+
+# The kill trials at length: the replica kills (tests/api/test_replica_kills.py)
+# run 30 trials in `make test`; here SOAK_TRIALS (200).
+SOAK_TRIALS ?= 200
+
+.PHONY: soak
+soak: native test-debs ## SIGKILL trials across replicas, SOAK_TRIALS (200) of them
+	IMAGESTORE_SOAK_TRIALS=$(SOAK_TRIALS) $(PYTEST) tests/api/test_replica_kills.py -q
 
 .PHONY: lint
 lint: $(DEPS_STAMP) $(NODE_STAMP) ## ruff, mypy --strict, buf lint, buf format, buf breaking

@@ -4,6 +4,7 @@ process) on one PostgreSQL catalog and one shared blob directory."""
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +18,7 @@ from imagestore.store.catalog import Catalog
 from imagestore.store.postgres import SINGLETON_KEYS, PostgresCatalog
 from imagestore.store.store import Store
 from tests.api.conftest import wait_until
-from tests.pg import Cluster
+from tests.pg import Cluster, private_cluster
 from tests.store.builders import build_image, layer_tar
 
 #: a short heartbeat and timeout, so that the tests see a replica die quickly;
@@ -162,6 +163,63 @@ def test_a_collection_does_not_wait_for_the_others_next_heartbeat(tmp_path: Path
         finally:
             pool.shutdown(wait=False)  # if stuck, b's close ends its wait
         assert not b._parts.blobs.exists(layer)
+
+
+def test_a_hung_replica_does_not_stall_a_removal_it_leaves_the_files_for_later(
+    tmp_path: Path, url: str
+) -> None:
+    """A replica that has stopped heartbeating but is not yet counted dead may
+    still be reading: the collection deletes the rows, waits two heartbeat
+    intervals for it, then returns and leaves the files as orphans."""
+    shared = tmp_path / "shared"
+    settings = {"heartbeat_interval": 0.05, "replica_timeout": 3600.0}
+    with (
+        replica(tmp_path / "a", url, shared, **settings) as a,
+        replica(tmp_path / "b", url, shared, **settings) as b,
+    ):
+        built = build_image(b, [layer_tar({"f": b"x"})], names=["example/app:1"])
+        layer = built.layers[0].digest
+        a._parts.replica.stop(forget=False)  # hung: alive for another hour
+        pool = ThreadPoolExecutor(1)
+        try:
+            pool.submit(b.remove, ["example/app:1"]).result(timeout=STUCK)
+        finally:
+            pool.shutdown(wait=False)
+        assert b.stored_record(layer) is None
+        assert b._parts.blobs.exists(layer)  # an orphan now: a may be reading it
+
+
+def test_after_a_catalog_outage_longer_than_the_timeout_no_replica_is_counted_dead_at_once(
+    tmp_path: Path,
+) -> None:
+    """Everyone's heartbeats stop while PostgreSQL is down: the first replica
+    back must not take the others' old heartbeats for their death (and sweep
+    their leases) before its own have gone through for a whole timeout."""
+    cluster = private_cluster()
+    try:
+        url = cluster.create_database("outage")
+        shared = tmp_path / "shared"
+        settings = {"heartbeat_interval": 0.05, "replica_timeout": 3.0}
+        with (
+            replica(tmp_path / "a", url, shared, **settings) as a,
+            replica(tmp_path / "b", url, shared, **settings) as b,
+        ):
+            info = a.put_blob(a.open_lease(), b"leased on a, which stays quiet", MEDIA)
+            a._parts.replica.stop(forget=False)  # a sends no heartbeat after the outage
+            cluster.crash()
+            down = time.monotonic()
+            wait_until(lambda: b._parts.replica._steady_since is None)  # a beat failed
+            # the outage outlasts the timeout (a wait for time itself, not for a race)
+            wait_until(lambda: time.monotonic() - down > settings["replica_timeout"])
+            cluster.start()
+            wait_until(lambda: b._parts.replica._steady_since is not None)  # b is back
+            assert a._parts.replica.id in b._parts.live_replicas()
+            assert info.digest not in b.prune().deleted_blobs
+            assert b.stored(info.digest)
+            wait_until(lambda: a._parts.replica.id not in b._parts.live_replicas())
+            assert info.digest in b.prune().deleted_blobs  # now a counts as dead
+    finally:
+        cluster.stop()
 
 
 def advisory_lock_held(url: str, key: int) -> bool:

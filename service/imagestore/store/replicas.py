@@ -11,6 +11,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -83,6 +84,9 @@ class Replica:
         #: set to heartbeat now (a collection elsewhere waits for it) or to stop
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        #: when this replica's heartbeats last started succeeding without a gap
+        #: (time.monotonic()); None after a failed one
+        self._steady_since: float | None = None
 
     def start(self) -> None:
         """Register, forgetting what a previous run under this ID left (nothing
@@ -90,6 +94,7 @@ class Replica:
         with self._catalog.transaction(bookkeeping=True) as db:
             db.forget_replica(self.id)
             db.heartbeat(self.id, db.collector_epoch(), ())
+        self._steady_since = time.monotonic()
         if self._shared:
             self._catalog.watch_collections(lambda epoch: self._wake.set())
             self._thread = threading.Thread(
@@ -127,26 +132,52 @@ class Replica:
         """Publish a heartbeat: the epoch is read first, the read set after it, so
         a heartbeat that has seen epoch n holds every read registered before
         collection n committed."""
-        with self._catalog.transaction(bookkeeping=True) as db:
-            epoch = db.collector_epoch()
-            db.heartbeat(self.id, epoch, sorted(set(self._reading())))
+        try:
+            with self._catalog.transaction(bookkeeping=True) as db:
+                epoch = db.collector_epoch()
+                db.heartbeat(self.id, epoch, sorted(set(self._reading())))
+        except BaseException:
+            self._steady_since = None
+            raise
+        if self._steady_since is None:
+            self._steady_since = time.monotonic()
 
     def live(self, db: CatalogReader) -> dict[str, ReplicaRow]:
-        """The replicas heard from within the timeout (this one always)."""
+        """The replicas heard from within the timeout (this one always).
+
+        Until this replica's own heartbeats have gone through for a whole
+        timeout, every registered replica counts as alive: the others' old
+        heartbeats may be an outage of the catalog that stopped everyone's
+        (this one's too), not their death."""
+        rows = db.replicas()
+        steady = self._steady_since
+        if steady is None or time.monotonic() - steady < self.timeout:
+            return {r.id: r for r in rows}
         cutoff = db.clock() - int(self.timeout * 1e9)
-        return {r.id: r for r in db.replicas() if r.last_seen >= cutoff or r.id == self.id}
+        return {r.id: r for r in rows if r.last_seen >= cutoff or r.id == self.id}
 
     def await_epoch(self, epoch: int) -> bool:
         """Wait until every live replica has heartbeaten after collection ``epoch``
-        committed (at most until the laggards time out); False if this replica
+        committed; False when one has not within two heartbeat intervals (it
+        heard of the collection at once unless it is hung or cut off: the
+        files stay, as orphans, for a later collection) or this replica
         stopped meanwhile."""
         self.beat()
+        deadline = time.monotonic() + 2 * self.interval
         pause = 0.02  # the others heartbeat as soon as they hear of the collection
         while True:
             with self._catalog.reading() as db:
                 behind = [r.id for r in self.live(db).values() if r.seen_epoch < epoch]
             if not behind:
                 return True
+            if time.monotonic() >= deadline:
+                log.info(
+                    "collection %d leaves its files for a later one: replica %s has not"
+                    " heartbeaten since",
+                    epoch,
+                    ", ".join(sorted(behind)),
+                )
+                return False
             if self._stopped.wait(pause):
                 return False
             pause = min(pause * 2, self.interval / 4)
