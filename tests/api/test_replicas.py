@@ -20,7 +20,8 @@ import psycopg
 import pytest
 
 from imagestore.v1 import imagestore_pb2 as pb
-from tests.api.conftest import Server
+from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
+from tests.api.conftest import Server, start_server, wait_until
 from tests.api.test_events import KIND, Watcher
 from tests.api.test_postgres import Stub, serve, stub_of, tags
 from tests.api.test_service import load
@@ -153,3 +154,25 @@ def test_a_server_whose_listener_is_killed_answers_right_and_its_watchers_miss_n
         assert watcher.error is None
     finally:
         watcher.stop()
+
+
+def test_max_connection_age_moves_clients_to_a_new_connection(tmp_path: Path) -> None:
+    """A replica added later gets calls only from new connections: with
+    --max-connection-age the server ends old ones (GOAWAY), and the client's
+    next call connects again (to whichever address round_robin picks)."""
+    states: list[grpc.ChannelConnectivity] = []
+    server = start_server(
+        tmp_path / "root", "--listen", "127.0.0.1:0", "--max-connection-age", "1s"
+    )
+    try:
+        channel = grpc.insecure_channel(server.address)
+        channel.subscribe(states.append, try_to_connect=True)
+        stub = pb_grpc.ImageStoreServiceStub(channel)  # type: ignore[no-untyped-call]
+        assert stub.ListImages(pb.ListImagesRequest()).images == []
+        wait_until(lambda: grpc.ChannelConnectivity.READY in states)
+        ready = states.index(grpc.ChannelConnectivity.READY)
+        wait_until(lambda: grpc.ChannelConnectivity.IDLE in states[ready:])  # sent away
+        assert stub.ListImages(pb.ListImagesRequest()).images == []  # connects again
+        channel.close()
+    finally:
+        server.stop()

@@ -79,6 +79,8 @@ class ServerConfig:
     #: seconds between heartbeats, and without one before a replica counts as dead
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
     replica_timeout: float = DEFAULT_REPLICA_TIMEOUT
+    #: seconds after which a client connection is sent GOAWAY (0: never)
+    max_connection_age: float = 0.0
     #: the events journal's retention: at most this many events, this many seconds
     events_max_count: int = DEFAULT_EVENTS_MAX_COUNT
     events_max_age: float = DEFAULT_EVENTS_MAX_AGE
@@ -227,6 +229,12 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
                 (
                     "grpc.max_concurrent_streams",
                     config.limits.max_concurrent_rpcs + CONNECTION_STREAM_HEADROOM,
+                ),
+                # gRPC adds ±10 % jitter; calls in flight finish (no grace limit).
+                *(
+                    [("grpc.max_connection_age_ms", int(config.max_connection_age * 1000))]
+                    if config.max_connection_age
+                    else []
                 ),
             ],
         )

@@ -228,6 +228,13 @@ def add_parser(commands: Any) -> None:
                 " (it also beats at once when another replica collects garbage)",
             ),
             (
+                "max-connection-age",
+                _duration,
+                0.0,
+                "close a client's connection (gracefully: its calls finish) once it is"
+                " this old, so that clients spread over replicas added since; 0s never",
+            ),
+            (
                 "max-concurrent-rpcs",
                 _int,
                 limits.max_concurrent_rpcs,
@@ -543,6 +550,7 @@ def _run(args: argparse.Namespace, *, settings: config_file.Settings) -> int:
         orphan_grace_period=args.orphan_grace_period,
         replica_timeout=float(args.replica_timeout),
         heartbeat_interval=float(args.heartbeat_interval),
+        max_connection_age=float(args.max_connection_age),
         events_max_count=args.events_max_count,
         events_max_age=float(args.events_max_age),
         limits=Limits(
