@@ -30,7 +30,7 @@ ASAN_NATIVE := $(BUILD)/asan/_native.so
 # Debian packages: what the native build needs, what the tests use.
 BUILD_DEBS := zlib1g-dev libssl-dev
 TEST_DEBS := $(BUILD_DEBS) libisal-dev gzip skopeo umoci openssl docker-registry apache2-utils tmux \
-	zsh fish systemd postgresql
+	zsh fish systemd postgresql containerd
 
 # Root installs libisal-dev before the first build, so the tests expect ISA-L.
 EXPECT_BACKEND := $(shell [ "$$(id -u)" = 0 ] && echo isa-l)
