@@ -34,6 +34,8 @@ class Server:
     readers: list[threading.Thread]
     #: the NOTIFY_SOCKET the server was given, kept open until it exits (STOPPING=1 lands there)
     notifications: socket.socket | None = None
+    #: the registry endpoint's host:port (``--registry-listen``), from the same STATUS
+    registry_address: str | None = None
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.process.poll() is None:
@@ -81,9 +83,10 @@ def start_server(root: Path, *extra: str, env: dict[str, str] | None = None) -> 
     ]
     for reader in readers:
         reader.start()
-    address = wait_for_ready(notifications, START_TIMEOUT)
-    running = Server(process, address or "", root, stderr_lines, readers, notifications)
-    if address is None:
+    status = wait_for_ready(notifications, START_TIMEOUT)
+    address, _, registry = (status or "").partition("; registry on ")
+    running = Server(process, address, root, stderr_lines, readers, notifications, registry or None)
+    if status is None:
         running.stop(signal.SIGKILL)
         pytest.fail(
             f"server did not start: {''.join(stderr_lines)[-3000:]}"
@@ -103,8 +106,9 @@ def read_notification(message: bytes) -> dict[str, str]:
 
 
 def wait_for_ready(notifications: socket.socket, timeout: float) -> str | None:
-    """The address from the READY=1 datagram's STATUS, or None if the server exited first
-    or sent nothing in time."""
+    """The READY=1 datagram's STATUS after "serving on " (the address, then
+    "; registry on <address>" with --registry-listen), or None if the server
+    exited first or sent nothing in time."""
     deadline = time.monotonic() + timeout
     while (remaining := deadline - time.monotonic()) > 0:
         notifications.settimeout(remaining)

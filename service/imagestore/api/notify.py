@@ -33,8 +33,11 @@ class Notifier:
     def from_environment(cls) -> Notifier:
         return cls(os.environ.get(ENVIRONMENT_VARIABLE))
 
-    def ready(self, address: str) -> None:
-        self.send(READY="1", STATUS=f"serving on {address}", MAINPID=str(os.getpid()))
+    def ready(self, address: str, *, registry: str | None = None) -> None:
+        """``STATUS=serving on <address>``, and ``; registry on <address>`` when
+        the registry endpoint listens (the ports bound, for ``:0``)."""
+        status = f"serving on {address}" + (f"; registry on {registry}" if registry else "")
+        self.send(READY="1", STATUS=status, MAINPID=str(os.getpid()))
 
     def stopping(self) -> None:
         self.send(STOPPING="1", STATUS="shutting down")

@@ -1,5 +1,6 @@
 """Server bootstrap: the store, the gRPC server with its interceptors, health,
-reflection, TLS or token auth, metrics, and a graceful shutdown on SIGTERM/SIGINT."""
+reflection, TLS or token auth, metrics, the registry endpoint (OCI Distribution
+over HTTP, ``imagestore/distribution``), and a graceful shutdown on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from imagestore.api.notify import Notifier
 from imagestore.api.pools import Pools
 from imagestore.api.servicer import ImageStoreServicer
 from imagestore.archive.load import LoadLimits
+from imagestore.distribution.app import RegistryEndpoint, build_app, tls_context
+from imagestore.distribution.limits import EndpointLimits
 from imagestore.registry.client import RegistryClient
 from imagestore.registry.options import RegistryOptions
 from imagestore.store.events import DEFAULT_EVENTS_MAX_AGE, DEFAULT_EVENTS_MAX_COUNT
@@ -73,6 +76,8 @@ class ServerConfig:
     #: a unix socket's mode once it listens (0660 lets the server's group connect)
     socket_mode: int = 0o600
     metrics_listen: str | None = None
+    #: host:port of the registry endpoint (OCI Distribution, pull): None is off
+    registry_listen: str | None = None
     grace_period: float = 10.0
     max_layer_size: int = DEFAULT_MAX_LAYER_SIZE
     orphan_grace_period: float = ORPHAN_GRACE_PERIOD
@@ -85,6 +90,7 @@ class ServerConfig:
     events_max_count: int = DEFAULT_EVENTS_MAX_COUNT
     events_max_age: float = DEFAULT_EVENTS_MAX_AGE
     limits: Limits = field(default_factory=Limits)
+    registry_limits: EndpointLimits = field(default_factory=EndpointLimits)
     load: LoadLimits = field(default_factory=LoadLimits)
     registry: RegistryOptions = field(default_factory=RegistryOptions)
 
@@ -107,6 +113,8 @@ def _listeners(config: ServerConfig) -> list[tuple[str, str]]:
     listeners = [("--listen", config.listen)]
     if config.metrics_listen is not None:
         listeners.append(("--metrics-listen", config.metrics_listen))
+    if config.registry_listen is not None:  # TLS as gRPC's: the same rule
+        listeners.append(("--registry-listen", config.registry_listen))
     return listeners
 
 
@@ -193,6 +201,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
     check_addresses(config)
     check_exposure(config)
     config.limits.validate(MAX_MESSAGE)
+    config.registry_limits.validate()
     logging.getLogger("grpc._cython.cygrpc").addFilter(_SendToAGoneClient())
     stop = _stop_on_signals()  # before announcing readiness: a quick SIGTERM is handled too
     notifier = Notifier.from_environment()
@@ -212,6 +221,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
     telemetry = Telemetry()
     registry = RegistryClient(config.registry, telemetry=telemetry)
     listener: MetricsListener | None = None
+    endpoint: RegistryEndpoint | None = None
     try:
         metrics = Metrics(telemetry, store) if config.metrics_listen else None
         interceptors: list[grpc.aio.ServerInterceptor] = [AccessLog(metrics)]
@@ -259,6 +269,11 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         address = _bind(server, config.listen, credentials)
         if metrics is not None and config.metrics_listen is not None:
             listener = _serve_metrics(metrics, config.metrics_listen)
+        registry_address: str | None = None
+        if config.registry_listen is not None:
+            endpoint = _registry_endpoint(config, store, pools, tokens)
+            registry_address = await endpoint.start(*split_host_port(config.registry_listen))
+            log.info("registry endpoint (OCI Distribution, pull) on %s", registry_address)
         await server.start()
         if config.listen.startswith("unix:"):
             os.chmod(config.listen.removeprefix("unix:").removeprefix("//"), config.socket_mode)
@@ -267,7 +282,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         if metrics is not None:
             metrics.ready.set()
         log.info("imagestore serving on %s (root %s)", address, config.root)
-        notifier.ready(address)
+        notifier.ready(address, registry=registry_address)
         if ready is not None:
             ready.set()
         await stop.wait()
@@ -278,14 +293,42 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         servicer.events.close()  # a watch would otherwise last the whole grace period
-        await server.stop(config.grace_period)
+        # Both stop taking requests at once; those in flight share the grace period.
+        await asyncio.gather(
+            server.stop(config.grace_period), *([endpoint.stop()] if endpoint else [])
+        )
+        endpoint = None
         await pools.shutdown()  # the jobs of cancelled calls end before the store closes
         await _calls_wound_down(config.grace_period)
     finally:
+        if endpoint is not None:  # a failed start: stop listening before the store closes
+            await endpoint.stop()
         if listener is not None:
             listener.close()  # before the store closes: no scrape reads a closed catalog
         await registry.close()
         store.close()
+
+
+def _registry_endpoint(
+    config: ServerConfig, store: Store, pools: Pools, tokens: set[str]
+) -> RegistryEndpoint:
+    """The registry endpoint on the gRPC server's store, pools, TLS files and tokens."""
+    ssl_context = None
+    if config.tls_cert is not None and config.tls_key is not None:
+        ssl_context = tls_context(config.tls_cert, config.tls_key, config.tls_client_ca)
+    app = build_app(
+        store,
+        unary=pools.unary,
+        streams=pools.streams,
+        limits=config.registry_limits,
+        tokens=tokens,
+    )
+    return RegistryEndpoint(
+        app,
+        config.registry_limits,
+        ssl_context=ssl_context,
+        grace_period=config.grace_period,
+    )
 
 
 def _bind(server: grpc.aio.Server, listen: str, credentials: grpc.ServerCredentials | None) -> str:

@@ -23,6 +23,7 @@ from imagestore.cli.durations import format_duration, parse_duration
 
 if TYPE_CHECKING:
     from imagestore.archive.load import LoadLimits
+    from imagestore.distribution.limits import EndpointLimits
     from imagestore.registry.options import RegistryOptions
 
 HELP = "run the gRPC server"
@@ -267,6 +268,7 @@ def add_parser(commands: Any) -> None:
     )
     _add_load_options(parser)
     _add_registry_options(parser)
+    _add_endpoint_options(parser)
     parser.add_argument(
         "--log-level",
         default="info",
@@ -471,6 +473,75 @@ def _add_registry_options(parser: argparse.ArgumentParser) -> None:
     _add_numbers(group, numbers)
 
 
+def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
+    from imagestore.distribution.limits import EndpointLimits
+
+    group = parser.add_argument_group("registry endpoint (OCI Distribution, pull)")
+    group.add_argument(
+        "--registry-listen",
+        metavar="HOST:PORT",
+        help="serve the store over the OCI Distribution API (pull) on this address, for"
+        " containerd, Docker, skopeo; TLS and tokens as for gRPC (--tls-*,"
+        " --auth-token-file); a non-loopback address without TLS needs --insecure"
+        " (off by default)",
+    )
+    defaults = EndpointLimits()
+    numbers: list[tuple[str, Callable[[str], Any], Any, str]] = [
+        (
+            "registry-max-concurrent-requests",
+            _int,
+            defaults.max_concurrent_requests,
+            "requests the registry endpoint serves at once; more are refused with 429"
+            " and Retry-After",
+        ),
+        (
+            "registry-max-header-bytes",
+            _int,
+            defaults.max_header_bytes,
+            "longest request line (path and query) or header field; longer is refused (400)",
+        ),
+        (
+            "registry-max-headers",
+            _int,
+            defaults.max_headers,
+            "header fields one request may carry; more is refused (400)",
+        ),
+        (
+            "registry-keepalive-timeout",
+            _duration,
+            defaults.keepalive_timeout,
+            "how long an idle connection to the registry endpoint stays open",
+        ),
+        (
+            "registry-send-timeout",
+            _duration,
+            defaults.send_timeout,
+            "longest one write of a response may wait for the client to read; then the"
+            " connection is cut (a client that stops reading holds nothing for long)",
+        ),
+        (
+            "registry-max-page-size",
+            _int,
+            defaults.max_page_size,
+            "most tags or repositories one tags/list or _catalog page lists (a larger n is capped)",
+        ),
+    ]
+    _add_numbers(group, numbers)
+
+
+def _endpoint_limits(args: argparse.Namespace) -> EndpointLimits:
+    from imagestore.distribution.limits import EndpointLimits
+
+    return EndpointLimits(
+        max_concurrent_requests=args.registry_max_concurrent_requests,
+        max_header_bytes=args.registry_max_header_bytes,
+        max_headers=args.registry_max_headers,
+        keepalive_timeout=float(args.registry_keepalive_timeout),
+        send_timeout=float(args.registry_send_timeout),
+        max_page_size=args.registry_max_page_size,
+    )
+
+
 def _add_numbers(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     numbers: list[tuple[str, Callable[[str], Any], Any, str]],
@@ -545,6 +616,7 @@ def _run(args: argparse.Namespace, *, settings: config_file.Settings) -> int:
         insecure=args.insecure,
         socket_mode=args.socket_mode,
         metrics_listen=args.metrics_listen or None,
+        registry_listen=args.registry_listen or None,
         grace_period=args.grace_period,
         max_layer_size=args.max_layer_size,
         orphan_grace_period=args.orphan_grace_period,
@@ -559,6 +631,7 @@ def _run(args: argparse.Namespace, *, settings: config_file.Settings) -> int:
             max_concurrent_watches=args.max_concurrent_watches,
             max_response_bytes=args.max_response_bytes,
         ),
+        registry_limits=_endpoint_limits(args),
         load=_load_limits(args),
         registry=_registry_options(args),
     )

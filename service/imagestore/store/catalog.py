@@ -137,6 +137,28 @@ class CatalogReader(Protocol):
         """The images a name pointing at ``target`` reaches (stored manifests only)."""
         ...
 
+    # ---- repositories (the OCI Distribution endpoint's pages) ----
+    # A repository's names are ``<repository>:<tag>`` and ``<repository>@<digest>``:
+    # all of them, and no other repository's, sort in [repository + ":",
+    # repository + "A") (":" and "@" are the only characters after a repository
+    # that a name may hold, and both sort below "A"), so these are ranges of
+    # the names' primary key.
+    def repository_tags(self, repository: str, after: str, limit: int) -> list[str]:
+        """The tags of ``repository`` sorting after ``after`` ("": from the first),
+        in byte order, at most ``limit``."""
+        ...
+
+    def repositories(self, after: str, limit: int) -> list[str]:
+        """Repositories with at least one name, at most ``limit``, in the order
+        of their names (one key lookup each); ``after`` ("": from the first)
+        is the last repository of the previous page."""
+        ...
+
+    def repository_reaches(self, repository: str, digest: str | None) -> bool:
+        """Whether a name of ``repository`` points at ``digest``, or at an index
+        listing it; with None, whether the repository has any name."""
+        ...
+
     # ---- reachability (garbage collection) ----
     def referenced_blobs(self) -> set[str]:
         """Blobs the catalog needs: every manifest's own blob, config and layers,

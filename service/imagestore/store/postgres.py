@@ -1021,6 +1021,50 @@ class PostgresReader:
             )
         ]
 
+    # ---- repositories: ranges of the names' key (see catalog.py) -------------
+
+    def repository_tags(self, repository: str, after: str, limit: int) -> list[str]:
+        return [
+            row[0]
+            for row in self.db.execute(
+                "SELECT tag FROM names WHERE name > %s AND name < %s ORDER BY name LIMIT %s",
+                (f"{repository}:{after}", repository + ";", limit),
+            )
+        ]
+
+    def repositories(self, after: str, limit: int) -> list[str]:
+        if limit <= 0:
+            return []
+        # A skip scan: each step is one lookup of the first name past the
+        # previous repository's names (a loose index scan, in one statement).
+        rows = self.db.execute(
+            "WITH RECURSIVE found(repository, n) AS ("
+            "   SELECT (SELECT repository FROM names WHERE name >= %(start)s"
+            "           ORDER BY name LIMIT 1), 1"
+            "   UNION ALL"
+            "   SELECT (SELECT repository FROM names WHERE name >= found.repository || 'A'"
+            "           ORDER BY name LIMIT 1), n + 1"
+            "   FROM found WHERE found.repository IS NOT NULL AND n < %(limit)s)"
+            " SELECT repository FROM found WHERE repository IS NOT NULL ORDER BY n",
+            {"start": after + "A" if after else "", "limit": limit},
+        )
+        return [row[0] for row in rows]
+
+    def repository_reaches(self, repository: str, digest: str | None) -> bool:
+        bounds = (repository + ":", repository + "A")
+        if digest is None:
+            row = self.db.execute(
+                "SELECT 1 FROM names WHERE name >= %s AND name < %s LIMIT 1", bounds
+            ).fetchone()
+        else:
+            row = self.db.execute(
+                "SELECT 1 FROM names WHERE name >= %s AND name < %s AND (target = %s"
+                "   OR target IN (SELECT index_digest FROM index_children"
+                "                 WHERE child_digest = %s)) LIMIT 1",
+                (*bounds, digest, digest),
+            ).fetchone()
+        return row is not None
+
     # ---- reachability --------------------------------------------------------
 
     def referenced_blobs(self) -> set[str]:

@@ -626,6 +626,50 @@ class SqliteReader:
             )
         ]
 
+    # ---- repositories: ranges of the names' key (see catalog.py) -------------
+
+    def repository_tags(self, repository: str, after: str, limit: int) -> list[str]:
+        return [
+            row[0]
+            for row in self.db.execute(
+                "SELECT tag FROM names WHERE name > ? AND name < ? ORDER BY name LIMIT ?",
+                (f"{repository}:{after}", repository + ";", limit),
+            )
+        ]
+
+    def repositories(self, after: str, limit: int) -> list[str]:
+        if limit <= 0:
+            return []
+        # A skip scan: each step is one lookup of the first name past the
+        # previous repository's names (a loose index scan, in one statement).
+        rows = self.db.execute(
+            "WITH RECURSIVE found(repository, n) AS ("
+            "   SELECT (SELECT repository FROM names WHERE name >= :start"
+            "           ORDER BY name LIMIT 1), 1"
+            "   UNION ALL"
+            "   SELECT (SELECT repository FROM names WHERE name >= found.repository || 'A'"
+            "           ORDER BY name LIMIT 1), n + 1"
+            "   FROM found WHERE found.repository IS NOT NULL AND n < :limit)"
+            " SELECT repository FROM found WHERE repository IS NOT NULL ORDER BY n",
+            {"start": after + "A" if after else "", "limit": limit},
+        )
+        return [row[0] for row in rows]
+
+    def repository_reaches(self, repository: str, digest: str | None) -> bool:
+        bounds = (repository + ":", repository + "A")
+        if digest is None:
+            row = self.db.execute(
+                "SELECT 1 FROM names WHERE name >= ? AND name < ? LIMIT 1", bounds
+            ).fetchone()
+        else:
+            row = self.db.execute(
+                "SELECT 1 FROM names WHERE name >= ? AND name < ? AND (target = ?"
+                "   OR target IN (SELECT index_digest FROM index_children"
+                "                 WHERE child_digest = ?)) LIMIT 1",
+                (*bounds, digest, digest),
+            ).fetchone()
+        return row is not None
+
     # ---- reachability --------------------------------------------------------
 
     def referenced_blobs(self) -> set[str]:

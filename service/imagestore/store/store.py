@@ -393,6 +393,41 @@ class Store:
         deleting by ID an image several names reach."""
         return self._names.remove(items, force=force)
 
+    # ---- repositories (the OCI Distribution endpoint) --------------------------
+
+    def repository_tags(self, repository: str, *, after: str = "", limit: int) -> list[str]:
+        """The tags of a canonical repository (``docker.io/library/redis``) in
+        byte order, after ``after``, at most ``limit`` (one page)."""
+        with self._parts.catalog.reading() as db:
+            return db.repository_tags(repository, after, limit)
+
+    def repositories(self, *, after: str = "", limit: int) -> list[str]:
+        """Canonical repositories with at least one name, one page of at most
+        ``limit`` after the repository ``after`` (the order of their names)."""
+        with self._parts.catalog.reading() as db:
+            return db.repositories(after, limit)
+
+    def has_repository(self, repository: str) -> bool:
+        """Whether some tag or digest reference of ``repository`` exists."""
+        with self._parts.catalog.reading() as db:
+            return db.repository_reaches(repository, None)
+
+    def repository_target(self, repository: str, reference: str) -> Descriptor | None:
+        """The manifest or index ``reference`` (a tag, or a digest) denotes in
+        ``repository``: a tag's target; a digest that a name of the repository
+        points at, or that an index it points at lists and the store holds.
+        None when there is none (its size is the blob file's)."""
+        with self._parts.catalog.reading() as db:
+            if reference.startswith("sha256:"):
+                found = db.repository_reaches(repository, reference)
+                row = db.target(reference) if found else None
+            else:
+                name = db.name(f"{repository}:{reference}")
+                row = None if name is None else db.target(name.target)
+        if row is None:
+            return None
+        return Descriptor(row.media_type, row.digest, self.blob_size(row.digest) or 0)
+
     # ---- listing, prune, check -----------------------------------------------
 
     def list_images(
