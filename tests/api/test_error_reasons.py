@@ -61,7 +61,8 @@ from tests.archives import ImageSpec, docker_archive, sha, tar_of
 from tests.pg import Cluster, database_for
 from tests.pki import make_pki
 from tests.registry.hostile import HostileRegistry, Listener, make_image
-from tests.store.test_fencing import count_dead, replica
+from tests.store.conftest import FAST, replica
+from tests.store.test_fencing import count_dead
 
 PROJECT = Path(__file__).resolve().parents[2]
 SOURCE = PROJECT / "service" / "imagestore"
@@ -1402,7 +1403,10 @@ def test_a_lease_that_expired_while_its_replica_was_unheard(
     # Two store replicas on one database (tests/store/test_fencing.py: the cases).
     url = postgres_cluster.create_database(database_for(tmp_path))
     shared = tmp_path / "shared"
-    with replica(tmp_path / "a", url, shared) as a, replica(tmp_path / "b", url, shared) as b:
+    with (
+        replica(tmp_path / "a", url, shared, **FAST) as a,
+        replica(tmp_path / "b", url, shared, **FAST) as b,
+    ):
         lease = a.open_lease()
         a.put_blob(lease, b"the lease has rows", "application/octet-stream")
         count_dead(a, b)

@@ -20,16 +20,11 @@ import pytest
 from imagestore import errors
 from imagestore.oci.references import parse_reference
 from imagestore.store.catalog import Catalog
-from imagestore.store.postgres import PostgresCatalog
 from imagestore.store.store import Store
 from tests.api.conftest import wait_until
-from tests.pg import Cluster
 from tests.store.builders import build_image, layer_tar
-from tests.store.conftest import CATALOGS
+from tests.store.conftest import FAST, replica
 
-#: a short heartbeat and timeout (seconds), so that a replica is counted dead quickly
-HEARTBEAT_INTERVAL = 0.05
-REPLICA_TIMEOUT = 1.0
 MEDIA = "application/octet-stream"
 #: seconds before a thread that should have moved on is declared stuck (a
 #: failure detector for a deadlock, not a wait for a race)
@@ -37,40 +32,13 @@ STUCK = 60
 
 
 @pytest.fixture
-def url(postgres_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    database = "f_" + request.node.name.lower()[:40].replace("[", "_").replace("]", "")
-    postgres_cluster.drop_database(database)
-    yield postgres_cluster.create_database(database)
-    postgres_cluster.drop_database(database)
-
-
-@pytest.fixture
-def catalog(tmp_path: Path, catalog_name: str) -> Iterator[Catalog]:
-    opened = CATALOGS[catalog_name](tmp_path)
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
-def replica(root: Path, url: str, blob_dir: Path) -> Store:
-    def catalog(_: Path) -> Catalog:
-        return PostgresCatalog(url)
-
-    return Store.open(
-        root,
-        catalog=catalog,
-        blob_dir=blob_dir,
-        heartbeat_interval=HEARTBEAT_INTERVAL,
-        replica_timeout=REPLICA_TIMEOUT,
-    )
-
-
-@pytest.fixture
 def pair(tmp_path: Path, url: str) -> Iterator[tuple[Store, Store]]:
     """Two replicas on one database and one blob directory."""
     shared = tmp_path / "shared"
-    with replica(tmp_path / "a", url, shared) as a, replica(tmp_path / "b", url, shared) as b:
+    with (
+        replica(tmp_path / "a", url, shared, **FAST) as a,
+        replica(tmp_path / "b", url, shared, **FAST) as b,
+    ):
         yield a, b
 
 
