@@ -58,8 +58,11 @@ from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 from tests.api.conftest import Server, start_server
 from tests.archives import ImageSpec, docker_archive, sha, tar_of
+from tests.pg import Cluster, database_for
 from tests.pki import make_pki
 from tests.registry.hostile import HostileRegistry, Listener, make_image
+from tests.store.conftest import FAST, replica
+from tests.store.test_fencing import count_dead
 
 PROJECT = Path(__file__).resolve().parents[2]
 SOURCE = PROJECT / "service" / "imagestore"
@@ -1391,3 +1394,29 @@ def test_the_client_raises_the_reason_class_with_what_the_server_sent(world: Wor
                 list(first)
         assert busy.value.retry_after == 5.0
         assert isinstance(busy.value, errors.Aborted)  # still its category
+
+
+@reaches(Reason.LEASE_EXPIRED)
+def test_a_lease_that_expired_while_its_replica_was_unheard(
+    tmp_path: Path, postgres_cluster: Cluster
+) -> None:
+    # Two store replicas on one database (tests/store/test_fencing.py: the cases).
+    url = postgres_cluster.create_database(database_for(tmp_path))
+    shared = tmp_path / "shared"
+    with (
+        replica(tmp_path / "a", url, shared, **FAST) as a,
+        replica(tmp_path / "b", url, shared, **FAST) as b,
+    ):
+        lease = a.open_lease()
+        a.put_blob(lease, b"the lease has rows", "application/octet-stream")
+        count_dead(a, b)
+        with pytest.raises(errors.LeaseExpired) as refused:
+            a.put_blob(lease, b"more under it", "application/octet-stream")
+        expect_raised(
+            refused.value,
+            "UNAVAILABLE",
+            Reason.LEASE_EXPIRED,
+            {"replica": a._parts.replica.id, "lease": str(lease.id)},
+        )
+        assert refused.value.retry_after == 1.0
+        a.end_lease(lease)

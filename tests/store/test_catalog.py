@@ -6,8 +6,6 @@ images view answers the same through a manifest and through an index."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -21,7 +19,6 @@ from imagestore.store.records import (
     NameRow,
     TargetRow,
 )
-from tests.store.conftest import CATALOGS
 
 #: seconds before a thread that should have finished is declared stuck (a
 #: failure detector for a deadlock, not a wait for a race)
@@ -43,15 +40,6 @@ def image(n: int, created: int | None) -> ImageRow:
 def name(text: str, target: str) -> NameRow:
     repository, _, tag = text.rpartition(":")
     return NameRow(text, repository, tag, None, target, 0, 0)
-
-
-@pytest.fixture
-def catalog(tmp_path: Path, catalog_name: str) -> Iterator[Catalog]:
-    opened = CATALOGS[catalog_name](tmp_path)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def add_image(catalog: Catalog, n: int, created: int | None = None) -> str:

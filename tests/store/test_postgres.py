@@ -36,14 +36,6 @@ def blob(n: int) -> BlobRow:
 
 
 @pytest.fixture
-def url(postgres_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    database = "t_" + request.node.name.lower()[:40].replace("[", "_").replace("]", "")
-    postgres_cluster.drop_database(database)
-    yield postgres_cluster.create_database(database)
-    postgres_cluster.drop_database(database)
-
-
-@pytest.fixture
 def admin(url: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(url, autocommit=True) as connection:
         yield connection

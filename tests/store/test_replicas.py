@@ -14,48 +14,17 @@ import pytest
 
 from imagestore import errors
 from imagestore.store.blobs import ingest_owner
-from imagestore.store.catalog import Catalog
-from imagestore.store.postgres import SINGLETON_KEYS, PostgresCatalog
+from imagestore.store.postgres import SINGLETON_KEYS
 from imagestore.store.store import Store
 from tests.api.conftest import wait_until
-from tests.pg import Cluster, private_cluster
+from tests.pg import private_cluster
 from tests.store.builders import build_image, layer_tar
+from tests.store.conftest import FAST, replica
 
-#: a short heartbeat and timeout, so that the tests see a replica die quickly;
-#: they wait on conditions (a replica counted dead), never for a time
-FAST = {"heartbeat_interval": 0.05, "replica_timeout": 1.0}
 MEDIA = "application/octet-stream"
 #: seconds before a thread that should have finished is declared stuck (a
 #: failure detector for a deadlock, not a wait for a race)
 STUCK = 60
-
-
-@pytest.fixture
-def url(postgres_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    database = "r_" + request.node.name.lower()[:40].replace("[", "_").replace("]", "")
-    postgres_cluster.drop_database(database)
-    yield postgres_cluster.create_database(database)
-    postgres_cluster.drop_database(database)
-
-
-def replica(
-    root: Path,
-    url: str,
-    blob_dir: Path,
-    *,
-    heartbeat_interval: float = 2.0,
-    replica_timeout: float = 60.0,
-) -> Store:
-    def catalog(_: Path) -> Catalog:
-        return PostgresCatalog(url)
-
-    return Store.open(
-        root,
-        catalog=catalog,
-        blob_dir=blob_dir,
-        heartbeat_interval=heartbeat_interval,
-        replica_timeout=replica_timeout,
-    )
 
 
 def test_a_replica_keeps_its_id_and_names_its_ingests_with_it(tmp_path: Path, url: str) -> None:

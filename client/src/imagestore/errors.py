@@ -111,6 +111,7 @@ class Reason(StrEnum):
     IO_ERROR = "IO_ERROR"
     LISTEN_FAILED = "LISTEN_FAILED"
     CATALOG_UNAVAILABLE = "CATALOG_UNAVAILABLE"
+    LEASE_EXPIRED = "LEASE_EXPIRED"
 
 
 @dataclass(frozen=True)
@@ -679,6 +680,14 @@ class CatalogUnavailable(Unavailable):
     (RetryInfo: 1 s)."""
 
     reason = Reason.CATALOG_UNAVAILABLE
+    retry_after: float | None = 1.0
+
+
+class LeaseExpired(Unavailable):
+    """An operation's lease expired while its replica went unheard for longer
+    than the replica timeout: nothing was committed (RetryInfo: 1 s)."""
+
+    reason = Reason.LEASE_EXPIRED
     retry_after: float | None = 1.0
 
 

@@ -153,12 +153,17 @@ def _domain_error() -> type[errors.ImageStoreError]:
     return ImageStoreError
 
 
+#: what gRPC says when no connection could be made (pick_first's words, round_robin's)
+_UNREACHABLE = ("failed to connect", "connections to all backends failing")
+
+
 def describe(error: errors.ImageStoreError, host: str, args: argparse.Namespace | None) -> str:
     """The one line an error prints: the server cannot be reached (and why), or
     the server's answer, or what the CLI found itself."""
     from imagestore.cli.output import error_line
 
-    if error.status == "UNAVAILABLE" and "failed to connect" in error.message:
+    lowered = error.message.lower()
+    if error.status == "UNAVAILABLE" and any(words in lowered for words in _UNREACHABLE):
         return _cannot_connect(error.message, host)
     line = error_line(error)
     if error.reason == "REGISTRY_UNAUTHORIZED" and args is not None:

@@ -266,6 +266,13 @@ class CatalogWriter(CatalogReader, Protocol):
         """Forget one lease's rows."""
         ...
 
+    def holds_lease(self, replica: str, lease: int, *, heard_within: int | None = None) -> bool:
+        """Whether lease ``lease`` of ``replica`` still has its rows (no collector
+        forgot it), and, given ``heard_within`` (ns), whether the replica's last
+        heartbeat is that recent by the catalog's clock (no collector could count
+        it dead): the commit fence of a change relying on the lease."""
+        ...
+
     def heartbeat(self, replica: str, seen_epoch: int, reading: Sequence[str]) -> None:
         """Record that ``replica`` is alive now (the catalog's clock), had seen
         ``seen_epoch``, and was reading ``reading``."""

@@ -108,7 +108,8 @@ class Content:
         """Commit an ingest and record its blob row; the digest stays leased.
 
         The verified file replaces whatever was at its path, and its record
-        replaces a damage mark (this is how a damaged blob is repaired).
+        replaces a damage mark (this is how a damaged blob is repaired). An
+        expired lease (:meth:`Leases.fence`) records nothing: LeaseExpired.
         """
         existed: list[bool] = []
 
@@ -123,6 +124,8 @@ class Content:
             info.digest, info.size, media_type, info.diff_id, info.uncompressed_size, now_ns()
         )
         with self._catalog.transaction() as db:
+            # the file may have been collected while this replica was counted dead
+            self._leases.fence(db, lease, timeout=self._parts.replica.timeout)
             db.record_blob(row)
             db.clear_damaged([info.digest])
         return info

@@ -181,6 +181,8 @@ class Images:
         self._catalog = parts.catalog
         self._journal = journal
         self._collector = parts.collector
+        self._leases = parts.leases
+        self._replica = parts.replica
 
     # ---- making images visible -----------------------------------------------
 
@@ -200,7 +202,9 @@ class Images:
         LOAD (one per image, with its first name; TAG for its other names that
         moved here), or TAG (a TAG per image for each name that moved here).
         Each name that left another target also gives UNTAG for the images it
-        no longer reaches, first.
+        no longer reaches, first. On a shared catalog, a ``lease`` that expired
+        meanwhile (this replica was counted dead: :meth:`Leases.fence`) commits
+        nothing: LeaseExpired.
         """
         if event not in (EventKind.PULL, EventKind.LOAD, EventKind.TAG):
             raise ValueError(f"commit_target records pull, load or tag events, not {event}")
@@ -233,6 +237,9 @@ class Images:
 
         when = now_ns()
         with self._collector.lock, self._journal.transaction() as (db, events):
+            # the blobs checked above may have been collected since, if this
+            # replica was counted dead meanwhile: then the lease has expired
+            self._leases.fence(db, lease, timeout=self._replica.timeout)
             image_ids: list[str] = []
             new_images: list[str] = []
             for descriptor, manifest, config in manifests:

@@ -16,6 +16,15 @@ digests join this replica's read set in memory, which the heartbeat publishes
 (docs/design.md §4: a collector deletes the rows, waits for every live
 replica's next heartbeat, and unlinks only the files no published read set
 holds). Every digest of every lease is in the read set.
+
+The fence: a replica that misses its heartbeats for the replica timeout (a
+pause, a VM freeze, a partition) is counted dead by the others, whose
+collections then ignore its lease rows, a Prune forgets them, and the blobs they
+held may go. So once a writing lease has rows on a shared catalog, every change
+that relies on it (more rows, a blob record, an image commit) first checks, in
+its own writer transaction, that the rows are still there, and a commit also
+that this replica's last heartbeat is within the timeout (:meth:`Leases.fence`);
+if not, the lease has expired and the change commits nothing (docs/design.md §4).
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Self
 
-from imagestore.store.catalog import Catalog
+from imagestore import errors
+from imagestore.store.catalog import Catalog, CatalogWriter
 
 
 class Leases:
@@ -54,11 +64,37 @@ class Leases:
             with self.lock:
                 self._protected.update(digests)
             return
+        # Counted before the transaction, so that a failure to begin it leaves
+        # the count matching what the lease holds (its release subtracts them).
+        with self.lock:
+            self._protected.update(digests)
         with self._catalog.transaction(bookkeeping=True) as db:
-            with self.lock:
-                self._protected.update(digests)
             if self._catalog.shared:
+                # no new row for an expired lease: it would protect again digests
+                # whose blobs may have been collected meanwhile
+                self.fence(db, lease)
                 db.add_lease(self._replica_id, lease.id, digests)
+        if self._catalog.shared:
+            lease.has_rows = True
+
+    def fence(self, db: CatalogWriter, lease: Lease, *, timeout: float | None = None) -> None:
+        """Raise LeaseExpired inside the writer transaction ``db`` that is
+        about to rely on ``lease`` if the lease has expired: its rows are gone
+        (another replica forgot this one), or, given the replica ``timeout``
+        (seconds), this replica's last heartbeat is older than that (the others
+        may count it dead and ignore the rows). A lease without rows yet has
+        nothing to check."""
+        if not lease.has_rows:
+            return
+        heard_within = None if timeout is None else int(timeout * 1e9)
+        if db.holds_lease(self._replica_id, lease.id, heard_within=heard_within):
+            return
+        raise errors.LeaseExpired(
+            f"lease {lease.id} of replica {self._replica_id} has expired: the other replicas"
+            " stopped hearing from this one for longer than --replica-timeout and may have"
+            " collected the blobs it held; nothing was committed, try again",
+            metadata={"replica": self._replica_id, "lease": str(lease.id)},
+        )
 
     def _release(self, lease: Lease, digests: Iterable[str]) -> None:
         try:
@@ -83,6 +119,9 @@ class Lease:
         self.released = False
         #: rows were (or may have been) written for it
         self.recorded = False
+        #: its rows were committed (a shared catalog only): from then on every
+        #: change relying on it checks that they are still there (the fence)
+        self.has_rows = False
 
     def add(self, *digests: str) -> None:
         """Protect more digests until the lease ends (for a writing lease on a

@@ -771,6 +771,10 @@ def _roll_back(db: psycopg.Connection[Any]) -> None:
         db.execute("ROLLBACK")
 
 
+#: the catalog's clock in SQL, ns since the epoch (the one heartbeats are judged by)
+_CLOCK_NS = "((extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000)"
+
+
 class PostgresReader:
     """Queries on one connection inside one snapshot."""
 
@@ -1114,9 +1118,7 @@ class PostgresReader:
     # ---- replicas and leases -------------------------------------------------
 
     def clock(self) -> int:
-        row = self.db.execute(
-            "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000"
-        ).fetchone()
+        row = self.db.execute(f"SELECT {_CLOCK_NS}").fetchone()
         assert row is not None
         return int(row[0])
 
@@ -1389,6 +1391,18 @@ class PostgresWriter(PostgresReader):
 
     def release_lease(self, replica: str, lease: int) -> None:
         self.db.execute("DELETE FROM leases WHERE replica = %s AND lease = %s", (replica, lease))
+
+    def holds_lease(self, replica: str, lease: int, *, heard_within: int | None = None) -> bool:
+        # One round trip under the writers' lock; the heartbeat is judged by the
+        # clock the collectors judge it by (clock()).
+        row = self.db.execute(
+            "SELECT EXISTS (SELECT 1 FROM leases WHERE replica = %(replica)s AND lease = %(lease)s)"
+            " AND (%(within)s::bigint IS NULL OR EXISTS (SELECT 1 FROM replicas"
+            f"   WHERE id = %(replica)s AND last_seen >= {_CLOCK_NS} - %(within)s::bigint))",
+            {"replica": replica, "lease": lease, "within": heard_within},
+        ).fetchone()
+        assert row is not None
+        return bool(row[0])
 
     def heartbeat(self, replica: str, seen_epoch: int, reading: Sequence[str]) -> None:
         self.db.execute(

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from imagestore import errors
-from imagestore.store.catalog import Catalog, CatalogReader
+from imagestore.store.catalog import Catalog, CatalogReader, CatalogWriter
 from imagestore.store.records import ReplicaRow
 
 #: the file in a store root that holds its replica ID
@@ -135,12 +135,32 @@ class Replica:
         try:
             with self._catalog.transaction(bookkeeping=True) as db:
                 epoch = db.collector_epoch()
+                if self._shared:
+                    self._forget_if_counted_dead(db)
                 db.heartbeat(self.id, epoch, sorted(set(self._reading())))
         except BaseException:
             self._steady_since = None
             raise
         if self._steady_since is None:
             self._steady_since = time.monotonic()
+
+    def _forget_if_counted_dead(self, db: CatalogWriter) -> None:
+        """After a silence the others took for death (this replica's row gone or
+        older than the timeout), drop its lease rows: they protected nothing
+        meanwhile, and the commits relying on them are refused (the fence,
+        leases.py); heartbeating registers it again."""
+        mine = next((r for r in db.replicas() if r.id == self.id), None)
+        if mine is not None and mine.last_seen >= db.clock() - int(self.timeout * 1e9):
+            return
+        log.warning(
+            "replica %s was %s: its leases expired (their blobs may have been collected)"
+            " and the operations that held them will fail; registering again",
+            self.id,
+            "forgotten by another replica"
+            if mine is None
+            else f"not heard from for over {self.timeout:g} s",
+        )
+        db.forget_replica(self.id)
 
     def live(self, db: CatalogReader) -> dict[str, ReplicaRow]:
         """The replicas heard from within the timeout (this one always).

@@ -953,6 +953,24 @@ class SqliteWriter(SqliteReader):
     def release_lease(self, replica: str, lease: int) -> None:
         self.db.execute("DELETE FROM leases WHERE replica = ? AND lease = ?", (replica, lease))
 
+    def holds_lease(self, replica: str, lease: int, *, heard_within: int | None = None) -> bool:
+        # The store writes lease rows on a shared catalog only: on SQLite this
+        # answers for the rows a caller wrote itself.
+        if (
+            self.db.execute(
+                "SELECT 1 FROM leases WHERE replica = ? AND lease = ? LIMIT 1", (replica, lease)
+            ).fetchone()
+            is None
+        ):
+            return False
+        if heard_within is None:
+            return True
+        seen = self.db.execute(
+            "SELECT 1 FROM replicas WHERE id = ? AND last_seen >= ?",
+            (replica, self.clock() - heard_within),
+        ).fetchone()
+        return seen is not None
+
     def heartbeat(self, replica: str, seen_epoch: int, reading: Sequence[str]) -> None:
         self.db.execute(
             "INSERT INTO replicas (id, last_seen, seen_epoch, reading) VALUES (?, ?, ?, ?)"

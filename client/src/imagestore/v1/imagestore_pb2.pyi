@@ -119,6 +119,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     IO_ERROR: _ClassVar[ErrorReason]
     LISTEN_FAILED: _ClassVar[ErrorReason]
     CATALOG_UNAVAILABLE: _ClassVar[ErrorReason]
+    LEASE_EXPIRED: _ClassVar[ErrorReason]
 PHASE_UNSPECIFIED: Phase
 PHASE_RESOLVING: Phase
 PHASE_WAITING: Phase
@@ -215,6 +216,7 @@ CREDENTIAL_HELPER_TIMEOUT: ErrorReason
 IO_ERROR: ErrorReason
 LISTEN_FAILED: ErrorReason
 CATALOG_UNAVAILABLE: ErrorReason
+LEASE_EXPIRED: ErrorReason
 
 class Platform(_message.Message):
     __slots__ = ("os", "architecture", "variant")
