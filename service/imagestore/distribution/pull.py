@@ -52,8 +52,12 @@ from imagestore.oci.digests import parse_digest
 from imagestore.oci.manifests import Descriptor
 from imagestore.store.store import Store
 
-#: blob chunks (<= 1 MiB) read ahead of the client: reading overlaps sending
+#: blob chunks read ahead of the client: reading overlaps sending
 STREAM_AHEAD = 1
+#: a blob response's chunk: with one read ahead and one held back until the
+#: hash is checked, a response holds about three of them (8 pulls of 3 layers
+#: each stay within tens of MiB)
+HTTP_CHUNK = 256 << 10
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 #: Range: one ``bytes=`` range, ``a-b``, ``a-`` or ``-n`` (several are not served)
 _RANGE = re.compile(r"bytes=(?P<first>[0-9]{0,19})-(?P<last>[0-9]{0,19})")
@@ -338,7 +342,9 @@ class Pull:
                 yield part
                 return
             length = None if not part.partial else part.length
-            chunks = _held_back(self._store.read_verified(digest, part.offset, length))
+            chunks = _held_back(
+                self._store.read_verified(digest, part.offset, length, chunk_size=HTTP_CHUNK)
+            )
             with contextlib.closing(chunks):
                 # The read confirms the record and opens the file before the
                 # headers go: from then on the lease keeps the file, even if a

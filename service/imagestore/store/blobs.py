@@ -130,8 +130,11 @@ class BlobStore:
                 f"blob {digest} not found", metadata={"digest": digest}
             ) from None
 
-    def read(self, digest: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
-        """Stream ``length`` bytes (default: to the end) from ``offset``, in ≤ 1 MiB chunks."""
+    def read(
+        self, digest: str, offset: int = 0, length: int | None = None, chunk_size: int = READ_CHUNK
+    ) -> Iterator[bytes]:
+        """Stream ``length`` bytes (default: to the end) from ``offset``, in chunks
+        of at most ``chunk_size`` (1 MiB)."""
         if offset < 0 or (length is not None and length < 0):
             raise errors.RangeInvalid(
                 "offset and limit must not be negative", field="offset" if offset < 0 else "limit"
@@ -152,7 +155,7 @@ class BlobStore:
             handle.seek(offset)
             left = total - offset if length is None else min(length, total - offset)
             while left > 0:
-                chunk = handle.read(min(READ_CHUNK, left))
+                chunk = handle.read(min(chunk_size, left))
                 if not chunk:
                     raise errors.BlobCorrupt(
                         f"blob {digest} shrank while being read", metadata={"digest": digest}

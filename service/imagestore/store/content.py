@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from imagestore import errors, hashing
-from imagestore.store.blobs import BlobInfo, Encoding, Ingest
+from imagestore.store.blobs import READ_CHUNK, BlobInfo, Encoding, Ingest
 from imagestore.store.events import Journal, image_event
 from imagestore.store.leases import Lease
 from imagestore.store.models import EventKind
@@ -193,9 +193,9 @@ class Content:
     # ---- reading -------------------------------------------------------------
 
     def read_verified(
-        self, digest: str, offset: int = 0, length: int | None = None
+        self, digest: str, offset: int = 0, length: int | None = None, chunk_size: int = READ_CHUNK
     ) -> Iterator[bytes]:
-        """A blob's bytes in chunks of <= 1 MiB; a whole read is re-hashed on the
+        """A blob's bytes in chunks of <= ``chunk_size`` (1 MiB); a whole read is re-hashed on the
         way, and a blob that fails is marked and raises DataLoss at its end.
 
         An ``offset`` past the end raises OutOfRange; at the end, nothing is read
@@ -203,7 +203,7 @@ class Content:
         whole = offset == 0 and length is None
         self.confirm_recorded(digest)
         with hashing.Sha256() as hasher:
-            for chunk in self._blobs.read(digest, offset, length):
+            for chunk in self._blobs.read(digest, offset, length, chunk_size):
                 if whole:
                     hasher.update(chunk)
                 yield chunk

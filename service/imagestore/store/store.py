@@ -23,7 +23,7 @@ from imagestore import errors
 from imagestore.oci.manifests import Descriptor
 from imagestore.oci.references import Reference
 from imagestore.store import check, listing, prune
-from imagestore.store.blobs import BlobInfo, Encoding, Ingest
+from imagestore.store.blobs import READ_CHUNK, BlobInfo, Encoding, Ingest
 from imagestore.store.content import ORPHAN_GRACE_PERIOD, BlobStat, Content
 from imagestore.store.documents import Documents
 from imagestore.store.events import (
@@ -285,11 +285,11 @@ class Store:
         return self._parts.blobs.read_bytes(digest)
 
     def read_verified(
-        self, digest: str, offset: int = 0, length: int | None = None
+        self, digest: str, offset: int = 0, length: int | None = None, chunk_size: int = READ_CHUNK
     ) -> Iterator[bytes]:
-        """A blob's bytes; a whole read is re-hashed, and one that fails is marked
-        damaged and raises DataLoss at its end."""
-        return self._content.read_verified(digest, offset, length)
+        """A blob's bytes, in chunks of at most ``chunk_size``; a whole read is
+        re-hashed, and one that fails is marked damaged and raises DataLoss at its end."""
+        return self._content.read_verified(digest, offset, length, chunk_size)
 
     def found_corrupt(self, digest: str) -> errors.DataLoss:
         """Mark a blob a reader found corrupt; the DataLoss error to raise."""
