@@ -65,10 +65,16 @@ class Client:
             return http.client.HTTPSConnection(host, int(port), timeout=30, context=self.context)
         return http.client.HTTPConnection(host, int(port), timeout=30)
 
-    def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> Answer:
+    def request(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> Answer:
         connection = self.connection()
         try:
-            connection.request(method, path, headers={**self.headers, **(headers or {})})
+            connection.request(method, path, body=body, headers={**self.headers, **(headers or {})})
             response = connection.getresponse()
             return Answer(response.status, response.headers, response.read())
         finally:
@@ -102,6 +108,37 @@ def start_registry_server(root: Path, *extra: str) -> Server:
     )  # fmt: skip
     assert server.registry_address, "".join(server.stderr_lines)[-2000:]
     return server
+
+
+@dataclass
+class Pushing:
+    """A server taking pushes and deletes, its client and its gRPC stub."""
+
+    server: Server
+    client: Client
+    stub: pb_grpc.ImageStoreServiceStub
+    web_digest: str  #: the manifest web:1 points at
+
+
+def start_push_server(root: Path, *extra: str) -> Server:
+    """The server with its endpoint taking pushes and deletes."""
+    return start_registry_server(root, "--registry-allow-push", "--registry-allow-delete", *extra)
+
+
+@pytest.fixture(scope="module")
+def pushing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushing]:
+    """A server taking pushes and deletes, its store empty but for web:1 (loaded)."""
+    root = tmp_path_factory.mktemp("pushing") / "root"
+    server = start_push_server(root)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.ImageStoreServiceStub(channel)  # type: ignore[no-untyped-call]
+            load(stub, app(1, "web:1"))
+            web = stub.Inspect(pb.InspectRequest(image="web:1"))
+            assert server.registry_address is not None
+            yield Pushing(server, Client(server.registry_address), stub, web.manifest.digest)
+    finally:
+        assert server.stop() == 0, "".join(server.stderr_lines)[-3000:]
 
 
 def big_layer(size: int, seed: int = 7) -> bytes:

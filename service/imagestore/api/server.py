@@ -76,8 +76,11 @@ class ServerConfig:
     #: a unix socket's mode once it listens (0660 lets the server's group connect)
     socket_mode: int = 0o600
     metrics_listen: str | None = None
-    #: host:port of the registry endpoint (OCI Distribution, pull): None is off
+    #: host:port of the registry endpoint (OCI Distribution): None is off
     registry_listen: str | None = None
+    #: the endpoint takes blob uploads and manifests (push), and DELETE of manifests
+    registry_allow_push: bool = False
+    registry_allow_delete: bool = False
     grace_period: float = 10.0
     max_layer_size: int = DEFAULT_MAX_LAYER_SIZE
     orphan_grace_period: float = ORPHAN_GRACE_PERIOD
@@ -273,7 +276,13 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         if config.registry_listen is not None:
             endpoint = _registry_endpoint(config, store, pools, tokens)
             registry_address = await endpoint.start(*split_host_port(config.registry_listen))
-            log.info("registry endpoint (OCI Distribution, pull) on %s", registry_address)
+            categories = ["pull"] + ["push"] * config.registry_allow_push
+            categories += ["delete"] * config.registry_allow_delete
+            log.info(
+                "registry endpoint (OCI Distribution: %s) on %s",
+                ", ".join(categories),
+                registry_address,
+            )
         await server.start()
         if config.listen.startswith("unix:"):
             os.chmod(config.listen.removeprefix("unix:").removeprefix("//"), config.socket_mode)
@@ -322,6 +331,8 @@ def _registry_endpoint(
         streams=pools.streams,
         limits=config.registry_limits,
         tokens=tokens,
+        allow_push=config.registry_allow_push,
+        allow_delete=config.registry_allow_delete,
     )
     return RegistryEndpoint(
         app,

@@ -476,7 +476,7 @@ def _add_registry_options(parser: argparse.ArgumentParser) -> None:
 def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
     from imagestore.distribution.limits import EndpointLimits
 
-    group = parser.add_argument_group("registry endpoint (OCI Distribution, pull)")
+    group = parser.add_argument_group("registry endpoint (OCI Distribution)")
     group.add_argument(
         "--registry-listen",
         metavar="HOST:PORT",
@@ -484,6 +484,19 @@ def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
         " containerd, Docker, skopeo; TLS and tokens as for gRPC (--tls-*,"
         " --auth-token-file); a non-loopback address without TLS needs --insecure"
         " (off by default)",
+    )
+    group.add_argument(
+        "--registry-allow-push",
+        action="store_true",
+        help="take pushes on the registry endpoint: blob uploads (every byte verified"
+        " against its digest) and manifests, which become images under the pushed names"
+        " (off by default: 405)",
+    )
+    group.add_argument(
+        "--registry-allow-delete",
+        action="store_true",
+        help="take DELETE of manifests and tags on the registry endpoint: the store's"
+        " remove, with Docker's rules (off by default: 405)",
     )
     defaults = EndpointLimits()
     numbers: list[tuple[str, Callable[[str], Any], Any, str]] = [
@@ -525,6 +538,19 @@ def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
             defaults.max_page_size,
             "most tags or repositories one tags/list or _catalog page lists (a larger n is capped)",
         ),
+        (
+            "registry-max-upload-sessions",
+            _int,
+            defaults.max_upload_sessions,
+            "blob uploads open at once on the registry endpoint; more are refused with 429",
+        ),
+        (
+            "registry-upload-timeout",
+            _duration,
+            defaults.upload_timeout,
+            "an upload left idle this long is cancelled, and an uploaded blob that no pushed"
+            " manifest uses is no longer kept after it",
+        ),
     ]
     _add_numbers(group, numbers)
 
@@ -539,6 +565,8 @@ def _endpoint_limits(args: argparse.Namespace) -> EndpointLimits:
         keepalive_timeout=float(args.registry_keepalive_timeout),
         send_timeout=float(args.registry_send_timeout),
         max_page_size=args.registry_max_page_size,
+        max_upload_sessions=args.registry_max_upload_sessions,
+        upload_timeout=float(args.registry_upload_timeout),
     )
 
 
@@ -617,6 +645,8 @@ def _run(args: argparse.Namespace, *, settings: config_file.Settings) -> int:
         socket_mode=args.socket_mode,
         metrics_listen=args.metrics_listen or None,
         registry_listen=args.registry_listen or None,
+        registry_allow_push=args.registry_allow_push,
+        registry_allow_delete=args.registry_allow_delete,
         grace_period=args.grace_period,
         max_layer_size=args.max_layer_size,
         orphan_grace_period=args.orphan_grace_period,

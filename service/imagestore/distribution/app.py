@@ -7,10 +7,12 @@ flight given the same grace period. It speaks HTTP/1.1, over TLS with the
 gRPC server's certificate and key when it has them (and requires client
 certificates signed by ``--tls-client-ca`` when that is given).
 
-Routes are a table: the pull category's now; the push category's paths answer
-405 UNSUPPORTED until push exists, so clients learn at once that this
-registry takes no uploads (distribution answers the same for a read-only
-registry).
+Routes are a table: the pull category's always; the push category's with
+``--registry-allow-push``, manifest and tag deletion with
+``--registry-allow-delete``. Paths that are off answer 405 UNSUPPORTED, so
+clients learn at once that this registry takes no uploads (distribution
+answers the same for a read-only registry); blobs are never deleted through
+the endpoint (a prune collects what no image uses).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from imagestore import errors
 from imagestore.bridges import WorkerPool
@@ -36,6 +39,8 @@ from imagestore.distribution.access import (
 from imagestore.distribution.errors import Code, RegistryError
 from imagestore.distribution.limits import EndpointLimits
 from imagestore.distribution.pull import Pull
+from imagestore.distribution.push import Push
+from imagestore.distribution.uploads import Uploads
 from imagestore.store.store import Store
 
 log = logging.getLogger("imagestore.http")
@@ -45,8 +50,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 NAME = "{name:.+}"
 
 
-def routes(pull: Pull) -> list[tuple[str, str, Handler]]:
-    """(method, path, handler): the pull category, then push's paths refused."""
+def routes(
+    pull: Pull, push: Push, *, allow_push: bool = False, allow_delete: bool = False
+) -> list[tuple[str, str, Handler]]:
+    """(method, path, handler): the pull category, then push's paths (refused
+    unless ``allow_push``), then deletion's (refused unless ``allow_delete``)."""
     table: list[tuple[str, str, Handler]] = [
         ("GET", "/v2/", pull.base),
         ("GET", "/v2/_catalog", pull.catalog),
@@ -57,20 +65,27 @@ def routes(pull: Pull) -> list[tuple[str, str, Handler]]:
         ("HEAD", f"/v2/{NAME}/blobs/{{digest}}", pull.blob),
         ("GET", f"/v2/{NAME}/referrers/{{digest}}", pull.referrers),
     ]
-    push_paths = [
-        ("PUT", f"/v2/{NAME}/manifests/{{reference}}"),
-        ("DELETE", f"/v2/{NAME}/manifests/{{reference}}"),
-        ("DELETE", f"/v2/{NAME}/blobs/{{digest}}"),
-        ("POST", f"/v2/{NAME}/blobs/uploads/"),
-        *((m, f"/v2/{NAME}/blobs/uploads/{{session}}") for m in ("GET", "PATCH", "PUT", "DELETE")),
+    manifest = f"/v2/{NAME}/manifests/{{reference}}"
+    session = f"/v2/{NAME}/blobs/uploads/{{session}}"
+    pushing: list[tuple[str, str, Handler]] = [
+        ("POST", f"/v2/{NAME}/blobs/uploads/", push.start_upload),
+        ("GET", session, push.upload_status),
+        ("PATCH", session, push.upload_chunk),
+        ("PUT", session, push.finish_upload),
+        ("DELETE", session, push.cancel_upload),
+        ("PUT", manifest, push.put_manifest),
     ]
-    table += [(method, path, push_refused) for method, path in push_paths]
+    table += [(m, path, h if allow_push else push_refused) for m, path, h in pushing]
+    table.append(("DELETE", manifest, push.delete_manifest if allow_delete else push_refused))
+    table.append(("DELETE", f"/v2/{NAME}/blobs/{{digest}}", push_refused))
     return table
 
 
 async def push_refused(request: web.Request) -> web.StreamResponse:
     raise RegistryError(
-        Code.UNSUPPORTED, "this registry serves pulls only: pushes and deletes are off"
+        Code.UNSUPPORTED,
+        f"{request.method} is off on this registry (--registry-allow-push,"
+        " --registry-allow-delete; blobs are never deleted here)",
     )
 
 
@@ -81,9 +96,12 @@ def build_app(
     streams: WorkerPool,
     limits: EndpointLimits,
     tokens: Iterable[str] = (),
+    allow_push: bool = False,
+    allow_delete: bool = False,
 ) -> web.Application:
     """The application: middlewares outermost first (request ID, errors as the
-    spec's bodies, credentials, admission), then the route table."""
+    spec's bodies, credentials, admission), then the route table; with
+    ``allow_push`` the upload sessions start and end with the application."""
     middlewares = [identify, spec_errors]
     accepted = list(tokens)
     if accepted:
@@ -92,7 +110,20 @@ def build_app(
     app = web.Application(middlewares=middlewares, client_max_size=1 << 20)
     app.on_response_prepare.append(common_headers)
     pull = Pull(store, unary=unary, streams=streams, limits=limits)
-    for method, path, handler in routes(pull):
+    uploads = Uploads(store, unary, limits)
+    push = Push(store, uploads, unary=unary)
+    if allow_push:
+
+        async def start_uploads(app: web.Application) -> None:
+            uploads.start()
+
+        async def close_uploads(app: web.Application) -> None:
+            await uploads.close()  # ingests discarded, leases ended
+
+        app.on_startup.append(start_uploads)
+        app.on_cleanup.append(close_uploads)
+    table = routes(pull, push, allow_push=allow_push, allow_delete=allow_delete)
+    for method, path, handler in table:
         app.router.add_route(method, path, handler)
     return app
 
@@ -106,6 +137,19 @@ def tls_context(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSLContext
         context.verify_mode = ssl.CERT_REQUIRED
     context.set_alpn_protocols(["http/1.1"])
     return context
+
+
+class _RefusedRequestsQuietly(logging.Filter):
+    """aiohttp logs a traceback at ERROR for every request its parser refuses (a
+    line or headers beyond the bounds): any client could fill the log with them.
+    The 400 answer says enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        refused = record.exc_info[1] if record.exc_info else None
+        return not isinstance(refused, BadHttpMessage)
+
+
+_REFUSED_REQUESTS_QUIETLY = _RefusedRequestsQuietly()
 
 
 class RegistryEndpoint:
@@ -131,6 +175,7 @@ class RegistryEndpoint:
             shutdown_timeout=grace_period,
         )
         self._ssl_context = ssl_context
+        logging.getLogger("aiohttp.server").addFilter(_REFUSED_REQUESTS_QUIETLY)
 
     async def start(self, host: str, port: int) -> str:
         """Listen; returns the address bound (the port picked for 0)."""

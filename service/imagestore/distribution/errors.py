@@ -25,11 +25,16 @@ class Code(Enum):
     """An error code (the member's name) and its HTTP status."""
 
     BLOB_UNKNOWN = ("blob unknown to registry", 404)
+    BLOB_UPLOAD_INVALID = ("blob upload invalid", 400)
+    BLOB_UPLOAD_UNKNOWN = ("blob upload unknown to registry", 404)
     MANIFEST_UNKNOWN = ("manifest unknown", 404)
     NAME_UNKNOWN = ("repository name not known to registry", 404)
     NAME_INVALID = ("invalid repository name", 400)
     DIGEST_INVALID = ("provided digest did not match uploaded content", 400)
     MANIFEST_INVALID = ("manifest invalid", 400)
+    MANIFEST_BLOB_UNKNOWN = ("manifest references a blob unknown to registry", 400)
+    #: too large for the endpoint's bounds too, with 413 (``RegistryError(status=)``)
+    SIZE_INVALID = ("provided length did not match content length", 400)
     #: distribution's code for a 416 (of its upload ranges); blob reads use it too
     RANGE_INVALID = ("invalid content range", 416)
     PAGINATION_NUMBER_INVALID = ("invalid number of results requested", 400)
@@ -55,16 +60,19 @@ class RegistryError(Exception):
         *,
         detail: Any = None,
         headers: Mapping[str, str] | None = None,
+        status: int | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.detail = detail
         self.headers = dict(headers or {})
+        self._status = status
 
     @property
     def status(self) -> int:
-        return self.code.status
+        """The code's status, unless this refusal names another (413 for SIZE_INVALID)."""
+        return self._status or self.code.status
 
     def body(self) -> bytes:
         entry: dict[str, Any] = {"code": self.code.name, "message": self.message}

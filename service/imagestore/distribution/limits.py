@@ -5,7 +5,9 @@ need (docs/design.md §10): requests in flight (each may hold a lease and a
 stream's buffers), the size of a request's head (the request line bounds the
 path and query), how long an idle connection stays open, how long one write
 to a client may block (a client that stops reading would otherwise pin its
-blob's lease and buffers for ever), and the entries one page lists.
+blob's lease and buffers for ever), the entries one page lists, and, with
+push on, the upload sessions open at once and how long an idle one lasts (each
+holds an ingest file, its hasher and a lease).
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ DEFAULT_KEEPALIVE_TIMEOUT = 75.0
 DEFAULT_SEND_TIMEOUT = 60.0
 #: most entries of a tags or catalog page (a larger ``n`` is capped)
 DEFAULT_MAX_PAGE_SIZE = 1000
+#: upload sessions open at once (each holds an ingest file and a lease)
+DEFAULT_MAX_UPLOAD_SESSIONS = 128
+#: an upload session unused this long is cancelled (seconds); an uploaded
+#: blob no manifest uses yet is kept this long too
+DEFAULT_UPLOAD_TIMEOUT = 3600.0
 #: the smallest header bound that still holds a registry client's request
 MIN_HEADER_BYTES = 1024
 
@@ -38,6 +45,8 @@ class EndpointLimits:
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
     send_timeout: float = DEFAULT_SEND_TIMEOUT
     max_page_size: int = DEFAULT_MAX_PAGE_SIZE
+    max_upload_sessions: int = DEFAULT_MAX_UPLOAD_SESSIONS
+    upload_timeout: float = DEFAULT_UPLOAD_TIMEOUT
 
     def validate(self) -> None:
         """OptionInvalid, one clear line, for a setting the endpoint cannot honour."""
@@ -46,6 +55,7 @@ class EndpointLimits:
             ("registry-max-header-bytes", self.max_header_bytes, MIN_HEADER_BYTES),
             ("registry-max-headers", self.max_headers, 8),
             ("registry-max-page-size", self.max_page_size, 1),
+            ("registry-max-upload-sessions", self.max_upload_sessions, 1),
         ):
             if value < least:
                 raise errors.OptionInvalid(
@@ -55,6 +65,7 @@ class EndpointLimits:
         for option, seconds in (
             ("registry-keepalive-timeout", self.keepalive_timeout),
             ("registry-send-timeout", self.send_timeout),
+            ("registry-upload-timeout", self.upload_timeout),
         ):
             if seconds <= 0:
                 raise errors.OptionInvalid(

@@ -309,6 +309,13 @@ class Ingest:
         else:
             self._hasher = hashing.Encoder()
 
+    def expect(self, digest: str) -> None:
+        """Check the bytes against ``digest`` at :meth:`commit`, for a writer that
+        learns it only once every byte is written (a registry upload session)."""
+        if self.committed is not None:
+            raise ValueError("ingest already committed")
+        self.expected_digest = parse_digest(digest)
+
     def _open(self) -> int:
         if self._fd is None:
             self._store._register(self._name, True)
