@@ -36,6 +36,14 @@ PULL_OUTCOMES = ("downloaded", "present")
 PUSH_OUTCOMES = ("uploaded", "mounted", "present")
 LOAD_OUTCOMES = ("stored", "present")
 OPERATIONS = ("pull", "push", "load")
+#: the registry endpoint's requests: methods labelled as themselves (any other: "other")
+ENDPOINT_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
+#: what an endpoint request asked for (distribution/access.py ``route_kind``)
+ENDPOINT_ROUTES = (
+    "base", "catalog", "tags", "manifest", "blob", "upload", "referrers", "other"
+)  # fmt: skip
+#: what became of a manifest request with pull-through on (distribution/pullthrough.py)
+PULL_THROUGH_OUTCOMES = ("hit", "miss-pulled", "refused", "stale", "failed")
 _NAMED_STATUSES = frozenset(HTTPStatus)
 
 
@@ -68,7 +76,8 @@ class LayerCounts:
 
 
 class Telemetry:
-    """Transfers by outcome, transfers running, and registry requests and retries."""
+    """Transfers by outcome, transfers running, registry requests and retries,
+    and the registry endpoint's requests, bytes and pull-through outcomes."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -120,6 +129,37 @@ class Telemetry:
             ["host"],
             registry=registry,
         )
+        self.endpoint_requests = Counter(
+            "imagestore_endpoint_requests",
+            "Requests the registry endpoint (OCI Distribution) answered, by method, route"
+            " kind and status class (2xx, 4xx, ...)",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.endpoint_bytes = Counter(
+            "imagestore_endpoint_bytes_served",
+            "Response body bytes the registry endpoint sent, by route kind",
+            ["route"],
+            registry=registry,
+        )
+        self.endpoint_in_flight = Gauge(
+            "imagestore_endpoint_requests_in_flight",
+            "Requests the registry endpoint is answering now (a pull-through's included)",
+            registry=registry,
+        )
+        for route in ENDPOINT_ROUTES:  # present from the start, at 0
+            self.endpoint_bytes.labels(route)
+        self.pull_through = Counter(
+            "imagestore_pull_through",
+            "Manifest requests on the registry endpoint with pull-through on, by outcome:"
+            " hit (served from the store), miss-pulled (pulled from upstream first),"
+            " refused (a registry not allowlisted), stale (upstream unreachable: served"
+            " with a Warning), failed (the pull failed)",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in PULL_THROUGH_OUTCOMES:
+            self.pull_through.labels(outcome)
         self._hosts: set[str] = set()
 
     def registry_host(self, host: str) -> str:

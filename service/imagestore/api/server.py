@@ -23,13 +23,14 @@ from imagestore.addresses import is_loopback
 from imagestore.api import reflection
 from imagestore.api.admission import Admission, Limits
 from imagestore.api.interceptors import AccessLog, ErrorMapping, TokenAuth
-from imagestore.api.metrics import Metrics, MetricsListener
+from imagestore.api.metrics import Metrics, MetricsListener, count_pull
 from imagestore.api.notify import Notifier
 from imagestore.api.pools import Pools
 from imagestore.api.servicer import ImageStoreServicer
 from imagestore.archive.load import LoadLimits
 from imagestore.distribution.app import RegistryEndpoint, build_app, tls_context
 from imagestore.distribution.limits import EndpointLimits
+from imagestore.distribution.pullthrough import PullThrough, PullThroughOptions, Upstream
 from imagestore.registry.client import RegistryClient
 from imagestore.registry.options import RegistryOptions
 from imagestore.store.events import DEFAULT_EVENTS_MAX_AGE, DEFAULT_EVENTS_MAX_COUNT
@@ -81,6 +82,8 @@ class ServerConfig:
     #: the endpoint takes blob uploads and manifests (push), and DELETE of manifests
     registry_allow_push: bool = False
     registry_allow_delete: bool = False
+    #: the endpoint pulls what the store lacks from allowlisted upstreams
+    pull_through: PullThroughOptions = field(default_factory=PullThroughOptions)
     grace_period: float = 10.0
     max_layer_size: int = DEFAULT_MAX_LAYER_SIZE
     orphan_grace_period: float = ORPHAN_GRACE_PERIOD
@@ -226,6 +229,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
     listener: MetricsListener | None = None
     endpoint: RegistryEndpoint | None = None
     try:
+        upstreams = config.pull_through.validate(config.registry_listen is not None, registry.trust)
         metrics = Metrics(telemetry, store) if config.metrics_listen else None
         interceptors: list[grpc.aio.ServerInterceptor] = [AccessLog(metrics)]
         if tokens:
@@ -274,10 +278,14 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
             listener = _serve_metrics(metrics, config.metrics_listen)
         registry_address: str | None = None
         if config.registry_listen is not None:
-            endpoint = _registry_endpoint(config, store, pools, tokens)
+            through = None
+            if config.pull_through.enabled:
+                through = _pull_through(config, store, pools, registry, upstreams, telemetry)
+            endpoint = _registry_endpoint(config, store, pools, tokens, through, telemetry)
             registry_address = await endpoint.start(*split_host_port(config.registry_listen))
             categories = ["pull"] + ["push"] * config.registry_allow_push
             categories += ["delete"] * config.registry_allow_delete
+            categories += ["pull-through"] * config.pull_through.enabled
             log.info(
                 "registry endpoint (OCI Distribution: %s) on %s",
                 ", ".join(categories),
@@ -318,8 +326,41 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         store.close()
 
 
+def _pull_through(
+    config: ServerConfig,
+    store: Store,
+    pools: Pools,
+    registry: RegistryClient,
+    upstreams: dict[str, Upstream],
+    telemetry: Telemetry,
+) -> PullThrough:
+    """The endpoint's pull-through, on the server's registry client; its layers
+    are counted as gRPC pulls' are."""
+    log.info(
+        "registry endpoint pull-through from %s",
+        ", ".join(
+            u.domain + (f" ({u.endpoint})" if u.endpoint else "") for u in upstreams.values()
+        ),
+    )
+    return PullThrough(
+        store,
+        registry,
+        upstreams,
+        unary=pools.unary,
+        ttl=config.pull_through.ttl,
+        max_bytes=config.pull_through.max_bytes,
+        telemetry=telemetry,
+        on_progress=lambda event: count_pull(telemetry, event),
+    )
+
+
 def _registry_endpoint(
-    config: ServerConfig, store: Store, pools: Pools, tokens: set[str]
+    config: ServerConfig,
+    store: Store,
+    pools: Pools,
+    tokens: set[str],
+    through: PullThrough | None,
+    telemetry: Telemetry,
 ) -> RegistryEndpoint:
     """The registry endpoint on the gRPC server's store, pools, TLS files and tokens."""
     ssl_context = None
@@ -333,12 +374,15 @@ def _registry_endpoint(
         tokens=tokens,
         allow_push=config.registry_allow_push,
         allow_delete=config.registry_allow_delete,
+        through=through,
+        telemetry=telemetry,
     )
     return RegistryEndpoint(
         app,
         config.registry_limits,
         ssl_context=ssl_context,
         grace_period=config.grace_period,
+        telemetry=telemetry,
     )
 
 

@@ -24,6 +24,7 @@ from imagestore.cli.durations import format_duration, parse_duration
 if TYPE_CHECKING:
     from imagestore.archive.load import LoadLimits
     from imagestore.distribution.limits import EndpointLimits
+    from imagestore.distribution.pullthrough import PullThroughOptions
     from imagestore.registry.options import RegistryOptions
 
 HELP = "run the gRPC server"
@@ -475,6 +476,7 @@ def _add_registry_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
     from imagestore.distribution.limits import EndpointLimits
+    from imagestore.distribution.pullthrough import DEFAULT_TTL
 
     group = parser.add_argument_group("registry endpoint (OCI Distribution)")
     group.add_argument(
@@ -497,6 +499,21 @@ def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="take DELETE of manifests and tags on the registry endpoint: the store's"
         " remove, with Docker's rules (off by default: 405)",
+    )
+    group.add_argument(
+        "--registry-pull-through",
+        action="store_true",
+        help="the registry endpoint pulls a manifest the store lacks from its registry when"
+        " that registry is a --registry-upstream, then serves it (off by default)",
+    )
+    group.add_argument(
+        "--registry-upstream",
+        action="append",
+        default=[],
+        metavar="REGISTRY|docker.io=URL",
+        help="a registry pull-through may pull from (repeatable): a host such as ghcr.io"
+        " or 127.0.0.1:5000, or docker.io=URL for Docker Hub's names (plain docker.io:"
+        " https://registry-1.docker.io); plain HTTP as --insecure-registry allows",
     )
     defaults = EndpointLimits()
     numbers: list[tuple[str, Callable[[str], Any], Any, str]] = [
@@ -551,6 +568,21 @@ def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
             "an upload left idle this long is cancelled, and an uploaded blob that no pushed"
             " manifest uses is no longer kept after it",
         ),
+        (
+            "registry-pull-through-ttl",
+            _duration,
+            DEFAULT_TTL,
+            "a pulled-through tag is checked upstream (HEAD) once its last check is older"
+            " than this (0: on every request); served stale, with a Warning, when upstream"
+            " does not answer",
+        ),
+        (
+            "registry-pull-through-max-bytes",
+            _int,
+            0,
+            "once the store's blobs exceed this many bytes after a pull-through, images the"
+            " endpoint pulled through are removed, least recently served first (0: no cap)",
+        ),
     ]
     _add_numbers(group, numbers)
 
@@ -567,6 +599,17 @@ def _endpoint_limits(args: argparse.Namespace) -> EndpointLimits:
         max_page_size=args.registry_max_page_size,
         max_upload_sessions=args.registry_max_upload_sessions,
         upload_timeout=float(args.registry_upload_timeout),
+    )
+
+
+def _pull_through_options(args: argparse.Namespace) -> PullThroughOptions:
+    from imagestore.distribution.pullthrough import PullThroughOptions
+
+    return PullThroughOptions(
+        enabled=args.registry_pull_through,
+        upstreams=tuple(args.registry_upstream),
+        ttl=float(args.registry_pull_through_ttl),
+        max_bytes=args.registry_pull_through_max_bytes,
     )
 
 
@@ -647,6 +690,7 @@ def _run(args: argparse.Namespace, *, settings: config_file.Settings) -> int:
         registry_listen=args.registry_listen or None,
         registry_allow_push=args.registry_allow_push,
         registry_allow_delete=args.registry_allow_delete,
+        pull_through=_pull_through_options(args),
         grace_period=args.grace_period,
         max_layer_size=args.max_layer_size,
         orphan_grace_period=args.orphan_grace_period,

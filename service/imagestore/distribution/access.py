@@ -18,6 +18,10 @@
   (the client's ``X-Request-Id`` when it is 1 to 64 visible ASCII characters,
   else a new one, sent back as ``X-Request-Id``); ``aborted`` says why a
   response was cut short.
+- **Metrics**: the same place counts each request by method, route kind and
+  status class, and the response body bytes, in the server's telemetry
+  (``imagestore_endpoint_*``, telemetry.py), when the listener was given one
+  (:func:`access_log_class`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from aiohttp.abc import AbstractAccessLogger
 from imagestore import errors
 from imagestore.distribution.errors import Code, RegistryError, from_store, too_many_requests
 from imagestore.logs import REQUEST_ID
+from imagestore.telemetry import ENDPOINT_METHODS, Telemetry
 
 log = logging.getLogger("imagestore.http")
 
@@ -48,6 +53,10 @@ API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="imagestore"'}
 #: where a handler notes why it cut its response short, for the access log
 ABORTED = "imagestore.aborted"
+#: body bytes a streamed response wrote (handlers that stream add to it)
+BODY_BYTES = "imagestore.body_bytes"
+#: what a request asked for (:func:`route_kind`), noted as it enters
+_ROUTE = "imagestore.route"
 _REQUEST_ID = "imagestore.request_id"
 _PEER = "imagestore.peer"
 
@@ -77,6 +86,7 @@ async def identify(request: web.Request, handler: Handler) -> web.StreamResponse
     REQUEST_ID.set(request[_REQUEST_ID])
     peer = request.transport.get_extra_info("peername") if request.transport else None
     request[_PEER] = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
+    request[_ROUTE] = route_kind(request)
     return await handler(request)
 
 
@@ -134,9 +144,15 @@ def authenticate(tokens: Iterable[str]) -> Any:
     return middleware
 
 
-def admit(limit: int) -> Any:
-    """A middleware that refuses requests beyond ``limit`` in flight (429)."""
+def admit(limit: int, telemetry: Telemetry | None = None) -> Any:
+    """A middleware that refuses requests beyond ``limit`` in flight (429); the
+    count is ``telemetry``'s gauge too."""
     in_flight = 0
+
+    def counted(count: int) -> int:
+        if telemetry is not None:
+            telemetry.endpoint_in_flight.set(count)
+        return count
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -147,17 +163,20 @@ def admit(limit: int) -> Any:
                 " (--registry-max-concurrent-requests)",
                 None,
             )
-        in_flight += 1
+        in_flight = counted(in_flight + 1)
         try:
             return await handler(request)
         finally:
-            in_flight -= 1
+            in_flight = counted(in_flight - 1)
 
     return middleware
 
 
 class AccessLog(AbstractAccessLogger):
-    """One record per request, once its response has been sent (or cut)."""
+    """One record per request, once its response has been sent (or cut); counted
+    in ``telemetry`` when a subclass names one (:func:`access_log_class`)."""
+
+    telemetry: Telemetry | None = None
 
     def log(self, request: Any, response: web.StreamResponse, time: float) -> None:
         entry: dict[str, Any] = {
@@ -173,3 +192,50 @@ class AccessLog(AbstractAccessLogger):
         if aborted:
             entry["aborted"] = aborted
         log.info("http", extra=entry)
+        if self.telemetry is not None:
+            _count(self.telemetry, request, response)
+
+
+def access_log_class(telemetry: Telemetry | None) -> type[AccessLog]:
+    """The access log that counts in ``telemetry`` (aiohttp makes its instance)."""
+    return type("CountingAccessLog", (AccessLog,), {"telemetry": telemetry})
+
+
+def route_kind(request: web.Request) -> str:
+    """What a request asked for, from the route it matched: ``base``,
+    ``catalog``, ``tags``, ``manifest``, ``blob``, ``upload``, ``referrers``, or
+    ``other`` (a path that is no endpoint)."""
+    resource = request.match_info.route.resource
+    canonical = resource.canonical if resource is not None else ""
+    if canonical == "/v2/":
+        return "base"
+    if canonical == "/v2/_catalog":
+        return "catalog"
+    for marker, kind in (
+        ("/tags/list", "tags"),
+        ("/manifests/", "manifest"),
+        ("/blobs/uploads/", "upload"),
+        ("/blobs/", "blob"),
+        ("/referrers/", "referrers"),
+    ):
+        if marker in canonical:
+            return kind
+    return "other"
+
+
+def body_bytes(request: Any, response: web.StreamResponse) -> int:
+    """The body bytes a response carried: a streamed one's as its handler
+    counted them, a whole one's length (none for a HEAD)."""
+    if request.method == "HEAD":
+        return 0
+    if isinstance(response, web.Response):
+        return response.content_length or 0
+    return int(request.get(BODY_BYTES, 0))
+
+
+def _count(telemetry: Telemetry, request: Any, response: web.StreamResponse) -> None:
+    """One request in the endpoint's metrics (one its parser refused: route ``other``)."""
+    method = request.method if request.method in ENDPOINT_METHODS else "other"
+    route = request.get(_ROUTE, "other")
+    telemetry.endpoint_requests.labels(method, route, f"{response.status // 100}xx").inc()
+    telemetry.endpoint_bytes.labels(route).inc(body_bytes(request, response))

@@ -12,7 +12,9 @@ Routes are a table: the pull category's always; the push category's with
 ``--registry-allow-delete``. Paths that are off answer 405 UNSUPPORTED, so
 clients learn at once that this registry takes no uploads (distribution
 answers the same for a read-only registry); blobs are never deleted through
-the endpoint (a prune collects what no image uses).
+the endpoint (a prune collects what no image uses). With
+``--registry-pull-through`` the pull category's manifest and blob reads first
+pull what the store lacks from an allowlisted upstream (pullthrough.py).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 from imagestore import errors
 from imagestore.bridges import WorkerPool
 from imagestore.distribution.access import (
-    AccessLog,
+    access_log_class,
     admit,
     authenticate,
     common_headers,
@@ -39,9 +41,11 @@ from imagestore.distribution.access import (
 from imagestore.distribution.errors import Code, RegistryError
 from imagestore.distribution.limits import EndpointLimits
 from imagestore.distribution.pull import Pull
+from imagestore.distribution.pullthrough import PullThrough
 from imagestore.distribution.push import Push
 from imagestore.distribution.uploads import Uploads
 from imagestore.store.store import Store
+from imagestore.telemetry import Telemetry
 
 log = logging.getLogger("imagestore.http")
 
@@ -98,18 +102,28 @@ def build_app(
     tokens: Iterable[str] = (),
     allow_push: bool = False,
     allow_delete: bool = False,
+    through: PullThrough | None = None,
+    telemetry: Telemetry | None = None,
 ) -> web.Application:
     """The application: middlewares outermost first (request ID, errors as the
     spec's bodies, credentials, admission), then the route table; with
-    ``allow_push`` the upload sessions start and end with the application."""
+    ``allow_push`` the upload sessions start and end with the application;
+    ``through`` pulls what the store lacks (its pulls in flight are cancelled
+    when the application ends); requests are counted in ``telemetry``."""
     middlewares = [identify, spec_errors]
     accepted = list(tokens)
     if accepted:
         middlewares.append(authenticate(accepted))
-    middlewares.append(admit(limits.max_concurrent_requests))
+    middlewares.append(admit(limits.max_concurrent_requests, telemetry))
     app = web.Application(middlewares=middlewares, client_max_size=1 << 20)
     app.on_response_prepare.append(common_headers)
-    pull = Pull(store, unary=unary, streams=streams, limits=limits)
+    pull = Pull(store, unary=unary, streams=streams, limits=limits, through=through)
+    if through is not None:
+
+        async def close_pulls(app: web.Application) -> None:
+            await through.close()
+
+        app.on_cleanup.append(close_pulls)
     uploads = Uploads(store, unary, limits)
     push = Push(store, uploads, unary=unary)
     if allow_push:
@@ -162,11 +176,12 @@ class RegistryEndpoint:
         *,
         ssl_context: ssl.SSLContext | None = None,
         grace_period: float = 10.0,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._runner = web.AppRunner(
             app,
             handle_signals=False,
-            access_log_class=AccessLog,
+            access_log_class=access_log_class(telemetry),
             access_log=log,
             keepalive_timeout=limits.keepalive_timeout,
             max_line_size=limits.max_header_bytes,

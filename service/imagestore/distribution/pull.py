@@ -37,6 +37,7 @@ import json
 import re
 from collections.abc import AsyncGenerator, Generator, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
@@ -44,13 +45,16 @@ from aiohttp import web
 from imagestore import errors
 from imagestore.bridges import WorkerPool
 from imagestore.distribution import names
-from imagestore.distribution.access import ABORTED
+from imagestore.distribution.access import ABORTED, BODY_BYTES
 from imagestore.distribution.errors import Code, RegistryError
 from imagestore.distribution.limits import EndpointLimits
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.digests import parse_digest
 from imagestore.oci.manifests import Descriptor
 from imagestore.store.store import Store
+
+if TYPE_CHECKING:
+    from imagestore.distribution.pullthrough import PullThrough
 
 #: blob chunks read ahead of the client: reading overlaps sending
 STREAM_AHEAD = 1
@@ -199,15 +203,24 @@ def _json(document: object, headers: dict[str, str] | None = None) -> web.Respon
 
 class Pull:
     """The pull category's handlers over one store; blocking calls run on
-    ``unary`` (one call) and ``streams`` (blob bodies, a step at a time)."""
+    ``unary`` (one call) and ``streams`` (blob bodies, a step at a time); with
+    ``through``, what the store lacks is pulled from upstream first
+    (distribution/pullthrough.py)."""
 
     def __init__(
-        self, store: Store, *, unary: WorkerPool, streams: WorkerPool, limits: EndpointLimits
+        self,
+        store: Store,
+        *,
+        unary: WorkerPool,
+        streams: WorkerPool,
+        limits: EndpointLimits,
+        through: PullThrough | None = None,
     ) -> None:
         self._store = store
         self._unary = unary
         self._streams = streams
         self._limits = limits
+        self._through = through
 
     # ---- shared parts --------------------------------------------------------
 
@@ -237,6 +250,9 @@ class Pull:
         elif not _TAG.fullmatch(reference):
             raise RegistryError(Code.MANIFEST_UNKNOWN, f"invalid tag {reference[:130]!r}")
         accepted = accepted_types(request.headers.getall("Accept", ()))
+        warning = None
+        if self._through is not None:
+            warning = await self._through.manifest(repository, reference, by_digest)
         target, body = await self._unary.run(
             self._read_manifest, repository, reference, accepted, by_digest
         )
@@ -245,6 +261,10 @@ class Pull:
             "ETag": f'"{target.digest}"',
             "Content-Type": target.media_type,
         }
+        if self._through is not None:
+            self._through.served(repository, target.digest)
+        if warning is not None:
+            headers["Warning"] = warning
         return web.Response(body=body, headers=headers)  # a HEAD: aiohttp sends no body
 
     def _read_manifest(
@@ -274,6 +294,8 @@ class Pull:
         digest = parse_digest(request.match_info["digest"])
         wanted = parse_range(request.headers.get("Range"))
         head_only = request.method == "HEAD"
+        if self._through is not None:
+            await self._through.blob(repository, digest)
         make = functools.partial(self._blob_parts, repository, digest, wanted, head_only)
         parts = self._streams.stream(make, STREAM_AHEAD)
         try:
@@ -311,6 +333,7 @@ class Pull:
                 assert isinstance(chunk, bytes)
                 async with asyncio.timeout(self._limits.send_timeout):
                     await response.write(chunk)
+                request[BODY_BYTES] = request.get(BODY_BYTES, 0) + len(chunk)
             await response.write_eof()
         except TimeoutError:
             self._cut(request, "the client stopped reading (--registry-send-timeout)")

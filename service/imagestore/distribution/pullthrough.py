@@ -1,0 +1,487 @@
+"""Pull-through: a manifest the store lacks is pulled from its upstream, then served.
+
+With ``--registry-pull-through``, a ``GET``/``HEAD`` of a manifest by tag or
+digest that the store cannot answer is pulled from the repository's registry
+when that registry is on the allowlist (``--registry-upstream``), stored, and
+then served by the pull category as any stored manifest (docs/registry.md §9).
+
+- **Which upstream.** A repository's registry is the first component of its
+  canonical name (distribution/names.py: the path's host, or containerd's
+  ``ns=``). Only allowlisted registries are contacted; Docker Hub names go to
+  the ``docker.io=URL`` entry's URL (``https://registry-1.docker.io`` when the
+  entry is plain ``docker.io``). Any other registry is never contacted: the
+  request gets the usual 404 and the refusal is logged once per registry.
+- **The same pull as gRPC Pull.** The pull is :class:`registry.pull.Puller`'s,
+  on the server's registry client: the same SSRF guard, the server-side
+  credentials of ``--registry-config`` (a request's own credentials are never
+  forwarded), digests and diff_ids verified before commit, the lease, and a
+  PULL event in the journal. Plain HTTP only where ``--insecure-registry``
+  (or loopback) allows it.
+- **Indexes.** A tag pointing at an index stores the index and the server's
+  own platform's image (what Pull does without ``--platform``): the store
+  holds an index whose other children are absent, and serves the index's
+  exact bytes. A child asked for by digest that the store lacks is pulled
+  then, alone. Pulling every platform would cost the sum of all of them for a
+  client that wants one; containerd asks for the index and then one child by
+  digest, and the host's child is the one a node's containerd asks for, so
+  it is ready by the time it is asked.
+- **Once per manifest.** Concurrent requests for the same repository and
+  reference share one pull (a task in a map on the event loop, keyed by
+  both); the pull goes on when the requests that wanted it go away, so its
+  work is kept. A blob request for a repository with a pull in flight waits
+  for that pull first, so the blobs of a manifest being pulled are served
+  once stored (a blob is not fetched from upstream on its own: every blob a
+  client can know of comes from a manifest it asked for, and that manifest's
+  answer waited for the whole pull). Layers already in the store are not
+  downloaded again, and two pull-throughs share a layer's download (Puller's
+  own rule; a gRPC Pull has its own Puller, so one running at the same time
+  may download the same layer once more, and the store keeps one copy).
+- **Tags go stale.** A tag is revalidated with a ``HEAD`` upstream once the
+  last check is older than ``--registry-pull-through-ttl`` (0: every
+  request). A moved tag is pulled again; an upstream that cannot answer
+  (down, slow, failing) leaves the stored manifest served with
+  ``Warning: 110 - "Response is Stale"`` and a log line; an upstream that no
+  longer has the tag leaves the stored one served. When a tag was last
+  checked is kept in memory: after a restart, every tag of an allowlisted
+  registry is checked at its first request.
+- **A bounded cache.** With ``--registry-pull-through-max-bytes``, once a
+  pull-through leaves the store's blobs over that many bytes, the images the
+  endpoint pulled through are removed, least recently served first, until it
+  is under (never the one just pulled). Only names this process pulled through
+  are candidates, and only while they still point where the pull put them:
+  loaded, pushed and gRPC-pulled images are never evicted. Last use is the
+  last time a manifest of the image was served through the endpoint, kept in
+  memory (after a restart nothing is a candidate until pulled through again:
+  the cap then errs towards keeping). A response in flight keeps its blob
+  files through its reading lease.
+
+Outcomes are counted (telemetry.py): ``hit`` (served from the store, a
+revalidated tag included), ``miss-pulled``, ``refused`` (not allowlisted),
+``stale`` and ``failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from yarl import URL
+
+from imagestore import errors
+from imagestore.bridges import WorkerPool
+from imagestore.oci.references import DEFAULT_DOMAIN, normalize_domain, parse_reference
+from imagestore.registry.client import RegistryClient
+from imagestore.registry.content import MANIFEST_ACCEPT, get_manifest
+from imagestore.registry.progress import Emit, ProgressEvent
+from imagestore.registry.pull import Puller, PullResult
+from imagestore.registry.repository import Repository
+from imagestore.registry.responses import fail_for
+from imagestore.registry.retry import DOCKER_HUB_HOST, Retryable
+from imagestore.registry.trust import Trust
+from imagestore.store.store import Store
+from imagestore.telemetry import Telemetry
+
+log = logging.getLogger("imagestore.pullthrough")
+
+T = TypeVar("T")
+
+DEFAULT_TTL = 300.0
+#: longest a revalidation may take before the stored manifest is served stale:
+#: a client waiting on a dead upstream would otherwise wait out every retry
+REVALIDATE_TIMEOUT = 10.0
+STALE_WARNING = '110 - "Response is Stale"'
+#: registries whose refusal was logged (then no more are remembered)
+MAX_REFUSALS_LOGGED = 256
+#: tags whose last check is remembered; the oldest are forgotten (checked again)
+MAX_VALIDATED_TAGS = 100_000
+DOCKER_HUB_URL = f"https://{DOCKER_HUB_HOST}"
+
+
+@dataclass(frozen=True)
+class PullThroughOptions:
+    """``--registry-pull-through`` and its options; ``validate`` at start."""
+
+    enabled: bool = False
+    #: ``--registry-upstream`` entries, as given
+    upstreams: tuple[str, ...] = ()
+    ttl: float = DEFAULT_TTL
+    #: the store's blob bytes above which pulled-through images are evicted (0: no cap)
+    max_bytes: int = 0
+
+    def validate(self, endpoint_on: bool, trust: Trust) -> dict[str, Upstream]:
+        """The allowlist; OptionInvalid, one clear line, for settings that cannot work."""
+        upstreams = allowlist(self.upstreams, trust)
+        if not self.enabled:
+            return upstreams
+        if not endpoint_on:
+            raise errors.OptionInvalid(
+                "--registry-pull-through needs --registry-listen",
+                metadata={"option": "registry-pull-through"},
+            )
+        if not upstreams:
+            raise errors.OptionInvalid(
+                "--registry-pull-through needs at least one --registry-upstream",
+                metadata={"option": "registry-pull-through"},
+            )
+        for option, value in (
+            ("registry-pull-through-ttl", self.ttl),
+            ("registry-pull-through-max-bytes", self.max_bytes),
+        ):
+            if value < 0:
+                raise errors.OptionInvalid(
+                    f"--{option} must not be negative (got {value:g})",
+                    metadata={"option": option},
+                )
+        return upstreams
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """An allowlisted registry: ``domain`` as names spell it, and where to go
+    for it (None: where the registry client goes, HTTPS then plain HTTP where
+    allowed)."""
+
+    domain: str
+    endpoint: str | None = None
+
+
+def parse_upstream(entry: str, trust: Trust | None = None) -> Upstream:
+    """``docker.io=https://registry-1.docker.io``, ``docker.io=http://127.0.0.1:5000``,
+    ``ghcr.io`` or ``127.0.0.1:5000``; OptionInvalid for anything else. Only
+    Docker Hub may go elsewhere than its own host (to a mirror); a plain-HTTP
+    URL needs a loopback host or ``--insecure-registry`` (``trust``)."""
+
+    def invalid(why: str) -> errors.OptionInvalid:
+        return errors.OptionInvalid(
+            f"--registry-upstream {entry[:200]!r}: {why}", metadata={"option": "registry-upstream"}
+        )
+
+    name, equals, location = entry.strip().partition("=")
+    try:
+        domain = normalize_domain(name)
+    except errors.InvalidArgument:
+        raise invalid("not a registry host") from None
+    if not domain or "/" in domain or "://" in name:
+        raise invalid("want REGISTRY, or docker.io=URL")
+    if not equals:
+        return Upstream(domain, DOCKER_HUB_URL if domain == DEFAULT_DOMAIN else None)
+    url = URL(location.strip())
+    if url.scheme not in ("http", "https") or not url.raw_host or url.path not in ("", "/"):
+        raise invalid("the URL must be http(s)://HOST[:PORT]")
+    authority = url.raw_authority
+    if domain != DEFAULT_DOMAIN and authority != domain:
+        raise invalid("only docker.io may name another host")
+    if url.scheme == "http" and trust is not None and not trust.plain_http_allowed(authority):
+        raise invalid(f"plain HTTP to {authority} needs --insecure-registry {authority}")
+    return Upstream(domain, f"{url.scheme}://{authority}")
+
+
+def allowlist(entries: Iterable[str], trust: Trust | None = None) -> dict[str, Upstream]:
+    """The upstreams by domain (a domain given twice: the last entry wins)."""
+    return {u.domain: u for u in (parse_upstream(e, trust) for e in entries)}
+
+
+class _UpstreamRegistry:
+    """The server's registry client, with Docker Hub names sent to the configured
+    upstream only (no ``--registry-mirror``, no fallback to Docker Hub): Puller
+    asks it where a domain is; everything else is the shared client's."""
+
+    def __init__(self, client: RegistryClient, upstreams: dict[str, Upstream]) -> None:
+        self._client = client
+        self._upstreams = upstreams
+
+    def endpoints(self, domain: str, *, for_push: bool) -> list[str]:
+        upstream = self._upstreams.get(domain)
+        if upstream is not None and upstream.endpoint is not None:
+            return [upstream.endpoint]
+        return self._client.endpoints(domain, for_push=for_push)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+@dataclass(slots=True)
+class _Pulled:
+    """An image the endpoint pulled through: the names that pull gave it."""
+
+    repository: str
+    digest: str
+    tags: tuple[str, ...]  # "tag"s of the repository
+    digest_names: tuple[str, ...]  # canonical "repo@digest" names
+
+
+def _domain(repository: str) -> str:
+    return repository.partition("/")[0]
+
+
+class PullThrough:
+    """Pull-through for one endpoint: which registries, the pulls in flight, when
+    tags were checked, and which images it pulled (for the size cap)."""
+
+    def __init__(
+        self,
+        store: Store,
+        client: RegistryClient,
+        upstreams: dict[str, Upstream],
+        *,
+        unary: WorkerPool,
+        ttl: float = DEFAULT_TTL,
+        max_bytes: int = 0,
+        telemetry: Telemetry | None = None,
+        on_progress: Emit | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._unary = unary
+        self._upstreams = upstreams
+        self._registry = _UpstreamRegistry(client, upstreams)
+        self._puller = Puller(store, cast(RegistryClient, self._registry))
+        self._ttl = ttl
+        self._max_bytes = max_bytes
+        self._telemetry = telemetry
+        self._on_progress = on_progress
+        self._clock = clock
+        self._flights: dict[tuple[str, str, str], asyncio.Task[Any]] = {}
+        #: (repository, tag) → when upstream last confirmed it (or it was pulled)
+        self._validated: OrderedDict[tuple[str, str], float] = OrderedDict()
+        #: (repository, digest) → what the endpoint pulled, least recently served first
+        self._pulled: OrderedDict[tuple[str, str], _Pulled] = OrderedDict()
+        self._refusals_logged: set[str] = set()
+
+    # ---- what the pull category calls ------------------------------------------
+
+    async def manifest(self, repository: str, reference: str, by_digest: bool) -> str | None:
+        """Make the store hold ``reference`` of ``repository`` when an upstream may
+        supply it; the ``Warning`` to send when the stored answer is stale.
+        Returns normally when the store should answer (it may still lack it: a
+        refused registry, an upstream that does not have it)."""
+        target = await self._unary.run(self._store.repository_target, repository, reference)
+        upstream = self._upstreams.get(_domain(repository))
+        if target is not None:
+            if by_digest or upstream is None:
+                self._count("hit")
+                return None
+            return await self._revalidate(repository, reference, target.digest)
+        if upstream is None:
+            self._refuse(repository)
+            return None
+        try:
+            await self._pull_once(repository, reference, by_digest)
+        except errors.NotFound:
+            self._count("failed")
+            return None  # the usual 404 follows
+        except errors.ImageStoreError:
+            self._count("failed")
+            raise
+        self._count("miss-pulled")
+        return None
+
+    def served(self, repository: str, digest: str) -> None:
+        """A manifest of ``repository`` was served: its image is the most recently used."""
+        if (repository, digest) in self._pulled:
+            self._pulled.move_to_end((repository, digest))
+
+    async def blob(self, repository: str, digest: str) -> None:
+        """Before a blob is served: wait for the pulls of its repository in flight
+        when the store does not hold it yet."""
+        waiting = [task for key, task in self._flights.items() if key[1] == repository]
+        if not waiting or await self._unary.run(self._store.stored, digest):
+            return
+        await asyncio.wait(waiting)  # their failures are their requesters' to report
+
+    async def close(self) -> None:
+        """Cancel the pulls in flight (the server is stopping); their leases end."""
+        tasks = list(self._flights.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    # ---- single flight -----------------------------------------------------------
+
+    async def _once(
+        self, key: tuple[str, str, str], make: Callable[[], Coroutine[Any, Any, T]]
+    ) -> T:
+        """``make()``'s result, started once for every concurrent caller with ``key``."""
+        task = self._flights.get(key)
+        if task is None:
+            task = asyncio.create_task(make())
+            self._flights[key] = task
+
+            def finished(done: asyncio.Task[Any]) -> None:
+                if self._flights.get(key) is done:
+                    del self._flights[key]
+                if not done.cancelled():
+                    done.exception()  # retrieved: a pull nobody waits for any more is no error
+
+            task.add_done_callback(finished)
+        return cast(T, await asyncio.shield(task))
+
+    def _pull_once(self, repository: str, reference: str, by_digest: bool) -> Awaitable[PullResult]:
+        return self._once(
+            ("pull", repository, reference), lambda: self._pull(repository, reference, by_digest)
+        )
+
+    # ---- pulling -------------------------------------------------------------------
+
+    async def _pull(self, repository: str, reference: str, by_digest: bool) -> PullResult:
+        image = f"{repository}@{reference}" if by_digest else f"{repository}:{reference}"
+        log.info("pull-through: pulling %s from upstream", image)
+        result = await self._puller.pull(image, (), None, self._progress)
+        if not by_digest:
+            self._validated_now(repository, reference)
+        key = (repository, result.digest)
+        known = self._pulled.get(key)
+        tags = () if by_digest else (reference,)
+        if known is not None:
+            tags = tuple(dict.fromkeys((*known.tags, *tags)))
+        self._pulled[key] = _Pulled(
+            repository, result.digest, tags, (f"{repository}@{result.digest}",)
+        )
+        self._pulled.move_to_end(key)
+        log.info("pull-through: stored %s (%s)", image, result.digest)
+        await self._evict(keep=key)
+        return result
+
+    def _progress(self, event: ProgressEvent) -> None:
+        if self._on_progress is not None:
+            self._on_progress(event)
+
+    # ---- revalidation -----------------------------------------------------------------
+
+    def _validated_now(self, repository: str, tag: str) -> None:
+        self._validated[(repository, tag)] = self._clock()
+        self._validated.move_to_end((repository, tag))
+        while len(self._validated) > MAX_VALIDATED_TAGS:
+            self._validated.popitem(last=False)
+
+    async def _revalidate(self, repository: str, tag: str, stored: str) -> str | None:
+        """Ask upstream where a stored tag points once its last check is older
+        than the TTL; pull it again when it moved."""
+        checked = self._validated.get((repository, tag))
+        if checked is not None and self._clock() - checked < self._ttl:
+            self._count("hit")
+            return None
+        try:
+            async with asyncio.timeout(REVALIDATE_TIMEOUT):
+                current = await self._once(
+                    ("head", repository, tag), lambda: self._upstream_digest(repository, tag)
+                )
+        except errors.NotFound:  # upstream dropped the tag: ours is all there is
+            current = stored
+        except (errors.ImageStoreError, TimeoutError) as exc:
+            return self._stale(repository, tag, stored, exc)
+        if current == stored:
+            self._validated_now(repository, tag)
+            self._count("hit")
+            return None
+        log.info("pull-through: %s:%s moved upstream (%s → %s)", repository, tag, stored, current)
+        try:
+            await self._pull_once(repository, tag, False)
+        except errors.ImageStoreError as exc:
+            return self._stale(repository, tag, stored, exc)
+        self._count("miss-pulled")
+        return None
+
+    def _stale(self, repository: str, tag: str, stored: str, exc: Exception) -> str:
+        reason = exc.message if isinstance(exc, errors.ImageStoreError) else "timed out"
+        log.warning(
+            "pull-through: serving %s:%s stale (%s): upstream did not answer: %s",
+            repository,
+            tag,
+            stored,
+            reason,
+        )
+        self._count("stale")
+        return STALE_WARNING
+
+    async def _upstream_digest(self, repository: str, tag: str) -> str:
+        """The digest upstream's tag points at: a HEAD (one try: a stale answer
+        now beats a fresh one after every retry), a GET when the HEAD names none."""
+        reference = parse_reference(f"{repository}:{tag}")
+        endpoint = self._registry.endpoints(reference.domain, for_push=False)[0]
+        repo: Repository = await self._registry.repository(reference, endpoint, None)
+        what = f"manifest {repository}:{tag}"
+        try:
+            response = await repo.request(
+                "HEAD", repo.url(f"manifests/{tag}"), headers={"Accept": MANIFEST_ACCEPT}, what=what
+            )
+        except Retryable as exc:
+            raise exc.final from None
+        async with response:
+            if response.status == 404:
+                raise errors.ManifestUnknown(f"{what} is not known upstream")
+            if response.status != 200:
+                raise await fail_for(response, what)
+            declared = response.headers.get("Docker-Content-Digest", "")
+        if declared.startswith("sha256:") and len(declared) == 71:
+            return declared
+        return (await get_manifest(repo, tag)).digest
+
+    # ---- refusals ---------------------------------------------------------------------
+
+    def _refuse(self, repository: str) -> None:
+        domain = _domain(repository)
+        self._count("refused")
+        if domain in self._refusals_logged or len(self._refusals_logged) >= MAX_REFUSALS_LOGGED:
+            return
+        self._refusals_logged.add(domain)
+        log.info(
+            "pull-through: %s is not an allowed upstream (--registry-upstream); its names"
+            " are served from the store only",
+            domain,
+        )
+
+    # ---- the size cap -----------------------------------------------------------------
+
+    async def _evict(self, keep: tuple[str, str]) -> None:
+        """Remove pulled-through images, least recently served first, while the
+        store holds more than the cap (never ``keep``)."""
+        if not self._max_bytes:
+            return
+        stored = await self._unary.run(self._store.stored_bytes)
+        for key in [k for k in self._pulled if k != keep]:
+            if stored <= self._max_bytes:
+                return
+            image = self._pulled.pop(key)
+            for tag in image.tags:
+                self._validated.pop((image.repository, tag), None)
+            stored = await self._unary.run(self._remove, image)
+            log.info(
+                "pull-through: evicted %s@%s (the store held more than"
+                " --registry-pull-through-max-bytes %d)",
+                image.repository,
+                image.digest,
+                self._max_bytes,
+            )
+        if stored > self._max_bytes:
+            log.warning(
+                "pull-through: the store holds %d bytes, over --registry-pull-through-max-bytes"
+                " %d, with nothing pulled through left to evict",
+                stored,
+                self._max_bytes,
+            )
+
+    def _remove(self, image: _Pulled) -> int:
+        """Remove the names the pull gave ``image`` that still point at it; the
+        store then holds how many bytes (blocking)."""
+        names = [
+            f"{image.repository}:{tag}"
+            for tag in image.tags
+            if (target := self._store.repository_target(image.repository, tag)) is not None
+            and target.digest == image.digest
+        ]
+        names += image.digest_names  # a digest name cannot point elsewhere
+        self._store.remove(names)
+        return self._store.stored_bytes()
+
+    # ---- metrics ----------------------------------------------------------------------
+
+    def _count(self, outcome: str) -> None:
+        if self._telemetry is not None:
+            self._telemetry.pull_through.labels(outcome).inc()
