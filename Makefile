@@ -82,6 +82,7 @@ bench: native test-debs $(ZLIB_NATIVE) ## Benchmarks beside their peers (stdlib,
 	$(PY) -m tests.bench.bench_events
 	$(PY) -m tests.bench.bench_registry
 	$(PY) -m tests.bench.bench_endpoint
+	$(PY) -m tests.bench.bench_pull_through
 	$(PY) -m tests.bench.bench_check
 	$(PY) -m tests.bench.bench_hostile
 	$(PY) -m tests.bench.bench_cli
