@@ -1,7 +1,7 @@
 """imagestore's OCI Distribution endpoint beside `docker-registry` (``make bench``).
 
 - ``skopeo copy docker://… oci:…`` of an image with 3 layers of 200 MiB
-  uncompressed (~100 MiB gzip each, half random; the image bench_registry
+  uncompressed (~100 MiB gzip each, half random; the image tests/bench/images.py
   builds) from imagestore's endpoint and from `docker-registry` serving the same
   blobs, interleaved in one run: medians, MB/s, and the ratio of imagestore's
   throughput to Distribution's (goal >= 0.8x, issue 18).
@@ -29,11 +29,9 @@ import grpc
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 from tests.api.conftest import Server, start_server
-from tests.archives import tar_of
-from tests.bench.bench_registry import SKOPEO, half_compressible, oci_source
+from tests.bench.images import MIB, SKOPEO, big_image, blob_bytes, publish
 from tests.registry.distribution import Distribution, start_distribution
 
-MIB = 1 << 20
 MB = 1_000_000
 CONCURRENT_PULLS = 8
 #: the store's name of the image: docker.io/bench/big:1, `bench/big:1` on the endpoint
@@ -90,17 +88,7 @@ class Bench:
     def publish(self, layout: Path) -> tuple[str, str]:
         """Put the image in both: (reference on Distribution, reference on imagestore)."""
         upstream = f"{self.distribution.host}/bench/big:1"
-        subprocess.run(
-            [
-                *SKOPEO,
-                "copy",
-                "-q",
-                "--dest-tls-verify=false",
-                f"oci:{layout}:1",
-                f"docker://{upstream}",
-            ],
-            check=True,
-        )
+        publish(layout, upstream)
         for _ in self.stub.Pull(pb.PullRequest(image=upstream), timeout=600):
             pass
         self.stub.Tag(pb.TagRequest(source=upstream, target=STORE_NAME))
@@ -173,12 +161,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("build/bench/endpoint"))
     args = parser.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
-    layout = args.data / "big-oci"
-    if not (layout / "index.json").exists():
-        tars = [tar_of({f"layer{i}": half_compressible(200 * MIB, i)}) for i in range(3)]
-        layout = oci_source(args.data, "big", tars)
-        del tars
-    size_bytes = sum(p.stat().st_size for p in (layout / "blobs" / "sha256").iterdir())
+    layout = big_image(args.data)
+    size_bytes = blob_bytes(layout)
     bench = Bench(args.data)
     try:
         theirs, ours = bench.publish(layout)

@@ -1,7 +1,7 @@
 """Pull-through, cold, beside a straight copy from its upstream (``make bench``).
 
 ``skopeo copy docker://… oci:…`` of the image with 3 layers of 200 MiB
-uncompressed (~100 MiB gzip each, half random; bench_registry's builder) from
+uncompressed (~100 MiB gzip each, half random; tests/bench/images.py) from
 imagestore's endpoint with pull-through on and an empty store (cold: the
 manifest's answer waits for the whole pull from the upstream `docker-registry`,
 every layer verified against its digest and diff_id and stored, then skopeo
@@ -18,31 +18,15 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
 from pathlib import Path
 
 from tests.api.conftest import start_server
-from tests.archives import tar_of
-from tests.bench.bench_endpoint import MB, MIB, copy_to_layout
-from tests.bench.bench_registry import SKOPEO, half_compressible, oci_source
+from tests.bench.bench_endpoint import MB, copy_to_layout
+from tests.bench.images import big_image, blob_bytes, publish
 from tests.registry.distribution import Distribution, start_distribution
 
 #: the image's name at the upstream
 NAME = "bench/big:1"
-
-
-def publish(upstream: Distribution, layout: Path) -> None:
-    subprocess.run(
-        [
-            *SKOPEO,
-            "copy",
-            "-q",
-            "--dest-tls-verify=false",
-            f"oci:{layout}:1",
-            f"docker://{upstream.host}/{NAME}",
-        ],
-        check=True,
-    )
 
 
 def cold_copy(data: Path, upstream: Distribution, layout: Path) -> float:
@@ -72,17 +56,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("build/bench/pull-through"))
     args = parser.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
-    layout = args.data / "big-oci"
-    if not (layout / "index.json").exists():
-        tars = [tar_of({f"layer{i}": half_compressible(200 * MIB, i)}) for i in range(3)]
-        layout = oci_source(args.data, "big", tars)
-        del tars
-    size_bytes = sum(p.stat().st_size for p in (layout / "blobs" / "sha256").iterdir())
+    layout = big_image(args.data)
+    size_bytes = blob_bytes(layout)
     shutil.rmtree(args.data / "registry", ignore_errors=True)
     upstream = start_distribution(args.data / "registry")
     copy = args.data / "copy"
     try:
-        publish(upstream, layout)
+        publish(layout, f"{upstream.host}/{NAME}")
         copy_to_layout(f"{upstream.host}/{NAME}", copy)  # warm-up: the upstream's page cache
         cold: list[float] = []
         direct: list[float] = []

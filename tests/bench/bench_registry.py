@@ -16,13 +16,9 @@ Medians of interleaved runs; wall times of whole operations.
 from __future__ import annotations
 
 import argparse
-import io
-import json
-import random
 import shutil
 import statistics
 import subprocess
-import tarfile
 import threading
 import time
 from collections.abc import Callable
@@ -34,71 +30,17 @@ import psutil
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 from tests.api.conftest import Server, start_server
+from tests.archives import tar_of
+from tests.bench.images import (
+    MIB,
+    SKOPEO,
+    big_image,
+    blob_bytes,
+    half_compressible,
+    oci_source,
+    publish,
+)
 from tests.registry.distribution import Distribution, start_distribution
-
-MIB = 1 << 20
-SKOPEO = ["skopeo", "--override-os", "linux"]
-
-
-def half_compressible(size: int, seed: int) -> bytes:
-    """4 KiB random then 4 KiB text, repeated: gzip keeps about half."""
-    rng = random.Random(seed)
-    text = (b"the quick brown fox jumps over the lazy dog %d\n" % seed) * 100
-    block = bytearray()
-    while len(block) < size:
-        block += rng.randbytes(4096)
-        block += text[:4096]
-    return bytes(block[:size])
-
-
-def _tar(name: str, data: bytes) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def oci_source(data: Path, name: str, layers: list[bytes]) -> Path:
-    """An OCI layout (gzip layers, made by skopeo) of an image with these layer tars."""
-    import hashlib
-
-    layout = data / f"{name}-oci"
-    if (layout / "index.json").exists():
-        return layout
-    archive = data / f"{name}.tar"
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "rootfs": {
-                "type": "layers",
-                "diff_ids": ["sha256:" + hashlib.sha256(t).hexdigest() for t in layers],
-            },
-        }
-    ).encode()
-    manifest = [
-        {
-            "Config": "config.json",
-            "RepoTags": [f"bench/{name}:1"],
-            "Layers": [f"{i}/layer.tar" for i in range(len(layers))],
-        }
-    ]
-    with tarfile.open(archive, "w") as tar:
-        for member, body in [
-            *((f"{i}/layer.tar", t) for i, t in enumerate(layers)),
-            ("config.json", config),
-            ("manifest.json", json.dumps(manifest).encode()),
-        ]:
-            info = tarfile.TarInfo(member)
-            info.size = len(body)
-            tar.addfile(info, io.BytesIO(body))
-    subprocess.run(
-        [*SKOPEO, "copy", "-q", f"docker-archive:{archive}", f"oci:{layout}:1"], check=True
-    )
-    archive.unlink()
-    return layout
 
 
 def seconds(work: Callable[..., object], *args: object) -> float:
@@ -128,17 +70,7 @@ class Bench:
 
     def publish(self, layout: Path, name: str) -> str:
         reference = f"{self.source.host}/{name}:1"
-        subprocess.run(
-            [
-                *SKOPEO,
-                "copy",
-                "-q",
-                "--dest-tls-verify=false",
-                f"oci:{layout}:1",
-                f"docker://{reference}",
-            ],
-            check=True,
-        )
+        publish(layout, reference)
         return reference
 
     def pull(self, reference: str) -> None:
@@ -248,18 +180,16 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("build/bench/registry"))
     args = parser.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
-    big_tars = [_tar(f"layer{i}", half_compressible(200 * MIB, i)) for i in range(3)]
-    big = oci_source(args.data, "big", big_tars)
-    del big_tars
-    tiny = oci_source(args.data, "tiny", [_tar(f"f{i}", b"%d\n" % i * 100) for i in range(200)])
-    huge = oci_source(args.data, "huge", [_tar("one", half_compressible(1024 * MIB, 7))])
+    big = big_image(args.data)
+    tiny = oci_source(args.data, "tiny", [tar_of({f"f{i}": b"%d\n" % i * 100}) for i in range(200)])
+    huge = oci_source(args.data, "huge", [tar_of({"one": half_compressible(1024 * MIB, 7)})])
     bench = Bench(args.data)
     try:
         big_ref = bench.publish(big, "bench/big")
         tiny_ref = bench.publish(tiny, "bench/tiny")
         huge_ref = bench.publish(huge, "bench/huge")
-        big_mib = sum(p.stat().st_size for p in (big / "blobs" / "sha256").iterdir()) / MIB
-        tiny_mib = sum(p.stat().st_size for p in (tiny / "blobs" / "sha256").iterdir()) / MIB
+        big_mib = blob_bytes(big) / MIB
+        tiny_mib = blob_bytes(tiny) / MIB
         print(f"\nPull, 3 layers x 200 MiB ({big_mib:.0f} MiB of blobs), median of {args.runs}")
         bench_pull(bench, big_ref, args.runs, big_mib, archive=True)
         print(f"\nPush, the same image into an empty registry, median of {args.runs}")

@@ -1,7 +1,12 @@
 """A real server with its registry endpoint (``--registry-listen 127.0.0.1:0``)
 and a few images: single-platform ones loaded over gRPC (Docker media types),
 a multi-platform OCI index and an image of another registry seeded into the
-store before the server opens it (OCI media types)."""
+store before the server opens it (OCI media types).
+
+The clients' tests (skopeo, containerd) fill their server from the session's
+real `docker-registry` (tests/registry/conftest.py): its fixtures, and the
+private containerd's, are shared here with every test of the folder.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import random
 import socket
 import ssl
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +28,14 @@ from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 from tests.api.conftest import Server, start_server
 from tests.api.test_service import app, load
+from tests.distribution.containerd import running_containerd  # noqa: F401 - the fixture
+from tests.registry.conftest import (  # noqa: F401 - fixtures shared with registry tests
+    FAST_RETRIES,
+    Stub,
+    published,
+    registry,
+    stop_cleanly,
+)
 from tests.store.builders import Built, build_image, build_index, layer_tar
 
 #: every manifest media type, as containerd and skopeo send them
@@ -108,6 +122,55 @@ def start_registry_server(root: Path, *extra: str) -> Server:
     )  # fmt: skip
     assert server.registry_address, "".join(server.stderr_lines)[-2000:]
     return server
+
+
+@dataclass
+class Served:
+    """A server whose store a test module filled over gRPC, and its endpoint's address."""
+
+    server: Server
+    stub: Stub
+    #: 127.0.0.1:PORT of the OCI Distribution endpoint
+    address: str
+    #: the registry the store pulled from: 127.0.0.1:PORT
+    upstream_host: str
+
+    @property
+    def upstream(self) -> str:
+        """The upstream's first path component on the endpoint (host:port → host_port)."""
+        return self.upstream_host.replace(":", "_")
+
+    def url(self, path: str) -> str:
+        """A name on the endpoint, as skopeo takes it."""
+        return f"docker://{self.address}/{path}"
+
+
+@contextmanager
+def serving(root: Path, upstream_host: str) -> Iterator[Served]:
+    """A server with its endpoint and fast registry retries, its store empty for the
+    caller to fill (Load, or Pull from ``upstream_host``); stopped cleanly after."""
+    running = start_registry_server(root, *FAST_RETRIES)
+    try:
+        assert running.registry_address is not None
+        # the server answers in messages of up to 8 MiB (an include_raw Inspect), past
+        # the client's default of 4 MiB
+        options = [("grpc.max_receive_message_length", 16 << 20)]
+        with grpc.insecure_channel(running.address, options=options) as channel:
+            grpc.channel_ready_future(channel).result(timeout=10)
+            stub = pb_grpc.ImageStoreServiceStub(channel)  # type: ignore[no-untyped-call]
+            yield Served(running, stub, running.registry_address, upstream_host)
+    finally:
+        stop_cleanly(running)
+
+
+def stored_index(stub: Stub, name: str) -> pb.NamedIndex:
+    """The index a name (familiar or canonical) points at, as ListImages shows it."""
+    for image in stub.ListImages(pb.ListImagesRequest()).images:
+        for index in image.indexes:
+            if name in (index.name.familiar, index.name.canonical):
+                found: pb.NamedIndex = index
+                return found
+    raise AssertionError(f"no index named {name}")
 
 
 @dataclass

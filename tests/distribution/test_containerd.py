@@ -14,32 +14,16 @@ failed, containerd's fallback to the upstream would find nothing.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import pytest
 
 from imagestore.v1 import imagestore_pb2 as pb
-from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
-from tests.api.conftest import Server, start_server
 from tests.api.test_service import load
 from tests.archives import ImageSpec, tar_of
-from tests.distribution.containerd import (  # noqa: F401 - the `containerd` fixture
-    Containerd,
-    host_architecture,
-    running_containerd,
-    write_hosts_toml,
-)
-from tests.registry.conftest import (  # noqa: F401 - fixtures shared with registry tests
-    FAST_RETRIES,
-    Published,
-    Stub,
-    published,
-    pull,
-    registry,
-    stop_cleanly,
-)
+from tests.distribution.conftest import Served, serving, stored_index
+from tests.distribution.containerd import Containerd, host_architecture, write_hosts_toml
+from tests.registry.conftest import Published, Stub, pull
 
 #: a docker.io name no registry but the store has
 LOADED = ImageSpec(
@@ -55,49 +39,15 @@ LOADED = ImageSpec(
 MIRRORED = "mirrored/multi:1"
 
 
-@dataclass
-class Served:
-    """A server whose store holds the test images, and its endpoint's address."""
-
-    server: Server
-    stub: Stub
-    #: 127.0.0.1:PORT of the OCI Distribution endpoint
-    address: str
-    #: the registry the store pulled the index from: 127.0.0.1:PORT
-    upstream_host: str
-
-    @property
-    def upstream(self) -> str:
-        """The upstream's first path component on the endpoint (host:port → host_port)."""
-        return self.upstream_host.replace(":", "_")
-
-
 @pytest.fixture(scope="module")
-def served(
-    published: Published,  # noqa: F811 - the fixture imported above
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Served]:
-    running = start_server(
-        tmp_path_factory.mktemp("store") / "root",
-        "--listen",
-        "127.0.0.1:0",
-        "--registry-listen",
-        "127.0.0.1:0",
-        *FAST_RETRIES,
-    )
-    try:
-        with grpc.insecure_channel(running.address) as channel:
-            grpc.channel_ready_future(channel).result(timeout=10)
-            stub = pb_grpc.ImageStoreServiceStub(channel)  # type: ignore[no-untyped-call]
-            load(stub, LOADED)
-            pull(stub, published.ref("umoci/multi:1"), "all")
-            stub.Tag(
-                pb.TagRequest(source=published.ref("umoci/multi:1"), target=published.ref(MIRRORED))
-            )
-            assert running.registry_address, "the server announced no registry endpoint"
-            yield Served(running, stub, running.registry_address, published.host)
-    finally:
-        stop_cleanly(running)
+def served(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with serving(tmp_path_factory.mktemp("store") / "root", published.host) as running:
+        load(running.stub, LOADED)
+        pull(running.stub, published.ref("umoci/multi:1"), "all")
+        running.stub.Tag(
+            pb.TagRequest(source=published.ref("umoci/multi:1"), target=published.ref(MIRRORED))
+        )
+        yield running
 
 
 def stored_manifest(stub: Stub, name: str) -> pb.InspectResponse:
@@ -105,14 +55,6 @@ def stored_manifest(stub: Stub, name: str) -> pb.InspectResponse:
     chosen = pb.Platform(os="linux", architecture=host_architecture())
     answer: pb.InspectResponse = stub.Inspect(pb.InspectRequest(image=name, platform=chosen))
     return answer
-
-
-def stored_index_digest(stub: Stub, canonical: str) -> str:
-    for image in stub.ListImages(pb.ListImagesRequest()).images:
-        for index in image.indexes:
-            if index.name.canonical == canonical:
-                return str(index.index.digest)
-    raise AssertionError(f"no index named {canonical}")
 
 
 def assert_pulled(daemon: Containerd, reference: str, digest: str, diff_ids: list[str]) -> None:
@@ -141,7 +83,7 @@ def test_ctr_pulls_a_multi_platform_index_and_unpacks_the_host_platform(
     stored = stored_manifest(served.stub, name)
     reference = f"{served.address}/{served.upstream}/umoci/multi:1"
     containerd.pull_plain_http(reference)
-    digest = stored_index_digest(served.stub, name)
+    digest = stored_index(served.stub, name).index.digest
     assert_pulled(containerd, reference, digest, list(stored.diff_ids))
 
 
@@ -167,4 +109,6 @@ def test_ctr_pulls_another_registrys_name_through_a_mirror_with_ns(
     name = f"{upstream}/{MIRRORED}"
     stored = stored_manifest(served.stub, name)
     containerd.pull_through_hosts(name, hosts)
-    assert_pulled(containerd, name, stored_index_digest(served.stub, name), list(stored.diff_ids))
+    assert_pulled(
+        containerd, name, stored_index(served.stub, name).index.digest, list(stored.diff_ids)
+    )

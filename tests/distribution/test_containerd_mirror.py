@@ -26,18 +26,11 @@ from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 from tests.api.conftest import Server
 from tests.archives import sha
 from tests.distribution.conftest import start_registry_server
-from tests.distribution.containerd import (  # noqa: F401 - the `containerd` fixture
-    Containerd,
-    host_architecture,
-    running_containerd,
-    write_hosts_toml,
-)
-from tests.registry.conftest import (  # noqa: F401 - fixtures shared with registry tests
+from tests.distribution.containerd import Containerd, host_architecture, write_hosts_toml
+from tests.registry.conftest import (
     FAST_RETRIES,
     Published,
     describe,
-    published,
-    registry,
     remote_manifest,
     stop_cleanly,
 )
@@ -57,10 +50,7 @@ class Mirrored:
 
 
 @pytest.fixture
-def mirrored(
-    published: Published,  # noqa: F811 - the fixture imported above
-    tmp_path: Path,
-) -> Iterator[Mirrored]:
+def mirrored(published: Published, tmp_path: Path) -> Iterator[Mirrored]:
     upstream = start_distribution(tmp_path / "upstream", log_level="info")
     server: Server | None = None
     try:

@@ -22,6 +22,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -37,13 +38,7 @@ from tests.api.test_metrics import Scraped, scrape
 from tests.api.test_service import load
 from tests.archives import ImageSpec, docker_archive, sha, tar_of
 from tests.distribution.conftest import ACCEPT_ALL, Answer, Client, start_registry_server
-from tests.registry.conftest import (  # noqa: F401 - fixtures shared with registry tests
-    FAST_RETRIES,
-    Published,
-    published,
-    registry,
-    stop_cleanly,
-)
+from tests.registry.conftest import FAST_RETRIES, Published, stop_cleanly
 from tests.registry.distribution import Distribution, free_port, skopeo, start_distribution
 
 STALE = '110 - "Response is Stale"'
@@ -156,38 +151,34 @@ class Upstream:
             return answer.read(), answer.headers["Content-Type"]
 
 
-@pytest.fixture(scope="module")
-def upstream(
-    published: Published,  # noqa: F811 - the fixture imported above
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Upstream]:
-    """A registry of this module's own, logging every request."""
-    running = start_distribution(tmp_path_factory.mktemp("upstream"), log_level="info")
+@contextmanager
+def logging_upstream(root: Path, layout: Path) -> Iterator[Upstream]:
+    """A registry of this module's own, logging every request, empty; stopped after."""
+    running = start_distribution(root, log_level="info")
     try:
-        found = Upstream(running, published.layout)
+        yield Upstream(running, layout)
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def upstream(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    """The allowlisted upstream, holding the images the tests pull through."""
+    with logging_upstream(tmp_path_factory.mktemp("upstream"), published.layout) as found:
         found.publish_amd64("pt/hello:1")
         found.publish_amd64("pt/bydigest:1")
         found.publish_amd64("pt/ns:1")
         found.publish(f"oci:{published.layout}:multi", "pt/multi:1", "--all")
         found.publish_amd64("library/hub:1")
         yield found
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")
-def outsider(
-    published: Published,  # noqa: F811 - the fixture imported above
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Upstream]:
-    """A registry that is on no allowlist, holding an image, logging every request."""
-    running = start_distribution(tmp_path_factory.mktemp("outsider"), log_level="info")
-    try:
-        found = Upstream(running, published.layout)
+def outsider(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    """A registry that is on no allowlist, holding an image."""
+    with logging_upstream(tmp_path_factory.mktemp("outsider"), published.layout) as found:
         found.publish_amd64("pt/hello:1")
         yield found
-    finally:
-        running.stop()
 
 
 # ---- servers --------------------------------------------------------------------------

@@ -17,28 +17,17 @@ import hashlib
 import json
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 
 from imagestore.v1 import imagestore_pb2 as pb
-from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
-from tests.api.conftest import Server, start_server
 from tests.api.test_service import load
 from tests.archives import ImageSpec, sha, tar_of
+from tests.distribution.conftest import Served, serving, stored_index
 from tests.distribution.containerd import host_architecture
-from tests.registry.conftest import (  # noqa: F401 - fixtures shared with registry tests
-    FAST_RETRIES,
-    Published,
-    Stub,
-    published,
-    pull,
-    registry,
-    stop_cleanly,
-)
+from tests.registry.conftest import Published, Stub, pull
 from tests.tools import require, run
 
 APP_1 = ImageSpec(
@@ -53,52 +42,13 @@ APP_2 = ImageSpec(
 )
 
 
-@dataclass
-class Served:
-    """A server whose store holds the test images, and its endpoint's address."""
-
-    server: Server
-    stub: Stub
-    #: 127.0.0.1:PORT of the OCI Distribution endpoint
-    address: str
-    #: the registry the store pulled from: 127.0.0.1:PORT
-    upstream_host: str
-
-    @property
-    def upstream(self) -> str:
-        """The upstream's first path component on the endpoint (host:port → host_port)."""
-        return self.upstream_host.replace(":", "_")
-
-    def url(self, path: str) -> str:
-        return f"docker://{self.address}/{path}"
-
-
 @pytest.fixture(scope="module")
-def served(
-    published: Published,  # noqa: F811 - the fixture imported above
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Served]:
-    running = start_server(
-        tmp_path_factory.mktemp("store") / "root",
-        "--listen",
-        "127.0.0.1:0",
-        "--registry-listen",
-        "127.0.0.1:0",
-        *FAST_RETRIES,
-    )
-    try:
-        with grpc.insecure_channel(
-            running.address, options=[("grpc.max_receive_message_length", 16 << 20)]
-        ) as channel:
-            grpc.channel_ready_future(channel).result(timeout=10)
-            stub = pb_grpc.ImageStoreServiceStub(channel)  # type: ignore[no-untyped-call]
-            load(stub, APP_1, APP_2)
-            pull(stub, published.ref("umoci/hello:oci"), "linux/amd64")
-            pull(stub, published.ref("umoci/multi:1"), "all")
-            assert running.registry_address, "the server announced no registry endpoint"
-            yield Served(running, stub, running.registry_address, published.host)
-    finally:
-        stop_cleanly(running)
+def served(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with serving(tmp_path_factory.mktemp("store") / "root", published.host) as running:
+        load(running.stub, APP_1, APP_2)
+        pull(running.stub, published.ref("umoci/hello:oci"), "linux/amd64")
+        pull(running.stub, published.ref("umoci/multi:1"), "all")
+        yield running
 
 
 def skopeo_bytes(*args: str | Path) -> bytes:
@@ -116,16 +66,6 @@ def skopeo_json(*args: str | Path) -> Any:
 
 def read_blob(stub: Stub, digest: str) -> bytes:
     return b"".join(r.chunk for r in stub.ReadBlob(pb.ReadBlobRequest(digest=digest), timeout=30))
-
-
-def stored_index(stub: Stub, familiar: str) -> pb.NamedIndex:
-    """The index a name points at, as ListImages shows it."""
-    for image in stub.ListImages(pb.ListImagesRequest()).images:
-        for index in image.indexes:
-            if index.name.familiar == familiar:
-                found: pb.NamedIndex = index
-                return found
-    raise AssertionError(f"no index named {familiar}")
 
 
 def stored_tags(stub: Stub, canonical_repository: str) -> set[str]:
@@ -156,6 +96,15 @@ def read_layout(layout: Path) -> dict[str, Any]:
 
 def layout_blob(layout: Path, digest: str) -> bytes:
     return (layout / "blobs" / "sha256" / digest.removeprefix("sha256:")).read_bytes()
+
+
+def copy_out(served: Served, path: str, layout: Path, tag: str, *extra: str) -> dict[str, Any]:
+    """``skopeo copy`` of ``path`` on the endpoint to ``tag`` of a new OCI layout: the
+    layout's one index.json entry, once every blob there hashed to its name."""
+    skopeo_bytes("copy", *extra, "--src-tls-verify=false", served.url(path), f"oci:{layout}:{tag}")
+    (entry,) = read_layout(layout)["manifests"]
+    found: dict[str, Any] = entry
+    return found
 
 
 def unpack(layout: Path, tag: str, bundle: Path) -> Path:
@@ -245,13 +194,7 @@ def test_inspect_picks_each_platform_of_a_multi_platform_name(
 def test_copy_of_an_oci_image_keeps_its_digest_and_unpacks(served: Served, tmp_path: Path) -> None:
     stored = inspect(served.stub, f"{served.upstream_host}/umoci/hello:oci")
     layout = tmp_path / "layout"
-    skopeo_bytes(
-        "copy",
-        "--src-tls-verify=false",
-        served.url(f"{served.upstream}/umoci/hello:oci"),
-        f"oci:{layout}:hello",
-    )
-    (entry,) = read_layout(layout)["manifests"]
+    entry = copy_out(served, f"{served.upstream}/umoci/hello:oci", layout, "hello")
     assert entry["digest"] == stored.manifest.digest
     assert layout_blob(layout, entry["digest"]) == stored.raw_manifest
     rootfs = unpack(layout, "hello", tmp_path / "bundle")
@@ -263,8 +206,7 @@ def test_copy_of_a_docker_image_keeps_its_config_and_layers(served: Served, tmp_
     the layers it copied are the stored blobs, and the config keeps their diff_ids."""
     stored = inspect(served.stub, "app:1")
     layout = tmp_path / "layout"
-    skopeo_bytes("copy", "--src-tls-verify=false", served.url("library/app:1"), f"oci:{layout}:app")
-    (entry,) = read_layout(layout)["manifests"]
+    entry = copy_out(served, "library/app:1", layout, "app")
     manifest = json.loads(layout_blob(layout, entry["digest"]))
     config = json.loads(layout_blob(layout, manifest["config"]["digest"]))
     assert config["rootfs"]["diff_ids"] == list(stored.diff_ids) == [sha(t) for t in APP_1.layers]
@@ -281,14 +223,7 @@ def test_copy_all_of_a_multi_platform_name_keeps_the_index_and_every_child(
 ) -> None:
     index = stored_index(served.stub, f"{served.upstream_host}/umoci/multi:1")
     layout = tmp_path / "layout"
-    skopeo_bytes(
-        "copy",
-        "--all",
-        "--src-tls-verify=false",
-        served.url(f"{served.upstream}/umoci/multi:1"),
-        f"oci:{layout}:multi",
-    )
-    (entry,) = read_layout(layout)["manifests"]
+    entry = copy_out(served, f"{served.upstream}/umoci/multi:1", layout, "multi", "--all")
     assert entry["digest"] == index.index.digest
     assert layout_blob(layout, entry["digest"]) == read_blob(served.stub, index.index.digest)
     architectures = set()

@@ -95,3 +95,14 @@ def replica(
         heartbeat_interval=heartbeat_interval,
         replica_timeout=replica_timeout,
     )
+
+
+@pytest.fixture
+def pair(tmp_path: Path, url: str) -> Iterator[tuple[Store, Store]]:
+    """Two replicas on one database and one blob directory, quick to count each other dead."""
+    shared = tmp_path / "shared"
+    with (
+        replica(tmp_path / "a", url, shared, **FAST) as a,
+        replica(tmp_path / "b", url, shared, **FAST) as b,
+    ):
+        yield a, b

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from types import TracebackType
 
 import pytest
@@ -23,23 +21,11 @@ from imagestore.store.catalog import Catalog
 from imagestore.store.store import Store
 from tests.api.conftest import wait_until
 from tests.store.builders import build_image, layer_tar
-from tests.store.conftest import FAST, replica
 
 MEDIA = "application/octet-stream"
 #: seconds before a thread that should have moved on is declared stuck (a
 #: failure detector for a deadlock, not a wait for a race)
 STUCK = 60
-
-
-@pytest.fixture
-def pair(tmp_path: Path, url: str) -> Iterator[tuple[Store, Store]]:
-    """Two replicas on one database and one blob directory."""
-    shared = tmp_path / "shared"
-    with (
-        replica(tmp_path / "a", url, shared, **FAST) as a,
-        replica(tmp_path / "b", url, shared, **FAST) as b,
-    ):
-        yield a, b
 
 
 class Gate:

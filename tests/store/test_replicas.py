@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from imagestore.store.store import Store
 from tests.api.conftest import wait_until
 from tests.pg import private_cluster
 from tests.store.builders import build_image, layer_tar
-from tests.store.conftest import FAST, replica
+from tests.store.conftest import replica
 
 MEDIA = "application/octet-stream"
 #: seconds before a thread that should have finished is declared stuck (a
@@ -49,17 +48,6 @@ def test_the_sqlite_catalog_refuses_another_blob_directory(tmp_path: Path) -> No
         Store.open(tmp_path / "root", blob_dir=tmp_path / "elsewhere")
     with Store.open(tmp_path / "root"):  # the lock was released
         pass
-
-
-@pytest.fixture
-def pair(tmp_path: Path, url: str) -> Iterator[tuple[Store, Store]]:
-    """Two replicas on one database and one blob directory."""
-    shared = tmp_path / "shared"
-    with (
-        replica(tmp_path / "a", url, shared, **FAST) as a,
-        replica(tmp_path / "b", url, shared, **FAST) as b,
-    ):
-        yield a, b
 
 
 def test_a_lease_on_one_replica_protects_a_blob_from_the_others_prune(
