@@ -50,6 +50,10 @@ DEFAULT_HEARTBEAT_INTERVAL = 2.0
 #: no longer protect anything and its ingest files are stale
 DEFAULT_REPLICA_TIMEOUT = 60.0
 
+#: seconds a collection waits for the others' heartbeats beyond two intervals:
+#: room for a busy machine, where a heartbeat's transaction may take a while
+AWAIT_SLACK = 2.0
+
 log = logging.getLogger("imagestore.store")
 
 
@@ -178,12 +182,12 @@ class Replica:
 
     def await_epoch(self, epoch: int) -> bool:
         """Wait until every live replica has heartbeaten after collection ``epoch``
-        committed; False when one has not within two heartbeat intervals (it
-        heard of the collection at once unless it is hung or cut off: the
-        files stay, as orphans, for a later collection) or this replica
-        stopped meanwhile."""
+        committed; False when one has not within two heartbeat intervals and
+        AWAIT_SLACK (it heard of the collection at once unless it is hung or
+        cut off: the files stay, as orphans, for a later collection) or this
+        replica stopped meanwhile."""
         self.beat()
-        deadline = time.monotonic() + 2 * self.interval
+        deadline = time.monotonic() + 2 * self.interval + AWAIT_SLACK
         pause = 0.02  # the others heartbeat as soon as they hear of the collection
         while True:
             with self._catalog.reading() as db:
