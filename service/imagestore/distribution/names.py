@@ -29,7 +29,9 @@ from __future__ import annotations
 import re
 
 from imagestore import errors
-from imagestore.oci.references import DEFAULT_DOMAIN, normalize_domain, parse_reference
+from imagestore.distribution.errors import Code, RegistryError
+from imagestore.oci.digests import parse_digest
+from imagestore.oci.references import DEFAULT_DOMAIN, TAG, normalize_domain, parse_reference
 
 #: a registry host and port as a path component: ``127.0.0.1_5000``
 _HOST_PORT = re.compile(r"(?P<host>.+)_(?P<port>[0-9]{1,5})")
@@ -99,3 +101,13 @@ def path_of(canonical: str) -> str | None:
         except errors.InvalidArgument:
             continue
     return None
+
+
+def manifest_reference(text: str, invalid: Code) -> str:
+    """The ``<reference>`` of a manifest path: a digest (parsed: DIGEST_INVALID
+    when malformed) or a tag; anything else is ``invalid``."""
+    if ":" in text:
+        return parse_digest(text)
+    if not TAG.fullmatch(text):
+        raise RegistryError(invalid, f"invalid tag {text[:130]!r}")
+    return text

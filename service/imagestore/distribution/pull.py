@@ -62,7 +62,6 @@ STREAM_AHEAD = 1
 #: hash is checked, a response holds about three of them (8 pulls of 3 layers
 #: each stay within tens of MiB)
 HTTP_CHUNK = 256 << 10
-_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 #: Range: one ``bytes=`` range, ``a-b``, ``a-`` or ``-n`` (several are not served)
 _RANGE = re.compile(r"bytes=(?P<first>[0-9]{0,19})-(?P<last>[0-9]{0,19})")
 #: the manifest media types a client may accept; distribution reads only these
@@ -243,12 +242,8 @@ class Pull:
 
     async def manifest(self, request: web.Request) -> web.StreamResponse:
         repository = self._repository(request)
-        reference = request.match_info["reference"]
+        reference = names.manifest_reference(request.match_info["reference"], Code.MANIFEST_UNKNOWN)
         by_digest = ":" in reference
-        if by_digest:
-            reference = parse_digest(reference)
-        elif not _TAG.fullmatch(reference):
-            raise RegistryError(Code.MANIFEST_UNKNOWN, f"invalid tag {reference[:130]!r}")
         accepted = accepted_types(request.headers.getall("Accept", ()))
         warning = None
         if self._through is not None:

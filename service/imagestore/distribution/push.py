@@ -53,7 +53,6 @@ from imagestore.store.store import Store
 #: bytes of a request body gathered before one write to the ingest (one
 #: thread crossing per MiB, not per network read)
 WRITE_BATCH = 1 << 20
-TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 #: ``Content-Range: a-b`` (the spec's form; ``bytes a-b/total`` is read too)
 CONTENT_RANGE = re.compile(
     r"(?:bytes[ =])?(?P<first>[0-9]{1,19})-(?P<last>[0-9]{1,19})(?:/(?:[0-9]{1,19}|\*))?"
@@ -236,11 +235,7 @@ class Push:
 
     async def put_manifest(self, request: web.Request) -> web.StreamResponse:
         repository = self._repository(request)
-        reference = request.match_info["reference"]
-        if ":" in reference:
-            reference = parse_digest(reference)
-        elif not TAG.fullmatch(reference):
-            raise RegistryError(Code.MANIFEST_INVALID, f"invalid tag {reference[:130]!r}")
+        reference = names.manifest_reference(request.match_info["reference"], Code.MANIFEST_INVALID)
         body = await _read_document(request)
         media_type = _media_type(request)
         digest, referenced = await self._unary.run(
@@ -300,11 +295,7 @@ class Push:
 
     async def delete_manifest(self, request: web.Request) -> web.StreamResponse:
         repository = self._repository(request)
-        reference = request.match_info["reference"]
-        if ":" in reference:
-            reference = parse_digest(reference)
-        elif not TAG.fullmatch(reference):
-            raise RegistryError(Code.MANIFEST_UNKNOWN, f"invalid tag {reference[:130]!r}")
+        reference = names.manifest_reference(request.match_info["reference"], Code.MANIFEST_UNKNOWN)
         await self._unary.run(self._delete, repository, reference)
         return web.Response(status=202)
 
