@@ -52,14 +52,20 @@ CAP_LAYER = 1 << 20
 class GatedProxy:
     """An HTTP proxy to ``target`` on a loopback port of its own: it counts the
     requests it forwards by (method, path), holds those whose path is in
-    ``hold`` until :meth:`release`, and refuses connections once stopped."""
+    ``hold`` until :meth:`release`, sends the answers of those in ``split`` in
+    two halves with the release between them (``half_sent`` is set once the
+    first half is out), flips the last byte of those in ``corrupt``, and
+    refuses connections once stopped."""
 
     def __init__(self, target: str) -> None:
         self.target = target
         self.requests: Counter[tuple[str, str]] = Counter()
         self.hold: set[str] = set()
+        self.split: set[str] = set()
+        self.corrupt: set[str] = set()
         self.held = 0
         self.gate = threading.Event()
+        self.half_sent = threading.Event()
         self._lock = threading.Lock()
         proxy = self
 
@@ -94,7 +100,17 @@ class GatedProxy:
                 self.send_header("Content-Length", str(len(data)))
                 self.send_header("Connection", "close")
                 self.end_headers()
-                if self.command != "HEAD":
+                if path in proxy.corrupt and data:
+                    data = data[:-1] + bytes([data[-1] ^ 0xFF])
+                if self.command == "HEAD":
+                    pass
+                elif path in proxy.split:
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    proxy.half_sent.set()
+                    proxy.gate.wait(60)
+                    self.wfile.write(data[len(data) // 2 :])
+                else:
                     self.wfile.write(data)
                 self.close_connection = True
 
@@ -284,6 +300,25 @@ def inspect_digest(stub: pb_grpc.ImageStoreServiceStub, name: str) -> str:
     return str(answer.manifest.digest)
 
 
+def named(through: Through, name: str, digest: str | None = None) -> str:
+    """What ``name`` points at once it is stored (pointing at ``digest``, when given).
+    A manifest is answered before its pull ends (its layers may still be on their
+    way): the name comes with the pull's last step."""
+    found: list[str] = []
+
+    def stored() -> bool:
+        try:
+            found.append(inspect_digest(through.stub, name))
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            return False
+        return digest is None or found[-1] == digest
+
+    wait_until(stored, 30)
+    return found[-1]
+
+
 def pull_events(stub: pb_grpc.ImageStoreServiceStub) -> list[tuple[str, str]]:
     return [
         (e.name.canonical, e.target_digest)
@@ -317,7 +352,7 @@ def test_a_tag_the_store_lacks_is_pulled_through_with_the_upstreams_bytes(
         assert blob.body == upstream.raw(f"pt/hello/blobs/{digest}")[0]
         assert sha(blob.body) == digest
     name = f"{upstream.host}/pt/hello:1"
-    assert inspect_digest(through.stub, name) == sha(expected)
+    assert named(through, name) == sha(expected)
     assert (name, sha(expected)) in pull_events(through.stub)
 
 
@@ -330,7 +365,7 @@ def test_a_manifest_by_digest_is_pulled_through(through: Through, upstream: Upst
     assert head.headers["Docker-Content-Digest"] == digest
     answer = through.manifest(f"{path}/manifests/{digest}")
     assert answer.body == expected
-    assert inspect_digest(through.stub, f"{upstream.host}/pt/bydigest@{digest}") == digest
+    assert named(through, f"{upstream.host}/pt/bydigest@{digest}") == digest
     # by digest only: the tag stays unknown to the store
     with pytest.raises(grpc.RpcError) as missing:
         through.stub.Inspect(pb.InspectRequest(image=f"{upstream.host}/pt/bydigest:1"))
@@ -344,7 +379,7 @@ def test_a_docker_hub_name_comes_from_the_configured_docker_io_upstream(
     answer = through.manifest("hub/manifests/1")
     assert answer.status == 200, answer.body
     assert answer.body == expected
-    assert inspect_digest(through.stub, "docker.io/library/hub:1") == sha(expected)
+    assert named(through, "docker.io/library/hub:1") == sha(expected)
 
 
 def test_skopeo_copies_an_index_through_every_platform_pulled_on_demand(
@@ -362,7 +397,7 @@ def test_skopeo_copies_an_index_through_every_platform_pulled_on_demand(
         copied = tmp_path / "multi" / "blobs" / "sha256" / child["digest"].removeprefix("sha256:")
         assert sha(copied.read_bytes()) == child["digest"]
         name = f"{upstream.host}/pt/multi@{child['digest']}"
-        assert inspect_digest(through.stub, name) == child["digest"]
+        assert named(through, name) == child["digest"]
 
 
 # ---- the allowlist ------------------------------------------------------------------------
@@ -392,7 +427,7 @@ def test_ns_names_an_allowlisted_upstream(through: Through, upstream: Upstream) 
     answer = through.manifest(f"pt/ns/manifests/1?ns={upstream.host}")
     assert answer.status == 200, answer.body
     assert answer.body == expected
-    assert inspect_digest(through.stub, f"{upstream.host}/pt/ns:1") == sha(expected)
+    assert named(through, f"{upstream.host}/pt/ns:1") == sha(expected)
 
 
 def test_an_upstream_without_the_tag_is_the_usual_404(through: Through, upstream: Upstream) -> None:
@@ -420,32 +455,114 @@ def test_concurrent_requests_for_one_manifest_pull_it_once(
         proxy.release()
         bodies = [answer.result().body for answer in answers]
     assert bodies == [expected] * 8
+    # the answers go once the manifests are stored; the layers may still be downloading
+    name = f"{proxy.host}/pt/concurrent:1"
+    wait_until(lambda: (name, sha(expected)) in pull_events(proxied.stub), 30)
     assert proxy.count("GET", "/v2/pt/concurrent/manifests/1") == 1
     for digest in blobs_of(json.loads(expected)):
         assert proxy.count("GET", f"/v2/pt/concurrent/blobs/{digest}") == 1
 
 
-def test_blob_requests_wait_for_the_pull_in_flight_and_it_downloads_once(
+def test_blob_requests_share_the_download_in_flight(
     proxied: Through, proxy: GatedProxy, upstream: Upstream
 ) -> None:
+    """The manifest is answered while upstream holds the layer back; eight
+    requests for the layer then wait on its one download."""
     upstream.publish_amd64("pt/blobs:1")
     expected, _ = upstream.raw("pt/blobs/manifests/1")
     layer = blobs_of(json.loads(expected))[-1]
     proxy.hold.add(f"/v2/pt/blobs/blobs/{layer}")
     path = endpoint_path(proxy.host, "pt/blobs")
-    with ThreadPoolExecutor(9) as pool:
-        manifest = pool.submit(
-            proxied.client.request, "GET", f"/v2/{path}/manifests/1", {"Accept": ACCEPT_ALL}
-        )
-        wait_until(lambda: proxy.held == 1, 30)  # the pull is downloading the layer
+    assert proxied.manifest(f"{path}/manifests/1").body == expected
+    wait_until(lambda: proxy.held == 1, 30)  # the pull is downloading the layer
+    with ThreadPoolExecutor(8) as pool:
         blobs = [pool.submit(proxied.client.get, f"/v2/{path}/blobs/{layer}") for _ in range(8)]
-        wait_until(lambda: proxied.in_flight() == 9, 30)
+        wait_until(lambda: proxied.in_flight() == 8, 30)
         proxy.release()
-        assert manifest.result().body == expected
         answers = [blob.result() for blob in blobs]
     assert [a.status for a in answers] == [200] * 8
     assert all(sha(a.body) == layer for a in answers)
     assert proxy.count("GET", f"/v2/pt/blobs/blobs/{layer}") == 1
+
+
+# ---- served while it downloads ---------------------------------------------------------------
+
+#: big enough that the pull writes (and a client may read) part of it before the rest comes
+STREAMED_LAYER = 3 << 20
+
+
+def publish_big_layer(upstream: Upstream, tmp_path: Path, name: str) -> tuple[bytes, str]:
+    """An image of one random 3 MiB layer at ``name`` upstream: its manifest, its layer."""
+    archive = tmp_path / "streamed.tar"
+    layer = tar_of({"data": random.Random(name).randbytes(STREAMED_LAYER)})
+    archive.write_bytes(docker_archive(ImageSpec([name], [layer])))
+    upstream.publish(f"docker-archive:{archive}", name)
+    manifest, _ = upstream.raw(f"{name.split(':')[0]}/manifests/1")
+    return manifest, blobs_of(json.loads(manifest))[-1]
+
+
+def test_a_layer_streams_to_the_client_while_it_downloads(
+    proxied: Through, proxy: GatedProxy, upstream: Upstream, tmp_path: Path
+) -> None:
+    """The proxy sends half the layer and holds the rest: by then the manifest is
+    answered and the client has the layer's first bytes (had the server waited
+    for the whole pull, each would hang until the client's 30 s timeout)."""
+    expected, layer = publish_big_layer(upstream, tmp_path, "pt/streamed:1")
+    proxy.split.add(f"/v2/pt/streamed/blobs/{layer}")
+    path = endpoint_path(proxy.host, "pt/streamed")
+    manifest = proxied.manifest(f"{path}/manifests/1")
+    assert manifest.status == 200
+    assert manifest.body == expected
+    connection = proxied.client.connection()
+    try:
+        connection.request("GET", f"/v2/{path}/blobs/{layer}")
+        response = connection.getresponse()
+        assert response.status == 200
+        size = int(response.headers["Content-Length"])
+        first = response.read(256 << 10)
+        assert len(first) == 256 << 10
+        assert not proxy.gate.is_set()  # the rest of the layer is still upstream
+        assert proxied.stub.ListImages(pb.ListImagesRequest()).images == []  # not named yet
+        proxy.release()
+        body = first + response.read()
+    finally:
+        connection.close()
+    assert len(body) == size
+    assert sha(body) == layer
+    assert named(proxied, f"{proxy.host}/pt/streamed:1") == sha(expected)
+    assert proxy.count("GET", f"/v2/pt/streamed/blobs/{layer}") == 1
+
+
+def test_a_layer_that_fails_verification_is_cut_short_and_nothing_is_stored(
+    proxied: Through, proxy: GatedProxy, upstream: Upstream, tmp_path: Path
+) -> None:
+    """Upstream's layer has its last byte flipped: the client streaming it gets
+    every byte but the last ones held back, then the connection ends."""
+    _, layer = publish_big_layer(upstream, tmp_path, "pt/flipped:1")
+    blob_path = f"/v2/pt/flipped/blobs/{layer}"
+    proxy.split.add(blob_path)
+    proxy.corrupt.add(blob_path)
+    path = endpoint_path(proxy.host, "pt/flipped")
+    assert proxied.manifest(f"{path}/manifests/1").status == 200
+    connection = proxied.client.connection()
+    try:
+        connection.request("GET", f"/v2/{path}/blobs/{layer}")
+        response = connection.getresponse()
+        assert response.status == 200
+        size = int(response.headers["Content-Length"])
+        assert response.read(1)  # streaming: the download is under way
+        proxy.release()
+        with pytest.raises(http.client.IncompleteRead) as cut:
+            response.read()
+    finally:
+        connection.close()
+    assert 1 + len(cut.value.partial) < size
+    name = f"{proxy.host}/pt/flipped:1"
+    wait_until(lambda: f"pulling {name} failed" in proxied.log(), 30)
+    with pytest.raises(grpc.RpcError) as missing:
+        proxied.stub.Inspect(pb.InspectRequest(image=name))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    assert proxied.stub.ListImages(pb.ListImagesRequest()).images == []
 
 
 # ---- revalidation and staleness -------------------------------------------------------------
@@ -461,6 +578,8 @@ def test_a_tag_moved_upstream_is_pulled_again_once_its_ttl_passed(
     cached = f"{endpoint_path(upstream.host, 'pt/moving')}/manifests/1"
     assert proxied.manifest(fresh).body == first
     assert through.manifest(cached).body == first
+    named(proxied, f"{proxy.host}/pt/moving:1")
+    named(through, f"{upstream.host}/pt/moving:1")
     upstream.publish(f"oci:{upstream.layout}:v1-arm64", "pt/moving:1")
     moved, _ = upstream.raw("pt/moving/manifests/1")
     assert moved != first
@@ -468,7 +587,7 @@ def test_a_tag_moved_upstream_is_pulled_again_once_its_ttl_passed(
     assert answer.body == moved
     assert "Warning" not in answer.headers
     assert proxy.count("HEAD", "/v2/pt/moving/manifests/1") == 1
-    assert inspect_digest(proxied.stub, f"{proxy.host}/pt/moving:1") == sha(moved)
+    assert named(proxied, f"{proxy.host}/pt/moving:1", sha(moved)) == sha(moved)
     assert through.manifest(cached).body == first  # within its TTL: not checked
 
 
@@ -481,6 +600,7 @@ def test_a_stored_tag_is_served_stale_with_a_warning_when_upstream_is_down(
     first = proxied.manifest(path)
     assert first.body == expected
     assert "Warning" not in first.headers
+    named(proxied, f"{proxy.host}/pt/stale:1")
     proxy.stop()
     stale = proxied.manifest(path)
     assert stale.status == 200
@@ -520,8 +640,12 @@ def test_the_size_cap_evicts_the_least_recently_served_pulled_through_image(
         paths = {x: f"{endpoint_path(upstream.host, f'pt/cap-{x}')}/manifests/1" for x in "abc"}
         for letter in "ab":
             assert capped.manifest(paths[letter]).status == 200
+            named(capped, f"{upstream.host}/pt/cap-{letter}:1")
         assert capped.manifest(paths["a"]).status == 200  # A is now the most recently served
         assert capped.manifest(paths["c"]).status == 200
+        named(capped, f"{upstream.host}/pt/cap-c:1")
+        # eviction is the pull's last step, after it names C
+        wait_until(lambda: any("evicted" in line for line in capped.server.stderr_lines), 30)
         listed = {
             tag.canonical
             for image in capped.stub.ListImages(pb.ListImagesRequest()).images
@@ -557,6 +681,7 @@ def test_requests_bytes_and_outcomes_are_counted(
     try:
         path = endpoint_path(upstream.host, "pt/metered")
         pulled = metered.manifest(f"{path}/manifests/1")  # miss-pulled
+        named(metered, f"{upstream.host}/pt/metered:1")
         again = metered.manifest(f"{path}/manifests/1")  # hit
         refused = metered.manifest(f"{endpoint_path(outsider.host, 'pt/hello')}/manifests/1")
         failed = metered.manifest(f"{path}/manifests/absent")

@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import os
 import re
 from collections.abc import AsyncGenerator, Generator, Iterable, Iterator
 from dataclasses import dataclass
@@ -48,13 +49,14 @@ from imagestore.distribution import names
 from imagestore.distribution.access import ABORTED, BODY_BYTES
 from imagestore.distribution.errors import Code, RegistryError
 from imagestore.distribution.limits import EndpointLimits
+from imagestore.distribution.pullthrough import Answer, PullThrough
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.digests import parse_digest
 from imagestore.oci.manifests import Descriptor
 from imagestore.store.store import Store
 
 if TYPE_CHECKING:
-    from imagestore.distribution.pullthrough import PullThrough
+    from imagestore.registry.downloads import Download
 
 #: blob chunks read ahead of the client: reading overlaps sending
 STREAM_AHEAD = 1
@@ -245,21 +247,26 @@ class Pull:
         reference = names.manifest_reference(request.match_info["reference"], Code.MANIFEST_UNKNOWN)
         by_digest = ":" in reference
         accepted = accepted_types(request.headers.getall("Accept", ()))
-        warning = None
+        answer = Answer()
         if self._through is not None:
-            warning = await self._through.manifest(repository, reference, by_digest)
-        target, body = await self._unary.run(
-            self._read_manifest, repository, reference, accepted, by_digest
-        )
+            answer = await self._through.manifest(repository, reference, by_digest)
+        if answer.early is not None:  # stored by a pull-through still downloading layers
+            digest, media_type = answer.early.digest, answer.early.media_type
+            body = await self._unary.run(self._read_body, digest, media_type, accepted, by_digest)
+        else:
+            target, body = await self._unary.run(
+                self._read_manifest, repository, reference, accepted, by_digest
+            )
+            digest, media_type = target.digest, target.media_type
         headers = {
-            "Docker-Content-Digest": target.digest,
-            "ETag": f'"{target.digest}"',
-            "Content-Type": target.media_type,
+            "Docker-Content-Digest": digest,
+            "ETag": f'"{digest}"',
+            "Content-Type": media_type,
         }
         if self._through is not None:
-            self._through.served(repository, target.digest)
-        if warning is not None:
-            headers["Warning"] = warning
+            self._through.served(repository, digest)
+        if answer.warning is not None:
+            headers["Warning"] = answer.warning
         return web.Response(body=body, headers=headers)  # a HEAD: aiohttp sends no body
 
     def _read_manifest(
@@ -271,16 +278,20 @@ class Pull:
             raise self._unknown_in(
                 repository, RegistryError(Code.MANIFEST_UNKNOWN, f"manifest {shown} is not known")
             )
-        check_accepted(target.media_type, accepted, by_digest)
+        return target, self._read_body(target.digest, target.media_type, accepted, by_digest)
+
+    def _read_body(
+        self, digest: str, media_type: str, accepted: set[str], by_digest: bool
+    ) -> bytes:
+        check_accepted(media_type, accepted, by_digest)
         with self._store.lease(reading=True) as lease:
-            lease.add(target.digest)
+            lease.add(digest)
             try:
-                body = b"".join(self._store.read_verified(target.digest))
+                return b"".join(self._store.read_verified(digest))
             except errors.BlobNotFound:  # removed since it was resolved
                 raise RegistryError(
-                    Code.MANIFEST_UNKNOWN, f"manifest {target.digest} is not known"
+                    Code.MANIFEST_UNKNOWN, f"manifest {digest} is not known"
                 ) from None
-        return target, body
 
     # ---- blobs ---------------------------------------------------------------
 
@@ -289,9 +300,16 @@ class Pull:
         digest = parse_digest(request.match_info["digest"])
         wanted = parse_range(request.headers.get("Range"))
         head_only = request.method == "HEAD"
+        pulling = False
         if self._through is not None:
-            await self._through.blob(repository, digest)
-        make = functools.partial(self._blob_parts, repository, digest, wanted, head_only)
+            streaming = wanted is None and not head_only
+            download = await self._through.blob(repository, digest, streaming=streaming)
+            if download is not None:
+                response = await self._send_download(request, download)
+                if response is not None:
+                    return response
+            pulling = self._through.pulling(repository)
+        make = functools.partial(self._blob_parts, repository, digest, wanted, head_only, pulling)
         parts = self._streams.stream(make, STREAM_AHEAD)
         try:
             first = await anext(parts)
@@ -337,6 +355,58 @@ class Pull:
         except errors.ImageStoreError as exc:
             self._cut(request, exc.message)
 
+    async def _send_download(
+        self, request: web.Request, download: Download
+    ) -> web.StreamResponse | None:
+        """A whole blob streamed from its download under way (registry/downloads.py),
+        under a reading lease; None when the download ended before its file could
+        be opened (the store answers then)."""
+        lease = await self._unary.run(functools.partial(self._store.open_lease, reading=True))
+        try:
+            await self._unary.run(lease.add, download.digest)
+            await download.wait_beyond(0)  # the file exists once a byte is written
+            if download.finished:
+                return None
+            try:
+                fd = await self._streams.run(os.open, download.path, os.O_RDONLY)
+            except FileNotFoundError:  # renamed at commit, or dropped, meanwhile
+                await download.wait_finished()  # a renamed blob is recorded just after
+                return None
+            try:
+                headers = {
+                    "Docker-Content-Digest": download.digest,
+                    "Accept-Ranges": "bytes",
+                    "Content-Type": "application/octet-stream",
+                    "ETag": f'"{download.digest}"',
+                }
+                response = web.StreamResponse(headers=headers)
+                response.content_length = download.size
+                await response.prepare(request)
+                await self._send_body(request, response, self._downloaded_chunks(download, fd))
+                return response
+            finally:
+                os.close(fd)
+        finally:
+            await self._unary.run(self._store.end_lease, lease)
+
+    async def _downloaded_chunks(self, download: Download, fd: int) -> AsyncGenerator[bytes, None]:
+        """The download's bytes as they land; the last one only once the ingest
+        is verified, so a client never receives the whole of a wrong blob."""
+        sent = 0
+        while sent < download.size:
+            if download.failed:
+                raise errors.Unavailable(f"the download of {download.digest} from upstream failed")
+            ready = download.size if download.verified else min(download.written, download.size - 1)
+            if ready <= sent:
+                await download.wait_beyond(download.written)
+                continue
+            length = min(ready - sent, HTTP_CHUNK)
+            chunk = await self._streams.run(os.pread, fd, length, sent)
+            if len(chunk) != length:
+                raise errors.IoError(f"the download of {download.digest} shrank while read")
+            sent += length
+            yield chunk
+
     @staticmethod
     def _cut(request: web.Request, why: str) -> None:
         request[ABORTED] = why
@@ -344,13 +414,14 @@ class Pull:
             request.transport.abort()
 
     def _blob_parts(
-        self, repository: str, digest: str, wanted: ByteRange | None, head_only: bool
+        self, repository: str, digest: str, wanted: ByteRange | None, head_only: bool, pulling: bool
     ) -> Generator[Span | bytes, None, None]:
         """The span to send, then the blob's chunks, under a reading lease held
-        until the generator is closed."""
+        until the generator is closed (``pulling``: the repository may hold no
+        name yet)."""
         with self._store.lease(reading=True) as lease:
             lease.add(digest)  # first: a prune from now on keeps the file
-            if not self._store.has_repository(repository):
+            if not pulling and not self._store.has_repository(repository):
                 raise RegistryError(Code.NAME_UNKNOWN, f"repository {repository} is not known")
             record = self._store.stored_record(digest)
             if record is None:

@@ -28,14 +28,22 @@ then served by the pull category as any stored manifest (docs/registry.md §9).
 - **Once per manifest.** Concurrent requests for the same repository and
   reference share one pull (a task in a map on the event loop, keyed by
   both); the pull goes on when the requests that wanted it go away, so its
-  work is kept. A blob request for a repository with a pull in flight waits
-  for that pull first, so the blobs of a manifest being pulled are served
-  once stored (a blob is not fetched from upstream on its own: every blob a
-  client can know of comes from a manifest it asked for, and that manifest's
-  answer waited for the whole pull). Layers already in the store are not
-  downloaded again, and two pull-throughs share a layer's download (Puller's
-  own rule; a gRPC Pull has its own Puller, so one running at the same time
-  may download the same layer once more, and the store keeps one copy).
+  work is kept. Layers already in the store are not downloaded again, and two
+  pull-throughs share a layer's download (Puller's own rule; a gRPC Pull has
+  its own Puller, so one running at the same time may download the same
+  layer once more, and the store keeps one copy).
+- **Served while it downloads.** A manifest is answered as soon as the pull
+  has stored and verified every manifest and config it chose, before its
+  layers: from the stored blob, by digest (the name comes at the pull's
+  end). A whole-blob ``GET`` of a layer being downloaded streams from the
+  ingest file as the bytes land (registry/downloads.py), the last bytes only
+  once the ingest's digest, size and diff_id are verified; a failed download
+  cuts the response short. A ``HEAD`` or a ``Range`` request of such a
+  layer, and a request for a layer whose download has not started, waits
+  for the store to hold it (or the pulls of the repository to end). Every
+  blob a client can know of comes from a manifest it asked for, so a blob is
+  never fetched from upstream on its own. Until the pull names the image,
+  the repository's blobs are served although it holds no name yet.
 - **Tags go stale.** A tag is revalidated with a ``HEAD`` upstream once the
   last check is older than ``--registry-pull-through-ttl`` (0: every
   request). A moved tag is pulled again; an upstream that cannot answer
@@ -66,7 +74,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -74,9 +82,11 @@ from yarl import URL
 
 from imagestore import errors
 from imagestore.bridges import WorkerPool
+from imagestore.oci.manifests import Descriptor
 from imagestore.oci.references import DEFAULT_DOMAIN, normalize_domain, parse_reference
 from imagestore.registry.client import RegistryClient
 from imagestore.registry.content import MANIFEST_ACCEPT, get_manifest
+from imagestore.registry.downloads import Download
 from imagestore.registry.progress import Emit, ProgressEvent
 from imagestore.registry.pull import Puller, PullResult
 from imagestore.registry.repository import Repository
@@ -205,6 +215,30 @@ class _UpstreamRegistry:
         return getattr(self._client, name)
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """How the pull category answers a manifest request after pull-through."""
+
+    #: the ``Warning`` header to send (the stored answer is stale)
+    warning: str | None = None
+    #: a manifest a pull in flight stored but has not named yet: serve it by digest
+    early: EarlyManifest | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyManifest:
+    digest: str
+    media_type: str
+
+
+@dataclass(slots=True)
+class _Flight:
+    """A pull or a revalidation in flight; ``ready`` is a pull's early answer."""
+
+    task: asyncio.Task[Any]
+    ready: asyncio.Future[EarlyManifest] | None = None
+
+
 @dataclass(slots=True)
 class _Pulled:
     """An image the endpoint pulled through: the names that pull gave it."""
@@ -240,13 +274,20 @@ class PullThrough:
         self._unary = unary
         self._upstreams = upstreams
         self._registry = _UpstreamRegistry(client, upstreams)
-        self._puller = Puller(store, cast(RegistryClient, self._registry))
+        self._puller = Puller(
+            store, cast(RegistryClient, self._registry), on_download=self._download_started
+        )
         self._ttl = ttl
         self._max_bytes = max_bytes
         self._telemetry = telemetry
         self._on_progress = on_progress
         self._clock = clock
-        self._flights: dict[tuple[str, str, str], asyncio.Task[Any]] = {}
+        self._flights: dict[tuple[str, str, str], _Flight] = {}
+        #: (repository, digest) → media type: manifests pulls in flight stored
+        self._early: dict[tuple[str, str], str] = {}
+        #: layers being downloaded, by digest, and an event for each new one
+        self._downloads: dict[str, Download] = {}
+        self._new_download = asyncio.Event()
         #: (repository, tag) → when upstream last confirmed it (or it was pulled)
         self._validated: OrderedDict[tuple[str, str], float] = OrderedDict()
         #: (repository, digest) → what the endpoint pulled, least recently served first
@@ -255,48 +296,73 @@ class PullThrough:
 
     # ---- what the pull category calls ------------------------------------------
 
-    async def manifest(self, repository: str, reference: str, by_digest: bool) -> str | None:
+    async def manifest(self, repository: str, reference: str, by_digest: bool) -> Answer:
         """Make the store hold ``reference`` of ``repository`` when an upstream may
-        supply it; the ``Warning`` to send when the stored answer is stale.
-        Returns normally when the store should answer (it may still lack it: a
-        refused registry, an upstream that does not have it)."""
+        supply it, or a pull of it has stored its manifests (``early``). Returns
+        normally when the store should answer (it may still lack it: a refused
+        registry, an upstream that does not have it)."""
         target = await self._unary.run(self._store.repository_target, repository, reference)
         upstream = self._upstreams.get(_domain(repository))
         if target is not None:
             if by_digest or upstream is None:
                 self._count("hit")
-                return None
+                return Answer()
             return await self._revalidate(repository, reference, target.digest)
         if upstream is None:
             self._refuse(repository)
-            return None
+            return Answer()
+        if by_digest and (media_type := self._early.get((repository, reference))) is not None:
+            self._count("miss-pulled")
+            return Answer(early=EarlyManifest(reference, media_type))
         try:
-            await self._pull_once(repository, reference, by_digest)
+            early = await self._pull_once(repository, reference, by_digest)
         except errors.NotFound:
             self._count("failed")
-            return None  # the usual 404 follows
+            return Answer()  # the usual 404 follows
         except errors.ImageStoreError:
             self._count("failed")
             raise
         self._count("miss-pulled")
-        return None
+        return Answer(early=early)
 
     def served(self, repository: str, digest: str) -> None:
         """A manifest of ``repository`` was served: its image is the most recently used."""
         if (repository, digest) in self._pulled:
             self._pulled.move_to_end((repository, digest))
 
-    async def blob(self, repository: str, digest: str) -> None:
-        """Before a blob is served: wait for the pulls of its repository in flight
-        when the store does not hold it yet."""
-        waiting = [task for key, task in self._flights.items() if key[1] == repository]
-        if not waiting or await self._unary.run(self._store.stored, digest):
-            return
-        await asyncio.wait(waiting)  # their failures are their requesters' to report
+    def pulling(self, repository: str) -> bool:
+        """A pull of ``repository`` is in flight: its blobs are served before it
+        holds a name."""
+        return any(key[0] == "pull" and key[1] == repository for key in self._flights)
+
+    async def blob(self, repository: str, digest: str, *, streaming: bool) -> Download | None:
+        """Before a blob is served: the download of it to stream from (only when
+        ``streaming``: a whole-blob GET), or None once the store should answer,
+        after waiting for a download of it, or for the pulls of its repository
+        while the store lacks it."""
+        while True:
+            download = self._downloads.get(digest)
+            if download is not None:
+                if streaming and not download.finished:
+                    return download
+                await download.wait_finished()  # its failure is its pull's to report
+                continue
+            pulls = [
+                flight.task
+                for (kind, of, _), flight in self._flights.items()
+                if kind == "pull" and of == repository
+            ]
+            if not pulls or await self._unary.run(self._store.stored, digest):
+                return None
+            started = asyncio.ensure_future(self._new_download.wait())
+            try:
+                await asyncio.wait({*pulls, started}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                started.cancel()
 
     async def close(self) -> None:
         """Cancel the pulls in flight (the server is stopping); their leases end."""
-        tasks = list(self._flights.values())
+        tasks = [flight.task for flight in self._flights.values()]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -304,35 +370,82 @@ class PullThrough:
 
     # ---- single flight -----------------------------------------------------------
 
-    async def _once(
-        self, key: tuple[str, str, str], make: Callable[[], Coroutine[Any, Any, T]]
-    ) -> T:
-        """``make()``'s result, started once for every concurrent caller with ``key``."""
-        task = self._flights.get(key)
-        if task is None:
-            task = asyncio.create_task(make())
-            self._flights[key] = task
+    def _flight(
+        self,
+        key: tuple[str, str, str],
+        make: Callable[[asyncio.Future[EarlyManifest]], Coroutine[Any, Any, Any]],
+    ) -> _Flight:
+        """The flight for ``key``, started once for every concurrent caller: it
+        runs ``make(ready)`` to its end even when its callers go away."""
+        flight = self._flights.get(key)
+        if flight is None:
+            ready: asyncio.Future[EarlyManifest] = asyncio.get_running_loop().create_future()
+            flight = _Flight(asyncio.create_task(make(ready)), ready)
+            self._flights[key] = flight
 
             def finished(done: asyncio.Task[Any]) -> None:
-                if self._flights.get(key) is done:
+                if self._flights.get(key) is flight:
                     del self._flights[key]
                 if not done.cancelled():
                     done.exception()  # retrieved: a pull nobody waits for any more is no error
 
-            task.add_done_callback(finished)
-        return cast(T, await asyncio.shield(task))
+            flight.task.add_done_callback(finished)
+        return flight
 
-    def _pull_once(self, repository: str, reference: str, by_digest: bool) -> Awaitable[PullResult]:
-        return self._once(
-            ("pull", repository, reference), lambda: self._pull(repository, reference, by_digest)
+    async def _once(
+        self, key: tuple[str, str, str], make: Callable[[], Coroutine[Any, Any, T]]
+    ) -> T:
+        """``make()``'s result, started once for every concurrent caller with ``key``."""
+        flight = self._flight(key, lambda _ready: make())
+        return cast(T, await asyncio.shield(flight.task))
+
+    async def _pull_once(
+        self, repository: str, reference: str, by_digest: bool
+    ) -> EarlyManifest | None:
+        """Start or join the pull of ``reference``: its early answer once its
+        manifests are stored, or None when it ended first (the store answers)."""
+        flight = self._flight(
+            ("pull", repository, reference),
+            lambda ready: self._pull(repository, reference, by_digest, ready),
         )
+        assert flight.ready is not None
+        # wait() never cancels what it waits for: the pull goes on without us
+        await asyncio.wait({flight.task, flight.ready}, return_when=asyncio.FIRST_COMPLETED)
+        if flight.ready.done():
+            return flight.ready.result()
+        flight.task.result()  # its failure, raised
+        return None
 
     # ---- pulling -------------------------------------------------------------------
 
-    async def _pull(self, repository: str, reference: str, by_digest: bool) -> PullResult:
+    async def _pull(
+        self,
+        repository: str,
+        reference: str,
+        by_digest: bool,
+        ready: asyncio.Future[EarlyManifest],
+    ) -> PullResult:
         image = f"{repository}@{reference}" if by_digest else f"{repository}:{reference}"
         log.info("pull-through: pulling %s from upstream", image)
-        result = await self._puller.pull(image, (), None, self._progress)
+        early: list[tuple[str, str]] = []
+
+        def documents_stored(target: Descriptor, manifests: dict[str, str]) -> None:
+            for digest, media_type in manifests.items():
+                self._early[(repository, digest)] = media_type
+                early.append((repository, digest))
+            ready.set_result(EarlyManifest(target.digest, target.media_type))
+
+        try:
+            result = await self._puller.pull(
+                image, (), None, self._progress, on_documents=documents_stored
+            )
+        except errors.ImageStoreError as exc:
+            # said here too: a client answered early sees only a blob cut short
+            log.warning("pull-through: pulling %s failed: %s", image, exc.message)
+            raise
+        finally:
+            for key in early:
+                self._early.pop(key, None)
         if not by_digest:
             self._validated_now(repository, reference)
         key = (repository, result.digest)
@@ -348,6 +461,17 @@ class PullThrough:
         await self._evict(keep=key)
         return result
 
+    def _download_started(self, download: Download) -> None:
+        self._downloads[download.digest] = download
+        new, self._new_download = self._new_download, asyncio.Event()
+        new.set()
+
+        def forget() -> None:
+            if self._downloads.get(download.digest) is download:
+                del self._downloads[download.digest]
+
+        download.when_finished(forget)
+
     def _progress(self, event: ProgressEvent) -> None:
         if self._on_progress is not None:
             self._on_progress(event)
@@ -360,13 +484,13 @@ class PullThrough:
         while len(self._validated) > MAX_VALIDATED_TAGS:
             self._validated.popitem(last=False)
 
-    async def _revalidate(self, repository: str, tag: str, stored: str) -> str | None:
+    async def _revalidate(self, repository: str, tag: str, stored: str) -> Answer:
         """Ask upstream where a stored tag points once its last check is older
         than the TTL; pull it again when it moved."""
         checked = self._validated.get((repository, tag))
         if checked is not None and self._clock() - checked < self._ttl:
             self._count("hit")
-            return None
+            return Answer()
         try:
             async with asyncio.timeout(REVALIDATE_TIMEOUT):
                 current = await self._once(
@@ -379,16 +503,16 @@ class PullThrough:
         if current == stored:
             self._validated_now(repository, tag)
             self._count("hit")
-            return None
+            return Answer()
         log.info("pull-through: %s:%s moved upstream (%s → %s)", repository, tag, stored, current)
         try:
-            await self._pull_once(repository, tag, False)
+            early = await self._pull_once(repository, tag, False)
         except errors.ImageStoreError as exc:
             return self._stale(repository, tag, stored, exc)
         self._count("miss-pulled")
-        return None
+        return Answer(early=early)
 
-    def _stale(self, repository: str, tag: str, stored: str, exc: Exception) -> str:
+    def _stale(self, repository: str, tag: str, stored: str, exc: Exception) -> Answer:
         reason = exc.message if isinstance(exc, errors.ImageStoreError) else "timed out"
         log.warning(
             "pull-through: serving %s:%s stale (%s): upstream did not answer: %s",
@@ -398,7 +522,7 @@ class PullThrough:
             reason,
         )
         self._count("stale")
-        return STALE_WARNING
+        return Answer(warning=STALE_WARNING)
 
     async def _upstream_digest(self, repository: str, tag: str) -> str:
         """The digest upstream's tag points at: a HEAD (one try: a stale answer

@@ -17,7 +17,7 @@ slot of the registry's own (none is held while waiting to retry).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -39,6 +39,7 @@ from imagestore.registry.content import (
     list_tags,
     open_blob,
 )
+from imagestore.registry.downloads import Download, OnDownload
 from imagestore.registry.options import RegistryOptions
 from imagestore.registry.progress import (
     ByteProgress,
@@ -58,6 +59,10 @@ from imagestore.store.store import Store
 
 #: bytes handed to the decoder at once: fewer thread hops, still bounded memory
 WRITE_CHUNK = 1 << 20
+
+#: told once a pull's manifests and configs are stored and verified, before its
+#: layers: the pull's target and each manifest's media type by digest
+OnDocuments = Callable[[Descriptor, dict[str, str]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +147,13 @@ class _Budget:
 class Puller:
     """Pulls for one store; concurrent pulls share in-flight layer downloads."""
 
-    def __init__(self, store: Store, client: RegistryClient) -> None:
+    def __init__(
+        self, store: Store, client: RegistryClient, *, on_download: OnDownload | None = None
+    ) -> None:
         self.store = store
         self.client = client
+        #: told of each layer download as it starts (to read it while it lands)
+        self.on_download = on_download
         #: by (registry origin, digest): a pull waits only for a download from its own
         #: registry, so a slow registry serving a popular layer holds up no other
         self._in_flight: dict[tuple[str, str], asyncio.Future[None]] = {}
@@ -158,6 +167,7 @@ class Puller:
         *,
         all_platforms: bool = False,
         all_tags: bool = False,
+        on_documents: OnDocuments | None = None,
     ) -> PullResult:
         """Pull ``image`` for ``platforms`` ("os/arch[/variant]"; none: the server's
         own; ``all_platforms``: every one an index lists). With ``all_tags``,
@@ -165,7 +175,7 @@ class Puller:
         wanted = _platforms(platforms, all_platforms)
         if all_tags:
             return await self._pull_all_tags(image, wanted, credentials, emit)
-        return await self._pull_one(parse_reference(image), wanted, credentials, emit)
+        return await self._pull_one(parse_reference(image), wanted, credentials, emit, on_documents)
 
     async def _pull_all_tags(
         self,
@@ -220,6 +230,7 @@ class Puller:
         wanted: list[Platform] | None,
         credentials: Credentials | None,
         emit: Emit,
+        on_documents: OnDocuments | None = None,
     ) -> PullResult:
         emit(
             ProgressEvent(
@@ -236,7 +247,7 @@ class Puller:
         lease = self.store.open_lease()
         try:
             return await self._pull_into(
-                lease, reference, repo, document, parsed, wanted, budget, emit
+                lease, reference, repo, document, parsed, wanted, budget, emit, on_documents
             )
         finally:
             await in_thread(self.store.end_lease, lease)
@@ -272,12 +283,14 @@ class Puller:
         wanted: list[Platform] | None,
         budget: _Budget,
         emit: Emit,
+        on_documents: OnDocuments | None,
     ) -> PullResult:
         store = self.store
         target = Descriptor(parsed.media_type, document.digest, len(document.data))
         layers: dict[str, _Layer] = {}
         #: manifests and configs this pull stored (the layers are in ``layers``)
         documents = [document.digest]
+        manifest_types = {document.digest: parsed.media_type}
         if isinstance(parsed, Index):
             budget.check_index(parsed)
             children = _select(parsed, wanted)
@@ -300,10 +313,13 @@ class Puller:
                     lease, repo, child_document, child_parsed, layers, budget, emit
                 )
                 documents += [child.digest, child_parsed.config.digest]
+                manifest_types[child.digest] = child_parsed.media_type
                 del child_document, child_parsed
         else:
             await self._manifest(lease, repo, document, parsed, layers, budget, emit)
             documents.append(parsed.config.digest)
+        if on_documents is not None:
+            on_documents(target, manifest_types)
 
         for layer in layers.values():
             emit(layer_event(Phase.WAITING, "Pulling fs layer", layer.descriptor))
@@ -437,6 +453,9 @@ class Puller:
                 return False
             progress = ByteProgress(emit, descriptor, Phase.DOWNLOADING, "Downloading")
             what = f"blob {descriptor.digest}"
+            watched = Download(descriptor.digest, descriptor.size, ingest.path)
+            if self.on_download is not None:
+                self.on_download(watched)
             slots = self.client.downloads
 
             async def attempt() -> None:
@@ -455,6 +474,7 @@ class Puller:
                                     pieces, skip = _drop(pieces, skip)
                                 await in_thread(_write_all, ingest, pieces)
                                 progress.advance(sum(map(len, pieces)))
+                                watched.advance(ingest.written)
                         except (
                             aiohttp.ClientPayloadError,
                             aiohttp.ClientConnectionError,
@@ -467,11 +487,16 @@ class Puller:
                         metadata={"digest": descriptor.digest, "size": str(ingest.written)},
                     )
 
-            async with repo.transport.deadline(what):
-                on_retry = retry_reporter(emit, descriptor, layer_id(descriptor.digest))
-                await repo.transport.with_retries(attempt, on_retry)
-            emit(layer_event(Phase.VERIFYING, "Verifying Checksum", descriptor))
-            await in_thread(self.store.commit, ingest, lease, descriptor.media_type)
+            try:
+                async with repo.transport.deadline(what):
+                    on_retry = retry_reporter(emit, descriptor, layer_id(descriptor.digest))
+                    await repo.transport.with_retries(attempt, on_retry)
+                emit(layer_event(Phase.VERIFYING, "Verifying Checksum", descriptor))
+                await in_thread(self.store.commit, ingest, lease, descriptor.media_type)
+            except BaseException as exc:
+                watched.finish(exc)
+                raise
+            watched.finish()
             emit(layer_event(Phase.DOWNLOADED, "Download complete", descriptor))
             return True
 

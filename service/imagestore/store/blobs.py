@@ -309,6 +309,11 @@ class Ingest:
         else:
             self._hasher = hashing.Encoder()
 
+    @property
+    def path(self) -> Path:
+        """The file being written (readable while the ingest is open; renamed at commit)."""
+        return self._path
+
     def expect(self, digest: str) -> None:
         """Check the bytes against ``digest`` at :meth:`commit`, for a writer that
         learns it only once every byte is written (a registry upload session)."""
