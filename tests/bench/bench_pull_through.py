@@ -3,9 +3,10 @@
 ``skopeo copy docker://… oci:…`` of the image with 3 layers of 200 MiB
 uncompressed (~100 MiB gzip each, half random; tests/bench/images.py) from
 imagestore's endpoint with pull-through on and an empty store (cold: the
-manifest's answer waits for the whole pull from the upstream `docker-registry`,
-every layer verified against its digest and diff_id and stored, then skopeo
-reads the blobs from the store), against the same copy straight from the
+manifest is answered once the pull from the upstream `docker-registry` has
+stored the manifest and config, and each layer streams to skopeo as it lands,
+its last bytes held until its digest and diff_id are verified and it is
+stored; docs/registry.md §9), against the same copy straight from the
 upstream, in one run, interleaved. Each cold run has a fresh store (a new
 server on an empty root). Medians, and the ratio cold / direct (goal <= 2x,
 issue 18).
