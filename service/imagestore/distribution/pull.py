@@ -34,11 +34,10 @@ import asyncio
 import contextlib
 import functools
 import json
-import os
 import re
 from collections.abc import AsyncGenerator, Generator, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
@@ -64,6 +63,8 @@ STREAM_AHEAD = 1
 #: hash is checked, a response holds about three of them (8 pulls of 3 layers
 #: each stay within tens of MiB)
 HTTP_CHUNK = 256 << 10
+#: most a download's bytes are sent in one ``sendfile`` (each piece has --registry-send-timeout)
+SENDFILE_PIECE = 4 << 20
 #: Range: one ``bytes=`` range, ``a-b``, ``a-`` or ``-n`` (several are not served)
 _RANGE = re.compile(r"bytes=(?P<first>[0-9]{0,19})-(?P<last>[0-9]{0,19})")
 #: the manifest media types a client may accept; distribution reads only these
@@ -339,15 +340,21 @@ class Pull:
         response: web.StreamResponse,
         parts: AsyncGenerator[Span | bytes, None],
     ) -> None:
-        """Write the chunks; a failure once the headers are out cuts the
-        connection (the client sees a short body, never a complete wrong one)."""
-        try:
+        """Write the chunks (see :meth:`_cut_on_failure`)."""
+        with self._cut_on_failure(request):
             async for chunk in parts:
                 assert isinstance(chunk, bytes)
                 async with asyncio.timeout(self._limits.send_timeout):
                     await response.write(chunk)
                 request[BODY_BYTES] = request.get(BODY_BYTES, 0) + len(chunk)
             await response.write_eof()
+
+    @contextlib.contextmanager
+    def _cut_on_failure(self, request: web.Request) -> Iterator[None]:
+        """A failure once the headers are out cuts the connection (the client
+        sees a short body, never a complete wrong one)."""
+        try:
+            yield
         except TimeoutError:
             self._cut(request, "the client stopped reading (--registry-send-timeout)")
         except ConnectionError:
@@ -368,11 +375,11 @@ class Pull:
             if download.finished:
                 return None
             try:
-                fd = await self._streams.run(os.open, download.path, os.O_RDONLY)
+                file = await self._streams.run(open, download.path, "rb")
             except FileNotFoundError:  # renamed at commit, or dropped, meanwhile
                 await download.wait_finished()  # a renamed blob is recorded just after
                 return None
-            try:
+            with file:
                 headers = {
                     "Docker-Content-Digest": download.digest,
                     "Accept-Ranges": "bytes",
@@ -382,16 +389,19 @@ class Pull:
                 response = web.StreamResponse(headers=headers)
                 response.content_length = download.size
                 await response.prepare(request)
-                await self._send_body(request, response, self._downloaded_chunks(download, fd))
+                with self._cut_on_failure(request):
+                    await self._send_landed(request, download, file)
+                    await response.write_eof()
                 return response
-            finally:
-                os.close(fd)
         finally:
             await self._unary.run(self._store.end_lease, lease)
 
-    async def _downloaded_chunks(self, download: Download, fd: int) -> AsyncGenerator[bytes, None]:
-        """The download's bytes as they land; the last one only once the ingest
-        is verified, so a client never receives the whole of a wrong blob."""
+    async def _send_landed(self, request: web.Request, download: Download, file: BinaryIO) -> None:
+        """Send the download's bytes as they land, with ``sendfile`` (they were
+        hashed as they were written: no copy through Python); the last one only
+        once the ingest is verified, so a client never receives the whole of a
+        wrong blob."""
+        loop = asyncio.get_running_loop()
         sent = 0
         while sent < download.size:
             if download.failed:
@@ -400,12 +410,13 @@ class Pull:
             if ready <= sent:
                 await download.wait_beyond(download.written)
                 continue
-            length = min(ready - sent, HTTP_CHUNK)
-            chunk = await self._streams.run(os.pread, fd, length, sent)
-            if len(chunk) != length:
-                raise errors.IoError(f"the download of {download.digest} shrank while read")
+            if request.transport is None:
+                raise ConnectionResetError("the client went away")
+            length = min(ready - sent, SENDFILE_PIECE)
+            async with asyncio.timeout(self._limits.send_timeout):
+                await loop.sendfile(request.transport, file, sent, length)
             sent += length
-            yield chunk
+            request[BODY_BYTES] = request.get(BODY_BYTES, 0) + length
 
     @staticmethod
     def _cut(request: web.Request, why: str) -> None:
