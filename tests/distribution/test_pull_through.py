@@ -501,6 +501,19 @@ def publish_big_layer(upstream: Upstream, tmp_path: Path, name: str) -> tuple[by
     return manifest, blobs_of(json.loads(manifest))[-1]
 
 
+@contextmanager
+def streaming_blob(through: Through, path: str) -> Iterator[tuple[http.client.HTTPResponse, int]]:
+    """A GET of ``/v2/{path}`` answered 200: the response to read from, and its length."""
+    connection = through.client.connection()
+    try:
+        connection.request("GET", f"/v2/{path}")
+        response = connection.getresponse()
+        assert response.status == 200
+        yield response, int(response.headers["Content-Length"])
+    finally:
+        connection.close()
+
+
 def test_a_layer_streams_to_the_client_while_it_downloads(
     proxied: Through, proxy: GatedProxy, upstream: Upstream, tmp_path: Path
 ) -> None:
@@ -513,20 +526,13 @@ def test_a_layer_streams_to_the_client_while_it_downloads(
     manifest = proxied.manifest(f"{path}/manifests/1")
     assert manifest.status == 200
     assert manifest.body == expected
-    connection = proxied.client.connection()
-    try:
-        connection.request("GET", f"/v2/{path}/blobs/{layer}")
-        response = connection.getresponse()
-        assert response.status == 200
-        size = int(response.headers["Content-Length"])
+    with streaming_blob(proxied, f"{path}/blobs/{layer}") as (response, size):
         first = response.read(256 << 10)
         assert len(first) == 256 << 10
         assert not proxy.gate.is_set()  # the rest of the layer is still upstream
         assert proxied.stub.ListImages(pb.ListImagesRequest()).images == []  # not named yet
         proxy.release()
         body = first + response.read()
-    finally:
-        connection.close()
     assert len(body) == size
     assert sha(body) == layer
     assert named(proxied, f"{proxy.host}/pt/streamed:1") == sha(expected)
@@ -544,18 +550,11 @@ def test_a_layer_that_fails_verification_is_cut_short_and_nothing_is_stored(
     proxy.corrupt.add(blob_path)
     path = endpoint_path(proxy.host, "pt/flipped")
     assert proxied.manifest(f"{path}/manifests/1").status == 200
-    connection = proxied.client.connection()
-    try:
-        connection.request("GET", f"/v2/{path}/blobs/{layer}")
-        response = connection.getresponse()
-        assert response.status == 200
-        size = int(response.headers["Content-Length"])
+    with streaming_blob(proxied, f"{path}/blobs/{layer}") as (response, size):
         assert response.read(1)  # streaming: the download is under way
         proxy.release()
         with pytest.raises(http.client.IncompleteRead) as cut:
             response.read()
-    finally:
-        connection.close()
     assert 1 + len(cut.value.partial) < size
     name = f"{proxy.host}/pt/flipped:1"
     wait_until(lambda: f"pulling {name} failed" in proxied.log(), 30)
