@@ -458,6 +458,10 @@ class Puller:
                 self.on_download(watched)
             slots = self.client.downloads
 
+            def written(count: int) -> None:
+                progress.advance(count)
+                watched.advance(ingest.written)
+
             async def attempt() -> None:
                 # a slot per try: released while waiting to retry (a Retry-After of a
                 # minute must not keep the registry's other layers waiting)
@@ -467,20 +471,22 @@ class Puller:
                     response = await open_blob(repo, descriptor.digest, ingest.written)
                     async with response, repo.transport.speed_floor.meter(what) as meter:
                         skip = ingest.written if response.status == 200 else 0
+                        writer = _WriteBehind(ingest, written)
                         try:
                             async for pieces in _batches(response.content):
                                 meter.count(sum(map(len, pieces)))
                                 if skip:
                                     pieces, skip = _drop(pieces, skip)
-                                await in_thread(_write_all, ingest, pieces)
-                                progress.advance(sum(map(len, pieces)))
-                                watched.advance(ingest.written)
+                                await writer.write(pieces)
+                            await writer.flush()
                         except (
                             aiohttp.ClientPayloadError,
                             aiohttp.ClientConnectionError,
                             TimeoutError,
                         ) as exc:
                             raise connection_failure(exc, what) from None
+                        finally:
+                            await writer.settle()
                 if ingest.written < descriptor.size:
                     raise errors.DigestMismatch(
                         f"{what} ended after {ingest.written} of {descriptor.size} bytes",
@@ -531,6 +537,49 @@ def _drop(pieces: list[bytes], count: int) -> tuple[list[bytes], int]:
 def _write_all(ingest: Ingest, pieces: list[bytes]) -> None:
     for piece in pieces:
         ingest.write(piece)
+
+
+class _WriteBehind:
+    """Batches written to an ingest on a transfer thread while the event loop
+    reads the next one: a layer's network reads and its hashing and inflating
+    overlap instead of taking turns (one batch in flight, one being read: about
+    2 x WRITE_CHUNK of memory per layer). ``written(count)`` is told after each
+    batch is in the file."""
+
+    def __init__(self, ingest: Ingest, written: Callable[[int], None]) -> None:
+        self._ingest = ingest
+        self._written = written
+        self._in_flight: asyncio.Future[None] | None = None
+
+    async def write(self, pieces: list[bytes]) -> None:
+        """Start writing ``pieces`` once the batch before is written (its failure raised)."""
+        await self.flush()
+        size = sum(map(len, pieces))
+        in_flight = asyncio.ensure_future(in_thread(_write_all, self._ingest, pieces))
+
+        def done(future: asyncio.Future[None]) -> None:
+            if not future.cancelled() and future.exception() is None:
+                self._written(size)  # as soon as it is in the file: readers wait for it
+
+        in_flight.add_done_callback(done)
+        self._in_flight = in_flight
+
+    async def flush(self) -> None:
+        """Wait for the batch in flight; raise its failure."""
+        if self._in_flight is None:
+            return
+        in_flight, self._in_flight = self._in_flight, None
+        await in_flight
+
+    async def settle(self) -> None:
+        """Wait for a batch still in flight (another failure is being raised, so
+        its own is dropped): the ingest is never used by two threads at once."""
+        if self._in_flight is None:
+            return
+        in_flight, self._in_flight = self._in_flight, None
+        await asyncio.wait({in_flight})
+        if not in_flight.cancelled():
+            in_flight.exception()  # retrieved
 
 
 def _status(shown: str, changed: bool) -> str:
