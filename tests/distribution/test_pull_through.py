@@ -270,8 +270,11 @@ def proxy(upstream: Upstream) -> Iterator[GatedProxy]:
 
 @pytest.fixture
 def proxied(proxy: GatedProxy, tmp_path: Path) -> Iterator[Through]:
-    """Pull-through from the upstream behind the proxy, revalidating every tag (TTL 0)."""
-    running = start_through(tmp_path / "root", proxy.host, ttl="0")
+    """Pull-through from the upstream behind the proxy, revalidating every tag (TTL 0);
+    a response the proxy holds is not given up on while a busy machine runs the test."""
+    running = start_through(
+        tmp_path / "root", proxy.host, ttl="0", extra=("--registry-idle-timeout", "60")
+    )
     try:
         yield running
     finally:
