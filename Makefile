@@ -83,6 +83,7 @@ bench: native test-debs $(ZLIB_NATIVE) ## Benchmarks beside their peers (stdlib,
 	$(PY) -m tests.bench.bench_registry
 	$(PY) -m tests.bench.bench_endpoint
 	$(PY) -m tests.bench.bench_pull_through
+	$(PY) -m tests.bench.bench_transfer
 	$(PY) -m tests.bench.bench_check
 	$(PY) -m tests.bench.bench_hostile
 	$(PY) -m tests.bench.bench_cli
