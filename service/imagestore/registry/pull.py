@@ -323,7 +323,12 @@ class Puller:
 
         for layer in layers.values():
             emit(layer_event(Phase.WAITING, "Pulling fs layer", layer.descriptor))
-        jobs = (self._layer(lease, repo, layer, emit) for layer in layers.values())
+        lease.add(*layers)  # before looking: GC either sees the lease or is done
+        present = await in_thread(self._layers_present, list(layers))
+        jobs = (
+            self._layer(lease, repo, layer, emit, layer.descriptor.digest in present)
+            for layer in layers.values()
+        )
         fetched = await run_all(jobs, self.client.options.max_concurrent_downloads)
         downloaded = any(fetched)
 
@@ -404,26 +409,42 @@ class Puller:
             for layer, diff_id in zip(manifest.layers, config.diff_ids, strict=True)
         ]
 
-    async def _layer(self, lease: Lease, repo: Repository, layer: _Layer, emit: Emit) -> bool:
+    def _layers_present(self, digests: list[str]) -> set[str]:
+        """The layers the store holds, looked up in one thread hop (an image of
+        hundreds of layers, or an up-to-date pull, pays one, not one per layer)."""
+        return {digest for digest in digests if self.store.layer_present(digest)}
+
+    async def _layer(
+        self, lease: Lease, repo: Repository, layer: _Layer, emit: Emit, present: bool
+    ) -> bool:
         """Make one layer present; True when this pull downloaded it. Its errors
         name it."""
         with errors.concerning(layer.descriptor.digest, "layer"):
-            return await self._present(lease, repo, layer, emit)
+            return await self._present(lease, repo, layer, emit, present)
 
-    async def _present(self, lease: Lease, repo: Repository, layer: _Layer, emit: Emit) -> bool:
+    async def _present(
+        self, lease: Lease, repo: Repository, layer: _Layer, emit: Emit, present: bool
+    ) -> bool:
+        """``present``: whether the store held the layer when the pull looked
+        (under the lease); looked up again after waiting for another download."""
         blob = layer.descriptor
         digest = blob.digest
         key = (repo.origin, digest)
         lease.add(digest)  # before looking: GC either sees the lease or is done
+        known: bool | None = present
         while True:
             other = self._in_flight.get(key)
             if other is not None:  # another pull is downloading it: wait, then look
                 emit(layer_event(Phase.WAITING, "Waiting", blob))
                 await asyncio.wait({other})
+                known = None
                 continue
-            if await in_thread(self.store.layer_present, digest):
+            if known is None:
+                known = await in_thread(self.store.layer_present, digest)
+            if known:
                 emit(layer_event(Phase.ALREADY_EXISTS, "Already exists", blob))
                 return False
+            known = None
             if key not in self._in_flight:  # nobody started it while we looked
                 break
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
