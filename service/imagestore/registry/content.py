@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
+import aiohttp.payload
 from yarl import URL
 
 from imagestore import errors
@@ -244,32 +245,33 @@ async def upload_blob(
     location: URL,
     digest: str,
     size: int,
-    body: Callable[[], AsyncIterator[bytes]],
-    verify: Callable[[], None],
+    body: Callable[[], aiohttp.payload.Payload],
+    verify: Callable[[bool], None],
 ) -> None:
-    """Stream the blob in one PATCH, then close the session with ``PUT ?digest=``
-    (what skopeo does; registry 2.8 has no single-POST upload). ``verify`` runs
-    between the two and raises if what was sent did not hash to ``digest``."""
+    """Send the whole blob in the one ``PUT ?digest=`` that closes the session
+    (the spec's monolithic upload after a POST; registry 2.8 has no single-POST
+    upload): two requests a blob, the body streamed once, never buffered.
+
+    ``verify(taken)`` raises if what ``body`` read was not the blob. The body
+    settles its check before its last bytes and stops short when it fails, so
+    the registry never has the whole of a wrong blob. ``verify`` runs when the
+    request breaks or is refused (False: the store's error, if any, is the
+    cause, not a connection failure to retry) and when the registry took the
+    blob (True: the body must then have been read whole and checked)."""
     what = f"upload of {digest}"
-    response = await repo.request(
-        "PATCH",
-        location,
-        headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-        body=body,
-        what=what,
-    )
+    try:
+        response = await repo.request(
+            "PUT",
+            location.update_query({"digest": digest}),
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            body=body,
+            what=what,
+        )
+    except (Retryable, errors.ImageStoreError):
+        verify(False)
+        raise
     async with response:
-        if response.status not in (202, 204):
-            raise await fail_for(response, what)
-        location = response.url.join(URL(response.headers.get("Location", str(location))))
-    verify()
-    response = await repo.request(
-        "PUT",
-        location.update_query({"digest": digest}),
-        headers={"Content-Length": "0"},
-        what=what,
-    )
-    async with response:
+        verify(response.status in (201, 204))
         if response.status not in (201, 204):
             error = await fail_for(response, what)
             if response.status == 400:

@@ -300,9 +300,7 @@ class Puller:
             )
             for child in children:  # one at a time: a pull holds one child's bytes
                 with errors.concerning(child.digest, "manifest"):
-                    child_document = await get_manifest(
-                        repo, child.digest, retry_reporter(emit, child), size=child.size
-                    )
+                    child_document = await self._child_manifest(lease, repo, child, emit)
                     child_parsed = _remote(child_document.data, child.media_type)
                     if not isinstance(child_parsed, Manifest):
                         raise errors.UnsupportedContent(
@@ -378,17 +376,21 @@ class Puller:
     async def _config(
         self, lease: Lease, repo: Repository, manifest: Manifest, budget: _Budget, emit: Emit
     ) -> list[_Layer]:
-        """Fetch, verify and store a config; its diff_ids pair with the layers."""
+        """A config, read from the store when it holds it (an up-to-date pull asks
+        the registry for no blob), else fetched, verified and stored; its
+        diff_ids pair with the layers."""
         descriptor = manifest.config
         budget.spend(descriptor.size, f"config {descriptor.digest}")
-        lease.add(descriptor.digest)
+        lease.add(descriptor.digest)  # before looking: GC either sees the lease or is done
         with errors.concerning(descriptor.digest, "config"):
-            data = await get_small_blob(
-                repo, descriptor.digest, descriptor.size, retry_reporter(emit, descriptor)
-            )
-            await in_thread(
-                self.store.put_blob, lease, data, descriptor.media_type, descriptor.digest
-            )
+            data = await in_thread(self._stored_document, descriptor.digest, descriptor.size)
+            if data is None:
+                data = await get_small_blob(
+                    repo, descriptor.digest, descriptor.size, retry_reporter(emit, descriptor)
+                )
+                await in_thread(
+                    self.store.put_blob, lease, data, descriptor.media_type, descriptor.digest
+                )
             with _from_registry():
                 config = parse_config(data)
         if len(config.diff_ids) != len(manifest.layers):
@@ -408,6 +410,31 @@ class Puller:
             _Layer(layer, diff_id)
             for layer, diff_id in zip(manifest.layers, config.diff_ids, strict=True)
         ]
+
+    def _stored_document(self, digest: str, size: int) -> bytes | None:
+        """A manifest or config the store holds (leased by the caller), re-hashed
+        as it is read; None when it is absent, is not the ``size`` its descriptor
+        gives (the registry's answer decides: it is refused there), or fails its
+        hash (then marked damaged, so storing the registry's copy repairs it)."""
+        record = self.store.stored_record(digest)
+        if record is None or record.size != size:
+            return None
+        try:
+            return b"".join(self.store.read_verified(digest))
+        except (errors.DataLoss, errors.NotFound):
+            return None
+
+    async def _child_manifest(
+        self, lease: Lease, repo: Repository, child: Descriptor, emit: Emit
+    ) -> RemoteDocument:
+        """An index's child manifest, from the store when it holds it, else from
+        the registry (``size`` checked there): with the config and layers stored
+        too, an up-to-date pull of an index makes one manifest request."""
+        lease.add(child.digest)  # before looking, as for configs and layers
+        data = await in_thread(self._stored_document, child.digest, child.size)
+        if data is not None:
+            return RemoteDocument(data, child.media_type, child.digest)
+        return await get_manifest(repo, child.digest, retry_reporter(emit, child), size=child.size)
 
     def _layers_present(self, digests: list[str]) -> set[str]:
         """The layers the store holds, looked up in one thread hop (an image of

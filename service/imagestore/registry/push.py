@@ -1,9 +1,11 @@
 """Push: exactly the manifest (or index) a name points at, digests preserved.
 
 Blobs go first, each skipped when the registry has it, mounted when another
-repository of the same registry is known to hold it, uploaded otherwise
-(re-hashed on the way out); the manifests are PUT last, children before their
-index.
+repository of the same registry is known to hold it, uploaded otherwise: a
+POST for the session, then one PUT with the whole blob, sent by the kernel
+from the blob's file (sendfile) while a thread hashes the same file: its last
+bytes wait for the hash (a damaged blob stops short and is never committed);
+the manifests are PUT last, children before their index.
 
 Mount sources are not guessed from local names (a local tag may never have
 been pushed): the store records where each blob was pulled from or pushed to
@@ -17,9 +19,14 @@ mounted or found there.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from yarl import URL
 
@@ -47,11 +54,14 @@ from imagestore.registry.progress import (
     retry_reporter,
 )
 from imagestore.registry.repository import Repository
+from imagestore.registry.transport import FileBody
+from imagestore.store.blobs import READ_CHUNK
 from imagestore.store.leases import Lease
 from imagestore.store.selection import StoredDocument, select_documents
 from imagestore.store.store import Store
 
 log = logging.getLogger("imagestore.registry")
+
 
 #: emits a line about the blob at hand (a layer's; a config's are not shown)
 _Say = Callable[[Phase, str], None]
@@ -232,46 +242,79 @@ class Pusher:
         await repo.transport.with_retries(attempt, on_retry)
         say(Phase.PUSHED, "Pushed")
 
-    def _verified(self, checked: list[str], digest: str) -> None:
-        """The blob hashed to its name on the way out; else it is marked for repair.
-        (Rare, and one small catalog write: done where the upload notices.)"""
-        if checked != [digest]:
-            raise self.store.found_corrupt(digest)
-
     async def _upload(
         self, repo: Repository, location: URL, descriptor: Descriptor, emit: Emit | None
     ) -> None:
-        digest = descriptor.digest
-        checked: list[str] = []
+        digest, size = descriptor.digest, descriptor.size
         progress = ByteProgress(emit, descriptor, Phase.PUSHING, "Pushing") if emit else None
+        check = _SendCheck(digest)
+        file = await in_thread(self._open, digest, size)
+        # the kernel sends the file; this pass hashes the same open file (the same
+        # bytes: a blob file is never written in place, a repair is a new file)
+        stop = threading.Event()
+        hashed = asyncio.ensure_future(in_thread(_hash_file, file, size, stop))
+        try:
 
-        async def body() -> AsyncIterator[bytes]:
-            chunks = self.store.read_blob(digest)
-            sent = 0
-            with hashing.Sha256() as hasher:
+            def body() -> FileBody:
+                verdict = check.begin()  # each try (a redirect, a 401) sends afresh
 
-                def read_and_hash() -> bytes | None:
-                    chunk = next(chunks, None)
-                    if chunk is not None:
-                        hasher.update(chunk)
-                    return chunk
+                async def before_last() -> None:
+                    if await hashed != digest:  # the body stops short: no commit
+                        verdict.failure = await in_thread(self.store.found_corrupt, digest)
+                        raise verdict.failure
+                    verdict.passed = True
 
-                while (chunk := await in_thread(read_and_hash)) is not None:
-                    sent += len(chunk)
-                    if sent >= descriptor.size and not checked:  # settle before the last
-                        checked.append(hasher.finish()[0])  # chunk: the answer may come first
-                    if progress is not None:
-                        progress.advance(len(chunk))
-                    yield chunk
+                advance = progress.advance if progress is not None else _unseen
+                return FileBody(file, size, before_last, advance)
 
-        await upload_blob(
-            repo,
-            location,
-            digest,
-            descriptor.size,
-            body,
-            verify=lambda: self._verified(checked, digest),
-        )
+            await upload_blob(repo, location, digest, size, body, verify=check.verify)
+        finally:
+            stop.set()
+            with contextlib.suppress(Exception):
+                await hashed  # the thread is done with the file
+            await in_thread(file.close)
+
+    def _open(self, digest: str, size: int) -> BinaryIO:
+        """The blob's file; DataLoss (the blob marked damaged) when it is not its size."""
+        file = self.store.open_blob(digest)
+        if os.fstat(file.fileno()).st_size != size:
+            file.close()
+            raise self.store.found_corrupt(digest)
+        return file
+
+
+@dataclass(slots=True)
+class _Verdict:
+    """One try's body: it read the whole blob and it hashed right (``passed``), or
+    the store's DataLoss (the blob is marked damaged already)."""
+
+    passed: bool = False
+    failure: errors.DataLoss | None = None
+
+
+class _SendCheck:
+    """What the last try's upload body found of the blob it read."""
+
+    def __init__(self, digest: str) -> None:
+        self.digest = digest
+        self._current = _Verdict()
+
+    def begin(self) -> _Verdict:
+        self._current = _Verdict()
+        return self._current
+
+    def verify(self, taken: bool) -> None:
+        """Raise the store's DataLoss when the blob failed its hash. A registry
+        that took (``taken``) a body not all read and checked is not believed:
+        it cannot have verified a blob it did not get whole."""
+        verdict = self._current
+        if verdict.failure is not None:
+            raise verdict.failure
+        if taken and not verdict.passed:
+            raise errors.RegistryResponseInvalid(
+                f"the registry answered the upload of {self.digest} before the whole blob was sent",
+                metadata={"digest": self.digest},
+            )
 
 
 def _digests(documents: list[StoredDocument]) -> list[str]:
@@ -283,3 +326,22 @@ def _digests(documents: list[StoredDocument]) -> list[str]:
             found[document.parsed.config.digest] = None
             found.update((layer.digest, None) for layer in document.parsed.layers)
     return list(found)
+
+
+def _unseen(count: int) -> None:
+    """A config's bytes are not shown."""
+
+
+def _hash_file(file: BinaryIO, size: int, stop: threading.Event) -> str:
+    """The digest of the first ``size`` bytes of ``file``, read by offset (the
+    sender's position is its own); "" when stopped or the file is shorter."""
+    buffer = memoryview(bytearray(READ_CHUNK))
+    offset = 0
+    with hashing.Sha256() as hasher:
+        while offset < size and not stop.is_set():
+            count = os.preadv(file.fileno(), [buffer[: min(READ_CHUNK, size - offset)]], offset)
+            if count <= 0:
+                return ""
+            hasher.update(buffer[:count])
+            offset += count
+        return hasher.finish()[0] if offset == size else ""

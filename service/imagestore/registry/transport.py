@@ -10,6 +10,10 @@ pins the addresses it connects to. ``send`` follows no redirect: its callers
 do, by hand, each hop's target checked by :meth:`Transport.redirect_target`
 and, when sent, by the guard.
 
+A blob pushed from the store goes out as a :class:`FileBody`: sendfile(2)
+from the blob's file on a plain connection (its bytes never enter Python),
+the event loop's reads and writes through TLS.
+
 The policy that wraps a request (or a whole download) is here too: retries
 (:meth:`Transport.with_retries`), the total deadline of a blob or manifest
 download (:meth:`Transport.deadline`) and the speed floor bodies are read under.
@@ -30,9 +34,10 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import aiohttp
+import aiohttp.payload
 from yarl import URL
 
 from imagestore import errors
@@ -228,3 +233,59 @@ def _about(error: errors.ImageStoreError, what: str) -> errors.ImageStoreError:
     named.message = f"{what}: {error.message}"
     named.args = (named.message,)
     return named
+
+
+class FileBody(aiohttp.payload.Payload):
+    """A request body: the first ``size`` bytes of an open file, sent by the
+    kernel (``loop.sendfile``: sendfile(2) on a plain socket; the loop reads and
+    writes through TLS), SEGMENT bytes at a time, each reported to ``on_sent``.
+
+    ``before_last`` is awaited before the last TAIL bytes go: raising there
+    leaves the body short of its Content-Length, so the server never has all
+    of it. The caller owns ``file``; a body may be sent again (a 401, a
+    redirect): each send starts at the file's beginning."""
+
+    #: bytes per sendfile call: the unit of progress
+    SEGMENT = 8 << 20
+    #: bytes held back until ``before_last`` has its say
+    TAIL = 64 << 10
+
+    def __init__(
+        self,
+        file: BinaryIO,
+        size: int,
+        before_last: Callable[[], Awaitable[None]],
+        on_sent: Callable[[int], None],
+    ) -> None:
+        super().__init__(file, content_type="application/octet-stream")
+        self._size = size  # the base class's: the Content-Length it implies
+        self._length = size
+        self._before_last = before_last
+        self._on_sent = on_sent
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        raise TypeError("a file body is not text")
+
+    async def write(self, writer: Any) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(self, writer: Any, content_length: int | None) -> None:
+        loop = asyncio.get_running_loop()
+        writer.send_headers()  # sendfile writes the socket itself: headers first
+        await writer.drain()
+        transport = writer.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the connection closed before the body")
+        size = self._length if content_length is None else min(self._length, content_length)
+        held = max(0, size - self.TAIL)
+        offset = 0
+        while offset < size:
+            if offset == held:
+                await self._before_last()
+            end = held if offset < held else size
+            count = min(self.SEGMENT, end - offset)
+            sent = await loop.sendfile(transport, self._value, offset, count)
+            if sent != count:  # the file is shorter than it should be
+                raise ConnectionResetError(f"the body ended after {offset + sent} bytes")
+            offset += sent
+            self._on_sent(sent)

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import BinaryIO
 
 from imagestore import errors, hashing
 from imagestore.oci.digests import digest_hex, parse_digest
@@ -120,6 +121,15 @@ class BlobStore:
             return self.path(digest).stat().st_mtime
         except FileNotFoundError:
             return None
+
+    def open(self, digest: str) -> BinaryIO:
+        """A blob's file, open for reading; raises NotFound."""
+        try:
+            return self.path(digest).open("rb")
+        except FileNotFoundError:
+            raise errors.BlobNotFound(
+                f"blob {digest} not found", metadata={"digest": digest}
+            ) from None
 
     def read_bytes(self, digest: str) -> bytes:
         """A small blob (manifest, config) whole; raises NotFound."""

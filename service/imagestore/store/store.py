@@ -17,7 +17,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import BinaryIO, Self
 
 from imagestore import errors
 from imagestore.oci.manifests import Descriptor
@@ -279,6 +279,13 @@ class Store:
         its record (lease the digest first)."""
         self._content.confirm_recorded(digest)
         return self._parts.blobs.read(digest, offset, length)
+
+    def open_blob(self, digest: str) -> BinaryIO:
+        """A blob's file, open for reading and unverified (for a sender that
+        hashes it itself, as Push does while the kernel sends it); NotFound
+        without its record (lease the digest first)."""
+        self._content.confirm_recorded(digest)
+        return self._parts.blobs.open(digest)
 
     def read_small_blob(self, digest: str) -> bytes:
         """A small blob's bytes (a manifest, a config), unverified."""
