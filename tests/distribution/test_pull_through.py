@@ -17,6 +17,7 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import re
 import threading
 import urllib.request
 from collections import Counter
@@ -540,6 +541,14 @@ def test_a_layer_streams_to_the_client_while_it_downloads(
     assert sha(body) == layer
     assert named(proxied, f"{proxy.host}/pt/streamed:1") == sha(expected)
     assert proxy.count("GET", f"/v2/pt/streamed/blobs/{layer}") == 1
+
+    def logged_bytes() -> int | None:
+        lines = [line for line in proxied.server.stderr_lines if f"blobs/{layer} " in line]
+        found = re.search(r"bytes_out=(\d+)", lines[-1]) if lines else None
+        return int(found[1]) if found else None
+
+    wait_until(lambda: logged_bytes() is not None, 30)  # written just after the response
+    assert (logged_bytes() or 0) > size  # the body sent by sendfile, and the headers
 
 
 def test_a_layer_that_fails_verification_is_cut_short_and_nothing_is_stored(

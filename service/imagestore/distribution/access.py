@@ -55,6 +55,9 @@ CHALLENGE = {"WWW-Authenticate": 'Basic realm="imagestore"'}
 ABORTED = "imagestore.aborted"
 #: body bytes a streamed response wrote (handlers that stream add to it)
 BODY_BYTES = "imagestore.body_bytes"
+#: request key: body bytes the kernel sent from a file (sendfile), which aiohttp's
+#: own count of what it wrote does not see
+SENDFILE_BYTES = "imagestore.sendfile_bytes"
 #: what a request asked for (:func:`route_kind`), noted as it enters
 _ROUTE = "imagestore.route"
 _REQUEST_ID = "imagestore.request_id"
@@ -183,7 +186,7 @@ class AccessLog(AbstractAccessLogger):
             "method": request.method,
             "path": request.rel_url.raw_path_qs[:MAX_LOGGED_PATH],
             "status": response.status,
-            "bytes_out": response.body_length,
+            "bytes_out": response.body_length + request.get(SENDFILE_BYTES, 0),
             "duration_ms": round(time * 1000, 1),
             "peer": request.get(_PEER, ""),
             "request_id": request.get(_REQUEST_ID, ""),

@@ -45,7 +45,7 @@ from aiohttp import web
 from imagestore import errors
 from imagestore.bridges import WorkerPool
 from imagestore.distribution import names
-from imagestore.distribution.access import ABORTED, BODY_BYTES
+from imagestore.distribution.access import ABORTED, BODY_BYTES, SENDFILE_BYTES
 from imagestore.distribution.errors import Code, RegistryError
 from imagestore.distribution.limits import EndpointLimits
 from imagestore.distribution.pullthrough import Answer, PullThrough
@@ -417,6 +417,7 @@ class Pull:
                 await loop.sendfile(request.transport, file, sent, length)
             sent += length
             request[BODY_BYTES] = request.get(BODY_BYTES, 0) + length
+            request[SENDFILE_BYTES] = request.get(SENDFILE_BYTES, 0) + length
 
     @staticmethod
     def _cut(request: web.Request, why: str) -> None:
