@@ -61,7 +61,7 @@ def make_ffibuilder(*, absolute_paths: bool) -> FFI:
     """setuptools wants sources relative to setup.py; ffi.compile() changes directory."""
     backend = choose_backend()
     sanitize = os.environ.get("IMAGESTORE_NATIVE_SANITIZE") == "1"
-    libraries = ["crypto", "z"]
+    libraries = ["crypto", "z", "pthread"]
     macros: list[tuple[str, str | None]] = []
     if backend == "isa-l":
         libraries.append("isal")

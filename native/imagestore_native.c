@@ -2,6 +2,9 @@
  * (ISA-L igzip when built with ISN_HAVE_ISAL, else zlib). See the header for
  * the contract. */
 
+#define _GNU_SOURCE /* pthread_setname_np */
+#include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -257,6 +260,227 @@ static int inflater_step(struct inflater *f, const unsigned char *in, size_t in_
 #endif
 }
 
+/* ---- decoder's hasher thread ---------------------------------------------- */
+
+/* In digest-only mode a decoder can split its work over two threads: the
+ * caller's thread inflates into a ring of output slots, the hasher thread
+ * hashes the caller's input and each full slot (the two SHA-256 streams are
+ * independent, so it alternates between them). The ring bounds the memory;
+ * the caller waits only when all slots are full, and each update waits for
+ * its input to be hashed, since the caller's buffer is only lent for the call.
+ * While it waits the caller hashes whatever the hasher has not taken yet. */
+
+/* A slot of the ring; slot 0 is the decoder's scratch buffer. 8 slots of
+ * 256 KiB (2 MiB a decoder, while it has a hasher) let the caller inflate
+ * about one scheduler slice (~3 ms) ahead of a hasher that was preempted. */
+#define ISN_SLOT_SIZE ISN_SCRATCH_SIZE
+#define ISN_RING_SLOTS 8
+/* Input is hashed in pieces of this size, taking turns with the slots. */
+#define ISN_IN_PIECE ((size_t)256 * 1024)
+/* ISN_THREADS_AUTO starts the hasher once this many bytes were fed: below
+ * it a thread costs more than it saves (many tiny layers). */
+#define ISN_THREAD_AFTER ((uint64_t)1 << 20)
+#define ISN_HASHER_THREAD_NAME "imagestore-hash"
+
+struct hasher {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake; /* to the hasher: work, or stop */
+    pthread_cond_t done; /* to the caller: a piece was hashed */
+    EVP_MD_CTX *in_hash;
+    EVP_MD_CTX *out_hash;
+    unsigned char *slots[ISN_RING_SLOTS];
+    unsigned char *extra_slots; /* one block for slots 1.. */
+    size_t lens[ISN_RING_SLOTS];
+    /* Guarded by lock: the published slots not yet hashed are head ..
+     * head + count - 1 (mod the ring); the input lent by the current update. */
+    unsigned head;
+    unsigned count;
+    const unsigned char *in;
+    size_t in_len;
+    size_t in_done;
+    /* A thread is hashing a piece of this stream (outside the lock). */
+    int in_busy;
+    int out_busy;
+    int hasher_waiting;
+    int caller_waiting;
+    int stop;
+    int failed; /* an EVP update failed */
+    /* The caller's alone: the slot being filled, (head + count) mod the ring. */
+    unsigned fill;
+    size_t fill_len;
+};
+
+/* The next piece of one stream: the oldest slot, or the next input bytes. */
+struct piece {
+    EVP_MD_CTX *ctx;
+    const unsigned char *data;
+    size_t len;
+    int slot;
+};
+
+/* Lock held: whether a piece is there that nobody is hashing. */
+static int hasher_has_work(const struct hasher *h)
+{
+    return (!h->in_busy && h->in_done < h->in_len) || (!h->out_busy && h->count > 0);
+}
+
+/* Lock held: claim the next piece of a stream nobody is hashing (of the
+ * input first when prefer_input, else of the ring); 0 when there is none. */
+static int hasher_claim(struct hasher *h, int prefer_input, struct piece *p)
+{
+    int input_ready = !h->in_busy && h->in_done < h->in_len;
+    int slot_ready = !h->out_busy && h->count > 0;
+    if (!input_ready && !slot_ready)
+        return 0;
+    p->slot = slot_ready && (!input_ready || !prefer_input);
+    if (p->slot) {
+        h->out_busy = 1;
+        p->ctx = h->out_hash;
+        p->data = h->slots[h->head];
+        p->len = h->lens[h->head];
+    } else {
+        h->in_busy = 1;
+        p->ctx = h->in_hash;
+        p->data = h->in + h->in_done;
+        p->len = h->in_len - h->in_done;
+        if (p->len > ISN_IN_PIECE)
+            p->len = ISN_IN_PIECE;
+    }
+    return 1;
+}
+
+static void hasher_wake(struct hasher *h)
+{
+    if (h->hasher_waiting)
+        pthread_cond_signal(&h->wake);
+}
+
+/* Lock held on entry and on return: hash a claimed piece outside the lock,
+ * then release its stream and tell the other thread. */
+static void hasher_hash(struct hasher *h, const struct piece *p, int by_caller)
+{
+    int ok;
+    pthread_mutex_unlock(&h->lock);
+    ok = sha256_ctx_update(p->ctx, p->data, p->len) == ISN_OK;
+    pthread_mutex_lock(&h->lock);
+    if (!ok)
+        h->failed = 1;
+    if (p->slot) {
+        h->head = (h->head + 1) % ISN_RING_SLOTS;
+        h->count--;
+        h->out_busy = 0;
+    } else {
+        h->in_done += p->len;
+        h->in_busy = 0;
+    }
+    if (by_caller)
+        hasher_wake(h); /* the stream it may have waited for is free again */
+    else if (h->caller_waiting)
+        pthread_cond_signal(&h->done);
+}
+
+static void *hasher_main(void *arg)
+{
+    struct hasher *h = arg;
+    int input_turn = 1; /* take turns: neither stream waits behind the other */
+    struct piece p;
+    pthread_mutex_lock(&h->lock);
+    for (;;) {
+        while (!h->stop && !hasher_has_work(h)) {
+            h->hasher_waiting = 1;
+            pthread_cond_wait(&h->wake, &h->lock);
+            h->hasher_waiting = 0;
+        }
+        if (h->stop)
+            break;
+        hasher_claim(h, input_turn, &p);
+        input_turn = p.slot;
+        hasher_hash(h, &p, 0);
+    }
+    pthread_mutex_unlock(&h->lock);
+    return NULL;
+}
+
+/* Lock held: the caller has to wait for the hasher's progress. Rather than
+ * sleep, it hashes a piece the hasher has not taken (the hasher may not be
+ * running: on a busy machine the work then stays on one thread); it sleeps
+ * only while the hasher is in the middle of a piece. */
+static void caller_help_or_wait(struct hasher *h, int prefer_input)
+{
+    struct piece p;
+    if (hasher_claim(h, prefer_input, &p)) {
+        hasher_hash(h, &p, 1);
+        return;
+    }
+    h->caller_waiting = 1;
+    pthread_cond_wait(&h->done, &h->lock);
+    h->caller_waiting = 0;
+}
+
+/* Lend the hasher the input of this update. */
+static void hasher_lend_input(struct hasher *h, const unsigned char *in, size_t len)
+{
+    pthread_mutex_lock(&h->lock);
+    h->in = in;
+    h->in_len = len;
+    h->in_done = 0;
+    hasher_wake(h);
+    pthread_mutex_unlock(&h->lock);
+}
+
+/* Before the update returns: the lent input must be hashed. */
+static void hasher_take_back_input(struct hasher *h)
+{
+    pthread_mutex_lock(&h->lock);
+    while (h->in_done < h->in_len)
+        caller_help_or_wait(h, 1);
+    h->in = NULL;
+    h->in_len = h->in_done = 0;
+    pthread_mutex_unlock(&h->lock);
+}
+
+/* Hand the filled part of the fill slot over; make sure the next is free. */
+static void hasher_publish(struct hasher *h)
+{
+    if (h->fill_len == 0)
+        return;
+    pthread_mutex_lock(&h->lock);
+    h->lens[h->fill] = h->fill_len;
+    h->count++;
+    hasher_wake(h);
+    while (h->count == ISN_RING_SLOTS)
+        caller_help_or_wait(h, 0);
+    pthread_mutex_unlock(&h->lock);
+    h->fill = (h->fill + 1) % ISN_RING_SLOTS;
+    h->fill_len = 0;
+}
+
+/* Hash everything handed over; afterwards the caller may use the contexts. */
+static void hasher_drain(struct hasher *h)
+{
+    hasher_publish(h);
+    pthread_mutex_lock(&h->lock);
+    while (h->count > 0 || h->in_done < h->in_len)
+        caller_help_or_wait(h, 0);
+    pthread_mutex_unlock(&h->lock);
+}
+
+/* Stop and join the thread (whatever is left unhashed is dropped), free it. */
+static void hasher_end(struct hasher *h)
+{
+    pthread_mutex_lock(&h->lock);
+    h->stop = 1;
+    pthread_cond_signal(&h->wake);
+    pthread_mutex_unlock(&h->lock);
+    pthread_join(h->thread, NULL);
+    pthread_cond_destroy(&h->done);
+    pthread_cond_destroy(&h->wake);
+    pthread_mutex_destroy(&h->lock);
+    free(h->extra_slots);
+    free(h);
+}
+
 /* ---- decoder ------------------------------------------------------------- */
 
 struct isn_decoder {
@@ -268,6 +492,7 @@ struct isn_decoder {
     int format;
     int status;   /* sticky: the first error, or ISN_OK */
     int finished;
+    int updated;  /* an update was made (the threading mode is fixed) */
     /* Bytes held back while the format, or the start of the next gzip
      * member, is not yet known; they are part of the stream, already hashed. */
     unsigned char head[4];
@@ -278,6 +503,13 @@ struct isn_decoder {
     unsigned char *scratch;
     struct inflater engine;
     int engine_ready;
+    int threads_mode;  /* enum isn_threads */
+    int hasher_started; /* the hasher thread ran in this stream */
+    int thread_failed; /* the hasher could not start: stay on one thread */
+    struct hasher *hasher;
+    /* During a digest-only update with the hasher: inflate into the ring
+     * and leave the output's hashing to the hasher. */
+    int ring_output;
     char msg[ISN_MSG_SIZE];
 };
 
@@ -313,12 +545,31 @@ void isn_decoder_free(isn_decoder *d)
 {
     if (d == NULL)
         return;
+    if (d->hasher != NULL)
+        hasher_end(d->hasher);
     if (d->engine_ready)
         inflater_end(&d->engine);
     EVP_MD_CTX_free(d->in_hash);
     EVP_MD_CTX_free(d->out_hash);
     free(d->scratch);
     free(d);
+}
+
+int isn_decoder_set_threads(isn_decoder *d, int mode)
+{
+    if (d == NULL || mode < ISN_THREADS_AUTO || mode > ISN_THREADS_TWO)
+        return ISN_ERR_ARGUMENT;
+    if (d->updated || d->finished) {
+        snprintf(d->msg, sizeof(d->msg), "threads can only be set before the first update");
+        return ISN_ERR_STATE;
+    }
+    d->threads_mode = mode;
+    return ISN_OK;
+}
+
+int isn_decoder_threads(const isn_decoder *d)
+{
+    return d != NULL && d->hasher_started ? 2 : 1;
 }
 
 const char *isn_decoder_message(const isn_decoder *d)
@@ -336,7 +587,59 @@ void isn_decoder_sizes(const isn_decoder *d, uint64_t *in_size, uint64_t *out_si
         *out_size = d->out_size;
 }
 
-/* Account for n produced bytes: hash them and enforce the size limit. */
+/* Start the hasher thread; on any failure the decoder stays on one thread. */
+static void decoder_start_hasher(isn_decoder *d)
+{
+    struct hasher *h = calloc(1, sizeof(*h));
+    sigset_t all, old;
+    unsigned i;
+    int started;
+    if (h == NULL)
+        goto fail;
+    h->extra_slots = malloc(ISN_SLOT_SIZE * (ISN_RING_SLOTS - 1));
+    if (h->extra_slots == NULL)
+        goto fail_free;
+    h->slots[0] = d->scratch;
+    for (i = 1; i < ISN_RING_SLOTS; i++)
+        h->slots[i] = h->extra_slots + ISN_SLOT_SIZE * (i - 1);
+    h->in_hash = d->in_hash;
+    h->out_hash = d->out_hash;
+    if (pthread_mutex_init(&h->lock, NULL) != 0)
+        goto fail_free;
+    if (pthread_cond_init(&h->wake, NULL) != 0)
+        goto fail_mutex;
+    if (pthread_cond_init(&h->done, NULL) != 0)
+        goto fail_wake;
+    /* The hasher takes no signals: the process's handlers run elsewhere. */
+    sigfillset(&all);
+    if (pthread_sigmask(SIG_SETMASK, &all, &old) != 0)
+        goto fail_done;
+    started = pthread_create(&h->thread, NULL, hasher_main, h) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!started)
+        goto fail_done;
+    /* Seen in top -H, perf and /proc (the tests count it by name); named
+     * here rather than by the thread, so that it is named once this returns. */
+    pthread_setname_np(h->thread, ISN_HASHER_THREAD_NAME);
+    d->hasher = h;
+    d->hasher_started = 1;
+    return;
+fail_done:
+    pthread_cond_destroy(&h->done);
+fail_wake:
+    pthread_cond_destroy(&h->wake);
+fail_mutex:
+    pthread_mutex_destroy(&h->lock);
+fail_free:
+    free(h->extra_slots);
+    free(h);
+fail:
+    d->thread_failed = 1;
+}
+
+/* Account for n produced bytes: enforce the size limit and hash them (unless
+ * the hasher thread will, or the stream is plain: then the output is the
+ * input, hashed once). */
 static int decoder_emit(isn_decoder *d, const unsigned char *data, size_t n)
 {
     if (n == 0)
@@ -349,6 +652,8 @@ static int decoder_emit(isn_decoder *d, const unsigned char *data, size_t n)
         return decoder_fail(d, ISN_ERR_LIMIT, what);
     }
     d->out_size += n;
+    if (d->ring_output || d->format == ISN_FORMAT_PLAIN)
+        return ISN_OK;
     if (sha256_ctx_update(d->out_hash, data, n) != ISN_OK)
         return decoder_fail(d, ISN_ERR_INTERNAL, "SHA-256 update failed");
     return ISN_OK;
@@ -381,6 +686,9 @@ static int decoder_inflate(isn_decoder *d, const unsigned char *in, size_t len,
 /* Begin a gzip member whose first bytes are held in head. */
 static int decoder_start_member(isn_decoder *d)
 {
+    /* The held bytes are header bytes: they produce no output, so a small
+     * buffer of our own will do (the scratch may be a slot being hashed). */
+    unsigned char none[ISN_MIN_OUT];
     struct step st;
     int rc;
     if (!d->engine_ready) {
@@ -396,9 +704,8 @@ static int decoder_start_member(isn_decoder *d)
     d->members++;
     d->in_member = 1;
     d->between_members = 0;
-    /* The held bytes are header bytes: they produce no output. */
-    rc = decoder_inflate(d, d->head, d->head_len, d->scratch, ISN_SCRATCH_SIZE, &st);
-    if (rc == ISN_OK && st.consumed != d->head_len)
+    rc = decoder_inflate(d, d->head, d->head_len, none, sizeof(none), &st);
+    if (rc == ISN_OK && (st.consumed != d->head_len || st.produced != 0))
         return decoder_fail(d, ISN_ERR_INTERNAL, "inflater did not take the header bytes");
     d->head_len = 0;
     return rc;
@@ -455,14 +762,25 @@ static int decoder_feed(isn_decoder *d, const unsigned char *in, size_t in_len,
                         size_t *in_used, unsigned char *out, size_t out_cap,
                         size_t *out_len, int digest_only)
 {
+    struct hasher *ring = d->ring_output ? d->hasher : NULL;
     size_t used = 0, written = 0;
     int rc = ISN_OK;
 
     while (rc == ISN_OK) {
-        unsigned char *dst = digest_only ? d->scratch : out + written;
-        size_t room = digest_only ? ISN_SCRATCH_SIZE : out_cap - written;
+        unsigned char *dst;
+        size_t room;
         size_t left = in_len - used;
 
+        if (ring != NULL) {
+            dst = ring->slots[ring->fill] + ring->fill_len;
+            room = ISN_SLOT_SIZE - ring->fill_len;
+        } else if (digest_only) {
+            dst = d->scratch;
+            room = ISN_SCRATCH_SIZE;
+        } else {
+            dst = out + written;
+            room = out_cap - written;
+        }
         if (!digest_only && room == 0)
             break;
         if (d->format == ISN_FORMAT_PLAIN && d->head_len > 0) {
@@ -498,6 +816,11 @@ static int decoder_feed(isn_decoder *d, const unsigned char *in, size_t in_len,
             used += st.consumed;
             d->in_size += st.consumed;
             written += digest_only ? 0 : st.produced;
+            if (ring != NULL) {
+                ring->fill_len += st.produced;
+                if (ring->fill_len == ISN_SLOT_SIZE)
+                    hasher_publish(ring);
+            }
             /* Done when the input is used and the output buffer was not
              * filled (so nothing is left pending inside the inflater). */
             if (used == in_len && st.produced < room && !st.member_end)
@@ -509,6 +832,31 @@ static int decoder_feed(isn_decoder *d, const unsigned char *in, size_t in_len,
     *in_used = used;
     *out_len = written;
     return rc;
+}
+
+/* Whether the stream is (or, by its first bytes, will be) gzip. */
+static int decoder_expects_gzip(const isn_decoder *d, const unsigned char *in, size_t in_len)
+{
+    unsigned char first[2];
+    size_t n = 0, i;
+    if (d->format != ISN_FORMAT_UNKNOWN)
+        return d->format == ISN_FORMAT_GZIP;
+    for (i = 0; i < d->head_len && n < sizeof(first); i++)
+        first[n++] = d->head[i];
+    for (i = 0; i < in_len && n < sizeof(first); i++)
+        first[n++] = in[i];
+    return n == sizeof(first) && memcmp(first, GZIP_MAGIC, sizeof(first)) == 0;
+}
+
+/* Whether this digest-only update should start the hasher thread. */
+static int decoder_wants_hasher(const isn_decoder *d, const unsigned char *in, size_t in_len)
+{
+    if (d->hasher != NULL || d->thread_failed || d->threads_mode == ISN_THREADS_ONE)
+        return 0;
+    if (d->threads_mode == ISN_THREADS_TWO)
+        return 1;
+    /* A plain stream is hashed once, on whichever thread: no gain. */
+    return d->in_size + in_len >= ISN_THREAD_AFTER && decoder_expects_gzip(d, in, in_len);
 }
 
 int isn_decoder_update(isn_decoder *d, const unsigned char *in, size_t in_len,
@@ -531,10 +879,27 @@ int isn_decoder_update(isn_decoder *d, const unsigned char *in, size_t in_len,
         snprintf(d->msg, sizeof(d->msg), "output buffer smaller than %d bytes", ISN_MIN_OUT);
         return ISN_ERR_ARGUMENT;
     }
+    d->updated = 1;
+    if (out == NULL && decoder_wants_hasher(d, in, in_len))
+        decoder_start_hasher(d);
+    if (d->hasher != NULL && out == NULL) {
+        d->ring_output = 1;
+        hasher_lend_input(d->hasher, in, in_len);
+    } else if (d->hasher != NULL) {
+        hasher_drain(d->hasher); /* an update with output hashes on this thread */
+    }
     rc = decoder_feed(d, in, in_len, &used, out, out_cap, &written, out == NULL);
-    /* Hash exactly the input consumed, once, whatever happened after. */
-    if (sha256_ctx_update(d->in_hash, in, used) != ISN_OK && rc == ISN_OK)
+    if (d->ring_output) {
+        /* The hasher hashes all the input: in digest-only mode an update
+         * consumes all of it unless it fails, and a failure is sticky. */
+        d->ring_output = 0;
+        hasher_take_back_input(d->hasher);
+        if (d->hasher->failed && rc == ISN_OK)
+            rc = decoder_fail(d, ISN_ERR_INTERNAL, "SHA-256 update failed");
+    } else if (sha256_ctx_update(d->in_hash, in, used) != ISN_OK && rc == ISN_OK) {
+        /* Hash exactly the input consumed, once, whatever happened after. */
         rc = decoder_fail(d, ISN_ERR_INTERNAL, "SHA-256 update failed");
+    }
     *in_used = used;
     *out_len = written;
     return rc;
@@ -557,6 +922,15 @@ int isn_decoder_finish(isn_decoder *d, unsigned char *out, size_t out_cap,
         return ISN_ERR_STATE;
     }
     d->finished = 1;
+    if (d->hasher != NULL) {
+        int failed;
+        hasher_drain(d->hasher);
+        failed = d->hasher->failed;
+        hasher_end(d->hasher);
+        d->hasher = NULL;
+        if (failed)
+            return decoder_fail(d, ISN_ERR_INTERNAL, "SHA-256 update failed");
+    }
     rc = decoder_decide(d, 1);
     if (rc == ISN_OK && d->format == ISN_FORMAT_PLAIN) /* flush held bytes */
         rc = decoder_feed(d, NULL, 0, &used, out, out_cap, out_len, out == NULL);
@@ -570,8 +944,11 @@ int isn_decoder_finish(isn_decoder *d, unsigned char *out, size_t out_cap,
         return decoder_fail(d, ISN_ERR_TRUNCATED, what);
     }
     memset(result, 0, sizeof(*result));
-    if (sha256_ctx_final(d->in_hash, result->in_sha256) != ISN_OK ||
-        sha256_ctx_final(d->out_hash, result->out_sha256) != ISN_OK)
+    if (sha256_ctx_final(d->in_hash, result->in_sha256) != ISN_OK)
+        return decoder_fail(d, ISN_ERR_INTERNAL, "SHA-256 final failed");
+    if (d->format == ISN_FORMAT_PLAIN) /* the output is the input */
+        memcpy(result->out_sha256, result->in_sha256, sizeof(result->out_sha256));
+    else if (sha256_ctx_final(d->out_hash, result->out_sha256) != ISN_OK)
         return decoder_fail(d, ISN_ERR_INTERNAL, "SHA-256 final failed");
     result->in_size = d->in_size;
     result->out_size = d->out_size;

@@ -6,7 +6,9 @@
  * Every function returns ISN_OK or a negative ISN_ERR_* code; the handle's
  * message function then says what went wrong, in one line. Nothing here
  * aborts, prints or keeps global state. Handles are not thread-safe: use one
- * handle per thread (the Python layer refuses concurrent use).
+ * handle per thread (the Python layer refuses concurrent use). A decoder may
+ * run one helper thread of its own (see isn_decoder_set_threads); it is
+ * started and joined inside the decoder's calls, never seen by the caller.
  */
 
 enum isn_status {
@@ -38,6 +40,13 @@ struct isn_result {
     int format;
 };
 
+/* How many threads a decoder may use in digest-only mode. */
+enum isn_threads {
+    ISN_THREADS_AUTO = 0, /* a hasher thread once the stream is large (default) */
+    ISN_THREADS_ONE = 1,  /* the caller's thread only */
+    ISN_THREADS_TWO = 2   /* a hasher thread from the first byte (tests, benches) */
+};
+
 typedef struct isn_sha256 isn_sha256;
 typedef struct isn_decoder isn_decoder;
 typedef struct isn_encoder isn_encoder;
@@ -58,6 +67,14 @@ void isn_sha256_free(isn_sha256 *h);
  * max_out: error ISN_ERR_LIMIT once more than this many bytes inflate
  * (0 = no limit); this is what stops a gzip bomb. */
 int isn_decoder_new(isn_decoder **out, uint64_t max_out);
+/* Choose the threading mode (enum isn_threads); only before the first
+ * update, else ISN_ERR_STATE. In digest-only mode with two threads, the
+ * caller's thread inflates into a bounded ring of output buffers and the
+ * decoder's hasher thread hashes the input and the ring; results are the
+ * same in every mode. If the thread cannot start, the decoder runs on one. */
+int isn_decoder_set_threads(isn_decoder *d, int mode);
+/* 2 once the hasher thread has started in this stream, else 1. */
+int isn_decoder_threads(const isn_decoder *d);
 /* Feed input. With out == NULL (digest-only) all input is consumed and the
  * inflated bytes are hashed and dropped. Otherwise up to out_cap bytes are
  * written to out; *in_used says how much input was consumed, *out_len how

@@ -30,6 +30,14 @@ DEFAULT_LEVEL = 1
 _OUT_CHUNK = 1 << 20
 
 Compression = Literal["gzip", "none"]
+#: how many threads a digest-only Decoder uses: a hasher thread once the layer
+#: is large ("auto"), never ("one"), or from the first byte ("two": tests, benches)
+Threads = Literal["auto", "one", "two"]
+_THREAD_MODES: dict[str, int] = {
+    "auto": lib.ISN_THREADS_AUTO,
+    "one": lib.ISN_THREADS_ONE,
+    "two": lib.ISN_THREADS_TWO,
+}
 
 _STATUS_ERRORS: dict[int, type[Exception]] = {
     lib.ISN_ERR_NOMEM: MemoryError,
@@ -156,17 +164,32 @@ class Decoder(_Handle):
     ``max_uncompressed_size`` (0 = no limit) makes a gzip bomb fail with
     :class:`~imagestore.errors.SizeLimitExceeded` instead of filling the disk.
     With ``keep_output`` the inflated bytes are returned by :meth:`update`;
-    otherwise they are hashed and dropped in C (digest-only mode).
+    otherwise they are hashed and dropped in C (digest-only mode), where
+    ``threads`` says whether a hasher thread may share the work; the results
+    are the same either way.
     """
 
     _kind = "decoder"
 
-    def __init__(self, max_uncompressed_size: int = 0, *, keep_output: bool = False) -> None:
+    def __init__(
+        self,
+        max_uncompressed_size: int = 0,
+        *,
+        keep_output: bool = False,
+        threads: Threads = "auto",
+    ) -> None:
         if max_uncompressed_size < 0:
             raise ValueError("max_uncompressed_size must be >= 0")
+        if threads not in _THREAD_MODES:
+            raise ValueError(f"threads must be one of {sorted(_THREAD_MODES)}, not {threads!r}")
         out = ffi.new("isn_decoder **")
         _raise_for(lib.isn_decoder_new(out, max_uncompressed_size), "cannot create a decoder")
+        # freeing the handle joins its hasher thread, if one runs
         super().__init__(ffi.gc(out[0], lib.isn_decoder_free))
+        _raise_for(
+            lib.isn_decoder_set_threads(self._handle, _THREAD_MODES[threads]),
+            "cannot set the decoder's threads",
+        )
         self._out = ffi.new("unsigned char[]", _OUT_CHUNK) if keep_output else ffi.NULL
         self._out_cap = _OUT_CHUNK if keep_output else 0
         self._used = ffi.new("size_t *")
@@ -190,6 +213,12 @@ class Decoder(_Handle):
                     pieces.append(ffi.buffer(self._out, produced)[:])
                 if self._out_cap == 0 or (pos == total and produced < self._out_cap):
                     return b"".join(pieces)
+
+    @property
+    def threads_used(self) -> int:
+        """2 once the decoder's hasher thread has run in this stream, else 1."""
+        with self._using() as handle:
+            return int(lib.isn_decoder_threads(handle))
 
     @property
     def sizes(self) -> tuple[int, int]:

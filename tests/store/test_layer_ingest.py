@@ -1,0 +1,130 @@
+"""Layer ingests (Encoding.LAYER) with the decoder's hasher thread.
+
+A large gzip layer is hashed on two threads while it is written (docs/design.md
+§5); the blob, its digest, size and diff_id must be what hashlib + zlib say, a
+cancelled ingest must leave neither a file nor a thread behind, and small layers
+must not start a thread at all.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imagestore import errors
+from imagestore.store.blobs import BlobInfo, BlobStore, Encoding
+from tests.api.conftest import wait_until
+
+MIB = 1 << 20
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def hasher_threads() -> int:
+    """The decoders' hasher threads alive in this process (they are named)."""
+    count = 0
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            count += (task / "comm").read_text().strip() == "imagestore-hash"
+        except FileNotFoundError:  # a thread that just ended
+            continue
+    return count
+
+
+def a_layer(size: int, seed: int) -> tuple[bytes, bytes]:
+    """(tar-like bytes, their gzip): random runs between runs of text."""
+    rng = random.Random(seed)
+    parts, total = [], 0
+    while total < size:
+        part = rng.randbytes(4096) if rng.random() < 0.5 else b"some text\n" * 400
+        parts.append(part)
+        total += len(part)
+    data = b"".join(parts)[:size]
+    return data, gzip.compress(data, compresslevel=6, mtime=0)
+
+
+def pieces(data: bytes, size: int = MIB) -> Iterator[memoryview]:
+    view = memoryview(data)
+    for start in range(0, len(view), size):
+        yield view[start : start + size]
+
+
+@pytest.fixture
+def blobs(tmp_path: Path) -> BlobStore:
+    wait_until(lambda: hasher_threads() == 0)  # none left by an earlier test
+    return BlobStore(tmp_path / "blobs", "replica")
+
+
+def test_a_large_layer_is_verified_on_two_threads_and_stored_whole(blobs: BlobStore) -> None:
+    data, compressed = a_layer(24 * MIB, seed=1)
+    with blobs.ingest(
+        sha(compressed),
+        len(compressed),
+        encoding=Encoding.LAYER,
+        expected_diff_id=sha(data),
+    ) as ingest:
+        for piece in pieces(compressed):
+            ingest.write(piece)
+        assert hasher_threads() == 1  # the decoder's hasher runs beside this thread
+        info = ingest.commit()
+    assert info == BlobInfo(sha(compressed), len(compressed), sha(data), len(data), "gzip")
+    assert blobs.path(info.digest).read_bytes() == compressed
+    wait_until(lambda: hasher_threads() == 0)
+
+
+def test_a_wrong_diff_id_is_caught_on_two_threads(blobs: BlobStore) -> None:
+    data, compressed = a_layer(8 * MIB, seed=2)
+
+    def ingest_claiming_another_diff_id() -> None:
+        with blobs.ingest(
+            sha(compressed),
+            len(compressed),
+            encoding=Encoding.LAYER,
+            expected_diff_id=sha(data + b"x"),
+        ) as ingest:
+            for piece in pieces(compressed):
+                ingest.write(piece)
+            ingest.commit()
+
+    with pytest.raises(errors.DiffIdMismatch):
+        ingest_claiming_another_diff_id()
+    assert not blobs.exists(sha(compressed))
+    assert os.listdir(blobs.ingest_dir) == []
+
+
+def test_a_cancelled_layer_ingest_leaves_no_file_and_no_thread(blobs: BlobStore) -> None:
+    _, compressed = a_layer(16 * MIB, seed=3)
+    threads_while_writing: list[int] = []
+
+    def ingest_until_the_registry_hangs_up() -> None:
+        with blobs.ingest(sha(compressed), len(compressed), encoding=Encoding.LAYER) as ingest:
+            for count, piece in enumerate(pieces(compressed)):
+                if count == 4:
+                    threads_while_writing.append(hasher_threads())
+                    raise ConnectionResetError
+                ingest.write(piece)
+
+    with pytest.raises(ConnectionResetError):
+        ingest_until_the_registry_hangs_up()
+    assert threads_while_writing == [1]
+    wait_until(lambda: hasher_threads() == 0)
+    assert os.listdir(blobs.ingest_dir) == []
+    assert not blobs.exists(sha(compressed))
+
+
+def test_small_layers_start_no_thread(blobs: BlobStore) -> None:
+    for seed in range(50):
+        data = random.Random(seed).randbytes(1024)
+        compressed = gzip.compress(data, mtime=0)
+        with blobs.ingest(sha(compressed), encoding=Encoding.LAYER) as ingest:
+            ingest.write(compressed)
+            assert hasher_threads() == 0
+            assert ingest.commit().diff_id == sha(data)
