@@ -405,7 +405,9 @@ class Pull:
         sent = 0
         while sent < download.size:
             if download.failed:
-                raise errors.Unavailable(f"the download of {download.digest} from upstream failed")
+                raise errors.RegistryUnavailable(
+                    f"the download of {download.digest} from upstream failed"
+                )
             ready = download.size if download.verified else min(download.written, download.size - 1)
             if ready <= sent:
                 await download.wait_beyond(download.written)
