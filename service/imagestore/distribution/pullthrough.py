@@ -341,6 +341,8 @@ class PullThrough:
         after waiting for a download of it, or for the pulls of its repository
         while the store lacks it."""
         while True:
+            # taken before looking: a download that starts while we look sets it
+            new_download = self._new_download
             download = self._downloads.get(digest)
             if download is not None:
                 if streaming and not download.finished:
@@ -354,7 +356,7 @@ class PullThrough:
             ]
             if not pulls or await self._unary.run(self._store.stored, digest):
                 return None
-            started = asyncio.ensure_future(self._new_download.wait())
+            started = asyncio.ensure_future(new_download.wait())
             try:
                 await asyncio.wait({*pulls, started}, return_when=asyncio.FIRST_COMPLETED)
             finally:
