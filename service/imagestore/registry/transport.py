@@ -57,6 +57,10 @@ T = TypeVar("T")
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 USER_AGENT = f"imagestore/{__version__}"
+#: a response's read buffer (aiohttp's default is 64 KiB): a layer arrives in fewer,
+#: larger reads, each a pass of Python on the event loop (measured: ~3% of a big
+#: pull's CPU); reading pauses once twice this is buffered unread
+READ_BUFFER = 1 << 20
 
 #: the host label of the last request this task sent: a retry is counted under it
 _last_host: contextvars.ContextVar[str] = contextvars.ContextVar("last_registry_host", default="")
@@ -154,6 +158,7 @@ class Transport:
                 headers=sent,
                 data=data,
                 allow_redirects=False,
+                read_bufsize=READ_BUFFER,
                 ssl=self.trust.ssl_for(url),
                 proxy=proxy.url if proxy is not None else None,
                 proxy_headers=proxy_headers,
