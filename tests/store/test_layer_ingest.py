@@ -20,23 +20,13 @@ import pytest
 from imagestore import errors
 from imagestore.store.blobs import BlobInfo, BlobStore, Encoding
 from tests.api.conftest import wait_until
+from tests.native.test_decoder_threads import hasher_threads
 
 MIB = 1 << 20
 
 
 def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def hasher_threads() -> int:
-    """The decoders' hasher threads alive in this process (they are named)."""
-    count = 0
-    for task in Path("/proc/self/task").iterdir():
-        try:
-            count += (task / "comm").read_text().strip() == "imagestore-hash"
-        except FileNotFoundError:  # a thread that just ended
-            continue
-    return count
 
 
 def a_layer(size: int, seed: int) -> tuple[bytes, bytes]:
