@@ -453,27 +453,17 @@ class Puller:
         self, lease: Lease, repo: Repository, layer: _Layer, emit: Emit, present: bool
     ) -> bool:
         """``present``: whether the store held the layer when the pull looked
-        (under the lease); looked up again after waiting for another download."""
+        (the pull leased every layer first); looked up again after waiting for
+        another download, then the wait is checked again."""
         blob = layer.descriptor
-        digest = blob.digest
-        key = (repo.origin, digest)
-        lease.add(digest)  # before looking: GC either sees the lease or is done
-        known: bool | None = present
-        while True:
-            other = self._in_flight.get(key)
-            if other is not None:  # another pull is downloading it: wait, then look
-                emit(layer_event(Phase.WAITING, "Waiting", blob))
-                await asyncio.wait({other})
-                known = None
-                continue
-            if known is None:
-                known = await in_thread(self.store.layer_present, digest)
-            if known:
-                emit(layer_event(Phase.ALREADY_EXISTS, "Already exists", blob))
-                return False
-            known = None
-            if key not in self._in_flight:  # nobody started it while we looked
-                break
+        key = (repo.origin, blob.digest)
+        while (other := self._in_flight.get(key)) is not None:
+            emit(layer_event(Phase.WAITING, "Waiting", blob))
+            await asyncio.wait({other})  # another pull is downloading it: wait, then look
+            present = await in_thread(self.store.layer_present, blob.digest)
+        if present:
+            emit(layer_event(Phase.ALREADY_EXISTS, "Already exists", blob))
+            return False
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = done
         try:

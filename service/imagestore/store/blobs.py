@@ -149,13 +149,7 @@ class BlobStore:
             raise errors.RangeInvalid(
                 "offset and limit must not be negative", field="offset" if offset < 0 else "limit"
             )
-        try:
-            handle = self.path(digest).open("rb")
-        except FileNotFoundError:
-            raise errors.BlobNotFound(
-                f"blob {digest} not found", metadata={"digest": digest}
-            ) from None
-        with handle:
+        with self.open(digest) as handle:
             total = os.fstat(handle.fileno()).st_size
             if offset > total:
                 raise errors.OutOfRange(
