@@ -26,7 +26,7 @@ import json
 import socket
 import threading
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -151,6 +151,8 @@ class HostileRegistry:
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
     #: the Authorization header of every blob request ("" when absent)
     authorizations: list[str] = field(default_factory=list)
+    #: the Range header of every blob request, by digest ("" when absent)
+    ranges: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     #: Bearer token auth like Docker Hub's: None (off), "" (anonymous tokens),
     #: or "user:password" that the token service demands
     token_auth: str | None = None
@@ -356,6 +358,7 @@ class HostileRegistry:
     async def _blob(self, request: web.Request) -> web.StreamResponse:
         digest = request.match_info["digest"]
         self.authorizations.append(request.headers.get("Authorization", ""))
+        self.ranges[digest].append(request.headers.get("Range", ""))
         self._seen(request.method, digest)
         fault = self.faults.get(digest, "")
         if digest not in self.blobs:

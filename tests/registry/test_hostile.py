@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from imagestore.registry.pull import SMALL_LAYER
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 from tests.api.conftest import Server, start_server, wait_until
@@ -17,7 +19,7 @@ from tests.archives import sha, tar_of
 from tests.registry.conftest import FAST_RETRIES, Stub, pull, stop_cleanly
 from tests.registry.hostile import HostileRegistry, Image, make_image
 
-MAX_LAYER = 1 << 20
+MAX_LAYER = 4 << 20
 
 
 @pytest.fixture
@@ -235,13 +237,39 @@ def test_server_errors_are_retried_until_the_blob_comes(
 def test_a_download_cut_off_midway_resumes_with_range(
     stub: Stub, server: Server, hostile: HostileRegistry
 ) -> None:
-    image = make_image([tar_of({"big": bytes(range(256)) * 2048})])
+    # larger than SMALL_LAYER once compressed: streamed, so resumable
+    noise = hashlib.shake_256(b"cut").digest(2 * SMALL_LAYER)
+    image = make_image([tar_of({"big": noise})])
+    layer = image.layer_digests[0]
+    assert len(hostile_blob(image, layer)) > SMALL_LAYER
     hostile.add_image("cut/app", "1", image)
-    hostile.faults[image.layer_digests[0]] = "drop-once"
+    hostile.faults[layer] = "drop-once"
     pulled = pull(stub, f"{hostile.host}/cut/app:1")
     assert list(pulled.last.image_ids) == [image.config_digest]
-    assert hostile.downloads(image.layer_digests[0]) == 2
+    first, second = hostile.ranges[layer]
+    assert first == ""
+    # from where the file ended: at most the half the registry sent, and not nothing
+    start = int(second.removeprefix("bytes=").removesuffix("-"))
+    assert 0 < start <= len(hostile_blob(image, layer)) // 2
     assert check_summary(stub).ok
+
+
+def test_a_small_layer_cut_off_midway_is_fetched_again_whole(
+    stub: Stub, server: Server, hostile: HostileRegistry
+) -> None:
+    image = make_image([tar_of({"small": bytes(range(256)) * 2048})])
+    layer = image.layer_digests[0]
+    assert len(hostile_blob(image, layer)) <= SMALL_LAYER  # read whole, stored in one step
+    hostile.add_image("cut/small", "1", image)
+    hostile.faults[layer] = "drop-once"
+    pulled = pull(stub, f"{hostile.host}/cut/small:1")
+    assert list(pulled.last.image_ids) == [image.config_digest]
+    assert hostile.ranges[layer] == ["", ""]
+    assert check_summary(stub).ok
+
+
+def hostile_blob(image: Image, digest: str) -> bytes:
+    return image.layers[image.layer_digests.index(digest)]
 
 
 def test_a_stalled_registry_meets_the_callers_deadline(

@@ -20,9 +20,11 @@ from pathlib import Path
 
 
 class Download:
-    """One layer being written to ``path`` (an ingest file) by a pull."""
+    """One layer being written to ``path`` (an ingest file) by a pull; without a
+    path, one stored in a single step (a small layer), never streamed: readers
+    wait for it to end."""
 
-    def __init__(self, digest: str, size: int, path: Path) -> None:
+    def __init__(self, digest: str, size: int, path: Path | None) -> None:
         self.digest = digest
         self.size = size
         self.path = path

@@ -2,8 +2,9 @@
 
 The manifest (or index, then the chosen platforms' manifests) and configs are
 fetched whole (≤ 4 MiB) and verified; each missing layer streams from HTTP
-through the native decoder into an ingest, which checks the compressed digest,
-the size and the config's diff_id before anything is committed. Everything
+through the native decoder into an ingest (one of at most SMALL_LAYER bytes is
+read whole first, then written in one step), which checks the compressed
+digest, the size and the config's diff_id before anything is committed. Everything
 the pull touches is leased; the names move in one catalog transaction at the
 end. A failed or cancelled pull leaves nothing new behind.
 
@@ -59,6 +60,10 @@ from imagestore.store.store import Store
 
 #: bytes handed to the decoder at once: fewer thread hops, still bounded memory
 WRITE_CHUNK = 1 << 20
+#: a layer this small is read whole, then stored in one thread hop (no more memory
+#: than the streaming path's two batches): an image of hundreds of tiny layers
+#: pays one hop per layer instead of four
+SMALL_LAYER = 1 << 20
 
 #: told once a pull's manifests and configs are stored and verified, before its
 #: layers: the pull's target and each manifest's media type by digest
@@ -478,6 +483,8 @@ class Puller:
     async def _download(self, lease: Lease, repo: Repository, layer: _Layer, emit: Emit) -> bool:
         """Stream a layer into a verified ingest, resuming with Range after a break."""
         descriptor = layer.descriptor
+        if descriptor.size <= SMALL_LAYER:
+            return await self._download_whole(lease, repo, layer, emit)
         ingest_context = self.store.ingest(
             lease,
             descriptor.digest,
@@ -543,6 +550,91 @@ class Puller:
             watched.finish()
             emit(layer_event(Phase.DOWNLOADED, "Download complete", descriptor))
             return True
+
+    async def _download_whole(
+        self, lease: Lease, repo: Repository, layer: _Layer, emit: Emit
+    ) -> bool:
+        """A small layer: read whole (again from its start after a break), then
+        inflated, hashed, verified and committed in one thread hop. Its download
+        is announced, but never streamed: a reader waits for it to be stored."""
+        descriptor = layer.descriptor
+        what = f"blob {descriptor.digest}"
+        watched = Download(descriptor.digest, descriptor.size, None)
+        if self.on_download is not None:
+            self.on_download(watched)
+        slots = self.client.downloads
+
+        async def attempt() -> bytes:
+            if slots.busy(repo.origin):
+                emit(layer_event(Phase.WAITING, "Waiting", descriptor))
+            async with slots.hold(repo.origin):
+                response = await open_blob(repo, descriptor.digest)
+                async with response, repo.transport.speed_floor.meter(what) as meter:
+                    try:
+                        return await _read_whole(response.content, descriptor, meter.count)
+                    except (
+                        aiohttp.ClientPayloadError,
+                        aiohttp.ClientConnectionError,
+                        TimeoutError,
+                    ) as exc:
+                        raise connection_failure(exc, what) from None
+
+        try:
+            async with repo.transport.deadline(what):
+                on_retry = retry_reporter(emit, descriptor, layer_id(descriptor.digest))
+                data = await repo.transport.with_retries(attempt, on_retry)
+            ByteProgress(emit, descriptor, Phase.DOWNLOADING, "Downloading").advance(len(data))
+            emit(layer_event(Phase.VERIFYING, "Verifying Checksum", descriptor))
+            stored = await in_thread(self._store_whole, lease, layer, data)
+        except BaseException as exc:
+            watched.finish(exc)
+            raise
+        watched.finish()
+        if not stored:  # stored meanwhile (a Load, say)
+            emit(layer_event(Phase.ALREADY_EXISTS, "Already exists", descriptor))
+            return False
+        emit(layer_event(Phase.DOWNLOADED, "Download complete", descriptor))
+        return True
+
+    def _store_whole(self, lease: Lease, layer: _Layer, data: bytes) -> bool:
+        """Store a layer read whole; False when the store held it already."""
+        descriptor = layer.descriptor
+        with self.store.ingest(
+            lease,
+            descriptor.digest,
+            descriptor.size,
+            encoding=Encoding.LAYER,
+            expected_diff_id=layer.diff_id,
+        ) as ingest:
+            if ingest.exists:
+                return False
+            ingest.write(data)
+            self.store.commit(ingest, lease, descriptor.media_type)
+            return True
+
+
+async def _read_whole(
+    content: aiohttp.StreamReader, descriptor: Descriptor, count: Callable[[int], None]
+) -> bytes:
+    """A body of exactly ``descriptor.size`` bytes, refused as soon as it is longer
+    and when it ends shorter (as the streaming path refuses them)."""
+    pieces: list[bytes] = []
+    held = 0
+    async for piece in content.iter_any():
+        held += len(piece)
+        count(len(piece))
+        if held > descriptor.size:
+            raise errors.DigestMismatch(
+                f"content is larger than the expected {descriptor.size} bytes",
+                metadata={"digest": descriptor.digest, "size": str(descriptor.size)},
+            )
+        pieces.append(piece)
+    if held < descriptor.size:
+        raise errors.DigestMismatch(
+            f"blob {descriptor.digest} ended after {held} of {descriptor.size} bytes",
+            metadata={"digest": descriptor.digest, "size": str(held)},
+        )
+    return b"".join(pieces)
 
 
 async def _batches(content: aiohttp.StreamReader) -> AsyncIterator[list[bytes]]:

@@ -115,6 +115,8 @@ class Lease:
         self.reading = reading
         self._leases = leases
         self._held: list[str] = []
+        #: digests whose adding has returned: protected until the lease ends
+        self._settled: set[str] = set()
         self.added: set[str] = set()
         self.released = False
         #: rows were (or may have been) written for it
@@ -125,10 +127,16 @@ class Lease:
 
     def add(self, *digests: str) -> None:
         """Protect more digests until the lease ends (for a writing lease on a
-        shared catalog, a row each)."""
+        shared catalog, a row each). A digest it protects already is skipped:
+        a pull leases each layer before looking and again as it stores it, and
+        the second add would only wait for the catalog's writer."""
+        digests = tuple(digest for digest in digests if digest not in self._settled)
+        if not digests:
+            return
         self._held.extend(digests)
         self.recorded = self.recorded or not self.reading
         self._leases._add(self, digests)
+        self._settled.update(digests)  # only now: a concurrent add of one still waits
 
     def release(self) -> None:
         if not self.released:
@@ -137,6 +145,7 @@ class Lease:
                 self._leases._release(self, self._held)
             finally:
                 self._held.clear()
+                self._settled.clear()
 
     def __enter__(self) -> Self:
         return self
