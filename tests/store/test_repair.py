@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import stat
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,6 +210,39 @@ def test_a_leased_orphan_is_neither_swept_nor_listed(store: Store) -> None:
     assert store.check().unrecorded_blobs == (digest,)
     assert store.sweep_orphans(HOUR) == [digest]
     assert not store._parts.blobs.exists(digest)
+
+
+def test_a_digest_a_lease_protects_already_is_added_without_waiting_for_the_writer(
+    store: Store,
+) -> None:
+    digest = file_only(store, b"leased twice")
+    leases = store._parts.leases
+    writer_held, let_go = threading.Event(), threading.Event()
+
+    def hold_the_writer() -> None:
+        with store._parts.catalog.transaction():
+            writer_held.set()
+            let_go.wait()
+
+    holder = threading.Thread(target=hold_the_writer)
+    with store.lease() as lease:
+        lease.add(digest)
+        holder.start()
+        try:
+            assert writer_held.wait(10)
+            # a first add would wait for the writer (GC either sees it or is done);
+            # this one returns while the writer is held
+            again = threading.Thread(target=lease.add, args=(digest,))
+            again.start()
+            again.join(10)
+            returned = not again.is_alive()
+        finally:
+            let_go.set()
+            holder.join()
+        again.join()
+        assert returned
+        assert digest in leases.protected()
+    assert digest not in leases.protected()  # released once, as it was held once
 
 
 # ---- damaged blobs --------------------------------------------------------------
