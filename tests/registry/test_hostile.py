@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from imagestore.registry.pull import SMALL_LAYER
+from imagestore.registry.socketbody import OFF_LOOP_BODY
 from imagestore.v1 import imagestore_pb2 as pb
 from imagestore.v1 import imagestore_pb2_grpc as pb_grpc
 from tests.api.conftest import Server, start_server, wait_until
@@ -19,7 +20,14 @@ from tests.archives import sha, tar_of
 from tests.registry.conftest import FAST_RETRIES, Stub, pull, stop_cleanly
 from tests.registry.hostile import HostileRegistry, Image, make_image
 
-MAX_LAYER = 4 << 20
+MAX_LAYER = 16 << 20
+#: second layers of each size class a pull reads differently: whole (small), streamed
+#: through aiohttp, and read off the event loop straight from the socket (large)
+SIZES = {
+    "whole": 10240,
+    "streamed": 2 * SMALL_LAYER,
+    "off-loop": 2 * OFF_LOOP_BODY,
+}
 
 
 @pytest.fixture
@@ -44,8 +52,15 @@ def server(tmp_path: Path) -> Iterator[Server]:
     stop_cleanly(running)
 
 
-def _image() -> Image:
-    return make_image([tar_of({"etc/a": b"a" * 5000}), tar_of({"bin/b": bytes(range(256)) * 40})])
+def _image(second: int | None = None) -> Image:
+    """Two layers; the second of about ``second`` bytes compressed (incompressible
+    noise), or a small one by default."""
+    if second is None:
+        return make_image(
+            [tar_of({"etc/a": b"a" * 5000}), tar_of({"bin/b": bytes(range(256)) * 40})]
+        )
+    noise = hashlib.shake_256(b"noise %d" % second).digest(second)
+    return make_image([tar_of({"etc/a": b"a" * 5000}), tar_of({"bin/b": noise})])
 
 
 def _assert_nothing_kept(stub: Stub, server: Server) -> None:
@@ -78,6 +93,7 @@ BLOB_FAULTS: list[tuple[str, grpc.StatusCode, str]] = [
 ]
 
 
+@pytest.mark.parametrize("size", list(SIZES))
 @pytest.mark.parametrize(("fault", "code", "text"), BLOB_FAULTS)
 def test_a_bad_blob_is_refused_and_nothing_is_kept(
     stub: Stub,
@@ -86,8 +102,9 @@ def test_a_bad_blob_is_refused_and_nothing_is_kept(
     fault: str,
     code: grpc.StatusCode,
     text: str,
+    size: str,
 ) -> None:
-    image = _image()
+    image = _image(SIZES[size])
     hostile.add_image("bad/blob", "1", image)
     layer = _second_layer(image)
     hostile.faults[layer] = fault
@@ -234,11 +251,12 @@ def test_server_errors_are_retried_until_the_blob_comes(
     assert check_summary(stub).ok
 
 
+@pytest.mark.parametrize("size", ["streamed", "off-loop"])
 def test_a_download_cut_off_midway_resumes_with_range(
-    stub: Stub, server: Server, hostile: HostileRegistry
+    stub: Stub, server: Server, hostile: HostileRegistry, size: str
 ) -> None:
     # larger than SMALL_LAYER once compressed: streamed, so resumable
-    noise = hashlib.shake_256(b"cut").digest(2 * SMALL_LAYER)
+    noise = hashlib.shake_256(b"cut").digest(SIZES[size])
     image = make_image([tar_of({"big": noise})])
     layer = image.layer_digests[0]
     assert len(hostile_blob(image, layer)) > SMALL_LAYER
@@ -272,10 +290,11 @@ def hostile_blob(image: Image, digest: str) -> bytes:
     return image.layers[image.layer_digests.index(digest)]
 
 
+@pytest.mark.parametrize("size", list(SIZES))
 def test_a_stalled_registry_meets_the_callers_deadline(
-    stub: Stub, server: Server, hostile: HostileRegistry
+    stub: Stub, server: Server, hostile: HostileRegistry, size: str
 ) -> None:
-    image = _image()
+    image = _image(SIZES[size])
     hostile.add_image("stall/app", "1", image)
     hostile.faults[_second_layer(image)] = "stall"
     _fails(stub, f"{hostile.host}/stall/app:1", grpc.StatusCode.DEADLINE_EXCEEDED, timeout=0.3)

@@ -53,6 +53,7 @@ from imagestore.registry.progress import (
 )
 from imagestore.registry.repository import Repository
 from imagestore.registry.retry import connection_failure
+from imagestore.registry.socketbody import SocketBody
 from imagestore.store.blobs import Encoding, Ingest
 from imagestore.store.leases import Lease
 from imagestore.store.models import EventKind
@@ -502,6 +503,7 @@ class Puller:
             if self.on_download is not None:
                 self.on_download(watched)
             slots = self.client.downloads
+            idle_timeout = repo.transport.options.idle_timeout
 
             def written(count: int) -> None:
                 progress.advance(count)
@@ -516,22 +518,13 @@ class Puller:
                     response = await open_blob(repo, descriptor.digest, ingest.written)
                     async with response, repo.transport.speed_floor.meter(what) as meter:
                         skip = ingest.written if response.status == 200 else 0
-                        writer = _WriteBehind(ingest, written)
-                        try:
-                            async for pieces in _batches(response.content):
-                                meter.count(sum(map(len, pieces)))
-                                if skip:
-                                    pieces, skip = _drop(pieces, skip)
-                                await writer.write(pieces)
-                            await writer.flush()
-                        except (
-                            aiohttp.ClientPayloadError,
-                            aiohttp.ClientConnectionError,
-                            TimeoutError,
-                        ) as exc:
-                            raise connection_failure(exc, what) from None
-                        finally:
-                            await writer.settle()
+                        body = None if skip else SocketBody.take(response, idle_timeout)
+                        if body is None:
+                            await _read_streamed(
+                                response.content, ingest, skip, meter.count, written, what
+                            )
+                        else:
+                            await _read_taken(response, body, ingest, meter.count, written, what)
                 if ingest.written < descriptor.size:
                     raise errors.DigestMismatch(
                         f"{what} ended after {ingest.written} of {descriptor.size} bytes",
@@ -650,6 +643,77 @@ async def _batches(content: aiohttp.StreamReader) -> AsyncIterator[list[bytes]]:
             batch, held = [], 0
     if batch:
         yield batch
+
+
+async def _read_streamed(
+    content: aiohttp.StreamReader,
+    ingest: Ingest,
+    skip: int,
+    count: Callable[[int], None],
+    written: Callable[[int], None],
+    what: str,
+) -> None:
+    """A body read by aiohttp into ``ingest``, written behind (``skip``: leading
+    bytes to drop, a registry having ignored our Range)."""
+    writer = _WriteBehind(ingest, written)
+    try:
+        async for pieces in _batches(content):
+            count(sum(map(len, pieces)))
+            if skip:
+                pieces, skip = _drop(pieces, skip)
+            await writer.write(pieces)
+        await writer.flush()
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+        raise connection_failure(exc, what) from None
+    finally:
+        await writer.settle()
+
+
+async def _read_taken(
+    response: aiohttp.ClientResponse,
+    body: SocketBody,
+    ingest: Ingest,
+    count: Callable[[int], None],
+    written: Callable[[int], None],
+    what: str,
+) -> None:
+    """A body taken from aiohttp (registry/socketbody.py) into ``ingest``; its
+    connection is closed after (aiohttp's parser saw none of it)."""
+    try:
+        await _read_off_loop(body, ingest, count, written)
+    except (OSError, TimeoutError) as exc:
+        raise connection_failure(exc, what) from None
+    finally:
+        response.close()
+
+
+async def _read_off_loop(
+    body: SocketBody, ingest: Ingest, count: Callable[[int], None], written: Callable[[int], None]
+) -> None:
+    """A body taken from aiohttp (registry/socketbody.py) into ``ingest``: each
+    step reads and writes on a transfer thread; ``count`` and ``written`` are told
+    of its bytes after it. A cancelled step (the try's deadline, its speed floor,
+    the call) interrupts the read, and returns once the thread is done with the
+    ingest."""
+    try:
+        if body.head:
+            await in_thread(ingest.write, body.head)
+            count(len(body.head))
+            written(len(body.head))
+        while body.remaining:
+            step = asyncio.ensure_future(in_thread(body.fill, ingest.write))
+            try:
+                size = await asyncio.shield(step)
+            except asyncio.CancelledError:
+                body.interrupt()
+                await asyncio.wait({step})
+                if not step.cancelled():
+                    step.exception()  # retrieved: the interrupted read's failure is no news
+                raise
+            count(size)
+            written(size)
+    finally:
+        body.close()
 
 
 def _drop(pieces: list[bytes], count: int) -> tuple[list[bytes], int]:
