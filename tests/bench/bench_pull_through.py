@@ -11,18 +11,30 @@ upstream, in one run, interleaved. Each cold run has a fresh store (a new
 server on an empty root). Medians, and the ratio cold / direct (goal <= 2x,
 issue 18).
 
+Beside it, where a cold copy's time goes on this machine: the CPU-seconds the
+server, skopeo and the upstream spent over each cold copy (user + sys), and
+the least wall time any cold copy could take here: the server at its floor
+(the native Decoder over the layers, one thread, as bench_transfer measures
+it) plus skopeo's and the upstream's CPU, spread over every core.
+
     python -m tests.bench.bench_pull_through [--runs N] [--data DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import shutil
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from tests.api.conftest import start_server
 from tests.bench.bench_endpoint import MB, copy_to_layout
+from tests.bench.bench_transfer import cpu_seconds, floor_cpu_seconds
 from tests.bench.images import big_image, blob_bytes, publish
 from tests.registry.distribution import Distribution, start_distribution
 
@@ -30,8 +42,24 @@ from tests.registry.distribution import Distribution, start_distribution
 NAME = "bench/big:1"
 
 
-def cold_copy(data: Path, upstream: Distribution, layout: Path) -> float:
-    """Seconds of one copy through a new server with an empty store."""
+@dataclass
+class Cold:
+    """One cold copy: its wall seconds and the CPU-seconds of each process in it."""
+
+    seconds: float
+    server_cpu: float
+    skopeo_cpu: float
+    upstream_cpu: float
+
+
+def children_cpu() -> float:
+    """CPU-seconds of this process's waited-for children (skopeo's, once it ended)."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def cold_copy(data: Path, upstream: Distribution, layout: Path) -> Cold:
+    """One copy through a new server with an empty store."""
     root = data / "store"
     shutil.rmtree(root, ignore_errors=True)
     server = start_server(
@@ -45,7 +73,16 @@ def cold_copy(data: Path, upstream: Distribution, layout: Path) -> float:
         if not server.registry_address:
             raise SystemExit("the server announced no registry endpoint (--registry-listen)")
         path = f"{upstream.host.replace(':', '_')}/{NAME}"
-        return copy_to_layout(f"{server.registry_address}/{path}", layout)
+        serving, sending = psutil.Process(server.process.pid), psutil.Process(upstream.process.pid)
+        server_before, upstream_before = cpu_seconds(serving), cpu_seconds(sending)
+        skopeo_before = children_cpu()
+        seconds = copy_to_layout(f"{server.registry_address}/{path}", layout)
+        return Cold(
+            seconds,
+            cpu_seconds(serving) - server_before,
+            children_cpu() - skopeo_before,
+            cpu_seconds(sending) - upstream_before,
+        )
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -65,15 +102,17 @@ def main() -> None:
     try:
         publish(layout, f"{upstream.host}/{NAME}")
         copy_to_layout(f"{upstream.host}/{NAME}", copy)  # warm-up: the upstream's page cache
-        cold: list[float] = []
+        colds: list[Cold] = []
         direct: list[float] = []
         for _ in range(args.runs):
-            cold.append(cold_copy(args.data, upstream, copy))
+            colds.append(cold_copy(args.data, upstream, copy))
             direct.append(copy_to_layout(f"{upstream.host}/{NAME}", copy))
+        floor = floor_cpu_seconds(layout)
     finally:
         upstream.stop()
         shutil.rmtree(args.data / "registry", ignore_errors=True)
         shutil.rmtree(copy, ignore_errors=True)
+    cold = [c.seconds for c in colds]
     cold_s, direct_s = statistics.median(cold), statistics.median(direct)
     print(
         f"\nskopeo copy docker:// -> oci:, 3 layers x 200 MiB ({size_bytes / MB:.0f} MB"
@@ -87,6 +126,18 @@ def main() -> None:
         rate = size_bytes / seconds / MB
         print(f"  {label:<40} {seconds:7.3f} s  {rate:6.0f} MB/s   (runs: {each})")
     print(f"  {'ratio cold / direct':<40} {cold_s / direct_s:7.2f}x    (goal <= 2x)")
+    median = statistics.median
+    server, skopeo = median(c.server_cpu for c in colds), median(c.skopeo_cpu for c in colds)
+    sending, cores = median(c.upstream_cpu for c in colds), os.cpu_count() or 1
+    best = (floor + skopeo + sending) / cores
+    print(
+        f"  CPU over a cold copy: server {server:.2f} s (its floor {floor:.2f}), skopeo"
+        f" {skopeo:.2f} s, upstream {sending:.2f} s"
+    )
+    print(
+        f"  {'least a cold copy can take here':<40} {best:7.3f} s"
+        f"  ((floor + skopeo + upstream) / {cores} cores: {best / direct_s:.2f}x direct)"
+    )
 
 
 if __name__ == "__main__":
