@@ -10,7 +10,9 @@ For each image, interleaved in every run, wall seconds of:
 
 - imagestore Pull, through the gRPC API of the real server process from this
   process (no CLI start-up included), into an empty store (every image pruned
-  before each run), and the server's CPU-seconds (user + sys, psutil) over it;
+  before each run), and the server's CPU-seconds (user + sys, psutil) over it,
+  and the source registry's (it shares the cores: the least a Pull can take
+  here is the server's floor plus the registry's CPU, spread over every core);
 - ``skopeo copy docker://… oci:DIR`` (a fresh DIR each run) and
   ``skopeo copy docker://… docker-archive:FILE`` (a fresh FILE);
 - imagestore Push and ``skopeo copy oci:… docker://…`` (from the image's source
@@ -110,6 +112,8 @@ class Figures:
 
     pull: list[float] = field(default_factory=list)
     pull_cpu: list[float] = field(default_factory=list)
+    #: CPU-seconds of the source registry over each Pull (it shares the cores)
+    registry_cpu: list[float] = field(default_factory=list)
     #: server CPU / wall of each Pull: the cores it kept busy on average
     cores: list[float] = field(default_factory=list)
     #: CPU / wall of the server's busiest thread over each Pull (1.0: a core's worth)
@@ -158,6 +162,7 @@ class Bench:
         self.source: Distribution = start_distribution(data / "registry-source", log_level="info")
         self.server: Server = start_server(data / "store", "--listen", "127.0.0.1:0")
         self.process = psutil.Process(self.server.process.pid)
+        self.source_process = psutil.Process(self.source.process.pid)
         self.channel = grpc.insecure_channel(self.server.address)
         grpc.channel_ready_future(self.channel).result(timeout=10)
         self.stub = pb_grpc.ImageStoreServiceStub(self.channel)  # type: ignore[no-untyped-call]
@@ -173,19 +178,19 @@ class Bench:
     def reference(self, image: Image) -> str:
         return f"{self.source.host}/bench/{image.name}:1"
 
-    def pull(self, reference: str) -> tuple[float, float, float]:
-        """(wall seconds, server CPU-seconds, CPU-seconds of its busiest thread) of
-        one Pull, its stream drained."""
+    def pull(self, reference: str) -> tuple[float, float, float, float]:
+        """(wall seconds, server CPU-seconds, CPU-seconds of its busiest thread, of
+        the source registry) of one Pull, its stream drained."""
         threads = thread_cpu_seconds(self.process.pid)
-        cpu = cpu_seconds(self.process)
+        cpu, sent = cpu_seconds(self.process), cpu_seconds(self.source_process)
         start = time.perf_counter()
         for _ in self.stub.Pull(pb.PullRequest(image=reference), timeout=TIMEOUT):
             pass
         wall = time.perf_counter() - start
-        cpu = cpu_seconds(self.process) - cpu
+        cpu, sent = cpu_seconds(self.process) - cpu, cpu_seconds(self.source_process) - sent
         after = thread_cpu_seconds(self.process.pid)
         busiest = max(used - threads.get(tid, 0.0) for tid, used in after.items())
-        return wall, cpu, busiest
+        return wall, cpu, busiest, sent
 
     def forget(self) -> None:
         """Empty the store: every image and blob goes."""
@@ -244,9 +249,10 @@ def measure(bench: Bench, image: Image, runs: int) -> Figures:
     bench.pull(reference)
     for _ in range(runs):
         bench.forget()
-        seconds, cpu, busiest = bench.pull(reference)
+        seconds, cpu, busiest, sent = bench.pull(reference)
         figures.pull.append(seconds)
         figures.pull_cpu.append(cpu)
+        figures.registry_cpu.append(sent)
         figures.cores.append(cpu / seconds)
         figures.busiest_thread.append(busiest / seconds)
         shutil.rmtree(out, ignore_errors=True)
@@ -350,6 +356,15 @@ def report(image: Image, figures: Figures, runs: int) -> None:
     line("ratio CPU / floor", f"{cpu_ratio:.2f}x", verdict(cpu_ratio, CPU_GOALS.get(image.name)))
     line("server CPU per layer", f"{cpu / image.layers * 1000:.2f} ms")
     line("server cores busy (CPU / wall)", f"{median(figures.cores):.2f}", each(figures.cores))
+    # the server at its floor, the registry's CPU beside it, every core busy
+    registry_cpu, cores = median(figures.registry_cpu), os.cpu_count() or 1
+    least = (floor + registry_cpu) / cores
+    line("registry CPU over the Pull", f"{registry_cpu:.3f} s", each(figures.registry_cpu))
+    line(
+        "least a Pull can take here",
+        f"{least:.3f} s",
+        f"((floor + registry) / {cores} cores: {least / to_oci:.2f}x skopeo -> oci:)",
+    )
     line("its busiest thread (CPU / wall)", f"{median(figures.busiest_thread):.2f}")
     line("up-to-date pull: registry requests", f"{count}", verdict(count, UP_TO_DATE_GOAL))
     line("  of which blob requests", f"{blob_count}", verdict(blob_count, UP_TO_DATE_BLOB_GOAL))
