@@ -81,6 +81,21 @@ async def read_all(body: SocketBody) -> bytes:
     return b"".join(pieces)
 
 
+@asynccontextmanager
+async def taken(
+    session: aiohttp.ClientSession, url: str, idle_timeout: float = 10
+) -> AsyncIterator[SocketBody]:
+    """The body of a GET of ``url``, taken from aiohttp; closed after, with its response."""
+    async with session.get(url) as response:
+        body = SocketBody.take(response, idle_timeout)
+        assert body is not None
+        try:
+            yield body
+        finally:
+            body.close()
+            response.close()
+
+
 def run(test: Callable[[aiohttp.ClientSession, Server, str], object]) -> None:
     async def main() -> None:
         async with serving() as (server, base), aiohttp.ClientSession() as session:
@@ -91,15 +106,9 @@ def run(test: Callable[[aiohttp.ClientSession, Server, str], object]) -> None:
 
 def test_a_large_body_is_read_whole_and_in_order_from_the_socket() -> None:
     async def test(session: aiohttp.ClientSession, server: Server, base: str) -> None:
-        async with session.get(f"{base}/whole") as response:
-            body = SocketBody.take(response, idle_timeout=10)
-            assert body is not None
-            try:
-                assert body.remaining == len(BODY) - len(body.head)
-                assert await read_all(body) == BODY
-            finally:
-                body.close()
-                response.close()
+        async with taken(session, f"{base}/whole") as body:
+            assert body.remaining == len(BODY) - len(body.head)
+            assert await read_all(body) == BODY
         # the next request cannot have gone over that connection
         async with session.get(f"{base}/small") as response:
             assert await response.read() == BODY[:1000]
@@ -120,37 +129,25 @@ def test_small_and_unsized_bodies_stay_with_aiohttp(name: str) -> None:
 
 def test_a_body_that_ends_short_fails_its_step() -> None:
     async def test(session: aiohttp.ClientSession, server: Server, base: str) -> None:
-        async with session.get(f"{base}/short") as response:
-            body = SocketBody.take(response, idle_timeout=10)
-            assert body is not None
-            try:
-                with pytest.raises(ConnectionResetError, match="before the body's end"):
-                    await read_all(body)
-            finally:
-                body.close()
-                response.close()
+        async with taken(session, f"{base}/short") as body:
+            with pytest.raises(ConnectionResetError, match="before the body's end"):
+                await read_all(body)
 
     run(test)
 
 
 def test_an_interrupt_ends_a_read_blocked_on_a_silent_server() -> None:
     async def test(session: aiohttp.ClientSession, server: Server, base: str) -> None:
-        async with session.get(f"{base}/held") as response:
-            # the idle timeout is far away: only the interrupt can end the read
-            body = SocketBody.take(response, idle_timeout=600)
-            assert body is not None
+        # the idle timeout is far away: only the interrupt can end the read
+        async with taken(session, f"{base}/held", idle_timeout=600) as body:
             got = len(body.head)
-            try:
-                while got < 1 << 20:  # what the server sent before holding
-                    got += await asyncio.to_thread(body.fill, lambda view: None)
-                blocked = asyncio.ensure_future(asyncio.to_thread(body.fill, lambda view: None))
-                done, _ = await asyncio.wait({blocked}, timeout=0.05)
-                assert not done  # waiting on the silent socket
-                body.interrupt()
-                with pytest.raises(ConnectionResetError):
-                    await asyncio.wait_for(blocked, 30)
-            finally:
-                body.close()
-                response.close()
+            while got < 1 << 20:  # what the server sent before holding
+                got += await asyncio.to_thread(body.fill, lambda view: None)
+            blocked = asyncio.ensure_future(asyncio.to_thread(body.fill, lambda view: None))
+            done, _ = await asyncio.wait({blocked}, timeout=0.05)
+            assert not done  # waiting on the silent socket
+            body.interrupt()
+            with pytest.raises(ConnectionResetError):
+                await asyncio.wait_for(blocked, 30)
 
     run(test)

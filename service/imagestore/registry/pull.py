@@ -677,24 +677,11 @@ async def _read_taken(
     written: Callable[[int], None],
     what: str,
 ) -> None:
-    """A body taken from aiohttp (registry/socketbody.py) into ``ingest``; its
-    connection is closed after (aiohttp's parser saw none of it)."""
-    try:
-        await _read_off_loop(body, ingest, count, written)
-    except (OSError, TimeoutError) as exc:
-        raise connection_failure(exc, what) from None
-    finally:
-        response.close()
-
-
-async def _read_off_loop(
-    body: SocketBody, ingest: Ingest, count: Callable[[int], None], written: Callable[[int], None]
-) -> None:
     """A body taken from aiohttp (registry/socketbody.py) into ``ingest``: each
     step reads and writes on a transfer thread; ``count`` and ``written`` are told
     of its bytes after it. A cancelled step (the try's deadline, its speed floor,
     the call) interrupts the read, and returns once the thread is done with the
-    ingest."""
+    ingest. The connection is closed after: aiohttp's parser saw none of it."""
     try:
         if body.head:
             await in_thread(ingest.write, body.head)
@@ -712,8 +699,11 @@ async def _read_off_loop(
                 raise
             count(size)
             written(size)
+    except (OSError, TimeoutError) as exc:
+        raise connection_failure(exc, what) from None
     finally:
         body.close()
+        response.close()
 
 
 def _drop(pieces: list[bytes], count: int) -> tuple[list[bytes], int]:
