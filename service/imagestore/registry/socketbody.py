@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 
@@ -32,6 +33,9 @@ import aiohttp
 OFF_LOOP_BODY = 4 << 20
 #: bytes read before they are handed on (the ingest's write, then the event loop's count)
 BUFFER = 2 << 20
+#: each transfer thread's read buffer, made on its first step and kept: a fresh one
+#: per body cost its page faults every time (a step uses it, then writes it out)
+_buffers = threading.local()
 #: a read step returns at the latest after this long with bytes, so the event loop
 #: counts a slow body's bytes (its speed floor) as they come
 STEP_SECONDS = 0.1
@@ -49,7 +53,6 @@ class SocketBody:
         self.remaining = remaining
         self._sock = sock
         self._idle_timeout = idle_timeout
-        self._view = memoryview(bytearray(BUFFER))
 
     @classmethod
     def take(
@@ -83,7 +86,7 @@ class SocketBody:
         transfer thread); the byte count. Once a byte came, returns with what came
         within STEP_SECONDS; raises TimeoutError after the idle timeout without a
         byte, ConnectionError when the body ends short."""
-        view = self._view[: min(BUFFER, self.remaining)]
+        view = _thread_buffer()[: min(BUFFER, self.remaining)]
         got = 0
         self._sock.settimeout(self._idle_timeout)
         started = time.monotonic()
@@ -117,3 +120,10 @@ class SocketBody:
         """Drop the duplicate descriptor (the caller closes the response, and so
         the connection: it is never reused)."""
         self._sock.close()
+
+
+def _thread_buffer() -> memoryview:
+    view: memoryview | None = getattr(_buffers, "view", None)
+    if view is None:
+        view = _buffers.view = memoryview(bytearray(BUFFER))
+    return view
