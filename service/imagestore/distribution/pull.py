@@ -372,7 +372,7 @@ class Pull:
         try:
             await self._unary.run(lease.add, download.digest)
             await download.wait_beyond(0)  # the file exists once a byte is written
-            if download.finished or download.path is None:  # (no path: never written)
+            if download.finished or download.path is None:  # (pathless: never handed out)
                 return None
             try:
                 file = await self._streams.run(open, download.path, "rb")

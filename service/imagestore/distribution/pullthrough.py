@@ -345,8 +345,8 @@ class PullThrough:
             new_download = self._new_download
             download = self._downloads.get(digest)
             if download is not None:
-                if streaming and not download.finished:
-                    return download
+                if streaming and download.path is not None and not download.finished:
+                    return download  # (a download without a path is never streamed)
                 await download.wait_finished()  # its failure is its pull's to report
                 continue
             pulls = [

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -65,6 +65,8 @@ WRITE_CHUNK = 1 << 20
 #: than the streaming path's two batches): an image of hundreds of tiny layers
 #: pays one hop per layer instead of four
 SMALL_LAYER = 1 << 20
+#: what a body read by aiohttp raises when the connection breaks or goes silent
+_BROKEN = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError)
 
 #: told once a pull's manifests and configs are stored and verified, before its
 #: layers: the pull's target and each manifest's media type by digest
@@ -502,7 +504,6 @@ class Puller:
             watched = Download(descriptor.digest, descriptor.size, ingest.path)
             if self.on_download is not None:
                 self.on_download(watched)
-            slots = self.client.downloads
             idle_timeout = repo.transport.options.idle_timeout
 
             def written(count: int) -> None:
@@ -510,11 +511,7 @@ class Puller:
                 watched.advance(ingest.written)
 
             async def attempt() -> None:
-                # a slot per try: released while waiting to retry (a Retry-After of a
-                # minute must not keep the registry's other layers waiting)
-                if slots.busy(repo.origin):
-                    emit(layer_event(Phase.WAITING, "Waiting", descriptor))
-                async with slots.hold(repo.origin):
+                async with self._slot(repo, descriptor, emit):
                     response = await open_blob(repo, descriptor.digest, ingest.written)
                     async with response, repo.transport.speed_floor.meter(what) as meter:
                         skip = ingest.written if response.status == 200 else 0
@@ -526,10 +523,7 @@ class Puller:
                         else:
                             await _read_taken(response, body, ingest, meter.count, written, what)
                 if ingest.written < descriptor.size:
-                    raise errors.DigestMismatch(
-                        f"{what} ended after {ingest.written} of {descriptor.size} bytes",
-                        metadata={"digest": descriptor.digest, "size": str(ingest.written)},
-                    )
+                    raise _ended_short(descriptor, ingest.written)
 
             try:
                 async with repo.transport.deadline(what):
@@ -555,21 +549,14 @@ class Puller:
         watched = Download(descriptor.digest, descriptor.size, None)
         if self.on_download is not None:
             self.on_download(watched)
-        slots = self.client.downloads
 
         async def attempt() -> bytes:
-            if slots.busy(repo.origin):
-                emit(layer_event(Phase.WAITING, "Waiting", descriptor))
-            async with slots.hold(repo.origin):
+            async with self._slot(repo, descriptor, emit):
                 response = await open_blob(repo, descriptor.digest)
                 async with response, repo.transport.speed_floor.meter(what) as meter:
                     try:
                         return await _read_whole(response.content, descriptor, meter.count)
-                    except (
-                        aiohttp.ClientPayloadError,
-                        aiohttp.ClientConnectionError,
-                        TimeoutError,
-                    ) as exc:
+                    except _BROKEN as exc:
                         raise connection_failure(exc, what) from None
 
         try:
@@ -588,6 +575,19 @@ class Puller:
             return False
         emit(layer_event(Phase.DOWNLOADED, "Download complete", descriptor))
         return True
+
+    @asynccontextmanager
+    async def _slot(
+        self, repo: Repository, descriptor: Descriptor, emit: Emit
+    ) -> AsyncIterator[None]:
+        """One of the registry's download slots for one try: released while
+        waiting to retry (a Retry-After of a minute must not keep the registry's
+        other layers waiting); "Waiting" is shown when none is free."""
+        slots = self.client.downloads
+        if slots.busy(repo.origin):
+            emit(layer_event(Phase.WAITING, "Waiting", descriptor))
+        async with slots.hold(repo.origin):
+            yield
 
     def _store_whole(self, lease: Lease, layer: _Layer, data: bytes) -> bool:
         """Store a layer read whole; False when the store held it already."""
@@ -623,11 +623,15 @@ async def _read_whole(
             )
         pieces.append(piece)
     if held < descriptor.size:
-        raise errors.DigestMismatch(
-            f"blob {descriptor.digest} ended after {held} of {descriptor.size} bytes",
-            metadata={"digest": descriptor.digest, "size": str(held)},
-        )
+        raise _ended_short(descriptor, held)
     return b"".join(pieces)
+
+
+def _ended_short(descriptor: Descriptor, got: int) -> errors.DigestMismatch:
+    return errors.DigestMismatch(
+        f"blob {descriptor.digest} ended after {got} of {descriptor.size} bytes",
+        metadata={"digest": descriptor.digest, "size": str(got)},
+    )
 
 
 async def _batches(content: aiohttp.StreamReader) -> AsyncIterator[list[bytes]]:
@@ -663,7 +667,7 @@ async def _read_streamed(
                 pieces, skip = _drop(pieces, skip)
             await writer.write(pieces)
         await writer.flush()
-    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+    except _BROKEN as exc:
         raise connection_failure(exc, what) from None
     finally:
         await writer.settle()

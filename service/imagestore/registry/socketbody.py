@@ -72,14 +72,15 @@ class SocketBody:
         content = response.content
         if raw is None or content.exception() is not None or content.at_eof():
             return None
-        if length - content.total_bytes < OFF_LOOP_BODY:
+        remaining = length - content.total_bytes  # what aiohttp holds is counted
+        if remaining < OFF_LOOP_BODY:
             return None
         # One synchronous step: what aiohttp holds, then no more reads by the loop
         # (draining may resume its reading; the pause comes after).
         head = content.read_nowait()
         protocol.pause_reading()
         sock = socket.socket(fileno=os.dup(raw.fileno()))
-        return cls(sock, head, length - content.total_bytes, idle_timeout)
+        return cls(sock, head, remaining, idle_timeout)
 
     def fill(self, write: Callable[[memoryview], None]) -> int:
         """Read up to a buffer's worth of the body and ``write`` it (blocking: on a
