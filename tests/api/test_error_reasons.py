@@ -29,6 +29,7 @@ import errno
 import json
 import os
 import random
+import re
 import resource
 import ssl
 import stat
@@ -929,6 +930,25 @@ def test_a_catalog_from_a_newer_imagestore_or_not_a_catalog(tmp_path: Path) -> N
     (garbage / "catalog.db").write_bytes(b"not a database" * 1000)
     refused = _start_fails(ServerConfig(listen="127.0.0.1:0", root=garbage))
     expect_raised(refused, "DATA_LOSS", Reason.CATALOG_CORRUPT, {})
+
+
+@reaches(Reason.BLOB_DIR_MISMATCH)
+def test_a_blob_directory_of_another_store(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    Store.open(root).close()
+    found = (root / "blobs" / "store-id").read_text().strip()
+    (root / "catalog.db").unlink()  # a catalog made anew beside the old blobs
+    refused = _start_fails(ServerConfig(listen="127.0.0.1:0", root=root))
+    assert isinstance(refused, errors.BlobDirMismatch)
+    expected = refused.metadata["expected"]
+    assert re.fullmatch("[0-9a-f]{32}", expected)
+    assert expected != found
+    expect_raised(
+        refused,
+        "FAILED_PRECONDITION",
+        Reason.BLOB_DIR_MISMATCH,
+        {"blob_dir": str(root / "blobs"), "expected": expected, "found": found},
+    )
 
 
 @reaches(Reason.CATALOG_UNAVAILABLE)

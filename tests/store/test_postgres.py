@@ -54,7 +54,7 @@ def test_a_version_1_catalog_is_migrated_and_keeps_its_rows(
         )
     catalog = PostgresCatalog(url)
     try:
-        assert catalog.schema_version == len(MIGRATIONS) == 5
+        assert catalog.schema_version == len(MIGRATIONS) == 6
         with catalog.transaction() as writer:
             writer.record_blob_sources([blob(1).digest], "registry.test", "team/app", 2)
         with catalog.reading() as reader:
@@ -70,7 +70,7 @@ def test_a_catalog_from_a_newer_imagestore_is_refused(url: str, admin: psycopg.C
     admin.execute("UPDATE catalog_state SET schema_version = 999")
     with pytest.raises(errors.CatalogTooNew, match="newer than this imagestore") as refused:
         PostgresCatalog(url)
-    assert refused.value.metadata == {"version": "999", "supported": "5"}
+    assert refused.value.metadata == {"version": "999", "supported": "6"}
 
 
 def test_processes_opening_a_new_database_at_once_migrate_it_once(url: str) -> None:
@@ -86,7 +86,7 @@ def test_processes_opening_a_new_database_at_once_migrate_it_once(url: str) -> N
 
     with ThreadPoolExecutor(4) as pool:
         versions = list(pool.map(lambda _: open_catalog(), range(4), timeout=STUCK))
-    assert versions == [5] * 4
+    assert versions == [6] * 4
 
 
 def _waiting_for_the_writers_lock(admin: psycopg.Connection) -> int:

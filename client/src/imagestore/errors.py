@@ -75,6 +75,7 @@ class Reason(StrEnum):
     STORE_ROOT_UNSAFE = "STORE_ROOT_UNSAFE"
     CATALOG_TOO_NEW = "CATALOG_TOO_NEW"
     LISTENER_INSECURE = "LISTENER_INSECURE"
+    BLOB_DIR_MISMATCH = "BLOB_DIR_MISMATCH"
     # ABORTED
     PRUNE_RUNNING = "PRUNE_RUNNING"
     CHECK_RUNNING = "CHECK_RUNNING"
@@ -496,6 +497,12 @@ class CatalogTooNew(FailedPrecondition):
     """A catalog written by a newer imagestore (at start)."""
 
     reason = Reason.CATALOG_TOO_NEW
+
+
+class BlobDirMismatch(FailedPrecondition):
+    """A blob directory that is not the catalog's (at start)."""
+
+    reason = Reason.BLOB_DIR_MISMATCH
 
 
 class ListenerInsecure(FailedPrecondition):

@@ -70,6 +70,37 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _read_marker(marker: Path) -> str | None:
+    """The store ID a blob directory's marker names (None: not marked)."""
+    try:
+        return marker.read_text(encoding="ascii", errors="replace").strip()
+    except FileNotFoundError:
+        return None
+
+
+def _write_marker(marker: Path, store_id: str) -> str:
+    """Mark a directory as ``store_id``'s unless it is marked already; the ID it
+    names then. Linked into place whole (fsynced first): never half written,
+    never replaced."""
+    partial = marker.with_name(f"{marker.name}.{secrets.token_hex(8)}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, BLOB_FILE_MODE)
+    try:
+        os.write(fd, f"{store_id}\n".encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(partial, marker)
+    except FileExistsError:
+        pass  # another replica marked it first: its ID is compared
+    finally:
+        os.unlink(partial)
+    _fsync_dir(marker.parent)
+    found = _read_marker(marker)
+    assert found is not None  # linked above, or by the other replica
+    return found
+
+
 def _disk_error(exc: OSError, doing: str) -> errors.ImageStoreError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return errors.DiskFull(f"disk full while {doing}", metadata={"errno": "ENOSPC"})
@@ -78,6 +109,8 @@ def _disk_error(exc: OSError, doing: str) -> errors.ImageStoreError:
 
 #: separates the replica ID from the random part of an ingest file's name
 INGEST_OWNER_SEPARATOR = "-"
+#: the file in a blob directory naming the store (catalog) it belongs to
+STORE_ID_FILE = "store-id"
 
 
 def ingest_owner(name: str) -> str:
@@ -99,6 +132,38 @@ class BlobStore:
         self._lock = threading.RLock()
         self._digest_locks: dict[str, tuple[threading.Lock, int]] = {}
         self._active_ingests: set[str] = set()
+
+    # ---- whose directory ------------------------------------------------------
+
+    def bind(self, store_id: str, recorded_blobs: int) -> None:
+        """Make sure this is the directory of the catalog's store ``store_id``
+        (which records ``recorded_blobs`` blobs), marking it so if it is not
+        marked yet. Raises BlobDirMismatch for another store's directory, or for
+        an empty, unmarked one while the catalog records blobs (an unmounted
+        share): its collector would count every blob lost, and another
+        store's would delete this one's blobs as orphans."""
+        marker = self.root / STORE_ID_FILE
+        found = _read_marker(marker)
+        if found is None:
+            if recorded_blobs and not self._holds_blobs():
+                raise errors.BlobDirMismatch(
+                    f"blob directory {self.root} is empty and unmarked, but the catalog"
+                    f" records {recorded_blobs} blobs: is it the shared directory (mounted)?"
+                    " Every replica of one catalog must use the same --blob-dir",
+                    metadata={"blob_dir": str(self.root)},
+                )
+            found = _write_marker(marker, store_id)  # the first of racing replicas wins
+        if found != store_id:
+            raise errors.BlobDirMismatch(
+                f"blob directory {self.root} belongs to store {found[:64]}, but the catalog"
+                f" is store {store_id}: every replica of one catalog must use the same"
+                " --blob-dir, and a store's catalog and blob directory stay together",
+                metadata={"blob_dir": str(self.root), "expected": store_id, "found": found[:64]},
+            )
+
+    def _holds_blobs(self) -> bool:
+        with os.scandir(self.blob_dir) as entries:
+            return next(entries, None) is not None
 
     # ---- reading -------------------------------------------------------------
 

@@ -198,6 +198,11 @@ class CatalogReader(Protocol):
         """How many collections have deleted blob rows (bumped in their transaction)."""
         ...
 
+    def store_id(self) -> str:
+        """This store's identity, made with the catalog (the blob directory's
+        ``store-id`` file holds the same)."""
+        ...
+
 
 class CatalogWriter(CatalogReader, Protocol):
     """Changes inside one transaction (reads see them)."""

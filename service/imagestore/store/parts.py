@@ -117,6 +117,8 @@ class Parts:
                         metadata={"option": "blob-dir"},
                     )
                 blobs = BlobStore(blob_dir or root / "blobs", replica)
+                with opened.reading() as db:
+                    blobs.bind(db.store_id(), db.blob_count())
                 leases = Leases(opened, replica)
                 heartbeat = Replica(
                     replica,

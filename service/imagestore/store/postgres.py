@@ -265,6 +265,16 @@ MIGRATIONS: tuple[str, ...] = (
     );
     INSERT INTO collector_state (id, epoch) VALUES (0, 0);
     """,
+    """
+    -- which store this catalog is: the blob directory carries the same ID in
+    -- its store-id file, so a replica given another directory is refused
+    CREATE TABLE store_identity (
+        id                INTEGER PRIMARY KEY CHECK (id = 0),
+        store_id          TEXT COLLATE "C" NOT NULL   -- 32 random hex digits
+    );
+    INSERT INTO store_identity (id, store_id)
+        VALUES (0, replace(gen_random_uuid()::text, '-', ''));
+    """,
 )
 
 #: a lost connection: the network, the server, or the server ending an idle transaction
@@ -1145,6 +1155,11 @@ class PostgresReader:
         row = self.db.execute("SELECT epoch FROM collector_state WHERE id = 0").fetchone()
         assert row is not None  # the migration inserts the one row
         return int(row[0])
+
+    def store_id(self) -> str:
+        row = self.db.execute("SELECT store_id FROM store_identity WHERE id = 0").fetchone()
+        assert row is not None  # the migration inserts the one row
+        return str(row[0])
 
 
 class PostgresWriter(PostgresReader):

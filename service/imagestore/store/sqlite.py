@@ -192,6 +192,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     INSERT INTO collector_state (id, epoch) VALUES (0, 0);
     """,
+    """
+    -- which store this catalog is: the blob directory carries the same ID in
+    -- its store-id file, so a replica given another directory is refused
+    CREATE TABLE store_identity (
+        id                INTEGER PRIMARY KEY CHECK (id = 0),
+        store_id          TEXT NOT NULL         -- 32 random hex digits
+    );
+    INSERT INTO store_identity (id, store_id) VALUES (0, lower(hex(randomblob(16))));
+    """,
 )
 
 
@@ -742,6 +751,10 @@ class SqliteReader:
 
     def collector_epoch(self) -> int:
         return int(self.db.execute("SELECT epoch FROM collector_state WHERE id = 0").fetchone()[0])
+
+    def store_id(self) -> str:
+        row = self.db.execute("SELECT store_id FROM store_identity WHERE id = 0").fetchone()
+        return str(row[0])
 
 
 class SqliteWriter(SqliteReader):

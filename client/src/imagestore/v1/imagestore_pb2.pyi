@@ -91,6 +91,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STORE_ROOT_UNSAFE: _ClassVar[ErrorReason]
     CATALOG_TOO_NEW: _ClassVar[ErrorReason]
     LISTENER_INSECURE: _ClassVar[ErrorReason]
+    BLOB_DIR_MISMATCH: _ClassVar[ErrorReason]
     PRUNE_RUNNING: _ClassVar[ErrorReason]
     CHECK_RUNNING: _ClassVar[ErrorReason]
     REGISTRY_UNAUTHORIZED: _ClassVar[ErrorReason]
@@ -188,6 +189,7 @@ STORE_IN_USE: ErrorReason
 STORE_ROOT_UNSAFE: ErrorReason
 CATALOG_TOO_NEW: ErrorReason
 LISTENER_INSECURE: ErrorReason
+BLOB_DIR_MISMATCH: ErrorReason
 PRUNE_RUNNING: ErrorReason
 CHECK_RUNNING: ErrorReason
 REGISTRY_UNAUTHORIZED: ErrorReason
