@@ -35,6 +35,7 @@ Sessions and the blobs they keep: uploads.py.
 from __future__ import annotations
 
 import re
+from contextlib import AbstractAsyncContextManager
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
@@ -107,11 +108,11 @@ class Push:
         ns = request.query.get("ns")
         return f"{path}?{urlencode({'ns': ns}, quote_via=quote)}" if ns else path
 
-    def _session_headers(self, request: web.Request, session: Session) -> dict[str, str]:
+    def _session_headers(self, request: web.Request, session_id: str, size: int) -> dict[str, str]:
         return {
-            "Location": self._path(request, f"blobs/uploads/{session.id}"),
-            "Docker-Upload-UUID": session.id,
-            "Range": session.range_header(),
+            "Location": self._path(request, f"blobs/uploads/{session_id}"),
+            "Docker-Upload-UUID": session_id,
+            "Range": f"0-{max(size - 1, 0)}",  # as the spec's clients read it; 0-0: empty
         }
 
     def _blob_created(self, request: web.Request, digest: str) -> web.Response:
@@ -121,8 +122,9 @@ class Push:
         }
         return web.Response(status=201, headers=headers)
 
-    def _session(self, request: web.Request) -> Session:
-        return self._uploads.get(request.match_info["session"], self._repository(request))
+    def _using(self, request: web.Request) -> AbstractAsyncContextManager[Session]:
+        """The request's session, held for it (uploads.py)."""
+        return self._uploads.using(request.match_info["session"], self._repository(request))
 
     def _check_range(self, request: web.Request, session: Session) -> int | None:
         """The length a ``Content-Range`` announces (None: none given); 416
@@ -139,7 +141,7 @@ class Push:
                 Code.RANGE_INVALID,
                 f"Content-Range {header[:60]!r} does not continue the upload, which holds"
                 f" {session.size} bytes (a chunk must start there, its length that of the body)",
-                headers=self._session_headers(request, session),
+                headers=self._session_headers(request, session.id, session.size),
             )
         return length
 
@@ -166,7 +168,7 @@ class Push:
             raise RegistryError(
                 Code.RANGE_INVALID,
                 f"the chunk held {received} bytes, its Content-Range announced {announced}",
-                headers=self._session_headers(request, session),
+                headers=self._session_headers(request, session.id, session.size),
             )
 
     # ---- blob uploads --------------------------------------------------------
@@ -179,46 +181,43 @@ class Push:
             if await self._uploads.mount(digest):
                 return self._blob_created(request, digest)
             # not stored: the spec's fallback, a session to upload it into
-        session = await self._uploads.open(repository)
+        opened = await self._uploads.open(repository)
         if "digest" not in request.query:
-            headers = self._session_headers(request, session)
-            return web.Response(status=202, headers={**headers, "Range": "0-0"})
+            return web.Response(status=202, headers=self._session_headers(request, opened.id, 0))
         # monolithic: the body is the whole blob
-        try:
-            digest = parse_digest(request.query["digest"])
-            async with self._uploads.using(session):
+        async with self._uploads.using(opened.id, repository) as session:
+            try:
+                digest = parse_digest(request.query["digest"])
                 await self._receive(request, session)
-        except BaseException:
-            await self._uploads.cancel(session)
-            raise
-        await self._commit(session, digest)
+            except BaseException:
+                await self._uploads.cancel(session)
+                raise
+            await self._commit(session, digest)
         return self._blob_created(request, digest)
 
     async def upload_status(self, request: web.Request) -> web.StreamResponse:
-        session = self._session(request)
-        return web.Response(status=204, headers=self._session_headers(request, session))
+        session_id = request.match_info["session"]
+        size = await self._uploads.size(session_id, self._repository(request))
+        return web.Response(status=204, headers=self._session_headers(request, session_id, size))
 
     async def upload_chunk(self, request: web.Request) -> web.StreamResponse:
-        session = self._session(request)
-        async with self._uploads.using(session):
+        async with self._using(request) as session:
             await self._receive_chunk(request, session)
-        return web.Response(status=202, headers=self._session_headers(request, session))
+        headers = self._session_headers(request, session.id, session.size)
+        return web.Response(status=202, headers=headers)
 
     async def finish_upload(self, request: web.Request) -> web.StreamResponse:
-        session = self._session(request)
-        if "digest" not in request.query:
-            raise RegistryError(Code.DIGEST_INVALID, "the digest parameter is missing")
-        digest = parse_digest(request.query["digest"])
-        async with self._uploads.using(session):
+        async with self._using(request) as session:
+            if "digest" not in request.query:  # the session stays as it is
+                raise RegistryError(Code.DIGEST_INVALID, "the digest parameter is missing")
+            digest = parse_digest(request.query["digest"])
             await self._receive_chunk(request, session)
-        await self._commit(session, digest)
+            await self._commit(session, digest)
         return self._blob_created(request, digest)
 
     async def cancel_upload(self, request: web.Request) -> web.StreamResponse:
-        session = self._session(request)
-        async with self._uploads.using(session):
-            pass  # no request of it is running
-        await self._uploads.cancel(session)
+        async with self._using(request) as session:
+            await self._uploads.cancel(session)
         return web.Response(status=204)
 
     async def _commit(self, session: Session, digest: str) -> None:

@@ -21,24 +21,29 @@ until a manifest that uses it is committed, or ``--registry-upload-timeout``
 passes: otherwise the end of the lease would sweep the blob before its
 manifest arrives. Mounted and already stored blobs are kept the same way.
 
-Sessions live in this process's memory. With several replicas behind one
-address they are not shared: every request of one upload must reach the
-replica that opened it (clients use one connection per upload in practice; a
-load balancer needs session affinity). An idle session expires after
+Sessions are files any replica can go on with (store/resumable.py): a session's
+ingest file is named by a key hashed from its repository and its ID, so a
+replica that did not open it finds it, takes it (a lock, and its own name),
+hashes its bytes again and continues; a session of one repository is unknown
+under another. Each request holds the file's lock: a second request of one
+session at once is refused, whichever replica it reaches. So several replicas
+behind one address need no session affinity. An idle session expires after
 ``--registry-upload-timeout``: a sweep every half timeout (at most a minute)
-discards its ingest and ends its lease. At most
-``--registry-max-upload-sessions`` are open at once (429 beyond).
+discards the ingest of each session the replica last served and ends its
+lease. At most ``--registry-max-upload-sessions`` are open at once on a
+replica (429 beyond).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import secrets
 import time
-import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 from imagestore import errors
 from imagestore.bridges import WorkerPool
@@ -47,6 +52,7 @@ from imagestore.distribution.limits import EndpointLimits
 from imagestore.oci import mediatypes as mt
 from imagestore.store.blobs import BlobInfo, Encoding, Ingest
 from imagestore.store.leases import Lease
+from imagestore.store.resumable import IngestBusyError, ResumableFile
 from imagestore.store.store import Store
 
 log = logging.getLogger("imagestore.http")
@@ -79,62 +85,113 @@ def unknown_session(session_id: str) -> RegistryError:
     )
 
 
+def session_key(repository: str, session_id: str) -> str:
+    """The key of a session's file: another repository's session is another file."""
+    return hashlib.sha256(f"{repository}\n{session_id}".encode()).hexdigest()[:32]
+
+
+def busy_session(session_id: str) -> RegistryError:
+    return RegistryError(
+        Code.BLOB_UPLOAD_INVALID, f"upload {session_id[:64]} is busy with another request"
+    )
+
+
 @dataclass(eq=False)
 class Session:
-    """One upload: its ingest (opened on the first bytes) under its lease."""
+    """One upload as this replica holds it: its file, and its ingest once the
+    first bytes tell how to hash it, under this replica's lease."""
 
     id: str
-    repository: str
+    key: str
     lease: Lease
+    file: ResumableFile
     last_used: float
-    #: one request at a time writes to a session
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _head: bytes = b""
-    _ingest: Ingest | None = None
-    _media_type: str = PLAIN
-    _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    ingest: Ingest | None = None
+    media_type: str = PLAIN
+    #: the file is closed: committed, discarded or let go
+    closed: bool = False
+    #: bytes written as they are, before the ingest starts
+    _raw: int = 0
 
     @property
     def size(self) -> int:
         """Bytes received so far (the next chunk starts here)."""
-        return len(self._head) + (self._ingest.written if self._ingest else 0)
+        return self.ingest.written if self.ingest is not None else self._raw
 
-    def range_header(self) -> str:
-        """``Range`` as the spec's clients read it: ``0-<last byte>``; ``0-0`` when empty."""
-        return f"0-{max(self.size - 1, 0)}"
+    # ---- blocking: on a worker thread, with the file locked --------------------
 
-    # ---- blocking: on a worker thread, one at a time (``lock``) ---------------
+    def begin(self) -> bool:
+        """Lock the file for a request (IngestBusyError: another holds it); False, and
+        unlocked, when another replica took it since (this memory is stale)."""
+        self.file.lock()
+        if self.file.current() and self.file.size() == self.size:
+            return True
+        self.file.unlock()
+        return False
+
+    def end(self) -> None:
+        """Unlock the file after a request."""
+        if not self.closed:
+            self.file.unlock()
+
+    def resume(self, store: Store) -> None:
+        """Taken from another replica: hash the bytes it holds."""
+        self._raw = self.file.size()
+        if self._raw >= HEAD_BYTES:
+            self._start(store, self.file.head(HEAD_BYTES))
 
     def write(self, store: Store, data: bytes | bytearray) -> None:
-        """Append bytes to the ingest (the first few wait for the encoding)."""
-        if self._ingest is None:
-            self._head += data
-            if len(self._head) >= HEAD_BYTES:
-                self._open(store)
-            return
-        self._ingest.write(data)
+        """Append bytes (the first few are written as they are, until they tell
+        how the rest is hashed)."""
+        if self.ingest is None:
+            if self._raw + len(data) < HEAD_BYTES:
+                self.file.append(data)
+                self._raw += len(data)
+                return
+            self._start(store, self.file.head(self._raw) + bytes(data[:HEAD_BYTES]))
+        assert self.ingest is not None
+        self.ingest.write(data)
 
-    def _open(self, store: Store) -> Ingest:
-        encoding, self._media_type = encoding_of(self._head)
-        self._ingest = self._stack.enter_context(store.ingest(self.lease, encoding=encoding))
-        head, self._head = self._head, b""
-        if head:
-            self._ingest.write(head)
-        return self._ingest
+    def _start(self, store: Store, head: bytes) -> None:
+        encoding, self.media_type = encoding_of(head)
+        try:
+            self.ingest = store.resume_ingest(self.file, encoding)
+        except BaseException:
+            self.closed = True  # resume_ingest closed the file
+            raise
 
     def commit(self, store: Store, digest: str) -> BlobInfo:
         """Verify every byte against ``digest`` and store the blob (DigestMismatch:
-        nothing stored). The digest stays leased by :attr:`lease`."""
-        ingest = self._ingest or self._open(store)
-        ingest.expect(digest)
+        nothing stored, the file removed). The digest stays leased by :attr:`lease`."""
+        if self.ingest is None:
+            self._start(store, self.file.head(HEAD_BYTES))
+        assert self.ingest is not None
+        self.ingest.expect(digest)
         try:
-            return store.commit(ingest, self.lease, self._media_type)
+            return store.commit(self.ingest, self.lease, self.media_type)
         finally:
-            self._stack.close()  # a failed ingest's file is unlinked
+            self.ingest.discard()  # after a commit, only the hasher is freed
+            self.closed = True
 
     def discard(self) -> None:
-        """Drop what was written (the ingest file is unlinked)."""
-        self._stack.close()
+        """Remove the file (locked, and still this replica's)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.ingest is not None:
+            self.ingest.discard()
+        else:
+            self.file.close(remove=True)
+
+    def let_go(self) -> None:
+        """Close the file, leaving it to the replica that took it."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.ingest is not None:
+            self.ingest.abandon()
+        else:
+            self.file.close(remove=False)
 
 
 @dataclass(eq=False)
@@ -154,7 +211,10 @@ class Uploads:
         self._pool = pool
         self._timeout = limits.upload_timeout
         self._max_sessions = limits.max_upload_sessions
+        #: the sessions this replica served last, by key
         self._sessions: dict[str, Session] = {}
+        #: keys of the sessions a request of this replica holds
+        self._busy: set[str] = set()
         self._kept: dict[str, Kept] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -167,41 +227,89 @@ class Uploads:
 
     async def open(self, repository: str) -> Session:
         """A new session (429 while ``--registry-max-upload-sessions`` are open)."""
+        self._check_room()
+        session_id = secrets.token_hex(16)
+        key = session_key(repository, session_id)
+        lease = await self._pool.run(self._store.open_lease)
+        try:
+            file = await self._pool.run(self._store.create_resumable, key)
+        except BaseException:
+            await self._pool.run(self._store.end_lease, lease)
+            raise
+        session = Session(session_id, key, lease, file, time.monotonic())
+        self._sessions[key] = session
+        return session
+
+    def _check_room(self) -> None:
         if len(self._sessions) >= self._max_sessions:
             raise too_many_requests(
                 f"{self._max_sessions} uploads are open already"
                 " (--registry-max-upload-sessions); finish or cancel one",
                 None,
             )
-        lease = await self._pool.run(self._store.open_lease)
-        session = Session(uuid.uuid4().hex, repository, lease, time.monotonic())
-        self._sessions[session.id] = session
-        return session
 
-    def get(self, session_id: str, repository: str) -> Session:
-        """The session of that repository, or BLOB_UPLOAD_UNKNOWN (an expired
-        one too, before the sweep has removed it)."""
-        session = self._sessions.get(session_id)
-        if session is None or session.repository != repository or self._expired(session):
+    async def size(self, session_id: str, repository: str) -> int:
+        """Bytes a session holds, whichever replica last served it (404
+        BLOB_UPLOAD_UNKNOWN when there is no such session)."""
+        key = session_key(repository, session_id)
+        size = await self._pool.run(self._store.resumable_size, key)
+        if size is None:
             raise unknown_session(session_id)
-        return session
-
-    def _expired(self, session: Session) -> bool:
-        idle = time.monotonic() - session.last_used
-        return not session.lock.locked() and idle > self._timeout
+        return size
 
     @contextlib.asynccontextmanager
-    async def using(self, session: Session) -> AsyncIterator[Session]:
-        """Hold a session for one request; a second one at once is refused."""
-        if session.lock.locked():
-            raise RegistryError(
-                Code.BLOB_UPLOAD_INVALID, f"upload {session.id} is busy with another request"
-            )
-        async with session.lock:
+    async def using(self, session_id: str, repository: str) -> AsyncIterator[Session]:
+        """Hold a session for one request: this replica's, or taken from the one
+        that last served it. BLOB_UPLOAD_UNKNOWN when there is none, and
+        BLOB_UPLOAD_INVALID while another request holds it (here or elsewhere)."""
+        key = session_key(repository, session_id)
+        if key in self._busy:
+            raise busy_session(session_id)
+        self._busy.add(key)
+        try:
+            session = self._sessions.get(key)
+            if session is not None and not await self._begin(session):
+                await self._forget(session, Session.let_go)  # another replica took it
+                session = None
+            if session is None:
+                session = await self._take(session_id, key)
             try:
                 yield session
             finally:
                 session.last_used = time.monotonic()
+                await self._pool.run(session.end)
+                if session.closed:
+                    self._sessions.pop(key, None)
+        finally:
+            self._busy.discard(key)
+
+    async def _begin(self, session: Session) -> bool:
+        try:
+            return await self._pool.run(session.begin)
+        except IngestBusyError:
+            raise busy_session(session.id) from None
+
+    async def _take(self, session_id: str, key: str) -> Session:
+        """The session's file, taken (locked) from the replica that last wrote it."""
+        self._check_room()
+        try:
+            file = await self._pool.run(self._store.take_resumable, key)
+        except IngestBusyError:
+            raise busy_session(session_id) from None
+        if file is None:
+            raise unknown_session(session_id)
+        lease = await self._pool.run(self._store.open_lease)
+        session = Session(session_id, key, lease, file, time.monotonic())
+        try:
+            await self._pool.run(session.resume, self._store)
+        except (errors.DataLoss, errors.SizeLimitExceeded) as exc:
+            await self._forget(session, Session.discard)
+            raise refused_content(exc) from None
+        except BaseException:
+            await self._forget(session, Session.discard)
+            raise
+        self._sessions[session.key] = session
+        return session
 
     async def write(self, session: Session, data: bytes | bytearray) -> None:
         """Append to a session; past ``--max-layer-size``, or bytes the layer
@@ -221,9 +329,9 @@ class Uploads:
             raise refused_content(exc) from None
 
     async def commit(self, session: Session, digest: str) -> BlobInfo:
-        """Verify and store the session's blob; the session ends either way,
-        and the blob is kept for its manifest."""
-        del self._sessions[session.id]
+        """Verify and store the session's blob (inside :meth:`using`); the
+        session ends either way, and the blob is kept for its manifest."""
+        self._sessions.pop(session.key, None)
         try:
             info = await self._pool.run(session.commit, self._store, digest)
         except BaseException:
@@ -233,15 +341,20 @@ class Uploads:
         return info
 
     async def cancel(self, session: Session) -> None:
-        """End a session: its ingest file and its lease go."""
-        self._sessions.pop(session.id, None)
-        await self._pool.run(self._end, session)
+        """End a session (inside :meth:`using`): its file and its lease go."""
+        await self._forget(session, Session.discard)
 
-    def _end(self, session: Session) -> None:
-        try:
-            session.discard()
-        finally:
-            self._store.end_lease(session.lease)
+    async def _forget(self, session: Session, close: Callable[[Session], None]) -> None:
+        """Drop a session from memory: ``close`` its file, end its lease."""
+        self._sessions.pop(session.key, None)
+
+        def end() -> None:
+            try:
+                close(session)
+            finally:
+                self._store.end_lease(session.lease)
+
+        await self._pool.run(end)
 
     # ---- kept blobs ----------------------------------------------------------
 
@@ -298,23 +411,38 @@ class Uploads:
                 log.warning("sweeping expired uploads failed: %s", exc.message)
 
     async def sweep(self) -> None:
-        """Cancel expired sessions; end the leases of kept blobs past their time."""
+        """End the sessions idle past the timeout; end the leases of kept blobs
+        past their time."""
         now = time.monotonic()
-        for session in [s for s in self._sessions.values() if self._expired(s)]:
-            # looked at again after each await: a request may have taken it since
-            if self._expired(session):
-                await self.cancel(session)
+        for session in list(self._sessions.values()):
+            if session.key in self._busy or now - session.last_used <= self._timeout:
+                continue
+            self._busy.add(session.key)
+            try:
+                await self._expire(session)
+            finally:
+                self._busy.discard(session.key)
         expired = [d for d, kept in self._kept.items() if kept.deadline < now]
         await self._pool.run(self._end_leases, [self._kept.pop(d).lease for d in expired])
 
+    async def _expire(self, session: Session) -> None:
+        """An idle session ends: its file removed, or left to the replica that
+        took it; a request elsewhere holding it keeps it for the next sweep."""
+        try:
+            ours = await self._pool.run(session.begin)
+        except IngestBusyError:
+            return
+        await self._forget(session, Session.discard if ours else Session.let_go)
+
     async def close(self) -> None:
-        """At shutdown: every session's ingest discarded, every lease ended."""
+        """At shutdown: every session this replica holds discarded, every lease ended."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         for session in list(self._sessions.values()):
-            await self.cancel(session)
+            if session.key not in self._busy:
+                await self._expire(session)
         kept = [k.lease for k in self._kept.values()]
         self._kept.clear()
         await self._pool.run(self._end_leases, kept)

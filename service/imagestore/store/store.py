@@ -22,7 +22,7 @@ from typing import BinaryIO, Self
 from imagestore import errors
 from imagestore.oci.manifests import Descriptor
 from imagestore.oci.references import Reference
-from imagestore.store import check, listing, prune
+from imagestore.store import check, listing, prune, resumable
 from imagestore.store.blobs import READ_CHUNK, BlobInfo, Encoding, Ingest
 from imagestore.store.content import ORPHAN_GRACE_PERIOD, BlobStat, Content
 from imagestore.store.documents import Documents
@@ -54,6 +54,7 @@ from imagestore.store.parts import CatalogFactory, Parts, sqlite_catalog
 from imagestore.store.parts import catalog_factory as catalog_factory  # --catalog, for the server
 from imagestore.store.records import BlobRow
 from imagestore.store.replicas import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_REPLICA_TIMEOUT
+from imagestore.store.resumable import ResumableFile
 
 DEFAULT_MAX_LAYER_SIZE = 64 << 30
 
@@ -243,6 +244,28 @@ class Store:
     def commit(self, ingest: Ingest, lease: Lease, media_type: str) -> BlobInfo:
         """Commit a verified ingest and record its blob (repairing a damaged one)."""
         return self._content.commit(ingest, lease, media_type)
+
+    # ---- resumable ingests: any replica goes on with them (store/resumable.py)
+
+    def create_resumable(self, key: str) -> ResumableFile:
+        """A new, empty ingest file that any replica can find by ``key``."""
+        return resumable.create(self._parts.blobs, key)
+
+    def take_resumable(self, key: str) -> ResumableFile | None:
+        """The file of ``key``, locked and made this replica's (None: none);
+        IngestBusyError while a request elsewhere holds it."""
+        return resumable.take(self._parts.blobs, key)
+
+    def resumable_size(self, key: str) -> int | None:
+        """Bytes written so far to the file of ``key`` (None: none)."""
+        return resumable.size_of(self._parts.blobs, key)
+
+    def resume_ingest(self, file: ResumableFile, encoding: Encoding) -> Ingest:
+        """An ingest going on from the end of ``file`` (what it holds hashed);
+        commit it with :meth:`commit`."""
+        layer = encoding is Encoding.LAYER
+        limit = self._parts.max_layer_size if layer else 0
+        return resumable.resume(self._parts.blobs, file, encoding, limit)
 
     def put_blob(
         self, lease: Lease, data: bytes, media_type: str, expected_digest: str | None = None
