@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.api.conftest import wait_until
 from tests.api.scale_out import Replica, ReplicaSet, replica_set
 from tests.archives import sha
 from tests.distribution.conftest import Client
@@ -134,3 +136,41 @@ def test_skopeo_pushes_through_a_round_robin_balancer(replicas: ReplicaSet, tmp_
         shown = inspect(replica.stub, "demo/balanced:1")
         assert shown.manifest.digest == image.digest
         assert [layer.digest for layer in shown.layers] == [sha(x) for x in image.layers]
+
+
+def test_a_second_request_while_one_is_in_the_middle_of_a_chunk_is_busy(
+    replicas: ReplicaSet,
+) -> None:
+    a, b = replicas.live()
+    location = start(endpoint(a), "demo/midway").headers["Location"]
+    (file,) = session_files(replicas, a)
+    host, port = (a.server.registry_address or "").rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as first:
+        first.sendall(
+            f"PATCH {location} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 200\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n".encode()
+            + b"m" * 100
+        )
+        wait_until(lambda: locked(file))  # the first request holds the session
+        for replica in (a, b):
+            refused = chunk(endpoint(replica), location, b"n" * 10, 0)
+            assert (refused.status, refused.error_codes()) == (400, ["BLOB_UPLOAD_INVALID"])
+        first.sendall(b"m" * 100)
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            reply += first.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 202"), reply
+        assert b"Range: 0-199" in reply
+    assert endpoint(b).request("DELETE", location).status == 204
+
+
+def locked(path: Path) -> bool:
+    """Whether a request holds the session file's lock, as /proc/locks lists it
+    (read without taking it: a probe that locked it could refuse the request)."""
+    found = path.stat()
+    file_id = f"{os.major(found.st_dev):02x}:{os.minor(found.st_dev):02x}:{found.st_ino}"
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()  # "1: FLOCK ADVISORY WRITE <pid> <maj:min:inode> 0 EOF"
+        if fields[1] == "FLOCK" and fields[5] == file_id:
+            return True
+    return False

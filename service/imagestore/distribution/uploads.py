@@ -292,13 +292,17 @@ class Uploads:
     async def _take(self, session_id: str, key: str) -> Session:
         """The session's file, taken (locked) from the replica that last wrote it."""
         self._check_room()
+        lease = await self._pool.run(self._store.open_lease)
+        file: ResumableFile | None = None
         try:
             file = await self._pool.run(self._store.take_resumable, key)
         except IngestBusyError:
             raise busy_session(session_id) from None
+        finally:
+            if file is None:  # nothing taken: the lease has nothing to hold
+                await self._pool.run(self._store.end_lease, lease)
         if file is None:
             raise unknown_session(session_id)
-        lease = await self._pool.run(self._store.open_lease)
         session = Session(session_id, key, lease, file, time.monotonic())
         try:
             await self._pool.run(session.resume, self._store)
