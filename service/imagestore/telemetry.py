@@ -43,7 +43,7 @@ ENDPOINT_ROUTES = (
     "base", "catalog", "tags", "manifest", "blob", "upload", "referrers", "other"
 )  # fmt: skip
 #: what became of a manifest request with pull-through on (distribution/pullthrough.py)
-PULL_THROUGH_OUTCOMES = ("hit", "miss-pulled", "refused", "stale", "failed")
+PULL_THROUGH_OUTCOMES = ("hit", "miss-pulled", "miss-joined", "refused", "stale", "failed")
 _NAMED_STATUSES = frozenset(HTTPStatus)
 
 
@@ -153,6 +153,7 @@ class Telemetry:
             "imagestore_pull_through",
             "Manifest requests on the registry endpoint with pull-through on, by outcome:"
             " hit (served from the store), miss-pulled (pulled from upstream first),"
+            " miss-joined (waited for a pull another request started),"
             " refused (a registry not allowlisted), stale (upstream unreachable: served"
             " with a Warning), failed (the pull failed)",
             ["outcome"],

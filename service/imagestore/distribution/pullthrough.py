@@ -64,8 +64,9 @@ then served by the pull category as any stored manifest (docs/registry.md §9).
   files through its reading lease.
 
 Outcomes are counted (telemetry.py): ``hit`` (served from the store, a
-revalidated tag included), ``miss-pulled``, ``refused`` (not allowlisted),
-``stale`` and ``failed``.
+revalidated tag included), ``miss-pulled`` (this request started the pull),
+``miss-joined`` (it waited for a pull another request started), ``refused``
+(not allowlisted), ``stale`` and ``failed``.
 """
 
 from __future__ import annotations
@@ -312,8 +313,9 @@ class PullThrough:
             self._refuse(repository)
             return Answer()
         if by_digest and (media_type := self._early.get((repository, reference))) is not None:
-            self._count("miss-pulled")
+            self._count("miss-joined")  # a child of an index being pulled
             return Answer(early=EarlyManifest(reference, media_type))
+        outcome = self._miss(repository, reference)
         try:
             early = await self._pull_once(repository, reference, by_digest)
         except errors.NotFound:
@@ -322,7 +324,7 @@ class PullThrough:
         except errors.ImageStoreError:
             self._count("failed")
             raise
-        self._count("miss-pulled")
+        self._count(outcome)
         return Answer(early=early)
 
     def served(self, repository: str, digest: str) -> None:
@@ -400,6 +402,11 @@ class PullThrough:
         """``make()``'s result, started once for every concurrent caller with ``key``."""
         flight = self._flight(key, lambda _ready: make())
         return cast(T, await asyncio.shield(flight.task))
+
+    def _miss(self, repository: str, reference: str) -> str:
+        """How a miss is counted: a pull of it in flight is joined, else started."""
+        joined = ("pull", repository, reference) in self._flights
+        return "miss-joined" if joined else "miss-pulled"
 
     async def _pull_once(
         self, repository: str, reference: str, by_digest: bool
@@ -507,11 +514,12 @@ class PullThrough:
             self._count("hit")
             return Answer()
         log.info("pull-through: %s:%s moved upstream (%s → %s)", repository, tag, stored, current)
+        outcome = self._miss(repository, tag)
         try:
             early = await self._pull_once(repository, tag, False)
         except errors.ImageStoreError as exc:
             return self._stale(repository, tag, stored, exc)
-        self._count("miss-pulled")
+        self._count(outcome)
         return Answer(early=early)
 
     def _stale(self, repository: str, tag: str, stored: str, exc: Exception) -> Answer:
