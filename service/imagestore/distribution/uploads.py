@@ -175,23 +175,22 @@ class Session:
 
     def discard(self) -> None:
         """Remove the file (locked, and still this replica's)."""
-        if self.closed:
-            return
-        self.closed = True
-        if self.ingest is not None:
-            self.ingest.discard()
-        else:
-            self.file.close(remove=True)
+        self._close(remove=True)
 
     def let_go(self) -> None:
         """Close the file, leaving it to the replica that took it."""
+        self._close(remove=False)
+
+    def _close(self, *, remove: bool) -> None:
         if self.closed:
             return
         self.closed = True
-        if self.ingest is not None:
-            self.ingest.abandon()
+        if self.ingest is None:
+            self.file.close(remove=remove)
+        elif remove:
+            self.ingest.discard()
         else:
-            self.file.close(remove=False)
+            self.ingest.abandon()
 
 
 @dataclass(eq=False)
