@@ -174,3 +174,23 @@ def locked(path: Path) -> bool:
         if fields[1] == "FLOCK" and fields[5] == file_id:
             return True
     return False
+
+
+def test_the_first_bytes_of_a_layer_sent_one_by_one_to_each_replica(replicas: ReplicaSet) -> None:
+    """Until four bytes have come, a session cannot tell gzip from zstd: what came
+    is kept in its file as it is, and whichever replica gets the rest hashes it."""
+    a, b = replicas.live()
+    image = make_image("byte-by-byte", layers=1)
+    layer = image.layers[0]
+    location = start(endpoint(a), "demo/bytes").headers["Location"]
+    for at, replica in enumerate((b, a, b)):
+        answer = chunk(endpoint(replica), location, layer[at : at + 1], at)
+        assert (answer.status, answer.headers["Range"]) == (202, f"0-{at}")
+    rest = chunk(endpoint(a), location, layer[3:], 3)
+    assert rest.status == 202
+    done = endpoint(b).request("PUT", location + f"?digest={sha(layer)}", {}, b"")
+    assert done.status == 201, done.body
+    assert monolithic(endpoint(a), "demo/bytes", image.config).status == 201
+    answer = put_manifest(endpoint(b), "demo/bytes", "1", image.manifest, OCI_MANIFEST)
+    assert answer.status == 201, answer.body  # the layer's diff_id, checked against the config
+    assert inspect(a.stub, "demo/bytes:1").manifest.digest == image.digest

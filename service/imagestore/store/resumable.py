@@ -25,6 +25,8 @@ from imagestore.store.blobs import INGEST_OWNER_SEPARATOR, BlobStore, Encoding, 
 
 #: how many times a take is tried when the file is renamed between finding and locking it
 TAKE_TRIES = 3
+#: every descriptor on a session's file appends: raw head bytes and ingest writes alike
+OPEN_FLAGS = os.O_RDWR | os.O_APPEND
 
 
 class IngestBusyError(Exception):
@@ -69,7 +71,8 @@ class ResumableFile:
         return os.pread(self.fd, count, 0)
 
     def append(self, data: bytes | bytearray | memoryview) -> None:
-        """Bytes written as they are, before an ingest hashes the file."""
+        """Bytes written as they are, before an ingest hashes the file (every
+        descriptor on it appends: O_APPEND)."""
         Ingest._write_all(self.fd, memoryview(data))
 
     def close(self, *, remove: bool) -> None:
@@ -89,7 +92,7 @@ def create(blobs: BlobStore, key: str) -> ResumableFile:
     name = own_name(blobs, key)
     blobs._register(name, True)
     try:
-        fd = os.open(blobs.ingest_dir / name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(blobs.ingest_dir / name, OPEN_FLAGS | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
         blobs._register(name, False)
         raise _disk_error(exc, "creating an upload") from None
@@ -114,7 +117,7 @@ def take(blobs: BlobStore, key: str) -> ResumableFile | None:
         if path is None:
             return None
         try:
-            fd = os.open(path, os.O_RDWR)
+            fd = os.open(path, OPEN_FLAGS)
         except FileNotFoundError:
             continue  # renamed or removed since it was found: look again
         try:
