@@ -7,12 +7,15 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from imagestore.store.blobs import Encoding
 from imagestore.store.resumable import IngestBusyError
 from imagestore.store.store import Store
+from tests.store.conftest import replica
 
 KEY = "0123456789abcdef0123456789abcdef"
 MEDIA = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -20,6 +23,16 @@ MEDIA = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def pair(tmp_path: Path, url: str) -> Iterator[tuple[Store, Store]]:
+    """Two replicas on one database and one blob directory, with the default
+    heartbeat and timeout: neither may count the other dead while a test runs
+    (a prune would then remove the other's ingest files as a dead replica's)."""
+    shared = tmp_path / "shared"
+    with replica(tmp_path / "a", url, shared) as a, replica(tmp_path / "b", url, shared) as b:
+        yield a, b
 
 
 def test_a_file_taken_by_another_replica_is_renamed_hashed_again_and_committed(
