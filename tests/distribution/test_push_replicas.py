@@ -194,3 +194,19 @@ def test_the_first_bytes_of_a_layer_sent_one_by_one_to_each_replica(replicas: Re
     answer = put_manifest(endpoint(b), "demo/bytes", "1", image.manifest, OCI_MANIFEST)
     assert answer.status == 201, answer.body  # the layer's diff_id, checked against the config
     assert inspect(a.stub, "demo/bytes:1").manifest.digest == image.digest
+
+
+def test_sessions_another_replica_took_do_not_count_against_the_cap(
+    postgres_cluster: Cluster, tmp_path: Path
+) -> None:
+    capped = (*PUSH, "--registry-max-upload-sessions", "2")
+    with replica_set(postgres_cluster, tmp_path, ["a", "b"], extra=capped) as started:
+        a, b = started.live()
+        locations = [start(endpoint(b), "demo/cap").headers["Location"] for _ in range(2)]
+        refused = endpoint(b).request("POST", "/v2/demo/cap/blobs/uploads/")
+        assert (refused.status, refused.error_codes()) == (429, ["TOOMANYREQUESTS"])
+        for location in locations:  # a takes both: b holds none now
+            assert chunk(endpoint(a), location, b"t" * 10, 0).status == 202
+        assert endpoint(b).request("POST", "/v2/demo/cap/blobs/uploads/").status == 202
+        for location in locations:
+            assert endpoint(a).request("DELETE", location).status == 204

@@ -46,6 +46,7 @@ def test_a_file_taken_by_another_replica_is_renamed_hashed_again_and_committed(
     ingest = a.resume_ingest(file, Encoding.LAYER)
     ingest.write(layer[:half])
     ingest.abandon()  # a's request ended; its memory is dropped, the file stays
+    file.close(remove=False)
     assert b.resumable_size(KEY) == half
     taken = b.take_resumable(KEY)
     assert taken is not None
@@ -96,3 +97,28 @@ def test_neither_replicas_sweep_removes_a_live_upload(pair: tuple[Store, Store])
     taken.close(remove=False)  # b lets go too (a restart, say): nobody holds it now
     assert b.prune().stale_ingests == 1
     assert b.resumable_size(KEY) is None
+
+
+def test_the_lock_is_held_until_the_commit_has_renamed_the_file(
+    pair: tuple[Store, Store],
+) -> None:
+    a, b = pair
+    data = os.urandom(4096)
+    file = a.create_resumable(KEY)
+    file.lock()
+    ingest = a.resume_ingest(file, Encoding.RAW)
+    ingest.write(data)
+    ingest.expect(sha(data))
+    seen: list[str] = []
+
+    def protect(digest: str) -> None:  # just before the rename into place
+        with pytest.raises(IngestBusyError):
+            b.take_resumable(KEY)
+        seen.append(digest)
+
+    assert ingest.commit(protect=protect).digest == sha(data)
+    assert seen == [sha(data)]
+    ingest.abandon()
+    file.close(remove=False)
+    assert b.take_resumable(KEY) is None  # renamed into place: no upload any more
+    assert b._parts.blobs.exists(sha(data))  # in the shared blob directory

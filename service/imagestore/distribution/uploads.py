@@ -154,11 +154,7 @@ class Session:
 
     def _start(self, store: Store, head: bytes) -> None:
         encoding, self.media_type = encoding_of(head)
-        try:
-            self.ingest = store.resume_ingest(self.file, encoding)
-        except BaseException:
-            self.closed = True  # resume_ingest closed the file
-            raise
+        self.ingest = store.resume_ingest(self.file, encoding)
 
     def commit(self, store: Store, digest: str) -> BlobInfo:
         """Verify every byte against ``digest`` and store the blob (DigestMismatch:
@@ -169,9 +165,11 @@ class Session:
         self.ingest.expect(digest)
         try:
             return store.commit(self.ingest, self.lease, self.media_type)
+        except BaseException:
+            self.discard()
+            raise
         finally:
-            self.ingest.discard()  # after a commit, only the hasher is freed
-            self.closed = True
+            self._close(remove=False)  # renamed into place (the lock held till then)
 
     def discard(self) -> None:
         """Remove the file (locked, and still this replica's)."""
@@ -185,12 +183,11 @@ class Session:
         if self.closed:
             return
         self.closed = True
-        if self.ingest is None:
+        try:
+            if self.ingest is not None:  # its own descriptor: the file's keeps the lock
+                self.ingest.discard() if remove else self.ingest.abandon()
+        finally:
             self.file.close(remove=remove)
-        elif remove:
-            self.ingest.discard()
-        else:
-            self.ingest.abandon()
 
 
 @dataclass(eq=False)
@@ -226,7 +223,7 @@ class Uploads:
 
     async def open(self, repository: str) -> Session:
         """A new session (429 while ``--registry-max-upload-sessions`` are open)."""
-        self._check_room()
+        await self._make_room()
         session_id = secrets.token_hex(16)
         key = session_key(repository, session_id)
         lease = await self._pool.run(self._store.open_lease)
@@ -239,7 +236,16 @@ class Uploads:
         self._sessions[key] = session
         return session
 
-    def _check_room(self) -> None:
+    async def _make_room(self) -> None:
+        """Room for one more session: the cap counts the sessions this replica
+        holds, so those another replica took since are dropped first."""
+        if len(self._sessions) < self._max_sessions:
+            return
+        idle = [s for s in self._sessions.values() if s.key not in self._busy]
+        taken = await self._pool.run(lambda: [s for s in idle if not s.file.current()])
+        for session in taken:
+            if session.key not in self._busy and self._sessions.get(session.key) is session:
+                await self._forget(session, Session.let_go)
         if len(self._sessions) >= self._max_sessions:
             raise too_many_requests(
                 f"{self._max_sessions} uploads are open already"
@@ -290,7 +296,7 @@ class Uploads:
 
     async def _take(self, session_id: str, key: str) -> Session:
         """The session's file, taken (locked) from the replica that last wrote it."""
-        self._check_room()
+        await self._make_room()
         lease = await self._pool.run(self._store.open_lease)
         file: ResumableFile | None = None
         try:
@@ -306,10 +312,10 @@ class Uploads:
         try:
             await self._pool.run(session.resume, self._store)
         except (errors.DataLoss, errors.SizeLimitExceeded) as exc:
-            await self._forget(session, Session.discard)
+            await self._forget(session, Session.discard)  # bytes the store refuses
             raise refused_content(exc) from None
         except BaseException:
-            await self._forget(session, Session.discard)
+            await self._forget(session, Session.let_go)  # the bytes stay for a retry
             raise
         self._sessions[session.key] = session
         return session
@@ -412,6 +418,8 @@ class Uploads:
                 await self.sweep()
             except errors.ImageStoreError as exc:  # the catalog unreachable: next time
                 log.warning("sweeping expired uploads failed: %s", exc.message)
+            except OSError as exc:  # a shared blob directory's hiccup (ESTALE, ENOLCK)
+                log.warning("sweeping expired uploads failed: %s", exc)
 
     async def sweep(self) -> None:
         """End the sessions idle past the timeout; end the leases of kept blobs

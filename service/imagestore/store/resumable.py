@@ -161,13 +161,13 @@ def size_of(blobs: BlobStore, key: str) -> int | None:
 def resume(
     blobs: BlobStore, file: ResumableFile, encoding: Encoding, max_uncompressed_size: int
 ) -> Ingest:
-    """An ingest that goes on from the file's end, having hashed what it holds.
-    The ingest owns the descriptor from here (closed already if this raises):
-    commit or discard it, or :meth:`~imagestore.store.blobs.Ingest.abandon` it
-    when another replica took the file."""
+    """An ingest that goes on from the file's end, having hashed what it holds,
+    through a descriptor of its own: ``file`` keeps its descriptor, and so its
+    lock, until it is closed, after the ingest's commit (the rename) or discard
+    (the unlink), so no other replica takes the file in between."""
     ingest = Ingest(blobs, None, None, encoding, max_uncompressed_size)
     try:
-        ingest.take_over(file.name, file.fd)
+        ingest.take_over(file.name, os.dup(file.fd))
     except OSError as exc:
         ingest.abandon()
         raise _disk_error(exc, "reading an upload") from None
