@@ -19,6 +19,7 @@ verified bytes are renamed over the old file.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -71,34 +72,44 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _read_marker(marker: Path) -> str | None:
-    """The store ID a blob directory's marker names (None: not marked)."""
+    """What a blob directory's mark says (None: not marked)."""
     try:
         return marker.read_text(encoding="ascii", errors="replace").strip()
     except FileNotFoundError:
         return None
 
 
-def _write_marker(marker: Path, store_id: str) -> str:
-    """Mark a directory as ``store_id``'s unless it is marked already; the ID it
-    names then. Linked into place whole (fsynced first): never half written,
-    never replaced."""
+def _write_marker(marker: Path, content: str) -> str:
+    """Mark a directory with ``content`` unless it is marked already; the mark it
+    has then. Linked into place whole (fsynced first): never half written, never
+    replaced. Where hard links are not supported (some SMB and FUSE shares) the
+    mark is created in place, exclusively."""
     partial = marker.with_name(f"{marker.name}.{secrets.token_hex(8)}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, BLOB_FILE_MODE)
-    try:
-        os.write(fd, f"{store_id}\n".encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _write_synced(partial, content)
     try:
         os.link(partial, marker)
     except FileExistsError:
-        pass  # another replica marked it first: its ID is compared
+        pass  # another replica marked it first: its mark is the one
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK):
+            raise
+        with contextlib.suppress(FileExistsError):
+            _write_synced(marker, content)
     finally:
         os.unlink(partial)
     _fsync_dir(marker.parent)
     found = _read_marker(marker)
-    assert found is not None  # linked above, or by the other replica
+    assert found is not None  # made above, or by the other replica
     return found
+
+
+def _write_synced(path: Path, content: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, BLOB_FILE_MODE)
+    try:
+        os.write(fd, f"{content}\n".encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _disk_error(exc: OSError, doing: str) -> errors.ImageStoreError:
@@ -135,13 +146,19 @@ class BlobStore:
 
     # ---- whose directory ------------------------------------------------------
 
-    def bind(self, store_id: str, recorded_blobs: int) -> None:
-        """Make sure this is the directory of the catalog's store ``store_id``
-        (which records ``recorded_blobs`` blobs), marking it so if it is not
-        marked yet. Raises BlobDirMismatch for another store's directory, or for
-        an empty, unmarked one while the catalog records blobs (an unmounted
-        share): its collector would count every blob lost, and another
-        store's would delete this one's blobs as orphans."""
+    def bind(self, store_id: str, recorded_blobs: int, claim: Callable[[str], str]) -> None:
+        """Make sure this is the blob directory of the catalog's store ``store_id``
+        (which records ``recorded_blobs`` blobs), marking it if it is not marked.
+
+        The mark (``store-id``) names the store and a random nonce of this
+        directory; ``claim(nonce)`` records the nonce in the catalog unless one
+        is recorded already, and returns the recorded one. So the first
+        directory marked is the store's, and any other is refused
+        (BlobDirMismatch): another store's, an unmounted share (marked or
+        empty), one of two replicas that started at once on different
+        directories. Refused before any sweep or collection: this directory's
+        collector would count the store's blobs lost, another store's would
+        delete this one's blobs as orphans."""
         marker = self.root / STORE_ID_FILE
         found = _read_marker(marker)
         if found is None:
@@ -152,13 +169,30 @@ class BlobStore:
                     " Every replica of one catalog must use the same --blob-dir",
                     metadata={"blob_dir": str(self.root)},
                 )
-            found = _write_marker(marker, store_id)  # the first of racing replicas wins
-        if found != store_id:
+            # of replicas marking one directory at once, the first one's mark stands
+            found = _write_marker(marker, f"{store_id} {secrets.token_hex(16)}")
+        marked_store, _, nonce = found.partition(" ")
+        if marked_store != store_id:
             raise errors.BlobDirMismatch(
-                f"blob directory {self.root} belongs to store {found[:64]}, but the catalog"
-                f" is store {store_id}: every replica of one catalog must use the same"
-                " --blob-dir, and a store's catalog and blob directory stay together",
-                metadata={"blob_dir": str(self.root), "expected": store_id, "found": found[:64]},
+                f"blob directory {self.root} belongs to store {marked_store[:64]}, but the"
+                f" catalog is store {store_id}: every replica of one catalog must use the same"
+                " --blob-dir, and a store's catalog and blob directory stay together (a"
+                " catalog restored from before schema 6 has a new ID: if this directory is"
+                " its store's, remove its store-id file)",
+                metadata={
+                    "blob_dir": str(self.root),
+                    "expected": store_id,
+                    "found": marked_store[:64],
+                },
+            )
+        recorded = claim(nonce)
+        if recorded != nonce:
+            raise errors.BlobDirMismatch(
+                f"blob directory {self.root} is not the one this store's replicas use: the"
+                " catalog recorded another directory first (an unmounted share, or replicas"
+                " started on different directories). Every replica of one catalog must use"
+                " the same --blob-dir",
+                metadata={"blob_dir": str(self.root), "expected": recorded, "found": nonce[:64]},
             )
 
     def _holds_blobs(self) -> bool:

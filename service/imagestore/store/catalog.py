@@ -207,6 +207,11 @@ class CatalogReader(Protocol):
 class CatalogWriter(CatalogReader, Protocol):
     """Changes inside one transaction (reads see them)."""
 
+    def claim_blob_dir(self, nonce: str) -> str:
+        """Record ``nonce`` as the store's blob directory's unless one is recorded
+        already; the recorded one (store/blobs.py, ``BlobStore.bind``)."""
+        ...
+
     def record_blob(self, blob: BlobRow) -> None:
         """Insert a blob record, or update one from content just verified: an
         existing record keeps its first media type and time and takes ``blob``'s

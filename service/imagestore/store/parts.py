@@ -11,6 +11,7 @@ import logging
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from imagestore import errors
@@ -118,7 +119,8 @@ class Parts:
                     )
                 blobs = BlobStore(blob_dir or root / "blobs", replica)
                 with opened.reading() as db:
-                    blobs.bind(db.store_id(), db.blob_count())
+                    store_id, recorded = db.store_id(), db.blob_count()
+                blobs.bind(store_id, recorded, partial(_claim_blob_dir, opened))
                 leases = Leases(opened, replica)
                 heartbeat = Replica(
                     replica,
@@ -149,6 +151,11 @@ class Parts:
         finally:
             self.catalog.close()
         self.lock.release()
+
+
+def _claim_blob_dir(catalog: Catalog, nonce: str) -> str:
+    with catalog.transaction(bookkeeping=True) as writer:
+        return writer.claim_blob_dir(nonce)
 
 
 def _make_private(root: Path) -> None:

@@ -266,14 +266,15 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO collector_state (id, epoch) VALUES (0, 0);
     """,
     """
-    -- which store this catalog is: the blob directory carries the same ID in
-    -- its store-id file, so a replica given another directory is refused
+    -- which store this catalog is, and which blob directory is its own: the
+    -- directory's store-id file names both, so another one is refused
     CREATE TABLE store_identity (
         id                INTEGER PRIMARY KEY CHECK (id = 0),
-        store_id          TEXT COLLATE "C" NOT NULL   -- 32 random hex digits
+        store_id          TEXT COLLATE "C" NOT NULL,  -- 32 random hex digits
+        blob_dir          TEXT COLLATE "C"            -- the first marked directory's nonce
     );
     INSERT INTO store_identity (id, store_id)
-        VALUES (0, replace(gen_random_uuid()::text, '-', ''));
+        VALUES (0, md5(random()::text || clock_timestamp()::text));
     """,
 )
 
@@ -1169,6 +1170,14 @@ class PostgresWriter(PostgresReader):
         super().__init__(db)
         #: the last event cursor this transaction gave (0: none), for its notification
         self.last_cursor = 0
+
+    def claim_blob_dir(self, nonce: str) -> str:
+        self.db.execute(
+            "UPDATE store_identity SET blob_dir = %s WHERE id = 0 AND blob_dir IS NULL", (nonce,)
+        )
+        row = self.db.execute("SELECT blob_dir FROM store_identity WHERE id = 0").fetchone()
+        assert row is not None  # the migration inserts the one row
+        return str(row[0])
 
     def record_blob(self, blob: BlobRow) -> None:
         self.db.execute(

@@ -193,11 +193,12 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO collector_state (id, epoch) VALUES (0, 0);
     """,
     """
-    -- which store this catalog is: the blob directory carries the same ID in
-    -- its store-id file, so a replica given another directory is refused
+    -- which store this catalog is, and which blob directory is its own: the
+    -- directory's store-id file names both, so another one is refused
     CREATE TABLE store_identity (
         id                INTEGER PRIMARY KEY CHECK (id = 0),
-        store_id          TEXT NOT NULL         -- 32 random hex digits
+        store_id          TEXT NOT NULL,        -- 32 random hex digits
+        blob_dir          TEXT                  -- the first marked directory's nonce
     );
     INSERT INTO store_identity (id, store_id) VALUES (0, lower(hex(randomblob(16))));
     """,
@@ -759,6 +760,13 @@ class SqliteReader:
 
 class SqliteWriter(SqliteReader):
     """Changes on the writer connection, inside its transaction."""
+
+    def claim_blob_dir(self, nonce: str) -> str:
+        self.db.execute(
+            "UPDATE store_identity SET blob_dir = ? WHERE id = 0 AND blob_dir IS NULL", (nonce,)
+        )
+        row = self.db.execute("SELECT blob_dir FROM store_identity WHERE id = 0").fetchone()
+        return str(row[0])
 
     def record_blob(self, blob: BlobRow) -> None:
         self.db.execute(
