@@ -321,3 +321,18 @@ def test_a_transaction_left_idle_loses_its_session_and_the_writers_lock(url: str
     finally:
         hung.close()
         other.close()
+
+
+def test_a_singleton_is_free_for_another_process_as_soon_as_its_block_ends(url: str) -> None:
+    """One replica's prune ended: another's starts at once, never PRUNE_RUNNING
+    because the server had not yet ended the first one's session."""
+    first, second = PostgresCatalog(url), PostgresCatalog(url)
+    try:
+        for _ in range(50):
+            with first.singleton("prune") as held:
+                assert held
+            with second.singleton("prune") as held:
+                assert held
+    finally:
+        first.close()
+        second.close()

@@ -579,14 +579,19 @@ class PostgresCatalog:
             )
         except psycopg.OperationalError as exc:
             raise self._unavailable(exc) from None
+        held = False
         try:
             with self._mapped():
                 row = db.execute(
                     "SELECT pg_try_advisory_lock(%s)", (SINGLETON_KEYS[name],)
                 ).fetchone()
-            yield row is not None and bool(row[0])
+            held = row is not None and bool(row[0])
+            yield held
         finally:
-            db.close()  # the session's end releases the lock
+            if held:  # at once: the server ends a closed session's locks a moment later
+                with suppress(psycopg.Error):
+                    db.execute("SELECT pg_advisory_unlock(%s)", (SINGLETON_KEYS[name],))
+            db.close()  # a process that dies: the session's end releases the lock
 
     @property
     def shared(self) -> bool:
