@@ -113,6 +113,11 @@ MAX_VALIDATED_TAGS = 100_000
 DOCKER_HUB_URL = f"https://{DOCKER_HUB_HOST}"
 
 
+def _pull_key(repository: str, reference: str) -> tuple[str, str, str]:
+    """The flight of a pull of ``reference``: one at a time, whoever asks."""
+    return ("pull", repository, reference)
+
+
 @dataclass(frozen=True)
 class PullThroughOptions:
     """``--registry-pull-through`` and its options; ``validate`` at start."""
@@ -405,7 +410,7 @@ class PullThrough:
 
     def _miss(self, repository: str, reference: str) -> str:
         """How a miss is counted: a pull of it in flight is joined, else started."""
-        joined = ("pull", repository, reference) in self._flights
+        joined = _pull_key(repository, reference) in self._flights
         return "miss-joined" if joined else "miss-pulled"
 
     async def _pull_once(
@@ -414,7 +419,7 @@ class PullThrough:
         """Start or join the pull of ``reference``: its early answer once its
         manifests are stored, or None when it ended first (the store answers)."""
         flight = self._flight(
-            ("pull", repository, reference),
+            _pull_key(repository, reference),
             lambda ready: self._pull(repository, reference, by_digest, ready),
         )
         assert flight.ready is not None

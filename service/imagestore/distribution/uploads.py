@@ -183,9 +183,11 @@ class Session:
         if self.closed:
             return
         self.closed = True
-        try:
-            if self.ingest is not None:  # its own descriptor: the file's keeps the lock
-                self.ingest.discard() if remove else self.ingest.abandon()
+        try:  # the ingest has its own descriptor: the file's keeps the lock till last
+            if self.ingest is not None and remove:
+                self.ingest.discard()
+            elif self.ingest is not None:
+                self.ingest.abandon()
         finally:
             self.file.close(remove=remove)
 

@@ -530,8 +530,9 @@ class Ingest:
         return info
 
     def take_over(self, name: str, fd: int) -> None:
-        """Go on with the ingest file ``name``, open as ``fd`` (store/resumable.py):
-        what it holds is hashed first, and writes append to it."""
+        """Go on with the ingest file ``name``, open as ``fd``, a descriptor that
+        appends (store/resumable.py, whose file registers the name): what it
+        holds is hashed first."""
         if self.encoding is Encoding.COMPRESS:
             raise ValueError("a compressing ingest cannot be taken over")
         self._name, self._path, self._fd = name, self._store.ingest_dir / name, fd
@@ -540,16 +541,15 @@ class Ingest:
             self._hasher.update(chunk)
             offset += len(chunk)
         self.written = offset
-        os.lseek(fd, offset, os.SEEK_SET)
 
     def abandon(self) -> None:
-        """Let go of an ingest file another replica has taken over: closed and
-        forgotten, never unlinked (the name may be the other's now)."""
+        """Let go of an ingest taken over, without committing it: closed, never
+        unlinked (the name may be another replica's now), its registration left
+        to the file that holds it."""
         self._hasher.close()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        self._store._register(self._name, False)
 
     def discard(self) -> None:
         """Drop an uncommitted ingest (idempotent)."""

@@ -130,8 +130,8 @@ def take(blobs: BlobStore, key: str) -> ResumableFile | None:
             os.close(fd)
             continue
         name = own_name(blobs, key)
+        blobs._register(name, True)
         if taken.name != name:
-            blobs._register(name, True)
             try:
                 os.rename(path, blobs.ingest_dir / name)
             except OSError as exc:
@@ -139,8 +139,6 @@ def take(blobs: BlobStore, key: str) -> ResumableFile | None:
                 os.close(fd)
                 raise _disk_error(exc, "taking an upload") from None
             taken.name = name
-        else:
-            blobs._register(name, True)
         return taken
     return None
 
