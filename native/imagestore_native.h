@@ -56,6 +56,11 @@ const char *isn_gzip_backend(void);
 /* A fixed description of a status code. */
 const char *isn_strerror(int status);
 
+/* Ask the kernel to start writing fd's dirty pages to disk, without waiting
+ * for them (Linux: sync_file_range SYNC_FILE_RANGE_WRITE; elsewhere nothing).
+ * 0, or the errno. A head start for the fsync that follows, not a substitute. */
+int isn_start_writeback(int fd);
+
 /* Plain streaming SHA-256 (OpenSSL EVP). */
 int isn_sha256_new(isn_sha256 **out);
 int isn_sha256_update(isn_sha256 *h, const unsigned char *data, size_t len);

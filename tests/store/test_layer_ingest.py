@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from imagestore import errors
+from imagestore import errors, writeback
 from imagestore.store.blobs import BlobInfo, BlobStore, Encoding
 from tests.api.conftest import wait_until
 from tests.native.test_decoder_threads import hasher_threads
@@ -118,3 +118,29 @@ def test_small_layers_start_no_thread(blobs: BlobStore) -> None:
             ingest.write(compressed)
             assert hasher_threads() == 0
             assert ingest.commit().diff_id == sha(data)
+
+
+def test_an_ingest_starts_its_writeback_every_few_mib(
+    blobs: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit's fsync then waits for the last few MiB only (docs/design.md §6);
+    each start covers what was written so far, and the blob is whole."""
+    started_at: list[int] = []
+
+    def start(fd: int) -> None:
+        started_at.append(os.fstat(fd).st_size)
+        real_start(fd)
+
+    real_start = writeback.start
+    monkeypatch.setattr(writeback, "start", start)
+    data, compressed = a_layer(64 * MIB, seed=4)
+    assert len(compressed) > 3 * writeback.EVERY
+    with blobs.ingest(sha(compressed), len(compressed), encoding=Encoding.LAYER) as ingest:
+        for piece in pieces(compressed):
+            ingest.write(piece)
+        info = ingest.commit()
+    assert info.diff_id == sha(data)
+    assert started_at == [
+        n * writeback.EVERY for n in range(1, len(compressed) // writeback.EVERY + 1)
+    ]
+    assert blobs.path(info.digest).read_bytes() == compressed

@@ -31,7 +31,7 @@ from enum import Enum
 from pathlib import Path
 from typing import BinaryIO
 
-from imagestore import errors, hashing
+from imagestore import errors, hashing, writeback
 from imagestore.oci.digests import digest_hex, parse_digest
 
 READ_CHUNK = 1 << 20
@@ -404,6 +404,8 @@ class Ingest:
         self._name = store.replica_id + INGEST_OWNER_SEPARATOR + secrets.token_hex(16)
         self._path = store.ingest_dir / self._name
         self._fd: int | None = None
+        # bytes written since the file's writeback was last started
+        self._unsynced = 0
         self._hasher: hashing.Sha256 | hashing.Decoder | hashing.Encoder
         if encoding is Encoding.RAW:
             self._hasher = hashing.Sha256()
@@ -446,6 +448,13 @@ class Ingest:
             self._hasher.update(data)
             out = memoryview(data)
         self._write_all(fd, out)
+        self._unsynced += len(out)
+        if self._unsynced >= writeback.EVERY:
+            self._unsynced = 0
+            try:
+                writeback.start(fd)
+            except OSError as exc:
+                raise _disk_error(exc, "writing a blob") from None
         self.written += len(data)
         if (
             self.expected_size is not None
