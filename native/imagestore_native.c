@@ -75,6 +75,7 @@ const char *isn_strerror(int status)
     case ISN_ERR_STATE: return "operation not allowed in the handle's state";
     case ISN_ERR_ARGUMENT: return "invalid argument";
     case ISN_ERR_INTERNAL: return "internal error in a native library";
+    case ISN_ERR_IO: return "writing to the sink failed";
     default: return "unknown status";
     }
 }
@@ -283,12 +284,31 @@ static int inflater_step(struct inflater *f, const unsigned char *in, size_t in_
 #endif
 }
 
+/* Write all of data to fd (a short write is continued, EINTR retried):
+ * 0, or the errno of the write that failed. */
+static int write_all(int fd, const unsigned char *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, data, len > ISN_MAX_SLICE ? ISN_MAX_SLICE : len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
 /* ---- decoder's hasher thread ---------------------------------------------- */
 
 /* In digest-only mode a decoder can split its work over two threads: the
  * caller's thread inflates into a ring of output slots, the hasher thread
  * hashes the caller's input and each full slot (the two SHA-256 streams are
- * independent, so it alternates between them). The ring bounds the memory;
+ * independent, so it alternates between them), and writes each piece of
+ * input to the decoder's sink, if it has one, after hashing it (pieces of
+ * input are taken in order, one at a time). The ring bounds the memory;
  * the caller waits only when all slots are full, and each update waits for
  * its input to be hashed, since the caller's buffer is only lent for the call.
  * While it waits the caller hashes whatever the hasher has not taken yet. */
@@ -322,6 +342,7 @@ struct hasher {
     const unsigned char *in;
     size_t in_len;
     size_t in_done;
+    int sink; /* where the input goes too, or -1 */
     /* A thread is hashing a piece of this stream (outside the lock). */
     int in_busy;
     int out_busy;
@@ -329,6 +350,7 @@ struct hasher {
     int caller_waiting;
     int stop;
     int failed; /* an EVP update failed */
+    int sink_errno; /* a write to the sink failed: its errno */
     /* The caller's alone: the slot being filled, (head + count) mod the ring. */
     unsigned fill;
     size_t fill_len;
@@ -340,6 +362,7 @@ struct piece {
     const unsigned char *data;
     size_t len;
     int slot;
+    int sink; /* input: also written here (-1: nowhere) */
 };
 
 /* Lock held: whether a piece is there that nobody is hashing. */
@@ -364,6 +387,7 @@ static int hasher_claim(struct hasher *h, int prefer_input, struct piece *p)
         p->len = h->lens[h->head];
     } else {
         h->in_busy = 1;
+        p->sink = h->sink;
         p->ctx = h->in_hash;
         p->data = h->in + h->in_done;
         p->len = h->in_len - h->in_done;
@@ -383,12 +407,16 @@ static void hasher_wake(struct hasher *h)
  * then release its stream and tell the other thread. */
 static void hasher_hash(struct hasher *h, const struct piece *p, int by_caller)
 {
-    int ok;
+    int ok, wrote = 0;
     pthread_mutex_unlock(&h->lock);
     ok = sha256_ctx_update(p->ctx, p->data, p->len) == ISN_OK;
+    if (ok && !p->slot && p->sink >= 0)
+        wrote = write_all(p->sink, p->data, p->len);
     pthread_mutex_lock(&h->lock);
     if (!ok)
         h->failed = 1;
+    if (wrote != 0 && h->sink_errno == 0)
+        h->sink_errno = wrote;
     if (p->slot) {
         h->head = (h->head + 1) % ISN_RING_SLOTS;
         h->count--;
@@ -441,13 +469,14 @@ static void caller_help_or_wait(struct hasher *h, int prefer_input)
     h->caller_waiting = 0;
 }
 
-/* Lend the hasher the input of this update. */
-static void hasher_lend_input(struct hasher *h, const unsigned char *in, size_t len)
+/* Lend the hasher the input of this update, to hash and write to sink. */
+static void hasher_lend_input(struct hasher *h, const unsigned char *in, size_t len, int sink)
 {
     pthread_mutex_lock(&h->lock);
     h->in = in;
     h->in_len = len;
     h->in_done = 0;
+    h->sink = sink;
     hasher_wake(h);
     pthread_mutex_unlock(&h->lock);
 }
@@ -533,6 +562,8 @@ struct isn_decoder {
     /* During a digest-only update with the hasher: inflate into the ring
      * and leave the output's hashing to the hasher. */
     int ring_output;
+    int sink;       /* input is written here too, or -1 */
+    int sink_errno; /* the errno of the write that failed */
     char msg[ISN_MSG_SIZE];
 };
 
@@ -560,6 +591,7 @@ int isn_decoder_new(isn_decoder **out, uint64_t max_out)
         return ISN_ERR_NOMEM;
     }
     d->max_out = max_out;
+    d->sink = -1;
     *out = d;
     return ISN_OK;
 }
@@ -588,6 +620,27 @@ int isn_decoder_set_threads(isn_decoder *d, int mode)
     }
     d->threads_mode = mode;
     return ISN_OK;
+}
+
+int isn_decoder_set_sink(isn_decoder *d, int fd)
+{
+    if (d == NULL || fd < -1)
+        return ISN_ERR_ARGUMENT;
+    d->sink = fd;
+    return ISN_OK;
+}
+
+int isn_decoder_os_error(const isn_decoder *d)
+{
+    return d == NULL ? 0 : d->sink_errno;
+}
+
+static int decoder_sink_failed(isn_decoder *d, int err)
+{
+    char what[ISN_MSG_SIZE];
+    d->sink_errno = err;
+    snprintf(what, sizeof(what), "writing to the sink failed: %s", strerror(err));
+    return decoder_fail(d, ISN_ERR_IO, what);
 }
 
 int isn_decoder_threads(const isn_decoder *d)
@@ -907,7 +960,7 @@ int isn_decoder_update(isn_decoder *d, const unsigned char *in, size_t in_len,
         decoder_start_hasher(d);
     if (d->hasher != NULL && out == NULL) {
         d->ring_output = 1;
-        hasher_lend_input(d->hasher, in, in_len);
+        hasher_lend_input(d->hasher, in, in_len, d->sink);
     } else if (d->hasher != NULL) {
         hasher_drain(d->hasher); /* an update with output hashes on this thread */
     }
@@ -919,9 +972,16 @@ int isn_decoder_update(isn_decoder *d, const unsigned char *in, size_t in_len,
         hasher_take_back_input(d->hasher);
         if (d->hasher->failed && rc == ISN_OK)
             rc = decoder_fail(d, ISN_ERR_INTERNAL, "SHA-256 update failed");
-    } else if (sha256_ctx_update(d->in_hash, in, used) != ISN_OK && rc == ISN_OK) {
-        /* Hash exactly the input consumed, once, whatever happened after. */
-        rc = decoder_fail(d, ISN_ERR_INTERNAL, "SHA-256 update failed");
+        if (d->hasher->sink_errno != 0 && rc == ISN_OK)
+            rc = decoder_sink_failed(d, d->hasher->sink_errno);
+    } else {
+        /* Hash (and sink) exactly the input consumed, once, whatever
+         * happened after. */
+        int err = d->sink >= 0 ? write_all(d->sink, in, used) : 0;
+        if (sha256_ctx_update(d->in_hash, in, used) != ISN_OK && rc == ISN_OK)
+            rc = decoder_fail(d, ISN_ERR_INTERNAL, "SHA-256 update failed");
+        if (err != 0 && rc == ISN_OK)
+            rc = decoder_sink_failed(d, err);
     }
     *in_used = used;
     *out_len = written;

@@ -21,7 +21,8 @@ enum isn_status {
     ISN_ERR_UNSUPPORTED = -6, /* a compression this build does not decode */
     ISN_ERR_STATE = -7,       /* call not allowed now (e.g. update after finish) */
     ISN_ERR_ARGUMENT = -8,    /* a bad argument (e.g. level out of range) */
-    ISN_ERR_INTERNAL = -9     /* a library call failed unexpectedly */
+    ISN_ERR_INTERNAL = -9,    /* a library call failed unexpectedly */
+    ISN_ERR_IO = -10          /* a write to the decoder's sink failed */
 };
 
 enum isn_format {
@@ -78,6 +79,12 @@ int isn_decoder_new(isn_decoder **out, uint64_t max_out);
  * decoder's hasher thread hashes the input and the ring; results are the
  * same in every mode. If the thread cannot start, the decoder runs on one. */
 int isn_decoder_set_threads(isn_decoder *d, int mode);
+/* From the next update on, every byte fed is also written to fd (-1: to
+ * nowhere), in order, by whichever thread hashes it, before the update
+ * returns. A failed write fails the decoder with ISN_ERR_IO. */
+int isn_decoder_set_sink(isn_decoder *d, int fd);
+/* After ISN_ERR_IO: the errno of the write that failed (else 0). */
+int isn_decoder_os_error(const isn_decoder *d);
 /* 2 once the hasher thread has started in this stream, else 1. */
 int isn_decoder_threads(const isn_decoder *d);
 /* Feed input. With out == NULL (digest-only) all input is consumed and the

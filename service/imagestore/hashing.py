@@ -6,7 +6,8 @@ Every byte that enters or leaves the store passes through one of these:
 - :class:`Decoder` is fed a layer as stored (gzip, multi-member gzip or plain
   tar) and yields both digests: the blob digest of what it was fed and the
   diff_id of what that inflates to. In digest-only mode (the default) the
-  inflated bytes are dropped inside C.
+  inflated bytes are dropped inside C. It can write what it is fed to a file
+  as well, on the thread that hashes it (:meth:`Decoder.write_to`).
 - :class:`Encoder` gzip-compresses an uncompressed layer and yields both digests.
 
 The C work runs with the GIL released (cffi does this for every call), so two
@@ -15,6 +16,7 @@ threads with two handles run in parallel. A handle refuses concurrent use.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -206,13 +208,21 @@ class Decoder(_Handle):
                     handle, src + pos, total - pos, self._used, self._out, self._out_cap,
                     self._out_len,
                 )  # fmt: skip
-                _raise_for(status, self._message(handle))
+                self._check(handle, status)
                 pos += self._used[0]
                 produced = self._out_len[0]
                 if produced:
                     pieces.append(ffi.buffer(self._out, produced)[:])
                 if self._out_cap == 0 or (pos == total and produced < self._out_cap):
                     return b"".join(pieces)
+
+    def write_to(self, fd: int | None) -> None:
+        """From the next :meth:`update` on, also write every byte fed to ``fd``
+        (None: to nowhere), before it returns. The write is part of the hashing:
+        with a hasher thread it runs there, off the inflating thread. A failed
+        write raises OSError from :meth:`update`, and the decoder is done."""
+        with self._using() as handle:
+            _raise_for(lib.isn_decoder_set_sink(handle, -1 if fd is None else fd), "bad sink")
 
     @property
     def threads_used(self) -> int:
@@ -237,7 +247,7 @@ class Decoder(_Handle):
         with self._using() as handle:
             result = ffi.new("struct isn_result *")
             status = lib.isn_decoder_finish(handle, self._out, self._out_cap, self._out_len, result)
-            _raise_for(status, self._message(handle))
+            self._check(handle, status)
             tail = ffi.buffer(self._out, self._out_len[0])[:] if self._out_cap else b""
             return tail, LayerDigests(
                 digest=_digest(result.in_sha256),
@@ -250,6 +260,13 @@ class Decoder(_Handle):
     @staticmethod
     def _message(handle: Any) -> str:
         return str(ffi.string(lib.isn_decoder_message(handle)).decode("utf-8", "replace"))
+
+    @classmethod
+    def _check(cls, handle: Any, status: int) -> None:
+        if status == lib.ISN_ERR_IO:  # the sink's write: the OS's error, as os.write raises it
+            code = int(lib.isn_decoder_os_error(handle))
+            raise OSError(code, os.strerror(code))
+        _raise_for(status, cls._message(handle))
 
 
 class Encoder(_Handle):

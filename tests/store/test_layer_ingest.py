@@ -144,3 +144,23 @@ def test_an_ingest_starts_its_writeback_every_few_mib(
         n * writeback.EVERY for n in range(1, len(compressed) // writeback.EVERY + 1)
     ]
     assert blobs.path(info.digest).read_bytes() == compressed
+
+
+@pytest.mark.parametrize("piece", [MIB // 4, 4 * MIB])
+def test_a_full_disk_under_a_layer_ingest_is_disk_full(blobs: BlobStore, piece: int) -> None:
+    """The layer's decoder writes the bytes (on its hasher thread, for large
+    pieces): a full disk is DiskFull with ENOSPC, as for any other ingest."""
+    _, compressed = a_layer(16 * MIB, seed=5)
+    with blobs.ingest(sha(compressed), len(compressed), encoding=Encoding.LAYER) as ingest:
+        ingest.write(compressed[:piece])
+        full = os.open("/dev/full", os.O_WRONLY)
+        try:
+            fd = ingest._fd
+            assert fd is not None
+            os.dup2(full, fd)  # the ingest's descriptor now leads to a full disk
+        finally:
+            os.close(full)
+        with pytest.raises(errors.DiskFull) as caught:
+            ingest.write(compressed[piece : 2 * piece])
+    assert caught.value.metadata == {"errno": "ENOSPC"}
+    assert os.listdir(blobs.ingest_dir) == []

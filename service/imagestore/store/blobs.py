@@ -434,27 +434,37 @@ class Ingest:
             except OSError as exc:
                 self._store._register(self._name, False)
                 raise _disk_error(exc, "creating an ingest") from None
+            self._sink_into(self._fd)
         return self._fd
+
+    def _sink_into(self, fd: int) -> None:
+        # A layer's decoder writes what it hashes, on its hasher thread when it
+        # has one: the page-cache writes leave the inflating thread, the one a
+        # large layer waits on (docs/design.md §5).
+        if isinstance(self._hasher, hashing.Decoder):
+            self._hasher.write_to(fd)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Hash and write more bytes (blocking I/O: call from a worker thread)."""
         if self.committed is not None:
             raise ValueError("ingest already committed")
         fd = self._open()
-        out: bytes | memoryview
-        if isinstance(self._hasher, hashing.Encoder):
-            out = self._hasher.update(data)
-        else:
-            self._hasher.update(data)
-            out = memoryview(data)
-        self._write_all(fd, out)
-        self._unsynced += len(out)
-        if self._unsynced >= writeback.EVERY:
-            self._unsynced = 0
-            try:
+        hasher = self._hasher
+        try:
+            if isinstance(hasher, hashing.Encoder):
+                stored = self._write_all(fd, hasher.update(data))
+            elif isinstance(hasher, hashing.Decoder):
+                hasher.update(data)  # which writes it to fd as well
+                stored = len(data)
+            else:
+                hasher.update(data)
+                stored = self._write_all(fd, data)
+            self._unsynced += stored
+            if self._unsynced >= writeback.EVERY:
+                self._unsynced = 0
                 writeback.start(fd)
-            except OSError as exc:
-                raise _disk_error(exc, "writing a blob") from None
+        except OSError as exc:
+            raise _disk_error(exc, "writing a blob") from None
         self.written += len(data)
         if (
             self.expected_size is not None
@@ -467,13 +477,14 @@ class Ingest:
             )
 
     @staticmethod
-    def _write_all(fd: int, data: bytes | memoryview) -> None:
+    def _write_all(fd: int, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data)
         try:
             while view:
                 view = view[os.write(fd, view) :]
         except OSError as exc:
             raise _disk_error(exc, "writing a blob") from None
+        return len(data)
 
     def _finish_hash(self, fd: int) -> BlobInfo:
         hasher = self._hasher
@@ -550,6 +561,7 @@ class Ingest:
             self._hasher.update(chunk)
             offset += len(chunk)
         self.written = offset
+        self._sink_into(fd)  # what follows is written as well as hashed
 
     def abandon(self) -> None:
         """Let go of an ingest taken over, without committing it: closed, never
