@@ -85,6 +85,7 @@ def test_server_info_reports_the_limits_the_server_was_started_with(tmp_path: Pa
         "--load-max-kept-bytes": "9999999",
         "--load-max-expanded-bytes": "88888888",
         "--max-concurrent-downloads": "2",
+        "--max-concurrent-small-downloads": "9",
         "--max-concurrent-uploads": "4",
         "--registry-attempts": "7",
         "--registry-backoff": "0.25",
@@ -120,6 +121,7 @@ def test_server_info_reports_the_limits_the_server_was_started_with(tmp_path: Pa
     registry = MessageToDict(info.registry_limits, preserving_proto_field_name=True)
     assert registry == {
         "max_concurrent_downloads": 2,
+        "max_concurrent_small_downloads": 9,
         "max_concurrent_uploads": 4,
         "attempts": 7,
         "backoff": "0.250s",

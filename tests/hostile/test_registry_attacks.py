@@ -33,6 +33,7 @@ gRPC's), descriptors by 16.
 from __future__ import annotations
 
 import asyncio
+import random
 import ssl
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -45,7 +46,7 @@ import pytest
 from imagestore import errors
 from imagestore.dockerconfig import ANONYMOUS
 from imagestore.registry.auth import MAX_CACHED_TOKEN, Challenge, TokenCache
-from imagestore.registry.blocking import run_all
+from imagestore.registry.blocking import TRANSFER_WORKERS, run_all
 from imagestore.registry.options import RegistryOptions
 from imagestore.registry.slots import HostSlots
 from imagestore.registry.trust import TLS_CACHE_SIZE, Trust
@@ -69,6 +70,8 @@ OPTIONS = (
 )
 #: growth allowed: the transfer pool (8 threads, made on first use) and gRPC's own
 THREADS = 12
+SMALL_SLOTS = RegistryOptions().max_concurrent_small_downloads
+TRANSFER_THREADS = TRANSFER_WORKERS
 HUGE = 400 * MiB
 
 
@@ -229,7 +232,10 @@ def test_a_20_platform_index_pulls_whole(target: Target, hostile: HostileRegistr
         pulled = pull(target.stub, f"{hostile.host}/multi/app:1", "all", timeout=120)
     assert sorted(pulled.last.image_ids) == sorted(image.config_digest for image in images)
     assert hostile.downloads(images[0].layer_digests[0]) == 1  # the shared base, once
-    seen.assert_within(rss=32 * MiB, threads=THREADS)
+    # its 21 small layers fill the registry's small slots, a connection each (kept
+    # alive after), and each transfer thread that stores one keeps a catalog reader
+    # (the database and its WAL)
+    seen.assert_within(rss=32 * MiB, threads=THREADS, fds=SMALL_SLOTS + 2 * TRANSFER_THREADS)
     checked: list[pb.CheckResponse] = list(target.stub.Check(pb.CheckRequest(), timeout=60))
     assert checked[-1].summary.ok
     _remove(target, f"{hostile.host}/multi/app:1")
@@ -304,8 +310,19 @@ def _layers(name: str, count: int) -> Image:
 
 @pytest.mark.parametrize(
     "server_options",
-    # held downloads stay held however long the healthy pull takes on a busy machine
-    [(*OPTIONS, "--registry-min-speed", "0", "--registry-idle-timeout", "600")],
+    # held downloads stay held however long the healthy pull takes on a busy machine;
+    # the layers are small: their slots are the small ones
+    [
+        (
+            *OPTIONS,
+            "--registry-min-speed",
+            "0",
+            "--registry-idle-timeout",
+            "600",
+            "--max-concurrent-small-downloads",
+            "3",
+        )
+    ],
     ids=["no-floor"],
 )
 def test_slow_registries_fill_only_their_own_download_slots(
@@ -352,7 +369,38 @@ def test_slow_registries_fill_only_their_own_download_slots(
 
 
 @pytest.mark.parametrize(
-    "server_options", [(*OPTIONS, "--max-concurrent-downloads", "1")], ids=["one-slot"]
+    "server_options",
+    [(*OPTIONS, "--max-concurrent-downloads", "2", "--max-concurrent-small-downloads", "5")],
+    ids=["2+5"],
+)
+def test_small_layers_download_in_slots_of_their_own(
+    target: Target, hostile: HostileRegistry
+) -> None:
+    """A registry serves at most 2 large layers and 5 small ones (of at most 1 MiB)
+    at once to one pull: neither kind waits behind the other's queue."""
+    small = [tar_of({f"small/{i}": bytes([i]) * 20_000}) for i in range(9)]
+    large = [tar_of({f"large/{i}": random.Random(i).randbytes(3 << 20)}) for i in range(4)]
+    image = make_image(large[:2] + small + large[2:])
+    hostile.add_image("lanes/app", "1", image)
+    for digest in image.layer_digests:
+        hostile.faults[digest] = "hold"
+    with target.watch() as seen:
+        thread, outcome, _ = _in_background(target, f"{hostile.host}/lanes/app:1")
+        hostile.wait_until(lambda: hostile.holding == 2 + 5)
+        hostile.release()
+        thread.join(60)
+    assert isinstance(outcome[0], Transfer)
+    assert list(outcome[0].last.image_ids) == [image.config_digest]
+    assert hostile.most_holding == 2 + 5
+    seen.assert_within(rss=32 * MiB, threads=THREADS)
+    _remove(target, f"{hostile.host}/lanes/app:1")
+    target.assert_clean()
+
+
+@pytest.mark.parametrize(
+    "server_options",
+    [(*OPTIONS, "--max-concurrent-downloads", "1", "--max-concurrent-small-downloads", "1")],
+    ids=["one-slot"],
 )
 def test_a_download_waiting_to_retry_holds_no_slot(
     target: Target, hostile: HostileRegistry

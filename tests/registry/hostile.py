@@ -182,8 +182,9 @@ class HostileRegistry:
     #: bytes of streamed bodies (ping, huge-error) actually sent: the client may
     #: close the connection early
     ping_sent: int = 0
-    #: blob requests now blocked by a ``hold`` fault
+    #: blob requests now blocked by a ``hold`` fault, and the most there ever were
     holding: int = 0
+    most_holding: int = 0
     _failures: Counter[str] = field(default_factory=Counter)
     _closing: asyncio.Event = field(default_factory=asyncio.Event)
     _released: asyncio.Event = field(default_factory=asyncio.Event)
@@ -406,6 +407,7 @@ class HostileRegistry:
             await response.write(body[:10])
             with self._changed:
                 self.holding += 1
+                self.most_holding = max(self.most_holding, self.holding)
                 self._changed.notify_all()
             await self._released.wait()
             with self._changed:

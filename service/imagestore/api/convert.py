@@ -522,6 +522,7 @@ def server_info(setup: ServerSetup, totals: Totals) -> pb.GetServerInfoResponse:
             max_index_children=registry.max_index_children,
             max_manifest_bytes_per_pull=registry.max_manifest_bytes_per_pull,
             max_layers_per_pull=registry.max_layers_per_pull,
+            max_concurrent_small_downloads=registry.max_concurrent_small_downloads,
         ),
     )
 

@@ -137,6 +137,11 @@ def sections(info: ServerInfo) -> list[Section]:
                     registry.max_concurrent_downloads,
                 ),
                 _count(
+                    "Max Concurrent Small Downloads",
+                    "MaxConcurrentSmallDownloads",
+                    registry.max_concurrent_small_downloads,
+                ),
+                _count(
                     "Max Concurrent Uploads",
                     "MaxConcurrentUploads",
                     registry.max_concurrent_uploads,

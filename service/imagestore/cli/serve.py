@@ -412,6 +412,13 @@ def _add_registry_options(parser: argparse.ArgumentParser) -> None:
             "layers downloading at once from one registry (each registry has its own)",
         ),
         (
+            "max-concurrent-small-downloads",
+            _int,
+            defaults.max_concurrent_small_downloads,
+            "layers of at most 1 MiB downloading at once from one registry, besides"
+            " --max-concurrent-downloads (each read whole: at most this many MiB held)",
+        ),
+        (
             "max-concurrent-uploads",
             _int,
             defaults.max_concurrent_uploads,
@@ -640,6 +647,7 @@ def _registry_options(args: argparse.Namespace) -> RegistryOptions:
         allow_internal=tuple(args.registry_allow_internal),
         test_resolve=tuple(args.registry_test_resolve),
         max_concurrent_downloads=args.max_concurrent_downloads,
+        max_concurrent_small_downloads=args.max_concurrent_small_downloads,
         max_concurrent_uploads=args.max_concurrent_uploads,
         attempts=args.registry_attempts,
         backoff=args.registry_backoff,

@@ -74,6 +74,7 @@ class RegistryClient:
         self._pings = HostSlots(1)
         #: per registry (its origin): a slow registry fills only its own slots
         self.downloads = HostSlots(options.max_concurrent_downloads)
+        self.small_downloads = HostSlots(options.max_concurrent_small_downloads)
         self.uploads = HostSlots(options.max_concurrent_uploads)
 
     async def close(self) -> None:

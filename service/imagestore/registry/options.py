@@ -37,6 +37,11 @@ class RegistryOptions:
     #: layers downloading at once from one registry (Docker's default, 3); each
     #: registry has its own slots, so a slow one cannot starve the others
     max_concurrent_downloads: int = 3
+    #: layers of at most 1 MiB (each read whole, then stored in one step) downloading
+    #: at once from one registry, besides those slots: a registry's time per request,
+    #: not its bandwidth, bounds an image of many small layers, so more of them wait
+    #: on it at once; at most this many MiB of such bodies are held per registry
+    max_concurrent_small_downloads: int = 16
     #: blobs uploading at once to one registry (Docker's default, 5)
     max_concurrent_uploads: int = 5
     #: tries per request, the first included (Docker: 5 download attempts)

@@ -18,10 +18,11 @@ slot of the registry's own (none is held while waiting to retry).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import aiohttp
 
@@ -331,12 +332,20 @@ class Puller:
             emit(layer_event(Phase.WAITING, "Pulling fs layer", layer.descriptor))
         lease.add(*layers)  # before looking: GC either sees the lease or is done
         present = await in_thread(self._layers_present, list(layers))
-        jobs = (
-            self._layer(lease, repo, layer, emit, layer.descriptor.digest in present)
-            for layer in layers.values()
-        )
-        fetched = await run_all(jobs, self.client.options.max_concurrent_downloads)
-        downloaded = any(fetched)
+
+        def jobs(small: bool) -> Iterator[Coroutine[Any, Any, bool]]:
+            for layer in layers.values():
+                if (layer.descriptor.size <= SMALL_LAYER) == small:
+                    yield self._layer(lease, repo, layer, emit, layer.descriptor.digest in present)
+
+        # Small and large layers in lanes of their own, as their slots are (see _slot):
+        # a layer waiting for one kind of slot never holds up the other kind.
+        options = self.client.options
+        lanes = [
+            run_all(jobs(small=True), options.max_concurrent_small_downloads),
+            run_all(jobs(small=False), options.max_concurrent_downloads),
+        ]
+        downloaded = any(any(fetched) for fetched in await run_all(lanes, len(lanes)))
 
         names = [reference]
         if reference.digest is None:
@@ -582,8 +591,10 @@ class Puller:
     ) -> AsyncIterator[None]:
         """One of the registry's download slots for one try: released while
         waiting to retry (a Retry-After of a minute must not keep the registry's
-        other layers waiting); "Waiting" is shown when none is free."""
-        slots = self.client.downloads
+        other layers waiting); "Waiting" is shown when none is free. A layer read
+        whole (of at most SMALL_LAYER bytes) takes one of the small slots."""
+        small = descriptor.size <= SMALL_LAYER
+        slots = self.client.small_downloads if small else self.client.downloads
         if slots.busy(repo.origin):
             emit(layer_event(Phase.WAITING, "Waiting", descriptor))
         async with slots.hold(repo.origin):

@@ -268,6 +268,7 @@ def server_info(value: pb.GetServerInfoResponse) -> models.ServerInfo:
             max_index_children=registry.max_index_children,
             max_manifest_bytes_per_pull=registry.max_manifest_bytes_per_pull,
             max_layers_per_pull=registry.max_layers_per_pull,
+            max_concurrent_small_downloads=registry.max_concurrent_small_downloads,
         ),
     )
 

@@ -827,7 +827,7 @@ class LoadLimits(_message.Message):
     def __init__(self, max_header_bytes: _Optional[int] = ..., max_name_bytes: _Optional[int] = ..., max_members: _Optional[int] = ..., max_kept_bytes: _Optional[int] = ..., max_expanded_bytes: _Optional[int] = ...) -> None: ...
 
 class RegistryLimits(_message.Message):
-    __slots__ = ("max_concurrent_downloads", "max_concurrent_uploads", "attempts", "backoff", "connect_timeout", "idle_timeout", "min_speed", "speed_window", "blob_timeout", "max_index_children", "max_manifest_bytes_per_pull", "max_layers_per_pull")
+    __slots__ = ("max_concurrent_downloads", "max_concurrent_uploads", "attempts", "backoff", "connect_timeout", "idle_timeout", "min_speed", "speed_window", "blob_timeout", "max_index_children", "max_manifest_bytes_per_pull", "max_layers_per_pull", "max_concurrent_small_downloads")
     MAX_CONCURRENT_DOWNLOADS_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENT_UPLOADS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
@@ -840,6 +840,7 @@ class RegistryLimits(_message.Message):
     MAX_INDEX_CHILDREN_FIELD_NUMBER: _ClassVar[int]
     MAX_MANIFEST_BYTES_PER_PULL_FIELD_NUMBER: _ClassVar[int]
     MAX_LAYERS_PER_PULL_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_SMALL_DOWNLOADS_FIELD_NUMBER: _ClassVar[int]
     max_concurrent_downloads: int
     max_concurrent_uploads: int
     attempts: int
@@ -852,7 +853,8 @@ class RegistryLimits(_message.Message):
     max_index_children: int
     max_manifest_bytes_per_pull: int
     max_layers_per_pull: int
-    def __init__(self, max_concurrent_downloads: _Optional[int] = ..., max_concurrent_uploads: _Optional[int] = ..., attempts: _Optional[int] = ..., backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., connect_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., min_speed: _Optional[int] = ..., speed_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., blob_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_index_children: _Optional[int] = ..., max_manifest_bytes_per_pull: _Optional[int] = ..., max_layers_per_pull: _Optional[int] = ...) -> None: ...
+    max_concurrent_small_downloads: int
+    def __init__(self, max_concurrent_downloads: _Optional[int] = ..., max_concurrent_uploads: _Optional[int] = ..., attempts: _Optional[int] = ..., backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., connect_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., min_speed: _Optional[int] = ..., speed_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., blob_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_index_children: _Optional[int] = ..., max_manifest_bytes_per_pull: _Optional[int] = ..., max_layers_per_pull: _Optional[int] = ..., max_concurrent_small_downloads: _Optional[int] = ...) -> None: ...
 
 class GetServerInfoResponse(_message.Message):
     __slots__ = ("server_version", "api_version", "gzip_backend", "catalog", "root", "tls", "mutual_tls", "auth_mode", "image_count", "blob_count", "stored_bytes", "limits", "load_limits", "registry_limits")

@@ -45,6 +45,7 @@ class RegistryLimits:
     max_index_children: int
     max_manifest_bytes_per_pull: int
     max_layers_per_pull: int
+    max_concurrent_small_downloads: int  # layers of at most 1 MiB, besides the others
 
 
 @dataclass(frozen=True, slots=True)
