@@ -42,6 +42,7 @@ from imagestore.registry.content import (
     open_blob,
 )
 from imagestore.registry.downloads import Download, OnDownload
+from imagestore.registry.lru import LRU
 from imagestore.registry.options import RegistryOptions
 from imagestore.registry.progress import (
     ByteProgress,
@@ -66,6 +67,8 @@ WRITE_CHUNK = 1 << 20
 #: than the streaming path's two batches): an image of hundreds of tiny layers
 #: pays one hop per layer instead of four
 SMALL_LAYER = 1 << 20
+#: layer downloads remembered as ended (see Puller._ended)
+ENDED_KEPT = 4096
 #: what a body read by aiohttp raises when the connection breaks or goes silent
 _BROKEN = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError)
 
@@ -166,6 +169,10 @@ class Puller:
         #: by (registry origin, digest): a pull waits only for a download from its own
         #: registry, so a slow registry serving a popular layer holds up no other
         self._in_flight: dict[tuple[str, str], asyncio.Future[None]] = {}
+        #: digests of layer downloads that ended here lately, from any registry: a
+        #: pull that looked before one of them ended, and came to that layer after,
+        #: looks again rather than download it a second time
+        self._ended: LRU[str, bool] = LRU(ENDED_KEPT)
 
     async def pull(
         self,
@@ -478,6 +485,8 @@ class Puller:
             emit(layer_event(Phase.WAITING, "Waiting", blob))
             await asyncio.wait({other})  # another pull is downloading it: wait, then look
             present = await in_thread(self.store.layer_present, blob.digest)
+        if not present and self._ended.get(blob.digest):
+            present = await in_thread(self.store.layer_present, blob.digest)
         if present:
             emit(layer_event(Phase.ALREADY_EXISTS, "Already exists", blob))
             return False
@@ -488,6 +497,7 @@ class Puller:
         finally:
             if self._in_flight.get(key) is done:
                 del self._in_flight[key]
+                self._ended.put(blob.digest, True)
             done.set_result(None)
         emit(layer_event(Phase.COMPLETE, "Pull complete", blob))
         return downloaded
