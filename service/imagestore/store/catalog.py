@@ -12,8 +12,9 @@ The catalog holds rows, not policy: what an operation means lives in the store
 modules that call it (``content``, ``images``, ``names``, ``gc``...). Every
 state change is one :meth:`Catalog.transaction`; a :meth:`Catalog.reading`
 sees one consistent snapshot and never waits for a writer (docs/design.md §4).
-``store/sqlite.py`` and ``store/postgres.py`` implement it; ``tests/store``
-runs one contract suite over every implementation.
+``store/sqlite.py`` and ``store/postgres.py`` implement it (their common queries
+in ``store/sql.py``); ``tests/store`` runs one contract suite over every
+implementation.
 """
 
 from __future__ import annotations

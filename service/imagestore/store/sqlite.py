@@ -10,7 +10,6 @@ are the owner's alone (0600).
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import stat
@@ -23,17 +22,7 @@ from typing import Any
 
 from imagestore import errors
 from imagestore.store.catalog import MAX_SOURCES_PER_BLOB
-from imagestore.store.records import (
-    BlobRow,
-    EventRow,
-    ImageRow,
-    IndexChild,
-    ManifestBlob,
-    NamedIndexChild,
-    NameRow,
-    ReplicaRow,
-    TargetRow,
-)
+from imagestore.store.sql import SqlReader, SqlWriter
 
 #: idle read connections kept for reuse (more are opened when more threads read)
 IDLE_READERS = 8
@@ -205,46 +194,8 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-_BLOB_COLUMNS = "digest, size, media_type, diff_id, uncompressed_size, stored_at"
-_IMAGE_COLUMNS = (
-    "id, created, stored_at, size, content_size, os, architecture, variant, labels, last_tag_time"
-)
-_NAME_COLUMNS = "name, repository, tag, digest, target, created_at, updated_at"
-_TARGET_COLUMNS = "digest, media_type, kind, image_id, stored_at"
-_EVENT_COLUMNS = "kind, image_id, name, target, labels, remote, reclaimed, cursor, time"
 #: host parameters per statement when a query takes a set of digests
 _CHUNK = 500
-
-
-def _image(row: tuple[Any, ...]) -> ImageRow:
-    labels = row[8]
-    return ImageRow(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        row[4],
-        row[5],
-        row[6],
-        row[7],
-        {} if labels == "{}" else json.loads(labels),
-        row[9],
-    )
-
-
-def _event(row: tuple[Any, ...]) -> EventRow:
-    labels = row[4]
-    return EventRow(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        {} if labels == "{}" else json.loads(labels),
-        row[5],
-        row[6],
-        row[7],
-        row[8],
-    )
 
 
 def _chunks(digests: Iterable[str]) -> Iterator[list[str]]:
@@ -391,22 +342,16 @@ class SqliteCatalog:
         db.close()
 
 
-class SqliteReader:
-    """Queries on one connection inside one snapshot."""
+class SqliteReader(SqlReader):
+    """Queries on one connection inside one snapshot (the shared ones: store/sql.py)."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
 
-    # ---- blobs ---------------------------------------------------------------
+    def _execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self.db.execute(sql, args)
 
-    def blob(self, digest: str) -> BlobRow | None:
-        row = self.db.execute(
-            f"SELECT {_BLOB_COLUMNS} FROM blobs WHERE digest = ?", (digest,)
-        ).fetchone()
-        return None if row is None else BlobRow(*row)
-
-    def blobs(self) -> list[BlobRow]:
-        return [BlobRow(*row) for row in self.db.execute(f"SELECT {_BLOB_COLUMNS} FROM blobs")]
+    # Sets of digests go in chunks of host parameters (SQLite has no arrays).
 
     def blob_sizes(self, digests: Iterable[str]) -> dict[str, int]:
         sizes: dict[str, int] = {}
@@ -416,282 +361,6 @@ class SqliteReader:
                 self.db.execute(f"SELECT digest, size FROM blobs WHERE digest IN ({marks})", chunk)
             )
         return sizes
-
-    def total_blob_bytes(self) -> int:
-        return int(self.db.execute("SELECT COALESCE(SUM(size), 0) FROM blobs").fetchone()[0])
-
-    def blob_count(self) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM blobs").fetchone()[0])
-
-    def blob_by_diff_id(self, diff_id: str) -> BlobRow | None:
-        row = self.db.execute(
-            f"SELECT {_BLOB_COLUMNS} FROM blobs"
-            " WHERE diff_id = ? AND digest != diff_id"
-            "   AND digest NOT IN (SELECT digest FROM damaged_blobs)"
-            " ORDER BY stored_at LIMIT 1",
-            (diff_id,),
-        ).fetchone()
-        return None if row is None else BlobRow(*row)
-
-    def is_damaged(self, digest: str) -> bool:
-        found = self.db.execute(
-            "SELECT 1 FROM damaged_blobs WHERE digest = ?", (digest,)
-        ).fetchone()
-        return found is not None
-
-    def damaged(self) -> dict[str, str]:
-        return dict(self.db.execute("SELECT digest, problem FROM damaged_blobs"))
-
-    def damage(self, digest: str) -> str | None:
-        row = self.db.execute(
-            "SELECT problem FROM damaged_blobs WHERE digest = ?", (digest,)
-        ).fetchone()
-        return None if row is None else str(row[0])
-
-    def blob_sources(self, digest: str, registry: str) -> list[str]:
-        return [
-            row[0]
-            for row in self.db.execute(
-                "SELECT repository FROM blob_sources WHERE digest = ? AND registry = ?"
-                " ORDER BY seq DESC",
-                (digest, registry),
-            )
-        ]
-
-    # ---- targets and images --------------------------------------------------
-
-    def target(self, digest: str) -> TargetRow | None:
-        row = self.db.execute(
-            f"SELECT {_TARGET_COLUMNS} FROM targets WHERE digest = ?", (digest,)
-        ).fetchone()
-        return None if row is None else TargetRow(*row)
-
-    def manifest_blobs(self, manifest_digest: str) -> list[ManifestBlob]:
-        return [
-            ManifestBlob(*row)
-            for row in self.db.execute(
-                "SELECT position, blob_digest, media_type, size FROM manifest_blobs"
-                " WHERE manifest_digest = ? ORDER BY position",
-                (manifest_digest,),
-            )
-        ]
-
-    def index_children(self, index_digest: str) -> list[IndexChild]:
-        return [
-            IndexChild(*row)
-            for row in self.db.execute(
-                "SELECT position, child_digest, media_type, size, platform FROM index_children"
-                " WHERE index_digest = ? ORDER BY position",
-                (index_digest,),
-            )
-        ]
-
-    def named_index_children(self, image_id: str | None = None) -> list[NamedIndexChild]:
-        # Driven by the index rows (few), never by the names (one per image).
-        indexes = "SELECT DISTINCT index_digest FROM index_children"
-        arguments: tuple[str, ...] = ()
-        if image_id is not None:
-            indexes += (
-                " WHERE child_digest IN"
-                " (SELECT digest FROM targets WHERE image_id = ? AND kind = 'manifest')"
-            )
-            arguments = (image_id,)
-        return [
-            NamedIndexChild(row[0], row[1], row[2], row[3], IndexChild(*row[4:9]), row[9])
-            for row in self.db.execute(
-                f"WITH wanted(digest) AS ({indexes})"
-                " SELECT n.name, n.target, t.media_type, COALESCE(b.size, 0),"
-                " c.position, c.child_digest, c.media_type, c.size, c.platform, m.image_id"
-                " FROM wanted w JOIN names n ON n.target = w.digest"
-                " JOIN targets t ON t.digest = n.target AND t.kind = 'index'"
-                " LEFT JOIN blobs b ON b.digest = n.target"
-                " JOIN index_children c ON c.index_digest = n.target"
-                " LEFT JOIN targets m ON m.digest = c.child_digest AND m.kind = 'manifest'"
-                " ORDER BY n.name, c.position",
-                arguments,
-            )
-        ]
-
-    def image(self, image_id: str) -> ImageRow | None:
-        row = self.db.execute(
-            f"SELECT {_IMAGE_COLUMNS} FROM images WHERE id = ?", (image_id,)
-        ).fetchone()
-        return None if row is None else _image(row)
-
-    def images(self, after: tuple[int, str] | None = None) -> Iterator[ImageRow]:
-        order = "ORDER BY COALESCE(created, 0) DESC, id DESC"
-        if after is None:
-            cursor = self.db.execute(f"SELECT {_IMAGE_COLUMNS} FROM images {order}")
-        else:
-            cursor = self.db.execute(
-                f"SELECT {_IMAGE_COLUMNS} FROM images WHERE (COALESCE(created, 0), id) < (?, ?)"
-                f" {order}",
-                after,
-            )
-        return map(_image, cursor)
-
-    def images_by_prefix(self, hex_prefix: str) -> list[str]:
-        low = "sha256:" + hex_prefix
-        return [
-            row[0]
-            for row in self.db.execute(
-                "SELECT id FROM images WHERE id >= ? AND id < ? ORDER BY id LIMIT 10",
-                (low, low + "\x7f"),
-            )
-        ]
-
-    def manifests_of_image(self, image_id: str) -> list[TargetRow]:
-        return [
-            TargetRow(*row)
-            for row in self.db.execute(
-                f"SELECT {_TARGET_COLUMNS} FROM targets"
-                " WHERE image_id = ? ORDER BY stored_at DESC, digest",
-                (image_id,),
-            )
-        ]
-
-    def blobs_by_image(self) -> dict[str, set[str]]:
-        owned: dict[str, set[str]] = {}
-        for image_id, digest in self.db.execute(
-            "SELECT t.image_id, mb.blob_digest FROM manifest_blobs mb"
-            " JOIN targets t ON t.digest = mb.manifest_digest"
-            " UNION ALL SELECT image_id, digest FROM targets WHERE kind = 'manifest'"
-        ):
-            owned.setdefault(image_id, set()).add(digest)
-        return owned
-
-    def image_count(self) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
-
-    def images_using_blob(self, digest: str, limit: int) -> tuple[list[str], int]:
-        # The count is taken over every user before LIMIT cuts the list (one
-        # row at least, so that a limit of 0 still learns the count).
-        rows = self.db.execute(
-            "WITH users(image_id) AS ("
-            "   SELECT t.image_id FROM manifest_blobs mb"
-            "   JOIN targets t ON t.digest = mb.manifest_digest WHERE mb.blob_digest = :digest"
-            "   UNION SELECT image_id FROM target_images WHERE target = :digest"
-            "     AND (target IN (SELECT digest FROM targets WHERE kind = 'manifest')"
-            "          OR target IN (SELECT target FROM names)))"
-            " SELECT image_id, COUNT(*) OVER () FROM users WHERE image_id IS NOT NULL"
-            " ORDER BY image_id LIMIT :limit",
-            {"digest": digest, "limit": max(limit, 1)},
-        ).fetchall()
-        if not rows:
-            return [], 0
-        return [row[0] for row in rows[:limit]], int(rows[0][1])
-
-    def unnamed_indexes(self) -> list[str]:
-        return [
-            row[0]
-            for row in self.db.execute(
-                "SELECT digest FROM targets WHERE kind = 'index'"
-                " AND digest NOT IN (SELECT target FROM names)"
-            )
-        ]
-
-    # ---- names ---------------------------------------------------------------
-
-    def name(self, name: str) -> NameRow | None:
-        row = self.db.execute(
-            f"SELECT {_NAME_COLUMNS} FROM names WHERE name = ?", (name,)
-        ).fetchone()
-        return None if row is None else NameRow(*row)
-
-    def names(self) -> list[NameRow]:
-        return [NameRow(*row) for row in self.db.execute(f"SELECT {_NAME_COLUMNS} FROM names")]
-
-    def names_of_image(self, image_id: str) -> list[NameRow]:
-        return [
-            NameRow(*row)
-            for row in self.db.execute(
-                f"SELECT DISTINCT {_NAME_COLUMNS} FROM image_names WHERE image_id = ?"
-                " ORDER BY name",
-                (image_id,),
-            )
-        ]
-
-    def names_by_image(self) -> dict[str, list[NameRow]]:
-        result: dict[str, list[NameRow]] = {}
-        for row in self.db.execute(f"SELECT DISTINCT image_id, {_NAME_COLUMNS} FROM image_names"):
-            result.setdefault(row[0], []).append(NameRow(*row[1:]))
-        return result
-
-    def name_strings_by_image(self) -> dict[str, list[str]]:
-        result: dict[str, list[str]] = {}
-        # An index may list one image twice: a name can come back; callers
-        # (the image summary) keep each name once.
-        for image_id, name in self.db.execute("SELECT image_id, name FROM image_names"):
-            if image_id in result:
-                result[image_id].append(name)
-            else:
-                result[image_id] = [name]
-        return result
-
-    def images_of_target(self, target: str) -> list[str]:
-        return [
-            row[0]
-            for row in self.db.execute(
-                "SELECT DISTINCT image_id FROM target_images WHERE target = ?", (target,)
-            )
-        ]
-
-    # ---- repositories: ranges of the names' key (see catalog.py) -------------
-
-    def repository_tags(self, repository: str, after: str, limit: int) -> list[str]:
-        return [
-            row[0]
-            for row in self.db.execute(
-                "SELECT tag FROM names WHERE name > ? AND name < ? ORDER BY name LIMIT ?",
-                (f"{repository}:{after}", repository + ";", limit),
-            )
-        ]
-
-    def repositories(self, after: str, limit: int) -> list[str]:
-        if limit <= 0:
-            return []
-        # A skip scan: each step is one lookup of the first name past the
-        # previous repository's names (a loose index scan, in one statement).
-        rows = self.db.execute(
-            "WITH RECURSIVE found(repository, n) AS ("
-            "   SELECT (SELECT repository FROM names WHERE name >= :start"
-            "           ORDER BY name LIMIT 1), 1"
-            "   UNION ALL"
-            "   SELECT (SELECT repository FROM names WHERE name >= found.repository || 'A'"
-            "           ORDER BY name LIMIT 1), n + 1"
-            "   FROM found WHERE found.repository IS NOT NULL AND n < :limit)"
-            " SELECT repository FROM found WHERE repository IS NOT NULL ORDER BY n",
-            {"start": after + "A" if after else "", "limit": limit},
-        )
-        return [row[0] for row in rows]
-
-    def repository_reaches(self, repository: str, digest: str | None) -> bool:
-        bounds = (repository + ":", repository + "A")
-        if digest is None:
-            row = self.db.execute(
-                "SELECT 1 FROM names WHERE name >= ? AND name < ? LIMIT 1", bounds
-            ).fetchone()
-        else:
-            row = self.db.execute(
-                "SELECT 1 FROM names WHERE name >= ? AND name < ? AND (target = ?"
-                "   OR target IN (SELECT index_digest FROM index_children"
-                "                 WHERE child_digest = ?)) LIMIT 1",
-                (*bounds, digest, digest),
-            ).fetchone()
-        return row is not None
-
-    # ---- reachability --------------------------------------------------------
-
-    def referenced_blobs(self) -> set[str]:
-        live = {row[0] for row in self.db.execute("SELECT blob_digest FROM manifest_blobs")}
-        live.update(
-            row[0]
-            for row in self.db.execute(
-                "SELECT digest FROM targets WHERE kind = 'manifest'"
-                " OR digest IN (SELECT target FROM names)"
-            )
-        )
-        return live
 
     def referenced_among(self, digests: Iterable[str]) -> set[str]:
         live: set[str] = set()
@@ -708,36 +377,6 @@ class SqliteReader:
             )
         return live
 
-    # ---- the events journal --------------------------------------------------
-
-    def event_bounds(self) -> tuple[int, int]:
-        oldest, last = self.db.execute(
-            "SELECT (SELECT MIN(cursor) FROM events), last_cursor FROM events_state"
-        ).fetchone()
-        return (int(last) + 1 if oldest is None else int(oldest)), int(last)
-
-    def events_after(self, cursor: int, limit: int) -> list[EventRow]:
-        return [
-            _event(row)
-            for row in self.db.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE cursor > ? ORDER BY cursor LIMIT ?",
-                (cursor, limit),
-            )
-        ]
-
-    # ---- replicas and leases -------------------------------------------------
-
-    def clock(self) -> int:
-        return time.time_ns()
-
-    def replicas(self) -> list[ReplicaRow]:
-        return [
-            ReplicaRow(row[0], row[1], row[2], tuple(json.loads(row[3])))
-            for row in self.db.execute(
-                "SELECT id, last_seen, seen_epoch, reading FROM replicas ORDER BY id"
-            )
-        ]
-
     def leased(self, replicas: Iterable[str]) -> set[str]:
         found: set[str] = set()
         for chunk in _chunks(replicas):
@@ -750,54 +389,23 @@ class SqliteReader:
             )
         return found
 
-    def collector_epoch(self) -> int:
-        return int(self.db.execute("SELECT epoch FROM collector_state WHERE id = 0").fetchone()[0])
-
-    def store_id(self) -> str:
-        row = self.db.execute("SELECT store_id FROM store_identity WHERE id = 0").fetchone()
-        return str(row[0])
+    def clock(self) -> int:
+        return time.time_ns()
 
 
-class SqliteWriter(SqliteReader):
+class SqliteWriter(SqliteReader, SqlWriter):
     """Changes on the writer connection, inside its transaction."""
 
-    def claim_blob_dir(self, nonce: str) -> str:
-        self.db.execute(
-            "UPDATE store_identity SET blob_dir = ? WHERE id = 0 AND blob_dir IS NULL", (nonce,)
-        )
-        row = self.db.execute("SELECT blob_dir FROM store_identity WHERE id = 0").fetchone()
-        return str(row[0])
+    _INSERT_NEW = "INSERT OR IGNORE INTO {}"
 
-    def record_blob(self, blob: BlobRow) -> None:
-        self.db.execute(
-            f"INSERT INTO blobs ({_BLOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT(digest) DO UPDATE SET"
-            "   size = excluded.size,"
-            "   diff_id = COALESCE(excluded.diff_id, blobs.diff_id),"
-            "   uncompressed_size = COALESCE(excluded.uncompressed_size, blobs.uncompressed_size)",
-            (
-                blob.digest,
-                blob.size,
-                blob.media_type,
-                blob.diff_id,
-                blob.uncompressed_size,
-                blob.stored_at,
-            ),
-        )
+    def _executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.db.executemany(sql, rows)
 
     def delete_blobs(self, digests: Iterable[str]) -> None:
         rows = [(d,) for d in digests]
         self.db.executemany("DELETE FROM blob_sources WHERE digest = ?", rows)
         self.db.executemany("DELETE FROM damaged_blobs WHERE digest = ?", rows)
         self.db.executemany("DELETE FROM blobs WHERE digest = ?", rows)
-
-    def mark_damaged(self, problems: dict[str, str], when: int) -> None:
-        self.db.executemany(
-            "INSERT INTO damaged_blobs (digest, problem, found_at) VALUES (?, ?, ?)"
-            " ON CONFLICT(digest) DO UPDATE SET problem = excluded.problem,"
-            "   found_at = excluded.found_at",
-            ((digest, kind, when) for digest, kind in problems.items()),
-        )
 
     def clear_damaged(self, digests: Iterable[str]) -> None:
         self.db.executemany("DELETE FROM damaged_blobs WHERE digest = ?", ((d,) for d in digests))
@@ -822,63 +430,6 @@ class SqliteWriter(SqliteReader):
                 (digest, registry, MAX_SOURCES_PER_BLOB),
             )
 
-    def add_manifest(self, target: TargetRow, blobs: Sequence[ManifestBlob]) -> None:
-        self.db.execute(
-            f"INSERT OR IGNORE INTO targets ({_TARGET_COLUMNS}) VALUES (?, ?, 'manifest', ?, ?)",
-            (target.digest, target.media_type, target.image_id, target.stored_at),
-        )
-        self.db.executemany(
-            "INSERT OR IGNORE INTO manifest_blobs"
-            " (manifest_digest, position, blob_digest, media_type, size) VALUES (?, ?, ?, ?, ?)",
-            ((target.digest, b.position, b.blob_digest, b.media_type, b.size) for b in blobs),
-        )
-
-    def add_index(self, target: TargetRow, children: Sequence[IndexChild]) -> None:
-        self.db.execute(
-            f"INSERT OR IGNORE INTO targets ({_TARGET_COLUMNS}) VALUES (?, ?, 'index', NULL, ?)",
-            (target.digest, target.media_type, target.stored_at),
-        )
-        self.db.executemany(
-            "INSERT OR IGNORE INTO index_children"
-            " (index_digest, position, child_digest, media_type, size, platform)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                (target.digest, c.position, c.child_digest, c.media_type, c.size, c.platform)
-                for c in children
-            ),
-        )
-
-    def add_image(self, image: ImageRow) -> None:
-        self.db.execute(
-            f"INSERT OR IGNORE INTO images ({_IMAGE_COLUMNS})"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                image.id,
-                image.created,
-                image.stored_at,
-                image.size,
-                image.content_size,
-                image.os,
-                image.architecture,
-                image.variant,
-                json.dumps(image.labels, sort_keys=True),
-                image.last_tag_time,
-            ),
-        )
-
-    def update_content_size(self, image_id: str) -> None:
-        self.db.execute(
-            "UPDATE images SET content_size = COALESCE(("
-            "  SELECT SUM(size) FROM ("
-            "    SELECT mb.blob_digest, mb.size FROM manifest_blobs mb"
-            "    JOIN targets t ON t.digest = mb.manifest_digest WHERE t.image_id = ?1"
-            "    UNION"
-            "    SELECT b.digest, b.size FROM targets t JOIN blobs b ON b.digest = t.digest"
-            "    WHERE t.image_id = ?1)), 0)"
-            " WHERE id = ?1",
-            (image_id,),
-        )
-
     def set_last_tag_time(self, image_ids: Iterable[str], when: int) -> None:
         self.db.executemany(
             "UPDATE images SET last_tag_time = ? WHERE id = ?", ((when, i) for i in image_ids)
@@ -892,87 +443,7 @@ class SqliteWriter(SqliteReader):
         self.db.execute("DELETE FROM images WHERE id = ?", (image_id,))
         return manifests
 
-    def delete_index(self, index_digest: str) -> None:
-        self.db.execute("DELETE FROM index_children WHERE index_digest = ?", (index_digest,))
-        self.db.execute("DELETE FROM targets WHERE digest = ? AND kind = 'index'", (index_digest,))
-
-    def set_name(self, row: NameRow) -> str | None:
-        previous = self.db.execute(
-            "SELECT target FROM names WHERE name = ?", (row.name,)
-        ).fetchone()
-        self.db.execute(
-            f"INSERT INTO names ({_NAME_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT(name) DO UPDATE SET target = excluded.target,"
-            "   updated_at = excluded.updated_at",
-            (
-                row.name,
-                row.repository,
-                row.tag,
-                row.digest,
-                row.target,
-                row.created_at,
-                row.updated_at,
-            ),
-        )
-        return None if previous is None else str(previous[0])
-
-    def delete_name(self, name: str) -> None:
-        self.db.execute("DELETE FROM names WHERE name = ?", (name,))
-
-    def append_events(self, events: Sequence[EventRow], when: int) -> int:
-        # Bumping the counter takes the write lock first (BEGIN IMMEDIATE holds
-        # it already): the cursors follow the order transactions commit in.
-        last = int(
-            self.db.execute(
-                "UPDATE events_state SET last_cursor = last_cursor + ? WHERE id = 0"
-                " RETURNING last_cursor",
-                (len(events),),
-            ).fetchone()[0]
-        )
-        first = last - len(events) + 1
-        self.db.executemany(
-            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                (
-                    event.kind,
-                    event.image_id,
-                    event.name,
-                    event.target,
-                    json.dumps(dict(event.labels), sort_keys=True),
-                    event.remote,
-                    event.reclaimed,
-                    first + position,
-                    when,
-                )
-                for position, event in enumerate(events)
-            ),
-        )
-        return last
-
-    def trim_events(self, keep: int, not_before: int) -> None:
-        self.db.execute(
-            "DELETE FROM events WHERE cursor <= (SELECT last_cursor FROM events_state) - ?",
-            (keep,),
-        )
-        # From the oldest up to the first young enough event: the scan in cursor
-        # order stops there, so a trim that removes nothing reads one row.
-        self.db.execute(
-            "DELETE FROM events WHERE cursor < COALESCE("
-            "  (SELECT cursor FROM events WHERE time >= ? ORDER BY cursor LIMIT 1),"
-            "  (SELECT last_cursor + 1 FROM events_state))",
-            (not_before,),
-        )
-
     # ---- replicas and leases -------------------------------------------------
-
-    def add_lease(self, replica: str, lease: int, digests: Iterable[str]) -> None:
-        self.db.executemany(
-            "INSERT OR IGNORE INTO leases (replica, lease, digest) VALUES (?, ?, ?)",
-            [(replica, lease, digest) for digest in set(digests)],
-        )
-
-    def release_lease(self, replica: str, lease: int) -> None:
-        self.db.execute("DELETE FROM leases WHERE replica = ? AND lease = ?", (replica, lease))
 
     def holds_lease(self, replica: str, lease: int, *, heard_within: int | None = None) -> bool:
         # The store writes lease rows on a shared catalog only: on SQLite this
@@ -991,18 +462,6 @@ class SqliteWriter(SqliteReader):
             (replica, self.clock() - heard_within),
         ).fetchone()
         return seen is not None
-
-    def heartbeat(self, replica: str, seen_epoch: int, reading: Sequence[str]) -> None:
-        self.db.execute(
-            "INSERT INTO replicas (id, last_seen, seen_epoch, reading) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen,"
-            "   seen_epoch = excluded.seen_epoch, reading = excluded.reading",
-            (replica, self.clock(), seen_epoch, json.dumps(sorted(set(reading)))),
-        )
-
-    def forget_replica(self, replica: str) -> None:
-        self.db.execute("DELETE FROM leases WHERE replica = ?", (replica,))
-        self.db.execute("DELETE FROM replicas WHERE id = ?", (replica,))
 
     def bump_collector_epoch(self) -> int:
         self.db.execute("UPDATE collector_state SET epoch = epoch + 1 WHERE id = 0")
