@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from imagestore.registry import socketbody
 from imagestore.registry.socketbody import OFF_LOOP_BODY, SocketBody
 
 BODY = hashlib.shake_256(b"socket body").digest(OFF_LOOP_BODY + 3 * 1000 * 1000 + 7)
@@ -149,5 +150,30 @@ def test_an_interrupt_ends_a_read_blocked_on_a_silent_server() -> None:
             body.interrupt()
             with pytest.raises(ConnectionResetError):
                 await asyncio.wait_for(blocked, 30)
+
+    run(test)
+
+
+@pytest.mark.parametrize("slice_seconds", [0.0, 3600.0], ids=["a-step-a-slice", "one-slice"])
+def test_steps_run_back_to_back_for_a_slice_each_reported_in_order(
+    monkeypatch: pytest.MonkeyPatch, slice_seconds: float
+) -> None:
+    """fill_for runs steps on one thread until its slice is over (at least one step)
+    or the body ends, and reports each step's bytes as it lands."""
+    monkeypatch.setattr(socketbody, "SLICE_SECONDS", slice_seconds)
+
+    async def test(session: aiohttp.ClientSession, server: Server, base: str) -> None:
+        async with taken(session, f"{base}/whole") as body:
+            pieces, slices = [body.head], 0
+            reported: list[int] = []
+            while body.remaining:
+                await asyncio.to_thread(
+                    body.fill_for, lambda view: pieces.append(bytes(view)), reported.append
+                )
+                slices += 1
+        assert b"".join(pieces) == BODY
+        assert reported == [len(piece) for piece in pieces[1:]]
+        assert len(reported) > 1  # the body is several steps long
+        assert slices == (len(reported) if slice_seconds == 0 else 1)
 
     run(test)

@@ -702,28 +702,35 @@ async def _read_taken(
     written: Callable[[int], None],
     what: str,
 ) -> None:
-    """A body taken from aiohttp (registry/socketbody.py) into ``ingest``: each
-    step reads and writes on a transfer thread; ``count`` and ``written`` are told
-    of its bytes after it. A cancelled step (the try's deadline, its speed floor,
-    the call) interrupts the read, and returns once the thread is done with the
-    ingest. The connection is closed after: aiohttp's parser saw none of it."""
+    """A body taken from aiohttp (registry/socketbody.py) into ``ingest``: slices
+    of steps read and write on a transfer thread; ``count`` and ``written`` are told
+    of each step's bytes, on the event loop, after it. A cancelled slice (the try's
+    deadline, its speed floor, the call) interrupts the read, and returns once the
+    thread is done with the ingest. The connection is closed after: aiohttp's
+    parser saw none of it."""
+    loop = asyncio.get_running_loop()
+
+    def landed(size: int) -> None:
+        count(size)
+        written(size)
+
+    def report(size: int) -> None:  # on the thread: told on the loop, in order
+        loop.call_soon_threadsafe(landed, size)
+
     try:
         if body.head:
             await in_thread(ingest.write, body.head)
-            count(len(body.head))
-            written(len(body.head))
+            landed(len(body.head))
         while body.remaining:
-            step = asyncio.ensure_future(in_thread(body.fill, ingest.write))
+            steps = asyncio.ensure_future(in_thread(body.fill_for, ingest.write, report))
             try:
-                size = await asyncio.shield(step)
+                await asyncio.shield(steps)
             except asyncio.CancelledError:
                 body.interrupt()
-                await asyncio.wait({step})
-                if not step.cancelled():
-                    step.exception()  # retrieved: the interrupted read's failure is no news
+                await asyncio.wait({steps})
+                if not steps.cancelled():
+                    steps.exception()  # retrieved: the interrupted read's failure is no news
                 raise
-            count(size)
-            written(size)
     except (OSError, TimeoutError) as exc:
         raise connection_failure(exc, what) from None
     finally:

@@ -39,6 +39,8 @@ _buffers = threading.local()
 #: a read step returns at the latest after this long with bytes, so the event loop
 #: counts a slow body's bytes (its speed floor) as they come
 STEP_SECONDS = 0.1
+#: steps run back to back on one transfer thread for up to this long (see fill_for)
+SLICE_SECONDS = 0.5
 
 
 class SocketBody:
@@ -110,6 +112,18 @@ class SocketBody:
         self.remaining -= got
         write(view[:got])
         return got
+
+    def fill_for(self, write: Callable[[memoryview], None], report: Callable[[int], None]) -> None:
+        """Steps of :meth:`fill` back to back, each step's count to ``report``
+        (called on this thread), until the body ends or SLICE_SECONDS pass. A thread
+        hop per step cost two thread wake-ups in which nothing read or inflated
+        (~7% of a pull); the slice gives other work queued on the transfer threads
+        its turn."""
+        started = time.monotonic()
+        while True:
+            report(self.fill(write))
+            if not self.remaining or time.monotonic() - started >= SLICE_SECONDS:
+                return
 
     def interrupt(self) -> None:
         """Make a :meth:`fill` blocked on the socket return at once (its try is
