@@ -407,16 +407,16 @@ static void hasher_wake(struct hasher *h)
  * then release its stream and tell the other thread. */
 static void hasher_hash(struct hasher *h, const struct piece *p, int by_caller)
 {
-    int ok, wrote = 0;
+    int ok, write_err = 0;
     pthread_mutex_unlock(&h->lock);
     ok = sha256_ctx_update(p->ctx, p->data, p->len) == ISN_OK;
     if (ok && !p->slot && p->sink >= 0)
-        wrote = write_all(p->sink, p->data, p->len);
+        write_err = write_all(p->sink, p->data, p->len);
     pthread_mutex_lock(&h->lock);
     if (!ok)
         h->failed = 1;
-    if (wrote != 0 && h->sink_errno == 0)
-        h->sink_errno = wrote;
+    if (write_err != 0 && h->sink_errno == 0)
+        h->sink_errno = write_err;
     if (p->slot) {
         h->head = (h->head + 1) % ISN_RING_SLOTS;
         h->count--;

@@ -3,7 +3,7 @@
 A blob's fsync at commit otherwise waits for all of its bytes to reach the disk,
 with the cores idle: ~40 ms for a 100 MB layer here, at the end of a pull. Asked
 every few MiB to begin writing what it holds, the kernel writes behind the
-ingest, and the fsync waits for the last few MiB only (docs/design.md §6). A head
+ingest, and the fsync waits for the last few MiB only (docs/design.md §4). A head
 start, not a guarantee: durability still comes from that fsync.
 """
 

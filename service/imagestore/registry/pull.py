@@ -342,7 +342,7 @@ class Puller:
 
         def jobs(small: bool) -> Iterator[Coroutine[Any, Any, bool]]:
             for layer in layers.values():
-                if (layer.descriptor.size <= SMALL_LAYER) == small:
+                if _is_small(layer.descriptor) == small:
                     yield self._layer(lease, repo, layer, emit, layer.descriptor.digest in present)
 
         # Small and large layers in lanes of their own, as their slots are (see _slot):
@@ -505,7 +505,7 @@ class Puller:
     async def _download(self, lease: Lease, repo: Repository, layer: _Layer, emit: Emit) -> bool:
         """Stream a layer into a verified ingest, resuming with Range after a break."""
         descriptor = layer.descriptor
-        if descriptor.size <= SMALL_LAYER:
+        if _is_small(descriptor):
             return await self._download_whole(lease, repo, layer, emit)
         ingest_context = self.store.ingest(
             lease,
@@ -603,8 +603,7 @@ class Puller:
         waiting to retry (a Retry-After of a minute must not keep the registry's
         other layers waiting); "Waiting" is shown when none is free. A layer read
         whole (of at most SMALL_LAYER bytes) takes one of the small slots."""
-        small = descriptor.size <= SMALL_LAYER
-        slots = self.client.small_downloads if small else self.client.downloads
+        slots = self.client.small_downloads if _is_small(descriptor) else self.client.downloads
         if slots.busy(repo.origin):
             emit(layer_event(Phase.WAITING, "Waiting", descriptor))
         async with slots.hold(repo.origin):
@@ -625,6 +624,11 @@ class Puller:
             ingest.write(data)
             self.store.commit(ingest, lease, descriptor.media_type)
             return True
+
+
+def _is_small(descriptor: Descriptor) -> bool:
+    """A layer read whole, through the small slots and lane (SMALL_LAYER)."""
+    return descriptor.size <= SMALL_LAYER
 
 
 async def _read_whole(

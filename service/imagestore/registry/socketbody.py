@@ -117,7 +117,7 @@ class SocketBody:
         """Steps of :meth:`fill` back to back, each step's count to ``report``
         (called on this thread), until the body ends or SLICE_SECONDS pass. A thread
         hop per step cost two thread wake-ups in which nothing read or inflated
-        (~7% of a pull); the slice gives other work queued on the transfer threads
+        (~5% of a pull's wall time); the slice gives other work queued on the transfer threads
         its turn."""
         started = time.monotonic()
         while True:
