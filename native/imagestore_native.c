@@ -2,7 +2,7 @@
  * (ISA-L igzip when built with ISN_HAVE_ISAL, else zlib). See the header for
  * the contract. */
 
-#define _GNU_SOURCE /* pthread_setname_np, sync_file_range */
+#define _GNU_SOURCE /* pthread_setname_np, sync_file_range, fallocate */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -58,6 +58,21 @@ int isn_start_writeback(int fd)
         return errno;
 #else
     (void)fd;
+#endif
+    return 0;
+}
+
+int isn_reserve(int fd, uint64_t offset, uint64_t length)
+{
+#ifdef __linux__
+    /* Mode 0: the blocks are allocated and the size grows to offset + length
+     * at once. A file system that cannot preallocate goes on without it. */
+    if (length > 0 && fallocate(fd, 0, (off_t)offset, (off_t)length) != 0)
+        return errno == EOPNOTSUPP || errno == ENOSYS ? 0 : errno;
+#else
+    (void)fd;
+    (void)offset;
+    (void)length;
 #endif
     return 0;
 }

@@ -62,6 +62,12 @@ const char *isn_strerror(int status);
  * 0, or the errno. A head start for the fsync that follows, not a substitute. */
 int isn_start_writeback(int fd);
 
+/* Allocate fd's disk blocks for [offset, offset + length), the file's size
+ * growing to the end of that range (Linux fallocate, mode 0; where the file
+ * system or the system cannot, nothing). 0, or the errno (ENOSPC: the disk is
+ * full). The writes that follow find their blocks already there. */
+int isn_reserve(int fd, uint64_t offset, uint64_t length);
+
 /* Plain streaming SHA-256 (OpenSSL EVP). */
 int isn_sha256_new(isn_sha256 **out);
 int isn_sha256_update(isn_sha256 *h, const unsigned char *data, size_t len);

@@ -8,6 +8,7 @@ must not start a thread at all.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
@@ -128,7 +129,7 @@ def test_an_ingest_starts_its_writeback_every_few_mib(
     started_at: list[int] = []
 
     def start(fd: int) -> None:
-        started_at.append(os.fstat(fd).st_size)
+        started_at.append(os.lseek(fd, 0, os.SEEK_CUR))  # the size is the space reserved
         real_start(fd)
 
     real_start = writeback.start
@@ -144,6 +145,78 @@ def test_an_ingest_starts_its_writeback_every_few_mib(
         n * writeback.EVERY for n in range(1, len(compressed) // writeback.EVERY + 1)
     ]
     assert blobs.path(info.digest).read_bytes() == compressed
+
+
+def test_a_large_blob_has_its_space_reserved_a_window_ahead(
+    blobs: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each write lands in blocks already allocated; the file never reaches more
+    than a window past what was written, nor past the declared size, and the
+    stored blob is exactly its bytes."""
+    monkeypatch.setattr(writeback, "RESERVE_AHEAD", 8 * MIB)
+    data, compressed = a_layer(48 * MIB, seed=6)
+    size = len(compressed)
+    assert size > 2 * writeback.RESERVE_AHEAD
+    seen: list[tuple[int, int]] = []
+    with blobs.ingest(sha(compressed), size, encoding=Encoding.LAYER) as ingest:
+        for piece in pieces(compressed, 3 * MIB):
+            ingest.write(piece)
+            assert ingest._fd is not None
+            stat = os.fstat(ingest._fd)
+            written = os.lseek(ingest._fd, 0, os.SEEK_CUR)
+            assert written <= stat.st_size <= min(size, written + writeback.RESERVE_AHEAD)
+            assert stat.st_blocks * 512 >= stat.st_size  # allocated, not a hole
+            seen.append((written, stat.st_size))
+        info = ingest.commit()
+    assert info.diff_id == sha(data)
+    assert blobs.path(info.digest).read_bytes() == compressed
+    assert all(file_size > written for written, file_size in seen[:-1])  # space ahead
+    reserved = sorted({file_size for _, file_size in seen})
+    assert len(reserved) > 2  # window after window, not the whole size at once
+    assert reserved[-1] == size
+
+
+def test_a_declared_size_is_not_reserved_whole(blobs: BlobStore) -> None:
+    """A descriptor may claim any size: a download that stalls after 1 MiB of a
+    'terabyte' holds a window's worth of disk, and leaves nothing once it ends."""
+    _, compressed = a_layer(2 * MIB, seed=7)
+    with blobs.ingest(sha(compressed), 1 << 40, encoding=Encoding.LAYER) as ingest:
+        ingest.write(compressed[:MIB])
+        assert ingest._fd is not None
+        stat = os.fstat(ingest._fd)
+        assert stat.st_size == MIB + writeback.RESERVE_AHEAD
+        assert stat.st_blocks * 512 <= MIB + writeback.RESERVE_AHEAD + MIB
+    assert os.listdir(blobs.ingest_dir) == []
+
+
+def test_a_short_body_in_reserved_space_is_refused(blobs: BlobStore) -> None:
+    """The reserved tail is never taken for content: the size is the bytes hashed."""
+    content = random.Random(8).randbytes(16 * MIB)
+    with blobs.ingest(sha(content), len(content), encoding=Encoding.RAW) as ingest:
+        ingest.write(content[: len(content) // 2])
+        assert ingest._fd is not None
+        assert os.fstat(ingest._fd).st_size == len(content)  # reserved to the end
+        with pytest.raises(errors.DigestMismatch, match="size mismatch"):
+            ingest.commit()
+    assert os.listdir(blobs.ingest_dir) == []
+    assert not blobs.exists(sha(content))
+
+
+def test_no_space_to_reserve_is_disk_full(
+    blobs: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(writeback, "reserve", full)
+    _, compressed = a_layer(16 * MIB, seed=9)
+    with (
+        pytest.raises(errors.DiskFull) as caught,
+        blobs.ingest(sha(compressed), len(compressed), encoding=Encoding.LAYER) as ingest,
+    ):
+        ingest.write(compressed[:MIB])
+    assert caught.value.metadata == {"errno": "ENOSPC"}
+    assert os.listdir(blobs.ingest_dir) == []
 
 
 @pytest.mark.parametrize("piece", [MIB // 4, 4 * MIB])

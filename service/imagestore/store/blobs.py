@@ -406,6 +406,8 @@ class Ingest:
         self._fd: int | None = None
         # bytes written since the file's writeback was last started
         self._unsynced = 0
+        # the file's size so far, its blocks reserved ahead of the writes
+        self._reserved = 0
         self._hasher: hashing.Sha256 | hashing.Decoder | hashing.Encoder
         if encoding is Encoding.RAW:
             self._hasher = hashing.Sha256()
@@ -451,6 +453,7 @@ class Ingest:
         fd = self._open()
         hasher = self._hasher
         try:
+            self._reserve_for(fd, len(data))
             if isinstance(hasher, hashing.Encoder):
                 stored = self._write_all(fd, hasher.update(data))
             elif isinstance(hasher, hashing.Decoder):
@@ -475,6 +478,18 @@ class Ingest:
                 f"content is larger than the expected {self.expected_size} bytes",
                 metadata={"digest": self.expected_digest or "", "size": str(self.expected_size)},
             )
+
+    def _reserve_for(self, fd: int, count: int) -> None:
+        # A large blob of known size gets its blocks a window ahead of the
+        # bytes it is about to write, never beyond that size (writeback.py).
+        size = self.expected_size
+        if size is None or size < writeback.RESERVE_FROM or self.encoding is Encoding.COMPRESS:
+            return
+        end = min(self.written + count, size)
+        if end > self._reserved:
+            until = min(size, end + writeback.RESERVE_AHEAD)
+            writeback.reserve(fd, self._reserved, until - self._reserved)
+            self._reserved = until
 
     @staticmethod
     def _write_all(fd: int, data: bytes | bytearray | memoryview) -> int:
