@@ -33,8 +33,10 @@ The threading model and why it is so: docs/design.md §2.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
+import os
 import queue
 import threading
 from collections import deque
@@ -136,15 +138,28 @@ class _Stepper(Generic[T]):
                 self._generator.close()
 
 
-class WorkerPool:
-    """A named pool of at most ``size`` threads, and the bridges that run jobs on it."""
+def run_as_batch() -> None:
+    """Make the calling thread batch work for the scheduler (Linux ``SCHED_BATCH``;
+    elsewhere, or where it is refused, nothing). Threads it starts inherit it."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 
-    def __init__(self, name: str, size: int) -> None:
+
+class WorkerPool:
+    """A named pool of at most ``size`` threads, and the bridges that run jobs on it.
+
+    A ``batch`` pool's threads are throughput work (:func:`run_as_batch`): waking,
+    they do not preempt the thread on the core, so they never push the event loop
+    aside to take their turn (docs/design.md §2)."""
+
+    def __init__(self, name: str, size: int, *, batch: bool = False) -> None:
         if size < 1:
             raise ValueError(f"pool {name} needs at least one thread (got {size})")
         self.name = name
         self.size = size
-        self._executor = ThreadPoolExecutor(size, thread_name_prefix=name)
+        self._executor = ThreadPoolExecutor(
+            size, thread_name_prefix=name, initializer=run_as_batch if batch else None
+        )
 
     def _submit(self, function: Callable[[], T]) -> Future[T]:
         # The caller's context variables go along, as with asyncio.to_thread.

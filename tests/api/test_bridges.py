@@ -12,18 +12,24 @@ exception left unretrieved, no task destroyed pending).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import gzip
+import os
+import random
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from imagestore import bridges
+from imagestore import bridges, hashing
 from imagestore.api import pools as server_pools
 from imagestore.api.pools import Pools
 from imagestore.bridges import InputCancelledError, WorkerPool, with_events
+from imagestore.registry import blocking
 
 #: a deadline for a thread waiting on the test, so a broken bridge fails instead of hanging
 HOLD = 30.0
@@ -110,6 +116,54 @@ def test_run_returns_the_result_on_a_thread_of_the_pool() -> None:
             assert await pool.run(sorted, [3, 1, 2], reverse=True) == [3, 2, 1]
         finally:
             pool.join()
+
+    run_async(test)
+
+
+def test_a_batch_pool_runs_its_jobs_as_batch_work_and_a_plain_one_does_not() -> None:
+    """Transfers are throughput work: waking, their threads do not preempt the
+    event loop (docs/design.md §2)."""
+
+    async def test() -> None:
+        batch, plain = WorkerPool("test-batch", 1, batch=True), WorkerPool("test-plain", 1)
+        try:
+            assert await batch.run(os.sched_getscheduler, 0) == os.SCHED_BATCH
+            assert await plain.run(os.sched_getscheduler, 0) == os.SCHED_OTHER
+        finally:
+            batch.join()
+            plain.join()
+        assert await blocking.in_thread(os.sched_getscheduler, 0) == os.SCHED_BATCH
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the loop's own thread
+
+    run_async(test)
+
+
+def test_the_hasher_threads_a_transfer_starts_are_batch_work_too() -> None:
+    """A decoder started on a transfer thread hashes on a thread of its own,
+    which inherits the transfer thread's policy."""
+    layer = gzip.compress(random.Random(3).randbytes(3 << 20), compresslevel=1)
+
+    def hashers() -> set[int]:
+        found = set()
+        for task in Path("/proc/self/task").iterdir():
+            with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+                if (task / "comm").read_text().strip() == "imagestore-hash":
+                    found.add(int(task.name))
+        return found
+
+    def policies_while_decoding() -> list[int]:
+        before = hashers()  # any an earlier test left are not this one's
+        with hashing.Decoder() as decoder:
+            decoder.update(layer)
+            assert decoder.threads_used == 2
+            policies = [os.sched_getscheduler(tid) for tid in hashers() - before]
+            decoder.finish()
+        return policies
+
+    async def test() -> None:
+        policies = await blocking.in_thread(policies_while_decoding)
+        assert policies
+        assert set(policies) == {os.SCHED_BATCH}
 
     run_async(test)
 

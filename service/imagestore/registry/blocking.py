@@ -19,7 +19,8 @@ T = TypeVar("T")
 
 #: threads on which registry transfers hash and write, apart from the RPC pools
 TRANSFER_WORKERS = 8
-_TRANSFERS = WorkerPool("imagestore-transfer", TRANSFER_WORKERS)
+#: batch work, and so are the decoders' hasher threads they start (docs/design.md §2)
+_TRANSFERS = WorkerPool("imagestore-transfer", TRANSFER_WORKERS, batch=True)
 
 
 async def in_thread(function: Callable[..., T], *args: Any) -> T:
