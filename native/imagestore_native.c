@@ -67,7 +67,13 @@ int isn_reserve(int fd, uint64_t offset, uint64_t length)
 #ifdef __linux__
     /* Mode 0: the blocks are allocated and the size grows to offset + length
      * at once. A file system that cannot preallocate goes on without it. */
-    if (length > 0 && fallocate(fd, 0, (off_t)offset, (off_t)length) != 0)
+    int rc;
+    if (length == 0)
+        return 0;
+    do
+        rc = fallocate(fd, 0, (off_t)offset, (off_t)length);
+    while (rc != 0 && errno == EINTR);
+    if (rc != 0)
         return errno == EOPNOTSUPP || errno == ENOSYS ? 0 : errno;
 #else
     (void)fd;

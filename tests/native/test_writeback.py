@@ -63,12 +63,16 @@ def test_reserved_space_is_allocated_and_the_size_grows_to_its_end(tmp_path: Pat
     assert content[5010:] == bytes(len(content) - 5010)  # reserved: reads as zeros
 
 
-def test_reserving_on_a_closed_descriptor_or_a_pipe_is_an_os_error(tmp_path: Path) -> None:
-    fd = os.open(tmp_path / "blob", os.O_WRONLY | os.O_CREAT, 0o600)
-    os.close(fd)
-    with pytest.raises(OSError, match=os.strerror(errno.EBADF)) as caught:
-        writeback.reserve(fd, 0, 4096)
-    assert caught.value.errno == errno.EBADF
+def test_reserving_on_a_read_only_descriptor_or_a_pipe_is_an_os_error(tmp_path: Path) -> None:
+    (tmp_path / "blob").write_bytes(b"")
+    fd = os.open(tmp_path / "blob", os.O_RDONLY)
+    try:
+        with pytest.raises(OSError, match=os.strerror(errno.EBADF)) as caught:
+            writeback.reserve(fd, 0, 4096)
+        assert caught.value.errno == errno.EBADF
+    finally:
+        os.close(fd)
+    assert (tmp_path / "blob").stat().st_size == 0
     read_end, write_end = os.pipe()
     try:
         with pytest.raises(OSError, match=os.strerror(errno.ESPIPE)) as caught:

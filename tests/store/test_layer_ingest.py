@@ -202,6 +202,23 @@ def test_a_short_body_in_reserved_space_is_refused(blobs: BlobStore) -> None:
     assert not blobs.exists(sha(content))
 
 
+def test_an_ingest_with_a_declared_size_cannot_be_taken_over(
+    blobs: BlobStore, tmp_path: Path
+) -> None:
+    """A taken-over file goes on at its end: space reserved ahead would sit
+    before the next write, so only a sizeless ingest (an upload's) takes one."""
+    content = b"x" * MIB
+    fd = os.open(tmp_path / "session", os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        with blobs.ingest(sha(content), len(content), encoding=Encoding.RAW) as ingest:
+            with pytest.raises(ValueError, match="no declared size"):
+                ingest.take_over("session", fd)
+            ingest.write(content)
+            assert ingest.commit().size == len(content)
+    finally:
+        os.close(fd)
+
+
 def test_no_space_to_reserve_is_disk_full(
     blobs: BlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -570,6 +570,9 @@ class Ingest:
         holds is hashed first."""
         if self.encoding is Encoding.COMPRESS:
             raise ValueError("a compressing ingest cannot be taken over")
+        if self.expected_size is not None:
+            # its size is its end: space reserved ahead would come before the next write
+            raise ValueError("an ingest taken over has no declared size")
         self._name, self._path, self._fd = name, self._store.ingest_dir / name, fd
         offset = 0
         while chunk := os.pread(fd, READ_CHUNK, offset):
