@@ -2,7 +2,7 @@
 
 Space ahead of the writes: a large blob of known size has its blocks allocated
 a window at a time (:func:`reserve`). Written into an empty file, ext4 reserves
-them a page at a time and grows the file at every write: 1–4% of a pull's CPU.
+them a page at a time and grows the file at every write: 1 to 4% of a pull's CPU.
 A window, not the whole size a manifest declares: a registry's descriptor may
 claim any size, and a download that stalls holds at most a window it never
 fills (docs/design.md §4).
