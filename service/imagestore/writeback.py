@@ -32,15 +32,17 @@ RESERVE_AHEAD = 32 << 20
 def start(fd: int) -> None:
     """Have the kernel begin writing ``fd``'s whole pages before its write
     position to disk, without waiting for them (Linux; elsewhere nothing)."""
-    failed = lib.isn_start_writeback(fd)
-    if failed:
-        raise OSError(failed, os.strerror(failed))
+    _raise_for(lib.isn_start_writeback(fd))
 
 
 def reserve(fd: int, offset: int, length: int) -> None:
     """Allocate ``fd``'s blocks for ``length`` bytes from ``offset``; the file's
     size grows to their end (Linux; where the file system cannot, nothing).
     OSError(ENOSPC) when the disk is full."""
-    failed = lib.isn_reserve(fd, offset, length)
+    _raise_for(lib.isn_reserve(fd, offset, length))
+
+
+def _raise_for(failed: int) -> None:
+    """The native call's errno (0: none) as the OSError ``os`` would raise."""
     if failed:
         raise OSError(failed, os.strerror(failed))

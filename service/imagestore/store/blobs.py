@@ -469,21 +469,23 @@ class Ingest:
         except OSError as exc:
             raise _disk_error(exc, "writing a blob") from None
         self.written += len(data)
-        if (
-            self.expected_size is not None
-            and self.encoding is not Encoding.COMPRESS
-            and self.written > self.expected_size
-        ):
+        if (size := self._stored_size) is not None and self.written > size:
             raise errors.DigestMismatch(
                 f"content is larger than the expected {self.expected_size} bytes",
                 metadata={"digest": self.expected_digest or "", "size": str(self.expected_size)},
             )
 
+    @property
+    def _stored_size(self) -> int | None:
+        # The size the file will have, checked as it grows and at commit: the
+        # expected size, unless the ingest compresses (its file is not the bytes given).
+        return None if self.encoding is Encoding.COMPRESS else self.expected_size
+
     def _reserve_for(self, fd: int, count: int) -> None:
         # A large blob of known size gets its blocks a window ahead of the
         # bytes it is about to write, never beyond that size (writeback.py).
-        size = self.expected_size
-        if size is None or size < writeback.RESERVE_FROM or self.encoding is Encoding.COMPRESS:
+        size = self._stored_size
+        if size is None or size < writeback.RESERVE_FROM:
             return
         end = min(self.written + count, size)
         if end > self._reserved:
@@ -528,8 +530,7 @@ class Ingest:
             return self.committed
         fd = self._open()
         info = self._finish_hash(fd)
-        checks_size = self.expected_size is not None and self.encoding is not Encoding.COMPRESS
-        if checks_size and info.size != self.expected_size:
+        if (size := self._stored_size) is not None and info.size != size:
             raise errors.DigestMismatch(
                 f"size mismatch: got {info.size} bytes, expected {self.expected_size}",
                 metadata={"digest": self.expected_digest or "", "size": str(info.size)},
