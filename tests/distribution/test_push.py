@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,6 +242,46 @@ def test_get_of_a_session_reports_its_range_to_resume_from(pushing: Pushing) -> 
     assert chunk(pushing.client, location, blob[resume_at:], resume_at).status == 202
     assert finish(pushing.client, location, sha(blob)).status == 201
     assert stored(pushing.stub, sha(blob)) == blob
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
+def test_an_upload_goes_on_after_the_server_restarts(tmp_path: Path, sig: int) -> None:
+    """A session outlives a stop or a crash of the server: its client asks where
+    it is and sends the rest, as after any broken connection; the layer's bytes
+    from before the restart are inflated again, so its diff_id is checked."""
+    root = tmp_path / "root"
+    image = make_image("restart", layers=1)
+    layer = image.layers[0]
+    half = len(layer) // 2
+    server = start_push_server(root)
+    try:
+        assert server.registry_address is not None
+        client = Client(server.registry_address)
+        location = start(client, "demo/restart").headers["Location"]
+        assert chunk(client, location, layer[:half], 0).status == 202
+    finally:
+        code = server.stop(sig)
+    assert code == (0 if sig == signal.SIGTERM else -signal.SIGKILL), server.stderr_lines[-20:]
+    server = start_push_server(root)
+    try:
+        assert server.registry_address is not None
+        client = Client(server.registry_address)
+        status = client.get(location)
+        assert (status.status, status.headers["Range"]) == (204, f"0-{half - 1}")
+        assert chunk(client, location, layer[half:], half).status == 202
+        assert finish(client, location, sha(layer)).status == 201
+        assert monolithic(client, "demo/restart", image.config).status == 201
+        pushed = put_manifest(client, "demo/restart", "1", image.manifest, OCI_MANIFEST)
+        assert pushed.status == 201, pushed.body
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.ImageStoreServiceStub(channel)  # type: ignore[no-untyped-call]
+            shown = inspect(stub, "demo/restart:1")
+            assert [layer.digest for layer in shown.layers] == [sha(layer)]
+            assert stored(stub, sha(layer)) == layer
+            check_clean(stub)
+        assert list((root / "blobs" / "ingest").iterdir()) == []
+    finally:
+        assert server.stop() == 0, "".join(server.stderr_lines)[-3000:]
 
 
 def test_delete_cancels_a_session_and_its_ingest(pushing: Pushing) -> None:
@@ -478,6 +519,11 @@ def test_an_idle_session_expires_and_its_ingest_is_removed(tmp_path: Path) -> No
         wait_until(lambda: not list(ingest_dir.iterdir()))
         late = chunk(client, location, b"y", 4096)
         assert (late.status, late.error_codes()) == (404, ["BLOB_UPLOAD_UNKNOWN"])
+        # a session's file no replica holds (left by a restart, or by a replica
+        # that is gone) goes once idle too
+        left = ingest_dir / f"{'f' * 32}-upload-{'0' * 32}"
+        left.write_bytes(b"left behind")
+        wait_until(lambda: not left.exists())
         # an uploaded blob no manifest took is kept no longer than that either
         blob = b"an orphan upload " * 10
         assert monolithic(client, "demo/idle", blob).status == 201

@@ -1,21 +1,25 @@
 """Resumable ingests (store/resumable.py): two replicas on one catalog and one
 blob directory take one ingest file from each other, lock it, hash it again,
-and go on; neither's sweep removes a file the other took."""
+and go on; neither's sweep removes a file the other took. A session's file
+outlives a restart, and goes only once untouched for the upload timeout and
+held by no request."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from imagestore.store.blobs import Encoding
+from imagestore.store import resumable
+from imagestore.store.blobs import DEFAULT_UPLOAD_TIMEOUT, Encoding
 from imagestore.store.resumable import IngestBusyError
 from imagestore.store.store import Store
-from tests.store.conftest import replica
+from tests.store.conftest import OpenStore, replica
 
 KEY = "0123456789abcdef0123456789abcdef"
 MEDIA = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -23,6 +27,14 @@ MEDIA = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def untouched_for(store: Store, seconds: float) -> None:
+    """Date the file of KEY back: last written ``seconds`` ago."""
+    path = resumable.find(store._parts.blobs, KEY)
+    assert path is not None
+    then = time.time() - seconds
+    os.utime(path, (then, then))
 
 
 @pytest.fixture
@@ -50,7 +62,7 @@ def test_a_file_taken_by_another_replica_is_renamed_hashed_again_and_committed(
     assert b.resumable_size(KEY) == half
     taken = b.take_resumable(KEY)
     assert taken is not None
-    assert taken.name == f"{b._parts.replica_id}-{KEY}"
+    assert taken.name == f"{b._parts.replica_id}-upload-{KEY}"
     assert sorted(p.name for p in b._parts.blobs.ingest_dir.iterdir()) == [taken.name]
     going_on = b.resume_ingest(taken, Encoding.LAYER)
     assert going_on.written == half
@@ -83,7 +95,9 @@ def test_a_file_locked_by_a_request_is_busy_for_every_other_taker(
     assert list(a._parts.blobs.ingest_dir.iterdir()) == []
 
 
-def test_neither_replicas_sweep_removes_a_live_upload(pair: tuple[Store, Store]) -> None:
+def test_no_sweep_removes_an_upload_until_it_is_idle_past_the_timeout(
+    pair: tuple[Store, Store],
+) -> None:
     a, b = pair
     file = a.create_resumable(KEY)
     file.append(b"held")
@@ -93,10 +107,92 @@ def test_neither_replicas_sweep_removes_a_live_upload(pair: tuple[Store, Store])
     assert taken is not None
     file.close(remove=False)  # a lets go of it: b's now
     assert a.prune().stale_ingests == b.prune().stale_ingests == 0
-    assert b.resumable_size(KEY) == 4
     taken.close(remove=False)  # b lets go too (a restart, say): nobody holds it now
+    assert a.prune().stale_ingests == b.prune().stale_ingests == 0  # not a crash leftover
+    assert b.resumable_size(KEY) == 4
+    untouched_for(b, DEFAULT_UPLOAD_TIMEOUT - 60)
+    assert b.prune().stale_ingests == 0
+    untouched_for(b, DEFAULT_UPLOAD_TIMEOUT + 60)
+    assert a.prune(dry_run=True).stale_ingests == 1
     assert b.prune().stale_ingests == 1
     assert b.resumable_size(KEY) is None
+
+
+def test_an_idle_upload_a_request_holds_is_not_removed(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    file = a.create_resumable(KEY)
+    file.append(b"held")
+    file.lock()  # a request of the session, on a
+    untouched_for(a, DEFAULT_UPLOAD_TIMEOUT + 60)
+    assert b.remove_idle_uploads() == a.remove_idle_uploads() == 0
+    assert b.resumable_size(KEY) == 4
+    file.touch()  # the request ends: its session is used now
+    file.unlock()
+    assert b.remove_idle_uploads() == 0
+    untouched_for(a, DEFAULT_UPLOAD_TIMEOUT + 60)
+    assert b.remove_idle_uploads() == 1
+    assert a.resumable_size(KEY) is None
+    file.close(remove=True)  # a's name is no longer a file: nothing more to remove
+
+
+@pytest.mark.parametrize("how", ["stopped", "killed"])
+def test_an_upload_outlives_a_restart_of_its_replica(
+    tmp_path: Path, open_store: OpenStore, how: str
+) -> None:
+    """Its file stays through the store's start-up sweep, whether the replica
+    let go of it (a clean stop) or not (a crash: nothing ran after the write),
+    and the restarted replica takes it, hashes it again and commits it."""
+    root = tmp_path / "root"
+    data = os.urandom(3 << 20)
+    store = open_store(root)
+    file = store.create_resumable(KEY)
+    ingest = store.resume_ingest(file, Encoding.RAW)
+    ingest.write(data[: 1 << 20])
+    if how == "stopped":
+        ingest.abandon()
+        file.close(remove=False)
+    store.close()
+    store = open_store(root)
+    try:
+        assert store.stale_ingests_removed == 0
+        taken = store.take_resumable(KEY)
+        assert taken is not None
+        going_on = store.resume_ingest(taken, Encoding.RAW)
+        assert going_on.written == 1 << 20
+        going_on.write(data[1 << 20 :])
+        going_on.expect(sha(data))
+        with store.lease() as lease:
+            assert store.commit(going_on, lease, "application/octet-stream").digest == sha(data)
+        going_on.abandon()
+        taken.close(remove=False)
+        assert store.resumable_size(KEY) is None
+        assert list(store._parts.blobs.ingest_dir.iterdir()) == []
+    finally:
+        store.close()
+    if how == "killed":  # the first store's descriptors, which a crash would have closed
+        ingest.abandon()
+        file.close(remove=False)
+
+
+def test_a_restart_removes_the_uploads_idle_past_its_timeout(
+    tmp_path: Path, open_store: OpenStore
+) -> None:
+    root = tmp_path / "root"
+    store = open_store(root, upload_timeout=600)
+    for key, idle in ((KEY, 599), (KEY[::-1], 601)):
+        file = store.create_resumable(key)
+        file.append(b"bytes")
+        file.close(remove=False)
+        then = time.time() - idle
+        os.utime(file.path, (then, then))
+    store.close()
+    store = open_store(root, upload_timeout=600)
+    try:
+        assert store.stale_ingests_removed == 1
+        assert store.resumable_size(KEY) == 5
+        assert store.resumable_size(KEY[::-1]) is None
+    finally:
+        store.close()
 
 
 def test_the_lock_is_held_until_the_commit_has_renamed_the_file(

@@ -221,6 +221,7 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
         orphan_grace_period=config.orphan_grace_period,
         heartbeat_interval=config.heartbeat_interval,
         replica_timeout=config.replica_timeout,
+        upload_timeout=config.registry_limits.upload_timeout,
         events_max_count=config.events_max_count,
         events_max_age=config.events_max_age,
     )

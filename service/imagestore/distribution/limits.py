@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from imagestore import errors
+from imagestore.store.blobs import DEFAULT_UPLOAD_TIMEOUT
 
 DEFAULT_MAX_CONCURRENT_REQUESTS = 256
 #: aiohttp's and Go's usual bound of a request line or header field
@@ -28,9 +29,6 @@ DEFAULT_SEND_TIMEOUT = 60.0
 DEFAULT_MAX_PAGE_SIZE = 1000
 #: upload sessions open at once (each holds an ingest file and a lease)
 DEFAULT_MAX_UPLOAD_SESSIONS = 128
-#: an upload session unused this long is cancelled (seconds); an uploaded
-#: blob no manifest uses yet is kept this long too
-DEFAULT_UPLOAD_TIMEOUT = 3600.0
 #: the smallest header bound that still holds a registry client's request
 MIN_HEADER_BYTES = 1024
 
@@ -46,6 +44,8 @@ class EndpointLimits:
     send_timeout: float = DEFAULT_SEND_TIMEOUT
     max_page_size: int = DEFAULT_MAX_PAGE_SIZE
     max_upload_sessions: int = DEFAULT_MAX_UPLOAD_SESSIONS
+    #: an upload session unused this long ends (seconds); an uploaded blob no
+    #: manifest uses yet is kept this long too
     upload_timeout: float = DEFAULT_UPLOAD_TIMEOUT
 
     def validate(self) -> None:

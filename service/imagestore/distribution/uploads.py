@@ -27,11 +27,14 @@ replica that did not open it finds it, takes it (a lock, and its own name),
 hashes its bytes again and continues; a session of one repository is unknown
 under another. Each request holds the file's lock: a second request of one
 session at once is refused, whichever replica it reaches. So several replicas
-behind one address need no session affinity. An idle session expires after
+behind one address need no session affinity, and a session outlives a restart
+or a crash of the replica that served it: the file stays, and the next request
+takes it as any other replica would. An idle session expires after
 ``--registry-upload-timeout``: a sweep every half timeout (at most a minute)
 discards the ingest of each session the replica last served and ends its
-lease. At most ``--registry-max-upload-sessions`` are open at once on a
-replica (429 beyond).
+lease, and removes any session's file untouched that long (left by a restart,
+or by a replica that is gone). At most ``--registry-max-upload-sessions`` are
+open at once on a replica (429 beyond).
 """
 
 from __future__ import annotations
@@ -130,9 +133,12 @@ class Session:
         return False
 
     def end(self) -> None:
-        """Unlock the file after a request."""
+        """Unlock the file after a request; its idle time starts now."""
         if not self.closed:
-            self.file.unlock()
+            try:
+                self.file.touch()
+            finally:
+                self.file.unlock()
 
     def resume(self, store: Store) -> None:
         """Taken from another replica: hash the bytes it holds."""
@@ -424,8 +430,8 @@ class Uploads:
                 log.warning("sweeping expired uploads failed: %s", exc)
 
     async def sweep(self) -> None:
-        """End the sessions idle past the timeout; end the leases of kept blobs
-        past their time."""
+        """End the sessions idle past the timeout, and remove the files of those
+        no replica holds; end the leases of kept blobs past their time."""
         now = time.monotonic()
         for session in list(self._sessions.values()):
             if session.key in self._busy or now - session.last_used <= self._timeout:
@@ -435,6 +441,7 @@ class Uploads:
                 await self._expire(session)
             finally:
                 self._busy.discard(session.key)
+        await self._pool.run(self._store.remove_idle_uploads)
         expired = [d for d, kept in self._kept.items() if kept.deadline < now]
         await self._pool.run(self._end_leases, [self._kept.pop(d).lease for d in expired])
 
@@ -448,14 +455,15 @@ class Uploads:
         await self._forget(session, Session.discard if ours else Session.let_go)
 
     async def close(self) -> None:
-        """At shutdown: every session this replica holds discarded, every lease ended."""
+        """At shutdown: every session's file let go of (kept, for its next
+        request after a restart, here or on another replica), every lease ended."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         for session in list(self._sessions.values()):
             if session.key not in self._busy:
-                await self._expire(session)
+                await self._forget(session, Session.let_go)
         kept = [k.lease for k in self._kept.values()]
         self._kept.clear()
         await self._pool.run(self._end_leases, kept)

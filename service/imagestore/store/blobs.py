@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -124,18 +126,59 @@ INGEST_OWNER_SEPARATOR = "-"
 STORE_ID_FILE = "store-id"
 
 
+#: follows the owner in the name of an upload session's file (store/resumable.py):
+#: ``<replica ID>-upload-<key>``. Such a file outlives its replica's restart, and
+#: is stale only once idle past the upload timeout
+UPLOAD_MARK = "upload-"
+#: an upload session's file untouched this long is removed (seconds)
+DEFAULT_UPLOAD_TIMEOUT = 3600.0
+
+
 def ingest_owner(name: str) -> str:
     """The replica ID an ingest file's name starts with ("" when it has none)."""
     owner, separator, _ = name.partition(INGEST_OWNER_SEPARATOR)
     return owner if separator else ""
 
 
+def is_upload(name: str) -> bool:
+    """Whether an ingest file's name is an upload session's."""
+    return name.partition(INGEST_OWNER_SEPARATOR)[2].startswith(UPLOAD_MARK)
+
+
+def _remove_idle_upload(path: Path, idle_before: float) -> bool:
+    """Unlink an upload session's file untouched since ``idle_before`` (a Unix
+    time), holding its lock, so that no request is writing it; False when a
+    request holds it, another took it (renamed) or it was touched meanwhile."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        status = os.fstat(fd)
+        if status.st_mtime >= idle_before or os.stat(path).st_ino != status.st_ino:
+            return False
+        path.unlink()
+        return True
+    except FileNotFoundError:
+        return False
+    finally:
+        os.close(fd)
+
+
 class BlobStore:
     """The blob files of one store, written by one replica (``replica_id``)."""
 
-    def __init__(self, root: Path, replica_id: str) -> None:
+    def __init__(
+        self, root: Path, replica_id: str, upload_timeout: float = DEFAULT_UPLOAD_TIMEOUT
+    ) -> None:
         self.root = root
         self.replica_id = replica_id
+        #: seconds an upload session's file may stay untouched before it is stale
+        self.upload_timeout = upload_timeout
         self.blob_dir = root / "sha256"
         self.ingest_dir = root / "ingest"
         for directory in (root, self.blob_dir, self.ingest_dir):
@@ -289,31 +332,49 @@ class BlobStore:
         """Unlink a blob file (missing is fine: deletion is idempotent)."""
         self.path(digest).unlink(missing_ok=True)
 
-    def stale_ingests(self, live_replicas: Container[str] = ()) -> dict[Path, int]:
+    def stale_ingests(
+        self, live_replicas: Container[str] = (), *, uploads_only: bool = False
+    ) -> dict[Path, int]:
         """Ingest files nobody is writing, with sizes: this replica's that no live
-        ingest owns (crash leftovers), and those of replicas not in ``live_replicas``
-        (dead ones, on a shared blob directory)."""
+        ingest owns (crash leftovers), those of replicas not in ``live_replicas``
+        (dead ones, on a shared blob directory), and upload sessions' files
+        untouched for the upload timeout, whoever wrote them (a session outlives
+        its replica's restart: it is stale only when its client is gone)."""
         found = {}
+        idle_before = time.time() - self.upload_timeout
         with self._lock:
             for entry in os.scandir(self.ingest_dir):
+                upload = is_upload(entry.name)
+                if uploads_only and not upload:
+                    continue
+                try:
+                    status = entry.stat()
+                except FileNotFoundError:
+                    continue
                 owner = ingest_owner(entry.name)
-                if owner == self.replica_id:
+                if upload:
+                    stale = status.st_mtime < idle_before
+                elif owner == self.replica_id:
                     stale = entry.name not in self._active_ingests
                 else:
                     stale = owner not in live_replicas
                 if stale:
-                    try:
-                        found[Path(entry.path)] = entry.stat().st_size
-                    except FileNotFoundError:
-                        continue
+                    found[Path(entry.path)] = status.st_size
         return found
 
-    def remove_stale_ingests(self, live_replicas: Container[str] = ()) -> dict[Path, int]:
-        """Delete the stale ingest files; returns what was removed."""
+    def remove_stale_ingests(
+        self, live_replicas: Container[str] = (), *, uploads_only: bool = False
+    ) -> dict[Path, int]:
+        """Delete the stale ingest files; returns what was removed. An upload's
+        file goes only while no request holds its lock (store/resumable.py)."""
         with self._lock:
-            stale = self.stale_ingests(live_replicas)
-            for path in stale:
-                path.unlink(missing_ok=True)
+            stale = self.stale_ingests(live_replicas, uploads_only=uploads_only)
+            idle_before = time.time() - self.upload_timeout
+            for path in list(stale):
+                if not is_upload(path.name):
+                    path.unlink(missing_ok=True)
+                elif not _remove_idle_upload(path, idle_before):
+                    del stale[path]
         return stale
 
     @contextmanager

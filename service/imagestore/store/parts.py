@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 
 from imagestore import errors
-from imagestore.store.blobs import BlobStore
+from imagestore.store.blobs import DEFAULT_UPLOAD_TIMEOUT, BlobStore
 from imagestore.store.catalog import Catalog
 from imagestore.store.gc import Collector
 from imagestore.store.leases import Leases
@@ -100,6 +100,7 @@ class Parts:
         *,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         replica_timeout: float = DEFAULT_REPLICA_TIMEOUT,
+        upload_timeout: float = DEFAULT_UPLOAD_TIMEOUT,
     ) -> Parts:
         """Make the root private, take its lock, open the blob files (in
         ``blob_dir``, default ``<root>/blobs``) and the catalog."""
@@ -117,7 +118,7 @@ class Parts:
                         " the blob files stay in the root",
                         metadata={"option": "blob-dir"},
                     )
-                blobs = BlobStore(blob_dir or root / "blobs", replica)
+                blobs = BlobStore(blob_dir or root / "blobs", replica, upload_timeout)
                 with opened.reading() as db:
                     store_id, recorded = db.store_id(), db.blob_count()
                 blobs.bind(store_id, recorded, partial(_claim_blob_dir, opened))

@@ -1,8 +1,11 @@
 """Ingests any replica can find by a key, continue and commit: the files of the
 registry endpoint's upload sessions (distribution/uploads.py).
 
-A resumable ingest is an ingest file named ``<replica ID>-<key>`` in the shared
-``ingest/`` directory (docs/design.md §4). Whoever serves a request of the
+A resumable ingest is an ingest file named ``<replica ID>-upload-<key>`` in the
+shared ``ingest/`` directory (docs/design.md §4). Unlike other ingest files it
+outlives its replica's restart or crash (the bytes so far stay a session's, to
+go on with): it is stale only once untouched for the upload timeout
+(``BlobStore.stale_ingests``). Whoever serves a request of the
 session takes the file: it opens it, locks it (``flock``, exclusive, without
 waiting: a second request at once is refused as busy), and, when another
 replica last wrote it, renames it to its own name, so that it is this replica's
@@ -21,7 +24,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagestore.store.blobs import INGEST_OWNER_SEPARATOR, BlobStore, Encoding, Ingest, _disk_error
+from imagestore.store.blobs import (
+    INGEST_OWNER_SEPARATOR,
+    UPLOAD_MARK,
+    BlobStore,
+    Encoding,
+    Ingest,
+    _disk_error,
+)
 
 #: how many times a take is tried when the file is renamed between finding and locking it
 TAKE_TRIES = 3
@@ -66,6 +76,10 @@ class ResumableFile:
     def size(self) -> int:
         return os.fstat(self.fd).st_size
 
+    def touch(self) -> None:
+        """Mark it used now: a request of its session ended (its idle time starts)."""
+        os.utime(self.fd)
+
     def head(self, count: int) -> bytes:
         """Its first ``count`` bytes (fewer when it is shorter)."""
         return os.pread(self.fd, count, 0)
@@ -84,7 +98,12 @@ class ResumableFile:
 
 
 def own_name(blobs: BlobStore, key: str) -> str:
-    return blobs.replica_id + INGEST_OWNER_SEPARATOR + key
+    return blobs.replica_id + _suffix(key)
+
+
+def _suffix(key: str) -> str:
+    """What the file of ``key`` is named after its owner."""
+    return INGEST_OWNER_SEPARATOR + UPLOAD_MARK + key
 
 
 def create(blobs: BlobStore, key: str) -> ResumableFile:
@@ -101,7 +120,7 @@ def create(blobs: BlobStore, key: str) -> ResumableFile:
 
 def find(blobs: BlobStore, key: str) -> Path | None:
     """The file of ``key``, whichever replica's name it has (None: there is none)."""
-    suffix = INGEST_OWNER_SEPARATOR + key
+    suffix = _suffix(key)
     with os.scandir(blobs.ingest_dir) as entries:
         for entry in entries:
             if entry.name.endswith(suffix) and len(entry.name) > len(suffix):

@@ -23,7 +23,7 @@ from imagestore import errors
 from imagestore.oci.manifests import Descriptor
 from imagestore.oci.references import Reference
 from imagestore.store import check, listing, prune, resumable
-from imagestore.store.blobs import READ_CHUNK, BlobInfo, Encoding, Ingest
+from imagestore.store.blobs import DEFAULT_UPLOAD_TIMEOUT, READ_CHUNK, BlobInfo, Encoding, Ingest
 from imagestore.store.content import ORPHAN_GRACE_PERIOD, BlobStat, Content
 from imagestore.store.documents import Documents
 from imagestore.store.events import (
@@ -81,6 +81,7 @@ class Store:
         blob_dir: Path | None = None,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         replica_timeout: float = DEFAULT_REPLICA_TIMEOUT,
+        upload_timeout: float = DEFAULT_UPLOAD_TIMEOUT,
         events_max_count: int = DEFAULT_EVENTS_MAX_COUNT,
         events_max_age: float = DEFAULT_EVENTS_MAX_AGE,
         events_clock: Clock = time.time_ns,
@@ -93,6 +94,7 @@ class Store:
             blob_dir,
             heartbeat_interval=heartbeat_interval,
             replica_timeout=replica_timeout,
+            upload_timeout=upload_timeout,
         )
         try:
             self._journal = Journal(
@@ -130,6 +132,7 @@ class Store:
         blob_dir: Path | None = None,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         replica_timeout: float = DEFAULT_REPLICA_TIMEOUT,
+        upload_timeout: float = DEFAULT_UPLOAD_TIMEOUT,
         events_max_count: int = DEFAULT_EVENTS_MAX_COUNT,
         events_max_age: float = DEFAULT_EVENTS_MAX_AGE,
         events_clock: Clock = time.time_ns,
@@ -139,8 +142,9 @@ class Store:
         (``blob_dir``, default ``<root>/blobs``; another one needs PostgreSQL and
         may be shared by several replicas), register this replica (a heartbeat
         every ``heartbeat_interval`` s on a shared catalog; dead after
-        ``replica_timeout`` s without one), remove stale ingests
-        and the blob files without a record older than ``orphan_grace_period`` s.
+        ``replica_timeout`` s without one), remove stale ingests (an upload
+        session's file is stale once untouched for ``upload_timeout`` s) and the
+        blob files without a record older than ``orphan_grace_period`` s.
 
         The events journal keeps at most ``events_max_count`` events, none older
         than ``events_max_age`` seconds by ``events_clock`` (ns since the epoch)."""
@@ -152,6 +156,7 @@ class Store:
             blob_dir=blob_dir,
             heartbeat_interval=heartbeat_interval,
             replica_timeout=replica_timeout,
+            upload_timeout=upload_timeout,
             events_max_count=events_max_count,
             events_max_age=events_max_age,
             events_clock=events_clock,
@@ -259,6 +264,11 @@ class Store:
     def resumable_size(self, key: str) -> int | None:
         """Bytes written so far to the file of ``key`` (None: none)."""
         return resumable.size_of(self._parts.blobs, key)
+
+    def remove_idle_uploads(self) -> int:
+        """Remove the files of upload sessions untouched for the upload timeout,
+        whichever replica wrote them last (before a restart, say); how many went."""
+        return len(self._parts.blobs.remove_stale_ingests(uploads_only=True))
 
     def resume_ingest(self, file: ResumableFile, encoding: Encoding) -> Ingest:
         """An ingest going on from the end of ``file`` (what it holds hashed);
