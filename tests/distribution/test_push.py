@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -282,6 +284,29 @@ def test_an_upload_goes_on_after_the_server_restarts(tmp_path: Path, sig: int) -
         assert list((root / "blobs" / "ingest").iterdir()) == []
     finally:
         assert server.stop() == 0, "".join(server.stderr_lines)[-3000:]
+
+
+def test_each_request_of_a_session_starts_its_idle_time(pushing: Pushing) -> None:
+    """Even one that writes nothing: a PUT without a digest leaves the session as
+    it was, and its file touched. A session idle past the timeout is removed by
+    a prune, though this replica holds it: its next request is 404, not a 500."""
+    others = set(ingests(pushing))
+    location = start(pushing.client, "demo/idle-time").headers["Location"]
+    assert chunk(pushing.client, location, b"abc", 0).status == 202
+    (session,) = set(ingests(pushing)) - others
+    hours_ago = time.time() - 7200
+    os.utime(session, (hours_ago, hours_ago))
+    before = time.time()
+    refused = pushing.client.request("PUT", location, {}, b"")
+    assert (refused.status, refused.error_codes()) == (400, ["DIGEST_INVALID"])
+    assert session.stat().st_mtime >= before - 1  # the file system's clock may be coarser
+    assert pushing.stub.Prune(pb.PruneRequest()).stale_ingests == 0
+    os.utime(session, (hours_ago, hours_ago))
+    assert pushing.stub.Prune(pb.PruneRequest()).stale_ingests == 1
+    assert not session.exists()
+    for method in ("GET", "PATCH", "PUT"):
+        gone = pushing.client.request(method, f"{location}?digest={sha(b'abc')}", {}, b"")
+        assert (gone.status, gone.error_codes()) == (404, ["BLOB_UPLOAD_UNKNOWN"]), method
 
 
 def test_delete_cancels_a_session_and_its_ingest(pushing: Pushing) -> None:

@@ -132,7 +132,7 @@ def build_app(
             uploads.start()
 
         async def close_uploads(app: web.Application) -> None:
-            await uploads.close()  # ingests discarded, leases ended
+            await uploads.close()  # session files kept for after a restart, leases ended
 
         app.on_startup.append(start_uploads)
         app.on_cleanup.append(close_uploads)

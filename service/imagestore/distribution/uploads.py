@@ -125,11 +125,19 @@ class Session:
 
     def begin(self) -> bool:
         """Lock the file for a request (IngestBusyError: another holds it); False, and
-        unlocked, when another replica took it since (this memory is stale)."""
-        self.file.lock()
+        unlocked, when another replica took it since or it is gone (this memory is
+        stale: on a shared directory, locking a file another machine unlinked
+        fails with ESTALE)."""
+        try:
+            self.file.lock()
+        except IngestBusyError:
+            raise
+        except OSError:
+            return False
         if self.file.current() and self.file.size() == self.size:
             return True
-        self.file.unlock()
+        with contextlib.suppress(OSError):
+            self.file.unlock()
         return False
 
     def end(self) -> None:
@@ -441,9 +449,9 @@ class Uploads:
                 await self._expire(session)
             finally:
                 self._busy.discard(session.key)
-        await self._pool.run(self._store.remove_idle_uploads)
         expired = [d for d, kept in self._kept.items() if kept.deadline < now]
         await self._pool.run(self._end_leases, [self._kept.pop(d).lease for d in expired])
+        await self._pool.run(self._store.remove_idle_uploads)
 
     async def _expire(self, session: Session) -> None:
         """An idle session ends: its file removed, or left to the replica that

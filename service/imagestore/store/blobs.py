@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import secrets
 import threading
@@ -120,6 +121,8 @@ def _disk_error(exc: OSError, doing: str) -> errors.ImageStoreError:
     return errors.IoError(f"I/O error while {doing}: {exc.strerror}")
 
 
+log = logging.getLogger("imagestore.store")
+
 #: separates the replica ID from the random part of an ingest file's name
 INGEST_OWNER_SEPARATOR = "-"
 #: the file in a blob directory naming the store (catalog) it belongs to
@@ -148,22 +151,28 @@ def is_upload(name: str) -> bool:
 def _remove_idle_upload(path: Path, idle_before: float) -> bool:
     """Unlink an upload session's file untouched since ``idle_before`` (a Unix
     time), holding its lock, so that no request is writing it; False when a
-    request holds it, another took it (renamed) or it was touched meanwhile."""
+    request holds it, another took it (renamed) or it was touched meanwhile. A
+    file that cannot be locked or read (ESTALE, ENOLCK on a shared directory) is
+    left for a later sweep, never an error: one file stops no start-up or prune."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # for writing: NFS turns flock into a POSIX lock, whose exclusive kind needs it
+        fd = os.open(path, os.O_RDWR)
     except FileNotFoundError:
         return False
+    except OSError as exc:
+        log.warning("upload file %s left for a later sweep: %s", path.name, exc)
+        return False
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         status = os.fstat(fd)
         if status.st_mtime >= idle_before or os.stat(path).st_ino != status.st_ino:
             return False
         path.unlink()
         return True
-    except FileNotFoundError:
+    except (BlockingIOError, FileNotFoundError):
+        return False
+    except OSError as exc:
+        log.warning("upload file %s left for a later sweep: %s", path.name, exc)
         return False
     finally:
         os.close(fd)
@@ -336,10 +345,11 @@ class BlobStore:
         self, live_replicas: Container[str] = (), *, uploads_only: bool = False
     ) -> dict[Path, int]:
         """Ingest files nobody is writing, with sizes: this replica's that no live
-        ingest owns (crash leftovers), those of replicas not in ``live_replicas``
-        (dead ones, on a shared blob directory), and upload sessions' files
-        untouched for the upload timeout, whoever wrote them (a session outlives
-        its replica's restart: it is stale only when its client is gone)."""
+        ingest owns (crash leftovers), and those of replicas not in
+        ``live_replicas`` (dead ones, on a shared blob directory). An upload
+        session's file outlives its replica's restart: it is stale only once
+        untouched for the upload timeout (and this replica's or a dead one's: a
+        live replica sweeps its own, which it may hold open)."""
         found = {}
         idle_before = time.time() - self.upload_timeout
         with self._lock:
@@ -347,18 +357,18 @@ class BlobStore:
                 upload = is_upload(entry.name)
                 if uploads_only and not upload:
                     continue
+                owner = ingest_owner(entry.name)
+                if owner == self.replica_id:
+                    stale = upload or entry.name not in self._active_ingests
+                else:
+                    stale = owner not in live_replicas
+                if not stale:
+                    continue
                 try:
                     status = entry.stat()
                 except FileNotFoundError:
                     continue
-                owner = ingest_owner(entry.name)
-                if upload:
-                    stale = status.st_mtime < idle_before
-                elif owner == self.replica_id:
-                    stale = entry.name not in self._active_ingests
-                else:
-                    stale = owner not in live_replicas
-                if stale:
+                if not upload or status.st_mtime < idle_before:
                     found[Path(entry.path)] = status.st_size
         return found
 
@@ -366,15 +376,17 @@ class BlobStore:
         self, live_replicas: Container[str] = (), *, uploads_only: bool = False
     ) -> dict[Path, int]:
         """Delete the stale ingest files; returns what was removed. An upload's
-        file goes only while no request holds its lock (store/resumable.py)."""
+        file goes only while no request holds its lock (store/resumable.py), and
+        is locked outside this store's lock, which every ingest takes."""
         with self._lock:
             stale = self.stale_ingests(live_replicas, uploads_only=uploads_only)
-            idle_before = time.time() - self.upload_timeout
-            for path in list(stale):
+            for path in stale:
                 if not is_upload(path.name):
                     path.unlink(missing_ok=True)
-                elif not _remove_idle_upload(path, idle_before):
-                    del stale[path]
+        idle_before = time.time() - self.upload_timeout
+        for path in [p for p in stale if is_upload(p.name)]:
+            if not _remove_idle_upload(path, idle_before):
+                del stale[path]
         return stale
 
     @contextmanager

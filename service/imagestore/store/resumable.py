@@ -67,10 +67,11 @@ class ResumableFile:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     def current(self) -> bool:
-        """Whether this replica's name for it still is this file (call locked)."""
+        """Whether this replica's name for it still is this file (call locked);
+        not when either cannot be read (ESTALE: unlinked on another machine)."""
         try:
             return os.stat(self.path).st_ino == os.fstat(self.fd).st_ino
-        except FileNotFoundError:
+        except OSError:
             return False
 
     def size(self) -> int:

@@ -112,7 +112,8 @@ class Store:
         self._names = Names(self._parts, self._journal)
         try:
             # Crash leftovers: this replica's own (nothing else runs under its ID
-            # while the root is locked), and dead replicas'.
+            # while the root is locked), and dead replicas'; upload sessions'
+            # files only once idle (a session outlives a restart).
             live = self._parts.live_replicas()
             self.stale_ingests_removed = len(self._parts.blobs.remove_stale_ingests(live))
             self.stale_ingests_removed += _remove_legacy_ingests(root)
@@ -267,8 +268,9 @@ class Store:
 
     def remove_idle_uploads(self) -> int:
         """Remove the files of upload sessions untouched for the upload timeout,
-        whichever replica wrote them last (before a restart, say); how many went."""
-        return len(self._parts.blobs.remove_stale_ingests(uploads_only=True))
+        this replica's (left by its last run, say) and dead replicas'; how many went."""
+        live = self._parts.live_replicas()
+        return len(self._parts.blobs.remove_stale_ingests(live, uploads_only=True))
 
     def resume_ingest(self, file: ResumableFile, encoding: Encoding) -> Ingest:
         """An ingest going on from the end of ``file`` (what it holds hashed);
