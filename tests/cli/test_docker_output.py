@@ -61,6 +61,12 @@ def test_save_of_a_repository_saves_every_tag(loaded: Cli, tmp_path: Path) -> No
     assert missing.returncode == 1
     assert "nosuch" in missing.stderr
     assert not (tmp_path / "none.tar").exists()
+    nowhere = tmp_path / "no-such-folder" / "repo.tar"
+    unwritable = loaded("save", "-o", str(nowhere), "repo")
+    assert (unwritable.returncode, unwritable.stderr) == (
+        1,
+        f"Error: {nowhere}: no such file or directory\n",
+    )
 
 
 @pytest.mark.parametrize("command", [("images",), ("inspect", "repo:a"), ("history", "repo:a")])

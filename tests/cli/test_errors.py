@@ -70,6 +70,16 @@ def test_an_unreachable_server_is_one_line(cli: Cli, closed_port: int) -> None:
     )
 
 
+def test_a_server_name_that_does_not_resolve_is_one_line(cli: Cli) -> None:
+    result = cli("-H", "no-such-host.invalid:50051", "images")
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        "Cannot connect to the imagestore server at no-such-host.invalid:50051:"
+        " its host name does not resolve ("
+    )
+    assert result.stderr.count("\n") == 1
+
+
 def test_tls_against_a_plaintext_server_says_so_without_grpc_log_lines(cli: Cli) -> None:
     result = cli("--tls", "images")
     assert result.returncode == 1

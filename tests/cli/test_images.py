@@ -318,4 +318,17 @@ def test_errors_are_one_line_with_the_status_meaning(cli: Cli) -> None:
         " Is the imagestore server running?\n"
     )
     usage = cli("images", "--no-such-flag")
-    assert usage.returncode == 2
+    assert (usage.returncode, usage.stderr) == (
+        2,
+        "Error: unknown flag: --no-such-flag\nSee 'imagestore images --help'.\n",
+    )
+    unknown = cli("imagestore-rules")
+    assert (unknown.returncode, unknown.stderr) == (
+        2,
+        "Error: 'imagestore-rules' is not an imagestore command\nSee 'imagestore --help'.\n",
+    )
+    missing = cli("inspect")
+    assert (missing.returncode, missing.stderr.splitlines()) == (
+        2,
+        ["Error: the following arguments are required: IMAGE", "See 'imagestore inspect --help'."],
+    )

@@ -66,7 +66,7 @@ def test_info_prints_docker_style_lines(cli: Cli, tmp_path: Path) -> None:
     # The registry options the fixture's server runs with (tests/registry/conftest.py).
     assert shown["Registry"]["Attempts"] == "3"
     assert shown["Registry"]["Backoff"] == "0.01s"
-    assert shown["Registry"]["Blob Timeout"] == "7200s"
+    assert shown["Registry"]["Blob Timeout"] == "2h"  # as the flag takes it
     assert shown["Registry"]["Min Speed"] == "1KiB/s"
 
 

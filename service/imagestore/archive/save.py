@@ -136,7 +136,7 @@ def _select(store: Store, lease: Lease, items: Sequence[str], platform: str) -> 
             target = store.target_descriptor(resolved.target)
             if target is None:
                 raise errors.ImageNotFound(f"No such image: {item}", metadata={"image": item[:300]})
-            documents = select_documents(store, target, platform, lease, "save")
+            documents = select_documents(store, target, platform, lease, "save", item)
             top = documents[-1]
             if isinstance(top.parsed, Index):
                 tag = resolved.name.name if resolved.name.digest is None else None

@@ -22,9 +22,10 @@ if TYPE_CHECKING:
     import argparse
 
     from imagestore import errors
+    from imagestore.cli.parser import UsageError
     from imagestore.client import ImageStoreClient
 
-EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 #: the global options that take a value (the command word is found before parsing)
 _VALUED = frozenset({"-H", "--host", "--tls-ca", "--tls-cert", "--tls-key", "--token-file"})
 _VALUED_ALSO = frozenset({"--config"})
@@ -58,13 +59,35 @@ def _main(argv: list[str]) -> int:
         print(f"imagestore {__version__}")
         return 0
     only = None if _asks_for_help(argv[: _globals_end(argv)]) else command
-    args = build_parser(serve_options=command == "serve", only=only).parse_args(argv)
-    from imagestore.cli.parser import implementation
+    from imagestore.cli.parser import UsageError, implementation
+
+    try:
+        args = build_parser(serve_options=command == "serve", only=only).parse_args(argv)
+    except UsageError as exc:
+        return usage_error(exc, command)
 
     run = implementation(args.run)
     if args.command in _STANDALONE:
         return int(run(args))
     return _run_against_server(run, args)
+
+
+def usage_error(exc: UsageError, command: str | None) -> int:
+    """A command line the parser refused, in docker's words: what is wrong, and
+    where the help is (the command's, not the whole tool's, when a command was
+    named); exit code 2."""
+    message, prog = exc.message, exc.prog
+    unknown = message.removeprefix("unrecognized arguments: ")
+    if unknown != message:
+        flag = next((word for word in unknown.split() if word.startswith("-")), None)
+        message = f"unknown flag: {flag}" if flag else f"unexpected argument: {unknown}"
+        if prog == "imagestore" and command and not command.startswith("-"):
+            prog = f"imagestore {command}"
+    elif message.startswith("argument COMMAND: invalid choice: "):
+        word = message.removeprefix("argument COMMAND: invalid choice: ").partition(" (")[0]
+        message = f"{word} is not an {prog} command"
+    sys.stderr.write(f"Error: {message}\nSee '{prog} --help'.\n")
+    return EXIT_USAGE
 
 
 def _asks_for_help(global_options: list[str]) -> bool:
@@ -153,8 +176,9 @@ def _domain_error() -> type[errors.ImageStoreError]:
     return ImageStoreError
 
 
-#: what gRPC says when no connection could be made (pick_first's words, round_robin's)
-_UNREACHABLE = ("failed to connect", "connections to all backends failing")
+#: what gRPC says when no connection could be made (pick_first's words, round_robin's,
+#: the resolver's)
+_UNREACHABLE = ("failed to connect", "connections to all backends failing", "errors resolving")
 
 
 def describe(error: errors.ImageStoreError, host: str, args: argparse.Namespace | None) -> str:
@@ -182,6 +206,9 @@ def _cannot_connect(message: str, host: str) -> str:
     if "handshake" in message.lower():
         detail = message.rsplit(": ", 2)[-2] if message.count(": ") >= 2 else message
         return f"{where}: TLS handshake failed: {detail}"
+    if message.startswith("errors resolving"):  # "…: [field:… lookup failed for X: why]"
+        why = message.rsplit(": ", 1)[-1].rstrip("]")
+        return f"{where}: its host name does not resolve ({why})"
     return f"{where}. Is the imagestore server running?"
 
 

@@ -184,10 +184,16 @@ def check_store(client: ImageStoreClient, args: argparse.Namespace) -> int:
                 meter.line(f"{event.kind}: {event.subject}: {event.detail}")
         report = call.result()
     verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
-    say(f"{verdict}: {report.blobs_checked} blobs and {report.images_checked} images checked")
+    blobs, images = report.blobs_checked, report.images_checked
+    say(f"{verdict}: {_count(blobs, 'blob')} and {_count(images, 'image')} checked")
     if report.unrecorded_blobs:
         say(
             f"{len(report.unrecorded_blobs)} blob file(s) without a record"
             " (garbage, not damage; prune removes them)"
         )
     return 0 if report.ok else 1
+
+
+def _count(number: int, noun: str) -> str:
+    """``1 image``, ``2 images``."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

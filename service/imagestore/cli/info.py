@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from imagestore.cli import humanize
+from imagestore.cli.durations import format_duration
 from imagestore.cli.output import say, write_objects
 from imagestore.cli.template import Struct
 from imagestore.client import ImageStoreClient, ServerInfo
@@ -69,8 +70,9 @@ def _bytes(label: str, key: str, value: int, *, zero: str = "0B") -> Row:
 
 
 def _seconds(label: str, key: str, value: timedelta, *, zero: str = "0s") -> Row:
+    """A duration as its flag takes it (``2h``, ``1m30s``, ``0.01s``)."""
     seconds = value.total_seconds()
-    return Row(label, key, seconds, f"{seconds:g}s" if seconds else zero)
+    return Row(label, key, seconds, format_duration(seconds) if seconds else zero)
 
 
 def sections(info: ServerInfo) -> list[Section]:

@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 DESCRIPTION = "imagestore: the server (serve) and docker's image commands against it."
 #: docker's long forms: `imagestore image ls` is `imagestore ls`, with the same parser
@@ -379,6 +379,23 @@ class _RawFormatter(_Formatter, argparse.RawDescriptionHelpFormatter):
     """:class:`argparse.RawDescriptionHelpFormatter`, given its width as above."""
 
 
+class UsageError(Exception):
+    """A command line argparse refused; ``prog`` the (sub)command it was parsing."""
+
+    def __init__(self, message: str, prog: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose refusals are raised (UsageError), for the CLI to
+    say in docker's two lines rather than the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, self.prog)
+
+
 class _Commands:
     """A subparsers action whose parsers use the formatters above; for `image`,
     each long form with its aliases (``image list``), and ``ls`` under its own
@@ -407,9 +424,7 @@ def build_parser(*, serve_options: bool, only: str | None = None) -> argparse.Ar
     from imagestore.client.settings import DEFAULT_TARGET
     from imagestore.version import __version__
 
-    parser = argparse.ArgumentParser(
-        prog="imagestore", description=DESCRIPTION, formatter_class=_Formatter
-    )
+    parser = _Parser(prog="imagestore", description=DESCRIPTION, formatter_class=_Formatter)
     parser.add_argument("--version", action="version", version=f"imagestore {__version__}")
     # None: the client's own default, from the same IMAGESTORE_* variable
     parser.add_argument(

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import platform as host
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imagestore import errors
+
+if TYPE_CHECKING:
+    from imagestore.oci.manifests import ImageConfig
 
 _COMPONENT = re.compile(r"[a-z0-9_.-]+")
 
@@ -146,3 +149,20 @@ def best_match(wanted: Platform, offered: Iterable[tuple[Platform | None, Any]])
         if score is not None and (best is None or score < best[0]):
             best = (score, item)
     return None if best is None else best[1]
+
+
+def require_platform(image: str, config: ImageConfig, wanted: Sequence[Platform]) -> None:
+    """An image of one platform, asked for with ``wanted``: PlatformNotFound, in
+    docker's words, unless it runs on one of them (a config that names no
+    platform runs anywhere)."""
+    if not config.os or not config.architecture:
+        return
+    actual = normalize(config.os, config.architecture, config.variant)
+    if any(compatible(platform, actual) is not None for platform in wanted):
+        return
+    asked = ", ".join(str(platform) for platform in wanted)
+    raise errors.PlatformNotFound(
+        f"image with reference {image} was found but does not match the specified platform:"
+        f" wanted {asked}, actual: {actual}",
+        metadata={"platform": asked[:500], "image": image[:300], "offered": str(actual)},
+    )

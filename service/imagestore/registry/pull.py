@@ -30,7 +30,13 @@ from imagestore import errors
 from imagestore.dockerconfig import Credentials
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.manifests import Descriptor, Index, Manifest, parse_config, parse_document
-from imagestore.oci.platforms import Platform, best_match, host_platform, parse_platform
+from imagestore.oci.platforms import (
+    Platform,
+    best_match,
+    host_platform,
+    parse_platform,
+    require_platform,
+)
 from imagestore.oci.references import Reference, parse_reference
 from imagestore.registry.blocking import entered_in_thread, in_thread, run_all
 from imagestore.registry.client import RegistryClient
@@ -190,8 +196,10 @@ class Puller:
         ``image`` is a repository and each of its tags is pulled in turn."""
         wanted = _platforms(platforms, all_platforms)
         if all_tags:
-            return await self._pull_all_tags(image, wanted, credentials, emit)
-        return await self._pull_one(parse_reference(image), wanted, credentials, emit, on_documents)
+            return await self._pull_all_tags(image, wanted, credentials, emit, bool(platforms))
+        return await self._pull_one(
+            parse_reference(image), wanted, credentials, emit, bool(platforms), on_documents
+        )
 
     async def _pull_all_tags(
         self,
@@ -199,6 +207,7 @@ class Puller:
         wanted: list[Platform] | None,
         credentials: Credentials | None,
         emit: Emit,
+        asked: bool,
     ) -> PullResult:
         """``docker pull --all-tags``: each tag the registry lists, in its order."""
         reference = parse_reference(image, default_tag=False)
@@ -210,7 +219,7 @@ class Puller:
             )
         pulled: list[PulledTag] = []
         for tag in await self._tags(reference, credentials, emit):
-            result = await self._pull_one(reference.with_tag(tag), wanted, credentials, emit)
+            result = await self._pull_one(reference.with_tag(tag), wanted, credentials, emit, asked)
             pulled.append(PulledTag(result.name, result.digest, result.image_ids, result.updated))
         updated = any(tag.updated for tag in pulled)
         image_ids = tuple(dict.fromkeys(i for tag in pulled for i in tag.image_ids))
@@ -246,8 +255,11 @@ class Puller:
         wanted: list[Platform] | None,
         credentials: Credentials | None,
         emit: Emit,
+        asked: bool,
         on_documents: OnDocuments | None = None,
     ) -> PullResult:
+        """Pull one name; ``asked``: ``wanted`` was asked for, not the server's own
+        platform by default, so an image of one platform must be one of them."""
         emit(
             ProgressEvent(
                 Phase.RESOLVING,
@@ -262,8 +274,18 @@ class Puller:
             parsed = _remote(document.data, document.media_type)
         lease = self.store.open_lease()
         try:
+            required = wanted if asked else None
             return await self._pull_into(
-                lease, reference, repo, document, parsed, wanted, budget, emit, on_documents
+                lease,
+                reference,
+                repo,
+                document,
+                parsed,
+                wanted,
+                required,
+                budget,
+                emit,
+                on_documents,
             )
         finally:
             await in_thread(self.store.end_lease, lease)
@@ -297,6 +319,7 @@ class Puller:
         document: RemoteDocument,
         parsed: Manifest | Index,
         wanted: list[Platform] | None,
+        required: list[Platform] | None,
         budget: _Budget,
         emit: Emit,
         on_documents: OnDocuments | None,
@@ -331,6 +354,9 @@ class Puller:
                 del child_document, child_parsed
         else:
             await self._manifest(lease, repo, document, parsed, layers, budget, emit)
+            if required:  # before any layer: docker's refusal of an image of another platform
+                config = await in_thread(self.store.read_small_blob, parsed.config.digest)
+                require_platform(reference.familiar(), parse_config(config), required)
             documents.append(parsed.config.digest)
         if on_documents is not None:
             on_documents(target, manifest_types)

@@ -96,7 +96,7 @@ class Pusher:
                 ProgressEvent(Phase.RESOLVING, f"The push refers to repository [{reference.name}]")
             )
             documents = await in_thread(
-                select_documents, self.store, target, platform, lease, "push"
+                select_documents, self.store, target, platform, lease, "push", reference.familiar()
             )
             endpoint = self.client.endpoints(reference.domain, for_push=True)[0]
             repo = await self.client.repository(

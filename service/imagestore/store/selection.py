@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from imagestore import errors, hashing
 from imagestore.oci import mediatypes as mt
-from imagestore.oci.manifests import Descriptor, Index, Manifest, parse_document
-from imagestore.oci.platforms import best_match, parse_platform
+from imagestore.oci.manifests import Descriptor, Index, Manifest, parse_config, parse_document
+from imagestore.oci.platforms import best_match, parse_platform, require_platform
 from imagestore.store.leases import Lease
 from imagestore.store.store import Store
 
@@ -47,15 +47,19 @@ def lease_manifest(manifest: Manifest, lease: Lease) -> None:
 
 
 def select_documents(
-    store: Store, target: Descriptor, platform: str, lease: Lease, verb: str
+    store: Store, target: Descriptor, platform: str, lease: Lease, verb: str, name: str
 ) -> list[StoredDocument]:
     """The documents to send for ``target``, children before their index.
 
-    ``verb`` ("push", "save") words the refusal of a partly stored index.
+    ``verb`` ("push", "save") words the refusal of a partly stored index, and
+    ``name`` (what the caller asked for) that of an image of another platform.
     """
     top = read_document(store, target)
     if isinstance(top.parsed, Manifest):
         lease_manifest(top.parsed, lease)
+        if platform:  # docker refuses an image of one platform that is not the one asked
+            config = parse_config(store.read_small_blob(top.parsed.config.digest))
+            require_platform(name, config, [parse_platform(platform)])
         return [top]
     present = [d for d in top.parsed.manifests if store.blob_size(d.digest) is not None]
     if platform:

@@ -16,9 +16,12 @@ class PartialFile:
 
     def __init__(self, path: str | Path) -> None:
         self.target = Path(path)
-        fd, partial = tempfile.mkstemp(
-            prefix=f".{self.target.name}.", dir=self.target.parent or "."
-        )
+        try:
+            fd, partial = tempfile.mkstemp(
+                prefix=f".{self.target.name}.", dir=self.target.parent or "."
+            )
+        except OSError as exc:  # named after the path asked for, not the temporary one
+            raise OSError(exc.errno, exc.strerror, str(self.target)) from None
         self._partial = Path(partial)
         try:
             umask = os.umask(0)
