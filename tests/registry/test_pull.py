@@ -157,8 +157,8 @@ def test_an_image_of_one_platform_asked_for_another_is_refused_before_its_layers
     assert stub.DiskUsage(pb.DiskUsageRequest()).blob_count == 0  # its manifest and config went
     _, config_digest, _ = published.images["umoci/hello:oci"]
     assert list(pull(stub, name, "linux/amd64").last.image_ids) == [config_digest]
+    request = pb.SaveRequest(images=[name], platform=request_platform("linux/arm64"))
     with pytest.raises(grpc.RpcError) as saved:
-        request = pb.SaveRequest(images=[name], platform=request_platform("linux/arm64"))
         b"".join(message.chunk for message in stub.Save(request, timeout=60))
     assert saved.value.code() == grpc.StatusCode.NOT_FOUND
     assert "does not match the specified platform: wanted linux/arm64" in str(
