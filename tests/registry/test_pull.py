@@ -161,9 +161,7 @@ def test_an_image_of_one_platform_asked_for_another_is_refused_before_its_layers
     with pytest.raises(grpc.RpcError) as saved:
         b"".join(message.chunk for message in stub.Save(request, timeout=60))
     assert saved.value.code() == grpc.StatusCode.NOT_FOUND
-    assert "does not match the specified platform: wanted linux/arm64" in str(
-        saved.value.details()
-    )
+    assert "does not match the specified platform: wanted linux/arm64" in str(saved.value.details())
 
 
 def test_an_unknown_tag_is_not_found(stub: Stub, published: Published) -> None:
