@@ -282,7 +282,7 @@ def _with_link(target: str) -> bytes:
         (tar_of({"blobs/sha256/xyz": b"x"}), errors.MalformedContent, "not a sha256 digest"),
         (tar_of({"manifest.json": b"[]"}), errors.MalformedContent, "lists no images"),
         (tar_of({"hello.txt": b"hi"}), errors.MalformedContent, "neither manifest.json"),
-        (b"this is not a tar at all" * 40, errors.MalformedContent, "not a readable tar"),
+        (b"this is not a tar at all" * 40, errors.MalformedContent, "not a tar archive"),
         (tar_of({"a.tar": os.urandom(40_000)})[:20_000], errors.MalformedContent, "end of data"),
     ],
 )

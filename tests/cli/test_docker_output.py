@@ -69,7 +69,16 @@ def test_save_of_a_repository_saves_every_tag(loaded: Cli, tmp_path: Path) -> No
     )
 
 
-@pytest.mark.parametrize("command", [("images",), ("inspect", "repo:a"), ("history", "repo:a")])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("images",),
+        ("inspect", "repo:a"),
+        ("history", "repo:a"),
+        ("inspect", "no-such-image"),  # the template is read before the image is looked up
+        ("history", "no-such-image"),
+    ],
+)
 def test_an_unclosed_action_is_gos_parse_error(loaded: Cli, command: tuple[str, ...]) -> None:
     result = loaded(*command, "--format", "{{.ID")
     assert result.returncode == 1

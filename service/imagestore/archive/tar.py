@@ -194,14 +194,22 @@ class TarReader:
         block = self._source.read(BLOCK)
         if not block:
             return None  # no end-of-archive blocks: tolerated, as tar does
+        first = self.members == 0  # bytes that are no tar at all say so
         if len(block) < BLOCK:
-            block += self._read_exact(BLOCK - len(block))
+            try:
+                block += self._read_exact(BLOCK - len(block))
+            except errors.MalformedContent:
+                if first:
+                    raise _malformed("not a tar archive (shorter than one tar header)") from None
+                raise
         if block.count(0) == BLOCK:
             return None
         try:
             valid = _checksum_ok(block)
         except errors.MalformedContent:
             valid = False
+        if not valid and first:
+            raise _malformed("not a tar archive (its first header's checksum is wrong)")
         if not valid:
             raise _malformed("not a readable tar (a header's checksum is wrong)", self._current)
         return block

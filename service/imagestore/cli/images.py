@@ -6,7 +6,14 @@ import sys
 from typing import TYPE_CHECKING
 
 from imagestore.cli import humanize, views
-from imagestore.cli.output import daemon_error, say, tabwrite, write_objects, write_rows
+from imagestore.cli.output import (
+    check_template,
+    daemon_error,
+    say,
+    tabwrite,
+    write_objects,
+    write_rows,
+)
 from imagestore.cli.sanitize import printable
 
 # what only some commands use is imported by them: `images` starts without it
@@ -57,6 +64,7 @@ def list_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
 def inspect_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
     from imagestore import errors
 
+    check_template(args.format)
     objects = []
     missing: list[errors.NotFound] = []
     for image in args.images:
@@ -73,6 +81,7 @@ def inspect_images(client: ImageStoreClient, args: argparse.Namespace) -> int:
 
 
 def show_history(client: ImageStoreClient, args: argparse.Namespace) -> int:
+    check_template(_format(args.format))
     details = client.inspect(args.image, platform=args.platform or None)
     entries = client.history(args.image, platform=args.platform or None)
     rows = views.history_rows(

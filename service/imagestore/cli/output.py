@@ -166,6 +166,15 @@ def _printable_values(value: Any) -> Any:
     return value
 
 
+def check_template(fmt: str) -> None:
+    """Refuse a malformed ``--format`` template before any call, as docker
+    parses it before it asks the daemon anything ("json" and "" are no templates)."""
+    if fmt and fmt not in ("json", "table"):
+        from imagestore.cli.template import Template
+
+        Template(_unescape(fmt))
+
+
 def write_objects(out: TextIO, objects: Sequence[Struct], fmt: str) -> None:
     """``inspect``: a JSON array (docker's indentation), or the template per object."""
     import json

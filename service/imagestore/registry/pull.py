@@ -260,6 +260,10 @@ class Puller:
     ) -> PullResult:
         """Pull one name; ``asked``: ``wanted`` was asked for, not the server's own
         platform by default, so an image of one platform must be one of them."""
+        budget = _Budget(self.client.options)
+        repo, document = await self._resolve(reference, credentials, emit, budget.bytes_left)
+        # once the registry answered, as docker says it (a registry that cannot be
+        # reached, or has no such image, fails with no "Pulling from" line before)
         emit(
             ProgressEvent(
                 Phase.RESOLVING,
@@ -267,8 +271,6 @@ class Puller:
                 subject=reference.digest or reference.tag or "",
             )
         )
-        budget = _Budget(self.client.options)
-        repo, document = await self._resolve(reference, credentials, emit, budget.bytes_left)
         budget.spend(len(document.data), f"manifest {document.digest}")
         with errors.concerning(document.digest, "manifest"):
             parsed = _remote(document.data, document.media_type)
