@@ -37,6 +37,8 @@ from typing import BinaryIO
 from imagestore import errors, hashing, writeback
 from imagestore.oci.digests import digest_hex, parse_digest
 
+log = logging.getLogger("imagestore.store")
+
 READ_CHUNK = 1 << 20
 #: blob files: read-only to the owner (nothing rewrites a blob in place)
 BLOB_FILE_MODE = 0o400
@@ -120,8 +122,6 @@ def _disk_error(exc: OSError, doing: str) -> errors.ImageStoreError:
         return errors.DiskFull(f"disk full while {doing}", metadata={"errno": "ENOSPC"})
     return errors.IoError(f"I/O error while {doing}: {exc.strerror}")
 
-
-log = logging.getLogger("imagestore.store")
 
 #: separates the replica ID from the random part of an ingest file's name
 INGEST_OWNER_SEPARATOR = "-"
