@@ -171,6 +171,14 @@ def test_members_beyond_the_cap_are_refused() -> None:
         read_all(empty_members_archive(101), TarLimits(max_members=100))
 
 
+def pax_header_only() -> bytes:
+    """A PAX extended header (a long name) and its data, without the member it
+    describes: the tar's own first header is good, what follows is not."""
+    info = tarfile.TarInfo("d/" + "long-name-" * 20)
+    encoded = info.tobuf(format=tarfile.PAX_FORMAT)
+    return encoded[: -tarfile.BLOCKSIZE]  # the member's own header dropped
+
+
 @pytest.mark.parametrize(
     ("archive", "message"),
     [
@@ -179,6 +187,7 @@ def test_members_beyond_the_cap_are_refused() -> None:
         (tar_member(b"f", b"x" * 2000)[:1500], "unexpected end of data"),
         (tar_header(b"f", 0)[:300], "not a tar archive (shorter than one tar header)"),
         (tar_member(b"f", b"x") + b"not a tar" * 100, "not a readable tar"),
+        (pax_header_only() + b"not a tar" * 100, "not a readable tar"),
     ],
 )
 def test_damaged_archives_are_refused(archive: bytes, message: str) -> None:

@@ -286,7 +286,7 @@ def test_check_prints_each_problem_then_the_summary(loaded: Cli) -> None:
     lines = result.stdout.splitlines()
     assert f"sha256:{damaged.name}" in lines[0]
     assert lines[0].startswith("corrupt-blob: ")
-    assert re.fullmatch(r"\d+ problem\(s\): \d+ blobs and 4 images checked", lines[-1])
+    assert re.fullmatch(r"(1 problem|\d+ problems): \d+ blobs and 4 images checked", lines[-1])
 
 
 def test_save_and_load_round_trip_through_files_and_pipes(loaded: Cli, tmp_path: Path) -> None:
@@ -321,6 +321,11 @@ def test_errors_are_one_line_with_the_status_meaning(cli: Cli) -> None:
     assert (usage.returncode, usage.stderr) == (
         2,
         "Error: unknown flag: --no-such-flag\nSee 'imagestore images --help'.\n",
+    )
+    nested = cli("image", "ls", "--no-such-flag=1")
+    assert (nested.returncode, nested.stderr) == (
+        2,
+        "Error: unknown flag: --no-such-flag\nSee 'imagestore image ls --help'.\n",
     )
     unknown = cli("imagestore-rules")
     assert (unknown.returncode, unknown.stderr) == (

@@ -147,6 +147,8 @@ class TarReader:
         self._padding = 0  # zero bytes after them, up to the next block
         self._current = ""
         self.members = 0
+        #: a header passed its checksum: from then on the bytes are a tar, if a damaged one
+        self._seen_header = False
 
     # ---- reading the stream -----------------------------------------------
 
@@ -194,7 +196,7 @@ class TarReader:
         block = self._source.read(BLOCK)
         if not block:
             return None  # no end-of-archive blocks: tolerated, as tar does
-        first = self.members == 0  # bytes that are no tar at all say so
+        first = not self._seen_header  # bytes that are no tar at all say so
         if len(block) < BLOCK:
             try:
                 block += self._read_exact(BLOCK - len(block))
@@ -212,6 +214,7 @@ class TarReader:
             raise _malformed("not a tar archive (its first header's checksum is wrong)")
         if not valid:
             raise _malformed("not a readable tar (a header's checksum is wrong)", self._current)
+        self._seen_header = True
         return block
 
     def _extended(self, size: int, what: str, limit: int) -> bytes:

@@ -1,14 +1,16 @@
 """imagestore: the server (serve) and docker's image commands against it.
 
 The commands other than `serve` talk to a server the way the docker CLI talks to
-its daemon: same columns, sizes, ages, --filter and --format, and exit codes.
+its daemon: same columns, sizes, ages, --filter and --format, and exit codes (but
+2, argparse's, for a command line it cannot parse, where docker's flag errors exit 125).
 
 Start-up stays short: ``--version`` imports nothing but the version; `serve`'s
 options (and with them the server's modules) are built only when `serve` runs;
 every other command imports the client and its own module (the parser is built
 from declarations, :mod:`imagestore.cli.parser`), never the server. Errors are
 one line on stderr: ``Error response from daemon: …`` for what the server
-answered, ``Error: …`` for what the CLI found itself (:mod:`imagestore.cli.output`).
+answered, ``Error: …`` for what the CLI found itself (:mod:`imagestore.cli.output`);
+a refused command line adds docker's ``See 'imagestore COMMAND --help'.``
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ _STANDALONE = frozenset({"serve", "completion"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The `imagestore` command: its exit code (0; 1 on an error; 130 after Ctrl-C)."""
+    """The `imagestore` command: its exit code (0; 1 on an error; 2 for a command
+    line it cannot parse; 130 after Ctrl-C)."""
     # gRPC core writes its own log lines to stderr (a TLS handshake with a plaintext
     # server, a busy port); the CLI says what went wrong in one line of its own
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
@@ -64,7 +67,7 @@ def _main(argv: list[str]) -> int:
     try:
         args = build_parser(serve_options=command == "serve", only=only).parse_args(argv)
     except UsageError as exc:
-        return usage_error(exc, command)
+        return usage_error(exc)
 
     run = implementation(args.run)
     if args.command in _STANDALONE:
@@ -72,17 +75,18 @@ def _main(argv: list[str]) -> int:
     return _run_against_server(run, args)
 
 
-def usage_error(exc: UsageError, command: str | None) -> int:
+def usage_error(exc: UsageError) -> int:
     """A command line the parser refused, in docker's words: what is wrong, and
-    where the help is (the command's, not the whole tool's, when a command was
-    named); exit code 2."""
+    where the help is (the command's, when a command was named); exit code 2,
+    argparse's convention (docker's own flag errors exit 125)."""
     message, prog = exc.message, exc.prog
     unknown = message.removeprefix("unrecognized arguments: ")
     if unknown != message:
         flag = next((word for word in unknown.split() if word.startswith("-")), None)
-        message = f"unknown flag: {flag}" if flag else f"unexpected argument: {unknown}"
-        if prog == "imagestore" and command and not command.startswith("-"):
-            prog = f"imagestore {command}"
+        if flag:
+            message = f"unknown flag: {flag.partition('=')[0]}"
+        else:
+            message = f"unexpected argument: {unknown}"
     elif message.startswith("argument COMMAND: invalid choice: "):
         word = message.removeprefix("argument COMMAND: invalid choice: ").partition(" (")[0]
         message = f"{word} is not an {prog} command"
@@ -206,10 +210,18 @@ def _cannot_connect(message: str, host: str) -> str:
     if "handshake" in message.lower():
         detail = message.rsplit(": ", 2)[-2] if message.count(": ") >= 2 else message
         return f"{where}: TLS handshake failed: {detail}"
-    if message.startswith("errors resolving"):  # "…: [field:… lookup failed for X: why]"
-        why = message.rsplit(": ", 1)[-1].rstrip("]")
-        return f"{where}: its host name does not resolve ({why})"
+    if message.startswith("errors resolving"):
+        return f"{where}: its host name does not resolve ({_resolver_reason(message)})"
     return f"{where}. Is the imagestore server running?"
+
+
+def _resolver_reason(message: str) -> str:
+    """Why a name did not resolve, from gRPC's resolvers' words: c-ares's "… lookup
+    failed for X: why]", the native one's "… os_error: why syscall: getaddrinfo]"."""
+    detail = message.rstrip("]")
+    if "os_error: " in detail:
+        return detail.partition("os_error: ")[2].partition(" syscall: ")[0]
+    return detail.rsplit(": ", 1)[-1]
 
 
 def _login_hint(args: argparse.Namespace) -> str:

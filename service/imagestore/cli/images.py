@@ -192,12 +192,12 @@ def check_store(client: ImageStoreClient, args: argparse.Namespace) -> int:
             elif isinstance(event, CheckProblem):
                 meter.line(f"{event.kind}: {event.subject}: {event.detail}")
         report = call.result()
-    verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+    verdict = "ok" if report.ok else _count(len(report.problems), "problem")
     blobs, images = report.blobs_checked, report.images_checked
     say(f"{verdict}: {_count(blobs, 'blob')} and {_count(images, 'image')} checked")
     if report.unrecorded_blobs:
         say(
-            f"{len(report.unrecorded_blobs)} blob file(s) without a record"
+            f"{_count(len(report.unrecorded_blobs), 'blob file')} without a record"
             " (garbage, not damage; prune removes them)"
         )
     return 0 if report.ok else 1

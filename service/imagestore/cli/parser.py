@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 DESCRIPTION = "imagestore: the server (serve) and docker's image commands against it."
@@ -136,7 +136,9 @@ def _inspect(commands: Any, name: str) -> None:
     inspect = commands.add_parser(name, help="detailed information on images")
     inspect.add_argument("images", nargs="+", metavar="IMAGE")
     inspect.add_argument("-f", "--format", default="", help="Go template, or json")
-    inspect.add_argument("--platform", default="", help="os/arch[/variant] of a multi-arch image")
+    inspect.add_argument(
+        "--platform", default="", help="os/arch[/variant]: one variant of a multi-platform image"
+    )
     _runs(inspect, "images:inspect_images")
 
 
@@ -238,7 +240,11 @@ def _pull(commands: Any, name: str) -> None:
 def _push(commands: Any, name: str) -> None:
     push = commands.add_parser(name, help="upload an image to its registry")
     push.add_argument("image", metavar="NAME[:TAG]")
-    push.add_argument("--platform", default="", help="push only this platform of an index")
+    push.add_argument(
+        "--platform",
+        default="",
+        help="push only this platform of an index (an image of one platform must be it)",
+    )
     push.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     _runs(push, "transfer:push_image")
 
@@ -257,7 +263,8 @@ def _save(commands: Any, name: str) -> None:
     save.add_argument(
         "--platform",
         default="",
-        help="save one platform (os[/arch[/variant]]) of a multi-platform image",
+        help="save one platform (os[/arch[/variant]]) of a multi-platform image (an image of"
+        " one platform must be it)",
     )
     _runs(save, "transfer:save_images")
 
@@ -395,6 +402,17 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message, self.prog)
 
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: None = None
+    ) -> argparse.Namespace:
+        """As argparse's, but words left over are refused on behalf of the
+        command they followed, whose help the refusal names."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            prog = getattr(parsed, "usage_prog", self.prog)
+            raise UsageError(f"unrecognized arguments: {' '.join(extras)}", prog)
+        return parsed
+
 
 class _Commands:
     """A subparsers action whose parsers use the formatters above; for `image`,
@@ -413,6 +431,8 @@ class _Commands:
             if name == "ls":
                 kwargs["help"] = "list images"
         parser: argparse.ArgumentParser = self._commands.add_parser(name, **kwargs)
+        # the deepest command parsed names its own help in a refusal (image ls, not image)
+        parser.set_defaults(usage_prog=parser.prog)
         return parser
 
 

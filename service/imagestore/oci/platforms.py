@@ -151,18 +151,27 @@ def best_match(wanted: Platform, offered: Iterable[tuple[Platform | None, Any]])
     return None if best is None else best[1]
 
 
-def require_platform(image: str, config: ImageConfig, wanted: Sequence[Platform]) -> None:
-    """An image of one platform, asked for with ``wanted``: PlatformNotFound, in
-    docker's words, unless it runs on one of them (a config that names no
-    platform runs anywhere)."""
+def platform_mismatch(image: str, config: ImageConfig, wanted: Sequence[Platform]) -> str:
+    """Docker's words when an image of one platform runs on none of ``wanted``;
+    "" when it runs on one (or its config names no platform: it runs anywhere)."""
     if not config.os or not config.architecture:
-        return
+        return ""
     actual = normalize(config.os, config.architecture, config.variant)
     if any(compatible(platform, actual) is not None for platform in wanted):
-        return
+        return ""
     asked = ", ".join(str(platform) for platform in wanted)
-    raise errors.PlatformNotFound(
+    return (
         f"image with reference {image} was found but does not match the specified platform:"
-        f" wanted {asked}, actual: {actual}",
-        metadata={"platform": asked[:500], "image": image[:300], "offered": str(actual)},
+        f" wanted {asked}, actual: {actual}"
     )
+
+
+def require_platform(image: str, config: ImageConfig, wanted: Sequence[Platform]) -> None:
+    """PlatformNotFound, in docker's words, unless an image of one platform runs
+    on one of ``wanted`` (save and push refuse what pull only warns of)."""
+    mismatch = platform_mismatch(image, config, wanted)
+    if mismatch:
+        raise errors.PlatformNotFound(
+            mismatch,
+            metadata={"platform": ", ".join(map(str, wanted))[:500], "image": image[:300]},
+        )

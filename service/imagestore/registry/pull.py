@@ -35,7 +35,7 @@ from imagestore.oci.platforms import (
     best_match,
     host_platform,
     parse_platform,
-    require_platform,
+    platform_mismatch,
 )
 from imagestore.oci.references import Reference, parse_reference
 from imagestore.registry.blocking import entered_in_thread, in_thread, run_all
@@ -259,7 +259,8 @@ class Puller:
         on_documents: OnDocuments | None = None,
     ) -> PullResult:
         """Pull one name; ``asked``: ``wanted`` was asked for, not the server's own
-        platform by default, so an image of one platform must be one of them."""
+        platform by default, so an image of one platform that is none of them is
+        pulled with a warning, as docker does."""
         budget = _Budget(self.client.options)
         repo, document = await self._resolve(reference, credentials, emit, budget.bytes_left)
         # once the registry answered, as docker says it (a registry that cannot be
@@ -276,7 +277,7 @@ class Puller:
             parsed = _remote(document.data, document.media_type)
         lease = self.store.open_lease()
         try:
-            required = wanted if asked else None
+            asked_for = wanted if asked else None
             return await self._pull_into(
                 lease,
                 reference,
@@ -284,7 +285,7 @@ class Puller:
                 document,
                 parsed,
                 wanted,
-                required,
+                asked_for,
                 budget,
                 emit,
                 on_documents,
@@ -321,7 +322,7 @@ class Puller:
         document: RemoteDocument,
         parsed: Manifest | Index,
         wanted: list[Platform] | None,
-        required: list[Platform] | None,
+        asked_for: list[Platform] | None,
         budget: _Budget,
         emit: Emit,
         on_documents: OnDocuments | None,
@@ -356,9 +357,11 @@ class Puller:
                 del child_document, child_parsed
         else:
             await self._manifest(lease, repo, document, parsed, layers, budget, emit)
-            if required:  # before any layer: docker's refusal of an image of another platform
+            if asked_for:  # docker pulls an image of another platform, with a warning
                 config = await in_thread(self.store.read_small_blob, parsed.config.digest)
-                require_platform(reference.familiar(), parse_config(config), required)
+                mismatch = platform_mismatch(reference.familiar(), parse_config(config), asked_for)
+                if mismatch:
+                    emit(ProgressEvent(Phase.SUMMARY, f"WARNING: {mismatch}"))
             documents.append(parsed.config.digest)
         if on_documents is not None:
             on_documents(target, manifest_types)
