@@ -29,7 +29,14 @@ import aiohttp
 from imagestore import errors
 from imagestore.dockerconfig import Credentials
 from imagestore.oci import mediatypes as mt
-from imagestore.oci.manifests import Descriptor, Index, Manifest, parse_config, parse_document
+from imagestore.oci.manifests import (
+    Descriptor,
+    ImageConfig,
+    Index,
+    Manifest,
+    parse_config,
+    parse_document,
+)
 from imagestore.oci.platforms import (
     Platform,
     best_match,
@@ -195,19 +202,20 @@ class Puller:
         own; ``all_platforms``: every one an index lists). With ``all_tags``,
         ``image`` is a repository and each of its tags is pulled in turn."""
         wanted = _platforms(platforms, all_platforms)
+        asked_for = wanted if platforms else None  # not the server's own by default
         if all_tags:
-            return await self._pull_all_tags(image, wanted, credentials, emit, bool(platforms))
+            return await self._pull_all_tags(image, wanted, asked_for, credentials, emit)
         return await self._pull_one(
-            parse_reference(image), wanted, credentials, emit, bool(platforms), on_documents
+            parse_reference(image), wanted, asked_for, credentials, emit, on_documents
         )
 
     async def _pull_all_tags(
         self,
         image: str,
         wanted: list[Platform] | None,
+        asked_for: list[Platform] | None,
         credentials: Credentials | None,
         emit: Emit,
-        asked: bool,
     ) -> PullResult:
         """``docker pull --all-tags``: each tag the registry lists, in its order."""
         reference = parse_reference(image, default_tag=False)
@@ -219,7 +227,9 @@ class Puller:
             )
         pulled: list[PulledTag] = []
         for tag in await self._tags(reference, credentials, emit):
-            result = await self._pull_one(reference.with_tag(tag), wanted, credentials, emit, asked)
+            result = await self._pull_one(
+                reference.with_tag(tag), wanted, asked_for, credentials, emit
+            )
             pulled.append(PulledTag(result.name, result.digest, result.image_ids, result.updated))
         updated = any(tag.updated for tag in pulled)
         image_ids = tuple(dict.fromkeys(i for tag in pulled for i in tag.image_ids))
@@ -253,14 +263,14 @@ class Puller:
         self,
         reference: Reference,
         wanted: list[Platform] | None,
+        asked_for: list[Platform] | None,
         credentials: Credentials | None,
         emit: Emit,
-        asked: bool,
         on_documents: OnDocuments | None = None,
     ) -> PullResult:
-        """Pull one name; ``asked``: ``wanted`` was asked for, not the server's own
-        platform by default, so an image of one platform that is none of them is
-        pulled with a warning, as docker does."""
+        """Pull one name; ``asked_for``: the platforms the request named (None: it
+        named none), of which an image of one platform that is none is pulled with
+        a warning, as docker does."""
         budget = _Budget(self.client.options)
         repo, document = await self._resolve(reference, credentials, emit, budget.bytes_left)
         # once the registry answered, as docker says it (a registry that cannot be
@@ -277,7 +287,6 @@ class Puller:
             parsed = _remote(document.data, document.media_type)
         lease = self.store.open_lease()
         try:
-            asked_for = wanted if asked else None
             return await self._pull_into(
                 lease,
                 reference,
@@ -356,10 +365,9 @@ class Puller:
                 manifest_types[child.digest] = child_parsed.media_type
                 del child_document, child_parsed
         else:
-            await self._manifest(lease, repo, document, parsed, layers, budget, emit)
+            config = await self._manifest(lease, repo, document, parsed, layers, budget, emit)
             if asked_for:  # docker pulls an image of another platform, with a warning
-                config = await in_thread(self.store.read_small_blob, parsed.config.digest)
-                mismatch = platform_mismatch(reference.familiar(), parse_config(config), asked_for)
+                mismatch = platform_mismatch(reference.familiar(), config, asked_for)
                 if mismatch:
                     emit(ProgressEvent(Phase.SUMMARY, f"WARNING: {mismatch}"))
             documents.append(parsed.config.digest)
@@ -414,12 +422,13 @@ class Puller:
         layers: dict[str, _Layer],
         budget: _Budget,
         emit: Emit,
-    ) -> None:
-        """Store a manifest and its config; add its layers to ``layers``."""
+    ) -> ImageConfig:
+        """Store a manifest and its config; add its layers to ``layers``; the config."""
         await in_thread(
             self.store.put_blob, lease, document.data, manifest.media_type, document.digest
         )
-        for layer in await self._config(lease, repo, manifest, budget, emit):
+        config, config_layers = await self._config(lease, repo, manifest, budget, emit)
+        for layer in config_layers:
             known = layers.setdefault(layer.descriptor.digest, layer)
             if known.diff_id != layer.diff_id:
                 raise errors.DiffIdMismatch(
@@ -427,13 +436,14 @@ class Puller:
                     metadata={"digest": layer.descriptor.digest},
                 )
         budget.check_layers(len(layers))
+        return config
 
     async def _config(
         self, lease: Lease, repo: Repository, manifest: Manifest, budget: _Budget, emit: Emit
-    ) -> list[_Layer]:
+    ) -> tuple[ImageConfig, list[_Layer]]:
         """A config, read from the store when it holds it (an up-to-date pull asks
-        the registry for no blob), else fetched, verified and stored; its
-        diff_ids pair with the layers."""
+        the registry for no blob), else fetched, verified and stored; and the
+        layers, paired with its diff_ids."""
         descriptor = manifest.config
         budget.spend(descriptor.size, f"config {descriptor.digest}")
         lease.add(descriptor.digest)  # before looking: GC either sees the lease or is done
@@ -461,7 +471,7 @@ class Puller:
                     " supported",
                     metadata={"digest": layer.digest, "mediaType": layer.media_type},
                 )
-        return [
+        return config, [
             _Layer(layer, diff_id)
             for layer, diff_id in zip(manifest.layers, config.diff_ids, strict=True)
         ]
