@@ -33,6 +33,21 @@
 static const unsigned char GZIP_MAGIC[2] = {0x1f, 0x8b};
 static const unsigned char ZSTD_MAGIC[4] = {0x28, 0xb5, 0x2f, 0xfd};
 
+#ifdef ISN_HAVE_ISAL
+/* ISA-L's AVX2 and AVX-512 code returns with the upper halves of the vector
+ * registers still in use (it ends without vzeroupper). OpenSSL's SHA-256 runs
+ * SSE-encoded instructions, which then pay for that state on every step until
+ * something clears it: on this thread every later SHA-256 ran ~25% slower
+ * (docs/design.md §5). Called after each ISA-L call; a no-op without AVX. */
+static void clear_upper_vector_state(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    if (__builtin_cpu_supports("avx"))
+        __asm__ volatile("vzeroupper");
+#endif
+}
+#endif
+
 const char *isn_gzip_backend(void)
 {
 #ifdef ISN_HAVE_ISAL
@@ -257,6 +272,7 @@ static int inflater_step(struct inflater *f, const unsigned char *in, size_t in_
         s->next_out = out;
         s->avail_out = (uint32_t)out_cap;
         ret = isal_inflate(s);
+        clear_upper_vector_state();
         st->consumed = in_len - s->avail_in;
         st->produced = out_cap - s->avail_out;
         st->member_end = s->block_state == ISAL_BLOCK_FINISH;
@@ -1177,6 +1193,7 @@ static int encoder_step(isn_encoder *e, const unsigned char *in, size_t in_len,
         e->stream.avail_out = (uint32_t)out_cap;
         e->stream.end_of_stream = end ? 1 : 0;
         ret = isal_deflate(&e->stream);
+        clear_upper_vector_state();
         st->consumed = in_len - e->stream.avail_in;
         st->produced = out_cap - e->stream.avail_out;
         st->member_end = e->stream.internal_state.state == ZSTATE_END;
