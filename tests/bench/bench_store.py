@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from imagestore.archive.load import load
+from imagestore.store.blobs import STORE_ID_FILE
 from imagestore.store.parts import CatalogFactory, postgres_catalog, sqlite_catalog
 from imagestore.store.store import Store
 from tests import pg
@@ -227,7 +228,8 @@ def copy_to_postgres(root: Path, directory: Path) -> tuple[Path, CatalogFactory]
     copy = directory / "catalog-10k-postgresql"
     shutil.rmtree(copy, ignore_errors=True)
     copy.mkdir(mode=0o700)
-    shutil.copytree(root / "blobs", copy / "blobs")
+    # the blob files alone: the new catalog is another store, which claims the copy
+    shutil.copytree(root / "blobs", copy / "blobs", ignore=shutil.ignore_patterns(STORE_ID_FILE))
     factory = fresh_postgres_catalog()
     catalog = factory(copy)  # creates the schema
     assert isinstance(catalog, PostgresCatalog)
