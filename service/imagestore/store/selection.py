@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from imagestore import errors, hashing
 from imagestore.oci import mediatypes as mt
-from imagestore.oci.manifests import Descriptor, Index, Manifest, parse_config, parse_document
+from imagestore.oci.manifests import Descriptor, Index, Manifest, parse_document
 from imagestore.oci.platforms import best_match, parse_platform, require_platform
 from imagestore.store.leases import Lease
 from imagestore.store.store import Store
@@ -58,7 +58,7 @@ def select_documents(
     if isinstance(top.parsed, Manifest):
         lease_manifest(top.parsed, lease)
         if platform:  # docker refuses an image of one platform that is not the one asked
-            config = parse_config(store.read_small_blob(top.parsed.config.digest))
+            config = store.image_config(top.parsed.config.digest)
             require_platform(name, config, [parse_platform(platform)])
         return [top]
     present = [d for d in top.parsed.manifests if store.blob_size(d.digest) is not None]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, Self
 
 from imagestore import errors
-from imagestore.oci.manifests import Descriptor
+from imagestore.oci.manifests import Descriptor, ImageConfig
 from imagestore.oci.references import Reference
 from imagestore.store import check, listing, prune, resumable
 from imagestore.store.blobs import DEFAULT_UPLOAD_TIMEOUT, READ_CHUNK, BlobInfo, Encoding, Ingest
@@ -107,8 +107,8 @@ class Store:
             self._parts.close()
             raise
         self._content = Content(self._parts, self._journal)
-        documents = Documents(self._parts.blobs, self._content.found_corrupt)
-        self._images = Images(self._parts, documents, self._journal)
+        self._documents = Documents(self._parts.blobs, self._content.found_corrupt)
+        self._images = Images(self._parts, self._documents, self._journal)
         self._names = Names(self._parts, self._journal)
         try:
             # Crash leftovers: this replica's own (nothing else runs under its ID
@@ -321,6 +321,11 @@ class Store:
         without its record (lease the digest first)."""
         self._content.confirm_recorded(digest)
         return self._parts.blobs.open(digest)
+
+    def image_config(self, digest: str) -> ImageConfig:
+        """An image config, re-hashed and parsed (kept by digest, as Inspect's are);
+        a corrupt one is marked damaged and raises DataLoss."""
+        return self._documents.config(digest)[1]
 
     def read_small_blob(self, digest: str) -> bytes:
         """A small blob's bytes (a manifest, a config), unverified."""
