@@ -11,8 +11,7 @@ For each image, interleaved in every run, wall seconds of:
 - imagestore Pull, through the gRPC API of the real server process from this
   process (no CLI start-up included), into an empty store (every image pruned
   before each run), and the server's CPU-seconds (user + sys, psutil) over it,
-  and the source registry's (it shares the cores: the least a Pull can take
-  here is the server's floor plus the registry's CPU, spread over every core);
+  and the source registry's (it shares the cores);
 - ``skopeo copy docker://… oci:DIR`` (a fresh DIR each run) and
   ``skopeo copy docker://… docker-archive:FILE`` (a fresh FILE);
 - imagestore Push and ``skopeo copy oci:… docker://…`` (from the image's source
@@ -26,7 +25,11 @@ server's CPU-seconds per GiB of compressed bytes pulled beside its floor, the
 CPU-seconds of this thread running the native Decoder (inflate, SHA-256 of the
 compressed and of the uncompressed bytes) over the same layers from memory,
 with one SHA-256 of the config and manifest (best of 3: a floor is the least it
-takes). The per-GiB goal is the big and the real image's: 200 tiny layers
+takes). Beside it the floor with the I/O no pull avoids: the same work on bytes
+received over loopback TCP and written to files synced at each layer's end,
+so the server's CPU over it is its own code's cost, and the least a Pull can
+take here is that floor plus the registry's CPU, spread over every core.
+The per-GiB goal is the big and the real image's: 200 tiny layers
 (68 kB) measure the per-layer overhead, so the server's CPU per layer is
 printed too. Then the registry requests of an up-to-date pull (the same tag
 pulled a second time) and how many of them are blob requests, counted from the
@@ -50,9 +53,11 @@ import argparse
 import math
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -123,6 +128,8 @@ class Figures:
     push: list[float] = field(default_factory=list)
     skopeo_push: list[float] = field(default_factory=list)
     floor_cpu: float = math.nan
+    #: the floor with the receiving, writing and syncing a pull cannot avoid
+    io_floor_cpu: float = math.nan
     up_to_date: list[tuple[str, str, int]] = field(default_factory=list)
 
 
@@ -273,6 +280,7 @@ def measure(bench: Bench, image: Image, runs: int) -> Figures:
     tarball.unlink(missing_ok=True)
     figures.up_to_date = bench.up_to_date_requests(reference)
     figures.floor_cpu = floor_cpu_seconds(image.layout)
+    figures.io_floor_cpu = io_floor_cpu_seconds(image.layout, bench.data / "io-floor")
     return figures
 
 
@@ -283,12 +291,7 @@ def floor_cpu_seconds(layout: Path) -> float:
     from this thread's clock), the config and the manifest through SHA-256; the
     least of FLOOR_ROUNDS rounds."""
     layers = [path.read_bytes() for path in layer_blobs(layout)]
-    names = {path.name for path in layer_blobs(layout)}
-    documents = [
-        path.read_bytes()
-        for path in (layout / "blobs" / "sha256").iterdir()
-        if path.name not in names
-    ]
+    documents = _documents(layout)
     best = math.inf
     for _ in range(FLOOR_ROUNDS):
         start = time.thread_time()
@@ -302,6 +305,71 @@ def floor_cpu_seconds(layout: Path) -> float:
             hashing.sha256_digest(document)
         best = min(best, time.thread_time() - start)
     return best
+
+
+def io_floor_cpu_seconds(layout: Path, scratch: Path) -> float:
+    """The floor plus the kernel's part that no pull avoids: CPU-seconds (user +
+    sys) of this thread to receive the layers over a loopback TCP connection
+    (sent by another thread with ``sendfile``, whose CPU is not counted, as the
+    registry's is not), in pieces of up to 1 MiB, each verified as the floor does
+    and written by the Decoder to a file under ``scratch``, synced when its layer
+    ends (``fdatasync``); the config and manifest hashed; the least of
+    FLOOR_ROUNDS rounds. The server's CPU over it is what its own code costs."""
+    layers, documents = layer_blobs(layout), _documents(layout)
+    scratch.mkdir(parents=True, exist_ok=True)
+    best = math.inf
+    try:
+        for _ in range(FLOOR_ROUNDS):
+            with socket.create_server(("127.0.0.1", 0)) as server:
+                sender = threading.Thread(target=_send_files, args=(server, layers))
+                sender.start()
+                try:
+                    with socket.create_connection(server.getsockname()[:2]) as connection:
+                        best = min(best, _receive(connection, layers, documents, scratch))
+                finally:
+                    sender.join()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return best
+
+
+def _send_files(server: socket.socket, paths: list[Path]) -> None:
+    connection, _ = server.accept()
+    with connection:
+        for path in paths:
+            with path.open("rb") as file:
+                connection.sendfile(file)
+
+
+def _receive(
+    connection: socket.socket, layers: list[Path], documents: list[bytes], scratch: Path
+) -> float:
+    """This thread's CPU-seconds to receive, verify, write and sync every layer,
+    and to hash the documents."""
+    piece = memoryview(bytearray(CHUNK))
+    start = time.thread_time()
+    for number, path in enumerate(layers):
+        left = path.stat().st_size
+        with (scratch / str(number)).open("wb") as file, hashing.Decoder(threads="one") as decoder:
+            decoder.write_to(file.fileno())
+            while left:
+                count = connection.recv_into(piece, min(left, CHUNK))
+                if count == 0:
+                    raise ConnectionError(f"the sender stopped {left} bytes short")
+                decoder.update(piece[:count])
+                left -= count
+            decoder.finish()
+            os.fdatasync(file.fileno())
+    for document in documents:
+        hashing.sha256_digest(document)
+    return time.thread_time() - start
+
+
+def _documents(layout: Path) -> list[bytes]:
+    """The layout's blobs that are not layers: its config and manifest."""
+    names = {path.name for path in layer_blobs(layout)}
+    blobs = (layout / "blobs" / "sha256").iterdir()
+    return [path.read_bytes() for path in blobs if path.name not in names]
 
 
 def cli_pull_seconds(bench: Bench, reference: str) -> float:
@@ -336,7 +404,7 @@ def report(image: Image, figures: Figures, runs: int) -> None:
     to_archive, push = median(figures.to_archive), median(figures.push)
     skopeo_push, cpu = median(figures.skopeo_push), median(figures.pull_cpu)
     gib = image.size / GIB
-    floor = figures.floor_cpu
+    floor, io_floor = figures.floor_cpu, figures.io_floor_cpu
     pull_ratio, push_ratio, cpu_ratio = pull / to_oci, push / skopeo_push, cpu / floor
     count = len(figures.up_to_date)
     blob_count = sum("/blobs/" in uri for _, uri, _ in figures.up_to_date)
@@ -354,16 +422,19 @@ def report(image: Image, figures: Figures, runs: int) -> None:
     line("server CPU per GiB pulled", f"{cpu / gib:.3f} s/GiB")
     line("floor (Decoder, one thread)", f"{floor / gib:.3f} s/GiB", f"({floor:.3f} s)")
     line("ratio CPU / floor", f"{cpu_ratio:.2f}x", verdict(cpu_ratio, CPU_GOALS.get(image.name)))
+    line("floor + I/O (recv, write, sync)", f"{io_floor / gib:.3f} s/GiB", f"({io_floor:.3f} s)")
+    line("ratio floor + I/O / floor", f"{io_floor / floor:.2f}x", "(the kernel's part)")
+    line("ratio CPU / (floor + I/O)", f"{cpu / io_floor:.2f}x", "(the server's own part)")
     line("server CPU per layer", f"{cpu / image.layers * 1000:.2f} ms")
     line("server cores busy (CPU / wall)", f"{median(figures.cores):.2f}", each(figures.cores))
-    # the server at its floor, the registry's CPU beside it, every core busy
+    # the server at its floor with I/O, the registry's CPU beside it, every core busy
     registry_cpu, cores = median(figures.registry_cpu), os.cpu_count() or 1
-    least = (floor + registry_cpu) / cores
+    least = (io_floor + registry_cpu) / cores
     line("registry CPU over the Pull", f"{registry_cpu:.3f} s", each(figures.registry_cpu))
     line(
         "least a Pull can take here",
         f"{least:.3f} s",
-        f"((floor + registry) / {cores} cores: {least / to_oci:.2f}x skopeo -> oci:)",
+        f"((floor + I/O + registry) / {cores} cores: {least / to_oci:.2f}x skopeo -> oci:)",
     )
     line("its busiest thread (CPU / wall)", f"{median(figures.busiest_thread):.2f}")
     line("up-to-date pull: registry requests", f"{count}", verdict(count, UP_TO_DATE_GOAL))
@@ -383,20 +454,21 @@ def table(images: list[Image], results: dict[str, Figures]) -> None:
     print(
         "\n| image | imagestore Pull | skopeo -> oci: | ratio | skopeo -> docker-archive: |"
         " imagestore Push | skopeo push | ratio | server CPU/GiB | floor/GiB | CPU/floor |"
-        " up-to-date requests |"
+        " floor + I/O/GiB | CPU/(floor + I/O) | up-to-date requests |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for image in images:
         f = results[image.name]
         pull, to_oci, to_archive = median(f.pull), median(f.to_oci), median(f.to_archive)
         push, skopeo_push = median(f.push), median(f.skopeo_push)
         gib = image.size / GIB
-        cpu, floor = median(f.pull_cpu) / gib, f.floor_cpu / gib
+        cpu, floor, io_floor = median(f.pull_cpu) / gib, f.floor_cpu / gib, f.io_floor_cpu / gib
         print(
             f"| {image.label} | {pull:.2f} s | {to_oci:.2f} s | {pull / to_oci:.2f}x |"
             f" {to_archive:.2f} s ({pull / to_archive:.2f}x) | {push:.2f} s |"
             f" {skopeo_push:.2f} s | {push / skopeo_push:.2f}x | {cpu:.2f} s |"
-            f" {floor:.2f} s | {cpu / floor:.2f}x | {len(f.up_to_date)} |"
+            f" {floor:.2f} s | {cpu / floor:.2f}x | {io_floor:.2f} s | {cpu / io_floor:.2f}x |"
+            f" {len(f.up_to_date)} |"
         )
 
 
