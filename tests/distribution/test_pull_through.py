@@ -39,6 +39,7 @@ from tests.api.test_metrics import Scraped, scrape
 from tests.api.test_service import load
 from tests.archives import ImageSpec, docker_archive, sha, tar_of
 from tests.distribution.conftest import ACCEPT_ALL, Answer, Client, start_registry_server
+from tests.distribution.test_endpoint import OCI_INDEX
 from tests.registry.conftest import FAST_RETRIES, Published, stop_cleanly
 from tests.registry.distribution import Distribution, free_port, skopeo, start_distribution
 
@@ -507,12 +508,14 @@ STREAMED_LAYER = 3 << 20
 
 
 def publish_big_layer(upstream: Upstream, tmp_path: Path, name: str) -> tuple[bytes, str]:
-    """An image of one random 3 MiB layer at ``name`` upstream: its manifest, its layer."""
+    """An image of one random 3 MiB layer (seeded by ``name``) at ``name``
+    (``repository:tag``) upstream: its manifest, its layer."""
     archive = tmp_path / "streamed.tar"
     layer = tar_of({"data": random.Random(name).randbytes(STREAMED_LAYER)})
     archive.write_bytes(docker_archive(ImageSpec([name], [layer])))
     upstream.publish(f"docker-archive:{archive}", name)
-    manifest, _ = upstream.raw(f"{name.split(':')[0]}/manifests/1")
+    repository, tag = name.rsplit(":", 1)
+    manifest, _ = upstream.raw(f"{repository}/manifests/{tag}")
     return manifest, blobs_of(json.loads(manifest))[-1]
 
 
@@ -560,6 +563,49 @@ def test_a_layer_streams_to_the_client_while_it_downloads(
 
     wait_until(lambda: logged_bytes() is not None, 30)  # written just after the response
     assert (logged_bytes() or 0) > size  # the body sent by sendfile, and the headers
+
+
+def test_a_tag_answered_while_its_layers_download_is_listed_and_inspectable(
+    proxied: Through, proxy: GatedProxy, upstream: Upstream, tmp_path: Path
+) -> None:
+    """Tag 2's manifest is answered while upstream holds its layer back, before
+    the pull names the tag: the tag is in tags/list already, alone in a
+    repository that held nothing, then page by page between tags 1 and 3 pulled
+    meanwhile; ``skopeo inspect`` of it (its manifest, the tags list, the
+    config) works, and its manifest has referrers."""
+    manifests = {
+        tag: publish_big_layer(upstream, tmp_path, f"pt/listed:{tag}") for tag in ("1", "2", "3")
+    }
+    expected, held = manifests["2"]
+    proxy.hold.add(f"/v2/pt/listed/blobs/{held}")
+    path = endpoint_path(proxy.host, "pt/listed")
+    assert proxied.manifest(f"{path}/manifests/2").body == expected
+    wait_until(lambda: proxy.held == 1, 30)  # the pull is downloading the layer
+    alone = proxied.client.get(f"/v2/{path}/tags/list")
+    address = proxied.server.registry_address
+    inspected = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{address}/{path}:2"))
+    for tag in ("1", "3"):
+        assert proxied.manifest(f"{path}/manifests/{tag}").status == 200
+        assert named(proxied, f"{proxy.host}/pt/listed:{tag}") == sha(manifests[tag][0])
+    pages = [proxied.client.get(f"/v2/{path}/tags/list?n=1{after}") for after in ("", "&last=1")]
+    every = proxied.client.get(f"/v2/{path}/tags/list")
+    referrers = proxied.client.get(f"/v2/{path}/referrers/{sha(expected)}")
+    assert not proxy.gate.is_set()  # all of it answered while the layer was held
+    proxy.release()
+    assert (alone.status, alone.json()) == (200, {"name": path, "tags": ["2"]})
+    assert inspected["Digest"] == sha(expected)
+    assert inspected["RepoTags"] == ["2"]
+    assert inspected["Layers"] == [held]
+    assert every.json() == {"name": path, "tags": ["1", "2", "3"]}
+    assert [page.json() for page in pages] == [{"name": path, "tags": [t]} for t in ("1", "2")]
+    assert [page.headers.get("Link") for page in pages] == [
+        f'</v2/{path}/tags/list?n=1&last=1>; rel="next"',
+        f'</v2/{path}/tags/list?n=1&last=2>; rel="next"',
+    ]
+    assert referrers.status == 200
+    assert referrers.json() == {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+    assert named(proxied, f"{proxy.host}/pt/listed:2") == sha(expected)
+    assert proxied.client.get(f"/v2/{path}/tags/list").json() == every.json()
 
 
 def test_a_layer_that_fails_verification_is_cut_short_and_nothing_is_stored(

@@ -466,11 +466,17 @@ class Pull:
         repository = self._repository(request)
         n = _page_size(request, self._limits.max_page_size)
         last = request.query.get("last", "")
+        # tags a pull-through answered before its pull names them
+        early = [] if self._through is None else self._through.tags_answered(repository)
 
         def page() -> list[str]:
-            if not self._store.has_repository(repository):
+            if not early and not self._store.has_repository(repository):
                 raise RegistryError(Code.NAME_UNKNOWN, f"repository {repository} is not known")
-            return self._store.repository_tags(repository, after=last, limit=n + 1)
+            found = self._store.repository_tags(repository, after=last, limit=n + 1)
+            if not early:
+                return found
+            # code point order is the store's byte order for UTF-8 (tags are ASCII)
+            return sorted({*found, *(tag for tag in early if tag > last)})[: n + 1]
 
         found = await self._unary.run(page)
         headers = _next_link(f"/v2/{path}/tags/list", n, found[n - 1]) if len(found) > n else {}
@@ -493,6 +499,7 @@ class Pull:
     async def referrers(self, request: web.Request) -> web.StreamResponse:
         repository = self._repository(request)
         digest = parse_digest(request.match_info["digest"])
+        early = self._through is not None and self._through.answered_early(repository, digest)
 
         def find() -> None:
             if self._store.repository_target(repository, digest) is None:
@@ -501,7 +508,8 @@ class Pull:
                 )
                 raise self._unknown_in(repository, missing)
 
-        await self._unary.run(find)
+        if not early:  # a manifest a pull-through answered before it names it has none either
+            await self._unary.run(find)
         headers = {"Content-Type": mt.OCI_INDEX}
         if "artifactType" in request.query:
             headers["OCI-Filters-Applied"] = "artifactType"

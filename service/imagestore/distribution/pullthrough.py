@@ -43,7 +43,8 @@ then served by the pull category as any stored manifest (docs/registry.md §9).
   for the store to hold it (or the pulls of the repository to end). Every
   blob a client can know of comes from a manifest it asked for, so a blob is
   never fetched from upstream on its own. Until the pull names the image,
-  the repository's blobs are served although it holds no name yet.
+  the repository's blobs are served although it holds no name yet, and
+  tags/list and referrers know the tag and manifest answered early.
 - **Tags go stale.** A tag is revalidated with a ``HEAD`` upstream once the
   last check is older than ``--registry-pull-through-ttl`` (0: every
   request). A moved tag is pulled again; an upstream that cannot answer
@@ -336,6 +337,20 @@ class PullThrough:
         """A manifest of ``repository`` was served: its image is the most recently used."""
         if (repository, digest) in self._pulled:
             self._pulled.move_to_end((repository, digest))
+
+    def tags_answered(self, repository: str) -> list[str]:
+        """Tags of ``repository`` whose pull is in flight and whose manifest was
+        answered already (early): tags/list lists them before the pull names them."""
+        return [
+            reference
+            for (kind, of, reference), flight in self._flights.items()
+            if kind == "pull" and of == repository and ":" not in reference  # not a digest
+            if flight.ready is not None and flight.ready.done()
+        ]
+
+    def answered_early(self, repository: str, digest: str) -> bool:
+        """A pull of ``repository`` in flight has stored the manifest ``digest``."""
+        return (repository, digest) in self._early
 
     def pulling(self, repository: str) -> bool:
         """A pull of ``repository`` is in flight: its blobs are served before it
