@@ -608,6 +608,28 @@ def test_a_tag_answered_while_its_layers_download_is_listed_and_inspectable(
     assert proxied.client.get(f"/v2/{path}/tags/list").json() == every.json()
 
 
+def test_a_digest_answered_while_its_layers_download_makes_its_repository_known(
+    proxied: Through, proxy: GatedProxy, upstream: Upstream, tmp_path: Path
+) -> None:
+    """A manifest asked for by digest, in a repository that holds nothing, is
+    answered while its layer is held upstream: the repository is then known,
+    with no tags, and ``skopeo inspect`` of the digest works."""
+    expected, held = publish_big_layer(upstream, tmp_path, "pt/listed-digest:1")
+    proxy.hold.add(f"/v2/pt/listed-digest/blobs/{held}")
+    path = endpoint_path(proxy.host, "pt/listed-digest")
+    assert proxied.manifest(f"{path}/manifests/{sha(expected)}").body == expected
+    wait_until(lambda: proxy.held == 1, 30)  # the pull is downloading the layer
+    tags = proxied.client.get(f"/v2/{path}/tags/list")
+    address = proxied.server.registry_address
+    reference = f"docker://{address}/{path}@{sha(expected)}"
+    inspected = json.loads(skopeo("inspect", "--tls-verify=false", reference))
+    assert not proxy.gate.is_set()  # answered while the layer was held
+    proxy.release()
+    assert (tags.status, tags.json()) == (200, {"name": path, "tags": []})
+    assert (inspected["Digest"], inspected["RepoTags"]) == (sha(expected), [])
+    assert named(proxied, f"{proxy.host}/pt/listed-digest@{sha(expected)}") == sha(expected)
+
+
 def test_a_layer_that_fails_verification_is_cut_short_and_nothing_is_stored(
     proxied: Through, proxy: GatedProxy, upstream: Upstream, tmp_path: Path
 ) -> None:

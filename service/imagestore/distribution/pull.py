@@ -466,17 +466,18 @@ class Pull:
         repository = self._repository(request)
         n = _page_size(request, self._limits.max_page_size)
         last = request.query.get("last", "")
-        # tags a pull-through answered before its pull names them
-        early = [] if self._through is None else self._through.tags_answered(repository)
+        # what a pull-through answered before its pull names it
+        early = [] if self._through is None else self._through.answered(repository)
+        early_tags = [tag for tag in early if ":" not in tag and tag > last]  # not digests
 
         def page() -> list[str]:
             if not early and not self._store.has_repository(repository):
                 raise RegistryError(Code.NAME_UNKNOWN, f"repository {repository} is not known")
             found = self._store.repository_tags(repository, after=last, limit=n + 1)
-            if not early:
+            if not early_tags:
                 return found
             # code point order is the store's byte order for UTF-8 (tags are ASCII)
-            return sorted({*found, *(tag for tag in early if tag > last)})[: n + 1]
+            return sorted({*found, *early_tags})[: n + 1]
 
         found = await self._unary.run(page)
         headers = _next_link(f"/v2/{path}/tags/list", n, found[n - 1]) if len(found) > n else {}

@@ -338,13 +338,14 @@ class PullThrough:
         if (repository, digest) in self._pulled:
             self._pulled.move_to_end((repository, digest))
 
-    def tags_answered(self, repository: str) -> list[str]:
-        """Tags of ``repository`` whose pull is in flight and whose manifest was
-        answered already (early): tags/list lists them before the pull names them."""
+    def answered(self, repository: str) -> list[str]:
+        """References (tags and digests) of ``repository`` whose pull is in flight
+        and whose manifest was answered already (early): tags/list knows the
+        repository and lists the tags before the pull names them."""
         return [
             reference
             for (kind, of, reference), flight in self._flights.items()
-            if kind == "pull" and of == repository and ":" not in reference  # not a digest
+            if kind == "pull" and of == repository
             if flight.ready is not None and flight.ready.done()
         ]
 
