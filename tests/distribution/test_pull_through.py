@@ -565,6 +565,32 @@ def test_a_layer_streams_to_the_client_while_it_downloads(
     assert (logged_bytes() or 0) > size  # the body sent by sendfile, and the headers
 
 
+def answered_with_layer_held(
+    through: Through,
+    proxy: GatedProxy,
+    repository: str,
+    reference: str,
+    manifest: bytes,
+    layer: str,
+) -> str:
+    """The endpoint's path of upstream ``repository`` once its manifest
+    ``reference`` was answered through the proxy, which holds ``layer`` back: the
+    pull is downloading it, and it stays held until the proxy is released."""
+    proxy.hold.add(f"/v2/{repository}/blobs/{layer}")
+    path = endpoint_path(proxy.host, repository)
+    assert through.manifest(f"{path}/manifests/{reference}").body == manifest
+    wait_until(lambda: proxy.held == 1, 30)
+    return path
+
+
+def skopeo_inspect(through: Through, reference: str) -> dict[str, object]:
+    """``skopeo inspect`` of ``reference`` (a path on the endpoint, with its tag or digest)."""
+    address = through.server.registry_address
+    found = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{address}/{reference}"))
+    assert isinstance(found, dict)
+    return found
+
+
 def test_a_tag_answered_while_its_layers_download_is_listed_and_inspectable(
     proxied: Through, proxy: GatedProxy, upstream: Upstream, tmp_path: Path
 ) -> None:
@@ -577,13 +603,9 @@ def test_a_tag_answered_while_its_layers_download_is_listed_and_inspectable(
         tag: publish_big_layer(upstream, tmp_path, f"pt/listed:{tag}") for tag in ("1", "2", "3")
     }
     expected, held = manifests["2"]
-    proxy.hold.add(f"/v2/pt/listed/blobs/{held}")
-    path = endpoint_path(proxy.host, "pt/listed")
-    assert proxied.manifest(f"{path}/manifests/2").body == expected
-    wait_until(lambda: proxy.held == 1, 30)  # the pull is downloading the layer
+    path = answered_with_layer_held(proxied, proxy, "pt/listed", "2", expected, held)
     alone = proxied.client.get(f"/v2/{path}/tags/list")
-    address = proxied.server.registry_address
-    inspected = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{address}/{path}:2"))
+    inspected = skopeo_inspect(proxied, f"{path}:2")
     for tag in ("1", "3"):
         assert proxied.manifest(f"{path}/manifests/{tag}").status == 200
         assert named(proxied, f"{proxy.host}/pt/listed:{tag}") == sha(manifests[tag][0])
@@ -615,19 +637,15 @@ def test_a_digest_answered_while_its_layers_download_makes_its_repository_known(
     answered while its layer is held upstream: the repository is then known,
     with no tags, and ``skopeo inspect`` of the digest works."""
     expected, held = publish_big_layer(upstream, tmp_path, "pt/listed-digest:1")
-    proxy.hold.add(f"/v2/pt/listed-digest/blobs/{held}")
-    path = endpoint_path(proxy.host, "pt/listed-digest")
-    assert proxied.manifest(f"{path}/manifests/{sha(expected)}").body == expected
-    wait_until(lambda: proxy.held == 1, 30)  # the pull is downloading the layer
+    digest = sha(expected)
+    path = answered_with_layer_held(proxied, proxy, "pt/listed-digest", digest, expected, held)
     tags = proxied.client.get(f"/v2/{path}/tags/list")
-    address = proxied.server.registry_address
-    reference = f"docker://{address}/{path}@{sha(expected)}"
-    inspected = json.loads(skopeo("inspect", "--tls-verify=false", reference))
+    inspected = skopeo_inspect(proxied, f"{path}@{digest}")
     assert not proxy.gate.is_set()  # answered while the layer was held
     proxy.release()
     assert (tags.status, tags.json()) == (200, {"name": path, "tags": []})
-    assert (inspected["Digest"], inspected["RepoTags"]) == (sha(expected), [])
-    assert named(proxied, f"{proxy.host}/pt/listed-digest@{sha(expected)}") == sha(expected)
+    assert (inspected["Digest"], inspected["RepoTags"]) == (digest, [])
+    assert named(proxied, f"{proxy.host}/pt/listed-digest@{digest}") == digest
 
 
 def test_a_layer_that_fails_verification_is_cut_short_and_nothing_is_stored(

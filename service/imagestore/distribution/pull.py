@@ -467,7 +467,7 @@ class Pull:
         n = _page_size(request, self._limits.max_page_size)
         last = request.query.get("last", "")
         # what a pull-through answered before its pull names it
-        early = [] if self._through is None else self._through.answered(repository)
+        early = [] if self._through is None else self._through.early_references(repository)
         early_tags = [tag for tag in early if ":" not in tag and tag > last]  # not digests
 
         def page() -> list[str]:
@@ -500,7 +500,7 @@ class Pull:
     async def referrers(self, request: web.Request) -> web.StreamResponse:
         repository = self._repository(request)
         digest = parse_digest(request.match_info["digest"])
-        early = self._through is not None and self._through.answered_early(repository, digest)
+        early = self._through is not None and self._through.early_manifest(repository, digest)
 
         def find() -> None:
             if self._store.repository_target(repository, digest) is None:

@@ -338,7 +338,7 @@ class PullThrough:
         if (repository, digest) in self._pulled:
             self._pulled.move_to_end((repository, digest))
 
-    def answered(self, repository: str) -> list[str]:
+    def early_references(self, repository: str) -> list[str]:
         """References (tags and digests) of ``repository`` whose pull is in flight
         and whose manifest was answered already (early): tags/list knows the
         repository and lists the tags before the pull names them."""
@@ -349,7 +349,7 @@ class PullThrough:
             if flight.ready is not None and flight.ready.done()
         ]
 
-    def answered_early(self, repository: str, digest: str) -> bool:
+    def early_manifest(self, repository: str, digest: str) -> bool:
         """A pull of ``repository`` in flight has stored the manifest ``digest``."""
         return (repository, digest) in self._early
 
