@@ -56,8 +56,9 @@ class GatedProxy:
     requests it forwards by (method, path), holds those whose path is in
     ``hold`` until :meth:`release`, sends the answers of those in ``split`` in
     two halves with the release between them (``half_sent`` is set once the
-    first half is out), flips the last byte of those in ``corrupt``, and
-    refuses connections once stopped."""
+    first half is out), flips the last byte of those in ``corrupt``, answers
+    those in ``hidden`` 404 NAME_UNKNOWN itself, and refuses connections once
+    stopped."""
 
     def __init__(self, target: str) -> None:
         self.target = target
@@ -65,6 +66,7 @@ class GatedProxy:
         self.hold: set[str] = set()
         self.split: set[str] = set()
         self.corrupt: set[str] = set()
+        self.hidden: set[str] = set()
         self.held = 0
         self.gate = threading.Event()
         self.half_sent = threading.Event()
@@ -85,6 +87,9 @@ class GatedProxy:
                     proxy.held += held
                 if held:
                     proxy.gate.wait(60)
+                if path in proxy.hidden:
+                    self.hide()
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
@@ -114,6 +119,17 @@ class GatedProxy:
                     self.wfile.write(data[len(data) // 2 :])
                 else:
                     self.wfile.write(data)
+                self.close_connection = True
+
+            def hide(self) -> None:
+                error = {"code": "NAME_UNKNOWN", "message": "repository name not known"}
+                body = json.dumps({"errors": [error]}).encode()
+                self.send_response(404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(body)
                 self.close_connection = True
 
             def do_GET(self) -> None:
@@ -419,12 +435,76 @@ def test_a_registry_not_allowlisted_is_never_contacted(
         assert answer.error_codes() == ["NAME_UNKNOWN"]
     by_ns = through.manifest(f"pt/hello/manifests/1?ns={outsider.host}")
     assert by_ns.status == 404
+    listed = through.client.get(f"/v2/{path}/tags/list")
+    assert listed.status == 404
+    assert listed.error_codes() == ["NAME_UNKNOWN"]
     assert outsider.registry.requests_since(offset) == []
     refusals = [
         line for line in through.server.stderr_lines if "is not an allowed upstream" in line
     ]
     assert len(refusals) == 1, refusals
     assert outsider.host in refusals[0]
+
+
+# ---- tag lists ------------------------------------------------------------------------------
+
+
+def test_tags_list_lists_upstreams_tags_beside_the_stores(
+    through: Through, upstream: Upstream
+) -> None:
+    """Nothing of the repository is stored: its tags are upstream's, as
+    ``skopeo list-tags`` shows them, asked once within the TTL; a tag made in
+    the store joins them, in order, page by page."""
+    for tag in ("1", "2", "3"):
+        upstream.publish_amd64(f"pt/tagged:{tag}")
+    path = endpoint_path(upstream.host, "pt/tagged")
+    offset = upstream.registry.log_size()
+    listed = through.client.get(f"/v2/{path}/tags/list")
+    assert (listed.status, listed.json()) == (200, {"name": path, "tags": ["1", "2", "3"]})
+    address = through.server.registry_address
+    seen = json.loads(skopeo("list-tags", "--tls-verify=false", f"docker://{address}/{path}"))
+    assert seen["Tags"] == ["1", "2", "3"]
+    upstream.publish_amd64("pt/tagged:4")  # within the TTL (1h): not asked again
+    assert through.client.get(f"/v2/{path}/tags/list").json() == listed.json()
+    asked = [r for r in upstream.registry.requests_since(offset) if "/tags/list" in r[1]]
+    assert asked == [("GET", "/v2/pt/tagged/tags/list?n=1000", 200)]
+    images = through.stub.ListImages(pb.ListImagesRequest(all=True)).images
+    assert not [n for i in images for n in i.repo_tags if "pt/tagged" in n.canonical]
+    assert through.manifest(f"{path}/manifests/2").status == 200
+    source = f"{upstream.host}/pt/tagged:2"
+    named(through, source)
+    through.stub.Tag(pb.TagRequest(source=source, target=f"{upstream.host}/pt/tagged:local"))
+    pages = [through.client.get(f"/v2/{path}/tags/list?n=3{after}") for after in ("", "&last=3")]
+    assert [page.json() for page in pages] == [
+        {"name": path, "tags": ["1", "2", "3"]},
+        {"name": path, "tags": ["local"]},
+    ]
+    assert pages[0].headers["Link"] == f'</v2/{path}/tags/list?n=3&last=3>; rel="next"'
+    assert "Link" not in pages[1].headers
+
+
+def test_tags_list_of_a_repository_nobody_knows_is_name_unknown(
+    through: Through, upstream: Upstream
+) -> None:
+    listed = through.client.get(f"/v2/{endpoint_path(upstream.host, 'pt/nobody')}/tags/list")
+    assert listed.status == 404
+    assert listed.error_codes() == ["NAME_UNKNOWN"]
+
+
+def test_tags_list_is_the_stores_with_a_warning_when_upstream_is_down(
+    proxied: Through, proxy: GatedProxy, upstream: Upstream
+) -> None:
+    upstream.publish_amd64("pt/downlist:1")
+    path = endpoint_path(proxy.host, "pt/downlist")
+    assert proxied.manifest(f"{path}/manifests/1").status == 200
+    named(proxied, f"{proxy.host}/pt/downlist:1")
+    upstream.publish_amd64("pt/downlist:2")
+    assert proxied.client.get(f"/v2/{path}/tags/list").json() == {"name": path, "tags": ["1", "2"]}
+    proxy.stop()
+    listed = proxied.client.get(f"/v2/{path}/tags/list")
+    assert (listed.status, listed.json()) == (200, {"name": path, "tags": ["1"]})
+    assert listed.headers["Warning"] == STALE
+    assert "listing the tags of" in proxied.log()
 
 
 def test_ns_names_an_allowlisted_upstream(through: Through, upstream: Upstream) -> None:
@@ -595,14 +675,15 @@ def test_a_tag_answered_while_its_layers_download_is_listed_and_inspectable(
     proxied: Through, proxy: GatedProxy, upstream: Upstream, tmp_path: Path
 ) -> None:
     """Tag 2's manifest is answered while upstream holds its layer back, before
-    the pull names the tag: the tag is in tags/list already, alone in a
-    repository that held nothing, then page by page between tags 1 and 3 pulled
-    meanwhile; ``skopeo inspect`` of it (its manifest, the tags list, the
-    config) works, and its manifest has referrers."""
+    the pull names the tag, and upstream lists no tags: the tag is in tags/list
+    already, alone in a repository that held nothing, then page by page between
+    tags 1 and 3 pulled meanwhile; ``skopeo inspect`` of it (its manifest, the
+    tags list, the config) works, and its manifest has referrers."""
     manifests = {
         tag: publish_big_layer(upstream, tmp_path, f"pt/listed:{tag}") for tag in ("1", "2", "3")
     }
     expected, held = manifests["2"]
+    proxy.hidden.add("/v2/pt/listed/tags/list")  # upstream lists none: the store's alone
     path = answered_with_layer_held(proxied, proxy, "pt/listed", "2", expected, held)
     alone = proxied.client.get(f"/v2/{path}/tags/list")
     inspected = skopeo_inspect(proxied, f"{path}:2")
@@ -633,11 +714,13 @@ def test_a_tag_answered_while_its_layers_download_is_listed_and_inspectable(
 def test_a_digest_answered_while_its_layers_download_makes_its_repository_known(
     proxied: Through, proxy: GatedProxy, upstream: Upstream, tmp_path: Path
 ) -> None:
-    """A manifest asked for by digest, in a repository that holds nothing, is
-    answered while its layer is held upstream: the repository is then known,
-    with no tags, and ``skopeo inspect`` of the digest works."""
+    """A manifest asked for by digest, in a repository that holds nothing and
+    whose tags upstream does not list, is answered while its layer is held
+    upstream: the repository is then known, with no tags, and ``skopeo
+    inspect`` of the digest works."""
     expected, held = publish_big_layer(upstream, tmp_path, "pt/listed-digest:1")
     digest = sha(expected)
+    proxy.hidden.add("/v2/pt/listed-digest/tags/list")  # upstream lists none
     path = answered_with_layer_held(proxied, proxy, "pt/listed-digest", digest, expected, held)
     tags = proxied.client.get(f"/v2/{path}/tags/list")
     inspected = skopeo_inspect(proxied, f"{path}@{digest}")

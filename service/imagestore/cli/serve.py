@@ -580,8 +580,8 @@ def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
             _duration,
             DEFAULT_TTL,
             "a pulled-through tag is checked upstream (HEAD) once its last check is older"
-            " than this (0: on every request); served stale, with a Warning, when upstream"
-            " does not answer",
+            " than this, and upstream's tag list of a repository asked again (0: on every"
+            " request); served stale, with a Warning, when upstream does not answer",
         ),
         (
             "registry-pull-through-max-bytes",

@@ -48,7 +48,7 @@ from imagestore.distribution import names
 from imagestore.distribution.access import ABORTED, BODY_BYTES, SENDFILE_BYTES
 from imagestore.distribution.errors import Code, RegistryError
 from imagestore.distribution.limits import EndpointLimits
-from imagestore.distribution.pullthrough import Answer, PullThrough
+from imagestore.distribution.pullthrough import STALE_WARNING, Answer, PullThrough, UpstreamTags
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.digests import parse_digest
 from imagestore.oci.manifests import Descriptor
@@ -466,21 +466,30 @@ class Pull:
         repository = self._repository(request)
         n = _page_size(request, self._limits.max_page_size)
         last = request.query.get("last", "")
-        # what a pull-through answered before its pull names it
-        early = [] if self._through is None else self._through.early_references(repository)
-        early_tags = [tag for tag in early if ":" not in tag and tag > last]  # not digests
+        # Beside the store's tags: what upstream lists (as a mirror lists it), and
+        # what a pull-through answered before its pull names it.
+        upstream: UpstreamTags | None = None
+        early: list[str] = []
+        if self._through is not None:
+            upstream = await self._through.upstream_tags(repository)
+            early = self._through.early_references(repository)
+        listed = [] if upstream is None else upstream.tags
+        known = bool(early or listed)
+        more = [tag for tag in (*listed, *early) if ":" not in tag and tag > last]  # no digests
 
         def page() -> list[str]:
-            if not early and not self._store.has_repository(repository):
+            if not known and not self._store.has_repository(repository):
                 raise RegistryError(Code.NAME_UNKNOWN, f"repository {repository} is not known")
             found = self._store.repository_tags(repository, after=last, limit=n + 1)
-            if not early_tags:
+            if not more:
                 return found
             # code point order is the store's byte order for UTF-8 (tags are ASCII)
-            return sorted({*found, *early_tags})[: n + 1]
+            return sorted({*found, *more})[: n + 1]
 
         found = await self._unary.run(page)
         headers = _next_link(f"/v2/{path}/tags/list", n, found[n - 1]) if len(found) > n else {}
+        if upstream is not None and upstream.stale:
+            headers["Warning"] = STALE_WARNING
         return _json({"name": path, "tags": found[:n]}, headers)
 
     async def catalog(self, request: web.Request) -> web.StreamResponse:

@@ -53,6 +53,10 @@ then served by the pull category as any stored manifest (docs/registry.md §9).
   longer has the tag leaves the stored one served. When a tag was last
   checked is kept in memory: after a restart, every tag of an allowlisted
   registry is checked at its first request.
+- **Tag lists.** tags/list of an allowlisted registry's repository lists
+  upstream's tags beside the store's, as a Distribution mirror does; upstream's
+  list is asked once per TTL (kept for it, MAX_CACHED_TAGS tags in all), and
+  served stale with the store's when upstream does not answer.
 - **A bounded cache.** With ``--registry-pull-through-max-bytes``, once a
   pull-through leaves the store's blobs over that many bytes, the images the
   endpoint pulled through are removed, least recently served first, until it
@@ -87,7 +91,7 @@ from imagestore.bridges import WorkerPool
 from imagestore.oci.manifests import Descriptor
 from imagestore.oci.references import DEFAULT_DOMAIN, normalize_domain, parse_reference
 from imagestore.registry.client import RegistryClient
-from imagestore.registry.content import MANIFEST_ACCEPT, get_manifest
+from imagestore.registry.content import MANIFEST_ACCEPT, get_manifest, list_tags
 from imagestore.registry.downloads import Download
 from imagestore.registry.progress import Emit, ProgressEvent
 from imagestore.registry.pull import Puller, PullResult
@@ -111,6 +115,8 @@ STALE_WARNING = '110 - "Response is Stale"'
 MAX_REFUSALS_LOGGED = 256
 #: tags whose last check is remembered; the oldest are forgotten (checked again)
 MAX_VALIDATED_TAGS = 100_000
+#: tags of upstream's tag lists kept for their TTL (the oldest lists are dropped)
+MAX_CACHED_TAGS = 100_000
 DOCKER_HUB_URL = f"https://{DOCKER_HUB_HOST}"
 
 
@@ -233,6 +239,14 @@ class Answer:
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamTags:
+    """What upstream lists for a repository; ``stale``: it did not answer."""
+
+    tags: list[str]
+    stale: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class EarlyManifest:
     digest: str
     media_type: str
@@ -297,6 +311,9 @@ class PullThrough:
         self._new_download = asyncio.Event()
         #: (repository, tag) → when upstream last confirmed it (or it was pulled)
         self._validated: OrderedDict[tuple[str, str], float] = OrderedDict()
+        #: repository → (when asked, upstream's tags), oldest first, MAX_CACHED_TAGS in all
+        self._tag_lists: OrderedDict[str, tuple[float, list[str]]] = OrderedDict()
+        self._cached_tags = 0
         #: (repository, digest) → what the endpoint pulled, least recently served first
         self._pulled: OrderedDict[tuple[str, str], _Pulled] = OrderedDict()
         self._refusals_logged: set[str] = set()
@@ -337,6 +354,48 @@ class PullThrough:
         """A manifest of ``repository`` was served: its image is the most recently used."""
         if (repository, digest) in self._pulled:
             self._pulled.move_to_end((repository, digest))
+
+    async def upstream_tags(self, repository: str) -> UpstreamTags | None:
+        """The tags upstream lists for ``repository`` (every page), as a mirror
+        lists them, asked once per TTL; None when its registry is not
+        allowlisted (the store's tags are all there is). A repository upstream
+        does not know lists none; an upstream that cannot answer (within
+        REVALIDATE_TIMEOUT) leaves its last list, if any, served stale."""
+        if self._upstreams.get(_domain(repository)) is None:
+            return None
+        cached = self._tag_lists.get(repository)
+        if cached is not None and self._clock() - cached[0] < self._ttl:
+            return UpstreamTags(cached[1])
+        try:
+            async with asyncio.timeout(REVALIDATE_TIMEOUT):
+                tags = await self._once(
+                    ("tags", repository, ""), lambda: self._list_upstream_tags(repository)
+                )
+        except errors.NotFound:
+            tags = []
+        except (errors.ImageStoreError, TimeoutError) as exc:
+            reason = exc.message if isinstance(exc, errors.ImageStoreError) else "timed out"
+            log.warning(
+                "pull-through: listing the tags of %s without upstream's: it did not answer: %s",
+                repository,
+                reason,
+            )
+            return UpstreamTags([] if cached is None else cached[1], stale=True)
+        self._remember_tags(repository, tags)
+        return UpstreamTags(tags)
+
+    def _remember_tags(self, repository: str, tags: list[str]) -> None:
+        """Keep upstream's list until the TTL passes; the oldest lists go once
+        more than MAX_CACHED_TAGS tags are kept."""
+        if not self._ttl:
+            return
+        old = self._tag_lists.pop(repository, None)
+        self._cached_tags -= 0 if old is None else len(old[1])
+        self._tag_lists[repository] = (self._clock(), tags)
+        self._cached_tags += len(tags)
+        while self._cached_tags > MAX_CACHED_TAGS and len(self._tag_lists) > 1:
+            _, (_, dropped) = self._tag_lists.popitem(last=False)
+            self._cached_tags -= len(dropped)
 
     def early_references(self, repository: str) -> list[str]:
         """References (tags and digests) of ``repository`` whose pull is in flight
@@ -554,6 +613,12 @@ class PullThrough:
         )
         self._count("stale")
         return Answer(warning=STALE_WARNING)
+
+    async def _list_upstream_tags(self, repository: str) -> list[str]:
+        reference = parse_reference(repository, default_tag=False)
+        endpoint = self._registry.endpoints(reference.domain, for_push=False)[0]
+        repo: Repository = await self._registry.repository(reference, endpoint, None)
+        return await list_tags(repo, limit=self._registry.options.max_manifest_bytes_per_pull)
 
     async def _upstream_digest(self, repository: str, tag: str) -> str:
         """The digest upstream's tag points at: a HEAD (one try: a stale answer
