@@ -483,6 +483,30 @@ def test_tags_list_lists_upstreams_tags_beside_the_stores(
     assert "Link" not in pages[1].headers
 
 
+def test_upstreams_last_tag_list_is_served_stale_when_upstream_goes_down(
+    proxy: GatedProxy, upstream: Upstream, tmp_path: Path
+) -> None:
+    """TTL 1 ms: the list is asked again at the next request (the proxy's stop
+    alone takes longer), and upstream is down by then: its last list is served,
+    with the warning, though nothing of the repository is stored."""
+    for tag in ("1", "2"):
+        upstream.publish_amd64(f"pt/lastlist:{tag}")
+    running = start_through(
+        tmp_path / "root", proxy.host, ttl="1ms", extra=("--registry-idle-timeout", "60")
+    )
+    try:
+        path = f"/v2/{endpoint_path(proxy.host, 'pt/lastlist')}/tags/list"
+        fresh = running.client.get(path)
+        proxy.stop()
+        stale = running.client.get(path)
+    finally:
+        stop_cleanly(running.server)
+    listed = {"name": endpoint_path(proxy.host, "pt/lastlist"), "tags": ["1", "2"]}
+    assert (fresh.json(), fresh.headers.get("Warning")) == (listed, None)
+    assert (stale.json(), stale.headers.get("Warning")) == (listed, STALE)
+    assert proxy.count("GET", "/v2/pt/lastlist/tags/list") == 1
+
+
 def test_tags_list_of_a_repository_nobody_knows_is_name_unknown(
     through: Through, upstream: Upstream
 ) -> None:
