@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imagestore import errors
+from imagestore import errors, jsonparse
 
 #: Docker Hub's key in ``auths`` and for credential helpers
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
@@ -98,7 +98,7 @@ class DockerConfig:
         self.path = path
         document: Any = {}
         try:
-            document = json.loads(path.read_text())
+            document = jsonparse.loads(path.read_text())
         except FileNotFoundError:
             if must_exist:
                 raise errors.OptionInvalid(
@@ -222,7 +222,7 @@ def _helper(suffix: str, verb: str, payload: Any) -> str:
 
 def _helper_get(suffix: str, server: str) -> Credentials:
     try:
-        answer = json.loads(_helper(suffix, "get", server))
+        answer = jsonparse.loads(_helper(suffix, "get", server))
         username, secret = str(answer["Username"]), str(answer["Secret"])
     except LookupError:
         return ANONYMOUS

@@ -31,6 +31,7 @@ from tests.archives import (
     tar_of,
 )
 from tests.hostile.conftest import MiB, Target, rpc_error
+from tests.registry.hostile import NESTED_JSON
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -111,6 +112,11 @@ ATTACKS: dict[str, tuple[object, grpc.StatusCode, str, int]] = {
                              "REFERENCE_INVALID", 48 * MiB),
     "gzip-bomb-4GiB": (lambda: gzip_bomb(4 << 30), EXHAUSTED, "SIZE_LIMIT_EXCEEDED",
                        48 * MiB),
+    "nested-manifest-json": (lambda: [tar_member(b"manifest.json", NESTED_JSON), tar_end()],
+                             INVALID, "MALFORMED_CONTENT", 48 * MiB),
+    "nested-index-json": (lambda: [tar_member(b"oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
+                                   tar_member(b"index.json", NESTED_JSON), tar_end()],
+                          INVALID, "MALFORMED_CONTENT", 48 * MiB),
 }  # fmt: skip
 
 

@@ -139,6 +139,18 @@ def test_a_huge_error_body_is_not_read(target: Target, hostile: HostileRegistry)
     target.assert_clean()
 
 
+def test_an_error_body_nested_too_deeply_is_shown_as_text(
+    target: Target, hostile: HostileRegistry
+) -> None:
+    image = _image("nested-error")
+    hostile.add_image("nested/error", "1", image)
+    hostile.faults[image.layer_digests[0]] = "nested-error"
+    code, reason, message = _refused(target, f"{hostile.host}/nested/error:1")
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "REGISTRY_REFUSED")
+    assert '{"errors": [[[' in message  # its first line, as for any body that is not JSON
+    target.assert_clean()
+
+
 # ---- indexes -----------------------------------------------------------------------
 
 

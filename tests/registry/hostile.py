@@ -117,6 +117,10 @@ def make_index(entries: Sequence[tuple[Image, str]]) -> bytes:
     ).encode()
 
 
+#: JSON nested deeper than Python's parser recurses (4 kB): RecursionError, not ValueError
+NESTED_JSON = b'{"errors": ' + b"[" * 2000 + b"]" * 2000 + b"}"
+
+
 @dataclass
 class HostileRegistry:
     """Faults per blob digest (or per repository for manifests):
@@ -133,10 +137,12 @@ class HostileRegistry:
     - ``hold``: 10 bytes, then nothing until the test calls :meth:`release`
     - ``retry-after:<s>``: 503 with ``Retry-After: <s>``, every time
     - ``huge-error:<n>``: 500 with an <n>-byte body (chunked, streamed), every time
+    - ``nested-error``: 400 with an error body nested too deeply for a JSON parser
 
     ``GET /v2/<name>/tags/list`` lists the repository's tags, sorted, at most
     ``tag_page_size`` a page (0: all) with a ``Link`` to the next page; with
-    ``tag_link_loop`` every page links back to the first.
+    ``tag_link_loop`` every page links back to the first; ``tag_link`` and
+    ``tag_body``, when set, are sent as every page's ``Link`` and body.
 
     ``ping_body``: ``GET /v2/`` answers 200 with that many bytes (zeros, streamed
     in STREAM_CHUNK pieces; ``ping_chunked`` leaves out the Content-Length).
@@ -179,6 +185,8 @@ class HostileRegistry:
     ping_chunked: bool = False
     tag_page_size: int = 0
     tag_link_loop: bool = False
+    tag_link: str | None = None
+    tag_body: bytes | None = None
     #: bytes of streamed bodies (ping, huge-error) actually sent: the client may
     #: close the connection early
     ping_sent: int = 0
@@ -309,11 +317,14 @@ class HostileRegistry:
         size = min(int(request.query.get("n", len(tags))), self.tag_page_size or len(tags))
         page, rest = tags[:size], tags[size:]
         headers = {"Content-Type": "application/json"}
-        if self.tag_link_loop:
+        if self.tag_link is not None:
+            headers["Link"] = self.tag_link
+        elif self.tag_link_loop:
             headers["Link"] = f'</v2/{name}/tags/list?n={size}>; rel="next"'
         elif rest:
             headers["Link"] = f'</v2/{name}/tags/list?n={size}&last={page[-1]}>; rel="next"'
-        return web.Response(body=json.dumps({"name": name, "tags": page}), headers=headers)
+        body = self.tag_body or json.dumps({"name": name, "tags": page}).encode()
+        return web.Response(body=body, headers=headers)
 
     async def _manifest(self, request: web.Request) -> web.StreamResponse:
         key = (request.match_info["name"], request.match_info["reference"])
@@ -374,6 +385,8 @@ class HostileRegistry:
             return web.json_response(later, status=503, headers=headers)
         if fault.startswith("huge-error:"):
             return await self._stream_zeros(request, int(fault.removeprefix("huge-error:")), 500)
+        if fault == "nested-error":
+            return web.Response(status=400, body=NESTED_JSON, content_type="application/json")
         if fault.startswith("fail:"):
             self._failures[digest] += 1
             if self._failures[digest] <= int(fault.removeprefix("fail:")):

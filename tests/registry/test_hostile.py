@@ -18,7 +18,7 @@ from tests.api.conftest import Server, start_server, wait_until
 from tests.api.test_service import check_summary, error_info
 from tests.archives import sha, tar_of
 from tests.registry.conftest import FAST_RETRIES, Stub, pull, stop_cleanly
-from tests.registry.hostile import HostileRegistry, Image, make_image
+from tests.registry.hostile import NESTED_JSON, HostileRegistry, Image, make_image
 
 MAX_LAYER = 16 << 20
 #: second layers of each size class a pull reads differently: whole (small), streamed
@@ -209,6 +209,11 @@ MANIFEST_FAULTS: list[tuple[str, Callable[[], tuple[bytes, str]], grpc.StatusCod
         lambda: (b"<html>oops</html>", "application/vnd.oci.image.manifest.v1+json"),
         grpc.StatusCode.DATA_LOSS,
     ),
+    (
+        "nested-json",
+        lambda: (NESTED_JSON, "application/vnd.oci.image.manifest.v1+json"),
+        grpc.StatusCode.DATA_LOSS,
+    ),
 ]
 
 
@@ -370,6 +375,29 @@ def test_a_tag_list_that_pages_forever_is_refused(
     assert "a page without new tags links on" in str(caught.value.details())
     assert error_info(caught.value).reason == "REGISTRY_RESPONSE_INVALID"
     assert hostile.requests[("GET", "looping/app/tags/list")] == 2
+    _assert_nothing_kept(stub, server)
+
+
+@pytest.mark.parametrize(
+    ("link", "body", "why"),
+    [
+        ('<http://[::1/v2/x>; rel="next"', None, "the next page's address is invalid"),
+        ('<http://host:port/v2/x>; rel="next"', None, "the next page's address is invalid"),
+        (None, NESTED_JSON, "not JSON"),
+    ],
+    ids=["bracket", "port", "nested"],
+)
+def test_a_tag_list_with_a_bad_link_or_body_is_refused(
+    stub: Stub, server: Server, hostile: HostileRegistry, link: str | None, body: bytes | None,
+    why: str,
+) -> None:  # fmt: skip
+    hostile.add_image("badlist/app", "1", _image())
+    hostile.tag_link, hostile.tag_body = link, body
+    with pytest.raises(grpc.RpcError) as caught:
+        pull(stub, f"{hostile.host}/badlist/app", all_tags=True)
+    assert caught.value.code() == grpc.StatusCode.DATA_LOSS
+    assert why in str(caught.value.details())
+    assert error_info(caught.value).reason == "REGISTRY_RESPONSE_INVALID"
     _assert_nothing_kept(stub, server)
 
 

@@ -23,7 +23,7 @@ import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from imagestore import errors
+from imagestore import errors, jsonparse
 from imagestore.archive.decompress import Peekable, decompressed
 from imagestore.archive.stream import ChunkReader
 from imagestore.archive.tar import MemberKind, TarLimits, TarMember, TarReader
@@ -278,7 +278,7 @@ class Loader:
 
     def _docker_archive(self, raw: bytes) -> list[LoadedImage]:
         try:
-            entries = json.loads(raw)
+            entries = jsonparse.loads(raw)
         except ValueError:
             raise _invalid("manifest.json is not JSON", "manifest.json") from None
         if not isinstance(entries, list) or not entries:
@@ -429,7 +429,7 @@ def _read_rest(source: TarReader) -> bytes:
 def _names_an_index(raw: bytes) -> bool:
     """Whether an OCI layout's index.json lists a (multi-platform) index."""
     try:
-        entries = json.loads(raw).get("manifests", [])
+        entries = jsonparse.loads(raw).get("manifests", [])
     except (ValueError, AttributeError):
         return False
     return any(isinstance(e, dict) and e.get("mediaType") in mt.INDEXES for e in entries)

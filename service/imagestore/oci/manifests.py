@@ -7,13 +7,12 @@ Sizes are capped before parsing (docs/design.md §6: 4 MiB).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from imagestore import errors
+from imagestore import errors, jsonparse
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.digests import parse_digest
 from imagestore.oci.platforms import Platform, platform_from_json
@@ -110,7 +109,7 @@ def _load_json(data: bytes, what: str) -> dict[str, Any]:
             metadata={"content": what, "size": str(len(data))},
         )
     try:
-        document = json.loads(data)
+        document = jsonparse.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise _malformed(what, f"not JSON ({exc})") from None
     if not isinstance(document, dict):

@@ -15,7 +15,6 @@ redirected.
 from __future__ import annotations
 
 import base64
-import json
 import re
 import time
 from collections.abc import Awaitable, Mapping
@@ -25,7 +24,7 @@ from typing import Protocol
 import aiohttp
 from yarl import URL
 
-from imagestore import errors
+from imagestore import errors, jsonparse
 from imagestore.addresses import AddressClass
 from imagestore.dockerconfig import Credentials
 from imagestore.registry.lru import LRU
@@ -267,7 +266,7 @@ class TokenFetcher:
                     except (aiohttp.ClientError, TimeoutError) as exc:
                         raise connection_failure(exc, what) from None
                 try:
-                    return response.status, json.loads(body) if body else None
+                    return response.status, jsonparse.loads(body) if body else None
                 except ValueError:
                     return response.status, None
 

@@ -8,7 +8,6 @@ included, under its blob deadline.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Callable
@@ -18,7 +17,7 @@ import aiohttp
 import aiohttp.payload
 from yarl import URL
 
-from imagestore import errors
+from imagestore import errors, jsonparse
 from imagestore.hashing import sha256_digest
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.manifests import MAX_DOCUMENT_SIZE
@@ -360,7 +359,7 @@ async def _tag_list_page(
 def _tag_page(data: bytes, what: str) -> list[str]:
     """The tags of one page: ``{"name": …, "tags": [...]}`` (``tags`` may be null)."""
     try:
-        document = json.loads(data)
+        document = jsonparse.loads(data)
     except ValueError:
         raise errors.RegistryResponseInvalid(f"{what}: not JSON") from None
     tags = document.get("tags") if isinstance(document, dict) else None
@@ -381,7 +380,13 @@ def _next_page(repo: Repository, current: URL, link: str, what: str) -> URL | No
     match = _NEXT_LINK.search(link)
     if match is None:
         return None
-    target = current.join(URL(match.group(1)))
-    if target.origin() != repo.base_url.origin():
+    try:
+        target = current.join(URL(match.group(1)))
+        origin = target.origin()
+    except ValueError:  # yarl's word for a bad host, port or IPv6 literal
+        raise errors.RegistryResponseInvalid(
+            f"{what}: the next page's address is invalid: {match.group(1)[:200]!r}"
+        ) from None
+    if origin != repo.base_url.origin():
         raise errors.RegistryResponseInvalid(f"{what}: the next page is on another origin")
     return target

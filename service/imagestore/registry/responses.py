@@ -9,11 +9,10 @@ with their connection.
 from __future__ import annotations
 
 import asyncio
-import json
 
 import aiohttp
 
-from imagestore import errors
+from imagestore import errors, jsonparse
 from imagestore.registry.retry import Retryable, retry_after
 from imagestore.registry.timing import SpeedFloor
 
@@ -51,7 +50,7 @@ def registry_error(status: int, body: bytes, what: str) -> errors.ImageStoreErro
 def _error_detail(body: bytes) -> str:
     """``code: message`` from an OCI error body, or the body's first line."""
     try:
-        document = json.loads(body)
+        document = jsonparse.loads(body)
         first = document["errors"][0]
         code, message = str(first.get("code", "")), str(first.get("message", ""))
         return f"{code.lower().replace('_', ' ')}: {message}".strip(": ")[:500]
