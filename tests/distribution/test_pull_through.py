@@ -57,8 +57,8 @@ class GatedProxy:
     ``hold`` until :meth:`release`, sends the answers of those in ``split`` in
     two halves with the release between them (``half_sent`` is set once the
     first half is out), flips the last byte of those in ``corrupt``, answers
-    those in ``hidden`` 404 NAME_UNKNOWN itself, and refuses connections once
-    stopped."""
+    those in ``refuse`` itself with their status (404 NAME_UNKNOWN, 401
+    UNAUTHORIZED, 500 UNKNOWN), and refuses connections once stopped."""
 
     def __init__(self, target: str) -> None:
         self.target = target
@@ -66,7 +66,7 @@ class GatedProxy:
         self.hold: set[str] = set()
         self.split: set[str] = set()
         self.corrupt: set[str] = set()
-        self.hidden: set[str] = set()
+        self.refuse: dict[str, int] = {}
         self.held = 0
         self.gate = threading.Event()
         self.half_sent = threading.Event()
@@ -87,8 +87,8 @@ class GatedProxy:
                     proxy.held += held
                 if held:
                     proxy.gate.wait(60)
-                if path in proxy.hidden:
-                    self.hide()
+                if path in proxy.refuse:
+                    self.refused(proxy.refuse[path])
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
@@ -121,10 +121,10 @@ class GatedProxy:
                     self.wfile.write(data)
                 self.close_connection = True
 
-            def hide(self) -> None:
-                error = {"code": "NAME_UNKNOWN", "message": "repository name not known"}
-                body = json.dumps({"errors": [error]}).encode()
-                self.send_response(404)
+            def refused(self, status: int) -> None:
+                code = {404: "NAME_UNKNOWN", 401: "UNAUTHORIZED"}.get(status, "UNKNOWN")
+                body = json.dumps({"errors": [{"code": code, "message": "refused"}]}).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Connection", "close")
@@ -483,28 +483,40 @@ def test_tags_list_lists_upstreams_tags_beside_the_stores(
     assert "Link" not in pages[1].headers
 
 
-def test_upstreams_last_tag_list_is_served_stale_when_upstream_goes_down(
-    proxy: GatedProxy, upstream: Upstream, tmp_path: Path
+def test_tags_list_is_the_stores_when_upstream_will_not_list_them(
+    proxied: Through, proxy: GatedProxy, upstream: Upstream
 ) -> None:
-    """TTL 1 ms: the list is asked again at the next request (the proxy's stop
-    alone takes longer), and upstream is down by then: its last list is served,
-    with the warning, though nothing of the repository is stored."""
-    for tag in ("1", "2"):
-        upstream.publish_amd64(f"pt/lastlist:{tag}")
-    running = start_through(
-        tmp_path / "root", proxy.host, ttl="1ms", extra=("--registry-idle-timeout", "60")
-    )
-    try:
-        path = f"/v2/{endpoint_path(proxy.host, 'pt/lastlist')}/tags/list"
-        fresh = running.client.get(path)
-        proxy.stop()
-        stale = running.client.get(path)
-    finally:
-        stop_cleanly(running.server)
-    listed = {"name": endpoint_path(proxy.host, "pt/lastlist"), "tags": ["1", "2"]}
-    assert (fresh.json(), fresh.headers.get("Warning")) == (listed, None)
-    assert (stale.json(), stale.headers.get("Warning")) == (listed, STALE)
-    assert proxy.count("GET", "/v2/pt/lastlist/tags/list") == 1
+    """401 (Docker Hub's answer for a repository it does not have) or 404 for the
+    list: the store's tags, with no warning; 500 (after the retries): the store's
+    tags with the warning."""
+    upstream.publish_amd64("pt/unlisted:1")
+    path = endpoint_path(proxy.host, "pt/unlisted")
+    assert proxied.manifest(f"{path}/manifests/1").status == 200
+    named(proxied, f"{proxy.host}/pt/unlisted:1")
+    listed = {"name": path, "tags": ["1"]}
+    answers = {}
+    for status in (401, 404, 500):
+        proxy.refuse["/v2/pt/unlisted/tags/list"] = status
+        answer = proxied.client.get(f"/v2/{path}/tags/list")
+        answers[status] = (answer.status, answer.json(), answer.headers.get("Warning"))
+    assert answers == {
+        401: (200, listed, None),
+        404: (200, listed, None),
+        500: (200, listed, STALE),
+    }
+    assert proxy.count("GET", "/v2/pt/unlisted/tags/list") >= 3  # TTL 0: asked each time
+
+
+def test_tags_list_of_an_unlisted_repository_is_unavailable_while_upstream_is_down(
+    proxied: Through, proxy: GatedProxy, upstream: Upstream
+) -> None:
+    """Nothing of the repository in the store, and upstream down: 503, not 404."""
+    path = endpoint_path(proxy.host, "pt/notyet")
+    proxy.stop()
+    answer = proxied.client.get(f"/v2/{path}/tags/list")
+    assert answer.status == 503
+    assert answer.error_codes() == ["UNAVAILABLE"]
+    assert "Retry-After" in answer.headers
 
 
 def test_tags_list_of_a_repository_nobody_knows_is_name_unknown(
@@ -515,19 +527,22 @@ def test_tags_list_of_a_repository_nobody_knows_is_name_unknown(
     assert listed.error_codes() == ["NAME_UNKNOWN"]
 
 
-def test_tags_list_is_the_stores_with_a_warning_when_upstream_is_down(
+def test_upstreams_last_tag_list_is_served_stale_when_upstream_goes_down(
     proxied: Through, proxy: GatedProxy, upstream: Upstream
 ) -> None:
+    """TTL 0: upstream is asked at every request; once it is down, its last list
+    is served beside the store's tags, with the warning."""
     upstream.publish_amd64("pt/downlist:1")
     path = endpoint_path(proxy.host, "pt/downlist")
     assert proxied.manifest(f"{path}/manifests/1").status == 200
     named(proxied, f"{proxy.host}/pt/downlist:1")
     upstream.publish_amd64("pt/downlist:2")
-    assert proxied.client.get(f"/v2/{path}/tags/list").json() == {"name": path, "tags": ["1", "2"]}
+    fresh = proxied.client.get(f"/v2/{path}/tags/list")
     proxy.stop()
-    listed = proxied.client.get(f"/v2/{path}/tags/list")
-    assert (listed.status, listed.json()) == (200, {"name": path, "tags": ["1"]})
-    assert listed.headers["Warning"] == STALE
+    stale = proxied.client.get(f"/v2/{path}/tags/list")
+    listed = {"name": path, "tags": ["1", "2"]}
+    assert (fresh.status, fresh.json(), fresh.headers.get("Warning")) == (200, listed, None)
+    assert (stale.status, stale.json(), stale.headers.get("Warning")) == (200, listed, STALE)
     assert "listing the tags of" in proxied.log()
 
 
@@ -707,7 +722,7 @@ def test_a_tag_answered_while_its_layers_download_is_listed_and_inspectable(
         tag: publish_big_layer(upstream, tmp_path, f"pt/listed:{tag}") for tag in ("1", "2", "3")
     }
     expected, held = manifests["2"]
-    proxy.hidden.add("/v2/pt/listed/tags/list")  # upstream lists none: the store's alone
+    proxy.refuse["/v2/pt/listed/tags/list"] = 404  # upstream lists none: the store's alone
     path = answered_with_layer_held(proxied, proxy, "pt/listed", "2", expected, held)
     alone = proxied.client.get(f"/v2/{path}/tags/list")
     inspected = skopeo_inspect(proxied, f"{path}:2")
@@ -744,7 +759,7 @@ def test_a_digest_answered_while_its_layers_download_makes_its_repository_known(
     inspect`` of the digest works."""
     expected, held = publish_big_layer(upstream, tmp_path, "pt/listed-digest:1")
     digest = sha(expected)
-    proxy.hidden.add("/v2/pt/listed-digest/tags/list")  # upstream lists none
+    proxy.refuse["/v2/pt/listed-digest/tags/list"] = 404  # upstream lists none
     path = answered_with_layer_held(proxied, proxy, "pt/listed-digest", digest, expected, held)
     tags = proxied.client.get(f"/v2/{path}/tags/list")
     inspected = skopeo_inspect(proxied, f"{path}@{digest}")

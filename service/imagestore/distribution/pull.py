@@ -31,6 +31,7 @@ ends the lease.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import functools
 import json
@@ -473,12 +474,19 @@ class Pull:
         if self._through is not None:
             upstream = await self._through.upstream_tags(repository)
             early = self._through.early_references(repository)
-        listed = [] if upstream is None else upstream.tags
-        known = bool(early or listed)
-        more = [tag for tag in (*listed, *early) if ":" not in tag and tag > last]  # no digests
+        listed = [] if upstream is None else upstream.tags  # sorted
+        stale = upstream is not None and upstream.stale
+        start = bisect.bisect_right(listed, last)
+        early_tags = [reference for reference in early if ":" not in reference]  # no digests
+        more = listed[start : start + n + 1] + [tag for tag in early_tags if tag > last]
 
         def page() -> list[str]:
-            if not known and not self._store.has_repository(repository):
+            if not (early or listed) and not self._store.has_repository(repository):
+                if stale:
+                    raise errors.RegistryUnavailable(
+                        f"upstream did not list the tags of {repository}, and the store"
+                        " holds none of it"
+                    )
                 raise RegistryError(Code.NAME_UNKNOWN, f"repository {repository} is not known")
             found = self._store.repository_tags(repository, after=last, limit=n + 1)
             if not more:
@@ -488,7 +496,7 @@ class Pull:
 
         found = await self._unary.run(page)
         headers = _next_link(f"/v2/{path}/tags/list", n, found[n - 1]) if len(found) > n else {}
-        if upstream is not None and upstream.stale:
+        if stale:
             headers["Warning"] = STALE_WARNING
         return _json({"name": path, "tags": found[:n]}, headers)
 

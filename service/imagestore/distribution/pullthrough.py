@@ -54,9 +54,12 @@ then served by the pull category as any stored manifest (docs/registry.md §9).
   checked is kept in memory: after a restart, every tag of an allowlisted
   registry is checked at its first request.
 - **Tag lists.** tags/list of an allowlisted registry's repository lists
-  upstream's tags beside the store's, as a Distribution mirror does; upstream's
-  list is asked once per TTL (kept for it, MAX_CACHED_TAGS tags in all), and
-  served stale with the store's when upstream does not answer.
+  upstream's tags beside the store's, as a Distribution mirror does.
+  Upstream's list is asked once per TTL, by one flight for concurrent
+  requests, and kept (distribution/taglists.py: bounded by tags). A list
+  upstream will not give (an unknown repository, a refusal, too large) is
+  none; when upstream does not answer, its last list is served stale and it
+  is asked again after at most REVALIDATE_TIMEOUT.
 - **A bounded cache.** With ``--registry-pull-through-max-bytes``, once a
   pull-through leaves the store's blobs over that many bytes, the images the
   endpoint pulled through are removed, least recently served first, until it
@@ -88,6 +91,7 @@ from yarl import URL
 
 from imagestore import errors
 from imagestore.bridges import WorkerPool
+from imagestore.distribution.taglists import TagList, TagLists
 from imagestore.oci.manifests import Descriptor
 from imagestore.oci.references import DEFAULT_DOMAIN, normalize_domain, parse_reference
 from imagestore.registry.client import RegistryClient
@@ -115,8 +119,6 @@ STALE_WARNING = '110 - "Response is Stale"'
 MAX_REFUSALS_LOGGED = 256
 #: tags whose last check is remembered; the oldest are forgotten (checked again)
 MAX_VALIDATED_TAGS = 100_000
-#: tags of upstream's tag lists kept for their TTL (the oldest lists are dropped)
-MAX_CACHED_TAGS = 100_000
 DOCKER_HUB_URL = f"https://{DOCKER_HUB_HOST}"
 
 
@@ -240,7 +242,7 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class UpstreamTags:
-    """What upstream lists for a repository; ``stale``: it did not answer."""
+    """What upstream lists for a repository, sorted; ``stale``: it did not answer."""
 
     tags: list[str]
     stale: bool = False
@@ -311,9 +313,8 @@ class PullThrough:
         self._new_download = asyncio.Event()
         #: (repository, tag) → when upstream last confirmed it (or it was pulled)
         self._validated: OrderedDict[tuple[str, str], float] = OrderedDict()
-        #: repository → (when asked, upstream's tags), oldest first, MAX_CACHED_TAGS in all
-        self._tag_lists: OrderedDict[str, tuple[float, list[str]]] = OrderedDict()
-        self._cached_tags = 0
+        #: upstream's last tag list per repository
+        self._tag_lists = TagLists()
         #: (repository, digest) → what the endpoint pulled, least recently served first
         self._pulled: OrderedDict[tuple[str, str], _Pulled] = OrderedDict()
         self._refusals_logged: set[str] = set()
@@ -357,45 +358,46 @@ class PullThrough:
 
     async def upstream_tags(self, repository: str) -> UpstreamTags | None:
         """The tags upstream lists for ``repository`` (every page), as a mirror
-        lists them, asked once per TTL; None when its registry is not
-        allowlisted (the store's tags are all there is). A repository upstream
-        does not know lists none; an upstream that cannot answer (within
-        REVALIDATE_TIMEOUT) leaves its last list, if any, served stale."""
+        lists them; None when its registry is not allowlisted (the store's tags
+        are all there is). Upstream is asked once per TTL, by one flight for
+        every concurrent caller; a list it will not give (unknown, refused, too
+        large) is none; when it does not answer (within REVALIDATE_TIMEOUT), its
+        last list, if any, is served stale, and it is asked again after at most
+        that timeout."""
         if self._upstreams.get(_domain(repository)) is None:
             return None
-        cached = self._tag_lists.get(repository)
-        if cached is not None and self._clock() - cached[0] < self._ttl:
-            return UpstreamTags(cached[1])
+        kept = self._tag_lists.get(repository)
+        if kept is not None:
+            fresh_for = min(self._ttl, REVALIDATE_TIMEOUT) if kept.failed else self._ttl
+            if self._clock() - kept.asked < fresh_for:
+                return UpstreamTags(kept.tags, stale=kept.failed)
         try:
             async with asyncio.timeout(REVALIDATE_TIMEOUT):
-                tags = await self._once(
-                    ("tags", repository, ""), lambda: self._list_upstream_tags(repository)
+                kept = await self._once(
+                    ("tags", repository, ""), lambda: self._ask_tags(repository)
                 )
-        except errors.NotFound:
+        except TimeoutError:  # the flight goes on, and keeps what it gets
+            kept = self._tag_lists.get(repository)
+            return UpstreamTags([] if kept is None else kept.tags, stale=True)
+        return UpstreamTags(kept.tags, stale=kept.failed)
+
+    async def _ask_tags(self, repository: str) -> TagList:
+        """Ask upstream for ``repository``'s tags; keep and return the answer."""
+        try:
+            tags = sorted(set(await self._list_upstream_tags(repository)))
+        except (errors.NotFound, errors.PermissionDenied, errors.SizeLimitExceeded) as exc:
+            log.info("pull-through: upstream lists no tags of %s: %s", repository, exc.message)
             tags = []
-        except (errors.ImageStoreError, TimeoutError) as exc:
-            reason = exc.message if isinstance(exc, errors.ImageStoreError) else "timed out"
+        except errors.ImageStoreError as exc:
             log.warning(
                 "pull-through: listing the tags of %s without upstream's: it did not answer: %s",
                 repository,
-                reason,
+                exc.message,
             )
-            return UpstreamTags([] if cached is None else cached[1], stale=True)
-        self._remember_tags(repository, tags)
-        return UpstreamTags(tags)
-
-    def _remember_tags(self, repository: str, tags: list[str]) -> None:
-        """Keep upstream's list until the TTL passes; the oldest lists go once
-        more than MAX_CACHED_TAGS tags are kept."""
-        if not self._ttl:
-            return
-        old = self._tag_lists.pop(repository, None)
-        self._cached_tags -= 0 if old is None else len(old[1])
-        self._tag_lists[repository] = (self._clock(), tags)
-        self._cached_tags += len(tags)
-        while self._cached_tags > MAX_CACHED_TAGS and len(self._tag_lists) > 1:
-            _, (_, dropped) = self._tag_lists.popitem(last=False)
-            self._cached_tags -= len(dropped)
+            last = self._tag_lists.get(repository)
+            failed = TagList(self._clock(), [] if last is None else last.tags, failed=True)
+            return self._tag_lists.keep(repository, failed)
+        return self._tag_lists.keep(repository, TagList(self._clock(), tags))
 
     def early_references(self, repository: str) -> list[str]:
         """References (tags and digests) of ``repository`` whose pull is in flight
