@@ -270,3 +270,26 @@ def test_an_allowed_network_is_a_deliberate_exception(
         "ADDRESS_REFUSED",
         "::1",
     )
+
+
+#: URLs yarl cannot read (a bad IPv6 literal, a port that is not a number, one too large)
+MALFORMED = {
+    "ipv6": "http://[::1/v2/elsewhere",
+    "port-word": "http://registry.test:port/v2/elsewhere",
+    "port-big": "http://registry.test:99999/v2/elsewhere",
+}
+
+
+@pytest.mark.parametrize("form", list(MALFORMED))
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_url_handed_back_that_cannot_be_read_is_an_invalid_response(
+    remote: Remote, registry: HostileRegistry, kind: str, form: str
+) -> None:
+    connections = remote.accepted
+    with remote.target.watch():
+        error = _attempt(remote, registry, kind, MALFORMED[form])
+    code, reason, _ = rpc_error(error)
+    assert (code, reason) == (grpc.StatusCode.DATA_LOSS, "REGISTRY_RESPONSE_INVALID"), error
+    assert _handed_back(registry, kind) >= 1
+    assert remote.accepted == connections
+    remote.target.assert_clean()

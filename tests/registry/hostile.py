@@ -117,6 +117,11 @@ def make_index(entries: Sequence[tuple[Image, str]]) -> bytes:
     ).encode()
 
 
+def _redirect(location: str) -> web.Response:
+    """A 307 to ``location`` as given (aiohttp's own would refuse a URL it cannot read)."""
+    return web.Response(status=307, headers={"Location": location})
+
+
 #: JSON nested deeper than Python's parser recurses (4 kB): RecursionError, not ValueError
 NESTED_JSON = b'{"errors": ' + b"[" * 2000 + b"]" * 2000 + b"}"
 
@@ -257,7 +262,7 @@ class HostileRegistry:
         self._seen(request.method, "/token")
         if self.token_redirect is not None:  # the query (service, scope) goes along
             query = f"?{request.query_string}" if request.query_string else ""
-            raise web.HTTPTemporaryRedirect(location=self.token_redirect + query)
+            return _redirect(self.token_redirect + query)
         if request.method == "POST":
             form = await request.post()
             good = form.get("grant_type") == "refresh_token" and self.refresh_token is not None
@@ -394,7 +399,7 @@ class HostileRegistry:
         if fault == "redirect-loop":
             raise web.HTTPFound(location=str(request.rel_url))
         if fault.startswith("redirect:"):
-            raise web.HTTPTemporaryRedirect(location=fault.removeprefix("redirect:"))
+            return _redirect(fault.removeprefix("redirect:"))
         if fault == "wrong-bytes":
             data = bytes(b ^ 0xFF for b in data)
         if fault == "truncate":

@@ -210,8 +210,24 @@ async def mount_blob(repo: Repository, digest: str, source_path: str) -> URL | N
         if response.status == 201:
             return None
         if response.status == 202 and "Location" in response.headers:
-            return response.url.join(URL(response.headers["Location"]))
+            return _upload_location(response, what)
         raise await fail_for(response, what)
+
+
+def _upload_location(response: aiohttp.ClientResponse, what: str) -> URL:
+    """The upload session a 202 names, against the request's URL (its address is
+    checked by the guard when it is used)."""
+    location = response.headers["Location"]
+    try:
+        target = response.url.join(URL(location))
+        target.origin()  # yarl reads the host and port only when asked
+    except ValueError:
+        target = URL()
+    if target.scheme not in ("http", "https") or not target.raw_host:
+        raise errors.RegistryResponseInvalid(
+            f"{what}: an upload location that cannot be used: {location[:200]!r}"
+        )
+    return target
 
 
 async def cancel_upload(repo: Repository, location: URL) -> None:
@@ -235,7 +251,7 @@ async def start_upload(repo: Repository) -> URL:
     )
     async with response:
         if response.status == 202 and "Location" in response.headers:
-            return response.url.join(URL(response.headers["Location"]))
+            return _upload_location(response, what)
         raise await fail_for(response, what)
 
 
