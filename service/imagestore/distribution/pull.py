@@ -49,7 +49,8 @@ from imagestore.distribution import names
 from imagestore.distribution.access import ABORTED, BODY_BYTES, SENDFILE_BYTES
 from imagestore.distribution.errors import Code, RegistryError
 from imagestore.distribution.limits import EndpointLimits
-from imagestore.distribution.pullthrough import STALE_WARNING, Answer, PullThrough, UpstreamTags
+from imagestore.distribution.pullthrough import STALE_WARNING, Answer, PullThrough
+from imagestore.distribution.taglists import TagList
 from imagestore.oci import mediatypes as mt
 from imagestore.oci.digests import parse_digest
 from imagestore.oci.manifests import Descriptor
@@ -469,13 +470,13 @@ class Pull:
         last = request.query.get("last", "")
         # Beside the store's tags: what upstream lists (as a mirror lists it), and
         # what a pull-through answered before its pull names it.
-        upstream: UpstreamTags | None = None
+        upstream: TagList | None = None
         early: list[str] = []
         if self._through is not None:
             upstream = await self._through.upstream_tags(repository)
             early = self._through.early_references(repository)
         listed = [] if upstream is None else upstream.tags  # sorted
-        stale = upstream is not None and upstream.stale
+        stale = upstream is not None and upstream.failed
         start = bisect.bisect_right(listed, last)
         early_tags = [reference for reference in early if ":" not in reference]  # no digests
         more = listed[start : start + n + 1] + [tag for tag in early_tags if tag > last]

@@ -241,14 +241,6 @@ class Answer:
 
 
 @dataclass(frozen=True, slots=True)
-class UpstreamTags:
-    """What upstream lists for a repository, sorted; ``stale``: it did not answer."""
-
-    tags: list[str]
-    stale: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class EarlyManifest:
     digest: str
     media_type: str
@@ -356,30 +348,29 @@ class PullThrough:
         if (repository, digest) in self._pulled:
             self._pulled.move_to_end((repository, digest))
 
-    async def upstream_tags(self, repository: str) -> UpstreamTags | None:
-        """The tags upstream lists for ``repository`` (every page), as a mirror
-        lists them; None when its registry is not allowlisted (the store's tags
-        are all there is). Upstream is asked once per TTL, by one flight for
-        every concurrent caller; a list it will not give (unknown, refused, too
-        large) is none; when it does not answer (within REVALIDATE_TIMEOUT), its
-        last list, if any, is served stale, and it is asked again after at most
-        that timeout."""
+    async def upstream_tags(self, repository: str) -> TagList | None:
+        """The tags upstream lists for ``repository`` (every page, sorted), as a
+        mirror lists them; None when its registry is not allowlisted (the
+        store's tags are all there is). Upstream is asked once per TTL, by one
+        flight for every concurrent caller; a list it will not give (unknown,
+        refused, too large) is none; when it does not answer (within
+        REVALIDATE_TIMEOUT) its last list, if any, comes ``failed`` (to serve
+        stale), and it is asked again after at most that timeout."""
         if self._upstreams.get(_domain(repository)) is None:
             return None
         kept = self._tag_lists.get(repository)
         if kept is not None:
             fresh_for = min(self._ttl, REVALIDATE_TIMEOUT) if kept.failed else self._ttl
             if self._clock() - kept.asked < fresh_for:
-                return UpstreamTags(kept.tags, stale=kept.failed)
+                return kept
         try:
             async with asyncio.timeout(REVALIDATE_TIMEOUT):
-                kept = await self._once(
+                return await self._once(
                     ("tags", repository, ""), lambda: self._ask_tags(repository)
                 )
         except TimeoutError:  # the flight goes on, and keeps what it gets
-            kept = self._tag_lists.get(repository)
-            return UpstreamTags([] if kept is None else kept.tags, stale=True)
-        return UpstreamTags(kept.tags, stale=kept.failed)
+            tags = [] if kept is None else kept.tags
+            return TagList(self._clock(), tags, failed=True)
 
     async def _ask_tags(self, repository: str) -> TagList:
         """Ask upstream for ``repository``'s tags; keep and return the answer."""

@@ -24,7 +24,7 @@ from imagestore.oci.manifests import MAX_DOCUMENT_SIZE
 from imagestore.registry.repository import Repository
 from imagestore.registry.responses import fail_for, read_limited
 from imagestore.registry.retry import Retryable, connection_failure
-from imagestore.registry.transport import OnRetry
+from imagestore.registry.transport import OnRetry, handed_back
 
 log = logging.getLogger("imagestore.registry")
 
@@ -215,15 +215,10 @@ async def mount_blob(repo: Repository, digest: str, source_path: str) -> URL | N
 
 
 def _upload_location(response: aiohttp.ClientResponse, what: str) -> URL:
-    """The upload session a 202 names, against the request's URL (its address is
-    checked by the guard when it is used)."""
+    """The upload session a 202 names, against the request's URL."""
     location = response.headers["Location"]
-    try:
-        target = response.url.join(URL(location))
-        target.origin()  # yarl reads the host and port only when asked
-    except ValueError:
-        target = URL()
-    if target.scheme not in ("http", "https") or not target.raw_host:
+    target = handed_back(response.url, location)
+    if target is None:
         raise errors.RegistryResponseInvalid(
             f"{what}: an upload location that cannot be used: {location[:200]!r}"
         )
@@ -396,13 +391,11 @@ def _next_page(repo: Repository, current: URL, link: str, what: str) -> URL | No
     match = _NEXT_LINK.search(link)
     if match is None:
         return None
-    try:
-        target = current.join(URL(match.group(1)))
-        origin = target.origin()
-    except ValueError:  # yarl's word for a bad host, port or IPv6 literal
+    target = handed_back(current, match.group(1))
+    if target is None:
         raise errors.RegistryResponseInvalid(
             f"{what}: the next page's address is invalid: {match.group(1)[:200]!r}"
-        ) from None
-    if origin != repo.base_url.origin():
+        )
+    if target.origin() != repo.base_url.origin():
         raise errors.RegistryResponseInvalid(f"{what}: the next page is on another origin")
     return target

@@ -192,11 +192,8 @@ class Transport:
                 f"{what}: more than {self.options.max_redirects} redirects",
                 metadata={"redirects": str(self.options.max_redirects)},
             )
-        try:
-            target = current.join(URL(location))
-        except ValueError:
-            target = URL()
-        if target.scheme not in ("http", "https") or not target.raw_host:
+        target = handed_back(current, location)
+        if target is None:
             raise errors.RegistryResponseInvalid(f"{what}: redirect to an unusable location")
         downgrade = current.scheme == "https" and target.scheme == "http"
         if downgrade and not self.trust.plain_http_allowed(target.raw_authority):
@@ -229,6 +226,20 @@ class Transport:
     def deadline(self, what: str) -> AbstractAsyncContextManager[None]:
         """The total time one blob or manifest download may take (--registry-blob-timeout)."""
         return deadline(self.options.blob_timeout, what)
+
+
+def handed_back(current: URL, location: str) -> URL | None:
+    """A URL a registry handed back (a redirect, an upload session, a next page),
+    read against ``current``; None when it cannot be read (yarl's ValueError: a
+    bad host, port or IPv6 literal) or is not HTTP(S) with a host. Its address
+    is checked by the guard when it is sent."""
+    try:
+        target = current.join(URL(location))
+    except ValueError:
+        return None
+    if target.scheme not in ("http", "https") or not target.raw_host:
+        return None
+    return target
 
 
 def _about(error: errors.ImageStoreError, what: str) -> errors.ImageStoreError:
